@@ -1,0 +1,138 @@
+"""Engine exceptions: every failure a user can cause, with a one-line message.
+
+The tree::
+
+    VstuiError                 base; ``guest`` names the guest or is None
+    ├── ConfigError            a bad NAME.conf line: path, line, key, message
+    ├── InvalidName            a guest name that is not a hostname label
+    ├── UnknownCapability      a capability name we do not know
+    ├── GuestNotFound          no configuration for NAME
+    ├── GuestNotRunning        the operation needs a running guest
+    ├── GuestRunning           the operation needs a stopped guest
+    ├── GuestBusy              another process holds the guest's lock
+    ├── NotRoot                the operation needs root
+    ├── ReadOnlyError          refused by the read-only facade
+    ├── BarrierError           /vservers is not mode 000 root-owned
+    ├── PrivateGuest           the guest has the ``private`` flag
+    ├── QuotaError             disk quota cannot be set as asked
+    ├── NetError               an address or link cannot be set up
+    └── KernelError            a kernel call failed: operation, path, errno
+
+The CLI prints ``TOOL: NAME: message``; the app shows the message as a
+notification. The engine raises, it never prints.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+
+class VstuiError(Exception):
+    """Base of every error the engine raises on purpose."""
+
+    def __init__(self, message: str, guest: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.guest = guest
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(VstuiError):
+    """A configuration file line that cannot be read or is not valid."""
+
+    def __init__(
+        self,
+        message: str,
+        path: str | os.PathLike[str] | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        guest: str | None = None,
+    ) -> None:
+        self.path = os.fspath(path) if path is not None else None
+        self.line = line
+        self.key = key
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}:{line}: " if line else f"{self.path}: "
+        what = f"{key}: " if key else ""
+        super().__init__(f"{where}{what}{message}", guest)
+        self.reason = message
+
+
+class InvalidName(VstuiError):
+    """A guest name that is not a valid hostname label."""
+
+
+class UnknownCapability(VstuiError):
+    """A capability name that is not in the kernel's table."""
+
+
+class GuestNotFound(VstuiError):
+    """No configuration exists for the guest."""
+
+
+class GuestNotRunning(VstuiError):
+    """The operation needs a running guest."""
+
+
+class GuestRunning(VstuiError):
+    """The operation needs a stopped guest."""
+
+
+class GuestBusy(VstuiError):
+    """Another vstui process holds the guest's lock."""
+
+
+class NotRoot(VstuiError):
+    """The operation needs root privileges."""
+
+
+class ReadOnlyError(VstuiError):
+    """A mutating call refused by the read-only facade."""
+
+
+class BarrierError(VstuiError):
+    """The guests' parent directory is not a proper barrier."""
+
+
+class PrivateGuest(VstuiError):
+    """The guest has the private flag: no enter, exec or signal from the host."""
+
+
+class QuotaError(VstuiError):
+    """A disk quota cannot be set as asked."""
+
+
+class NetError(VstuiError):
+    """An address, link or qdisc cannot be set up as configured."""
+
+
+class KernelError(VstuiError):
+    """A kernel call failed; names the operation, the object and errno."""
+
+    def __init__(
+        self, op: str, target: str, err: int, guest: str | None = None, hint: str = ""
+    ) -> None:
+        self.op = op
+        self.target = target
+        self.errno = err
+        text = f"{op} `{target}`: {os.strerror(err)}"
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text, guest)
+
+    @classmethod
+    def from_oserror(
+        cls, op: str, exc: OSError, guest: str | None = None, hint: str = ""
+    ) -> KernelError:
+        target = exc.filename if exc.filename is not None else ""
+        return cls(op, str(target), exc.errno or _errno.EIO, guest, hint)
+
+
+def require_root(what: str, guest: str | None = None) -> None:
+    """Raise NotRoot unless the effective uid is 0."""
+    if os.geteuid() != 0:
+        raise NotRoot(f"{what} needs root; run it as root (sudo)", guest)

@@ -1,0 +1,119 @@
+"""Immutable snapshot data for the console and the tools.
+
+Widgets see only these types, never /proc text or netlink messages. Keys:
+a guest by name (the host is ``HOST_NAME`` with xid 0), a process by
+(pid, start time) so that a reused PID is a new row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+HOST_NAME = ""  # the host row (context 0) has no guest name
+HOST_XID = 0
+SPECTATOR_XID = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ProcRow:
+    """One process as the scanner saw it in one snapshot."""
+
+    pid: int  # host PID
+    ppid: int  # host PID of the parent
+    starttime: int  # clock ticks after boot; (pid, starttime) identifies it
+    xid: int  # context: 0 host, else the guest's
+    guest: str  # guest name, HOST_NAME for the host
+    nspid: int  # PID inside its guest (== pid on the host)
+    uid: int
+    user: str
+    state: str  # R, S, D, Z, T, ...
+    nice: int
+    threads: int
+    vsz: int  # bytes
+    rss: int  # bytes
+    utime: int  # clock ticks, own
+    stime: int
+    cutime: int  # clock ticks, reaped children
+    cstime: int
+    cpu_percent: float  # of one CPU, since the previous snapshot (0.0 at first)
+    tty: str  # "pts/0" or "?"
+    comm: str
+    cmdline: str  # space-joined argv, or "[comm]" for kernel threads
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.pid, self.starttime)
+
+
+@dataclass(frozen=True, slots=True)
+class Gauge:
+    """A used/limit pair; limit None = unlimited, used None = unknown."""
+
+    used: int | None = None
+    limit: int | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.used is None or not self.limit:
+            return None
+        return self.used / self.limit
+
+
+@dataclass(frozen=True, slots=True)
+class NetStats:
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    rx_packets: int = 0
+    tx_packets: int = 0
+    rx_dropped: int = 0
+    tx_dropped: int = 0
+    rx_rate: float = 0.0  # bytes/s since the previous snapshot
+    tx_rate: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class GuestStatus:
+    """One guest (or the host, xid 0) in one snapshot."""
+
+    name: str
+    xid: int
+    state: str  # running, stopped, starting, stopping, unknown
+    init_pid: int | None
+    addresses: tuple[str, ...]
+    flags: tuple[str, ...]
+    nproc: int
+    cpu_percent: float
+    memory: Gauge
+    pids: Gauge
+    disk: Gauge  # bytes
+    inodes: Gauge
+    net: NetStats | None  # None: no network data (host mode or not running)
+    bandwidth_out: int | None  # bits/s limit, None = unlimited
+    bandwidth_in: int | None
+    uptime: float | None  # seconds, None when stopped
+    missing: tuple[str, ...] = ()  # what could not be measured, said plainly
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the console shows, taken at one instant."""
+
+    taken: float  # time.monotonic()
+    wall: float  # time.time()
+    guests: tuple[GuestStatus, ...]  # the host (xid 0) first
+    procs: tuple[ProcRow, ...]
+    ncpu: int
+    errors: tuple[str, ...] = field(default=())
+
+    def guest(self, name: str) -> GuestStatus | None:
+        for g in self.guests:
+            if g.name == name:
+                return g
+        return None
+
+    def procs_of(self, xid: int) -> tuple[ProcRow, ...]:
+        return tuple(p for p in self.procs if p.xid == xid)

@@ -1,0 +1,132 @@
+"""Every host path and kernel-global name, derived from one root prefix.
+
+The root prefix comes from ``--root DIR`` or ``VSTUI_ROOT`` and defaults to
+``/``. Tests build whole hosts under a temporary root, several side by side,
+so names that are global in the kernel (cgroup directories, link names) are
+derived from the root too: two roots never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+ROOT_ENV = "VSTUI_ROOT"
+IFNAMSIZ = 15  # usable bytes of a Linux interface name (include/uapi/linux/if.h)
+
+
+def default_root() -> Path:
+    """The root prefix from VSTUI_ROOT, else ``/``."""
+    return Path(os.environ.get(ROOT_ENV) or "/")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Host paths for one root prefix."""
+
+    root: Path = Path("/")
+
+    @classmethod
+    def from_root(cls, root: str | os.PathLike[str] | None = None) -> Paths:
+        """Paths for ``root``, or for VSTUI_ROOT / ``/`` when None."""
+        chosen = Path(root) if root else default_root()
+        return cls(Path(os.path.abspath(chosen)))
+
+    def _under(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    # -- configuration -------------------------------------------------
+    @property
+    def config_dir(self) -> Path:
+        """Directory of NAME.conf files (``/etc/vserver``)."""
+        return self._under("/etc/vserver")
+
+    def config_file(self, name: str) -> Path:
+        return self.config_dir / f"{name}.conf"
+
+    @property
+    def legacy_config_dir(self) -> Path:
+        """util-vserver's directory (``/etc/vservers``), read for import."""
+        return self._under("/etc/vservers")
+
+    def legacy_config_file(self, name: str) -> Path:
+        return self.legacy_config_dir / f"{name}.conf"
+
+    def legacy_guest_dir(self, name: str) -> Path:
+        return self.legacy_config_dir / name
+
+    # -- guest trees ---------------------------------------------------
+    @property
+    def vservers_dir(self) -> Path:
+        """Parent of all guest trees: mode 000, the barrier."""
+        return self._under("/vservers")
+
+    def guest_root(self, name: str) -> Path:
+        return self.vservers_dir / name
+
+    @property
+    def images_dir(self) -> Path:
+        """Loop images of image-backed guests (outside the barrier's guests)."""
+        return self._under("/var/lib/vservers/images")
+
+    def guest_image(self, name: str) -> Path:
+        return self.images_dir / f"{name}.img"
+
+    # -- run state and logs --------------------------------------------
+    @property
+    def run_base(self) -> Path:
+        return self._under("/run/vservers")
+
+    def run_dir(self, name: str) -> Path:
+        """Supervisor pid, init pid, state and lock of one guest."""
+        return self.run_base / name
+
+    @property
+    def log_dir(self) -> Path:
+        return self._under("/var/log/vservers")
+
+    def log_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    @property
+    def state_dir(self) -> Path:
+        """Persistent engine state (context id allocation)."""
+        return self._under("/var/lib/vservers")
+
+    # -- kernel-global names -------------------------------------------
+    @cached_property
+    def root_id(self) -> str:
+        """Short stable id of this root; empty for ``/``."""
+        if self.root == Path("/"):
+            return ""
+        return hashlib.sha1(os.fsencode(self.root)).hexdigest()[:6]
+
+    @property
+    def cgroup_base(self) -> str:
+        """Relative cgroup directory holding this root's guests."""
+        return "vstui" if not self.root_id else f"vstui-{self.root_id}"
+
+    def cgroup_name(self, name: str) -> str:
+        """Relative cgroup path of one guest, the same under every controller."""
+        return f"{self.cgroup_base}/{name}"
+
+    def link_name(self, name: str, kind: str = "vs") -> str:
+        """Host-side link name for a guest, at most IFNAMSIZ bytes.
+
+        ``vs-NAME`` for the default root; ``vXXXX-NAME`` under another root
+        (XXXX from the root id). Long names are cut and given a hash tail so
+        two guests never share a link name.
+        """
+        prefix = f"{kind}-" if not self.root_id else f"{kind[0]}{self.root_id[:4]}-"
+        full = prefix + name
+        if len(full) <= IFNAMSIZ:
+            return full
+        tail = hashlib.sha1(f"{self.root}\0{name}".encode()).hexdigest()[:4]
+        return (prefix + name)[: IFNAMSIZ - 5] + "-" + tail
+
+    def netns_name(self, name: str) -> str:
+        """Name of the guest's network namespace as shown by ``ip netns``."""
+        return f"vs-{name}" if not self.root_id else f"vs{self.root_id}-{name}"

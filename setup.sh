@@ -1,0 +1,77 @@
+#!/bin/sh
+# vstui set-up: installs what the project needs, then runs one thing.
+#   ./setup.sh demo    install everything, open the console on a ready demo
+#   ./setup.sh test    install everything, run the whole test suite
+#   ./setup.sh install install everything only
+# Run as root on Debian 12 (or newer). Everything Python lives in ./.venv.
+set -eu
+cd "$(dirname "$0")"
+
+APT_PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libcap-dev libseccomp-dev \
+  busybox-static e2fsprogs xfsprogs quota iproute2 procps tmux util-linux kmod"
+
+apt_install() {
+    missing=""
+    for pkg in $APT_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" \
+            || missing="$missing $pkg"
+    done
+    [ -z "$missing" ] && return 0
+    echo "setup: installing Debian packages:$missing" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+}
+
+python_bin() {
+    # The real interpreter, not a pyenv shim: tools must start fast.
+    for cand in python3.13 python3.12 python3.11 python3; do
+        if command -v "$cand" >/dev/null 2>&1; then
+            real=$("$cand" -c 'import sys; print(sys.executable if sys.version_info >= (3, 11) else "")' 2>/dev/null || true)
+            [ -n "$real" ] && { echo "$real"; return 0; }
+        fi
+    done
+    echo "setup: Python 3.11 or newer not found" >&2
+    exit 1
+}
+
+venv_install() {
+    if [ ! -x .venv/bin/python ]; then
+        "$(python_bin)" -m venv .venv
+    fi
+    stamp=.venv/.installed
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+        .venv/bin/pip install -q --upgrade pip >/dev/null
+        .venv/bin/pip install -q -e '.[test]'
+        touch "$stamp"
+    fi
+}
+
+build_helpers() {
+    .venv/bin/python -m engine.helpers.build
+}
+
+install_all() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: run as root (it installs Debian packages and runs guests)" >&2
+        exit 1
+    fi
+    apt_install
+    venv_install
+    build_helpers
+}
+
+case "${1:-}" in
+    install)
+        install_all ;;
+    demo)
+        install_all
+        exec .venv/bin/vstui --demo ;;
+    test)
+        install_all
+        .venv/bin/ruff check .
+        .venv/bin/ruff format --check .
+        exec .venv/bin/pytest -q -p no:cacheprovider ;;
+    *)
+        echo "usage: ./setup.sh demo | test | install" >&2
+        exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""vstui front ends: the Textual console and the util-vserver style tools."""

@@ -1,0 +1,73 @@
+"""What every tool shares: ``--root`` anywhere, and errors as one line.
+
+Errors print as ``TOOL: NAME: message`` on stderr with a non-zero exit, no
+usage dump; stdout stays clean for pipes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from engine.errors import GuestNotRunning, VstuiError
+
+EXIT_CODES: dict[type[VstuiError], int] = {GuestNotRunning: 1}
+
+
+def split_root(argv: Sequence[str], stop_at: int | None = None) -> tuple[str | None, list[str]]:
+    """Remove ``--root DIR`` / ``--root=DIR`` from argv, wherever it is.
+
+    Only the first ``stop_at`` positional words are scanned past (so a
+    command run inside a guest keeps its own ``--root``); ``--`` ends the scan.
+    """
+    root: str | None = None
+    rest: list[str] = []
+    positionals = 0
+    i = 0
+    args = list(argv)
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if stop_at is not None and positionals >= stop_at:
+            rest.extend(args[i:])
+            break
+        if arg == "--root":
+            if i + 1 >= len(args):
+                raise VstuiError("--root needs a directory, e.g. --root /srv/vstui")
+            root = args[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--root="):
+            root = arg.split("=", 1)[1]
+            i += 1
+            continue
+        if not arg.startswith("-"):
+            positionals += 1
+        rest.append(arg)
+        i += 1
+    return root, rest
+
+
+def report(tool: str, exc: VstuiError) -> int:
+    """Print ``TOOL: NAME: message`` and return the exit code for it."""
+    who = f"{exc.guest}: " if exc.guest else ""
+    print(f"{tool}: {who}{exc.message}", file=sys.stderr)
+    return EXIT_CODES.get(type(exc), 1)
+
+
+def run_tool(tool: str, body: Callable[[], int]) -> int:
+    """Run a tool's body, turning engine errors into one-line messages."""
+    try:
+        return body()
+    except VstuiError as exc:
+        return report(tool, exc)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`vps ax | head`): not an error worth a trace.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0

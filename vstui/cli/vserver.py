@@ -1,0 +1,93 @@
+"""``vserver``: util-vserver's guest manager.
+
+    vserver [--root DIR] NAME COMMAND [ARGS...]
+    vserver [--root DIR] --list [--json]
+    vserver [--root DIR] --onboot start|stop
+
+Each COMMAND lives in a ``vstui.cli.vserver_*`` module, imported only when
+used, so that ``vserver NAME exec`` does not pay for the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from engine.paths import Paths
+from vstui.cli.common import run_tool, split_root
+
+TOOL = "vserver"
+
+# command -> "module:function"; every function takes (paths, name, args) -> int
+COMMANDS: dict[str, str] = {
+    "config": "vstui.cli.vserver_config:cmd_config",
+    "check": "vstui.cli.vserver_config:cmd_check",
+    "import": "vstui.cli.vserver_config:cmd_import",
+    "build": "vstui.cli.vserver_runtime:cmd_build",
+    "delete": "vstui.cli.vserver_runtime:cmd_delete",
+    "start": "vstui.cli.vserver_runtime:cmd_start",
+    "stop": "vstui.cli.vserver_runtime:cmd_stop",
+    "restart": "vstui.cli.vserver_runtime:cmd_restart",
+    "status": "vstui.cli.vserver_runtime:cmd_status",
+    "running": "vstui.cli.vserver_runtime:cmd_running",
+    "enter": "vstui.cli.vserver_runtime:cmd_enter",
+    "exec": "vstui.cli.vserver_runtime:cmd_exec",
+    "suexec": "vstui.cli.vserver_runtime:cmd_suexec",
+    "quota": "vstui.cli.vserver_storage:cmd_quota",
+}
+
+# commands whose remaining words belong to a program run in the guest
+PASS_THROUGH = frozenset({"exec", "suexec", "enter"})
+
+# commands that run without a guest name: --flag -> "module:function" taking (paths, args)
+GLOBAL_COMMANDS: dict[str, str] = {
+    "--list": "vstui.cli.vserver_config:cmd_list",
+    "--onboot": "vstui.cli.vserver_runtime:cmd_onboot",
+}
+
+USAGE = """\
+usage: vserver [--root DIR] NAME COMMAND [ARGS...]
+       vserver [--root DIR] --list [--json]
+       vserver [--root DIR] --onboot start|stop
+commands: """ + " ".join(sorted(COMMANDS))
+
+
+def _load(target: str) -> Callable[..., int]:
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _dispatch(argv: Sequence[str]) -> int:
+    # --root may come before NAME or after COMMAND, but never inside the
+    # command that exec/suexec run in the guest.
+    root, args = split_root(argv, stop_at=2)
+    if len(args) < 2 or args[1] not in PASS_THROUGH:
+        root, args = split_root(argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE, file=sys.stderr if not args else sys.stdout)
+        return 2 if not args else 0
+    paths = Paths.from_root(root)
+    if args[0] in GLOBAL_COMMANDS:
+        return _load(GLOBAL_COMMANDS[args[0]])(paths, args[1:])
+    if len(args) < 2:
+        print(USAGE, file=sys.stderr)
+        return 2
+    name, command, rest = args[0], args[1], args[2:]
+    if command not in COMMANDS:
+        print(f"{TOOL}: {name}: unknown command '{command}'\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        func = _load(COMMANDS[command])
+    except ModuleNotFoundError:
+        print(f"{TOOL}: {name}: '{command}' is not available in this build", file=sys.stderr)
+        return 2
+    return func(paths, name, rest)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_tool(TOOL, lambda: _dispatch(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
