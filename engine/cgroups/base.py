@@ -1,0 +1,225 @@
+"""What both backends share: the guest's directories in every hierarchy.
+
+A guest's cgroup is ``rel`` (``vstui-<rootid>/NAME``) under each hierarchy
+the engine uses. Only directories whose first component starts with
+``vstui`` are ever created, written or removed: the machine's own cgroups
+are never touched.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from engine.cgroups.probe import Hierarchy
+from engine.errors import KernelError, VstuiError
+
+ENGINE_PREFIX = "vstui"
+KILL_TIMEOUT = 10.0
+
+
+def guest_of(rel: str) -> str:
+    """The guest name in a relative cgroup path (its last component)."""
+    return rel.rstrip("/").rsplit("/", 1)[-1]
+
+
+def check_rel(rel: str) -> tuple[str, ...]:
+    """Split ``rel`` into components, refusing anything outside the engine's tree."""
+    parts = tuple(p for p in rel.split("/") if p)
+    if (
+        not parts
+        or rel.startswith("/")
+        or any(p in (".", "..") for p in parts)
+        or not parts[0].startswith(ENGINE_PREFIX)
+    ):
+        raise VstuiError(
+            f"cgroup path '{rel}' is not one of the engine's (expected {ENGINE_PREFIX}.../NAME)"
+        )
+    return parts
+
+
+def read_text(path: Path) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def read_int(path: Path) -> int | None:
+    """An integer control file; None when missing or "max"."""
+    try:
+        value = read_text(path).split()
+    except OSError:
+        return None
+    if not value or value[0] == "max":
+        return None
+    try:
+        return int(value[0])
+    except ValueError:
+        return None
+
+
+def write(path: Path, value: str, guest: str | None, hint: str = "") -> None:
+    """Write one control file; KernelError naming the file on failure."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise KernelError("write", str(path), exc.errno or errno.EIO, guest, hint) from None
+
+
+def read_pids(path: Path) -> list[int]:
+    try:
+        return [int(p) for p in read_text(path).split()]
+    except (OSError, ValueError):
+        return []
+
+
+def walk_dirs(top: Path) -> Iterator[Path]:
+    """``top`` and every cgroup directory below it, parents before children."""
+    stack = [top]
+    while stack:
+        current = stack.pop()
+        yield current
+        try:
+            with os.scandir(current) as it:
+                stack.extend(Path(e.path) for e in it if e.is_dir(follow_symlinks=False))
+        except OSError:
+            continue
+
+
+class Tree:
+    """Directory handling over a set of hierarchies; backends add the limits."""
+
+    kind = "?"
+
+    def __init__(self, hierarchies: tuple[Hierarchy, ...], primary: Hierarchy) -> None:
+        self.hierarchies = hierarchies
+        # procs/exists/list_guests look here: every guest process is in this one.
+        self.primary = primary
+
+    # -- hooks -------------------------------------------------------------
+    def _enable_below(self, h: Hierarchy, directory: Path, guest: str) -> None:
+        """Called for each directory above the guest's; v2 enables controllers there."""
+
+    # -- directories ---------------------------------------------------------
+    def paths(self, rel: str) -> list[Path]:
+        parts = check_rel(rel)
+        return [h.mount.joinpath(*parts) for h in self.hierarchies]
+
+    def exists(self, rel: str) -> bool:
+        return self.primary.mount.joinpath(*check_rel(rel)).is_dir()
+
+    def create(self, rel: str) -> None:
+        """Make the guest's directory (and parents) in every hierarchy."""
+        parts = check_rel(rel)
+        guest = guest_of(rel)
+        for h in self.hierarchies:
+            for attempt in range(5):
+                try:
+                    self._make_chain(h, parts, guest)
+                    break
+                except FileNotFoundError:
+                    # A parent vanished under us (another guest's remove); retry.
+                    if attempt == 4:
+                        raise
+
+    def _make_chain(self, h: Hierarchy, parts: tuple[str, ...], guest: str) -> None:
+        directory = h.mount
+        for part in parts:
+            self._enable_below(h, directory, guest)
+            directory = directory / part
+            try:
+                os.mkdir(directory)
+            except (FileExistsError, FileNotFoundError):
+                if not directory.is_dir():
+                    raise FileNotFoundError(errno.ENOENT, "gone", str(directory)) from None
+            except OSError as exc:
+                raise KernelError("mkdir", str(directory), exc.errno or errno.EIO, guest) from None
+
+    def attach(self, rel: str, pid: int) -> None:
+        """Move ``pid`` (the whole process) into the guest's cgroup everywhere."""
+        guest = guest_of(rel)
+        for directory in self.paths(rel):
+            write(directory / "cgroup.procs", str(pid), guest, "is the process still alive?")
+
+    def procs(self, rel: str) -> list[int]:
+        """Every process in the guest's cgroup and its sub-cgroups."""
+        top = self.primary.mount.joinpath(*check_rel(rel))
+        pids: list[int] = []
+        for directory in walk_dirs(top):
+            pids.extend(read_pids(directory / "cgroup.procs"))
+        return pids
+
+    def list_guests(self, base: str) -> list[str]:
+        top = self.primary.mount.joinpath(*check_rel(base))
+        try:
+            with os.scandir(top) as it:
+                return sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+        except OSError:
+            return []
+
+    def remove(self, rel: str) -> None:
+        """Remove the guest's directories, children first; idempotent.
+
+        The per-root parent goes too once it is empty, so a root leaves nothing.
+        """
+        parts = check_rel(rel)
+        guest = guest_of(rel)
+        for h in self.hierarchies:
+            top = h.mount.joinpath(*parts)
+            for directory in sorted(walk_dirs(top), key=lambda p: -len(p.parts)):
+                self._rmdir(directory, guest)
+            for up in range(len(parts) - 1, 0, -1):
+                try:
+                    os.rmdir(h.mount.joinpath(*parts[:up]))
+                except OSError:
+                    break  # not empty (other guests) or already gone
+
+    def _rmdir(self, directory: Path, guest: str) -> None:
+        for attempt in range(50):
+            try:
+                os.rmdir(directory)
+                return
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                # EBUSY right after the last process died: it is still exiting.
+                exiting = exc.errno == errno.EBUSY and not read_pids(directory / "cgroup.procs")
+                if exiting and attempt < 49:
+                    time.sleep(0.02)
+                    continue
+                raise KernelError(
+                    "rmdir", str(directory), exc.errno or errno.EIO, guest,
+                    "processes are still in it; stop the guest first",
+                ) from None  # fmt: skip
+
+    # -- killing -----------------------------------------------------------
+    def _kill_round(self, rel: str, killed: set[int]) -> None:
+        for pid in self.procs(rel):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except ProcessLookupError:
+                pass
+
+    def _wait_empty(self, rel: str, deadline: float) -> bool:
+        delay = 0.002
+        while self.procs(rel):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return True
+
+    def _timeout_error(self, rel: str, timeout: float) -> KernelError:
+        top = self.primary.mount.joinpath(*check_rel(rel))
+        return KernelError(
+            "kill", str(top), errno.EBUSY, guest_of(rel),
+            f"processes left after {timeout:g}s: {sorted(self.procs(rel))[:10]}",
+        )  # fmt: skip

@@ -1,0 +1,124 @@
+"""cgroup v2 backend: one unified hierarchy.
+
+memory.max, pids.max, cpu.weight, cpu.max ("quota period"), cgroup.kill
+(fallback: cgroup.freeze + SIGKILL each), memory.current, pids.current,
+cpu.stat usage_usec.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from pathlib import Path
+
+from engine.cgroups.base import KILL_TIMEOUT, Tree, check_rel, guest_of, read_int, read_text, write
+from engine.cgroups.data import CgroupStats, Limits
+from engine.cgroups.probe import Hierarchy, Layout
+from engine.errors import KernelError
+
+CPU_MAX_PERIOD_US = 100_000
+
+
+def cpu_max(percent: float | None, period: int = CPU_MAX_PERIOD_US) -> str:
+    """cpu.max value for a quota in percent of one CPU; "max" when None."""
+    if percent is None:
+        return f"max {period}"
+    return f"{max(1000, round(percent * period / 100))} {period}"
+
+
+def usage_usec(cpu_stat: str) -> int | None:
+    """usage_usec from cpu.stat's "key value" lines."""
+    for line in cpu_stat.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "usage_usec":
+            return int(value)
+    return None
+
+
+class V2Cgroups(Tree):
+    kind = "v2"
+
+    def __init__(self, layout: Layout) -> None:
+        unified = layout.unified
+        assert unified is not None
+        super().__init__((unified,), unified)
+        self.hierarchy = unified
+
+    def _enable_below(self, h: Hierarchy, directory: Path, guest: str) -> None:
+        """Delegate our controllers to the children of ``directory``."""
+        try:
+            enabled = set(read_text(directory / "cgroup.subtree_control").split())
+        except OSError:
+            return
+        missing = sorted(h.controllers - enabled)
+        if missing:
+            write(
+                directory / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing), guest,
+                "a v2 cgroup with processes of its own cannot delegate controllers",
+            )  # fmt: skip
+
+    def _dir(self, rel: str) -> Path:
+        return self.hierarchy.mount.joinpath(*check_rel(rel))
+
+    def _check(self, controller: str, rel: str, what: str) -> None:
+        if controller not in self.hierarchy.controllers:
+            raise KernelError(
+                "write", str(self._dir(rel)), errno.ENODEV, guest_of(rel),
+                f"{what} needs the {controller} controller, which this host's cgroup2 lacks",
+            )  # fmt: skip
+
+    def apply(self, rel: str, limits: Limits) -> None:
+        guest = guest_of(rel)
+        directory = self._dir(rel)
+        have = self.hierarchy.controllers
+        if limits.memory is not None or "memory" in have:
+            self._check("memory", rel, "a memory limit")
+            value = str(limits.memory) if limits.memory is not None else "max"
+            write(directory / "memory.max", value, guest, "memory limit below current use")
+        if limits.pids is not None or "pids" in have:
+            self._check("pids", rel, "a process limit")
+            write(directory / "pids.max", str(limits.pids) if limits.pids else "max", guest)
+        if limits.cpu_weight is not None or limits.cpu_quota is not None or "cpu" in have:
+            self._check("cpu", rel, "a CPU weight or quota")
+            write(directory / "cpu.weight", str(limits.cpu_weight or 100), guest)
+            write(directory / "cpu.max", cpu_max(limits.cpu_quota), guest)
+
+    def stats(self, rel: str) -> CgroupStats:
+        directory = self._dir(rel)
+        have = self.hierarchy.controllers
+        try:
+            cpu = usage_usec(read_text(directory / "cpu.stat"))
+        except (OSError, ValueError):
+            cpu = None
+        return CgroupStats(
+            memory_used=read_int(directory / "memory.current") if "memory" in have else None,
+            memory_limit=read_int(directory / "memory.max") if "memory" in have else None,
+            pids_current=read_int(directory / "pids.current") if "pids" in have else None,
+            pids_limit=read_int(directory / "pids.max") if "pids" in have else None,
+            cpu_usage_ns=cpu * 1000 if cpu is not None else None,
+            nproc=len(self.procs(rel)) if directory.is_dir() else None,
+        )
+
+    def kill_all(self, rel: str, timeout: float = KILL_TIMEOUT) -> int:
+        """cgroup.kill (5.14+), else freeze + SIGKILL each; until empty."""
+        guest = guest_of(rel)
+        directory = self._dir(rel)
+        deadline = time.monotonic() + timeout
+        killed: set[int] = set()
+        while pids := self.procs(rel):
+            if (directory / "cgroup.kill").exists():
+                killed.update(pids)
+                write(directory / "cgroup.kill", "1", guest)
+            elif (directory / "cgroup.freeze").exists():
+                write(directory / "cgroup.freeze", "1", guest)
+                try:
+                    self._kill_round(rel, killed)
+                finally:
+                    write(directory / "cgroup.freeze", "0", guest)
+            else:
+                self._kill_round(rel, killed)
+            if self._wait_empty(rel, min(deadline, time.monotonic() + 1.0)):
+                break
+            if time.monotonic() >= deadline:
+                raise self._timeout_error(rel, timeout)
+        return len(killed)
