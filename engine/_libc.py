@@ -7,11 +7,10 @@ OSError with errno and the path involved, like the os module does.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import platform
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# find_library would run ldconfig (~20 ms); glibc's soname is stable.
+_libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 # include/uapi/linux/sched.h
 CLONE_NEWNS = 0x00020000
@@ -44,9 +43,10 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
-_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(platform.machine(), 155)
-_SYS_CAPGET = {"x86_64": 125, "aarch64": 90}.get(platform.machine(), 125)
-_SYS_CAPSET = {"x86_64": 126, "aarch64": 91}.get(platform.machine(), 126)
+_MACHINE = os.uname().machine
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}.get(_MACHINE, 155)
+_SYS_CAPGET = {"x86_64": 125, "aarch64": 90}.get(_MACHINE, 125)
+_SYS_CAPSET = {"x86_64": 126, "aarch64": 91}.get(_MACHINE, 126)
 
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_char_p]  # fmt: skip
@@ -141,3 +141,8 @@ def set_pdeathsig(sig: int) -> None:
 
 def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def setdomainname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.setdomainname(raw, len(raw)))
