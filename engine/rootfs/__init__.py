@@ -1,0 +1,42 @@
+"""engine.rootfs: guest trees, templates, disk quota, shared directories, barrier.
+
+The contract (docs/engine-api.md, "engine.rootfs")::
+
+    TEMPLATES                      skeleton (default), busybox, tarball:PATH, debootstrap[:SUITE]
+    build(paths, name, template="skeleton", hostname=None, addresses=(), options={})
+    delete(paths, name, force=False)
+    check_barrier(paths)
+    Bind(source, target, readonly, recursive); binds(cfg, paths) -> list[Bind]
+    resolve_in_guest(root, guest_path) -> Path; open_target(root, guest_path) -> fd
+    prepare_root(cfg, paths) -> RootHandle (.path, .release())
+    usage(cfg, paths) -> DiskUsage; set_quota(cfg, paths, size)
+"""
+
+from __future__ import annotations
+
+from engine.rootfs.binds import Bind, binds, open_source, open_target, resolve_in_guest
+from engine.rootfs.build import build, check_barrier, delete, is_running
+from engine.rootfs.storage import DiskUsage, RootHandle, prepare_root, set_quota, usage
+from engine.rootfs.templates import KINDS, parse_template
+
+TEMPLATES = ("skeleton", "busybox", "tarball:PATH", "debootstrap[:SUITE]")
+
+__all__ = [
+    "KINDS",
+    "TEMPLATES",
+    "Bind",
+    "DiskUsage",
+    "RootHandle",
+    "binds",
+    "build",
+    "check_barrier",
+    "delete",
+    "is_running",
+    "open_source",
+    "open_target",
+    "parse_template",
+    "prepare_root",
+    "resolve_in_guest",
+    "set_quota",
+    "usage",
+]

@@ -1,0 +1,224 @@
+"""Build and delete guests; the /vservers barrier.
+
+``build`` writes NAME.conf through engine.config, then the tree (through
+the storage backend) from a template; on any failure it removes whatever
+it made. ``delete`` removes tree, image, config, run state and log, and
+refuses while the guest runs or while anything is mounted below its tree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.errors import (
+    BarrierError,
+    ConfigError,
+    GuestNotFound,
+    GuestRunning,
+    VstuiError,
+    require_root,
+)
+from engine.paths import Paths
+from engine.rootfs import storage
+from engine.rootfs.templates import parse_template, populate
+
+# build(options=...) short names -> NAME.conf keys; other keys pass through as written
+OPTION_KEYS = {
+    "disk": "V_DISK",
+    "backend": "V_DISK_BACKEND",
+    "inodes": "V_INODES",
+    "memory": "V_MEMORY",
+    "context": "S_CONTEXT",
+}
+TEMPLATE_DEFAULTS = {"S_FLAGS": "lock nproc", "ULIMIT": "-HS -u 1000"}
+LIVE_STATES = ("starting", "running", "stopping")
+
+
+# -- barrier ---------------------------------------------------------------
+
+
+def ensure_barrier(paths: Paths) -> None:
+    """Create the guests' parent mode 000 root:root if missing, then check it."""
+    top = paths.vservers_dir
+    if not os.path.lexists(top):
+        top.parent.mkdir(parents=True, exist_ok=True)
+        os.mkdir(top, 0)
+        os.chown(top, 0, 0)
+        os.chmod(top, 0)
+    check_barrier(paths)
+
+
+def check_barrier(paths: Paths) -> None:
+    """BarrierError unless the guests' parent is a mode-000 root-owned directory.
+
+    Also checks each guest root: a real directory owned by root and not
+    writable by group or others (the guest's / must not be anyone's).
+    """
+    top = paths.vservers_dir
+    fix = f"chown root:root {top} && chmod 000 {top}"
+    try:
+        st = os.lstat(top)
+    except FileNotFoundError:
+        raise BarrierError(f"{top} is missing; create it: mkdir -m 000 {top}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise BarrierError(f"{top} is not a directory; make it one: rm {top} && mkdir -m 000 {top}")
+    if stat.S_IMODE(st.st_mode) != 0 or st.st_uid != 0:
+        mode = oct(stat.S_IMODE(st.st_mode))[2:].zfill(3)
+        raise BarrierError(f"{top} is mode {mode} uid {st.st_uid}, not a barrier; fix: {fix}")
+    for entry in os.scandir(top):
+        _check_guest_root(Path(entry.path))
+
+
+def _check_guest_root(root: Path) -> None:
+    st = os.lstat(root)
+    if stat.S_ISLNK(st.st_mode):
+        raise BarrierError(f"guest root {root} is a symlink; replace it with the real tree")
+    if not stat.S_ISDIR(st.st_mode):
+        return  # a stray file: not a guest
+    if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise BarrierError(
+            f"guest root {root} is writable by others; fix: "
+            f"chown root:root {root} && chmod 755 {root}"
+        )
+
+
+# -- run state (read directly: see docs/engine-api.md "Run state") ---------
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def is_running(paths: Paths, name: str) -> bool:
+    """State file says live and init.pid is a live process."""
+    run = paths.run_dir(name)
+    if _read(run / "state") not in LIVE_STATES:
+        return False
+    pid = _read(run / "init.pid")
+    return bool(pid and pid.isdigit() and os.path.exists(f"/proc/{pid}"))
+
+
+# -- build -----------------------------------------------------------------
+
+
+def _iproot(addresses: Iterable[object]) -> str:
+    words = []
+    for addr in addresses:
+        iface = getattr(addr, "interface", None)
+        if iface is None:
+            words.append(str(addr))
+        else:
+            dev = getattr(addr, "dev", None)
+            words.append(f"{dev}:{iface}" if dev else str(iface))
+    return " ".join(words)
+
+
+def config_values(
+    name: str,
+    template: str,
+    hostname: str | None,
+    addresses: Iterable[object],
+    options: Mapping[str, str],
+) -> dict[str, str]:
+    """NAME.conf keys for a new guest: util-vserver's template defaults plus ours."""
+    values = {"S_HOSTNAME": hostname or name}
+    iproot = _iproot(addresses)
+    if iproot:
+        values["IPROOT"] = iproot
+    values.update(TEMPLATE_DEFAULTS)
+    values["V_TEMPLATE"] = template
+    for key, value in options.items():
+        values[OPTION_KEYS.get(key, key)] = str(value)
+    values.setdefault("V_DISK_BACKEND", "image" if "V_DISK" in values else "none")
+    return values
+
+
+def _exists(paths: Paths, name: str) -> Path | None:
+    for path in (paths.config_file(name), paths.guest_root(name), paths.guest_image(name)):
+        if os.path.lexists(path):
+            return path
+    return None
+
+
+def build(
+    paths: Paths,
+    name: str,
+    template: str = "skeleton",
+    hostname: str | None = None,
+    addresses: Iterable[object] = (),
+    options: Mapping[str, str] | None = None,
+) -> Any:
+    """Write NAME.conf and the guest tree from ``template``; returns the GuestConfig."""
+    from engine import config
+
+    config.validate_name(name)
+    require_root("building a guest", name)
+    chosen = parse_template(template)
+    found = _exists(paths, name)
+    if found is not None:
+        raise VstuiError(
+            f"guest already exists ({found}); delete it first: " f"vserver {name} delete", name
+        )
+    if chosen.kind == "tarball" and not os.path.isfile(chosen.arg or ""):
+        raise VstuiError(f"template tarball: {chosen.arg} is not a file", name)
+    addresses = tuple(addresses)
+    values = config_values(name, template, hostname, addresses, options or {})
+    ensure_barrier(paths)
+    config.write_new_config(paths, name, values)
+    try:
+        cfg = config.load_guest(paths, name)
+        storage.create(cfg, paths)
+        with storage.prepare_root(cfg, paths) as handle:
+            populate(chosen, handle.path, cfg.hostname, addresses)
+    except BaseException:
+        _remove_all(paths, name, None)
+        raise
+    return cfg
+
+
+# -- delete ----------------------------------------------------------------
+
+
+def _remove_all(paths: Paths, name: str, cfg: Any | None) -> None:
+    storage.remove(cfg, paths, name)
+    for path in (paths.config_file(name), paths.log_file(name)):
+        if os.path.lexists(path):
+            path.unlink()
+    run = paths.run_dir(name)
+    if run.is_dir() and not run.is_symlink():
+        shutil.rmtree(run)
+
+
+def delete(paths: Paths, name: str, force: bool = False) -> None:
+    """Remove the guest's tree, image, config, run state and log."""
+    from engine import config
+
+    config.validate_name(name)
+    require_root("deleting a guest", name)
+    if _exists(paths, name) is None:
+        raise GuestNotFound(f"no guest {name} ({paths.config_file(name)} missing)", name)
+    if is_running(paths, name) and not force:
+        raise GuestRunning(
+            f"guest is running; stop it first (vserver {name} stop) " "or delete with --force", name
+        )
+    root = paths.guest_root(name)
+    mounted = storage.mounts_under(root)
+    if mounted:
+        raise GuestRunning(
+            f"{mounted[0][0]} is mounted ({mounted[0][1]}); stop the guest "
+            f"or unmount it first (umount {mounted[0][0]})",
+            name,
+        )
+    try:
+        cfg = config.load_guest(paths, name)
+    except (ConfigError, GuestNotFound):
+        cfg = None  # a broken or missing config must not block removal
+    _remove_all(paths, name, cfg)

@@ -1,0 +1,444 @@
+"""Templates that fill a guest tree: skeleton, busybox, tarball:PATH, debootstrap[:SUITE].
+
+Every template writes the guest's own /etc (never a copy of the host's
+secrets: no host shadow, no ssh host keys, nothing of /root). ``skeleton``
+downloads nothing: it makes mount points for the host's /usr and system
+dirs, which ``binds()`` fills read-only at start. ``busybox`` is
+self-contained (the host's static busybox and its applet links).
+"""
+
+from __future__ import annotations
+
+import grp
+import ipaddress
+import logging
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import VstuiError
+from engine.rootfs.binds import SYSTEM_DIRS
+
+log = logging.getLogger("vstui.rootfs")
+
+KINDS = ("skeleton", "busybox", "tarball", "debootstrap")
+DEFAULT_SUITE = "bookworm"
+HOST = Path("/")
+
+# (path, mode): the directories every guest has
+DIRS = (
+    ("etc", 0o755),
+    ("root", 0o700),
+    ("home", 0o755),
+    ("tmp", 0o1777),
+    ("run", 0o755),
+    ("proc", 0o555),
+    ("sys", 0o555),
+    ("dev", 0o755),
+    ("mnt", 0o755),
+    ("srv", 0o755),
+    ("opt", 0o755),
+    ("var", 0o755),
+    ("var/log", 0o755),
+    ("var/tmp", 0o1777),
+    ("var/lib", 0o755),
+    ("var/cache", 0o755),
+    ("var/spool", 0o755),
+)
+
+BUSYBOX_OS_RELEASE = """\
+NAME="BusyBox"
+ID=busybox
+PRETTY_NAME="BusyBox guest (vstui)"
+"""
+
+NSSWITCH = """\
+# vstui guest: local files only
+passwd:         files
+group:          files
+shadow:         files
+hosts:          files dns
+networks:       files
+protocols:      files
+services:       files
+"""
+
+PROFILE = """\
+# /etc/profile: written by vstui
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+if [ "$(id -u)" -eq 0 ]; then PS1='\\h:\\w# '; else PS1='\\h:\\w$ '; fi
+export PS1
+umask 022
+"""
+
+RC_LOCAL = """\
+#!/bin/sh
+# /etc/rc.local: run once when the guest starts (written by vstui).
+# Start your services here; the guest's init keeps running after it exits.
+exit 0
+"""
+
+RESOLV_CONF = """\
+# vstui: no name servers configured for this guest.
+# Add lines like "nameserver 198.18.0.1" when it has a network.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class EtcFile:
+    """One file the template writes under the guest's /etc."""
+
+    content: str
+    mode: int = 0o644
+    gid: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    kind: str
+    arg: str | None
+
+
+def parse_template(template: str | None) -> Template:
+    """``tarball:/x.tgz`` -> Template("tarball", "/x.tgz"); VstuiError if unknown."""
+    text = (template or "skeleton").strip()
+    kind, _, arg = text.partition(":")
+    if kind not in KINDS:
+        raise VstuiError(
+            f"unknown template '{text}'; use one of: skeleton, busybox, "
+            "tarball:PATH, debootstrap[:SUITE]"
+        )
+    if kind == "tarball" and not arg:
+        raise VstuiError("template tarball needs a file: tarball:/path/to/image.tar.gz")
+    if kind in ("skeleton", "busybox") and arg:
+        raise VstuiError(f"template {kind} takes no argument (got '{text}')")
+    return Template(kind, arg or None)
+
+
+def address_of(word: object) -> str | None:
+    """The bare IP of an IPROOT word (``eth0:198.18.0.2/24``) or an IPAddr."""
+    iface = getattr(word, "interface", None)
+    if iface is not None:
+        return str(iface.ip)
+    text = str(word)
+    for candidate in (text, text.split(":", 1)[-1]):
+        try:
+            return str(ipaddress.ip_interface(candidate).ip)
+        except ValueError:
+            continue
+    return None
+
+
+def shadow_gid(host: Path = HOST) -> int | None:
+    """The host's shadow group id (a skeleton guest shares /usr, hence its tools)."""
+    if host != HOST:
+        return None
+    try:
+        return grp.getgrnam("shadow").gr_gid
+    except KeyError:
+        return None
+
+
+def etc_files(
+    hostname: str,
+    addresses: Iterable[object] = (),
+    shell: str = "/bin/sh",
+    nologin: str = "/bin/false",
+    os_release: str = BUSYBOX_OS_RELEASE,
+    shadow_group: int | None = None,
+    today: int | None = None,
+) -> dict[str, EtcFile]:
+    """The guest's fresh /etc: users, host names, name service, profile, rc.local."""
+    day = today if today is not None else int(time.time() // 86400)
+    groups = ["root:x:0:", "tty:x:5:"]
+    if shadow_group is not None:
+        groups.append(f"shadow:x:{shadow_group}:")
+    groups.append("nogroup:x:65534:")
+    hosts = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{hostname}"]
+    hosts += [f"{ip}\t{hostname}" for ip in filter(None, map(address_of, addresses))]
+    hosts += ["::1\tlocalhost ip6-localhost ip6-loopback"]
+    return {
+        "passwd": EtcFile(
+            f"root:x:0:0:root:/root:{shell}\n"
+            f"nobody:x:65534:65534:nobody:/nonexistent:{nologin}\n"
+        ),
+        "group": EtcFile("\n".join(groups) + "\n"),
+        "shadow": EtcFile(
+            f"root:!:{day}:0:99999:7:::\nnobody:*:{day}:0:99999:7:::\n",
+            0o640 if shadow_group is not None else 0o600,
+            shadow_group or 0,
+        ),
+        "hostname": EtcFile(hostname + "\n"),
+        "hosts": EtcFile("\n".join(hosts) + "\n"),
+        "resolv.conf": EtcFile(RESOLV_CONF),
+        "os-release": EtcFile(os_release),
+        "nsswitch.conf": EtcFile(NSSWITCH),
+        "profile": EtcFile(PROFILE),
+        "shells": EtcFile(f"/bin/sh\n{shell}\n" if shell != "/bin/sh" else "/bin/sh\n"),
+        "fstab": EtcFile("# vstui mounts the guest's file systems itself\n"),
+        "rc.local": EtcFile(RC_LOCAL, 0o755),
+    }
+
+
+# -- writing ---------------------------------------------------------------
+
+
+def _write(path: Path, entry: EtcFile) -> None:
+    fd = os.open(
+        path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, entry.mode
+    )
+    try:
+        os.write(fd, entry.content.encode())
+        os.fchown(fd, 0, entry.gid)
+        os.fchmod(fd, entry.mode)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(tree: Path) -> None:
+    for rel, mode in DIRS:
+        path = tree / rel
+        if path.is_symlink():
+            continue  # an image's own layout (e.g. /var/run -> /run) wins
+        path.mkdir(mode=mode, exist_ok=True)
+        os.chmod(path, mode)  # mkdir obeys the umask; these modes must be exact
+    for link, target in (("var/run", "../run"), ("etc/mtab", "../proc/self/mounts")):
+        if not os.path.lexists(tree / link):
+            os.symlink(target, tree / link)
+
+
+def write_etc(tree: Path, files: dict[str, EtcFile], keep: Iterable[str] = ()) -> None:
+    """Write ``files`` under tree/etc; names in ``keep`` are left alone when present."""
+    etc = tree / "etc"
+    for name, entry in files.items():
+        if name in keep and os.path.lexists(etc / name):
+            continue
+        if (etc / name).is_symlink():
+            (etc / name).unlink()  # never write through an image's symlink
+        _write(etc / name, entry)
+
+
+def host_os_release(host: Path = HOST) -> str:
+    for candidate in (host / "usr/lib/os-release", host / "etc/os-release"):
+        try:
+            return candidate.read_text()
+        except OSError:
+            continue
+    return 'NAME="Linux"\nID=linux\n'
+
+
+# -- skeleton ------------------------------------------------------------
+
+
+def system_mount_points(tree: Path, host: Path = HOST) -> None:
+    """Empty mount points for /usr and the real system dirs; merged-usr symlinks copied."""
+    for name in SYSTEM_DIRS:
+        source = host / name
+        if source.is_symlink():
+            os.symlink(os.readlink(source), tree / name)
+        elif source.is_dir():
+            (tree / name).mkdir(mode=0o755)
+
+
+def populate_skeleton(tree: Path, hostname: str, addresses: Iterable[object]) -> None:
+    system_mount_points(tree)
+    make_dirs(tree)
+    shell = "/bin/bash" if (HOST / "usr/bin/bash").exists() else "/bin/sh"
+    nologin = "/usr/sbin/nologin" if (HOST / "usr/sbin/nologin").exists() else "/bin/false"
+    files = etc_files(hostname, addresses, shell, nologin, host_os_release(), shadow_gid())
+    write_etc(tree, files)
+
+
+# -- busybox ---------------------------------------------------------------
+
+
+def find_busybox() -> Path:
+    for candidate in ("/bin/busybox", "/usr/bin/busybox"):
+        path = Path(candidate)
+        if path.is_file() and is_static(path):
+            return path
+    raise VstuiError("template busybox needs a static busybox; apt-get install busybox-static")
+
+
+def is_static(binary: Path) -> bool:
+    """True for an ELF without a program interpreter (PT_INTERP)."""
+    import struct
+
+    with open(binary, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only
+            return False
+        (phoff,) = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    kinds = (struct.unpack_from("<I", table, i * phentsize)[0] for i in range(phnum))
+    return 3 not in kinds  # PT_INTERP
+
+
+def busybox_applets(busybox: Path) -> list[str]:
+    out = subprocess.run(
+        [str(busybox), "--list-full"], capture_output=True, text=True, check=True
+    ).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def populate_busybox(tree: Path, hostname: str, addresses: Iterable[object]) -> None:
+    busybox = find_busybox()
+    make_dirs(tree)
+    for rel in ("bin", "sbin", "usr", "usr/bin", "usr/sbin"):
+        (tree / rel).mkdir(mode=0o755, exist_ok=True)
+    shutil.copy2(busybox, tree / "bin/busybox")
+    os.chmod(tree / "bin/busybox", 0o755)
+    for rel in busybox_applets(busybox):
+        link = tree / rel
+        if rel == "bin/busybox" or os.path.lexists(link):
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink("/bin/busybox", link)
+    if not os.path.lexists(tree / "sbin/init"):
+        os.symlink("/bin/busybox", tree / "sbin/init")
+    write_etc(tree, etc_files(hostname, addresses))
+
+
+# -- tarball ---------------------------------------------------------------
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _bad_name(name: str) -> bool:
+    return name.startswith("/") or ".." in Path(name).parts
+
+
+def safe_members(archive: tarfile.TarFile, source: str) -> list[tarfile.TarInfo]:
+    """Members to extract; VstuiError for absolute or ``..`` names and escaping hard links."""
+    keep = []
+    for member in archive.getmembers():
+        if _bad_name(member.name):
+            raise VstuiError(
+                f"{source}: member '{member.name}' leaves the guest tree; " "refusing this archive"
+            )
+        if member.islnk() and _bad_name(member.linkname):
+            raise VstuiError(
+                f"{source}: hard link '{member.name}' -> '{member.linkname}' "
+                "leaves the guest tree; refusing this archive"
+            )
+        if member.ischr() or member.isblk():
+            log.warning(
+                "%s: skipping device node %s (the guest gets its own /dev)", source, member.name
+            )
+            continue
+        keep.append(member)
+    return keep
+
+
+def _open_archive(source: str) -> tarfile.TarFile:
+    try:
+        with open(source, "rb") as f:
+            if f.read(4) == ZSTD_MAGIC:
+                raise VstuiError(
+                    f"{source}: zstd archives are not supported here; "
+                    "unpack with `zstd -d` and use the .tar"
+                )
+        return tarfile.open(source, "r:*")
+    except (OSError, tarfile.TarError) as exc:
+        raise VstuiError(f"{source}: cannot read the archive: {exc}") from exc
+
+
+def in_chroot(tree: Path, work: Callable[[Path], None], what: str) -> None:
+    """Run ``work(Path("/"))`` in a child chrooted into ``tree``.
+
+    Whatever a foreign tree holds (an absolute symlink at /etc, at /var ...)
+    then resolves inside the tree, never onto the host.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        code = 0
+        try:
+            os.chroot(tree)
+            os.chdir("/")
+            work(Path("/"))
+        except BaseException as exc:
+            os.write(write_end, str(exc).encode()[:1000])
+            code = 1
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        error = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise VstuiError(f"{what} failed: {error or 'status ' + str(status)}")
+
+
+def populate_tarball(tree: Path, source: str, hostname: str, addresses: Iterable[object]) -> None:
+    """Unpack ``source`` (checked first) and finish /etc, all inside a chroot."""
+    source = os.path.abspath(source)
+    with _open_archive(source) as archive:
+        members = safe_members(archive, source)
+
+        def unpack(root: Path) -> None:
+            archive.extractall(root, members, numeric_owner=True, filter="fully_trusted")
+            finish_foreign(root, hostname, addresses)
+
+        in_chroot(tree, unpack, f"{source}: unpacking")
+
+
+def finish_foreign(tree: Path, hostname: str, addresses: Iterable[object]) -> None:
+    """After an image or debootstrap: our dirs and names, the image's own users kept.
+
+    Call it with the tree as / (``in_chroot``): foreign trees hold symlinks.
+    """
+    make_dirs(tree)
+    shell = "/bin/bash" if os.path.lexists(tree / "bin/bash") else "/bin/sh"
+    files = etc_files(hostname, addresses, shell, os_release=host_os_release(tree))
+    keep = (
+        "passwd",
+        "group",
+        "shadow",
+        "os-release",
+        "nsswitch.conf",
+        "profile",
+        "shells",
+        "fstab",
+        "rc.local",
+        "resolv.conf",
+    )
+    write_etc(tree, files, keep=keep)
+
+
+# -- debootstrap -----------------------------------------------------------
+
+
+def populate_debootstrap(
+    tree: Path, suite: str | None, hostname: str, addresses: Iterable[object]
+) -> None:
+    tool = shutil.which("debootstrap")
+    if tool is None:
+        raise VstuiError("template debootstrap needs debootstrap; apt-get install debootstrap")
+    argv = [tool, "--variant=minbase", suite or DEFAULT_SUITE, str(tree)]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise VstuiError(f"debootstrap {suite or DEFAULT_SUITE} failed: {last[0]}")
+    in_chroot(tree, lambda root: finish_foreign(root, hostname, addresses), "debootstrap setup")
+
+
+def populate(template: Template, tree: Path, hostname: str, addresses: Iterable[object]) -> None:
+    """Fill ``tree`` (an empty, root-owned directory) from ``template``."""
+    os.chmod(tree, 0o755)
+    if template.kind == "skeleton":
+        populate_skeleton(tree, hostname, addresses)
+    elif template.kind == "busybox":
+        populate_busybox(tree, hostname, addresses)
+    elif template.kind == "tarball":
+        populate_tarball(tree, template.arg or "", hostname, addresses)
+    else:
+        populate_debootstrap(tree, template.arg, hostname, addresses)

@@ -1,0 +1,259 @@
+"""engine.rootfs without root: templates' /etc, names and sizes, procview, path checks."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from engine.errors import ConfigError, VstuiError
+from engine.paths import Paths
+from engine.rootfs import procview
+from engine.rootfs.binds import (
+    _openat2,
+    _walk,
+    check_share_source,
+    check_share_target,
+    system_binds,
+    template_kind,
+)
+from engine.rootfs.build import config_values
+from engine.rootfs.storage import _config_size, _human, read_ext4_super
+from engine.rootfs.templates import (
+    Template,
+    address_of,
+    etc_files,
+    is_static,
+    parse_template,
+    safe_members,
+)
+
+HOST_MEMINFO = """\
+MemTotal:       16384000 kB
+MemFree:         8000000 kB
+MemAvailable:   12000000 kB
+Buffers:          500000 kB
+Cached:          3000000 kB
+SwapTotal:             0 kB
+HugePages_Total:       0
+"""
+
+
+def test_etc_files_for_a_skeleton_guest() -> None:
+    files = etc_files("web", ["eth0:198.18.0.2/24", "2001:db8::5/64"], "/bin/bash",
+                      "/usr/sbin/nologin", "ID=debian\n", shadow_group=42, today=20000)  # fmt: skip
+    assert files["passwd"].content.splitlines() == [
+        "root:x:0:0:root:/root:/bin/bash",
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin",
+    ]
+    assert "shadow:x:42:" in files["group"].content
+    shadow = files["shadow"]
+    assert shadow.content.startswith("root:!:20000:") and (shadow.mode, shadow.gid) == (0o640, 42)
+    hosts = files["hosts"].content
+    assert "127.0.0.1\tlocalhost" in hosts and "198.18.0.2\tweb" in hosts
+    assert "2001:db8::5\tweb" in hosts
+    assert files["hostname"].content == "web\n"
+    assert files["os-release"].content == "ID=debian\n"
+    assert "nameserver" not in files["resolv.conf"].content.replace('"nameserver', "")
+    assert files["rc.local"].mode == 0o755 and files["rc.local"].content.startswith("#!/bin/sh")
+    assert "exit 0" in files["rc.local"].content
+    assert "passwd:         files" in files["nsswitch.conf"].content
+
+
+def test_etc_files_without_a_shadow_group() -> None:
+    files = etc_files("bb")
+    assert files["shadow"].mode == 0o600 and files["shadow"].gid == 0
+    assert files["passwd"].content.startswith("root:x:0:0:root:/root:/bin/sh\n")
+    assert "shadow" not in files["group"].content
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (None, Template("skeleton", None)), ("busybox", Template("busybox", None)),
+    ("tarball:/srv/img.tar.xz", Template("tarball", "/srv/img.tar.xz")),
+    ("debootstrap", Template("debootstrap", None)),
+    ("debootstrap:trixie", Template("debootstrap", "trixie")),
+])  # fmt: skip
+def test_parse_template(text: str | None, expected: Template) -> None:
+    assert parse_template(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["lxc", "tarball", "tarball:", "busybox:x", "skeleton:1"])
+def test_parse_template_refuses(bad: str) -> None:
+    with pytest.raises(VstuiError):
+        parse_template(bad)
+
+
+def test_template_kind_for_binds() -> None:
+    assert template_kind("tarball:/x") == "tarball" and template_kind("") == "skeleton"
+
+
+def test_address_of() -> None:
+    assert address_of("198.18.0.9") == "198.18.0.9"
+    assert address_of("dummy0:198.18.0.9/24") == "198.18.0.9"
+    assert address_of("fe80::1/64") == "fe80::1"
+    assert address_of("nonsense") is None
+    iface = SimpleNamespace(interface=__import__("ipaddress").ip_interface("198.18.1.1/16"))
+    assert address_of(iface) == "198.18.1.1"
+
+
+def test_config_values() -> None:
+    values = config_values("web", "busybox", None, ["198.18.0.2/24"], {"disk": "2G", "V_PIDS": 50})
+    assert values == {
+        "S_HOSTNAME": "web", "IPROOT": "198.18.0.2/24", "S_FLAGS": "lock nproc",
+        "ULIMIT": "-HS -u 1000", "V_TEMPLATE": "busybox", "V_DISK": "2G", "V_PIDS": "50",
+        "V_DISK_BACKEND": "image",
+    }  # fmt: skip
+    assert config_values("a", "skeleton", "a.example", (), {})["V_DISK_BACKEND"] == "none"
+    assert "IPROOT" not in config_values("a", "skeleton", None, (), {})
+
+
+def test_sizes_are_written_in_the_largest_exact_unit() -> None:
+    assert _config_size(4 << 30) == "4G"
+    assert _config_size(1536 << 20) == "1536M"
+    assert _config_size(4097) == "4097"
+    assert _human(64 << 20) == "64.0M" and _human(1 << 30) == "1.0G" and _human(12) == "12"
+
+
+def test_read_ext4_super(tmp_path: Path) -> None:
+    sb = bytearray(1024)
+    struct.pack_into("<7I", sb, 0, 16384, 65536, 0, 56000, 16000, 0, 0)
+    struct.pack_into("<H", sb, 0x38, 0xEF53)
+    struct.pack_into("<I", sb, 0x248, 9500)
+    image = tmp_path / "fake.img"
+    image.write_bytes(bytes(1024) + bytes(sb))
+    got = read_ext4_super(image)
+    assert (got.block_size, got.blocks, got.free_blocks) == (1024, 65536 - 9500, 56000)
+    assert (got.inodes, got.free_inodes) == (16384, 16000)
+    image.write_bytes(bytes(4096))
+    with pytest.raises(VstuiError, match="not an ext4 image"):
+        read_ext4_super(image)
+
+
+def test_is_static(tmp_path: Path) -> None:
+    if os.path.exists("/bin/busybox"):
+        assert is_static(Path("/bin/busybox"))
+    assert not is_static(Path("/bin/ls" if os.path.exists("/bin/ls") else "/usr/bin/env"))
+    (tmp_path / "script").write_text("#!/bin/sh\n")
+    assert not is_static(tmp_path / "script")
+
+
+def test_safe_members_refuses_escapes_and_skips_devices(tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    def archive(*members: tarfile.TarInfo) -> tarfile.TarFile:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for m in members:
+                tar.addfile(m)
+        buf.seek(0)
+        return tarfile.open(fileobj=buf)
+
+    dev = tarfile.TarInfo("dev/null")
+    dev.type = tarfile.CHRTYPE
+    ok = tarfile.TarInfo("etc")
+    ok.type = tarfile.DIRTYPE
+    assert [m.name for m in safe_members(archive(ok, dev), "x.tar")] == ["etc"]
+    for name in ("../x", "/x", "a/../../x"):
+        with pytest.raises(VstuiError, match="leaves the guest tree"):
+            safe_members(archive(ok, tarfile.TarInfo(name)), "x.tar")
+
+
+# -- shares --------------------------------------------------------------------
+
+
+def test_check_share_target() -> None:
+    assert check_share_target("/srv//www/") == "/srv/www"
+    assert check_share_target("/srv/../var/www") == "/var/www"
+    for bad in ("relative", "/", "/proc/x", "/sys", "/dev/shm", "/srv/../.."):
+        with pytest.raises(VstuiError):
+            check_share_target(bad)
+
+
+def test_check_share_source(tmp_path: Path) -> None:
+    paths = Paths.from_root(tmp_path / "root")
+    data = tmp_path / "data"
+    data.mkdir()
+    (tmp_path / "alias").symlink_to(data)
+    assert check_share_source(str(tmp_path / "alias"), paths) == data
+    (tmp_path / "etc-link").symlink_to("/etc")
+    for bad, why in (("data", "absolute"), (str(tmp_path / "etc-link"), "symlink into /etc"),
+                     ("/", "host's /"), ("/sys/kernel", "into /sys"),
+                     (str(tmp_path / "missing"), "does not exist")):  # fmt: skip
+        with pytest.raises(ConfigError, match=why):
+            check_share_source(bad, paths, "web")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="not a directory"):
+        check_share_source(str(tmp_path / "file"), paths)
+
+
+def test_system_binds_follow_the_host_layout(tmp_path: Path) -> None:
+    for name in ("usr", "lib"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "bin").symlink_to("usr/bin")
+    found = system_binds(tmp_path)
+    assert [(b.source.name, b.target, b.readonly) for b in found] == [
+        ("usr", "/usr", True), ("lib", "/lib", True),
+    ]  # fmt: skip
+
+
+def test_walk_and_openat2_stay_in_the_root(tmp_path: Path) -> None:
+    root = tmp_path / "guest"
+    (root / "etc").mkdir(parents=True)
+    (root / "a").symlink_to("/etc")
+    (root / "b").symlink_to("../../../../../a")
+    (root / "loop").symlink_to("loop")
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for path in ("a", "b", "../../..", "b/../etc"):
+            for opener in (_walk, lambda r, p: _openat2(r, p, os.O_PATH)):
+                got = opener(fd, path)
+                where = os.readlink(f"/proc/self/fd/{got}")
+                os.close(got)
+                assert where.startswith(str(root)), (path, where)
+        with pytest.raises(OSError):
+            _walk(fd, "loop")
+    finally:
+        os.close(fd)
+
+
+# -- procview --------------------------------------------------------------------
+
+
+def test_render_meminfo_with_a_limit() -> None:
+    text = procview.render_meminfo(256 << 20, 100 << 20, HOST_MEMINFO)
+    lines = dict(line.split(":", 1) for line in text.splitlines())
+    assert lines["MemTotal"].split() == ["262144", "kB"]
+    assert lines["MemFree"].split()[0] == str(262144 - 102400)
+    assert lines["MemAvailable"].split()[0] == str(262144 - 102400)
+    assert int(lines["Cached"].split()[0]) <= 102400
+    assert lines["HugePages_Total"].strip() == "0"
+    assert text.splitlines()[0] == "MemTotal:         262144 kB"
+
+
+def test_render_meminfo_without_a_useful_limit() -> None:
+    assert procview.render_meminfo(None, 5, HOST_MEMINFO) == HOST_MEMINFO
+    assert procview.render_meminfo(1 << 50, 5, HOST_MEMINFO) == HOST_MEMINFO
+    over = procview.render_meminfo(64 << 20, 128 << 20, HOST_MEMINFO)
+    assert "MemFree:               0 kB" in over
+
+
+def test_render_uptime() -> None:
+    assert procview.render_uptime(1000.0, 1062.5, 12.25) == "62.50 12.25\n"
+    assert procview.render_uptime(1000.0, 990.0, -1) == "0.00 0.00\n"
+
+
+def test_guest_uptime_and_write_view(tmp_path: Path) -> None:
+    paths = Paths.from_root(tmp_path)
+    paths.run_dir("web").mkdir(parents=True)
+    (paths.run_dir("web") / "started").write_text("1000.0\n")
+    up, idle = procview.guest_uptime(paths, "web", now=1100.0).split()
+    assert up == "100.00" and float(idle) >= 0
+    view = tmp_path / "meminfo"
+    procview.write_view(view, "long text here\n")
+    inode = view.stat().st_ino
+    procview.write_view(view, "short\n")
+    assert view.read_text() == "short\n" and view.stat().st_ino == inode
