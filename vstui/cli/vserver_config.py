@@ -1,0 +1,294 @@
+"""``vserver NAME config|check|import`` and ``vserver --list``.
+
+vserver NAME config [--json]     the effective configuration (defaults applied)
+vserver NAME check               validate NAME.conf; exit 1 printing each problem
+vserver NAME import [PATH] [--force] [--dry-run]
+                                 util-vserver's /etc/vservers/NAME[.conf] -> NAME.conf
+vserver --list [--json]          configured guests
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine import caps as _caps
+from engine.config import (
+    GuestConfig,
+    check_guest,
+    list_guests,
+    load_guest,
+    validate_name,
+    write_new_config,
+)
+from engine.config import values as _values
+from engine.config.legacy import import_guest
+from engine.config.writer import new_text
+from engine.errors import ConfigError, VstuiError
+from engine.paths import Paths
+
+TOOL = "vserver"
+
+
+def _options(
+    args: Sequence[str], allowed: set[str], name: str | None, command: str
+) -> tuple[set[str], list[str]]:
+    """Split ``args`` into known ``--options`` and positional words."""
+    opts: set[str] = set()
+    words: list[str] = []
+    for arg in args:
+        if arg.startswith("--") and arg in allowed:
+            opts.add(arg)
+        elif arg.startswith("-") and arg != "-":
+            usable = " ".join(sorted(allowed)) or "none"
+            raise VstuiError(f"{command}: unknown option '{arg}' (options: {usable})", name)
+        else:
+            words.append(arg)
+    return opts, words
+
+
+# -- rendering ----------------------------------------------------------------------
+def format_size(n: int) -> str:
+    """Bytes in the largest unit that divides them exactly: 268435456 -> 256M."""
+    for unit, size in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+def format_rate(bits: int) -> str:
+    """Bits/s in tc syntax: 10000000 -> 10mbit."""
+    for unit, size in (("gbit", 10**9), ("mbit", 10**6), ("kbit", 10**3)):
+        if bits % size == 0:
+            return f"{bits // size}{unit}"
+    return f"{bits}bit"
+
+
+def _opt(value: Any, render: Any = str, empty: str = "-") -> str:
+    return empty if value is None else render(value)
+
+
+def effective_rows(cfg: GuestConfig) -> list[tuple[str, str]]:
+    """(KEY, effective value) for every key, in the documented order."""
+    addresses = " ".join(str(a) for a in cfg.addresses)
+    return [
+        ("S_HOSTNAME", cfg.hostname),
+        ("S_DOMAINNAME", _opt(cfg.domainname, lambda d: d or "none", "(host's)")),
+        ("S_CONTEXT", _opt(cfg.context, empty="(allocated at start)")),
+        ("IPROOT", addresses or "(no address)"),
+        ("IPROOTDEV", _opt(cfg.iprootdev)),
+        ("IPROOTMASK", _opt(cfg.iprootmask, lambda p: f"/{p}")),
+        ("IPROOTBCAST", _opt(cfg.iprootbcast)),
+        ("ONBOOT", "yes" if cfg.onboot else "no"),
+        ("PRIORITY", str(cfg.priority)),
+        ("S_NICE", _opt(cfg.nice)),
+        ("S_FLAGS", " ".join(sorted(cfg.flags)) or "-"),
+        ("ULIMIT", _values.format_ulimit(cfg.ulimits) or "-"),
+        ("S_CAPS", " ".join(cfg.caps) or "-"),
+        ("V_MEMORY", _opt(cfg.memory, format_size, "unlimited")),
+        ("V_CPU_WEIGHT", _opt(cfg.cpu_weight, empty="100 (kernel default)")),
+        ("V_CPU_QUOTA", _opt(cfg.cpu_quota, lambda q: f"{q:g}%", "unlimited")),
+        ("V_PIDS", _opt(cfg.pids, empty="unlimited")),
+        ("V_DISK", _opt(cfg.disk, format_size, "unlimited")),
+        ("V_INODES", _opt(cfg.inodes, empty="unlimited")),
+        ("V_DISK_BACKEND", cfg.disk_backend),
+        ("V_NETMODE", cfg.netmode),
+        ("V_BRIDGE", _opt(cfg.bridge, empty="(routed)")),
+        ("V_BANDWIDTH_OUT", _opt(cfg.bandwidth_out, format_rate, "unlimited")),
+        ("V_BANDWIDTH_IN", _opt(cfg.bandwidth_in, format_rate, "unlimited")),
+        ("V_SHARE", " ".join(f"{s.host}:{s.guest}:{'ro' if s.readonly else 'rw'}"
+                             for s in cfg.shares) or "-"),
+        ("V_MOUNT", " ".join(f"{m.source}:{m.target}:{m.fstype}" + (f":{m.options}" if m.options
+                             else "") for m in cfg.mounts) or "-"),
+        ("V_TEMPLATE", cfg.template or "-"),
+        ("V_INIT", _opt(cfg.init)),
+        ("V_STOP_TIMEOUT", f"{cfg.stop_timeout:g}"),
+        ("V_PROC_HIDE", " ".join(cfg.proc_hide) or "-"),
+        ("V_PROC_SHOW", " ".join(cfg.proc_show) or "-"),
+        ("V_SECCOMP", " ".join(cfg.seccomp) or "-"),
+    ]  # fmt: skip
+
+
+def config_dict(cfg: GuestConfig) -> dict[str, Any]:
+    """The effective configuration as JSON-ready data."""
+    return {
+        "name": cfg.name,
+        "path": str(cfg.path) if cfg.path else None,
+        "hostname": cfg.hostname,
+        "domainname": cfg.domainname,
+        "context": cfg.context,
+        "addresses": [_address(a) for a in cfg.addresses],
+        "iprootdev": cfg.iprootdev,
+        "iprootmask": cfg.iprootmask,
+        "iprootbcast": cfg.iprootbcast,
+        "onboot": cfg.onboot,
+        "priority": cfg.priority,
+        "nice": cfg.nice,
+        "flags": sorted(cfg.flags),
+        "ulimits": [{"resource": u.resource, "soft": u.soft, "hard": u.hard} for u in cfg.ulimits],
+        "caps": list(cfg.caps),
+        "effective_caps": sorted(cfg.effective_caps(), key=_caps.number),
+        "memory": cfg.memory,
+        "cpu_weight": cfg.cpu_weight,
+        "cpu_quota": cfg.cpu_quota,
+        "pids": cfg.pids,
+        "pids_limit": cfg.pids_limit(),
+        "disk": cfg.disk,
+        "inodes": cfg.inodes,
+        "disk_backend": cfg.disk_backend,
+        "netmode": cfg.netmode,
+        "bridge": cfg.bridge,
+        "bandwidth_out": cfg.bandwidth_out,
+        "bandwidth_in": cfg.bandwidth_in,
+        "shares": [{"host": s.host, "guest": s.guest, "readonly": s.readonly} for s in cfg.shares],
+        "mounts": [
+            {"source": m.source, "target": m.target, "fstype": m.fstype, "options": m.options}
+            for m in cfg.mounts
+        ],
+        "template": cfg.template,
+        "init": cfg.init,
+        "stop_timeout": cfg.stop_timeout,
+        "proc_hide": list(cfg.proc_hide),
+        "proc_show": list(cfg.proc_show),
+        "seccomp": list(cfg.seccomp),
+        "unknown": {key: value for key, value, _ in cfg.unknown},
+        "warnings": list(cfg.warnings),
+    }
+
+
+def _address(a: _values.IPAddr) -> dict[str, Any]:
+    return {
+        "dev": a.dev,
+        "address": a.address,
+        "prefix": a.prefixlen,
+        "label": a.label,
+        "bcast": a.bcast,
+    }
+
+
+def _table(rows: list[list[str]]) -> str:
+    """Aligned columns; the last one is not padded."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _warn(name: str | None, messages: Sequence[str]) -> None:
+    who = f"{name}: " if name else ""
+    for message in messages:
+        print(f"{TOOL}: {who}warning: {message}", file=sys.stderr)
+
+
+# -- commands -------------------------------------------------------------------------
+def cmd_config(paths: Paths, name: str, args: Sequence[str]) -> int:
+    opts, words = _options(args, {"--json"}, name, "config")
+    if words:
+        raise VstuiError(f"config: unexpected argument '{words[0]}'", name)
+    cfg = load_guest(paths, name)
+    if "--json" in opts:
+        print(json.dumps(config_dict(cfg), indent=2))
+        return 0
+    _warn(name, cfg.warnings)
+    written = {key for key, _ in cfg.raw}
+    rows = [
+        [key, value if key in written else f"{value}  (default)"]
+        for key, value in effective_rows(cfg)
+    ]
+    rows.append(["caps (effective)", _caps.show(cfg.effective_caps())])
+    rows.append(["pids limit", _opt(cfg.pids_limit(), empty="unlimited")])
+    rows.extend([key, f"{value}  (unknown key)"] for key, value, _ in cfg.unknown)
+    print(_table(rows))
+    return 0
+
+
+def cmd_check(paths: Paths, name: str, args: Sequence[str]) -> int:
+    _, words = _options(args, set(), name, "check")
+    if words:
+        raise VstuiError(f"check: unexpected argument '{words[0]}'", name)
+    cfg, errors = check_guest(paths, name)
+    _warn(name, cfg.warnings)
+    for err in errors:
+        print(f"{TOOL}: {name}: {err.message}", file=sys.stderr)
+    if errors:
+        count = len(errors)
+        print(f"{TOOL}: {name}: {count} error{'s' if count > 1 else ''}", file=sys.stderr)
+        return 1
+    print(f"{paths.config_file(name)}: ok")
+    return 0
+
+
+def cmd_import(paths: Paths, name: str, args: Sequence[str]) -> int:
+    opts, words = _options(args, {"--force", "--dry-run"}, name, "import")
+    if len(words) > 1:
+        raise VstuiError(f"import: give at most one PATH, not {len(words)}", name)
+    validate_name(name)
+    target = paths.config_file(name)
+    if target.exists() and "--force" not in opts and "--dry-run" not in opts:
+        raise ConfigError("already exists; add --force to replace it", target, guest=name)
+    result = import_guest(paths, name, Path(words[0]) if words else None)
+    comments = [f"imported from {result.source}"]
+    comments += [f"note: {n}" for n in result.warnings]
+    comments += [f"not imported: {u}" for u in result.unmapped]
+    if "--dry-run" in opts:
+        print(new_text(name, result.as_dict(), comments), end="")
+        return 0
+    written = write_new_config(
+        paths, name, result.as_dict(), comments=comments, overwrite="--force" in opts
+    )
+    print(f"imported {result.source} -> {written}")
+    for note in result.warnings:
+        print(f"  note: {note}")
+    for item in result.unmapped:
+        print(f"  not imported: {item}")
+    return 0
+
+
+def cmd_list(paths: Paths, args: Sequence[str]) -> int:
+    opts, words = _options(args, {"--json"}, None, "--list")
+    if words:
+        raise VstuiError(f"--list: unexpected argument '{words[0]}'")
+    entries: list[dict[str, Any]] = []
+    status = 0
+    for name in list_guests(paths):
+        try:
+            cfg = load_guest(paths, name)
+        except VstuiError as exc:
+            print(f"{TOOL}: {name}: {exc.message}", file=sys.stderr)
+            entries.append({"name": name, "error": exc.message})
+            status = 1
+            continue
+        entries.append(
+            {
+                "name": name,
+                "context": cfg.context,
+                "hostname": cfg.hostname,
+                "addresses": [str(a.interface) for a in cfg.addresses],
+                "onboot": cfg.onboot,
+            }
+        )
+    if "--json" in opts:
+        print(json.dumps(entries, indent=2))
+        return status
+    rows = [["NAME", "CONTEXT", "HOSTNAME", "ADDRESSES", "ONBOOT"]]
+    for e in entries:
+        if "error" in e:
+            rows.append([e["name"], "?", "?", "(config error)", "?"])
+            continue
+        rows.append(
+            [
+                e["name"],
+                _opt(e["context"]),
+                e["hostname"],
+                ",".join(e["addresses"]) or "-",
+                "yes" if e["onboot"] else "no",
+            ]
+        )
+    if len(rows) > 1:
+        print(_table(rows))
+    return status
