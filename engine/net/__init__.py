@@ -1,0 +1,264 @@
+"""Guest networking: namespaces, addresses, links, shaping, counters, listeners.
+
+The contract (docs/engine-api.md)::
+
+    setup(cfg, paths, netns_pid)      host side + inside the guest's netns
+    teardown(cfg_or_name, paths)      idempotent; from run_dir(NAME)/net.json
+    set_bandwidth(cfg, paths)         on a running guest
+    counters(paths, names)            -> dict[name, NetStats]
+    listening_sockets(resolve=False)  -> list[Listener]
+
+Modes (``cfg.netmode``): ``veth`` (default; routed through the host, or a
+port of ``cfg.bridge``), ``ipvlan`` / ``macvlan`` (a slave of the host device
+that carries the address), ``host`` (no namespace of its own: nothing to do).
+Every netlink call goes through pyroute2, imported lazily; counters and
+listeners read /sys and /proc only. docs/network.md explains the design.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from engine.errors import NetError, VstuiError
+from engine.net import state as net_state
+from engine.net.counters import counters
+from engine.net.sockets import Listener, listening_sockets
+from engine.paths import Paths
+
+__all__ = ["Listener", "counters", "listening_sockets", "set_bandwidth", "setup", "teardown"]
+
+MODES = ("veth", "ipvlan", "macvlan", "host")
+GUEST_IFB = "ifb-eth0"  # ingress shaping of an ipvlan/macvlan guest, inside its namespace
+
+
+def setup(cfg: Any, paths: Paths, netns_pid: int) -> None:
+    """Give the guest its network inside the namespace of ``netns_pid``.
+
+    On any failure everything made so far is removed again, then the error
+    is raised (a NetError naming the guest and the fix).
+    """
+    mode = cfg.netmode or "veth"
+    if mode not in MODES:
+        raise NetError(f"V_NETMODE={mode} is not one of {', '.join(MODES)}", cfg.name)
+    if mode == "host":
+        return
+    from engine.net import nl
+
+    _clear_stale(paths, cfg.name)
+    recorder = _Recorder(paths, net_state.NetState(
+        name=cfg.name, mode=mode, netns_pid=netns_pid, netns_inode=nl.ns_inode(netns_pid),
+        addresses=tuple(str(a.interface) for a in cfg.addresses)))  # fmt: skip
+    recorder.save()
+    try:
+        _build(cfg, paths, netns_pid, recorder)
+    except BaseException as exc:
+        _undo(paths, recorder.state)
+        raise _as_net_error(exc, cfg.name, "set up the network") from exc
+
+
+class _Recorder:
+    """The state being built, written to net.json after every change."""
+
+    def __init__(self, paths: Paths, initial: net_state.NetState) -> None:
+        self.paths = paths
+        self.state = initial
+
+    def add(self, **changes: object) -> None:
+        self.state = self.state.adding(**changes)
+        self.save()
+
+    def save(self) -> None:
+        net_state.save(self.paths, self.state)
+
+
+def _build(cfg: Any, paths: Paths, netns_pid: int, rec: _Recorder) -> None:
+    from engine.net import addrs, nl
+
+    addresses = addrs.guest_addresses(cfg)
+    with nl.host() as host, nl.in_netns(netns_pid, cfg.name) as guest:
+        if not any(a.version == 6 for a in addresses):
+            _no_ipv6_on(netns_pid, "default", cfg.name)
+        if rec.state.mode == "veth":
+            _build_veth(cfg, paths, netns_pid, rec, host, guest, addresses)
+        else:
+            _build_slaves(cfg, netns_pid, rec, host, guest, addresses)
+        if not addresses:
+            guest.link("set", index=nl.link_index(guest, "lo"), state="up")
+        _shape(cfg, paths, rec, host, guest)
+
+
+def _no_ipv6_on(netns_pid: int, conf: str, guest: str) -> None:
+    """No IPv6 (not even fe80::) on links of a guest configured without IPv6."""
+    from engine.net import nl
+
+    nl.write_sysctl_in(netns_pid, f"ipv6/conf/{conf}/disable_ipv6", "1", guest)
+
+
+def _build_veth(cfg, paths, netns_pid, rec, host, guest, addresses) -> None:
+    from engine.net import links
+
+    link = paths.link_name(cfg.name)
+    links.create_veth(host, link, netns_pid, cfg.name)
+    rec.add(host_link=link)
+    ipv6 = any(a.version == 6 for a in addresses)
+    if cfg.bridge:
+        links.attach_bridge(host, link, cfg.bridge, cfg.name)
+        rec.add(bridge=cfg.bridge)
+        gateways = links.bridge_addresses(host, cfg.bridge)
+        links.configure_guest(guest, links.GUEST_IFNAME, list(addresses), routed=False,
+                              gateways=gateways, default_route=True)  # fmt: skip
+        return
+    links.routed_host_end(link, ipv6)
+    if ipv6:
+        links.host_ipv6_gateway(host, link)
+    links.configure_guest(guest, links.GUEST_IFNAME, list(addresses), routed=True,
+                          gateways=[], default_route=True)  # fmt: skip
+    for addr in addresses:
+        links.add_host_route(host, addr, link, cfg.name)
+        rec.add(host_routes=(net_state.HostRoute(addr.host_route, link),))
+
+
+def _build_slaves(cfg, netns_pid, rec, host, guest, addresses) -> None:
+    from engine.net import addrs, links
+
+    groups = addrs.by_host_device(cfg, addresses)
+    for number, (dev, group) in enumerate(groups.items()):
+        ifname = f"eth{number}"
+        links.create_slave(host, rec.state.mode, dev, ifname, netns_pid, cfg.name)
+        rec.add(guest_links=(ifname,))
+        links.configure_guest(guest, ifname, group, routed=False,
+                              gateways=links.host_gateways(host, dev),
+                              default_route=number == 0)  # fmt: skip
+
+
+def _shape(cfg: Any, paths: Paths, rec: _Recorder, host: Any, guest: Any) -> None:
+    from engine.net import shaping
+
+    out_bps, in_bps = cfg.bandwidth_out, cfg.bandwidth_in
+    for value, what in ((out_bps, "V_BANDWIDTH_OUT"), (in_bps, "V_BANDWIDTH_IN")):
+        if value is not None:
+            shaping.check_rate(value, what, cfg.name)
+    st = rec.state
+    if st.mode == "veth":
+        ifb = paths.link_name(cfg.name, kind="ifb")
+        if out_bps is not None and ifb not in st.host_links:
+            rec.add(host_links=(ifb,))  # recorded first: a failure half way still removes it
+        shaping.limit_egress(host, st.host_link, in_bps)
+        if not shaping.limit_ingress(host, st.host_link, ifb, out_bps):
+            rec.state = rec.state.dropping("host_links", ifb)
+    elif st.guest_links:
+        eth0 = st.guest_links[0]
+        if in_bps is not None and GUEST_IFB not in st.guest_links:
+            rec.add(guest_links=(GUEST_IFB,))
+        shaping.limit_egress(guest, eth0, out_bps)
+        if not shaping.limit_ingress(guest, eth0, GUEST_IFB, in_bps):
+            rec.state = rec.state.dropping("guest_links", GUEST_IFB)
+    rec.add(bandwidth_out=out_bps, bandwidth_in=in_bps)
+
+
+def set_bandwidth(cfg: Any, paths: Paths) -> None:
+    """Apply ``cfg.bandwidth_out`` / ``_in`` to the running guest (replaces qdiscs)."""
+    recorded = net_state.load(paths, cfg.name)
+    if recorded is None:
+        if (cfg.netmode or "veth") == "host":
+            raise NetError("V_NETMODE=host shares the host's network: there is nothing "
+                           "to shape; use veth, ipvlan or macvlan", cfg.name)  # fmt: skip
+        from engine.errors import GuestNotRunning
+
+        raise GuestNotRunning("the guest's network is not set up; start the guest first",
+                              cfg.name)  # fmt: skip
+    from engine.net import nl
+
+    rec = _Recorder(paths, recorded)
+    try:
+        with nl.host() as host:
+            if recorded.mode == "veth":
+                _shape(cfg, paths, rec, host, None)
+            else:
+                _check_same_netns(recorded)
+                with nl.in_netns(recorded.netns_pid, cfg.name) as guest:
+                    _shape(cfg, paths, rec, host, guest)
+    except VstuiError:
+        raise
+    except Exception as exc:
+        raise _as_net_error(exc, cfg.name, "change the bandwidth") from exc
+
+
+def teardown(cfg_or_name: Any, paths: Paths) -> None:
+    """Remove every link, route, qdisc and ifb setup made; harmless when repeated."""
+    name = cfg_or_name if isinstance(cfg_or_name, str) else cfg_or_name.name
+    recorded = net_state.load(paths, name)
+    if recorded is None:
+        recorded = net_state.NetState(name=name, mode="veth", netns_pid=0, netns_inode=None,
+                                      host_link=paths.link_name(name),
+                                      host_links=(paths.link_name(name, kind="ifb"),))  # fmt: skip
+    try:
+        _undo(paths, recorded)
+    except Exception as exc:
+        raise _as_net_error(exc, name, "remove the network") from exc
+
+
+def _undo(paths: Paths, recorded: net_state.NetState) -> None:
+    from engine.net import links, nl
+
+    with nl.host() as host:
+        for route in recorded.host_routes:
+            links.delete_host_route(host, route.dst, route.dev)
+        for link in (*recorded.host_links, recorded.host_link):
+            if link:
+                links.delete_link(host, link)
+    if recorded.guest_links and _same_netns(recorded):
+        try:
+            with nl.in_netns(recorded.netns_pid, recorded.name) as guest:
+                for link in reversed(recorded.guest_links):
+                    links.delete_link(guest, link)
+        except VstuiError:
+            pass  # the namespace died meanwhile, and its links with it
+    net_state.remove(paths, recorded.name)
+
+
+def _same_netns(recorded: net_state.NetState) -> bool:
+    from engine.net import nl
+
+    inode = nl.ns_inode(recorded.netns_pid) if recorded.netns_pid else None
+    return inode is not None and inode == recorded.netns_inode
+
+
+def _check_same_netns(recorded: net_state.NetState) -> None:
+    if not _same_netns(recorded):
+        from engine.errors import GuestNotRunning
+
+        raise GuestNotRunning("the guest's network namespace is gone; start the guest again",
+                              recorded.name)  # fmt: skip
+
+
+def _clear_stale(paths: Paths, name: str) -> None:
+    """A net.json left by a guest whose namespace is gone: remove its leftovers."""
+    recorded = net_state.load(paths, name)
+    if recorded is None:
+        return
+    if _same_netns(recorded):
+        raise NetError("the network is already set up for a running guest; "
+                       "stop the guest first", name)  # fmt: skip
+    _undo(paths, recorded)
+
+
+def _as_net_error(exc: BaseException, guest: str, doing: str) -> BaseException:
+    if isinstance(exc, VstuiError) or not isinstance(exc, Exception):
+        return exc
+    from engine.net import nl
+
+    code = nl.errno_of(exc)
+    if code is None:
+        return NetError(f"cannot {doing}: {exc}", guest)
+    hint = {
+        errno.EPERM: "run as root",
+        errno.EEXIST: "an address or route already exists on the host; remove the duplicate",
+        errno.EADDRINUSE: "the address is in use elsewhere",
+        errno.EOPNOTSUPP: "the kernel lacks a needed driver or qdisc",
+    }.get(code, "")
+    import os
+
+    text = f"cannot {doing}: {os.strerror(code)}" + (f" ({hint})" if hint else "")
+    return NetError(text, guest)

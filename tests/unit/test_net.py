@@ -1,0 +1,187 @@
+"""engine.net pieces that need no root: address rules, parsers, state file."""
+
+# ruff: noqa: E501  (the /proc fixtures keep the kernel's long lines)
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import pytest
+
+from engine.errors import NetError
+from engine.net import addrs, shaping, sockets, state
+from engine.paths import Paths
+
+# engine.net re-exports the counters() function under the module's name
+counters = importlib.import_module("engine.net.counters")
+
+
+@dataclass(frozen=True)
+class Item:
+    dev: str | None
+    interface: ipaddress.IPv4Interface | ipaddress.IPv6Interface
+    label: str | None = None
+    bcast: str | None = None
+
+
+@dataclass(frozen=True)
+class Cfg:
+    name: str
+    addresses: tuple[Item, ...]
+    iprootdev: str | None = None
+    iprootbcast: str | None = None
+    netmode: str = "veth"
+
+
+def item(text: str, dev: str | None = None, bcast: str | None = None) -> Item:
+    return Item(dev, ipaddress.ip_interface(text), None, bcast)
+
+
+def test_broadcast_is_computed_configured_or_absent():
+    assert addrs.broadcast_of(ipaddress.ip_interface("198.18.0.5/24"), None) == "198.18.0.255"
+    assert addrs.broadcast_of(ipaddress.ip_interface("198.18.0.5/24"), "198.18.0.127") == (
+        "198.18.0.127"
+    )
+    assert addrs.broadcast_of(ipaddress.ip_interface("198.18.0.5/32"), None) is None
+    assert addrs.broadcast_of(ipaddress.ip_interface("198.18.0.5/31"), None) is None
+    assert addrs.broadcast_of(ipaddress.ip_interface("2001:db8::1/64"), "x") is None
+
+
+def test_guest_addresses_use_iprootbcast_and_device():
+    cfg = Cfg("web", (item("198.18.0.5/24"), item("198.18.1.5/16", dev="eth1"),
+                      item("2001:db8::5/64")), iprootdev="eth0", iprootbcast="198.18.0.200")  # fmt: skip
+    found = addrs.guest_addresses(cfg)
+    assert [a.broadcast for a in found] == ["198.18.0.200", "198.18.0.200", None]
+    assert [a.host_dev for a in found] == ["eth0", "eth1", "eth0"]
+    assert [a.host_route for a in found] == ["198.18.0.5/32", "198.18.1.5/32", "2001:db8::5/128"]
+    groups = addrs.by_host_device(cfg, found)
+    assert list(groups) == ["eth0", "eth1"] and len(groups["eth0"]) == 2
+
+
+def test_slave_mode_without_device_is_refused_with_the_fix():
+    cfg = Cfg("web", (item("198.18.0.5/24"),), netmode="macvlan")
+    with pytest.raises(NetError, match="set IPROOTDEV or write it as dev:198.18.0.5/24"):
+        addrs.by_host_device(cfg, addrs.guest_addresses(cfg))
+
+
+def test_ipv6_flags_and_gateway_choice():
+    v4, v6 = addrs.guest_addresses(Cfg("g", (item("198.18.0.5/24"), item("2001:db8::5/64"))))
+    assert addrs.addr_flags(v4, routed=True) == 0
+    assert addrs.addr_flags(v6, routed=False) == addrs.IFA_F_NODAD
+    assert addrs.addr_flags(v6, routed=True) == addrs.IFA_F_NODAD | addrs.IFA_F_NOPREFIXROUTE
+    assert addrs.gateway_for([v4, v6], ["10.0.0.1", "198.18.0.1"]) == "198.18.0.1"
+    assert addrs.gateway_for([v4], ["10.0.0.1"]) is None
+
+
+def test_burst_and_rate_checks():
+    assert shaping.burst_for(10_000_000) == 25_000
+    assert shaping.burst_for(1_000_000) == shaping.MIN_BURST
+    with pytest.raises(NetError, match="34gbit"):
+        shaping.check_rate(10**12, "V_BANDWIDTH_IN", "web")
+    with pytest.raises(NetError, match="positive"):
+        shaping.check_rate(0, "V_BANDWIDTH_OUT", "web")
+
+
+NET_DEV = """Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0
+  eth0: 5000      40    0    3    0     0          0         0     7000      50    0    1    0     0       0          0
+  eth1: 1000      10    0    0    0     0          0         0     2000      20    0    0    0     0       0          0
+"""
+
+
+def test_net_dev_rows_are_summed_from_the_guest_view():
+    stats = counters.parse_net_dev(NET_DEV, ["eth0", "eth1"])
+    assert (stats.rx_bytes, stats.tx_bytes) == (6000, 9000)
+    assert (stats.rx_packets, stats.tx_packets, stats.rx_dropped, stats.tx_dropped) == (
+        50, 70, 3, 1,
+    )  # fmt: skip
+
+
+def test_counters_of_guests_without_network_are_left_out(tmp_path):
+    assert counters.counters(Paths.from_root(tmp_path), ["nosuch"]) == {}
+
+
+TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1234 1
+   1: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1235 1
+   2: 0100007F:9C40 0100007F:0016 01 00000000:00000000 00:00000000 00000000     0        0 1236 1
+"""
+TCP6 = """  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A 0:0 0:0 0 0 0 77 1
+   1: 00000000000000000000000001000000:0277 00000000000000000000000000000000:0000 0A 0:0 0:0 0 0 0 78 1
+   2: B80D0120000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 0:0 0:0 0 0 0 79 1
+"""
+
+
+def test_proc_net_tables_parse_listeners_only():
+    assert sockets.parse_table(TCP, "tcp", sockets.TCP_LISTEN) == [
+        ("127.0.0.1", 22, 1234),
+        ("0.0.0.0", 80, 1235),
+    ]
+    assert sockets.parse_table(TCP6, "tcp", sockets.TCP_LISTEN) == [
+        ("::", 22, 77),
+        ("::1", 631, 78),
+        ("2001:db8::1", 80, 79),
+    ]
+    assert sockets.Listener("tcp", "::", 22).wildcard
+    assert not sockets.Listener("tcp", "::1", 22).wildcard
+
+
+def test_state_round_trip_and_helpers(tmp_path):
+    paths = Paths.from_root(tmp_path)
+    st = state.NetState("web", "veth", 123, 456, host_link="vs-web")
+    st = st.adding(
+        host_links=("ifb-web",), host_routes=(state.HostRoute("198.18.0.5/32", "vs-web"),)
+    )
+    st = st.adding(bandwidth_out=10)
+    state.save(paths, st)
+    assert state.load(paths, "web") == st
+    assert st.dropping("host_links", "ifb-web").host_links == ()
+    state.remove(paths, "web")
+    assert state.load(paths, "web") is None
+    (paths.run_dir("web")).mkdir(parents=True, exist_ok=True)
+    state.path(paths, "web").write_text("{not json")
+    assert state.load(paths, "web") is None
+
+
+def test_link_names_never_collide_between_kinds_and_roots(tmp_path):
+    one, two = Paths.from_root(tmp_path / "a"), Paths.from_root(tmp_path / "b")
+    names = {p.link_name("web", kind=k) for p in (one, two) for k in ("vs", "ifb")}
+    assert len(names) == 4 and all(len(n) <= 15 for n in names)
+
+
+def test_importing_engine_net_does_not_load_pyroute2():
+    code = "import sys, engine.net; engine.net.counters; print('pyroute2' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_bpf_assembler_resolves_labels_and_rejects_families_without_addresses():
+    from engine.net import bind
+
+    code = bind.assemble([bind.jump("end"), bind.mov64_imm(0, 0), "end", bind.EXIT])
+    assert len(code) == 24 and code[2:4] == (1).to_bytes(2, "little", signed=True)
+    deny = bind.restrict_program(bind.USER_IP4, [])
+    assert deny == bind.assemble([bind.mov64_imm(0, 0), bind.EXIT])
+    one = ipaddress.ip_address("198.18.0.1")
+    assert bind._u32(one.packed, 0) == int.from_bytes(one.packed, "little", signed=True)
+    assert set(bind.programs([one])) == {
+        "bind4", "bind6", "connect4", "connect6", "sendmsg4", "sendmsg6",
+    }  # fmt: skip
+
+
+def test_chbind_options():
+    from vstui.cli import chbind
+
+    opts = chbind.parse(["--ip", "198.18.0.1/24", "--ip=2001:db8::1", "--silent", "cmd", "-x"])
+    assert [str(i) for i in opts.ips] == ["198.18.0.1", "2001:db8::1"]
+    assert opts.silent and opts.command == ["cmd", "-x"]
+    with pytest.raises(Exception, match="at least one --ip"):
+        chbind.parse(["true"])
+    with pytest.raises(Exception, match="not an IPv4 or IPv6"):
+        chbind.parse(["--ip", "300.1.1.1", "true"])
