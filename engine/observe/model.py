@@ -39,6 +39,11 @@ class ProcRow:
     tty: str  # "pts/0" or "?"
     comm: str
     cmdline: str  # space-joined argv, or "[comm]" for kernel threads
+    pgrp: int = 0  # process group (ps STAT "+": pgrp == tpgid)
+    session: int = 0  # session id (ps STAT "s": pid == session)
+    tpgid: int = -1  # foreground process group of its terminal
+    priority: int = 20  # kernel priority as /proc shows it (top PR)
+    kernel: bool = False  # a kernel thread
 
     @property
     def key(self) -> tuple[int, int]:

@@ -1,0 +1,283 @@
+"""Periodic snapshots for the console: guests, their stats and their processes.
+
+``Observer`` keeps what is needed between samples (the process table's cache
+and previous CPU ticks, previous network counters, disk usage that is only
+re-measured every ``DISK_EVERY`` seconds). Every optional part (cgroups,
+storage, network, configuration) is imported lazily and guarded: when it is
+not there, or fails, the guest's ``missing`` says so in plain words and the
+value stays unknown. Numbers are never made up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+from engine.observe.model import (
+    HOST_NAME,
+    HOST_XID,
+    Gauge,
+    GuestStatus,
+    NetStats,
+    ProcRow,
+    Snapshot,
+)
+from engine.paths import Paths
+from engine.procs.attribution import (
+    UNKNOWN_XID,
+    RunInfo,
+    all_guests,
+    load_config,
+    read_run_state,
+)
+from engine.procs.collect import ProcessTable
+from engine.procs.scan import pid_max, read_meminfo, read_uptime
+
+DISK_EVERY = 30.0  # seconds between two measurements of a guest's disk use
+
+
+def _optional(module: str) -> Any | None:
+    """Import an optional engine part; None if it is not there (yet)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+class Observer:
+    """Takes snapshots again and again; CPU% and net rates are since the last."""
+
+    def __init__(
+        self,
+        paths: Paths,
+        proc_root: str | os.PathLike[str] = "/proc",
+        cgroup_fs: Path | None = None,
+    ) -> None:
+        self.paths = paths
+        self.proc_root = os.fspath(proc_root)
+        self.table = ProcessTable(paths, proc_root, cgroup_fs)
+        self._prev_net: dict[str, tuple[float, NetStats]] = {}
+        self._disk: dict[str, tuple[float, Gauge, Gauge, str | None]] = {}
+        self.ncpu = os.cpu_count() or 1
+
+    # ------------------------------------------------------------ public
+    def snapshot(self) -> Snapshot:
+        errors: list[str] = []
+        names = all_guests(self.paths)
+        runs = {name: read_run_state(self.paths, name, self.proc_root) for name in names}
+        active = [info for info in runs.values() if info.active]
+        table = self.table.refresh(active)
+        errors.extend(table.attribution.errors)
+        by_guest: dict[str, list[ProcRow]] = {}
+        for row in table.rows:
+            by_guest.setdefault(row.guest, []).append(row)
+        net = self._net_counters([i.name for i in active], table.taken, errors)
+        guests = [self._host(by_guest.get(HOST_NAME, []), table.taken, errors)]
+        for name in names:
+            guests.append(
+                self._guest(runs[name], by_guest.get(name, []), net, table.wall, table.taken)
+            )
+        return Snapshot(
+            taken=table.taken,
+            wall=table.wall,
+            guests=tuple(guests),
+            procs=table.rows,
+            ncpu=self.ncpu,
+            errors=tuple(errors),
+        )
+
+    # ------------------------------------------------------------ host
+    def _host(self, rows: list[ProcRow], taken: float, errors: list[str]) -> GuestStatus:
+        missing: list[str] = []
+        memory = Gauge()
+        try:
+            info = read_meminfo(self.proc_root)
+            total = info["MemTotal"]
+            memory = Gauge(total - info.get("MemAvailable", info.get("MemFree", 0)), total)
+        except (OSError, KeyError, ValueError) as exc:
+            missing.append(f"memory: {exc}")
+        disk = Gauge()
+        try:
+            st = os.statvfs(self.paths.root)
+            disk = Gauge((st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize)
+            inodes = Gauge(st.f_files - st.f_ffree, st.f_files)
+        except OSError as exc:
+            inodes = Gauge()
+            missing.append(f"disk: {exc}")
+        try:
+            uptime: float | None = read_uptime(self.proc_root)
+        except (OSError, ValueError):
+            uptime = None
+        net = self._host_net(taken, missing)
+        return GuestStatus(
+            name=HOST_NAME,
+            xid=HOST_XID,
+            state="running",
+            init_pid=1,
+            addresses=(),
+            flags=(),
+            nproc=len(rows),
+            cpu_percent=sum(r.cpu_percent for r in rows),
+            memory=memory,
+            pids=Gauge(sum(r.threads for r in rows), pid_max(self.proc_root)),
+            disk=disk,
+            inodes=inodes,
+            net=net,
+            bandwidth_out=None,
+            bandwidth_in=None,
+            uptime=uptime,
+            missing=tuple(missing),
+        )
+
+    def _host_net(self, taken: float, missing: list[str]) -> NetStats | None:
+        """Totals of the host's network namespace from /proc/net/dev (no loopback)."""
+        try:
+            with open(os.path.join(self.proc_root, "net/dev"), "rb") as f:
+                lines = f.read().splitlines()[2:]
+        except OSError as exc:
+            missing.append(f"net: {exc}")
+            return None
+        sums = [0] * 6
+        for line in lines:
+            name, _, data = line.partition(b":")
+            if name.strip() == b"lo":
+                continue
+            v = data.split()
+            if len(v) < 12:
+                continue
+            for i, idx in enumerate((0, 8, 1, 9, 3, 11)):
+                sums[i] += int(v[idx])
+        return self._rated(HOST_NAME, NetStats(*sums), taken)
+
+    def _rated(self, key: str, now: NetStats, taken: float) -> NetStats:
+        prev = self._prev_net.get(key)
+        self._prev_net[key] = (taken, now)
+        if prev is None or taken <= prev[0]:
+            return now
+        dt = taken - prev[0]
+        return dataclasses.replace(
+            now,
+            rx_rate=max(now.rx_bytes - prev[1].rx_bytes, 0) / dt,
+            tx_rate=max(now.tx_bytes - prev[1].tx_bytes, 0) / dt,
+        )
+
+    # ------------------------------------------------------------ guests
+    def _net_counters(
+        self, names: list[str], taken: float, errors: list[str]
+    ) -> dict[str, NetStats] | None:
+        """engine.net.counters for the running guests; None if unavailable."""
+        if not names:
+            return {}
+        net = _optional("engine.net")
+        if net is None or not hasattr(net, "counters"):
+            return None
+        try:
+            raw = net.counters(self.paths, names)
+        except Exception as exc:  # the console must keep running
+            errors.append(f"net counters: {exc}")
+            return None
+        return {name: self._rated(name, stats, taken) for name, stats in raw.items()}
+
+    def _guest(
+        self,
+        run: RunInfo,
+        rows: list[ProcRow],
+        net: dict[str, NetStats] | None,
+        wall: float,
+        taken: float,
+    ) -> GuestStatus:
+        missing: list[str] = []
+        cfg = load_config(self.paths, run.name)
+        if cfg is None:
+            missing.append("config: configuration part not available or config unreadable")
+        running = run.active
+        memory, pids = self._cgroup_gauges(run.name, running, missing)
+        disk, inodes = self._disk_gauges(run.name, cfg, taken, missing)
+        guest_net: NetStats | None = None
+        if running and getattr(cfg, "netmode", None) != "host":
+            if net is None:
+                missing.append("net: network part not available")
+            else:
+                guest_net = net.get(run.name)
+        xid = run.xid if run.xid is not None else getattr(cfg, "context", None)
+        return GuestStatus(
+            name=run.name,
+            xid=xid if xid is not None else UNKNOWN_XID,
+            state=run.state if run.state else "unknown",
+            init_pid=run.init_pid if running else None,
+            addresses=tuple(str(a.interface) for a in getattr(cfg, "addresses", ())),
+            flags=tuple(sorted(getattr(cfg, "flags", ()))),
+            nproc=len(rows),
+            cpu_percent=sum(r.cpu_percent for r in rows),
+            memory=memory,
+            pids=pids,
+            disk=disk,
+            inodes=inodes,
+            net=guest_net,
+            bandwidth_out=getattr(cfg, "bandwidth_out", None),
+            bandwidth_in=getattr(cfg, "bandwidth_in", None),
+            uptime=max(wall - run.started, 0.0) if running and run.started else None,
+            missing=tuple(missing),
+        )
+
+    def _cgroup_gauges(self, name: str, running: bool, missing: list[str]) -> tuple[Gauge, Gauge]:
+        if not running:
+            return Gauge(), Gauge()
+        cgroups = _optional("engine.cgroups")
+        if cgroups is None:
+            missing.append("memory, pids: cgroups part not available")
+            return Gauge(), Gauge()
+        try:
+            st = cgroups.manager().stats(self.paths.cgroup_name(name))
+        except Exception as exc:
+            missing.append(f"memory, pids: {exc}")
+            return Gauge(), Gauge()
+        return Gauge(st.memory_used, st.memory_limit), Gauge(st.pids_current, st.pids_limit)
+
+    def _disk_gauges(
+        self, name: str, cfg: object | None, taken: float, missing: list[str]
+    ) -> tuple[Gauge, Gauge]:
+        cached = self._disk.get(name)
+        if cached is not None and taken - cached[0] < DISK_EVERY:
+            if cached[3]:
+                missing.append(cached[3])
+            return cached[1], cached[2]
+        disk, inodes, why = Gauge(), Gauge(), None
+        rootfs = _optional("engine.rootfs")
+        if rootfs is None or not hasattr(rootfs, "usage"):
+            why = "disk: storage part not available"
+        elif cfg is None:
+            why = "disk: no configuration to measure"
+        else:
+            try:
+                use = rootfs.usage(cfg, self.paths)
+                disk = Gauge(use.bytes_used, use.bytes_limit)
+                inodes = Gauge(use.inodes_used, use.inodes_limit)
+            except Exception as exc:
+                why = f"disk: {exc}"
+        self._disk[name] = (taken, disk, inodes, why)
+        if why:
+            missing.append(why)
+        return disk, inodes
+
+
+def snapshot(paths: Paths | None = None) -> Snapshot:
+    """One snapshot (CPU% and rates are 0.0: there is no previous sample)."""
+    return Observer(paths if paths is not None else Paths.from_root()).snapshot()
+
+
+class _CallableModule(types.ModuleType):
+    """``engine.observe.snapshot(paths)`` works even when this module object,
+    not the function, is what ``engine.observe.snapshot`` names."""
+
+    def __call__(self, paths: Paths | None = None) -> Snapshot:
+        return snapshot(paths)
+
+
+sys.modules[__name__].__class__ = _CallableModule

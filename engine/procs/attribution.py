@@ -1,0 +1,285 @@
+"""Which context each process belongs to: by each guest's cgroup, read once.
+
+A guest's members are the PIDs in its cgroup (and its sub-cgroups), read from
+one hierarchy per refresh; every other process is the host's (context 0).
+Guests and their xids come from the run state files that the runtime writes
+(``paths.run_dir(NAME)/{state,xid,init.pid,started}``) and the configuration
+directory for guests that are not running.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.observe.model import HOST_NAME, HOST_XID, SPECTATOR_XID
+from engine.paths import Paths
+
+CGROUP_FS = Path("/sys/fs/cgroup")
+# hierarchies to read membership from when engine.cgroups is not there, best first
+_FALLBACK_HIERARCHIES = ("pids", "memory", "cpu", "freezer", "unified", "")
+UNKNOWN_XID = -1
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A guest's run state as the runtime recorded it."""
+
+    name: str
+    state: str  # running, starting, stopping, stopped
+    xid: int | None
+    init_pid: int | None
+    started: float | None  # epoch seconds
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("running", "starting", "stopping")
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """A context as vps shows it: xid and name."""
+
+    xid: int
+    name: str
+
+
+HOST = Context(HOST_XID, HOST_NAME)
+
+
+def _read_value(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def _start_ticks(pid: int, proc_root: str = "/proc") -> int | None:
+    try:
+        with open(f"{proc_root}/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def read_run_state(paths: Paths, name: str, proc_root: str = "/proc") -> RunInfo:
+    """The run state files of one guest; ``stopped`` when there are none.
+
+    A state that says running while init (pid + ``init.start``) is gone is
+    reported as ``stopped``: the guest died without its supervisor cleaning up.
+    """
+    run = paths.run_dir(name)
+    state = _read_value(run / "state") or "stopped"
+    started_text = _read_value(run / "started")
+    try:
+        started = float(started_text) if started_text else None
+    except ValueError:
+        started = None
+    init_pid = _int_or_none(_read_value(run / "init.pid"))
+    if init_pid is not None and state in ("running", "stopping"):
+        expected = _int_or_none(_read_value(run / "init.start"))
+        now = _start_ticks(init_pid, proc_root)
+        if now is None or (expected is not None and now != expected):
+            state, init_pid = "stopped", None
+    return RunInfo(name, state, _int_or_none(_read_value(run / "xid")), init_pid, started)
+
+
+def configured_guests(paths: Paths) -> list[str]:
+    """Names of configured guests (engine.config.list_guests when present)."""
+    try:
+        from engine.config import list_guests
+    except ImportError:
+        list_guests = None
+    if list_guests is not None:
+        return list(list_guests(paths))
+    names: set[str] = set()
+    for folder in (paths.config_dir, paths.legacy_config_dir):
+        try:
+            names.update(e.name[:-5] for e in os.scandir(folder) if e.name.endswith(".conf"))
+        except OSError:
+            continue
+    return sorted(names)
+
+
+def run_guests(paths: Paths) -> list[str]:
+    """Names that have a run directory (running, or left by a crash)."""
+    try:
+        return sorted(e.name for e in os.scandir(paths.run_base) if e.is_dir())
+    except OSError:
+        return []
+
+
+def all_guests(paths: Paths) -> list[str]:
+    return sorted(set(configured_guests(paths)) | set(run_guests(paths)))
+
+
+def running_guests(paths: Paths, proc_root: str = "/proc") -> list[RunInfo]:
+    """Run state of every guest whose state says it has processes."""
+    infos = (read_run_state(paths, name, proc_root) for name in run_guests(paths))
+    return [info for info in infos if info.active]
+
+
+def _fallback_members(paths: Paths, name: str, cgroup_fs: Path) -> set[int] | None:
+    rel = paths.cgroup_name(name)
+    for h in _FALLBACK_HIERARCHIES:
+        top = cgroup_fs / h / rel if h else cgroup_fs / rel
+        if not top.is_dir():
+            continue
+        pids: set[int] = set()
+        for folder, _dirs, files in os.walk(top):
+            if "cgroup.procs" in files:
+                try:
+                    with open(os.path.join(folder, "cgroup.procs"), "rb") as f:
+                        pids.update(int(x) for x in f.read().split())
+                except (OSError, ValueError):
+                    continue
+        return pids
+    return None
+
+
+def cgroup_members(paths: Paths, name: str, cgroup_fs: Path | None = None) -> set[int] | None:
+    """PIDs in the guest's cgroup and its sub-cgroups; None if it has no cgroup.
+
+    Through engine.cgroups (one hierarchy: every member is in every one);
+    ``cgroup_fs`` (tests, or no cgroup part) reads the files under that
+    directory instead.
+    """
+    if cgroup_fs is None:
+        try:
+            from engine.cgroups import manager
+        except ImportError:
+            manager = None
+        if manager is not None:
+            try:
+                cgroups = manager()
+                rel = paths.cgroup_name(name)
+                return set(cgroups.procs(rel)) if cgroups.exists(rel) else None
+            except Exception:  # a broken cgroup part must not break vps: read files
+                pass
+        cgroup_fs = CGROUP_FS
+    return _fallback_members(paths, name, cgroup_fs)
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Processes by context for one refresh."""
+
+    by_pid: dict[int, Context]  # guest members only; everyone else is HOST
+    guests: tuple[RunInfo, ...]  # running guests
+    errors: tuple[str, ...] = ()
+
+    def context(self, pid: int) -> Context:
+        return self.by_pid.get(pid, HOST)
+
+    def names(self) -> dict[int, str]:
+        """xid -> name for every known context."""
+        out = {HOST_XID: HOST_NAME}
+        for g in self.guests:
+            if g.xid is not None:
+                out[g.xid] = g.name
+        return out
+
+
+def attribute(
+    paths: Paths,
+    cgroup_fs: Path | None = None,
+    guests: Iterable[RunInfo] | None = None,
+) -> Attribution:
+    """Read each running guest's cgroup members once."""
+    running = tuple(guests) if guests is not None else tuple(running_guests(paths))
+    by_pid: dict[int, Context] = {}
+    errors: list[str] = []
+    for info in running:
+        ctx = Context(info.xid if info.xid is not None else UNKNOWN_XID, info.name)
+        members = cgroup_members(paths, info.name, cgroup_fs)
+        if members is None:
+            errors.append(
+                f"{info.name}: no cgroup {paths.cgroup_name(info.name)}; "
+                "its processes are shown as the host's"
+            )
+            continue
+        for pid in members:
+            by_pid[pid] = ctx
+    return Attribution(by_pid, running, tuple(errors))
+
+
+def context_label(xid: int, names: dict[int, str]) -> str:
+    """The name part of util-vserver's CONTEXT column."""
+    if xid == HOST_XID:
+        return "MAIN"
+    if xid == SPECTATOR_XID:
+        return "ALL_PROC"
+    return names.get(xid, "")
+
+
+def resolve_guest(paths: Paths, word: str, proc_root: str = "/proc") -> RunInfo | None:
+    """A guest by name or by xid (a number); None for context 0."""
+    if word.isdigit():
+        xid = int(word)
+        if xid == HOST_XID:
+            return None
+        for info in running_guests(paths, proc_root):
+            if info.xid == xid:
+                return info
+        for name in configured_guests(paths):
+            if guest_context(paths, name) == xid:
+                return read_run_state(paths, name, proc_root)
+        from engine.errors import GuestNotFound
+
+        raise GuestNotFound(f"no guest has context {xid}; see `vserver-stat` for running ones")
+    from engine.errors import GuestNotFound
+
+    if word not in all_guests(paths):
+        raise GuestNotFound(
+            f"no such guest; create {paths.config_file(word)} or see `vserver --list`", word
+        )
+    return read_run_state(paths, word, proc_root)
+
+
+def guest_context(paths: Paths, name: str) -> int | None:
+    """Configured S_CONTEXT of a guest (None if not fixed or unreadable)."""
+    cfg = load_config(paths, name)
+    return getattr(cfg, "context", None) if cfg is not None else None
+
+
+def load_config(paths: Paths, name: str) -> object | None:
+    """engine.config.load_guest, or None when the config part is absent/broken."""
+    try:
+        from engine.config import load_guest
+    except ImportError:
+        return None
+    try:
+        return load_guest(paths, name)
+    except Exception:
+        return None
+
+
+def guest_flags(paths: Paths, name: str) -> frozenset[str]:
+    """S_FLAGS of a guest, through engine.config, else read from the file."""
+    cfg = load_config(paths, name)
+    if cfg is not None:
+        return frozenset(getattr(cfg, "flags", ()))
+    for path in (paths.config_file(name), paths.legacy_config_file(name)):
+        text = _read_value(path)
+        if text is None:
+            continue
+        for line in text.splitlines():
+            key, sep, value = line.strip().partition("=")
+            if sep and key.strip() == "S_FLAGS":
+                return frozenset(value.strip().strip("'\"").split())
+        return frozenset()
+    return frozenset()
+
+
+def is_legacy(paths: Paths, name: str) -> bool:
+    """A guest known only from util-vserver's legacy NAME.conf (shown `[name]`)."""
+    return not paths.config_file(name).exists() and paths.legacy_config_file(name).exists()

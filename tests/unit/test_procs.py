@@ -1,0 +1,351 @@
+"""The /proc scanner, attribution, trees, CPU% and vkill's logic, on a recorded
+fake /proc tree (tests/unit/fixtures/proc) plus a fake cgroup hierarchy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from engine.errors import GuestNotFound, PrivateGuest, VstuiError
+from engine.observe.model import HOST_XID
+from engine.paths import Paths
+from engine.procs import attribution, scan, signals, tree
+from engine.procs.collect import ProcessTable
+
+FIXTURE = Path(__file__).parent / "fixtures" / "proc"
+
+
+# ------------------------------------------------------------------ fixtures
+@pytest.fixture
+def proc(tmp_path: Path) -> Path:
+    """A private copy of the recorded /proc tree (tests may edit it)."""
+    target = tmp_path / "proc"
+    shutil.copytree(FIXTURE, target)
+    return target
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> tuple[Paths, Path]:
+    """A root with guest db1 running (xid 40001, init 2211) and its cgroup."""
+    paths = Paths.from_root(tmp_path / "root")
+    run = paths.run_dir("db1")
+    run.mkdir(parents=True)
+    for name, value in {
+        "state": "running",
+        "xid": "40001",
+        "init.pid": "2211",
+        "init.start": "8000000",
+        "started": "1700080000.5",
+    }.items():
+        (run / name).write_text(value + "\n")
+    cgfs = tmp_path / "cgroup"
+    top = cgfs / "pids" / paths.cgroup_name("db1")
+    (top / "sub").mkdir(parents=True)
+    (top / "cgroup.procs").write_text("2211\n2300\n")
+    (top / "sub" / "cgroup.procs").write_text("2301\n")
+    return paths, cgfs
+
+
+def _set_stat_field(proc: Path, pid: int, index: int, value: str) -> None:
+    """Change field ``index`` (0 = state) after the comm of /proc/PID/stat."""
+    path = proc / str(pid) / "stat"
+    data = path.read_text()
+    head, _, tail = data.rpartition(") ")
+    fields = tail.split()
+    fields[index] = value
+    path.write_text(head + ") " + " ".join(fields) + "\n")
+
+
+# ------------------------------------------------------------------ parsing
+def test_parse_stat_of_a_recorded_process_matches_what_ps_printed() -> None:
+    data = (FIXTURE / "16388" / "stat").read_bytes()
+    p = scan.parse_stat(data, 16388)
+    assert p is not None
+    ps_line = (FIXTURE / "16388.ps").read_text().split()
+    # pid ppid stat vsz rss tty time bsdtime nlwp ni comm args...
+    assert p.ppid == int(ps_line[1])
+    assert p.state == ps_line[2][0]
+    assert p.vsize // 1024 == int(ps_line[3])
+    # ps takes RSS from status (VmRSS); stat's count is the kernel's cheaper,
+    # slightly lagging per-CPU sum: close, not always equal
+    assert abs(p.rss // 1024 - int(ps_line[4])) <= 256
+    assert p.threads == int(ps_line[8])
+    assert p.nice == int(ps_line[9])
+    assert p.comm == ps_line[10]
+
+
+def test_comm_with_spaces_and_parentheses_is_parsed_from_the_last_paren() -> None:
+    p = scan.parse_stat((FIXTURE / "2300" / "stat").read_bytes(), 2300)
+    assert p is not None
+    assert p.comm == "a) b (c"
+    assert (p.state, p.ppid, p.nice, p.threads) == ("R", 2211, 19, 3)
+    assert (p.utime, p.stime, p.starttime) == (500, 100, 8100000)
+
+
+def test_garbage_stat_is_rejected() -> None:
+    assert scan.parse_stat(b"12 no parens here", 12) is None
+    assert scan.parse_stat(b"12 (x) S 1 2", 12) is None
+
+
+def test_parse_status_uid_and_nspid() -> None:
+    uid, nspid = scan.parse_status((FIXTURE / "2300" / "status").read_bytes())
+    assert (uid, nspid) == (33, (2300, 5))
+
+
+def test_tty_names() -> None:
+    assert scan.tty_name(0) == "?"
+    assert scan.tty_name(os.makedev(136, 0)) == "pts/0"
+    assert scan.tty_name(os.makedev(137, 2)) == "pts/258"
+    assert scan.tty_name(os.makedev(4, 1)) == "tty1"
+    assert scan.tty_name(os.makedev(4, 64)) == "ttyS0"
+
+
+# ------------------------------------------------------------------ scanner
+def test_scan_skips_vanished_and_non_processes(proc: Path) -> None:
+    procs = scan.Scanner(proc).scan()
+    assert sorted(procs) == [1, 2, 2200, 2211, 2300, 2301, 3011, 16388]  # not 4002, not self
+
+
+def test_kernel_threads_and_zombies_have_no_cmdline(proc: Path) -> None:
+    procs = scan.Scanner(proc).scan()
+    assert procs[2].kernel_thread and procs[2].cmdline == ""
+    assert procs[2301].state == "Z" and procs[2301].cmdline == ""
+    assert procs[1].cmdline == "/sbin/init"
+    assert procs[2300].cmdline == "worker --name a) b (c"
+
+
+def test_static_parts_are_read_once_per_process(proc: Path) -> None:
+    scanner = scan.Scanner(proc)
+    first = scanner.scan()
+    assert scanner.reads == 3 * len(first)  # stat + status-or-stat() + cmdline
+    scanner.scan()
+    assert scanner.reads == len(first)  # only stat
+    (proc / "1" / "cmdline").write_bytes(b"/sbin/other\0")
+    assert scanner.scan()[1].cmdline == "/sbin/init"  # still the same process
+    _set_stat_field(proc, 1, 19, "5")  # a new process with a reused PID
+    assert scanner.scan()[1].cmdline == "/sbin/other"
+
+
+def test_exec_is_noticed_by_its_comm(proc: Path) -> None:
+    scanner = scan.Scanner(proc)
+    scanner.scan()
+    path = proc / "3011" / "stat"
+    path.write_text(path.read_text().replace("(ps)", "(top)"))
+    (proc / "3011" / "cmdline").write_bytes(b"top\0-b\0")
+    assert scanner.scan()[3011].cmdline == "top -b"
+
+
+def test_process_gone_between_scans_is_dropped(proc: Path) -> None:
+    scanner = scan.Scanner(proc)
+    scanner.scan()
+    shutil.rmtree(proc / "3011")
+    assert 3011 not in scanner.scan()
+
+
+def test_nspid_only_for_requested_pids(proc: Path) -> None:
+    procs = scan.Scanner(proc).scan(want_nspid={2300})
+    assert procs[2300].nspid == 5
+    assert procs[2300].uid == 33  # from status Uid:
+    assert procs[2211].nspid == 2211  # not asked: host view
+
+
+def test_scanner_on_the_real_proc_sees_itself() -> None:
+    procs = scan.Scanner().scan(want_nspid={os.getpid()})
+    me = procs[os.getpid()]
+    assert me.ppid == os.getppid()
+    assert me.uid == os.geteuid()
+    assert "pytest" in me.cmdline or "python" in me.cmdline
+
+
+# ------------------------------------------------------------------ attribution
+def test_run_state_and_cgroup_members(proc: Path, host: tuple[Paths, Path]) -> None:
+    paths, cgfs = host
+    info = attribution.read_run_state(paths, "db1", str(proc))
+    assert (info.state, info.xid, info.init_pid, info.started) == (
+        "running",
+        40001,
+        2211,
+        1700080000.5,
+    )
+    assert attribution.cgroup_members(paths, "db1", cgfs) == {2211, 2300, 2301}
+    assert attribution.cgroup_members(paths, "nope", cgfs) is None
+
+
+def test_stale_run_state_is_stopped(proc: Path, host: tuple[Paths, Path]) -> None:
+    paths, _ = host
+    (paths.run_dir("db1") / "init.start").write_text("1234\n")  # init was replaced
+    assert attribution.read_run_state(paths, "db1", str(proc)).state == "stopped"
+    assert attribution.running_guests(paths, str(proc)) == []
+
+
+def test_table_attributes_guest_processes(proc: Path, host: tuple[Paths, Path]) -> None:
+    paths, cgfs = host
+    table = ProcessTable(paths, proc, cgfs).refresh()
+    by_pid = {r.pid: r for r in table.rows}
+    for pid, nspid in ((2211, 1), (2300, 5), (2301, 6)):
+        assert (by_pid[pid].xid, by_pid[pid].guest, by_pid[pid].nspid) == (40001, "db1", nspid)
+    for pid in (1, 2, 2200, 3011):
+        assert (by_pid[pid].xid, by_pid[pid].guest, by_pid[pid].nspid) == (HOST_XID, "", pid)
+    assert by_pid[2300].user == "www-data" or by_pid[2300].uid == 33
+    assert by_pid[2].cmdline == "[kthreadd]"
+    assert table.attribution.names() == {0: "", 40001: "db1"}
+
+
+def test_guest_without_cgroup_is_reported(proc: Path, host: tuple[Paths, Path]) -> None:
+    paths, cgfs = host
+    shutil.rmtree(cgfs / "pids")
+    table = ProcessTable(paths, proc, cgfs).refresh()
+    assert all(r.xid == HOST_XID for r in table.rows)
+    assert "db1: no cgroup" in table.attribution.errors[0]
+
+
+def test_resolve_guest_by_name_and_xid(proc: Path, host: tuple[Paths, Path]) -> None:
+    paths, _ = host
+    assert attribution.resolve_guest(paths, "db1", str(proc)).xid == 40001
+    assert attribution.resolve_guest(paths, "40001", str(proc)).name == "db1"
+    assert attribution.resolve_guest(paths, "0", str(proc)) is None
+    with pytest.raises(GuestNotFound):
+        attribution.resolve_guest(paths, "web9", str(proc))
+    with pytest.raises(GuestNotFound):
+        attribution.resolve_guest(paths, "777", str(proc))
+
+
+# ------------------------------------------------------------------ trees
+def test_guest_tree_is_rooted_at_its_init(proc: Path, host: tuple[Paths, Path]) -> None:
+    paths, cgfs = host
+    rows = ProcessTable(paths, proc, cgfs).refresh().by_xid()[40001]
+    order = [(d, p.pid) for d, p in tree.walk(rows, prefer_root=2211)]
+    assert order == [(0, 2211), (1, 2300), (1, 2301)]
+
+
+def test_host_tree_and_descendants(proc: Path) -> None:
+    procs = list(scan.Scanner(proc).scan().values())
+    order = [(d, p.pid) for d, p in tree.walk(procs)]
+    assert order[0] == (0, 1)
+    assert sorted(pid for _d, pid in order) == sorted(p.pid for p in procs)
+    depth = dict((pid, d) for d, pid in order)
+    assert (depth[2200], depth[2211], depth[2300]) == (1, 2, 3)
+    assert sorted(p.pid for p in tree.descendants(procs, 2200)) == [2211, 2300, 2301]
+    flat = [(d, p.pid) for d, p in tree.walk(procs, flat_init=True)]
+    assert flat[0] == (0, 2) and (0, 2200) in flat  # ps f: kthreadd first, init's kids roots
+
+
+def test_tree_survives_a_parent_loop() -> None:
+    from engine.observe.model import ProcRow
+
+    def row(pid: int, ppid: int) -> ProcRow:
+        return ProcRow(pid, ppid, 1, 0, "", pid, 0, "root", "S", 0, 1, 0, 0, 0, 0, 0, 0, 0.0,
+                       "?", "x", "x")  # fmt: skip
+
+    rows = [row(10, 11), row(11, 10), row(12, 10)]
+    assert sorted(p.pid for _d, p in tree.walk(rows)) == [10, 11, 12]
+
+
+def test_forest_prefix_matches_ps() -> None:
+    assert tree.forest_prefix(0) == ""
+    assert tree.forest_prefix(1) == " \\_ "
+    assert tree.forest_prefix(2) == "     \\_ "
+
+
+# ------------------------------------------------------------------ CPU%
+def test_cpu_percent_from_deltas(proc: Path, host: tuple[Paths, Path]) -> None:
+    paths, cgfs = host
+    now = [100.0]
+    table = ProcessTable(paths, proc, cgfs, clock=lambda: now[0])
+    first = {r.pid: r for r in table.refresh().rows}
+    assert all(r.cpu_percent == 0.0 for r in first.values())
+    _set_stat_field(proc, 2300, 11, str(500 + scan.CLK_TCK))  # utime +1 s
+    _set_stat_field(proc, 2300, 12, str(100 + scan.CLK_TCK // 2))  # stime +0.5 s
+    now[0] = 102.0
+    second = {r.pid: r for r in table.refresh().rows}
+    assert second[2300].cpu_percent == pytest.approx(75.0)
+    assert second[1].cpu_percent == 0.0
+    _set_stat_field(proc, 2300, 19, "8100001")  # a new process on the same PID
+    _set_stat_field(proc, 2300, 11, "900")
+    now[0] = 103.0
+    third = {r.pid: r for r in table.refresh().rows}
+    assert third[2300].cpu_percent == 0.0
+
+
+def test_observer_snapshot_on_fake_tree(proc: Path, host: tuple[Paths, Path]) -> None:
+    from engine.observe.snapshot import Observer
+
+    paths, cgfs = host
+    snap = Observer(paths, proc, cgfs).snapshot()
+    hostrow = snap.guests[0]
+    assert (hostrow.xid, hostrow.name, hostrow.nproc) == (0, "", 5)
+    assert hostrow.memory.limit == 24684960 * 1024
+    db1 = snap.guest("db1")
+    assert db1 is not None
+    assert (db1.xid, db1.state, db1.init_pid, db1.nproc) == (40001, "running", 2211, 3)
+    assert db1.uptime is not None and db1.uptime > 0
+    assert [p.pid for p in snap.procs_of(40001)] == [2211, 2300, 2301]
+    # no cgroup for db1 on this machine, no storage for a fake guest: said, not invented
+    assert db1.memory.used is None and db1.disk.used is None
+    assert any(m.startswith(("memory", "disk", "config")) for m in db1.missing)
+
+
+# ------------------------------------------------------------------ signals
+@pytest.mark.parametrize(
+    ("word", "number"),
+    [("TERM", 15), ("sigterm", 15), ("SIGKILL", 9), ("9", 9), ("hup", 1), ("0", 0),
+     ("RTMIN+1", int(signal.SIGRTMIN) + 1)],
+)  # fmt: skip
+def test_parse_signal(word: str, number: int) -> None:
+    assert signals.parse_signal(word) == number
+
+
+@pytest.mark.parametrize("word", ["FOO", "SIG", "999", "-1", ""])
+def test_invalid_signal(word: str) -> None:
+    with pytest.raises(signals.InvalidSignal, match="Invalid signal specified"):
+        signals.parse_signal(word)
+
+
+def test_choose_maps_guest_pids(proc: Path, host: tuple[Paths, Path]) -> None:
+    paths, cgfs = host
+    targets = signals.choose(paths, "db1", [1, 5], str(proc), cgfs)
+    assert [(t.pid, t.nspid, t.guest) for t in targets] == [(2211, 1, "db1"), (2300, 5, "db1")]
+    everyone = signals.choose(paths, "40001", [], str(proc), cgfs)
+    assert sorted(t.pid for t in everyone) == [2211, 2300, 2301]
+    with pytest.raises(VstuiError, match="no process 3011 in the guest"):
+        signals.choose(paths, "db1", [3011], str(proc), cgfs)
+
+
+def test_choose_refuses(proc: Path, host: tuple[Paths, Path]) -> None:
+    paths, cgfs = host
+    with pytest.raises(signals.NoPid):
+        signals.choose(paths, None, [], str(proc), cgfs)
+    with pytest.raises(VstuiError, match="belongs to guest db1"):
+        signals.choose(paths, "0", [2300], str(proc), cgfs)
+    with pytest.raises(VstuiError, match="cannot signal"):
+        signals.choose(paths, "1", [1], str(proc), cgfs)
+    paths.config_dir.mkdir(parents=True)
+    paths.config_file("db1").write_text('S_FLAGS="lock private"\n')
+    with pytest.raises(PrivateGuest):
+        signals.choose(paths, "db1", [1], str(proc), cgfs)
+    with pytest.raises(PrivateGuest):
+        signals.choose(paths, None, [2300], str(proc), cgfs)  # host PID of a private guest
+
+
+def test_send_rechecks_start_time_before_signalling(tmp_path: Path) -> None:
+    paths = Paths.from_root(tmp_path)
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        start = scan.Scanner().scan()[child.pid].starttime
+        wrong = signals.Target(child.pid, start + 1, None, child.pid)
+        [outcome] = signals.send(paths, [wrong], signal.SIGTERM)
+        assert outcome.error is not None and "exited" in outcome.error
+        assert child.poll() is None  # a reused PID is never signalled
+        right = signals.Target(child.pid, start, None, child.pid)
+        [outcome] = signals.send(paths, [right], signal.SIGTERM)
+        assert outcome.error is None
+        assert child.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()

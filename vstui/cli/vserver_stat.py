@@ -1,0 +1,68 @@
+"""``vserver-stat``: one line per running context, util-vserver's columns.
+
+    vserver-stat [--root DIR] [--json]
+
+CTX PROC VSZ RSS userTIME sysTIME UPTIME NAME; context 0 is `root server`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from engine.errors import VstuiError
+from engine.paths import Paths
+from vstui.cli.common import run_tool, split_root
+
+TOOL = "vserver-stat"
+
+
+def _body(argv: Sequence[str]) -> int:
+    root, args = split_root(argv)
+    as_json = False
+    for arg in args:
+        if arg in ("-h", "--help"):
+            print(__doc__.strip())
+            return 0
+        if arg == "--json":
+            as_json = True
+        else:
+            raise VstuiError(f"unknown argument '{arg}' (usage: vserver-stat [--json])")
+    paths = Paths.from_root(root)
+
+    from engine.procs.attribution import is_legacy
+    from engine.procs.collect import ProcessTable
+    from engine.procs.format import context_stats, render_vstat
+    from engine.procs.scan import read_uptime
+
+    table = ProcessTable(paths).refresh()
+    for err in table.attribution.errors:
+        print(f"{TOOL}: {err}", file=sys.stderr)
+    try:
+        uptime = read_uptime()
+    except OSError:
+        print(f"{TOOL}: /proc/uptime is hidden; UPTIME is not right", file=sys.stderr)
+        uptime = 0.0
+    names = table.attribution.names()
+    legacy = frozenset(g.name for g in table.attribution.guests if is_legacy(paths, g.name))
+    stats = context_stats(table.rows, uptime, names, legacy)
+    if as_json:
+        out = []
+        for s in stats:
+            item = asdict(s)
+            item["guest"] = names.get(s.xid, "")
+            out.append(item)
+        print(json.dumps(out, indent=1))
+    else:
+        sys.stdout.write("\n".join(render_vstat(stats)) + "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_tool(TOOL, lambda: _body(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
