@@ -41,7 +41,8 @@ venv_install() {
     stamp=.venv/.installed
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         .venv/bin/pip install -q --upgrade pip >/dev/null
-        .venv/bin/pip install -q -e '.[test]'
+        # compat mode: a plain .pth path entry, no import-hook finder (~18 ms per start)
+        .venv/bin/pip install -q -e '.[test]' --config-settings editable_mode=compat
         touch "$stamp"
     fi
 }
