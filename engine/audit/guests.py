@@ -1,0 +1,308 @@
+"""Guest configuration checks: capabilities, flags, limits, network, shares,
+duplicates between guests, configuration errors. Pure reading of NAME.conf
+(plus the host's device addresses for the subnet check)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+from engine import caps as _caps
+from engine.audit.context import Audit
+from engine.config import GuestConfig, Share
+from engine.errors import VstuiError
+
+SHARED_DEVICE_MODES = ("host", "ipvlan", "macvlan")
+
+# capability -> (rule, why); anything else added is GUEST-CAP-OTHER
+CAP_RULES: dict[str, tuple[str, str | None]] = {
+    "SYS_ADMIN": ("GUEST-CAP-SYS_ADMIN", None),
+    "SYS_MODULE": ("GUEST-CAP-SYS_MODULE", None),
+    "SYS_RAWIO": ("GUEST-CAP-SYS_RAWIO", None),
+    "SYS_TIME": ("GUEST-CAP-HIGH", "SYS_TIME sets the host's real-time clock, which no "
+                 "namespace separates"),
+    "MKNOD": ("GUEST-CAP-HIGH", "MKNOD creates device nodes, e.g. for the host's disks"),
+    "BPF": ("GUEST-CAP-HIGH", "BPF loads programs into the host's kernel"),
+    "PERFMON": ("GUEST-CAP-HIGH", "PERFMON observes every process on the host and widens "
+                "the kernel's attack surface"),
+    "SYSLOG": ("GUEST-CAP-HIGH", "SYSLOG reads the host's kernel log, including kernel "
+               "addresses"),
+    "MAC_ADMIN": ("GUEST-CAP-HIGH", "MAC_ADMIN changes the host's mandatory access policy"),
+    "MAC_OVERRIDE": ("GUEST-CAP-HIGH", "MAC_OVERRIDE bypasses the host's mandatory access "
+                     "policy"),
+}  # fmt: skip
+
+# host paths no guest should see; the first group is critical even read-only
+CRITICAL_PATHS = ("/", "/etc", "/root", "/run", "/var/run", "/var/run/docker.sock",
+                  "/run/docker.sock", "/dev", "/proc", "/sys")  # fmt: skip
+SENSITIVE_PATHS = (*CRITICAL_PATHS, "/home", "/boot")
+
+
+def check(audit: Audit) -> None:
+    for name in audit.scope:
+        cfg = audit.configs.get(name)
+        if cfg is None:
+            continue
+        config_errors(audit, cfg)
+        capabilities(audit, cfg)
+        seccomp(audit, cfg)
+        flags_and_limits(audit, cfg)
+        network(audit, cfg)
+        shares(audit, cfg)
+        subnet(audit, cfg)
+    duplicates(audit)
+
+
+def _at(cfg: GuestConfig) -> str:
+    return str(cfg.path) if cfg.path else f"{cfg.name}.conf"
+
+
+def config_errors(audit: Audit, cfg: GuestConfig) -> None:
+    errors = audit.errors.get(cfg.name) or []
+    if not errors:
+        return
+    count = len(errors)
+    audit.col.add(
+        "GUEST-CONFIG-ERROR",
+        f"{count} configuration error{'s' if count > 1 else ''}"
+        + (" in a guest started at boot" if cfg.onboot else ""),
+        f"fix {errors[0].message}, then run `vserver {cfg.name} check`",
+        guest=cfg.name,
+        details=[e.message for e in errors],
+        severity=None if cfg.onboot else "low",
+    )
+
+
+# -- capabilities and system calls ---------------------------------------------------------
+
+
+def capabilities(audit: Audit, cfg: GuestConfig) -> None:
+    try:
+        live = cfg.effective_caps()
+    except VstuiError as exc:
+        audit.col.cannot_read(f"S_CAPS of {cfg.name}", exc, cfg.name)
+        return
+    for cap in sorted(live - _caps.DEFAULT_GUEST_CAPS, key=_caps.number):
+        rule, why, severity = _cap_rule(cap, cfg)
+        audit.col.add(
+            rule,
+            f"S_CAPS adds CAP_{cap} ({_caps.explain(cap)})",
+            f"remove CAP_{cap} from S_CAPS in {_at(cfg)}",
+            guest=cfg.name,
+            severity=severity,
+            why=why,
+        )
+    dac_read_search(audit, cfg, live)
+
+
+def _cap_rule(cap: str, cfg: GuestConfig) -> tuple[str, str | None, str | None]:
+    if cap in CAP_RULES:
+        rule, why = CAP_RULES[cap]
+        return rule, why, None
+    if cap == "NET_ADMIN":
+        if cfg.netmode == "host":
+            return "GUEST-CAP-HIGH", "with V_NETMODE=host NET_ADMIN reconfigures the host's " \
+                "own interfaces, routes and firewall", None  # fmt: skip
+        return "GUEST-CAP-NET", None, None
+    if cap == "NET_RAW":
+        shared = cfg.netmode in SHARED_DEVICE_MODES
+        return "GUEST-CAP-NET", None, None if shared else "low"
+    return "GUEST-CAP-OTHER", f"CAP_{cap} lets the guest's root {_caps.explain(cap)}", None
+
+
+def _allowed_calls(cfg: GuestConfig) -> list[str]:
+    return [w[1:] for w in cfg.seccomp if w.startswith("+")]
+
+
+def dac_read_search(audit: Audit, cfg: GuestConfig, live: frozenset[str]) -> None:
+    if "DAC_READ_SEARCH" not in live:
+        return
+    shocker = "open_by_handle_at" in _allowed_calls(cfg)
+    skeleton = (cfg.template or "").split(":", 1)[0] == "skeleton"
+    if not cfg.shares and not (shocker and skeleton):
+        return
+    shared = [s.host for s in cfg.shares] or ["the host's /usr (skeleton)"]
+    audit.col.add(
+        "GUEST-CAP-DAC_READ_SEARCH",
+        "keeps CAP_DAC_READ_SEARCH with host directories shared"
+        + (" and open_by_handle_at allowed" if shocker else ""),
+        "remove +open_by_handle_at from V_SECCOMP" if shocker
+        else f"add !CAP_DAC_READ_SEARCH to S_CAPS in {_at(cfg)} if the guest does not need it",
+        guest=cfg.name,
+        details=[f"shared: {', '.join(shared)}"],
+        severity=None if shocker else "low",
+    )  # fmt: skip
+
+
+def seccomp(audit: Audit, cfg: GuestConfig) -> None:
+    from engine import seccomp as sc
+
+    guarded = sc.DEFAULT_DENY | sc.LOCK_DENY | sc.DEFAULT_ENOSYS | {
+        "socket", "clone", "unshare", "ioctl"}  # fmt: skip
+    for call in _allowed_calls(cfg):
+        if call in guarded:
+            audit.col.add(
+                "GUEST-SECCOMP-ALLOW",
+                f"V_SECCOMP allows {call}, which the default filter refuses or restricts",
+                f"remove +{call} from V_SECCOMP in {_at(cfg)}",
+                guest=cfg.name,
+            )
+
+
+# -- flags, limits, network mode ----------------------------------------------------------
+
+
+def flags_and_limits(audit: Audit, cfg: GuestConfig) -> None:
+    add = audit.col.add
+    n = cfg.name
+    if not cfg.has_flag("lock"):
+        flags = " ".join(sorted({*cfg.flags, "lock"}))
+        add("GUEST-NO-LOCK", "S_FLAGS has no lock flag", f'S_FLAGS="{flags}"', guest=n)
+    if cfg.pids_limit() is None:
+        add("GUEST-NO-PROC-LIMIT", "no process limit", "V_PIDS=500", guest=n)
+    if cfg.memory is None:
+        add("GUEST-NO-MEMORY-LIMIT", "no memory limit", "V_MEMORY=512M", guest=n)
+    if cfg.cpu_quota is None and cfg.cpu_weight is None:
+        add("GUEST-NO-CPU-LIMIT", "no CPU limit", "V_CPU_QUOTA=100%", guest=n)
+    if cfg.disk is None:
+        add("GUEST-NO-DISK-LIMIT", "no disk limit", "V_DISK=2G", guest=n)
+    elif cfg.disk_backend == "none":
+        add("GUEST-NO-DISK-LIMIT", "V_DISK is set but not enforced (V_DISK_BACKEND=none)",
+            "V_DISK_BACKEND=image (rebuild the guest) or V_DISK_BACKEND=project",
+            guest=n)  # fmt: skip
+
+
+def network(audit: Audit, cfg: GuestConfig) -> None:
+    if cfg.netmode == "host":
+        audit.col.add("GUEST-NETMODE-HOST", "V_NETMODE=host shares the host's network stack",
+                      "V_NETMODE=veth", guest=cfg.name)  # fmt: skip
+
+
+# -- shared directories ------------------------------------------------------------------
+
+
+def _inside(path: str, base: str) -> bool:
+    """``path`` is ``base`` or below it (``/`` only contains itself here: the
+    caller treats a share of ``/`` on its own)."""
+    return path == base or (base != "/" and path.startswith(base.rstrip("/") + "/"))
+
+
+def _own_dirs(audit: Audit) -> list[str]:
+    p = audit.paths
+    dirs = (p.vservers_dir, p.config_dir, p.legacy_config_dir, p.run_base, p.state_dir)
+    return [os.path.normpath(d) for d in dirs]
+
+
+def sensitive_hit(host: str, own: list[str]) -> str | None:
+    """The sensitive path a share's host side is, lies in, or contains."""
+    candidates = {os.path.normpath(host)}
+    try:
+        candidates.add(os.path.realpath(host))
+    except OSError:
+        pass
+    for path in sorted(candidates):
+        if path == "/":
+            return "/"
+        for base in (*SENSITIVE_PATHS, *own):
+            if _inside(path, base) or _inside(base, path):
+                return base
+    return None
+
+
+def _share_word(s: Share, readonly: bool) -> str:
+    return f"{s.host}:{s.guest}" + (":ro" if readonly else ":rw")
+
+
+def shares(audit: Audit, cfg: GuestConfig) -> None:
+    own = _own_dirs(audit)
+    for share in cfg.shares:
+        hit = sensitive_hit(share.host, own)
+        usr_rw = not share.readonly and any(
+            _inside(p, "/usr") or _inside("/usr", p)
+            for p in {os.path.normpath(share.host)})  # fmt: skip
+        if hit is not None or usr_rw:
+            hit = hit or "/usr"
+            critical = not share.readonly or hit in CRITICAL_PATHS or hit in own
+            audit.col.add(
+                "GUEST-SHARE-SENSITIVE",
+                f"V_SHARE {share.host} -> {share.guest} ({'ro' if share.readonly else 'rw'}) "
+                f"exposes the host's {hit}",
+                f"remove {share.host}:{share.guest} from V_SHARE in {_at(cfg)}; share a "
+                f"dedicated directory such as /srv/{cfg.name} instead",
+                guest=cfg.name,
+                severity=None if critical else "high",
+            )
+        elif not share.readonly:
+            words = [_share_word(s, s.readonly or s == share) for s in cfg.shares]
+            audit.col.add(
+                "GUEST-SHARE-RW",
+                f"V_SHARE {share.host} -> {share.guest} is read-write",
+                f'V_SHARE="{" ".join(words)}"',
+                guest=cfg.name,
+            )
+
+
+# -- addresses and context ids -----------------------------------------------------------
+
+
+def duplicates(audit: Audit) -> None:
+    by_ip: dict[str, list[str]] = {}
+    by_xid: dict[int, list[str]] = {}
+    for cfg in audit.configs.values():
+        for ip in dict.fromkeys(str(a.interface.ip) for a in cfg.addresses):
+            if not ipaddress.ip_address(ip).is_unspecified:
+                by_ip.setdefault(ip, []).append(cfg.name)
+        if cfg.context is not None:
+            by_xid.setdefault(cfg.context, []).append(cfg.name)
+    for ip, names in sorted(by_ip.items()):
+        for name, others in _pairs(audit, names):
+            audit.col.add("GUEST-DUP-ADDRESS", f"address {ip} is also configured for {others}",
+                          f"give {name} another address in IPROOT", guest=name)  # fmt: skip
+    for xid, names in sorted(by_xid.items()):
+        for name, others in _pairs(audit, names):
+            conf = _at(audit.configs[name])
+            audit.col.add("GUEST-DUP-CONTEXT", f"context id {xid} (S_CONTEXT) is also used by "
+                          f"{others}", f"remove S_CONTEXT from {conf} (an id is then allocated) "
+                          "or set another", guest=name)  # fmt: skip
+
+
+def _pairs(audit: Audit, names: list[str]) -> list[tuple[str, str]]:
+    """(guest in scope, the others) for a value more than one guest has."""
+    if len(names) < 2:
+        return []
+    return [(n, ", ".join(o for o in names if o != n)) for n in names if n in audit.scope]
+
+
+def subnet(audit: Audit, cfg: GuestConfig) -> None:
+    if cfg.netmode not in ("ipvlan", "macvlan") or not cfg.addresses:
+        return
+    devices = audit.facts.host_addresses
+    if "host device addresses" in audit.facts.errors:
+        audit.col.cannot_read("host device addresses", audit.facts.errors["host device addresses"],
+                              cfg.name)  # fmt: skip
+        return
+    for addr in cfg.addresses:
+        dev = addr.dev or cfg.iprootdev
+        ip = addr.interface.ip
+        if dev is None:
+            audit.col.add("GUEST-ADDR-SUBNET", f"address {ip} has no host device for "
+                          f"V_NETMODE={cfg.netmode}", "IPROOTDEV=DEVICE (the device carrying "
+                          f"the subnet of {ip})", guest=cfg.name)  # fmt: skip
+            continue
+        if dev not in devices and not Path(f"/sys/class/net/{dev}").exists():
+            audit.col.add("GUEST-ADDR-SUBNET", f"host device {dev} of address {ip} does not "
+                          "exist", f"IPROOTDEV=DEVICE (an existing device), or create {dev}",
+                          guest=cfg.name)  # fmt: skip
+            continue
+        nets = [a.network for a in devices.get(dev, ()) if a.version == ip.version]
+        if not any(ip in net for net in nets):
+            shown = ", ".join(str(n) for n in nets) or f"no IPv{ip.version} subnet"
+            audit.col.add(
+                "GUEST-ADDR-SUBNET",
+                f"address {ip} is not on a subnet of host device {dev}",
+                f"use an address from {shown} in IPROOT, or set IPROOTDEV to the device "
+                f"carrying {addr.interface.network}",
+                guest=cfg.name,
+                details=[f"{dev}: {shown}"],
+            )

@@ -1,0 +1,387 @@
+"""Host checks: the barrier, who can reach guest trees, vstui's own files,
+wildcard listeners, sshd, cgroup controllers, user namespaces.
+
+Everything is read with lstat/stat/open: nothing is created or changed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.audit.context import (
+    Audit,
+    guest_pids,
+    mode_text,
+    traversable_by_others,
+    writable_by_others,
+)
+
+SHARING_MODES = ("host", "ipvlan", "macvlan")
+
+
+def check(audit: Audit) -> None:
+    if audit.host_wide:
+        barrier(audit)
+        own_directories(audit)
+        wildcard_listeners(audit)
+        sshd(audit)
+        user_namespaces(audit)
+    for name in audit.scope:
+        guest_root(audit, name)
+        guest_files(audit, name)
+    cgroup_controllers(audit)
+
+
+# -- the barrier and the guest trees -----------------------------------------------
+
+
+def _chown_fix(path: Path, mode: str) -> str:
+    return f"chown root:root {path} && chmod {mode} {path}"
+
+
+def barrier(audit: Audit) -> None:
+    top = audit.paths.vservers_dir
+    st = audit.lstat(top)
+    if st is None:
+        return  # no guest tree yet: `vserver NAME build` creates it mode 000
+    if not stat.S_ISDIR(st.st_mode):
+        audit.col.add("HOST-BARRIER", f"{top} is not a directory",
+                      f"rm {top} && mkdir -m 000 {top}")  # fmt: skip
+        return
+    if stat.S_IMODE(st.st_mode) != 0 or st.st_uid != audit.owner_uid:
+        audit.col.add(
+            "HOST-BARRIER",
+            f"{top} is mode {mode_text(st)} owned by uid {st.st_uid}, not mode 000 root",
+            _chown_fix(top, "000"),
+        )
+
+
+def guest_root(audit: Audit, name: str) -> None:
+    root = audit.paths.guest_root(name)
+    st = _reachable_stat(audit, root, name)
+    if st is None:
+        return
+    if stat.S_ISLNK(st.st_mode):
+        audit.col.add("HOST-GUEST-ROOT-PERMS", f"guest root {root} is a symlink",
+                      f"replace {root} with the real tree (mv its target to {root})",
+                      guest=name)  # fmt: skip
+    elif stat.S_ISDIR(st.st_mode) and writable_by_others(st, audit.owner_uid):
+        audit.col.add(
+            "HOST-GUEST-ROOT-PERMS",
+            f"guest root {root} is mode {mode_text(st)} owned by uid {st.st_uid}",
+            _chown_fix(root, "755"),
+            guest=name,
+        )
+
+
+def _reachable_stat(audit: Audit, root: Path, name: str) -> os.stat_result | None:
+    """lstat of the guest root; HOST-GUEST-REACHABLE when others can walk to it."""
+    chain = [*reversed(root.parents), root]
+    open_to_others = True
+    for directory in chain:
+        try:
+            st = os.lstat(directory) if directory == root else os.stat(directory)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            audit.col.cannot_read(directory, exc, name)
+            return None
+        if directory != root and not traversable_by_others(st, audit.owner_uid):
+            open_to_others = False
+    if open_to_others and stat.S_ISDIR(st.st_mode) and traversable_by_others(st, audit.owner_uid):
+        top = audit.paths.vservers_dir
+        audit.col.add(
+            "HOST-GUEST-REACHABLE",
+            f"guest root {root} is reachable by non-root users (every directory above it "
+            "is traversable and the barrier is missing)",
+            _chown_fix(top, "000"),
+            guest=name,
+            details=[f"{d}: mode {mode_text(os.stat(d))}" for d in chain[1:-1]],
+        )
+    return st
+
+
+# -- vstui's own files -------------------------------------------------------------------
+
+
+def own_directories(audit: Audit) -> None:
+    p = audit.paths
+    for directory in (p.config_dir, p.legacy_config_dir):
+        _not_writable(audit, directory, "HOST-CONFIG-WRITABLE", None)
+        for conf in _entries(audit, directory):
+            if conf.name.endswith(".conf"):
+                _not_writable(audit, conf, "HOST-CONFIG-WRITABLE", None)
+    for directory in (p.run_base, p.state_dir, p.images_dir, p.log_dir):
+        _not_writable(audit, directory, "HOST-RUNDIR-WRITABLE", None)
+    for run_dir in _entries(audit, p.run_base):
+        _run_dir(audit, run_dir, None)
+
+
+def guest_files(audit: Audit, name: str) -> None:
+    """With --guest: the guest's own NAME.conf and run directory."""
+    if audit.host_wide:
+        return  # own_directories covered them
+    _not_writable(audit, audit.paths.config_file(name), "HOST-CONFIG-WRITABLE", name)
+    _run_dir(audit, audit.paths.run_dir(name), name)
+
+
+def _run_dir(audit: Audit, run_dir: Path, guest: str | None) -> None:
+    owner = guest or run_dir.name
+    _not_writable(audit, run_dir, "HOST-RUNDIR-WRITABLE", owner)
+    for item in _entries(audit, run_dir, owner):
+        _not_writable(audit, item, "HOST-RUNDIR-WRITABLE", owner)
+
+
+def _entries(audit: Audit, directory: Path, guest: str | None = None) -> list[Path]:
+    try:
+        return sorted(directory / e for e in os.listdir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        audit.col.cannot_read(directory, exc, guest)
+        return []
+
+
+def _not_writable(audit: Audit, path: Path, rule: str, guest: str | None) -> None:
+    try:
+        st = os.stat(path)  # follows a symlink: its target is what gets written
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        audit.col.cannot_read(path, exc, guest)
+        return
+    if writable_by_others(st, audit.owner_uid):
+        audit.col.add(
+            rule,
+            f"{path} is mode {mode_text(st)} owned by uid {st.st_uid} gid {st.st_gid}",
+            f"chown root:root {path} && chmod go-w {path}",
+            guest=guest,
+        )
+
+
+# -- network -----------------------------------------------------------------------------
+
+
+def sharing_guests(audit: Audit) -> dict[str, str]:
+    """Guests that share a host device -> how (netmode, or "address on DEV")."""
+    found: dict[str, str] = {}
+    host_ips: frozenset[str] | None = None
+    for cfg in audit.configs.values():
+        if cfg.netmode in SHARING_MODES:
+            found[cfg.name] = cfg.netmode
+            continue
+        if not cfg.addresses:
+            continue
+        if host_ips is None:
+            host_ips = audit.facts.host_ips
+        on_host = [str(a.interface.ip) for a in cfg.addresses if str(a.interface.ip) in host_ips]
+        if on_host:
+            found[cfg.name] = f"address {on_host[0]} is on the host"
+    return found
+
+
+def wildcard_listeners(audit: Audit) -> None:
+    sharing = sharing_guests(audit)
+    if not sharing:
+        return
+    severe = any(how in ("host",) or how.startswith("address") for how in sharing.values())
+    guests = ", ".join(f"{n} ({how})" for n, how in sorted(sharing.items()))
+    owners = guest_pids(audit)
+    unresolved = 0
+    for sock in audit.facts.listeners:
+        if not sock.wildcard or (sock.pid is not None and sock.pid in owners):
+            continue
+        who = f"{sock.process} (pid {sock.pid})" if sock.pid else "a process"
+        unresolved += sock.pid is None
+        shown = f"[{sock.address}]" if ":" in sock.address else sock.address
+        audit.col.add(
+            "HOST-WILDCARD-LISTENER",
+            f"{who} listens on {shown}:{sock.port}/{sock.proto}",
+            _listener_fix(sock),
+            details=[f"guests sharing host devices: {guests}"],
+            severity=None if severe else "medium",
+        )
+    if unresolved:
+        audit.col.cannot_read(
+            "owners of listening sockets", f"{unresolved} socket(s) without a known process "
+            "(/proc/PID/fd of other users; run the audit as root)")  # fmt: skip
+    if "listening sockets" in audit.facts.errors:
+        audit.col.cannot_read("listening sockets", audit.facts.errors["listening sockets"])
+
+
+def _listener_fix(sock: Any) -> str:
+    if sock.process == "sshd":
+        return "`ListenAddress HOST-ADDRESS` in /etc/ssh/sshd_config, then reload sshd"
+    name = sock.process or "the service"
+    return f"bind {name} to a host address instead of the wildcard, or give the guests " \
+           "V_NETMODE=veth"  # fmt: skip
+
+
+# -- sshd --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SshValue:
+    value: str
+    where: str  # FILE:LINE, or "default"
+
+
+SSHD_DEFAULTS = {
+    "passwordauthentication": "yes",
+    "kbdinteractiveauthentication": "yes",
+    "usepam": "no",
+    "permitrootlogin": "prohibit-password",
+}
+_SPLIT = re.compile(r"[\s=]+")
+
+
+def sshd_settings(root: Path, main: Path, audit: Audit | None = None) -> dict[str, SshValue]:
+    """The global (outside Match) value of each keyword, the first one read winning,
+    following Include like sshd does."""
+    values: dict[str, SshValue] = {}
+    _read_sshd(root, main, values, audit, depth=0)
+    return values
+
+
+def _read_sshd(
+    root: Path, path: Path, values: dict[str, SshValue], audit: Audit | None, depth: int
+) -> None:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        if audit is not None:
+            audit.col.cannot_read(path, exc)
+        return
+    in_match = False
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = _SPLIT.split(line, maxsplit=1)
+        key = parts[0].lower()
+        rest = parts[1] if len(parts) > 1 else ""
+        if key == "match":
+            in_match = rest.strip().lower() != "all"
+            continue
+        if in_match:
+            continue  # conditional: applies to some connections only
+        if key == "include":
+            for word in rest.split():
+                _include(root, word, values, audit, depth)
+            continue
+        word = rest.split()[0].strip('"').lower() if rest.split() else ""
+        if key == "challengeresponseauthentication":
+            key = "kbdinteractiveauthentication"  # the old name of the same setting
+        if key not in values:
+            values[key] = SshValue(word, f"{path}:{number}")
+
+
+def _include(
+    root: Path, word: str, values: dict[str, SshValue], audit: Audit | None, depth: int
+) -> None:
+    if depth >= 8:
+        return
+    pattern = word if word.startswith("/") else f"/etc/ssh/{word}"
+    for found in sorted(glob.glob(str(root / pattern.lstrip("/")))):
+        _read_sshd(root, Path(found), values, audit, depth + 1)
+
+
+def _effective(values: dict[str, SshValue], key: str) -> SshValue:
+    return values.get(key) or SshValue(SSHD_DEFAULTS[key], "default")
+
+
+def sshd(audit: Audit) -> None:
+    root = audit.paths.root
+    main = root / "etc/ssh/sshd_config"
+    if not os.path.lexists(main):
+        return
+    values = sshd_settings(root, main, audit)
+    pw = _effective(values, "passwordauthentication")
+    kbd = _effective(values, "kbdinteractiveauthentication")
+    pam = _effective(values, "usepam")
+    by_pw = pw.value == "yes"
+    by_kbd = kbd.value == "yes" and pam.value == "yes"
+    if not (by_pw or by_kbd):
+        return
+    details = [f"PasswordAuthentication {pw.value} ({pw.where})"]
+    fixes = []
+    if by_pw:
+        fixes.append(_ssh_fix("PasswordAuthentication no", pw, main))
+    if by_kbd:
+        details.append(f"KbdInteractiveAuthentication {kbd.value} ({kbd.where}) with UsePAM yes "
+                       f"({pam.where})")  # fmt: skip
+        fixes.append(_ssh_fix("KbdInteractiveAuthentication no", kbd, main))
+    audit.col.add("HOST-SSHD-PASSWORD", "sshd accepts password logins",
+                  "; ".join(fixes) + ", then reload sshd", details=details)  # fmt: skip
+    root_login = _effective(values, "permitrootlogin")
+    if root_login.value == "yes":
+        audit.col.add(
+            "HOST-SSHD-ROOT-PASSWORD",
+            "sshd lets root log in with a password",
+            _ssh_fix("PermitRootLogin prohibit-password", root_login, main) + ", then reload sshd",
+            details=[f"PermitRootLogin yes ({root_login.where})", *details],
+        )
+
+
+def _ssh_fix(line: str, current: SshValue, main: Path) -> str:
+    if current.where == "default":
+        return f"add `{line}` at the top of {main}"
+    return f"change {current.where} to `{line}`"
+
+
+# -- kernel features ---------------------------------------------------------------------
+
+
+CONTROLLER_NEEDS = (
+    ("memory", "V_MEMORY", lambda c: c.memory is not None),
+    ("pids", "V_PIDS", lambda c: c.pids_limit() is not None),
+    ("cpu", "V_CPU_QUOTA/V_CPU_WEIGHT", lambda c: c.cpu_quota is not None
+     or c.cpu_weight is not None),
+)  # fmt: skip
+
+
+def cgroup_controllers(audit: Audit) -> None:
+    wanted = [
+        (cfg, controller, key)
+        for cfg in audit.scoped()
+        for controller, key, needs in CONTROLLER_NEEDS
+        if needs(cfg)
+    ]
+    if not wanted:
+        return
+    have = audit.facts.controllers
+    if have is None:
+        audit.col.cannot_read("cgroup controllers", audit.facts.errors["cgroup controllers"])
+        return
+    for cfg, controller, key in wanted:
+        if controller not in have:
+            audit.col.add(
+                "HOST-CGROUP-CONTROLLER",
+                f"{key} is set but the host has no {controller} cgroup controller",
+                f"mount -t cgroup -o {controller} cgroup /sys/fs/cgroup/{controller} "
+                f"(cgroup2: echo +{controller} > /sys/fs/cgroup/cgroup.subtree_control)",
+                guest=cfg.name,
+            )
+
+
+def user_namespaces(audit: Audit) -> None:
+    if not audit.configs:
+        return
+    limit = audit.facts.sources.max_user_namespaces()
+    details = [f"{len(audit.configs)} guest(s) configured"]
+    if limit == 0:
+        details.append("user namespaces are switched off (user.max_user_namespaces = 0)")
+    audit.col.add(
+        "HOST-USERNS",
+        "guests run as real root (no user namespace)",
+        'S_FLAGS="lock" and S_CAPS without additions on every guest',
+        details=details,
+    )
