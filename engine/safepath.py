@@ -1,0 +1,265 @@
+"""Resolve paths inside a guest tree without ever leaving it.
+
+A guest's tree belongs to the guest: any component may be a symlink planted
+to make the host runtime open, create or mount over a host file (runc's
+CVE-2021-30465, CVE-2025-31133/52565/52881). So the runtime never hands a
+guest path *string* to the kernel. It opens the guest root once, resolves
+every path relative to that fd with ``openat2(RESOLVE_IN_ROOT |
+RESOLVE_NO_MAGICLINKS)`` (symlinks and ``..`` are clamped at the root, /proc
+magic links refused), and uses the resulting fd: ``fd_path(fd)`` names the
+exact inode for mount(2), so nothing is re-resolved between check and use.
+
+Kernels without openat2 (< 5.6) get an O_PATH walk that does the same one
+component at a time, reading symlinks as text and clamping ``..`` at the root.
+
+Functions raise OSError (with the guest-relative path as filename), like the
+os module; callers turn it into a KernelError naming the guest.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import stat
+
+# include/uapi/linux/openat2.h
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+DEFAULT_RESOLVE = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
+
+_SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437}.get(platform.machine(), 437)
+_SYS_CLOSE_RANGE = {"x86_64": 436, "aarch64": 436}.get(platform.machine(), 436)
+MAXSYMLINKS = 40  # include/linux/namei.h
+
+# None until the first call: then whether this kernel has openat2
+_have_openat2: bool | None = None
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+# our own handle: setting restype on engine._libc's would change it for everyone
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _relative(path: str | os.PathLike[str]) -> str:
+    """The guest path with its leading slashes removed ("." for the root itself)."""
+    text = os.fspath(path).lstrip("/")
+    return text or "."
+
+
+def openat2(
+    dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = DEFAULT_RESOLVE
+) -> int:
+    """Raw openat2(2); OSError on failure (ENOSYS on kernels before 5.6)."""
+    creates = flags & os.O_CREAT or flags & os.O_TMPFILE == os.O_TMPFILE
+    how = _OpenHow(flags, mode if creates else 0, resolve)  # else the kernel says EINVAL
+    fd = _libc.syscall(
+        _SYS_OPENAT2, dirfd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how)
+    )
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return fd
+
+
+def open_root(path: str | os.PathLike[str]) -> int:
+    """An O_PATH directory fd of a guest tree (a trusted host path)."""
+    return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def open_in_root(
+    root_fd: int,
+    path: str | os.PathLike[str],
+    flags: int = os.O_PATH,
+    mode: int = 0o644,
+    resolve: int = 0,
+) -> int:
+    """Open ``path`` inside the tree ``root_fd``; symlinks and ``..`` stay inside.
+
+    ``flags`` are os.open flags (O_CLOEXEC is always added); ``resolve`` adds
+    RESOLVE_* bits (RESOLVE_NO_SYMLINKS to refuse any symlink, RESOLVE_NO_XDEV).
+    """
+    global _have_openat2
+    rel = _relative(path)
+    flags |= os.O_CLOEXEC
+    if _have_openat2 is not False:
+        try:
+            fd = openat2(root_fd, rel, flags, mode, DEFAULT_RESOLVE | resolve)
+            _have_openat2 = True
+            return fd
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise
+            _have_openat2 = False
+    return _walk_open(root_fd, rel, flags, mode, resolve)
+
+
+# -- fallback: one component at a time ------------------------------------
+
+
+def _same_file(a: int, b: int) -> bool:
+    sa, sb = os.fstat(a), os.fstat(b)
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _split(path: str) -> list[str]:
+    return [part for part in path.split("/") if part not in ("", ".")]
+
+
+def _walk_open(root_fd: int, rel: str, flags: int, mode: int, resolve: int) -> int:
+    """openat2(RESOLVE_IN_ROOT) by hand: O_PATH steps, symlinks read as text."""
+    todo = _split(rel)
+    cur = os.dup(root_fd)
+    links = 0
+    try:
+        while todo:
+            name = todo.pop(0)
+            if name == "..":
+                if not _same_file(cur, root_fd):
+                    parent = os.open("..", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=cur)
+                    os.close(cur)
+                    cur = parent
+                continue
+            last = not todo
+            try:
+                nxt = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=cur)
+            except FileNotFoundError:
+                if last and flags & os.O_CREAT:
+                    return os.open(name, flags | os.O_NOFOLLOW, mode, dir_fd=cur)
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), rel) from None
+            is_link = stat.S_ISLNK(os.fstat(nxt).st_mode)
+            if last and flags & os.O_CREAT and flags & os.O_EXCL:
+                os.close(nxt)
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), rel)
+            if is_link and not (last and flags & os.O_NOFOLLOW):
+                os.close(nxt)
+                links += 1
+                if resolve & RESOLVE_NO_SYMLINKS or links > MAXSYMLINKS:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), rel)
+                target = os.readlink(name, dir_fd=cur)
+                if target.startswith("/"):
+                    os.close(cur)
+                    cur = os.dup(root_fd)
+                todo[:0] = _split(target)
+                continue
+            os.close(cur)
+            cur = nxt
+        return _reopen(cur, rel, flags)
+    finally:
+        os.close(cur)
+
+
+def _reopen(fd: int, rel: str, flags: int) -> int:
+    """A new fd on the inode ``fd`` holds, opened with ``flags``."""
+    if flags & os.O_PATH:
+        return os.dup(fd)
+    if flags & os.O_DIRECTORY and not stat.S_ISDIR(os.fstat(fd).st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), rel)
+    # our own O_PATH fd: the magic link points at exactly that inode
+    return os.open(fd_path(fd), flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW))
+
+
+# -- building inside the tree ---------------------------------------------
+
+
+def mkdirs_in_root(root_fd: int, path: str | os.PathLike[str], mode: int = 0o755) -> int:
+    """Create ``path`` and its missing parents inside the tree; its O_PATH fd.
+
+    Existing components may be symlinks: they are followed, inside the root.
+    A component that exists but is not a directory raises NotADirectoryError.
+    """
+    parts = _split(_relative(path))
+    cur = open_in_root(root_fd, ".", os.O_PATH | os.O_DIRECTORY)
+    try:
+        for i, name in enumerate(parts):
+            if name != "..":
+                try:
+                    os.mkdir(name, mode, dir_fd=cur)
+                except FileExistsError:
+                    pass
+            prefix = "/".join(parts[: i + 1])
+            nxt = open_in_root(root_fd, prefix, os.O_PATH | os.O_DIRECTORY)
+            os.close(cur)
+            cur = nxt
+        return os.dup(cur)
+    finally:
+        os.close(cur)
+
+
+def touch_in_root(root_fd: int, path: str | os.PathLike[str], mode: int = 0o644) -> int:
+    """O_PATH fd of a file at ``path`` inside the tree, created empty if missing.
+
+    For bind-mount targets that are files. An existing path is resolved
+    inside the root (a planted symlink can only lead to another guest file).
+    """
+    rel = _relative(path)
+    try:
+        return open_in_root(root_fd, rel, os.O_PATH)
+    except FileNotFoundError:
+        pass
+    head, _, name = rel.rpartition("/")
+    parent = mkdirs_in_root(root_fd, head or ".")
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            os.close(os.open(name, flags, mode, dir_fd=parent))
+        except FileExistsError:
+            pass  # created meanwhile: resolve it like any existing path
+        return open_in_root(root_fd, rel, os.O_PATH)
+    finally:
+        os.close(parent)
+
+
+def fd_path(fd: int) -> str:
+    """``/proc/self/fd/N``: a path naming exactly the inode ``fd`` holds.
+
+    Give it to mount(2) as target (or source): the kernel follows the magic
+    link to that dentry without looking at the guest's tree again.
+    """
+    return f"/proc/self/fd/{fd}"
+
+
+# -- fds --------------------------------------------------------------------
+
+
+def close_host_fds(keep: tuple[int, ...] | list[int] = (0, 1, 2)) -> None:
+    """Close every fd except ``keep`` before the guest's first exec.
+
+    close_range(2) (Linux 5.9) in one call per gap; otherwise each open fd
+    listed in /proc/self/fd (or up to RLIMIT_NOFILE when /proc is gone).
+    """
+    kept = sorted({fd for fd in keep if fd >= 0})
+    gaps: list[tuple[int, int]] = []
+    start = 0
+    for fd in kept:
+        if fd > start:
+            gaps.append((start, fd - 1))
+        start = fd + 1
+    gaps.append((start, 0xFFFFFFFF))
+    try:
+        for low, high in gaps:
+            if _libc.syscall(_SYS_CLOSE_RANGE, low, high, 0) < 0:
+                raise OSError(ctypes.get_errno(), "close_range")
+    except OSError:
+        _close_each(set(kept))
+
+
+def _close_each(kept: set[int]) -> None:
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(os.sysconf("SC_OPEN_MAX")))
+    for fd in fds:
+        if fd not in kept:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
