@@ -8,9 +8,7 @@ derived from the root too: two roots never collide.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -23,11 +21,49 @@ def default_root() -> Path:
     return Path(os.environ.get(ROOT_ENV) or "/")
 
 
-@dataclass(frozen=True)
-class Paths:
-    """Host paths for one root prefix."""
+def _sha1_hex(data: bytes) -> str:
+    import hashlib  # ~3 ms; only roots other than / need it
 
-    root: Path = Path("/")
+    return hashlib.sha1(data).hexdigest()
+
+
+class FrozenPathsError(AttributeError):
+    """Paths is immutable (as a frozen dataclass would be)."""
+
+
+class Paths:
+    """Host paths for one root prefix.
+
+    Immutable, compared and hashed by ``root``. A plain class rather than a
+    frozen dataclass: every tool imports this module first, and importing
+    dataclasses costs ~9 ms of a tool's start.
+    """
+
+    __match_args__ = ("root",)
+    root: Path
+
+    def __init__(self, root: Path = Path("/")) -> None:
+        object.__setattr__(self, "root", root)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenPathsError(f"cannot assign to field '{name}'")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenPathsError(f"cannot delete field '{name}'")
+
+    def __repr__(self) -> str:
+        return f"Paths(root={self.root!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.root == other.root  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.root,))
+
+    def __reduce__(self) -> tuple[type[Paths], tuple[Path]]:
+        return (self.__class__, (self.root,))
 
     @classmethod
     def from_root(cls, root: str | os.PathLike[str] | None = None) -> Paths:
@@ -102,7 +138,7 @@ class Paths:
         """Short stable id of this root; empty for ``/``."""
         if self.root == Path("/"):
             return ""
-        return hashlib.sha1(os.fsencode(self.root)).hexdigest()[:6]
+        return _sha1_hex(os.fsencode(self.root))[:6]
 
     @property
     def cgroup_base(self) -> str:
@@ -124,7 +160,7 @@ class Paths:
         full = prefix + name
         if len(full) <= IFNAMSIZ:
             return full
-        tail = hashlib.sha1(f"{self.root}\0{name}".encode()).hexdigest()[:4]
+        tail = _sha1_hex(f"{self.root}\0{name}".encode())[:4]
         return (prefix + name)[: IFNAMSIZ - 5] + "-" + tail
 
     def netns_name(self, name: str) -> str:

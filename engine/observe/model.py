@@ -7,11 +7,13 @@ a guest by name (the host is ``HOST_NAME`` with xid 0), a process by
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 
-HOST_NAME = ""  # the host row (context 0) has no guest name
-HOST_XID = 0
-SPECTATOR_XID = 1
+from engine.procs.contexts import HOST_NAME, HOST_XID, SPECTATOR_XID
+
+__all__ = ["HOST_NAME", "HOST_XID", "SPECTATOR_XID", "Gauge", "GuestStatus", "NetStats",
+           "ProcRow", "Snapshot", "new_proc_row"]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,23 @@ class ProcRow:
     @property
     def key(self) -> tuple[int, int]:
         return (self.pid, self.starttime)
+
+
+def _fast_constructor(cls: type) -> Callable[..., object]:
+    """A positional constructor for a frozen slotted dataclass that sets the
+    slots directly instead of through ``object.__setattr__`` per field: the
+    same object for half the cost (the scanner builds thousands per refresh).
+    Every field must be passed."""
+    names = [f.name for f in fields(cls)]
+    env: dict[str, object] = {"new": object.__new__, "cls": cls}
+    env.update({f"set_{n}": getattr(cls, n).__set__ for n in names})
+    body = "".join(f"    set_{n}(obj, {n})\n" for n in names)
+    exec(f"def make({', '.join(names)}):\n    obj = new(cls)\n{body}    return obj\n", env)
+    return env["make"]  # type: ignore[return-value]
+
+
+# new_proc_row(pid, ppid, ..., kernel): ProcRow(...) with every field given
+new_proc_row: Callable[..., ProcRow] = _fast_constructor(ProcRow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +132,11 @@ class Snapshot:
     procs: tuple[ProcRow, ...]
     ncpu: int
     errors: tuple[str, ...] = field(default=())
+    # procs by xid, built on the first procs_of() (not an init field, so
+    # dataclasses.replace() never carries a stale one over)
+    _by_xid: dict[int, tuple[ProcRow, ...]] | None = field(
+        default=None, init=False, repr=False, compare=False, hash=False
+    )
 
     def guest(self, name: str) -> GuestStatus | None:
         for g in self.guests:
@@ -121,4 +145,15 @@ class Snapshot:
         return None
 
     def procs_of(self, xid: int) -> tuple[ProcRow, ...]:
-        return tuple(p for p in self.procs if p.xid == xid)
+        index = self._by_xid
+        if index is None:
+            groups: dict[int, list[ProcRow]] = {}
+            for p in self.procs:
+                group = groups.get(p.xid)
+                if group is None:
+                    groups[p.xid] = [p]
+                else:
+                    group.append(p)
+            index = {x: tuple(g) for x, g in groups.items()}
+            object.__setattr__(self, "_by_xid", index)  # a cache, not state
+        return index.get(xid, ())

@@ -64,6 +64,7 @@ class Observer:
         self.table = ProcessTable(paths, proc_root, cgroup_fs)
         self._prev_net: dict[str, tuple[float, NetStats]] = {}
         self._disk: dict[str, tuple[float, Gauge, Gauge, str | None]] = {}
+        self._configs: dict[str, tuple[tuple[int, ...] | None, object | None]] = {}
         self.ncpu = os.cpu_count() or 1
 
     # ------------------------------------------------------------ public
@@ -193,7 +194,7 @@ class Observer:
         taken: float,
     ) -> GuestStatus:
         missing: list[str] = []
-        cfg = load_config(self.paths, run.name)
+        cfg = self._config(run.name)
         if cfg is None:
             missing.append("config: configuration part not available or config unreadable")
         running = run.active
@@ -225,6 +226,21 @@ class Observer:
             uptime=max(wall - run.started, 0.0) if running and run.started else None,
             missing=tuple(missing),
         )
+
+    def _config(self, name: str) -> object | None:
+        """load_config, parsed again only when NAME.conf changed (it is read
+        for every guest every second otherwise)."""
+        try:
+            st = os.stat(self.paths.config_file(name))
+            key: tuple[int, ...] | None = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:
+            key = None
+        hit = self._configs.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        cfg = load_config(self.paths, name)
+        self._configs[name] = (key, cfg)
+        return cfg
 
     def _cgroup_gauges(self, name: str, running: bool, missing: list[str]) -> tuple[Gauge, Gauge]:
         if not running:

@@ -9,14 +9,29 @@ from __future__ import annotations
 
 import os
 import time
+from collections import namedtuple
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from engine.observe.model import HOST_NAME, HOST_XID, ProcRow
 from engine.paths import Paths
 from engine.procs.attribution import Attribution, RunInfo, attribute, running_guests
-from engine.procs.scan import CLK_TCK, Proc, Scanner, tty_name
+from engine.procs.contexts import HOST_NAME, HOST_XID
+from engine.procs.scan import (
+    CLK_TCK,
+    NEED_ALL,
+    NEED_CMDLINE,
+    NEED_NSPID,
+    NEED_UID,
+    PF_KTHREAD,
+    Proc,
+    Scanner,
+    tty_name,
+)
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs vps ~5 ms
+if TYPE_CHECKING:
+    from engine.observe.model import ProcRow
+
 
 _USERS: dict[int, str] | None = None
 
@@ -37,18 +52,82 @@ def user_name(uid: int) -> str:
     return _USERS.get(uid) or str(uid)
 
 
-@dataclass(frozen=True, slots=True)
-class Table:
-    """Every process of one refresh, attributed to contexts."""
+# ProcRow's fields, in order (a unit test keeps the two in step)
+ROW_FIELDS = ("pid", "ppid", "starttime", "xid", "guest", "nspid", "uid", "user", "state",
+              "nice", "threads", "vsz", "rss", "utime", "stime", "cutime", "cstime",
+              "cpu_percent", "tty", "comm", "cmdline", "pgrp", "session", "tpgid", "priority",
+              "kernel")  # fmt: skip
 
-    taken: float  # time.monotonic()
-    wall: float  # time.time()
-    rows: tuple[ProcRow, ...]  # sorted by pid
+
+class PsRow:
+    """A ProcRow for one-shot tools (vps, vserver-stat): the same fields and
+    meaning, as a plain slotted class, so that a tool needs neither
+    ``engine.observe`` nor ``dataclasses`` (~20 ms of imports on every run).
+    Treat it as immutable. The console gets real ``ProcRow`` objects."""
+
+    __slots__ = ROW_FIELDS
+
+    def __init__(self, pid: int, ppid: int, starttime: int, xid: int, guest: str, nspid: int,
+                 uid: int, user: str, state: str, nice: int, threads: int, vsz: int, rss: int,
+                 utime: int, stime: int, cutime: int, cstime: int, cpu_percent: float,
+                 tty: str, comm: str, cmdline: str, pgrp: int, session: int, tpgid: int,
+                 priority: int, kernel: bool) -> None:  # fmt: skip
+        self.pid = pid
+        self.ppid = ppid
+        self.starttime = starttime
+        self.xid = xid
+        self.guest = guest
+        self.nspid = nspid
+        self.uid = uid
+        self.user = user
+        self.state = state
+        self.nice = nice
+        self.threads = threads
+        self.vsz = vsz
+        self.rss = rss
+        self.utime = utime
+        self.stime = stime
+        self.cutime = cutime
+        self.cstime = cstime
+        self.cpu_percent = cpu_percent
+        self.tty = tty
+        self.comm = comm
+        self.cmdline = cmdline
+        self.pgrp = pgrp
+        self.session = session
+        self.tpgid = tpgid
+        self.priority = priority
+        self.kernel = kernel
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{f}={getattr(self, f)!r}" for f in ROW_FIELDS)
+        return f"PsRow({inner})"
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.pid, self.starttime)
+
+
+if TYPE_CHECKING:
+    Row = ProcRow | PsRow
+
+
+class Table(namedtuple("Table", "taken wall rows attribution elapsed")):
+    """Every process of one refresh, attributed to contexts.
+
+    taken: time.monotonic(); wall: time.time(); rows: sorted by pid;
+    elapsed: seconds since the previous refresh (None at the first).
+    """
+
+    __slots__ = ()
+    taken: float
+    wall: float
+    rows: tuple[Row, ...]
     attribution: Attribution
-    elapsed: float | None  # seconds since the previous refresh (None at first)
+    elapsed: float | None
 
-    def by_xid(self) -> dict[int, list[ProcRow]]:
-        out: dict[int, list[ProcRow]] = {}
+    def by_xid(self) -> dict[int, list[Row]]:
+        out: dict[int, list[Row]] = {}
         for row in self.rows:
             out.setdefault(row.xid, []).append(row)
         return out
@@ -60,7 +139,20 @@ def command_of(proc: Proc) -> str:
 
 
 class ProcessTable:
-    """Repeated refreshes of the process table, with CPU% between them."""
+    """Repeated refreshes of the process table, with CPU% between them.
+
+    A process whose stat line did not change since the last refresh (the
+    scanner hands out the same ``Proc``) keeps its ``ProcRow`` object, as long
+    as its context is the same and its CPU% was already 0: the UI can diff
+    rows by identity, and a refresh of mostly sleeping processes costs one
+    read per process and almost nothing else.
+
+    ``need`` (NEED_* bits of engine.procs.scan): what the rows must carry
+    beyond stat. Without NEED_UID ``uid`` is 0 and ``user`` "?"; without
+    NEED_CMDLINE ``cmdline`` is ``[comm]``; without NEED_NSPID ``nspid`` is
+    the host PID. One-shot tools ask only for what their columns show.
+    ``one_shot``: rows are ``PsRow`` (same fields, no engine.observe import).
+    """
 
     def __init__(
         self,
@@ -68,12 +160,21 @@ class ProcessTable:
         proc_root: str | os.PathLike[str] = "/proc",
         cgroup_fs: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        need: int = NEED_ALL,
+        one_shot: bool = False,
     ) -> None:
         self.paths = paths
         self.clock = clock
         self.scanner = Scanner(proc_root)
         self.cgroup_fs = cgroup_fs
-        self._prev_ticks: dict[tuple[int, int], int] = {}
+        self.need = need
+        if one_shot:
+            self._make_row: Callable[..., Row] = PsRow
+        else:
+            from engine.observe.model import new_proc_row
+
+            self._make_row = new_proc_row
+        self._prev: dict[int, Proc] = {}
         self._prev_time: float | None = None
 
     def refresh(self, guests: list[RunInfo] | None = None) -> Table:
@@ -81,62 +182,65 @@ class ProcessTable:
             guests = running_guests(self.paths, self.scanner.proc_root)
         attribution = attribute(self.paths, self.cgroup_fs, guests)
         wall = time.time()
-        procs = self.scanner.scan(want_nspid=attribution.by_pid.keys())
+        want_nspid = attribution.by_pid.keys() if self.need & NEED_NSPID else ()
+        procs = self.scanner.scan(want_nspid, self.need & ~NEED_NSPID)
         now = self.clock()
         elapsed = None if self._prev_time is None else max(now - self._prev_time, 1e-6)
         rows = self._rows(procs, attribution, elapsed)
+        self._prev = procs
         self._prev_time = now
         return Table(now, wall, rows, attribution, elapsed)
 
     def _rows(
         self, procs: dict[int, Proc], attribution: Attribution, elapsed: float | None
-    ) -> tuple[ProcRow, ...]:
-        prev = self._prev_ticks
-        ticks_now: dict[tuple[int, int], int] = {}
+    ) -> tuple[Row, ...]:
+        prev = self._prev
+        make_row = self._make_row
         scale = 100.0 / CLK_TCK / elapsed if elapsed else 0.0
         by_pid = attribution.by_pid
-        rows = []
-        for pid in sorted(procs):
+        with_uid = bool(self.need & NEED_UID)
+        with_cmdline = bool(self.need & NEED_CMDLINE)
+        rows: list[Row] = []
+        append = rows.append
+        for pid in procs if _ascending(procs) else sorted(procs):
             p = procs[pid]
-            ticks = p.utime + p.stime
-            key = (pid, p.starttime)
-            ticks_now[key] = ticks
-            before = prev.get(key)
-            cpu = (ticks - before) * scale if before is not None and scale else 0.0
             ctx = by_pid.get(pid)
-            xid, guest = (ctx.xid, ctx.name) if ctx else (HOST_XID, HOST_NAME)
-            rows.append(
-                ProcRow(
-                    pid,
-                    p.ppid,
-                    p.starttime,
-                    xid,
-                    guest,
-                    p.nspid if ctx else pid,
-                    p.uid,
-                    user_name(p.uid),
-                    p.state,
-                    p.nice,
-                    p.threads,
-                    p.vsize,
-                    p.rss,
-                    p.utime,
-                    p.stime,
-                    p.cutime,
-                    p.cstime,
-                    cpu,
-                    tty_name(p.tty_nr),
-                    p.comm,
-                    command_of(p),
-                    p.pgrp,
-                    p.session,
-                    p.tpgid,
-                    p.priority,
-                    p.kernel_thread,
-                )
-            )
-        self._prev_ticks = ticks_now
+            xid, guest = (ctx.xid, ctx.name) if ctx is not None else (HOST_XID, HOST_NAME)
+            row = p.memo
+            if (
+                row is not None  # same stat line as last time: the same row ...
+                and row.cpu_percent == 0.0  # ... if it did not run before either
+                and row.xid == xid
+                and row.guest == guest
+            ):
+                append(row)
+                continue
+            cpu = 0.0
+            if scale:
+                before = prev.get(pid)
+                if before is not None and before.starttime == p.starttime:
+                    cpu = (p.utime + p.stime - before.utime - before.stime) * scale
+            uid = p.static.uid
+            row = make_row(
+                pid, p.ppid, p.starttime, xid, guest, p.nspid if ctx is not None else pid,
+                uid, user_name(uid) if with_uid else "?", p.state, p.nice, p.threads,
+                p.vsize, p.rss, p.utime, p.stime, p.cutime, p.cstime, cpu,
+                tty_name(p.tty_nr), p.comm, command_of(p) if with_cmdline else f"[{p.comm}]",
+                p.pgrp, p.session, p.tpgid, p.priority, bool(p.flags & PF_KTHREAD),
+            )  # fmt: skip
+            p.memo = row
+            append(row)
         return tuple(rows)
+
+
+def _ascending(procs: dict[int, Proc]) -> bool:
+    """True when the dict's keys are in order (as /proc lists PIDs): no sort needed."""
+    last = -1
+    for pid in procs:
+        if pid < last:
+            return False
+        last = pid
+    return True
 
 
 def table(paths: Paths, proc_root: str = "/proc", cgroup_fs: Path | None = None) -> Table:

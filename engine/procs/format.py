@@ -8,26 +8,37 @@ size): the tools and the tests feed them, nothing here reads /proc.
 from __future__ import annotations
 
 import time
+from collections import namedtuple
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
-from engine.observe.model import HOST_XID, SPECTATOR_XID, ProcRow
+from engine.procs.contexts import HOST_XID, SPECTATOR_XID
 from engine.procs.scan import CLK_TCK
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs vps ~5 ms
+if TYPE_CHECKING:
+    from engine.observe.model import ProcRow  # or collect.PsRow: the same fields
+
+# The records here are named tuples, not dataclasses: this module is on vps's
+# start path (see engine.procs.attribution).
 
 CONTEXT_WIDTH = 19  # util-vserver: 20 characters with the separating space
 VSTAT_HEADER = "CTX   PROC    VSZ    RSS  userTIME   sysTIME    UPTIME NAME"
 
 
-@dataclass(frozen=True, slots=True)
-class Clock:
-    """What the column functions need besides the process itself."""
+class Clock(namedtuple("Clock", "uptime boot mem_total now pid_width hz", defaults=(5, CLK_TCK))):
+    """What the column functions need besides the process itself.
 
-    uptime: float  # seconds since boot
-    boot: float  # epoch seconds of boot
-    mem_total: int  # bytes
-    now: float  # epoch seconds
-    pid_width: int = 5
-    hz: int = CLK_TCK
+    uptime: seconds since boot; boot: epoch seconds of boot; mem_total:
+    bytes; now: epoch seconds; pid_width: PID column width; hz: clock ticks/s.
+    """
+
+    __slots__ = ()
+    uptime: float
+    boot: float
+    mem_total: int
+    now: float
+    pid_width: int
+    hz: int
 
 
 # ---------------------------------------------------------------- helpers
@@ -150,16 +161,20 @@ def comm_text(row: ProcRow) -> str:
 
 
 # ---------------------------------------------------------------- ps columns
-Cell = Callable[[ProcRow, Clock, dict[int, str]], str]
+if TYPE_CHECKING:
+    Cell = Callable[[ProcRow, Clock, dict[int, str]], str]
 
 
-@dataclass(frozen=True, slots=True)
-class Column:
+class Column(namedtuple("Column", "header width right cell pid_sized", defaults=(False,))):
+    """One ps column. width 0: as wide as the header (the last column:
+    unlimited); pid_sized: the width follows pid_max (procps)."""
+
+    __slots__ = ()
     header: str
-    width: int  # 0: as wide as the header; for the last column: unlimited
+    width: int
     right: bool
     cell: Cell
-    pid_sized: bool = False  # width follows pid_max (procps)
+    pid_sized: bool
 
 
 def _c(header: str, width: int, right: bool, cell: Cell, pid_sized: bool = False) -> Column:
@@ -285,31 +300,31 @@ def render_ps(
 ) -> list[str]:
     """Lines of ps output (header first unless every header is empty)."""
     cols = [(COLUMNS[key], header) for key, header in layout]
-    widths = [
-        (clock.pid_width if col.pid_sized else col.width) or len(header) for col, header in cols
-    ]
     last = len(cols) - 1
-
-    def line(cells: list[str]) -> str:
-        parts = []
-        for i, ((col, _h), w, cell) in enumerate(zip(cols, widths, cells, strict=True)):
-            if i == last and not col.right:
-                parts.append(cell)
-            else:
-                parts.append(cell.rjust(w) if col.right else cell.ljust(w))
-        text = " ".join(parts).rstrip()
-        return text[:width] if width else text
+    specs = []
+    for i, (col, header) in enumerate(cols):
+        w = (clock.pid_width if col.pid_sized else col.width) or len(header)
+        if i == last and not col.right:
+            specs.append("{}")  # the last column is not padded (and may be long)
+        else:
+            specs.append(f"{{:>{w}}}" if col.right else f"{{:<{w}}}")
+    # one str.format per line pads every cell in C; runs 10,000 times for `vps ax`
+    template = " ".join(specs).format
+    cells = [col.cell for col, _h in cols]
+    tree_column = depths is not None and layout[last][0] in ("args", "comm")
+    if tree_column:
+        from engine.procs.tree import forest_prefix
 
     lines = []
     if any(header for _c, header in cols):
-        lines.append(line([header for _c, header in cols]))
+        lines.append(template(*[header for _c, header in cols]).rstrip())
     for row in rows:
-        cells = [col.cell(row, clock, names) for col, _h in cols]
-        if depths is not None and layout[last][0] in ("args", "comm"):
-            from engine.procs.tree import forest_prefix
-
-            cells[last] = forest_prefix(depths.get(row.pid, 0)) + cells[last]
-        lines.append(line(cells))
+        texts = [cell(row, clock, names) for cell in cells]
+        if tree_column:
+            texts[last] = forest_prefix(depths.get(row.pid, 0)) + texts[last]  # type: ignore[union-attr]
+        lines.append(template(*texts).rstrip())
+    if width:
+        lines = [line[:width] for line in lines]
     return lines
 
 
@@ -349,18 +364,23 @@ def vstat_time(ms: int) -> str:
     return f"{minutes}m{sec:02d}s{str(millis)[:2].rjust(2, '0')}"
 
 
-@dataclass(frozen=True, slots=True)
-class ContextStat:
-    """One vserver-stat line: the sums over a context's processes."""
+class ContextStat(namedtuple("ContextStat", "xid nproc vsz rss user_ms sys_ms uptime_ms name")):
+    """One vserver-stat line: the sums over a context's processes.
 
+    vsz, rss: bytes; user_ms: utime + cutime; sys_ms: stime + cstime;
+    uptime_ms: now - the oldest process's start; name: already decorated
+    ("root server", "db1", "[web1]").
+    """
+
+    __slots__ = ()
     xid: int
     nproc: int
-    vsz: int  # bytes
-    rss: int  # bytes
-    user_ms: int  # utime + cutime
-    sys_ms: int  # stime + cstime
-    uptime_ms: int  # now - the oldest process's start
-    name: str  # already decorated: "root server", "db1", "[web1]"
+    vsz: int
+    rss: int
+    user_ms: int
+    sys_ms: int
+    uptime_ms: int
+    name: str
 
 
 def vstat_name(xid: int, name: str, legacy: bool = False) -> str:

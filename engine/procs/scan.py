@@ -10,13 +10,19 @@ Vanished processes are skipped silently: /proc is a moving target.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
 CLK_TCK: int = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE: int = os.sysconf("SC_PAGE_SIZE")
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
 
-# errors that mean "the process went away while we looked"
-_GONE = (FileNotFoundError, ProcessLookupError)
+
+# What a scan may need beyond stat: bits of Static.have / the ``need`` argument.
+NEED_UID = 1
+NEED_CMDLINE = 2
+NEED_NSPID = 4
+NEED_ALL = NEED_UID | NEED_CMDLINE | NEED_NSPID
+STAT_SIZE = 2048  # a stat line is ~300 bytes; 52 fields of at most 20 digits fit
 
 
 class Static:
@@ -24,18 +30,25 @@ class Static:
 
     A plain slotted class, not a dataclass: generating a dataclass costs
     about a millisecond at import, and this module is on vps's start path.
+    ``have`` says which parts were read (NEED_* bits); the others keep their
+    empty values.
     """
 
-    __slots__ = ("cmdline", "nspid", "uid")
+    __slots__ = ("cmdline", "have", "nspid", "uid")
 
-    def __init__(self, uid: int, cmdline: str, nspid: tuple[int, ...]) -> None:
+    def __init__(
+        self, uid: int, cmdline: str, nspid: tuple[int, ...], have: int = NEED_ALL
+    ) -> None:
         self.uid = uid
         self.cmdline = cmdline  # space-joined argv; "" for kernel threads and zombies
         self.nspid = nspid  # NSpid: host PID first, innermost last; () if unread
+        self.have = have
 
     def __repr__(self) -> str:
         return f"Static(uid={self.uid}, cmdline={self.cmdline!r}, nspid={self.nspid})"
 
+
+_NO_STATIC = Static(0, "", (), 0)
 
 _PROC_FIELDS = ("pid", "comm", "state", "ppid", "pgrp", "session", "tty_nr", "tpgid", "flags",
                 "utime", "stime", "cutime", "cstime", "priority", "nice", "threads",
@@ -45,10 +58,15 @@ _PROC_FIELDS = ("pid", "comm", "state", "ppid", "pgrp", "session", "tty_nr", "tp
 class Proc:
     """One process from one scan (plain slotted class, see Static).
 
-    vsize and rss are in bytes; times in clock ticks.
+    vsize and rss are in bytes; times in clock ticks. Treat it as immutable:
+    the scanner hands out the SAME object again while the process's stat line
+    is byte for byte unchanged (a sleeping process costs one read, no parse),
+    so ``is`` tells a caller that nothing changed. ``raw`` is that stat line;
+    ``memo`` is free for the one caller that owns the scanner to hang what it
+    derived from this object (ProcessTable keeps the ProcRow there).
     """
 
-    __slots__ = (*_PROC_FIELDS, "static")
+    __slots__ = (*_PROC_FIELDS, "memo", "raw", "static")
 
     def __init__(self, pid: int, comm: str, state: str, ppid: int, pgrp: int, session: int,
                  tty_nr: int, tpgid: int, flags: int, utime: int, stime: int, cutime: int,
@@ -73,7 +91,9 @@ class Proc:
         self.starttime = starttime
         self.vsize = vsize
         self.rss = rss
-        self.static: Static | None = None
+        self.static: Static = _NO_STATIC
+        self.raw = b""
+        self.memo: object = None
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{f}={getattr(self, f)!r}" for f in _PROC_FIELDS)
@@ -89,18 +109,17 @@ class Proc:
 
     @property
     def uid(self) -> int:
-        return self.static.uid if self.static else 0
+        return self.static.uid
 
     @property
     def cmdline(self) -> str:
-        return self.static.cmdline if self.static else ""
+        return self.static.cmdline
 
     @property
     def nspid(self) -> int:
         """PID in the innermost PID namespace (== pid for host processes)."""
-        if self.static and self.static.nspid:
-            return self.static.nspid[-1]
-        return self.pid
+        nspid = self.static.nspid
+        return nspid[-1] if nspid else self.pid
 
 
 def parse_stat(data: bytes, pid: int) -> Proc | None:
@@ -109,49 +128,35 @@ def parse_stat(data: bytes, pid: int) -> Proc | None:
     comm may hold spaces and ')' (it is whatever the program set), so the
     fields start after the LAST ')'.
     """
-    open_at = data.find(b"(")
-    close_at = data.rfind(b")")
-    if open_at < 0 or close_at < open_at:
+    head, sep, tail = data.rpartition(b")")
+    open_at = head.find(b"(")
+    if not sep or open_at < 0:
         return None
-    f = data[close_at + 2 :].split()
+    f = tail.split(None, 22)  # state .. rss, then the rest unsplit
     if len(f) < 22:
         return None
-    v = list(map(int, f[1:22]))  # one C loop: ppid (v[0]) .. rss (v[20])
-    return Proc(
-        pid,
-        data[open_at + 1 : close_at].decode("utf-8", "replace"),
-        f[0].decode(),
-        v[0],
-        v[1],
-        v[2],
-        v[3],
-        v[4],
-        v[5],
-        v[10],
-        v[11],
-        v[12],
-        v[13],
-        v[14],
-        v[15],
-        v[16],
-        v[18],
-        v[19],
-        v[20] * PAGE_SIZE,
-    )
+    try:
+        v = list(map(int, f[1:22]))  # one C loop: ppid (v[0]) .. rss (v[20])
+    except ValueError:
+        return None
+    return Proc(pid, head[open_at + 1 :].decode("utf-8", "replace"), f[0].decode(),
+                v[0], v[1], v[2], v[3], v[4], v[5], v[10], v[11], v[12], v[13], v[14],
+                v[15], v[16], v[18], v[19], v[20] * PAGE_SIZE)  # fmt: skip
 
 
 def parse_status(data: bytes) -> tuple[int | None, tuple[int, ...]]:
     """Effective uid and NSpid from /proc/PID/status."""
     uid: int | None = None
     nspid: tuple[int, ...] = ()
-    for line in data.split(b"\n"):
-        if line.startswith(b"Uid:"):
-            parts = line.split()
-            if len(parts) >= 3:
-                uid = int(parts[2])
-        elif line.startswith(b"NSpid:"):
-            nspid = tuple(int(x) for x in line.split()[1:])
-            break  # NSpid comes after Uid
+    at = data.find(b"\nUid:")
+    if at >= 0:
+        parts = data[at + 5 : data.find(b"\n", at + 5)].split()
+        if len(parts) >= 2:
+            uid = int(parts[1])
+    at = data.find(b"\nNSpid:")
+    if at >= 0:
+        end = data.find(b"\n", at + 7)
+        nspid = tuple(map(int, data[at + 7 : end if end >= 0 else None].split()))
     return uid, nspid
 
 
@@ -173,90 +178,119 @@ def _read(name: str, dir_fd: int, size: int = 4096) -> bytes:
 class Scanner:
     """Scans a procfs (``/proc`` or a recorded fake tree) again and again.
 
-    Keeps the static parts of every process it has seen; entries of processes
-    that are gone are dropped at the next scan.
+    Keeps the processes of the last scan: a process whose stat line did not
+    change is handed out again as the same ``Proc`` (no parse); its static
+    parts are kept per (pid, start time, comm) and read only for new
+    processes. Processes that are gone are dropped at the next scan.
     """
 
     def __init__(self, proc_root: str | os.PathLike[str] = "/proc") -> None:
         self.proc_root = os.fspath(proc_root)
-        self._cache: dict[int, tuple[int, str, bool, Static]] = {}
+        self._last: dict[int, Proc] = {}
         self.reads = 0  # files opened by the last scan (for tests and benchmarks)
 
     def pids(self) -> list[int]:
         return [int(n) for n in os.listdir(self.proc_root) if n.isdigit()]
 
-    def scan(self, want_nspid: frozenset[int] | set[int] = frozenset()) -> dict[int, Proc]:
-        """Every process now, by host PID.
+    def scan(
+        self, want_nspid: Collection[int] = frozenset(), need: int = NEED_UID | NEED_CMDLINE
+    ) -> dict[int, Proc]:
+        """Every process now, by host PID, in PID order.
 
-        ``want_nspid``: PIDs whose NSpid must be known (guest members); their
-        /proc/PID/status is read once per process lifetime. Others get their
-        uid from the ownership of /proc/PID (no extra file read).
+        ``need``: which static parts every process must have (NEED_UID: its
+        uid from the ownership of /proc/PID; NEED_CMDLINE: its argv).
+        ``want_nspid``: PIDs whose NSpid must be known too (guest members);
+        their /proc/PID/status is read once per process lifetime, and gives
+        the uid as well.
         """
         dir_fd = os.open(self.proc_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         procs: dict[int, Proc] = {}
+        last = self._last
         reads = 0
-        cache = self._cache
+        need_ns = need | NEED_NSPID
+        # locals: this loop runs once per process per refresh
+        open_, read, close, flags = os.open, os.read, os.close, os.O_RDONLY | os.O_CLOEXEC
         try:
             for name in os.listdir(dir_fd):
                 if not name.isdigit():
                     continue
-                pid = int(name)
                 try:
-                    data = _read(name + "/stat", dir_fd, 1024)
-                except _GONE:
+                    fd = open_(name + "/stat", flags, dir_fd=dir_fd)
+                except OSError:  # gone, or not ours to read
                     continue
+                try:
+                    data = read(fd, STAT_SIZE)
                 except OSError:
                     continue
+                finally:
+                    close(fd)
                 reads += 1
+                pid = int(name)
+                wanted = need_ns if pid in want_nspid else need
+                old = last.get(pid)
+                if old is not None and old.raw == data and old.static.have & wanted == wanted:
+                    procs[pid] = old
+                    continue
                 proc = parse_stat(data, pid)
                 if proc is None:
                     continue
-                need_ns = pid in want_nspid
-                hit = cache.get(pid)
+                proc.raw = data
+                static = old.static if old is not None else _NO_STATIC
                 if (
-                    hit is not None
-                    and hit[0] == proc.starttime
-                    and hit[1] == proc.comm
-                    and (hit[2] or not need_ns)
+                    old is None
+                    or old.starttime != proc.starttime  # a new process on a reused PID
+                    or old.comm != proc.comm  # it exec'd
                 ):
-                    proc.static = hit[3]
-                else:
-                    static = self._read_static(name, dir_fd, proc, need_ns)
-                    if static is None:
+                    static = _NO_STATIC
+                if static.have & wanted != wanted:
+                    more = self._read_static(name, dir_fd, proc, static, wanted)
+                    if more is None:
                         continue
-                    reads += 2
-                    cache[pid] = (proc.starttime, proc.comm, need_ns, static)
-                    proc.static = static
+                    static, extra = more
+                    reads += extra
+                proc.static = static
                 procs[pid] = proc
         finally:
             os.close(dir_fd)
-        if len(cache) > len(procs):
-            for pid in [p for p in cache if p not in procs]:
-                del cache[pid]
+        self._last = procs
         self.reads = reads
         return procs
 
-    def _read_static(self, name: str, dir_fd: int, proc: Proc, need_ns: bool) -> Static | None:
-        nspid: tuple[int, ...] = ()
-        uid: int | None = None
+    def _read_static(
+        self, name: str, dir_fd: int, proc: Proc, had: Static, wanted: int
+    ) -> tuple[Static, int] | None:
+        """``had`` completed with the parts in ``wanted``; None if the process is gone."""
+        uid, cmdline, nspid, have = had.uid, had.cmdline, had.nspid, had.have
+        missing = wanted & ~have
+        reads = 0
         try:
-            if need_ns:
+            if missing & NEED_NSPID:
                 try:
-                    uid, nspid = parse_status(_read(name + "/status", dir_fd))
+                    status_uid, nspid = parse_status(_read(name + "/status", dir_fd))
+                    if status_uid is not None:
+                        uid, have = status_uid, have | NEED_UID
                 except PermissionError:
                     pass
-            if uid is None:
+                reads += 1
+                have |= NEED_NSPID
+            if wanted & ~have & NEED_UID:
                 uid = os.stat(name, dir_fd=dir_fd).st_uid
-            try:
-                raw = b"" if proc.kernel_thread else _read(name + "/cmdline", dir_fd)
-            except PermissionError:
-                raw = b""
-        except _GONE:
+                reads += 1
+                have |= NEED_UID
+            if missing & NEED_CMDLINE:
+                if proc.flags & PF_KTHREAD:
+                    raw = b""
+                else:
+                    try:
+                        raw = _read(name + "/cmdline", dir_fd)
+                    except PermissionError:
+                        raw = b""
+                    reads += 1
+                cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+                have |= NEED_CMDLINE
+        except OSError:  # gone (ENOENT, ESRCH) or unreadable: skip it this time
             return None
-        except OSError:
-            return None
-        cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
-        return Static(uid, cmdline, nspid)
+        return Static(uid, cmdline, nspid, have), reads
 
 
 def read_uptime(proc_root: str = "/proc") -> float:

@@ -8,6 +8,7 @@ the supervisor on the host; or the host's PID 1 and kthreadd) is a root.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from operator import attrgetter
 from typing import Protocol, TypeVar
 
 
@@ -19,6 +20,7 @@ class HasParent(Protocol):
 
 
 P = TypeVar("P", bound=HasParent)
+_PID = attrgetter("pid")
 
 
 def children_map(procs: Iterable[P]) -> dict[int, list[P]]:
@@ -55,27 +57,49 @@ def walk(
     """(depth, process) in tree order: each parent before its children.
 
     Every process is yielded exactly once, even with a ppid loop (which /proc
-    can show for an instant while processes are reparented).
+    can show for an instant while processes are reparented). One pass to
+    link children to parents (in PID order, so no per-parent sort), one walk.
     """
-    kids = children_map(procs)
-    if flat_init:
-        kids.pop(1, None)
+    ordered = sorted(procs, key=_PID)  # linear when already in PID order
+    present = {p.pid for p in ordered}
+    kids: dict[int, list[P]] = {}
+    found: list[P] = []
+    for p in ordered:
+        ppid = p.ppid
+        if ppid not in present or (flat_init and ppid == 1):
+            found.append(p)
+        else:
+            group = kids.get(ppid)
+            if group is None:
+                kids[ppid] = [p]
+            else:
+                group.append(p)
+    first = prefer_root if prefer_root is not None else (2 if flat_init else None)
+    if first is not None:  # that root first, the rest stay in PID order
+        at = next((i for i, p in enumerate(found) if p.pid == first), 0)
+        if at:
+            found.insert(0, found.pop(at))
+    if not found and ordered:
+        found = ordered[:1]
     seen: set[int] = set()
-    for root in roots(procs, prefer_root, flat_init) or sorted(procs, key=lambda p: p.pid)[:1]:
+    for root in found:
         stack: list[tuple[int, P]] = [(0, root)]
         while stack:
             depth, proc = stack.pop()
-            if proc.pid in seen:
+            pid = proc.pid
+            if pid in seen:
                 continue
-            seen.add(proc.pid)
+            seen.add(pid)
             yield depth, proc
-            for child in reversed(kids.get(proc.pid, ())):
-                if child.pid not in seen:
-                    stack.append((depth + 1, child))
-    for proc in sorted(procs, key=lambda p: p.pid):  # anything left in a cycle
-        if proc.pid not in seen:
-            seen.add(proc.pid)
-            yield 0, proc
+            children = kids.get(pid)
+            if children:
+                below = depth + 1
+                stack.extend([(below, child) for child in reversed(children)])
+    if len(seen) < len(present):
+        for proc in ordered:  # anything left in a cycle
+            if proc.pid not in seen:
+                seen.add(proc.pid)
+                yield 0, proc
 
 
 def descendants(procs: Iterable[P], pid: int) -> list[P]:

@@ -122,7 +122,8 @@ def test_kernel_threads_and_zombies_have_no_cmdline(proc: Path) -> None:
 def test_static_parts_are_read_once_per_process(proc: Path) -> None:
     scanner = scan.Scanner(proc)
     first = scanner.scan()
-    assert scanner.reads == 3 * len(first)  # stat + status-or-stat() + cmdline
+    kthreads = sum(1 for p in first.values() if p.kernel_thread)  # no cmdline to read
+    assert scanner.reads == 3 * len(first) - kthreads  # stat + status-or-stat() + cmdline
     scanner.scan()
     assert scanner.reads == len(first)  # only stat
     (proc / "1" / "cmdline").write_bytes(b"/sbin/other\0")
@@ -349,3 +350,143 @@ def test_send_rechecks_start_time_before_signalling(tmp_path: Path) -> None:
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+# ------------------------------------------------------------------ caching (issue 6)
+def test_unchanged_process_keeps_its_proc_and_row_objects(
+    proc: Path, host: tuple[Paths, Path]
+) -> None:
+    paths, cgfs = host
+    table = ProcessTable(paths, proc, cgfs)
+    first = {r.pid: r for r in table.refresh().rows}
+    second = {r.pid: r for r in table.refresh().rows}
+    assert all(second[pid] is first[pid] for pid in first)  # nothing changed: same rows
+    assert table.scanner.reads == len(first)  # one stat read each, nothing else
+    _set_stat_field(proc, 2200, 21, "999")  # rss changes
+    third = {r.pid: r for r in table.refresh().rows}
+    assert third[2200] is not second[2200] and third[2200].rss == 999 * scan.PAGE_SIZE
+    assert third[2200].cmdline == second[2200].cmdline  # static parts kept
+    assert third[1] is second[1]
+
+
+def test_exec_keeps_pid_and_starttime_but_changes_comm_and_cmdline(
+    proc: Path, host: tuple[Paths, Path]
+) -> None:
+    paths, cgfs = host
+    table = ProcessTable(paths, proc, cgfs)
+    before = {r.pid: r for r in table.refresh().rows}[3011]
+    assert (before.comm, before.cmdline) == ("ps", "ps ax")
+    path = proc / "3011" / "stat"
+    path.write_text(path.read_text().replace("(ps)", "(top)"))
+    (proc / "3011" / "cmdline").write_bytes(b"top\0-b\0")
+    after = {r.pid: r for r in table.refresh().rows}[3011]
+    assert (after.key, after.comm, after.cmdline) == (before.key, "top", "top -b")
+
+
+def test_a_row_that_had_cpu_gets_zero_when_its_stat_stops_changing(
+    proc: Path, host: tuple[Paths, Path]
+) -> None:
+    paths, cgfs = host
+    now = [100.0]
+    table = ProcessTable(paths, proc, cgfs, clock=lambda: now[0])
+    table.refresh()
+    _set_stat_field(proc, 2300, 11, str(500 + scan.CLK_TCK))
+    now[0] = 101.0
+    busy = {r.pid: r for r in table.refresh().rows}[2300]
+    assert busy.cpu_percent == pytest.approx(100.0)
+    now[0] = 102.0
+    idle = {r.pid: r for r in table.refresh().rows}[2300]
+    assert idle.cpu_percent == 0.0 and idle is not busy
+    now[0] = 103.0
+    assert {r.pid: r for r in table.refresh().rows}[2300] is idle
+
+
+def test_a_process_that_joins_a_guest_gets_its_context_and_guest_pid(
+    proc: Path, host: tuple[Paths, Path]
+) -> None:
+    paths, cgfs = host
+    members = cgfs / "pids" / paths.cgroup_name("db1") / "cgroup.procs"
+    members.write_text("2211\n")
+    table = ProcessTable(paths, proc, cgfs)
+    first = {r.pid: r for r in table.refresh().rows}
+    assert (first[2300].xid, first[2300].nspid) == (HOST_XID, 2300)
+    members.write_text("2211\n2300\n")  # same stat line: only the context changed
+    second = {r.pid: r for r in table.refresh().rows}
+    assert (second[2300].xid, second[2300].guest, second[2300].nspid) == (40001, "db1", 5)
+
+
+def test_scanner_reads_only_the_parts_asked_for_and_adds_missing_ones_later(
+    proc: Path,
+) -> None:
+    scanner = scan.Scanner(proc)
+    bare = scanner.scan(need=0)
+    assert scanner.reads == len(bare)  # stat only
+    assert bare[1].cmdline == "" and bare[2300].nspid == 2300
+    full = scanner.scan({2300}, scan.NEED_UID | scan.NEED_CMDLINE)
+    assert full[1].cmdline == "/sbin/init" and full[2300].nspid == 5
+    assert full[2300].uid == 33
+    scanner.scan({2300}, scan.NEED_UID | scan.NEED_CMDLINE)
+    assert scanner.reads == len(full)  # everything known now
+
+
+def test_one_shot_rows_equal_procrows_field_by_field(proc: Path, host: tuple[Paths, Path]) -> None:
+    from dataclasses import fields
+
+    from engine.observe.model import ProcRow
+    from engine.procs.collect import ROW_FIELDS, PsRow
+
+    assert ROW_FIELDS == tuple(f.name for f in fields(ProcRow))
+    paths, cgfs = host
+    full = ProcessTable(paths, proc, cgfs).refresh().rows
+    lite = ProcessTable(paths, proc, cgfs, one_shot=True).refresh().rows
+    assert all(type(r) is ProcRow for r in full) and all(type(r) is PsRow for r in lite)
+    as_tuples = [tuple(getattr(r, f) for f in ROW_FIELDS) for r in lite]
+    assert as_tuples == [tuple(getattr(r, f) for f in ROW_FIELDS) for r in full]
+
+
+def test_procrow_fast_constructor_builds_equal_rows() -> None:
+    from engine.observe.model import ProcRow, new_proc_row
+
+    values = (7, 1, 5, 0, "", 7, 0, "root", "S", 0, 1, 4096, 4096, 1, 2, 3, 4, 0.5, "?",
+              "x", "x -y", 7, 7, -1, 20, False)  # fmt: skip
+    fast = new_proc_row(*values)
+    assert fast == ProcRow(*values) and hash(fast) == hash(ProcRow(*values))
+    with pytest.raises(AttributeError):
+        fast.pid = 8  # type: ignore[misc]
+
+
+def test_snapshot_procs_of_index_is_not_carried_over_by_replace() -> None:
+    import dataclasses
+
+    from engine.observe.model import ProcRow, Snapshot
+
+    def row(pid: int, xid: int) -> ProcRow:
+        return ProcRow(pid, 1, 1, xid, "g" if xid else "", pid, 0, "root", "S", 0, 1, 0, 0,
+                       0, 0, 0, 0, 0.0, "?", "x", "x")  # fmt: skip
+
+    snap = Snapshot(1.0, 2.0, (), (row(10, 0), row(11, 5), row(12, 5)), 2)
+    assert [p.pid for p in snap.procs_of(5)] == [11, 12] and snap.procs_of(9) == ()
+    more = dataclasses.replace(snap, procs=(*snap.procs, row(13, 5)))
+    assert [p.pid for p in more.procs_of(5)] == [11, 12, 13]
+    assert more != snap and snap == dataclasses.replace(snap)
+
+
+def test_observer_reloads_a_guest_config_only_when_it_changes(
+    proc: Path, host: tuple[Paths, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.observe import snapshot as snapmod
+
+    paths, cgfs = host
+    paths.config_dir.mkdir(parents=True)
+    conf = paths.config_file("db1")
+    conf.write_text('S_FLAGS="lock"\n')
+    loads: list[str] = []
+    real = snapmod.load_config
+    monkeypatch.setattr(snapmod, "load_config", lambda p, n: loads.append(n) or real(p, n))
+    obs = snapmod.Observer(paths, proc, cgfs)
+    assert obs.snapshot().guest("db1").flags == ("lock",)
+    obs.snapshot()
+    assert loads == ["db1"]
+    conf.write_text('S_FLAGS="lock nproc"\n')
+    assert obs.snapshot().guest("db1").flags == ("lock", "nproc")
+    assert loads == ["db1", "db1"]

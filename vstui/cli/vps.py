@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from engine.errors import VstuiError
 from engine.paths import Paths
@@ -28,18 +27,24 @@ BSD_LETTERS = frozenset("axuwfrce")
 UNIX_LETTERS = frozenset("eAfHwajlx")
 
 
-@dataclass
 class Options:
-    bsd: set[str] = field(default_factory=set)
-    unix: set[str] = field(default_factory=set)
-    fmt: list[str] = field(default_factory=list)
-    pids: set[int] = field(default_factory=set)
-    users: set[str] = field(default_factory=set)
-    commands: set[str] = field(default_factory=set)
-    xid: str | None = None
-    json: bool = False
-    forest: bool = False
-    wide: int = 0
+    """What the arguments asked for (a plain class: no dataclasses import on
+    vps's start path, see engine.procs.attribution)."""
+
+    def __init__(self) -> None:
+        self.bsd: set[str] = set()
+        self.unix: set[str] = set()
+        self.fmt: list[str] = []
+        self.pids: set[int] = set()
+        self.users: set[str] = set()
+        self.commands: set[str] = set()
+        self.xid: str | None = None
+        self.json = False
+        self.forest = False
+        self.wide = 0
+
+    def __repr__(self) -> str:
+        return f"Options({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
 def _split_list(text: str) -> list[str]:
@@ -208,17 +213,44 @@ def _width(opts: Options) -> int | None:
 
 def _json_rows(rows, names: dict[int, str]) -> str:
     import json
-    from dataclasses import fields
 
     from engine.procs.attribution import context_label
+    from engine.procs.collect import ROW_FIELDS
 
-    keys = [f.name for f in fields(rows[0])] if rows else []
     out = []
     for r in rows:
-        item = {k: getattr(r, k) for k in keys}
+        item = {k: getattr(r, k) for k in ROW_FIELDS}
         item["context"] = context_label(r.xid, names)
         out.append(item)
     return json.dumps(out, indent=1)
+
+
+def needs(opts: Options, layout: list[tuple[str, str]]) -> int:
+    """What the scan must read beyond stat for these columns and this selection
+    (NEED_* bits): `vps ax` needs argv only, not the user nor the guest PIDs."""
+    from engine.procs.scan import NEED_ALL, NEED_CMDLINE, NEED_NSPID, NEED_UID
+
+    if opts.json:
+        return NEED_ALL
+    keys = {key for key, _header in layout}
+    need = 0
+    if keys & {"user", "euser", "fuser", "uid"} or _selects_by_uid(opts):
+        need |= NEED_UID
+    if "args" in keys:
+        need |= NEED_CMDLINE
+    if "vpid" in keys:
+        need |= NEED_NSPID
+    return need
+
+
+def _selects_by_uid(opts: Options) -> bool:
+    """Mirrors select(): does the chosen set depend on the processes' uid?"""
+    if opts.pids or opts.users or opts.commands:
+        return bool(opts.users)
+    everything = "e" in opts.unix or "A" in opts.unix or {"a", "x"} <= opts.bsd
+    if everything or (opts.xid is not None and not opts.bsd) or "a" in opts.bsd:
+        return False
+    return True
 
 
 def _body(argv: Sequence[str]) -> int:
@@ -234,7 +266,8 @@ def _body(argv: Sequence[str]) -> int:
     from engine.procs.format import Clock, render_ps
     from engine.procs.scan import boot_time, pid_max, read_meminfo, read_uptime
 
-    table = ProcessTable(paths).refresh()
+    # one refresh: no CPU% deltas, no tree unless asked, only the files the columns need
+    table = ProcessTable(paths, need=needs(opts, layout), one_shot=True).refresh()
     names = table.attribution.names()
     for err in table.attribution.errors:
         print(f"{TOOL}: {err}", file=sys.stderr)
@@ -264,7 +297,8 @@ def _body(argv: Sequence[str]) -> int:
         pid_width=max(5, len(str(pid_max()))),
     )
     lines = render_ps(rows, layout, clock, names, _width(opts), depths)
-    sys.stdout.write("\n".join(lines) + "\n")
+    lines.append("")
+    sys.stdout.write("\n".join(lines))
     sys.stdout.flush()
     return 0
 

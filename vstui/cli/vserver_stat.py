@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 
 from engine.errors import VstuiError
 from engine.paths import Paths
@@ -37,7 +36,7 @@ def _body(argv: Sequence[str]) -> int:
     from engine.procs.format import context_stats, render_vstat
     from engine.procs.scan import read_uptime
 
-    table = ProcessTable(paths).refresh()
+    table = ProcessTable(paths, need=0, one_shot=True).refresh()  # stat is enough
     for err in table.attribution.errors:
         print(f"{TOOL}: {err}", file=sys.stderr)
     try:
@@ -51,7 +50,7 @@ def _body(argv: Sequence[str]) -> int:
     if as_json:
         out = []
         for s in stats:
-            item = asdict(s)
+            item = s._asdict()
             item["guest"] = names.get(s.xid, "")
             out.append(item)
         print(json.dumps(out, indent=1))
