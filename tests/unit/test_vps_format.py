@@ -278,3 +278,56 @@ def test_vkill_errors_as_util_vserver(capsys: pytest.CaptureFixture[str], tmp_pa
     assert capsys.readouterr().err == "vkill: No pid specified\n"
     assert vkill.main(["--root", str(tmp_path), "-s", "NOPE", "1"]) == 1
     assert capsys.readouterr().err.startswith("vkill: Invalid signal specified")
+
+
+# ------------------------------------------------------------------ vps reads only what it shows
+@pytest.mark.parametrize(
+    "args",
+    [(), ("ax",), ("a",), ("x",), ("u",), ("aux",), ("axr",), ("-e",), ("-ef",), ("-A", "f"),
+     ("-o", "pid,cmd"), ("-p", "50"), ("-u", "root"), ("-C", "x"), ("--xid", "40001"),
+     ("--xid", "40001", "x"), ("-eo", "pid,vpid,ctx")],
+)  # fmt: skip
+def test_vps_reads_the_uid_only_when_the_selection_or_a_column_uses_it(args: tuple) -> None:
+    from engine.procs import scan
+    from vstui.cli import vps
+
+    opts = vps.parse_args(list(args))
+    layout = vps.layout_for(opts)
+    need = vps.needs(opts, layout)
+    keys = {k for k, _h in layout}
+    assert bool(need & scan.NEED_CMDLINE) == ("args" in keys)
+    assert bool(need & scan.NEED_NSPID) == ("vpid" in keys)
+    if not need & scan.NEED_UID:
+        assert not keys & {"user", "euser", "fuser", "uid"}
+        me = row(50, uid=1000, tty="pts/1")
+        rows = [me, row(51, uid=1000), row(52, uid=0, tty="pts/2"), row(53, xid=40001, uid=0)]
+        unread = [row(r.pid, uid=0, user="?", tty=r.tty, xid=r.xid) for r in rows]
+        xid = int(opts.xid) if opts.xid else None
+        chosen = [r.pid for r in vps.select(rows, opts, me, xid)]
+        assert chosen == [r.pid for r in vps.select(unread, opts, unread[0], xid)]
+
+
+def test_vps_ax_reads_argv_only_and_json_everything() -> None:
+    from engine.procs import scan
+    from vstui.cli import vps
+
+    ax = vps.parse_args(["ax"])
+    assert vps.needs(ax, vps.layout_for(ax)) == scan.NEED_CMDLINE
+    js = vps.parse_args(["ax", "--json"])
+    assert vps.needs(js, vps.layout_for(js)) == scan.NEED_ALL
+
+
+def test_vps_start_path_imports_nothing_heavy(tmp_path: Path) -> None:
+    """`vps ax` must not pay for dataclasses, typing, hashlib or engine.observe."""
+    import subprocess
+    import sys
+
+    heavy = ("dataclasses", "typing", "hashlib", "engine.observe", "engine.observe.model")
+    code = (
+        "import io, sys; from vstui.cli import vps; out = sys.stdout; sys.stdout = io.StringIO(); "
+        f"rc = vps.main(['--root', {str(tmp_path)!r}, 'ax']); sys.stdout = out; "
+        f"print(rc, [m for m in {heavy!r} if m in sys.modules])"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert run.stdout.split(" ", 1) == ["0", "[]\n"], run.stderr
