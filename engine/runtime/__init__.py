@@ -1,0 +1,71 @@
+"""engine.runtime: start, supervise, stop, enter and exec real isolated guests.
+
+The contract (docs/engine-api.md, "engine.runtime")::
+
+    start(paths, name) ; stop(paths, name, timeout=None) ; restart(paths, name)
+    status(paths, name) -> RunState ; is_running(paths, name) -> bool
+    init_pid(paths, name) -> int | None
+    exec_in(paths, name, argv, user=None, tty=False) -> int
+    xid_of(paths, name) -> int
+
+Every function imports its module lazily: ``vserver NAME exec`` loads only
+state.py and enter.py.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # not typing's: the supervisor imports this package and stays lean
+if TYPE_CHECKING:
+    from engine.paths import Paths
+    from engine.runtime.state import RunState
+
+
+def start(paths: Paths, name: str) -> RunState:
+    from engine.runtime.start import start as _start
+
+    return _start(paths, name)
+
+
+def stop(paths: Paths, name: str, timeout: float | None = None) -> bool:
+    from engine.runtime.stop import stop as _stop
+
+    return _stop(paths, name, timeout)
+
+
+def restart(paths: Paths, name: str) -> RunState:
+    stop(paths, name)
+    return start(paths, name)
+
+
+def status(paths: Paths, name: str) -> RunState:
+    from engine.runtime.state import read
+
+    return read(paths, name)
+
+
+def is_running(paths: Paths, name: str) -> bool:
+    return init_pid(paths, name) is not None
+
+
+def init_pid(paths: Paths, name: str) -> int | None:
+    from engine.runtime.state import init_identity
+
+    ident = init_identity(paths, name)
+    return ident[0] if ident else None
+
+
+def exec_in(
+    paths: Paths, name: str, argv: list[str] | None, user: str | None = None, tty: bool = False
+) -> int:
+    from engine.runtime.enter import exec_in as _exec_in
+
+    return _exec_in(paths, name, argv, user, tty)
+
+
+def xid_of(paths: Paths, name: str) -> int:
+    from engine.runtime.xid import xid_of as _xid_of
+
+    return _xid_of(paths, name)
+
+
+__all__ = ["exec_in", "init_pid", "is_running", "restart", "start", "status", "stop", "xid_of"]

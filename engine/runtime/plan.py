@@ -1,0 +1,282 @@
+"""A guest's start as data: the steps child.py performs inside the namespaces.
+
+Like bubblewrap's SetupOp list or systemd-nspawn's mount table, the whole
+set-up is computed up front from the GuestConfig and the storage part's
+binds, so it can be read, tested and shown without starting anything.
+
+Two phases:
+
+- ``before``: binds from the host into the guest tree, run before
+  pivot_root; every guest-side target is resolved inside the tree (a
+  symlink the guest plants cannot redirect a mount onto the host);
+- ``after``: guest-absolute steps run after pivot_root, when nothing of the
+  host is reachable any more: /dev, /proc with its masks, a read-only /sys.
+"""
+
+from __future__ import annotations
+
+import resource
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine import _libc
+
+# -- step kinds -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HostBind:
+    """Bind a host directory onto a guest path (before pivot_root)."""
+
+    source: str
+    target: str
+    readonly: bool = False
+    recursive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HostMount:
+    """An extra file system from the config (V_MOUNT-style), before pivot_root."""
+
+    source: str
+    target: str
+    fstype: str
+    options: str
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """mount(2) onto a guest path, creating the directory."""
+
+    source: str
+    target: str
+    fstype: str
+    flags: int = 0
+    data: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    """Bind a guest path onto another guest path (after pivot_root)."""
+
+    source: str
+    target: str
+    readonly: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Mask:
+    """Hide a path: /dev/null over a file, an empty read-only tmpfs over a dir."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOnly:
+    """Make a path read-only (recursive bind onto itself, top remounted ro)."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A character device node."""
+
+    target: str
+    major: int
+    minor: int
+    mode: int = 0o666
+
+
+@dataclass(frozen=True, slots=True)
+class Symlink:
+    target: str
+    points_to: str
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    """A small file with fixed content (e.g. /run/systemd/container)."""
+
+    target: str
+    content: bytes
+    mode: int = 0o644
+
+
+Step = HostBind | HostMount | Mount | Bind | Mask | ReadOnly | Device | Symlink | File
+
+# -- constants -------------------------------------------------------------------
+
+VINIT_PATH = "/run/.vinit"  # the guest's own copy of engine/helpers/vinit
+SHM_SIZE = 64 * 1024 * 1024
+DEV_SIZE = 512 * 1024
+PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+NOSUID_NODEV_NOEXEC = _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC
+
+# /proc entries that leak host data or reach host hardware (runc, moby,
+# nspawn lists; isolation-anchors.md section 1 and escape classes 4 and 5).
+PROC_MASKED = (
+    "/proc/kcore", "/proc/keys", "/proc/key-users", "/proc/timer_list", "/proc/sched_debug",
+    "/proc/latency_stats", "/proc/timer_stats", "/proc/kallsyms", "/proc/interrupts",
+    "/proc/kpagecount", "/proc/kpageflags", "/proc/kpagecgroup", "/proc/vmallocinfo",
+    "/proc/acpi", "/proc/scsi", "/proc/asound", "/proc/driver", "/proc/tty/driver",
+)  # fmt: skip
+PROC_READONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/bus", "/proc/fs", "/proc/irq")
+SYS_MASKED = ("/sys/firmware", "/sys/devices/virtual/powercap", "/sys/kernel/debug",
+              "/sys/kernel/security", "/sys/fs/cgroup")  # fmt: skip
+
+# (name, major, minor): drivers/char/mem.c and tty_io.c numbers
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+           ("urandom", 1, 9), ("tty", 5, 0))  # fmt: skip
+
+RLIMITS = {
+    "nproc": resource.RLIMIT_NPROC, "nofile": resource.RLIMIT_NOFILE,
+    "core": resource.RLIMIT_CORE, "data": resource.RLIMIT_DATA,
+    "fsize": resource.RLIMIT_FSIZE, "memlock": resource.RLIMIT_MEMLOCK,
+    "rss": resource.RLIMIT_RSS, "stack": resource.RLIMIT_STACK,
+    "cpu": resource.RLIMIT_CPU, "as": resource.RLIMIT_AS,
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StartPlan:
+    """Everything the guest's PID 1 does between unshare and exec."""
+
+    name: str
+    root: str  # host path of the tree pivot_root enters
+    before: tuple[Step, ...]
+    after: tuple[Step, ...]
+    hostname: str
+    domainname: str | None
+    own_netns: bool
+    rlimits: tuple[tuple[int, int, int], ...]  # (resource, soft, hard), -1 = unlimited
+    nice: int | None
+    caps: frozenset[str]
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    vinit: bool  # copy vinit to VINIT_PATH before exec
+    seccomp: bool = True
+    notes: tuple[str, ...] = field(default=())
+
+
+# -- building --------------------------------------------------------------------
+
+
+def dev_steps(shm_size: int = SHM_SIZE) -> list[Step]:
+    """A minimal /dev on tmpfs: nodes, devpts (own instance), shm, mqueue, links."""
+    steps: list[Step] = [
+        Mount(
+            "tmpfs",
+            "/dev",
+            "tmpfs",
+            _libc.MS_NOSUID | _libc.MS_NOEXEC | _libc.MS_STRICTATIME,
+            f"mode=755,size={DEV_SIZE}",
+        ),  # fmt: skip
+    ]
+    steps += [Device(f"/dev/{name}", major, minor) for name, major, minor in DEVICES]
+    steps += [
+        Mount(
+            "devpts",
+            "/dev/pts",
+            "devpts",
+            _libc.MS_NOSUID | _libc.MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        ),  # fmt: skip
+        Symlink("/dev/ptmx", "pts/ptmx"),
+        Mount(
+            "shm",
+            "/dev/shm",
+            "tmpfs",
+            _libc.MS_NOSUID | _libc.MS_NODEV,
+            f"mode=1777,size={shm_size}",
+        ),  # fmt: skip
+        Mount("mqueue", "/dev/mqueue", "mqueue", NOSUID_NODEV_NOEXEC),
+        Symlink("/dev/fd", "/proc/self/fd"),
+        Symlink("/dev/stdin", "/proc/self/fd/0"),
+        Symlink("/dev/stdout", "/proc/self/fd/1"),
+        Symlink("/dev/stderr", "/proc/self/fd/2"),
+        File("/dev/console", b"", 0o600),
+        Bind("/dev/null", "/dev/console"),  # the console is the log pipe
+    ]
+    return steps
+
+
+def proc_steps(
+    own_netns: bool, hide: tuple[str, ...] = (), show: tuple[str, ...] = ()
+) -> list[Step]:
+    """Fresh /proc; V_PROC_HIDE adds masks, V_PROC_SHOW lifts a mask or read-only."""
+    shown = {p.rstrip("/") for p in show}
+    steps: list[Step] = [Mount("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC)]
+    masked = [*PROC_MASKED, *(p.rstrip("/") for p in hide)]
+    steps += [Mask(p) for p in dict.fromkeys(masked) if p not in shown]
+    if own_netns:
+        # /proc/sys/net belongs to the guest's own network namespace (LXC proc:mixed)
+        steps.append(Bind("/proc/sys/net", "/proc/sys/net"))
+    steps += [ReadOnly(p) for p in PROC_READONLY if p not in shown]
+    return steps
+
+
+def sys_steps() -> list[Step]:
+    steps: list[Step] = [
+        Mount("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC | _libc.MS_RDONLY),
+    ]
+    steps += [Mask(p) for p in SYS_MASKED]
+    return steps
+
+
+def rlimits_of(cfg: Any) -> tuple[tuple[int, int, int], ...]:
+    """ULIMIT as setrlimit triples; ``None`` (unlimited) becomes RLIM_INFINITY."""
+    out = []
+    for lim in cfg.ulimits:
+        res = RLIMITS.get(lim.resource)
+        if res is None:
+            continue
+        soft = resource.RLIM_INFINITY if lim.soft is None else lim.soft
+        hard = resource.RLIM_INFINITY if lim.hard is None else lim.hard
+        out.append((res, soft, hard))
+    return tuple(out)
+
+
+def init_argv(cfg: Any, has_rc_local: bool) -> tuple[tuple[str, ...], bool]:
+    """(argv, uses_vinit): /sbin/init with fakeinit, else vinit running V_INIT."""
+    if cfg.has_flag("fakeinit"):
+        return ("/sbin/init",), False
+    if cfg.init:
+        return (VINIT_PATH, *shlex.split(cfg.init)), True
+    if has_rc_local:
+        return (VINIT_PATH, "/bin/sh", "/etc/rc.local"), True
+    return (VINIT_PATH,), True
+
+
+def init_env(cfg: Any) -> tuple[tuple[str, str], ...]:
+    return (("container", "vstui"), ("PATH", PATH_ENV), ("TERM", "linux"), ("HOME", "/root"),
+            ("HOSTNAME", cfg.hostname))  # fmt: skip
+
+
+def build(cfg: Any, root: str, binds: list[Any], has_rc_local: bool = False) -> StartPlan:
+    """The start plan for ``cfg`` with its tree at ``root`` and rootfs ``binds``."""
+    own_netns = cfg.netmode != "host"
+    before: list[Step] = [HostBind(str(b.source), b.target, b.readonly, b.recursive) for b in binds]
+    before += [HostMount(m.source, m.target, m.fstype, m.options) for m in cfg.mounts]
+    shm = SHM_SIZE if not cfg.memory else min(SHM_SIZE, max(cfg.memory // 2, 1 << 20))
+    proc = proc_steps(own_netns, tuple(cfg.proc_hide), tuple(cfg.proc_show))
+    after: list[Step] = [*dev_steps(shm), *proc, *sys_steps()]
+    after.append(File("/run/systemd/container", b"vstui\n"))
+    argv, vinit = init_argv(cfg, has_rc_local)
+    return StartPlan(
+        name=cfg.name,
+        root=str(root),
+        before=tuple(before),
+        after=tuple(after),
+        hostname=cfg.hostname,
+        domainname=cfg.domainname or None,
+        own_netns=own_netns,
+        rlimits=rlimits_of(cfg),
+        nice=cfg.nice,
+        caps=frozenset(cfg.effective_caps()),
+        argv=argv,
+        env=init_env(cfg),
+        vinit=vinit,
+    )

@@ -1,0 +1,127 @@
+"""The run directory's files and lock, with nothing but os and fcntl.
+
+The per-guest supervisor lives as long as its guest and imports only this
+(plus os, select, signal), so that a running guest costs a few MB of
+supervisor memory. state.py builds RunState and the Paths-based API on it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+
+LOCK_FILE = "lock"
+VALUE_FILES = ("state", "xid", "init.pid", "init.start", "supervisor.pid",
+               "supervisor.start", "started", "exec.profile", "seccomp.bpf")  # fmt: skip
+
+
+def proc_starttime(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks after boot; None when gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data.rsplit(b")", 1)[1].split()
+    if fields[0] == b"Z":  # a zombie is dead for our purposes
+        return None
+    return int(fields[19])
+
+
+def alive(pid: int | None, start: int | None) -> bool:
+    """True when ``pid`` exists and started at ``start`` (when known)."""
+    if pid is None:
+        return False
+    now = proc_starttime(pid)
+    return now is not None and (start is None or now == start)
+
+
+def write_value(run_dir: str | os.PathLike[str], key: str, value: object) -> None:
+    """Write one value atomically (temp file + rename)."""
+    tmp = os.path.join(run_dir, f".{key}.tmp")
+    with open(tmp, "w") as f:
+        f.write(f"{value}\n")
+    os.replace(tmp, os.path.join(run_dir, key))
+
+
+def read_value(run_dir: str | os.PathLike[str], key: str) -> str | None:
+    try:
+        with open(os.path.join(run_dir, key)) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def clear_dir(run_dir: str | os.PathLike[str]) -> None:
+    """Remove the value files (not the lock: others may wait on it)."""
+    for key in VALUE_FILES:
+        _unlink(os.path.join(run_dir, key))
+        _unlink(os.path.join(run_dir, f".{key}.tmp"))
+
+
+def remove_dir(run_dir: str | os.PathLike[str]) -> None:
+    """Remove the whole run directory (a stopped guest leaves nothing in /run)."""
+    clear_dir(run_dir)
+    _unlink(os.path.join(run_dir, LOCK_FILE))
+    try:
+        os.rmdir(run_dir)
+    except OSError:
+        pass
+
+
+class RunLock:
+    """flock on ``run_dir/lock``; survives the file being unlinked meanwhile.
+
+    Whoever holds it may remove the run directory: a waiter that then gets
+    the old (unlinked) inode notices and locks the new file instead.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.run_dir = os.fspath(run_dir)
+        self.path = os.path.join(self.run_dir, LOCK_FILE)
+        self.fd: int | None = None
+
+    def acquire(self, timeout: float | None = 60.0) -> bool:
+        """Take the lock; False when ``timeout`` (0 = try once) runs out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            os.makedirs(self.run_dir, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+                continue
+            if self._same_inode(fd):
+                self.fd = fd
+                return True
+            os.close(fd)  # unlinked by the previous holder: lock the new one
+
+    def _same_inode(self, fd: int) -> bool:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        own = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

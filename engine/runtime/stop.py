@@ -1,0 +1,181 @@
+"""``vserver NAME stop``: signal init, wait, kill what is left, clean up.
+
+Idempotent: on a stopped or half-started guest it still removes whatever is
+left (cgroup, network, storage mount, run files) and succeeds. Works
+without the supervisor (it may have been killed): init is found through the
+run directory (PID + start time), the rest through the cgroup.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from typing import Any
+
+from engine.errors import GuestNotRunning, require_root
+from engine.paths import Paths
+from engine.runtime import forked, state
+
+STOP_LOCK_TIMEOUT = 120.0
+SUPERVISOR_GRACE = 5.0
+
+
+def stop_signal(pid: int, fakeinit: bool) -> int:
+    """The signal that asks init to shut the guest down.
+
+    vinit: SIGTERM. A real init (fakeinit): systemd halts on SIGRTMIN+3,
+    sysvinit and others get SIGPWR (and are killed after the timeout).
+    """
+    if not fakeinit:
+        return signal.SIGTERM
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        exe = ""
+    return signal.SIGRTMIN + 3 if "systemd" in exe else signal.SIGPWR
+
+
+def wait_gone(pid: int, start: int | None, timeout: float) -> bool:
+    """Wait until ``pid`` (with that start time) is gone; False on timeout."""
+    if not state.alive(pid, start):
+        return True
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        deadline = time.monotonic() + timeout
+        while state.alive(pid, start):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            # readable once it exits; poll in slices in case nobody reaps it
+            select.select([pidfd], [], [], min(left, 0.2))
+        return True
+    finally:
+        os.close(pidfd)
+
+
+def stop(paths: Paths, name: str, timeout: float | None = None) -> bool:
+    """Stop the guest; True if it was running, False if only cleaned up."""
+    require_root("stopping a guest", name)
+    cfg = _config(paths, name)
+    if timeout is None:
+        timeout = cfg.stop_timeout if cfg is not None else 10.0
+    lock = state.lock(paths, name, STOP_LOCK_TIMEOUT)
+    try:
+        current = state.read(paths, name)
+        was_running = current.init_pid is not None
+        if was_running:
+            state.write_value(paths.run_dir(name), "state", state.STOPPING)
+            _shutdown(paths, name, cfg, timeout)
+        forked.run(lambda: teardown(paths, name), name)
+        _end_supervisor(current)
+        state.remove(paths, name)  # waiters on the old lock file notice and retry
+        return was_running
+    finally:
+        lock.release()
+
+
+def _shutdown(paths: Paths, name: str, cfg: Any, timeout: float) -> None:
+    ident = state.init_identity(paths, name)
+    if ident is None:
+        return
+    pid, start = ident
+    fakeinit = cfg is not None and cfg.has_flag("fakeinit")
+    try:
+        os.kill(pid, stop_signal(pid, fakeinit))
+    except ProcessLookupError:
+        return
+    if not wait_gone(pid, start, timeout):
+        try:
+            os.kill(pid, signal.SIGKILL)  # PID 1 dies: the kernel kills the rest
+        except ProcessLookupError:
+            pass
+        wait_gone(pid, start, 5.0)
+
+
+def _end_supervisor(current: state.RunState) -> None:
+    """Let the supervisor log its last line and exit; kill it if it lingers."""
+    pid = current.supervisor_pid
+    if pid is None:
+        return
+    start = state.proc_starttime(pid)
+    if not wait_gone(pid, start, SUPERVISOR_GRACE):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wait_gone(pid, start, 2.0)
+
+
+def _config(paths: Paths, name: str) -> Any:
+    from engine.config import load_guest
+    from engine.errors import GuestNotFound
+
+    try:
+        return load_guest(paths, name)
+    except GuestNotFound:
+        if paths.run_dir(name).exists():
+            return None  # config deleted under a running guest: still stop it
+        raise
+    except Exception:
+        return None
+
+
+def teardown(paths: Paths, name: str, keep_run_dir: bool = False) -> None:
+    """Kill the guest's processes and remove its cgroup, network and storage mount.
+
+    Idempotent; heavy imports (cgroups, net, rootfs): run it in a forked child.
+    """
+    from engine.cgroups import manager
+
+    errors: list[str] = []
+    cg = manager()
+    rel = paths.cgroup_name(name)
+    try:
+        if cg.exists(rel):
+            cg.kill_all(rel)
+        cg.remove(rel)
+    except Exception as exc:
+        errors.append(forked.one_line(exc))
+    cfg = _config(paths, name)
+    for step in (_net_teardown, _release_root):
+        try:
+            step(paths, name, cfg)
+        except Exception as exc:
+            errors.append(forked.one_line(exc))
+    if not keep_run_dir:
+        state.clear(paths, name)
+    if errors:
+        from engine.errors import VstuiError
+
+        raise VstuiError("cleanup: " + "; ".join(errors), name)
+
+
+def _net_teardown(paths: Paths, name: str, cfg: Any) -> None:
+    if cfg is not None and cfg.netmode == "host":
+        return  # no namespace of its own: nothing was set up
+    try:
+        from engine import net
+    except ImportError:
+        return
+    net.teardown(cfg if cfg is not None else name, paths)
+
+
+def _release_root(paths: Paths, name: str, cfg: Any) -> None:
+    """Unmount an image-backed tree (prepare_root's mount in the host namespace)."""
+    from engine.rootfs import storage
+
+    root = paths.guest_root(name)
+    if storage.mounted_source(root) is not None:
+        storage.RootHandle(root, mounted=True).release()
+
+
+def require_running(paths: Paths, name: str) -> state.RunState:
+    current = state.read(paths, name)
+    if current.init_pid is None:
+        raise GuestNotRunning(f"vserver '{name}' is not running; start it first", name)
+    return current

@@ -1,0 +1,113 @@
+"""Context ids (xids): S_CONTEXT when set, else allocated from 40000 upward.
+
+util-vserver seeded static ids from ``context.start`` = 40000. Allocations
+are kept per root in ``paths.state_dir/xids`` ("NAME XID" lines, under an
+flock), so a guest keeps its id across restarts and two guests of one root
+never share one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from engine.paths import Paths
+
+FIRST_DYNAMIC = 40000
+LAST_XID = 49151  # util-vserver's static range ends here; dynamic ids above
+
+
+def _table_path(paths: Paths) -> Path:
+    return paths.state_dir / "xids"
+
+
+def _read_table(path: Path) -> dict[str, int]:
+    table: dict[str, int] = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                words = line.split()
+                if len(words) == 2 and words[1].isdigit():
+                    table[words[0]] = int(words[1])
+    except FileNotFoundError:
+        pass
+    return table
+
+
+def _write_table(path: Path, table: dict[str, int]) -> None:
+    tmp = path.with_name(".xids.tmp")
+    with open(tmp, "w") as f:
+        for name, xid in sorted(table.items(), key=lambda kv: kv[1]):
+            f.write(f"{name} {xid}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def allocated(paths: Paths) -> dict[str, int]:
+    """Every recorded allocation of this root: name -> xid."""
+    return _read_table(_table_path(paths))
+
+
+def assign(paths: Paths, name: str, fixed: int | None, reserved: set[int] | None = None) -> int:
+    """The guest's xid: ``fixed`` (S_CONTEXT) or its recorded/new dynamic id.
+
+    ``reserved`` are ids other guests fix with S_CONTEXT: never handed out.
+    """
+    if fixed is not None:
+        return fixed
+    path = _table_path(paths)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name("xids.lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table = _read_table(path)
+        if name in table:
+            return table[name]
+        used = set(table.values()) | (reserved or set())
+        xid = FIRST_DYNAMIC
+        while xid in used:
+            xid += 1
+        table[name] = xid
+        _write_table(path, table)
+        return xid
+
+
+def forget(paths: Paths, name: str) -> None:
+    """Drop a deleted guest's allocation."""
+    path = _table_path(paths)
+    if not path.exists():
+        return
+    with open(path.with_name("xids.lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table = _read_table(path)
+        if table.pop(name, None) is not None:
+            _write_table(path, table)
+
+
+def xid_of(paths: Paths, name: str) -> int:
+    """The guest's context id: the running one, else S_CONTEXT, else allocated."""
+    from engine.runtime import state
+
+    running = state.read_value(paths.run_dir(name), "xid")
+    if running and running.isdigit() and state.init_identity(paths, name):
+        return int(running)
+    from engine.config import list_guests, load_guest
+
+    cfg = load_guest(paths, name)
+    if cfg.context is not None:
+        return cfg.context
+    known = allocated(paths).get(name)
+    if known is not None:
+        return known
+    reserved: set[int] = set()
+    for other in list_guests(paths):
+        if other == name:
+            continue
+        try:
+            ctx = load_guest(paths, other).context
+        except Exception:  # a broken neighbour config must not block this guest
+            continue
+        if ctx is not None:
+            reserved.add(ctx)
+    return assign(paths, name, None, reserved)

@@ -1,0 +1,190 @@
+"""Start / exec / stop of a guest, side by side with LXC and runc (run by hand, as root).
+
+    .venv/bin/python -m tests.bench.bench_runtime [--runs N]
+
+Prints the median wall time of:
+
+- ``vserver NAME start`` (returns when init runs), ``vserver NAME exec
+  /bin/true`` and ``vserver NAME stop`` on a busybox guest (and a
+  V_NETMODE=host variant, no network namespace set-up);
+- ``lxc-execute -- /bin/true`` (whole container life) and ``lxc-attach --
+  /bin/true`` on an LXC busybox container with ``lxc.net.0.type = empty``;
+- ``runc run`` of /bin/true on a bundle made from the same busybox tree;
+
+plus the supervisor's and vinit's memory per running guest (RSS/USS).
+Everything lives under a temporary root and is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from engine.config import update_config
+from engine.paths import Paths
+from engine.runtime import state
+
+
+def timed(cmd: list[str], **kw) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    return (time.perf_counter() - start) * 1000
+
+
+def median_ms(func: Callable[[], float], runs: int) -> float:
+    return statistics.median(func() for _ in range(runs))
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """(RSS, USS) in KiB from smaps_rollup."""
+    values = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if ":" in line and line.split()[1].isdigit():
+                key, rest = line.split(":", 1)
+                values[key] = int(rest.split()[0])
+    return values["Rss"], values["Private_Clean"] + values["Private_Dirty"]
+
+
+# -- ours -------------------------------------------------------------------------------
+
+
+def bench_ours(root: Path, runs: int, netmode: str | None) -> dict[str, float]:
+    paths = Paths.from_root(root)
+    name = f"bench{netmode or 'veth'}"
+    vs = [sys.executable, "-m", "vstui.cli.vserver", "--root", str(root)]
+    subprocess.run([*vs, name, "build", "-m", "busybox"], check=True, capture_output=True)
+    if netmode:
+        update_config(paths, name, {"V_NETMODE": netmode})
+    starts, stops = [], []
+    for _ in range(runs):
+        starts.append(timed([*vs, name, "start"]))
+        stops.append(timed([*vs, name, "stop"]))
+    subprocess.run([*vs, name, "start"], check=True)
+    try:
+        execs = median_ms(lambda: timed([*vs, name, "exec", "/bin/true"]), runs * 3)
+        run = state.read(paths, name)
+        sup = memory_kib(run.supervisor_pid or 0)
+        init = memory_kib(run.init_pid or 0)
+    finally:
+        subprocess.run([*vs, name, "stop"], check=True)
+    return {
+        "start": statistics.median(starts), "exec": execs, "stop": statistics.median(stops),
+        "sup_rss": sup[0], "sup_uss": sup[1], "init_rss": init[0], "init_uss": init[1],
+    }  # fmt: skip
+
+
+# -- peers --------------------------------------------------------------------------------
+
+
+def bench_lxc(base: Path, runs: int) -> dict[str, float] | None:
+    if not shutil.which("lxc-create"):
+        return None
+    lxcpath = base / "lxc"
+    lxcpath.mkdir()
+    name = "bb"
+    p = ["-P", str(lxcpath), "-n", name]
+    subprocess.run(["lxc-create", *p, "-t", "busybox"], check=True, capture_output=True)
+    config = lxcpath / name / "config"
+    text = "\n".join(
+        line for line in config.read_text().splitlines() if not line.startswith("lxc.net.")
+    )
+    config.write_text(text + "\nlxc.net.0.type = empty\n")
+    out: dict[str, float] = {}
+    try:
+        out["execute"] = median_ms(lambda: timed(["lxc-execute", *p, "--", "/bin/true"]), runs)
+        starts, stops = [], []
+        for _ in range(runs):
+            starts.append(timed(["lxc-start", *p, "-d"]))
+            subprocess.run(["lxc-wait", *p, "-s", "RUNNING", "-t", "10"], check=True)
+            stops.append(timed(["lxc-stop", *p, "-k"]))
+        out["start"], out["stop"] = statistics.median(starts), statistics.median(stops)
+        subprocess.run(["lxc-start", *p, "-d"], check=True)
+        subprocess.run(["lxc-wait", *p, "-s", "RUNNING", "-t", "10"], check=True)
+        out["attach"] = median_ms(lambda: timed(["lxc-attach", *p, "--", "/bin/true"]), runs * 3)
+        monitor = subprocess.run(["pgrep", "-f", f"lxc monitor.*{lxcpath}"],
+                                 capture_output=True, text=True).stdout.split()  # fmt: skip
+        if monitor:
+            out["monitor_rss"], out["monitor_uss"] = memory_kib(int(monitor[0]))
+        subprocess.run(["lxc-stop", *p, "-k"], check=True)
+    finally:
+        subprocess.run(["lxc-destroy", *p, "-f"], capture_output=True)
+    return out
+
+
+def bench_runc(base: Path, busybox_tree: Path, runs: int) -> float | None:
+    if not shutil.which("runc"):
+        return None
+    bundle = base / "bundle"
+    bundle.mkdir()
+    shutil.copytree(busybox_tree, bundle / "rootfs", symlinks=True)
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["/bin/true"]
+    spec["root"]["readonly"] = True
+    (bundle / "config.json").write_text(json.dumps(spec))
+    counter = iter(range(10**6))
+    root = base / "runc-state"
+    return median_ms(
+        lambda: timed(
+            [
+                "runc",
+                "--root",
+                str(root),
+                "run",
+                "-b",
+                str(bundle),
+                f"bench{os.getpid()}-{next(counter)}",
+            ]
+        ),  # fmt: skip
+        runs,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10)
+    runs = parser.parse_args().runs
+    base = Path(tempfile.mkdtemp(prefix="vstui-bench-", dir="/tmp"))
+    try:
+        ours = bench_ours(base / "root", runs, None)
+        host = bench_ours(base / "root", runs, "host")
+        tree = Paths.from_root(base / "root").guest_root("benchveth")
+        lxc = bench_lxc(base, runs)
+        runc = bench_runc(base, tree, runs)
+    finally:
+        subprocess.run([sys.executable, "-m", "vstui.cli.vserver", "--root", str(base / "root"),
+                        "benchveth", "stop"], capture_output=True)  # fmt: skip
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"median of {runs} runs (exec/attach: {runs * 3}), milliseconds")
+    print(f"{'':28}{'vserver':>10}{'vserver(host net)':>19}{'lxc':>10}{'runc':>10}")
+    lx = lxc or {}
+    row = "{:28}{:>10.1f}{:>19.1f}{:>10}{:>10}"
+    fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else "-"  # noqa: E731
+    print(row.format("start (to init running)", ours["start"], host["start"],
+                     fmt(lx.get("start")), "-"))  # fmt: skip
+    print(row.format("exec /bin/true | attach", ours["exec"], host["exec"],
+                     fmt(lx.get("attach")), "-"))  # fmt: skip
+    print(row.format("stop", ours["stop"], host["stop"], fmt(lx.get("stop")), "-"))
+    print(row.format("run /bin/true (whole life)", ours["start"] + ours["exec"] + ours["stop"],
+                     host["start"] + host["exec"] + host["stop"], fmt(lx.get("execute")),
+                     fmt(runc)))  # fmt: skip
+    print(f"ratio exec / lxc-attach: {ours['exec'] / lx['attach']:.1f}x" if lx else "")
+    print(f"memory per guest: supervisor RSS {ours['sup_rss']} KiB, USS {ours['sup_uss']} KiB; "
+          f"vinit RSS {ours['init_rss']} KiB, USS {ours['init_uss']} KiB"
+          + (f"; lxc monitor RSS {lx['monitor_rss']} KiB, USS {lx['monitor_uss']} KiB"
+             if "monitor_rss" in lx else ""))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""``vserver NAME build|delete|start|stop|restart|status|running|enter|exec|suexec``
+and ``vserver --onboot start|stop``, with util-vserver's wording and exit codes.
+
+Imports stay inside the commands: ``vserver NAME exec`` loads only the
+runtime's state and enter modules.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from engine.errors import VstuiError
+from engine.paths import Paths
+
+TOOL = "vserver"
+EXIT_STOPPED = 3  # util-vserver: `status` of a stopped guest
+
+
+def _warn(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _usage(name: str, text: str) -> int:
+    _warn(f"{TOOL}: {name}: usage: vserver NAME {text}")
+    return 2
+
+
+# -- build / delete ------------------------------------------------------------------
+
+
+def _parse_build(name: str, args: Sequence[str]) -> tuple[str, str | None, list[str], dict]:
+    template, hostname, addresses, options = "skeleton", None, [], {}
+    words = list(args)
+    while words:
+        word = words.pop(0)
+        if word in ("-m", "--method", "--template") and words:
+            template = words.pop(0)
+        elif word == "--hostname" and words:
+            hostname = words.pop(0)
+        elif word == "--interface" and words:
+            addresses.append(words.pop(0))
+        elif word == "--context" and words:
+            options["context"] = words.pop(0)
+        elif word == "--set" and words and "=" in words[0]:
+            key, _, value = words.pop(0).partition("=")
+            options[key] = value
+        elif word == "--":
+            continue
+        else:
+            raise VstuiError(
+                f"build: unknown option '{word}'; use -m TEMPLATE [--hostname H] "
+                "[--interface ADDR]... [--context N] [--set KEY=VALUE]...",
+                name,
+            )
+    return template, hostname, addresses, options
+
+
+def cmd_build(paths: Paths, name: str, args: Sequence[str]) -> int:
+    from engine import rootfs
+
+    template, hostname, addresses, options = _parse_build(name, args)
+    rootfs.build(paths, name, template=template, hostname=hostname, addresses=addresses,
+                 options=options)  # fmt: skip
+    return 0
+
+
+def cmd_delete(paths: Paths, name: str, args: Sequence[str]) -> int:
+    from engine import rootfs
+
+    force = "--force" in args or "-f" in args
+    rootfs.delete(paths, name, force=force)
+    try:
+        from engine.runtime.xid import forget
+
+        forget(paths, name)
+    except OSError:
+        pass
+    return 0
+
+
+# -- start / stop ---------------------------------------------------------------------
+
+
+def cmd_start(paths: Paths, name: str, args: Sequence[str]) -> int:
+    from engine.errors import GuestRunning
+    from engine.runtime.start import start
+
+    try:
+        start(paths, name)
+    except GuestRunning:
+        _warn(f"vserver '{name}' already running")
+    return 0
+
+
+def cmd_stop(paths: Paths, name: str, args: Sequence[str]) -> int:
+    from engine.runtime.stop import stop
+
+    if not stop(paths, name):
+        _warn(f"vserver '{name}' is not running")
+    return 0
+
+
+def cmd_restart(paths: Paths, name: str, args: Sequence[str]) -> int:
+    cmd_stop(paths, name, args)
+    return cmd_start(paths, name, args)
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+def format_uptime(seconds: float) -> str:
+    """util-vserver's ``D days, HH:MM`` or ``HH:MM``."""
+    minutes = int(seconds // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    clock = f"{hours:02d}:{minutes:02d}"
+    return f"{days} days, {clock}" if days else clock
+
+
+def _stats(paths: Paths, name: str):
+    from engine.cgroups import manager
+
+    cg = manager()
+    rel = paths.cgroup_name(name)
+    if not cg.exists(rel):
+        return None
+    return cg.stats(rel)
+
+
+def cmd_status(paths: Paths, name: str, args: Sequence[str]) -> int:
+    from engine.runtime.state import read
+
+    current = read(paths, name)
+    as_json = "--json" in args
+    if not current.running:
+        if as_json:
+            import json
+
+            print(json.dumps({"name": name, "state": "stopped", "running": False}))
+        else:
+            print(f"Vserver '{name}' is stopped")
+        return EXIT_STOPPED
+    stats = _stats(paths, name)
+    nproc = stats.nproc if stats is not None else None
+    if as_json:
+        import dataclasses
+        import json
+
+        data = {
+            "name": name, "state": current.state, "running": True, "xid": current.xid,
+            "init_pid": current.init_pid, "supervisor_pid": current.supervisor_pid,
+            "started": current.started, "uptime": current.uptime, "processes": nproc,
+            "stats": dataclasses.asdict(stats) if stats is not None else None,
+        }  # fmt: skip
+        print(json.dumps(data))
+        return 0
+    print(f"Vserver '{name}' is running at context '{current.xid}'")
+    print(f"Number of processes: {nproc if nproc is not None else '?'}")
+    print(f"Uptime: {format_uptime(current.uptime or 0)}")
+    return 0
+
+
+def cmd_running(paths: Paths, name: str, args: Sequence[str]) -> int:
+    from engine.runtime.state import init_identity
+
+    return 0 if init_identity(paths, name) else 1
+
+
+# -- enter / exec -----------------------------------------------------------------------------
+
+
+def _command(args: Sequence[str]) -> list[str]:
+    words = list(args)
+    if words and words[0] == "--":
+        words = words[1:]
+    return words
+
+
+def cmd_exec(paths: Paths, name: str, args: Sequence[str]) -> int:
+    from engine.runtime.enter import exec_in
+
+    argv = _command(args)
+    if not argv:
+        return _usage(name, "exec COMMAND [ARGS...]")
+    return exec_in(paths, name, argv)
+
+
+def cmd_suexec(paths: Paths, name: str, args: Sequence[str]) -> int:
+    from engine.runtime.enter import exec_in
+
+    words = _command(args)
+    if len(words) < 2:
+        return _usage(name, "suexec USER COMMAND [ARGS...]")
+    return exec_in(paths, name, words[1:], user=words[0])
+
+
+def cmd_enter(paths: Paths, name: str, args: Sequence[str]) -> int:
+    from engine.runtime.enter import exec_in
+
+    words = _command(args)
+    return exec_in(paths, name, words or None, tty=None)
+
+
+# -- onboot -------------------------------------------------------------------------------------
+
+
+def cmd_onboot(paths: Paths, args: Sequence[str]) -> int:
+    from engine.runtime.onboot import onboot
+
+    if len(args) != 1 or args[0] not in ("start", "stop"):
+        _warn(f"{TOOL}: usage: vserver --onboot start|stop")
+        return 2
+    failures = onboot(paths, args[0], report=_warn)
+    return 1 if failures else 0
