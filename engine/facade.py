@@ -1,0 +1,296 @@
+"""One object for every operation the console uses, with a read-only mode.
+
+``Engine(paths, read_only)`` delegates to the engine's parts
+(``engine.runtime``, ``engine.rootfs``, ``engine.config``, ``engine.cgroups``,
+``engine.net``, ``engine.observe``), imported lazily so that opening the
+console does not pay for parts it never uses. In read-only mode every
+mutating call raises ``ReadOnlyError`` before it imports or touches anything:
+the UI hides those actions, and this is the second, independent gate
+(k9s#857: a check that lives only in the UI leaks).
+
+A part that is not in this build raises ``VstuiError`` saying so, never a
+traceback and never a made-up result.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal as _signal
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+from engine.errors import (
+    KernelError,
+    ReadOnlyError,
+    VstuiError,
+)
+from engine.paths import Paths
+
+T = TypeVar("T")
+
+# NAME.conf keys whose new value a running guest takes at once, and how.
+LIVE_CGROUP_KEYS = frozenset({"V_MEMORY", "V_PIDS", "V_CPU_WEIGHT", "V_CPU_QUOTA", "ULIMIT"})
+LIVE_NET_KEYS = frozenset({"V_BANDWIDTH_OUT", "V_BANDWIDTH_IN"})
+LIVE_DISK_KEYS = frozenset({"V_DISK"})
+LIVE_KEYS = LIVE_CGROUP_KEYS | LIVE_NET_KEYS | LIVE_DISK_KEYS
+
+MUTATING = frozenset(
+    {
+        "start",
+        "stop",
+        "restart",
+        "build",
+        "delete",
+        "exec",
+        "enter",
+        "kill",
+        "save_config",
+        "apply_limits",
+    }
+)
+"""Every facade operation that changes the host; refused in read-only mode."""
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    """What a configuration save did: applied live, and what waits for a restart."""
+
+    name: str
+    changed: tuple[str, ...]
+    applied: tuple[str, ...] = ()  # keys the running guest took at once
+    needs_restart: tuple[str, ...] = ()  # keys that take effect at the next start
+    errors: tuple[str, ...] = ()  # live-apply failures (the file is saved anyway)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One audit finding, as the console shows it."""
+
+    severity: str
+    title: str
+    fix: str = ""
+    guest: str | None = None
+    why: str = ""
+
+
+@dataclass(slots=True)
+class Engine:
+    """The console's single door to the engine."""
+
+    paths: Paths
+    read_only: bool = False
+    _modules: dict[str, ModuleType] = field(default_factory=dict, repr=False)
+
+    # -- plumbing ------------------------------------------------------
+    def _refuse(self, op: str, name: str | None = None) -> None:
+        """Raise ReadOnlyError for a mutating ``op`` in read-only mode."""
+        if self.read_only and op in MUTATING:
+            raise ReadOnlyError(
+                f"{op} refused: the console is read-only (run as root without --read-only)",
+                name,
+            )
+
+    def _mod(self, dotted: str) -> ModuleType:
+        """Import an engine part on first use; say plainly if it is not built."""
+        if dotted not in self._modules:
+            try:
+                self._modules[dotted] = importlib.import_module(dotted)
+            except ModuleNotFoundError as exc:
+                if exc.name and not dotted.startswith(exc.name) and exc.name != dotted:
+                    raise
+                raise VstuiError(f"{dotted} is not available in this build") from exc
+        return self._modules[dotted]
+
+    def available(self, dotted: str) -> bool:
+        """Whether an engine part can be imported (for 'not available' screens)."""
+        try:
+            self._mod(dotted)
+        except VstuiError:
+            return False
+        return True
+
+    # -- reading (allowed in read-only mode) ----------------------------
+    def snapshot_source(self) -> Any:
+        """An ``Observer`` for this root (engine.observe)."""
+        return self._mod("engine.observe").Observer(self.paths)
+
+    def list_guests(self) -> list[str]:
+        return list(self._mod("engine.config").list_guests(self.paths))
+
+    def load_config(self, name: str) -> Any:
+        return self._mod("engine.config").load_guest(self.paths, name)
+
+    def log_tail(self, name: str, lines: int = 200) -> list[str]:
+        """The last ``lines`` lines of the guest's console log (empty if none)."""
+        return tail_file(self.paths.log_file(name), lines)
+
+    def audit(self) -> list[Finding]:
+        """Findings of engine.audit (worst first), plus what it could not read."""
+        report = self._mod("engine.audit").run_audit(self.paths)
+        found = [Finding(f.severity, f.title, f.fix, f.guest, f.why) for f in report.findings]
+        found += [
+            Finding("unread", f"not checked: {u.what} ({u.reason})", "", u.guest)
+            for u in report.unreadable
+        ]
+        return found
+
+    def enter_argv(self, name: str) -> list[str]:
+        """The command that opens a login shell in the guest on this terminal."""
+        self._refuse("enter", name)
+        return [*self._vserver(), name, "enter"]
+
+    # -- guests --------------------------------------------------------
+    def start(self, name: str) -> None:
+        self._refuse("start", name)
+        self._mod("engine.runtime").start(self.paths, name)
+
+    def stop(self, name: str) -> None:
+        self._refuse("stop", name)
+        self._mod("engine.runtime").stop(self.paths, name)
+
+    def restart(self, name: str) -> None:
+        self._refuse("restart", name)
+        self._mod("engine.runtime").restart(self.paths, name)
+
+    def build(
+        self, name: str, template: str = "skeleton", hostname: str | None = None,
+        addresses: Iterable[str] = (),
+    ) -> Any:  # fmt: skip
+        self._refuse("build", name)
+        rootfs = self._mod("engine.rootfs")
+        return rootfs.build(
+            self.paths, name, template=template, hostname=hostname, addresses=tuple(addresses)
+        )
+
+    def delete(self, name: str, force: bool = False) -> None:
+        self._refuse("delete", name)
+        self._mod("engine.rootfs").delete(self.paths, name, force=force)
+
+    def exec_argv(self, name: str, command: str) -> list[str]:
+        """The command that runs ``command`` (a shell line) in the guest.
+
+        Returned rather than run so the console can stream its output into a
+        pane; the read-only gate applies before anything is spawned.
+        """
+        self._refuse("exec", name)
+        return [*self._vserver(), name, "exec", "/bin/sh", "-c", command]
+
+    def _vserver(self) -> list[str]:
+        return [sys.executable, "-m", "vstui.cli.vserver", "--root", str(self.paths.root)]
+
+    # -- processes -----------------------------------------------------
+    def kill(self, pid: int, starttime: int, sig: int = _signal.SIGTERM, guest: str = "") -> None:
+        """Signal one process, only if it is still the one the user picked.
+
+        engine.procs re-checks (pid, starttime, context) through a pidfd just
+        before signalling, so a PID reused since the snapshot is never hit,
+        and refuses a private guest's processes.
+        """
+        self._refuse("kill", guest or None)
+        signals = self._mod("engine.procs.signals")
+        nspid = pid
+        target = signals.Target(pid=pid, starttime=starttime, guest=guest or None, nspid=nspid)
+        for outcome in signals.send(self.paths, [target], int(sig)):
+            if outcome.error is not None:
+                raise VstuiError(f"process {pid}: {outcome.error}", guest or None)
+
+    # -- configuration -------------------------------------------------
+    def save_config(self, name: str, changes: Mapping[str, str | None]) -> SaveResult:
+        """Write NAME.conf atomically, then apply what a running guest can take live."""
+        self._refuse("save_config", name)
+        config = self._mod("engine.config")
+        cfg = config.update_config(self.paths, name, dict(changes))
+        keys = tuple(sorted(changes))
+        live = tuple(k for k in keys if k in LIVE_KEYS)
+        later = tuple(k for k in keys if k not in LIVE_KEYS)
+        if not live or not self._running(name):
+            return SaveResult(name, keys, (), later)
+        applied, errors = self._apply(cfg, live)
+        return SaveResult(name, keys, applied, later, errors)
+
+    def apply_limits(self, name: str) -> SaveResult:
+        """Apply every limit of NAME.conf to the running guest."""
+        self._refuse("apply_limits", name)
+        cfg = self.load_config(name)
+        applied, errors = self._apply(cfg, tuple(sorted(LIVE_KEYS)))
+        return SaveResult(name, (), applied, (), errors)
+
+    def _running(self, name: str) -> bool:
+        try:
+            return bool(self._mod("engine.runtime").is_running(self.paths, name))
+        except VstuiError:
+            return False
+
+    def _apply(self, cfg: Any, keys: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        steps: list[tuple[frozenset[str], Callable[[], None]]] = [
+            (LIVE_CGROUP_KEYS, lambda: self._apply_cgroup(cfg)),
+            (LIVE_NET_KEYS, lambda: self._mod("engine.net").set_bandwidth(cfg, self.paths)),
+            (
+                LIVE_DISK_KEYS,
+                lambda: self._mod("engine.rootfs").set_quota(cfg, self.paths, cfg.disk),
+            ),
+        ]
+        applied: list[str] = []
+        errors: list[str] = []
+        for group, step in steps:
+            wanted = [k for k in keys if k in group]
+            if not wanted:
+                continue
+            try:
+                step()
+                applied.extend(wanted)
+            except VstuiError as exc:
+                errors.append(f"{', '.join(wanted)}: {exc.message}")
+        return tuple(applied), tuple(errors)
+
+    def _apply_cgroup(self, cfg: Any) -> None:
+        cgroups = self._mod("engine.cgroups")
+        limits = cgroups.Limits(
+            memory=cfg.memory, pids=cfg.pids_limit(), cpu_weight=cfg.cpu_weight,
+            cpu_quota=cfg.cpu_quota,
+        )  # fmt: skip
+        cgroups.manager().apply(self.paths.cgroup_name(cfg.name), limits)
+
+
+def read_starttime(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks after boot), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm may hold spaces and parentheses: split after the last ')'.
+    rest = data[data.rindex(b")") + 2 :].split()
+    return int(rest[19])
+
+
+def tail_file(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a text file, reading only its end."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise KernelError.from_oserror("read", exc) from exc
+    text = data.decode("utf-8", "replace").splitlines()
+    return text[-lines:]
+
+
+__all__ = [
+    "LIVE_KEYS",
+    "MUTATING",
+    "Engine",
+    "Finding",
+    "SaveResult",
+    "read_starttime",
+    "tail_file",
+]

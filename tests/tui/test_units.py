@@ -1,0 +1,202 @@
+"""The console's pure parts: formatting, process views, themes, keymap, facade gate."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from engine.errors import ReadOnlyError, VstuiError
+from engine.facade import MUTATING, Engine, read_starttime, tail_file
+from engine.paths import Paths
+from tests.tui.fakes import big_snapshot, proc, small_snapshot
+from vstui.app import fmt
+from vstui.app.keymap import load_keymap, parse_keymap
+from vstui.app.procview import ViewSpec, build_view, matcher
+from vstui.app.themes import SHIPPED_DIR, load_themes, parse_theme
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(None, "-"), (512, "512"), (1536, "1.5K"), (256 << 20, "256M"), (3 << 30, "3.0G")],
+)
+def test_size(value, text):
+    assert fmt.size(value) == text
+
+
+def test_rate_duration_bar_sparkline():
+    assert fmt.rate(1250) == "10k" and fmt.rate(0) == "0b"
+    assert fmt.bits(10_000_000) == "10Mbit/s" and fmt.bits(None) == "unlimited"
+    assert [fmt.duration(s) for s in (None, 5, 125, 3725, 90000)] == [
+        "-",
+        "5s",
+        "2m",
+        "1h02m",
+        "1d01h",
+    ]
+    assert fmt.bar(0.5, 4) == "██░░" and fmt.bar(None, 3) == "   " and fmt.bar(2.0, 2) == "██"
+    assert fmt.sparkline([0, 50, 100], 4, top=100) == " ▁▅█"
+    assert fmt.used_of(None, 5) == "?" and fmt.used_of(1024, None) == "1.0K/-"
+
+
+def test_config_round_trip_formats():
+    assert fmt.config_size(256 << 20) == "256M" and fmt.config_size(1000) == "1000"
+    assert fmt.config_rate(10_000_000) == "10mbit" and fmt.config_rate(None) == ""
+    assert fmt.config_percent(150.0) == "150%"
+
+
+def test_matcher_substring_regex_inverse():
+    assert matcher("HTTP")("httpd -f")
+    assert matcher("^post")("postgres") and not matcher("^post")("xpostgres")
+    assert matcher("!sleep")("httpd") and not matcher("!sleep")("sleep 1")
+    assert matcher("[unclosed")("a [unclosed b")  # bad regex: plain substring
+
+
+def test_flat_sort_is_stable_on_pid():
+    rows = [proc(5, 1, "a", 1, "x"), proc(3, 1, "a", 1, "y"), proc(4, 1, "a", 1, "z")]
+    view = build_view(rows, ViewSpec(sort="cpu", reverse=False))
+    assert [k[0] for k in view.order] == [3, 4, 5]
+
+
+def test_tree_orders_children_under_parents_with_prefixes():
+    view = build_view(small_snapshot().procs, ViewSpec(sort="pid", reverse=False, tree=True))
+    pids = [k[0] for k in view.order]
+    assert pids == [1, 400, 401, 1101, 1102, 1103, 1104, 1201, 1202, 1203]
+    assert view.prefixes[(401, 501)] == "│  └─ "
+    assert (1, 101) not in view.prefixes
+
+
+def test_tree_filter_by_guest_makes_orphans_roots():
+    view = build_view(small_snapshot().procs, ViewSpec(guest="db", tree=True, sort="pid",
+                                                      reverse=False))  # fmt: skip
+    assert [k[0] for k in view.order] == [1201, 1202, 1203]
+
+
+def test_tree_survives_a_deep_chain():
+    rows = [proc(i, i - 1, "a", 1, "sh") for i in range(2, 3000)]
+    assert len(build_view(rows, ViewSpec(tree=True)).order) == 2998
+
+
+def test_view_of_10k_rows_is_built():
+    snap = big_snapshot(10_000, 50)
+    assert len(build_view(snap.procs, ViewSpec(tree=True)).order) == 10_000
+    assert len(build_view(snap.procs, ViewSpec(text="--id 99")).order) == 111
+
+
+def test_shipped_themes_all_load():
+    themes, failures = load_themes([SHIPPED_DIR])
+    assert failures == []
+    assert {"dark", "light", "high-contrast", "ansi"} <= set(themes)
+    assert themes["ansi"].ansi and not themes["light"].dark
+
+
+def test_bad_theme_files_fail_soft(tmp_path):
+    (tmp_path / "broken.toml").write_text("this is = = not toml")
+    (tmp_path / "noprimary.toml").write_text("[colors]\nbackground = '#000000'\n")
+    (tmp_path / "badcolour.toml").write_text("[colors]\nprimary = 'not-a-colour'\n")
+    (tmp_path / "good.toml").write_text("[colors]\nprimary = '#123456'\n")
+    themes, failures = load_themes([tmp_path])
+    assert set(themes) == {"good"}
+    assert sorted(p.name for p, _ in failures) == [
+        "badcolour.toml",
+        "broken.toml",
+        "noprimary.toml",
+    ]
+    with pytest.raises(ValueError, match="unknown colour"):
+        parse_theme("x", {"colors": {"primary": "#fff", "bogus": "#000"}})
+
+
+def test_keymap_by_binding_id(tmp_path):
+    keymap, problems = parse_keymap({"keys": {"kill": "f9, K", "nope": "x", "enter": ""}})
+    assert keymap == {"vstui.kill": "f9,K"}
+    assert len(problems) == 2
+    path = tmp_path / "keymap.toml"
+    path.write_text('[keys]\nenter = "ctrl+e"\n')
+    assert load_keymap(path) == ({"vstui.enter": "ctrl+e"}, [])
+    path.write_text("[keys\n")
+    assert load_keymap(path)[1]
+
+
+# -- the facade's read-only gate ------------------------------------------
+class Untouchable(Engine):
+    """A read-only engine whose parts explode if anything reaches them."""
+
+    def _mod(self, dotted):
+        raise AssertionError(f"read-only facade touched {dotted}")
+
+
+CALLS = {
+    "start": lambda e: e.start("web"),
+    "stop": lambda e: e.stop("web"),
+    "restart": lambda e: e.restart("web"),
+    "build": lambda e: e.build("web"),
+    "delete": lambda e: e.delete("web"),
+    "exec": lambda e: e.exec_argv("web", "true"),
+    "enter": lambda e: e.enter_argv("web"),
+    "kill": lambda e: e.kill(1, 0, signal.SIGTERM, "web"),
+    "save_config": lambda e: e.save_config("web", {"V_MEMORY": "1G"}),
+    "apply_limits": lambda e: e.apply_limits("web"),
+}
+
+
+def test_every_mutating_call_is_covered():
+    assert set(CALLS) == MUTATING
+
+
+@pytest.mark.parametrize("op", sorted(CALLS))
+def test_read_only_facade_refuses_before_touching(tmp_path, op):
+    engine = Untouchable(Paths.from_root(tmp_path), read_only=True)
+    with pytest.raises(ReadOnlyError, match="read-only"):
+        CALLS[op](engine)
+
+
+def test_read_only_kill_leaves_the_process_alive(tmp_path):
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        engine = Engine(Paths.from_root(tmp_path), read_only=True)
+        with pytest.raises(ReadOnlyError):
+            engine.kill(sleeper.pid, read_starttime(sleeper.pid), signal.SIGKILL)
+        time.sleep(0.05)
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_kill_refuses_a_reused_pid(tmp_path):
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        engine = Engine(Paths.from_root(tmp_path))
+        with pytest.raises(VstuiError, match="exited"):
+            engine.kill(sleeper.pid, read_starttime(sleeper.pid) - 1)
+        assert sleeper.poll() is None
+        engine.kill(sleeper.pid, read_starttime(sleeper.pid))
+        assert sleeper.wait(5) == -signal.SIGTERM
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_reading_is_allowed_and_missing_parts_are_named(tmp_path):
+    engine = Engine(Paths.from_root(tmp_path), read_only=True)
+    assert engine.log_tail("web") == []
+    log = engine.paths.log_file("web")
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f"line {i}\n" for i in range(500)))
+    assert tail_file(log, 3) == ["line 497", "line 498", "line 499"]
+    assert not engine.available("engine.nosuchpart")
+    with pytest.raises(VstuiError, match="not available in this build"):
+        engine._mod("engine.nosuchpart")
+
+
+def test_main_routes_audit_and_checks_the_delay(capsys):
+    from vstui.app import main as main_mod
+
+    assert main_mod._first_word(["--root", "audit", "--read-only"]) is None
+    assert main_mod._first_word(["--root", "/x", "audit", "--json"]) == 2
+    with pytest.raises(SystemExit):
+        main_mod.parse_args(["-d", "0.1"])
+    assert "minimum is 0.5" in capsys.readouterr().err
+    assert main_mod.parse_args(["-d", "2", "--theme", "ansi"]).delay == 2.0

@@ -1,0 +1,302 @@
+"""The vstui console: polling, screens, and the guest operations.
+
+Data flows one way: a thread worker takes a snapshot off the UI thread,
+posts it, and the screen on top updates its rows by key. The next poll is
+armed only after one finishes (dolphie), so polls never overlap and a slow
+/proc walk stretches the interval instead of piling up.
+
+Every operation that changes the host goes through ``check_action`` (the
+registry's ``allowed``), and then again through the engine facade, which
+refuses it in read-only mode before touching anything.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterable
+from typing import ClassVar
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+from textual.worker import Worker, WorkerState
+
+from engine.errors import VstuiError
+from engine.facade import Engine, SaveResult
+from engine.observe.model import ProcRow, Snapshot
+from vstui.app.actions import allowed, bindings
+from vstui.app.commands import VstuiCommands
+from vstui.app.history import History
+from vstui.app.screens.audit import AuditScreen
+from vstui.app.screens.base import VstuiScreen
+from vstui.app.screens.detail import DetailScreen
+from vstui.app.screens.editor import EditorScreen
+from vstui.app.screens.guests import GuestsScreen
+from vstui.app.screens.help import HelpScreen
+from vstui.app.screens.procs import ProcessesScreen
+from vstui.app.shell import ShellRunner, SuspendRunner
+from vstui.app.source import SnapshotSource
+from vstui.app.themes import DEFAULT_THEME, load_themes
+from vstui.app.widgets.dialogs import ConfirmDialog, ExecOutput, FormDialog, TypeNameDialog
+
+MIN_INTERVAL = 0.5
+
+
+class SnapshotReady(Message):
+    """A new snapshot from the poll worker; newer ones replace older unread ones."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        super().__init__()
+        self.snap = snap
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, SnapshotReady)
+
+
+class VstuiApp(App[int]):
+    """Linux virtual servers at a glance, with start/enter/exec/kill."""
+
+    TITLE = "vstui"
+    CSS = "Screen { background: $background; }"
+    BINDINGS: ClassVar = [*bindings("app"), Binding("ctrl+c", "quit", show=False)]
+    COMMANDS = App.COMMANDS | {VstuiCommands}
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(
+        self,
+        engine: Engine,
+        source: SnapshotSource,
+        *,
+        interval: float = 1.0,
+        theme: str | None = None,
+        runner: ShellRunner | None = None,
+        first_screen: str = "guests",
+        keymap: dict[str, str] | None = None,
+        notices: Iterable[str] = (),
+    ) -> None:
+        super().__init__()
+        self.engine = engine
+        self.source = source
+        self.interval = max(MIN_INTERVAL, interval)
+        self.runner = runner or SuspendRunner()
+        self.first_screen = first_screen
+        self.snapshot: Snapshot | None = None
+        self.history = History()
+        self.keymap = keymap or {}
+        self._notices = list(notices)
+        self._poll_error = ""
+        self._theme_name = theme or DEFAULT_THEME
+        self.suspended = False
+
+    @property
+    def read_only(self) -> bool:
+        return self.engine.read_only
+
+    # -- start-up ------------------------------------------------------
+    def on_mount(self) -> None:
+        self._load_themes()
+        if self.keymap:
+            self.set_keymap(self.keymap)
+        for text in self._notices:
+            self.notify(text, severity="warning", timeout=8)
+        self.push_screen(GuestsScreen())
+        if self.first_screen == "processes":
+            self.push_screen(ProcessesScreen())
+        elif self.first_screen == "audit":
+            self.push_screen(AuditScreen())
+        self.poll()
+
+    def _load_themes(self) -> None:
+        themes, failures = load_themes()
+        for theme in themes.values():
+            self.register_theme(theme)
+        if failures:
+            names = ", ".join(f"{p.name} ({err})" for p, err in failures)
+            self.notify(f"failed to read {len(failures)} theme(s): {names}", severity="warning")
+        if self._theme_name in themes or self._theme_name in self.available_themes:
+            self.theme = self._theme_name
+        else:
+            self.notify(
+                f"unknown theme '{self._theme_name}'; using {DEFAULT_THEME}", severity="warning"
+            )
+            self.theme = DEFAULT_THEME if DEFAULT_THEME in themes else "textual-dark"
+
+    # -- polling -------------------------------------------------------
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False, description="snapshot")
+    def poll(self) -> None:
+        self.post_message(SnapshotReady(self.source.snapshot()))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group == "poll":
+            if event.state == WorkerState.ERROR:
+                text = f"snapshot failed: {worker.error}"
+                if text != self._poll_error:  # once per distinct failure, not every second
+                    self._poll_error = text
+                    self.notify(text, severity="error", timeout=10)
+            if event.state in (WorkerState.SUCCESS, WorkerState.ERROR):
+                self.set_timer(self.interval, self._next_poll)
+        elif event.state == WorkerState.ERROR:
+            self.notify(f"{worker.description or worker.name}: {worker.error}", severity="error")
+
+    def _next_poll(self) -> None:
+        if self.suspended:
+            self.set_timer(self.interval, self._next_poll)
+        else:
+            self.poll()
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        self._poll_error = ""
+        self.snapshot = message.snap
+        self.history.add(message.snap)
+        screen = self.screen
+        if isinstance(screen, VstuiScreen):
+            screen.show_snapshot(message.snap)
+
+    # -- the gate ------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return allowed(action, self.read_only)
+
+    # -- navigation ----------------------------------------------------
+    def action_help(self) -> None:
+        screen = self.screen
+        scope = getattr(screen, "SCOPE", "app") or "app"
+        title = getattr(screen, "TITLE_TEXT", "vstui")
+        self.push_screen(HelpScreen(scope, title, self.read_only, self.keymap))
+
+    def action_palette(self) -> None:
+        self.action_command_palette()
+
+    def _base(self) -> None:
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+
+    def action_show_guests(self) -> None:
+        self._base()
+
+    def action_show_processes(self) -> None:
+        self.open_processes()
+
+    def action_show_audit(self) -> None:
+        self._base()
+        self.push_screen(AuditScreen())
+
+    def go_back(self) -> None:
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
+
+    def open_detail(self, name: str, log: bool = False) -> None:
+        self.push_screen(DetailScreen(name, log=log))
+
+    def open_processes(self, guest: str | None = None) -> None:
+        self._base()
+        self.push_screen(ProcessesScreen(guest))
+
+    def open_editor(self, name: str) -> None:
+        self.push_screen(EditorScreen(name))
+
+    # -- operations (workers; errors become notifications) -------------
+    @work(thread=True, group="ops", exit_on_error=False, description="operation")
+    def _run(
+        self, what: str, call: Callable[[], object], done: Callable[[object], None] | None
+    ) -> None:
+        try:
+            result = call()
+        except VstuiError as exc:
+            who = f"{exc.guest}: " if exc.guest else ""
+            self.call_from_thread(self.notify, f"{what}: {who}{exc.message}", severity="error")
+            return
+        if done is not None:
+            self.call_from_thread(done, result)
+        else:
+            self.call_from_thread(self.notify, f"{what}: done")
+
+    def op_start(self, name: str) -> None:
+        self._run(f"start {name}", lambda: self.engine.start(name), None)
+
+    def op_stop(self, name: str) -> None:
+        self._run(f"stop {name}", lambda: self.engine.stop(name), None)
+
+    def op_restart(self, name: str) -> None:
+        dialog = ConfirmDialog(
+            f"Restart {name}?", f"Every process of {name} is stopped.", "Restart"
+        )
+        self.push_screen(dialog, lambda ok: ok and self.op_restart_now(name))
+
+    def op_restart_now(self, name: str) -> None:
+        self._run(f"restart {name}", lambda: self.engine.restart(name), None)
+
+    def op_build(self) -> None:
+        fields = [("name", "name (a hostname label)", ""), ("template", "template", "skeleton"),
+                  ("hostname", "hostname (default: the name)", ""),
+                  ("address", "address, e.g. 198.18.0.20/24 (optional)", "")]  # fmt: skip
+        self.push_screen(FormDialog("Build a new guest", fields, "Build"), self._build)
+
+    def _build(self, values: dict[str, str] | None) -> None:
+        if not values or not values.get("name"):
+            return
+        name = values["name"]
+        addresses = [values["address"]] if values.get("address") else []
+        call = lambda: self.engine.build(  # noqa: E731
+            name, values.get("template") or "skeleton", values.get("hostname") or None, addresses
+        )
+        self._run(f"build {name}", call, lambda _cfg: self.notify(f"built {name}"))
+
+    def op_delete(self, name: str) -> None:
+        body = f"Deletes {name}'s tree, image, configuration and state. This cannot be undone."
+        self.push_screen(
+            TypeNameDialog(f"Delete {name}?", body, name),
+            lambda ok: ok and self._run(f"delete {name}", lambda: self.engine.delete(name), None),
+        )
+
+    def op_enter(self, name: str) -> None:
+        """A login shell in the guest on the real terminal, then back."""
+        try:
+            argv = self.engine.enter_argv(name)
+        except VstuiError as exc:
+            self.notify(exc.message, severity="error")
+            return
+        self.suspended = True
+        try:
+            status = self.runner.interactive(self, argv)
+        except Exception as exc:  # SuspendNotSupported and OSError alike
+            self.notify(f"enter {name}: {exc}", severity="error")
+            return
+        finally:
+            self.suspended = False
+        self.notify(f"left {name} (exit status {status})")
+        self.refresh(layout=True)
+
+    def op_exec(self, name: str) -> None:
+        fields = [("command", "command run with /bin/sh -c in the guest", "")]
+        self.push_screen(FormDialog(f"Run in {name}", fields, "Run"), lambda v: self._exec(name, v))
+
+    def _exec(self, name: str, values: dict[str, str] | None) -> None:
+        if not values or not values.get("command"):
+            return
+        try:
+            argv = self.engine.exec_argv(name, values["command"])
+        except VstuiError as exc:
+            self.notify(exc.message, severity="error")
+            return
+        self.push_screen(ExecOutput(f"{name}: {values['command']}", argv))
+
+    def op_kill(self, targets: list[ProcRow], sig: signal.Signals) -> None:
+        def call() -> str:
+            failed = []
+            for p in targets:
+                try:
+                    self.engine.kill(p.pid, p.starttime, sig, p.guest)
+                except VstuiError as exc:
+                    failed.append(f"{p.pid}: {exc.message}")
+            if failed:
+                raise VstuiError("; ".join(failed))
+            return f"sent {sig.name} to {len(targets)} process(es)"
+
+        self._run("kill", call, lambda text: self.notify(str(text)))
+
+    def op_save(
+        self, name: str, changes: dict[str, str | None], done: Callable[[SaveResult], None]
+    ) -> None:
+        self._run(f"save {name}", lambda: self.engine.save_config(name, changes), done)

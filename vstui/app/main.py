@@ -1,0 +1,96 @@
+"""``vstui``: the console's command line.
+
+vstui [--root DIR] [--read-only] [--theme NAME] [-d SECONDS] [--demo]
+vstui audit ...        (the audit tool, vstui.cli.audit)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+USAGE = "vstui [--root DIR] [--read-only] [--theme NAME] [-d SECONDS] [--demo] [audit ...]"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vstui", usage=USAGE, description=(
+        "Console for Linux virtual servers: guests, processes, limits, audit."))  # fmt: skip
+    parser.add_argument("--root", metavar="DIR", help="host root prefix (default VSTUI_ROOT or /)")
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="show everything, change nothing (forced for non-root users)",
+    )
+    parser.add_argument(
+        "--theme",
+        metavar="NAME",
+        help="dark (default), light, high-contrast, ansi, or one of yours",
+    )
+    parser.add_argument(
+        "-d",
+        "--delay",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between updates (default 1, minimum 0.5)",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="build and start demo guests first, then open the console",
+    )
+    parser.add_argument("--screen", choices=("guests", "processes", "audit"), default=None,
+                        help=argparse.SUPPRESS)  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.delay < 0.5:
+        parser.error("-d: the minimum is 0.5 seconds")
+    return args
+
+
+def _audit(argv: Sequence[str]) -> int:
+    try:
+        module = importlib.import_module("vstui.cli.audit")
+    except ModuleNotFoundError:
+        print("vstui: audit: not available in this build", file=sys.stderr)
+        return 2
+    return int(module.main(list(argv)) or 0)
+
+
+WITH_VALUE = frozenset({"--root", "--theme", "-d", "--delay", "--screen"})
+
+
+def _first_word(args: list[str]) -> int | None:
+    """Index of the first positional word (skipping options and their values)."""
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg in WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            return i
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    i = _first_word(args_in)
+    if i is not None and args_in[i] == "audit":
+        # `vstui [--root DIR] audit ...`: hand the rest to the audit tool.
+        return _audit(args_in[:i] + args_in[i + 1 :])
+    args = parse_args(args_in)
+    from engine.errors import VstuiError
+    from vstui.app import run
+    from vstui.cli.common import report
+
+    try:
+        return run(root=args.root, read_only=args.read_only, theme=args.theme,
+                   interval=args.delay, demo=args.demo, screen=args.screen)  # fmt: skip
+    except VstuiError as exc:
+        return report("vstui", exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

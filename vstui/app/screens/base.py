@@ -1,0 +1,177 @@
+"""What every console screen shares: the read-only gate, the header, a filter
+box, the sort picker and the guest actions (which the app carries out).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Input, Static
+
+from engine.observe.model import Snapshot
+from vstui.app.actions import allowed
+from vstui.app.widgets.dialogs import PickDialog
+from vstui.app.widgets.linetable import LineTable
+from vstui.app.widgets.topbar import TopBar
+
+if TYPE_CHECKING:
+    from vstui.app.app import VstuiApp
+
+
+class VstuiScreen(Screen):
+    """Base screen: ``check_action`` is the read-only gate for its keys."""
+
+    SCOPE: ClassVar[str] = ""
+    TITLE_TEXT: ClassVar[str] = ""
+    DEFAULT_CSS = """
+    VstuiScreen #notice { height: auto; max-height: 2; color: $warning; padding: 0 1; }
+    VstuiScreen #notice.-empty { display: none; }
+    VstuiScreen #filter { dock: bottom; display: none; height: 3; }
+    VstuiScreen #filter.-shown { display: block; }
+    """
+
+    @property
+    def vapp(self) -> VstuiApp:
+        return self.app  # type: ignore[return-value]
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return allowed(action, self.vapp.read_only)
+
+    def top_bar(self) -> TopBar:
+        return TopBar(self.TITLE_TEXT, id="topbar")
+
+    def notice(self) -> Static:
+        return Static("", id="notice", classes="-empty", markup=False)
+
+    _notice_text = ""
+
+    def set_notice(self, text: str) -> None:
+        if text == self._notice_text:
+            return  # an update relayouts the screen: only when it changed
+        self._notice_text = text
+        box = self.query_one("#notice", Static)
+        box.update(text)
+        box.set_class(not text, "-empty")
+
+    def on_screen_resume(self) -> None:
+        if self.vapp.snapshot is not None:
+            self.show_snapshot(self.vapp.snapshot)
+
+    def show_snapshot(self, snap: Snapshot) -> None:
+        """Called by the app with each new snapshot while this screen is on top."""
+        self.query_one(TopBar).update_from(snap)
+
+    # -- guest actions (carried out by the app, gated there too) -------
+    def current_guest(self) -> str | None:
+        return None
+
+    def _guest_or_say(self) -> str | None:
+        name = self.current_guest()
+        if not name:
+            self.notify(
+                "select a guest first (the host row has no guest actions)", severity="warning"
+            )
+        return name
+
+    def action_start(self) -> None:
+        if name := self._guest_or_say():
+            self.vapp.op_start(name)
+
+    def action_stop(self) -> None:
+        if name := self._guest_or_say():
+            self.vapp.op_stop(name)
+
+    def action_restart(self) -> None:
+        if name := self._guest_or_say():
+            self.vapp.op_restart(name)
+
+    def action_enter(self) -> None:
+        if name := self._guest_or_say():
+            self.vapp.op_enter(name)
+
+    def action_exec(self) -> None:
+        if name := self._guest_or_say():
+            self.vapp.op_exec(name)
+
+    def action_edit(self) -> None:
+        if name := self._guest_or_say():
+            self.vapp.open_editor(name)
+
+    def action_back(self) -> None:
+        self.vapp.go_back()
+
+
+class TableScreen(VstuiScreen):
+    """A screen built around one LineTable, with ``/`` filter and sort picker."""
+
+    SORTS: ClassVar[tuple[tuple[str, str], ...]] = ()
+    paused = False
+
+    def filter_box(self) -> Input:
+        return Input(placeholder="filter: text or regex, !re inverts; enter keeps, esc clears",
+                     id="filter")  # fmt: skip
+
+    @property
+    def table(self) -> LineTable:
+        return self.query_one(LineTable)
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("-shown")
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value
+        self.redraw()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        if not event.value:
+            event.input.remove_class("-shown")
+        self.table.focus()
+
+    def action_back(self) -> None:
+        """Esc clears an open filter first, then goes back a screen."""
+        box = self.query_one("#filter", Input)
+        if box.has_focus or box.has_class("-shown"):
+            box.value = ""
+            box.remove_class("-shown")
+            self.table.focus()
+            return
+        self.vapp.go_back()
+
+    filter_text = ""
+
+    def action_sort(self) -> None:
+        self.app.push_screen(
+            PickDialog("Sort by", self.SORTS, self.table.sort_key or ""), self._sorted
+        )
+
+    def _sorted(self, key: str | None) -> None:
+        if key:
+            self.table.sort_key = key
+            self.redraw()
+            self.table.refresh()
+
+    def action_invert_sort(self) -> None:
+        self.table.sort_reverse = not self.table.sort_reverse
+        self.redraw()
+        self.table.refresh()
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self.query_one(TopBar).update_from(self.vapp.snapshot, paused=self.paused)
+        if not self.paused and self.vapp.snapshot is not None:
+            self.show_snapshot(self.vapp.snapshot)
+
+    def redraw(self) -> None:
+        """Recompute the table from the last snapshot shown."""
+
+    def compose_table(self) -> ComposeResult:
+        yield self.top_bar()
+        yield self.notice()
+        yield self.filter_box()

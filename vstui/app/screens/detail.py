@@ -1,0 +1,216 @@
+"""Guest detail: configuration summary, gauges with history, the guest's
+process tree, its console log tail and its addresses.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import ContentSwitcher, Footer, Log, Static
+
+from engine.errors import VstuiError
+from engine.observe.model import GuestStatus, Snapshot
+from vstui.app import fmt
+from vstui.app.actions import DETAIL, bindings
+from vstui.app.history import Series
+from vstui.app.screens.procs import GUEST_PROC_COLUMNS, ProcActions, format_guest_proc
+from vstui.app.widgets.linetable import LineTable
+from vstui.app.widgets.topbar import TopBar
+
+BAR = 16
+SPARK = 16
+
+
+class LogTail:
+    """Follows a console log by offset: only new bytes are read each time."""
+
+    def __init__(self, path: os.PathLike[str], lines: int = 200) -> None:
+        self.path = path
+        self.lines = lines
+        self.offset = 0
+
+    def read_new(self, first: list[str]) -> tuple[list[str], bool]:
+        """(new lines, reset) where reset means the log was rotated or truncated."""
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            return [], False
+        if self.offset == 0 or size < self.offset:
+            self.offset = size
+            return first, True
+        if size == self.offset:
+            return [], False
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(size - self.offset)
+        self.offset = size
+        return data.decode("utf-8", "replace").splitlines(), False
+
+
+def gauge_line(label: str, used: int | None, limit: int | None, unit=fmt.size) -> Text:
+    text = Text(f"{label:<5}")
+    if used is None:
+        return text + Text("not measured", style="dim")
+    ratio = used / limit if limit else None
+    text.append(f"{fmt.used_of(used, limit, unit):>13} ")
+    style = "red" if (ratio or 0) > 0.9 else "yellow" if (ratio or 0) > 0.7 else "green"
+    if ratio is None:
+        return text + Text("no limit", style="dim")
+    text.append(fmt.bar(ratio, BAR), style=style)
+    return text + Text(f" {ratio * 100:3.0f}%")
+
+
+def header_text(g: GuestStatus | None, cfg: object | None, cfg_error: str, hist: Series) -> Text:
+    """The detail header: what the guest is, then one gauge per resource."""
+    if g is None:
+        return Text("not in the last snapshot (deleted, or the observer failed)", style="yellow")
+    out = Text()
+    out.append(f"{g.name}  ", style="bold")
+    out.append(g.state, style="green" if g.state == "running" else "dim")
+    out.append(f"  xid {g.xid}  up {fmt.duration(g.uptime)}  init {g.init_pid or '-'}\n")
+    out.append(_config_summary(cfg, cfg_error) + "\n")
+    out.append("addr " + (" ".join(g.addresses) or "none") + "\n")
+    if g.missing:
+        out.append(f"not measured: {', '.join(g.missing)}\n", style="yellow")
+    out.append(gauge_line("MEM", g.memory.used, g.memory.limit))
+    out.append("  " + fmt.sparkline(hist.memory, SPARK, top=g.memory.limit or None) + "\n", "cyan")
+    out.append(gauge_line("PIDS", g.pids.used, g.pids.limit, unit=str) + "\n")
+    out.append(gauge_line("DISK", g.disk.used, g.disk.limit) + "\n")
+    out.append(f"CPU  {g.cpu_percent:12.1f}% ")
+    out.append(fmt.sparkline(hist.cpu, SPARK, top=100.0) + "\n", "cyan")
+    out.append(_net_line(g, hist))
+    return out
+
+
+def _net_line(g: GuestStatus, hist: Series) -> Text:
+    if g.net is None:
+        return Text("NET  no network figures" + (" (host mode)" if g.state == "running" else ""))
+    limit = g.bandwidth_out
+    text = Text(f"NET  rx {fmt.rate(g.net.rx_rate):>6} tx {fmt.rate(g.net.tx_rate):>6}")
+    text.append(f" / {fmt.bits(limit)} ")
+    if limit:
+        ratio = g.net.tx_rate * 8 / limit
+        text.append(fmt.bar(ratio, 8), "green" if ratio < 0.7 else "yellow")
+    top = limit / 8 if limit else None
+    text.append(" " + fmt.sparkline(hist.tx, SPARK, top=top), "magenta")
+    return text
+
+
+def _config_summary(cfg: object | None, error: str) -> str:
+    if cfg is None:
+        return f"config: {error}"
+    get = lambda attr, default=None: getattr(cfg, attr, default)  # noqa: E731
+    flags = " ".join(sorted(get("flags", ()) or ())) or "none"
+    caps = " ".join(get("caps", ()) or ()) or "default"
+    return (
+        f"host {get('hostname', '?')}  template {get('template', '?')}  "
+        f"net {get('netmode', '?')}  flags {flags}  caps {caps}"
+    )
+
+
+class DetailScreen(ProcActions):
+    """One guest: header with gauges, its process tree, its log."""
+
+    SCOPE = DETAIL
+    TITLE_TEXT = "Guest"
+    BINDINGS: ClassVar = bindings(DETAIL)
+    DEFAULT_CSS = """
+    DetailScreen #header { height: auto; max-height: 11; padding: 0 1; }
+    DetailScreen ContentSwitcher { height: 1fr; }
+    DetailScreen Log { height: 1fr; }
+    """
+
+    def __init__(self, name: str, log: bool = False) -> None:
+        super().__init__()
+        self.guest = name
+        self.tree = True
+        self.start_with_log = log
+        self.cfg: object | None = None
+        self.cfg_error = ""
+        self.tail: LogTail | None = None
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_table()
+        yield Static("", id="header", markup=False)
+        with ContentSwitcher(initial="procs"):
+            yield LineTable(GUEST_PROC_COLUMNS, format_guest_proc, id="procs")
+            yield Log(id="log", max_lines=2000)
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self.query_one(TopBar).title = f"Guest {self.guest}"
+        self.procs_table.sort_key, self.procs_table.sort_reverse = "pid", False
+        self.tail = LogTail(self.vapp.engine.paths.log_file(self.guest))
+        self.load_config()
+        self.procs_table.focus()
+        if self.start_with_log:
+            self.action_log()
+        if self.vapp.snapshot is not None:
+            self.show_snapshot(self.vapp.snapshot)
+
+    def load_config(self) -> None:
+        try:
+            self.cfg, self.cfg_error = self.vapp.engine.load_config(self.guest), ""
+        except VstuiError as exc:
+            self.cfg, self.cfg_error = None, exc.message
+
+    def on_screen_resume(self) -> None:
+        self.load_config()
+        super().on_screen_resume()
+
+    def current_guest(self) -> str | None:
+        return self.guest
+
+    def proc_rows(self, snap: Snapshot):
+        return tuple(p for p in snap.procs if p.guest == self.guest)
+
+    def show_snapshot(self, snap: Snapshot) -> None:
+        if self.paused:
+            return
+        super().show_snapshot(snap)
+        guest = snap.guest(self.guest)
+        text = header_text(guest, self.cfg, self.cfg_error, self.vapp.history.of(self.guest))
+        self.query_one("#header", Static).update(text)
+        self._update_log()
+
+    def _update_log(self) -> None:
+        switcher = self.query_one(ContentSwitcher)
+        if switcher.current != "log" or self.tail is None:
+            return
+        log = self.query_one(Log)
+        if not os.path.exists(self.tail.path):
+            if not self._said_no_log:
+                self._said_no_log = True
+                log.write_line(f"(no console log yet at {self.tail.path})")
+            return
+        try:
+            first = self.vapp.engine.log_tail(self.guest, 200) if self.tail.offset == 0 else []
+        except VstuiError as exc:
+            first = [f"cannot read the log: {exc.message}"]
+        lines, reset = self.tail.read_new(first)
+        if reset:
+            log.clear()
+            self._said_no_log = False
+            if not lines:
+                log.write_line(f"(empty log: {self.tail.path})")
+        if lines:
+            log.write_lines(lines)
+
+    _said_no_log = False
+
+    def action_log(self) -> None:
+        switcher = self.query_one(ContentSwitcher)
+        if switcher.current == "log":
+            switcher.current = "procs"
+            self.procs_table.focus()
+            return
+        switcher.current = "log"
+        if self.tail is not None:
+            self.tail.offset = 0
+        self.query_one(Log).clear()
+        self._said_no_log = False
+        self._update_log()
+        self.query_one(Log).focus()

@@ -1,0 +1,220 @@
+"""Processes: every process on the host with its context (what ``vtop`` opens).
+
+Also the process pane of the guest detail screen (``ProcPane``): tree or
+flat, sort by any column, filter by text and guest, follow, pause, mark
+rows with space and kill them through a signal picker and a confirmation
+that names PID, command and guest with Cancel focused.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import Footer
+
+from engine.observe.model import HOST_NAME, ProcRow, Snapshot
+from vstui.app import fmt
+from vstui.app.actions import PROCS, bindings
+from vstui.app.procview import ViewSpec, build_view, guest_label
+from vstui.app.screens.base import TableScreen
+from vstui.app.widgets.dialogs import ConfirmDialog, PickDialog
+from vstui.app.widgets.linetable import Cell, Column, LineTable
+
+PROC_COLUMNS = (
+    Column("pid", "PID", 7, right=True),
+    Column("guest", "GUEST", 10),
+    Column("nspid", "VPID", 6, right=True),
+    Column("user", "USER", 8),
+    Column("state", "S", 1),
+    Column("cpu", "CPU%", 5, right=True),
+    Column("rss", "RSS", 6, right=True),
+    Column("command", "COMMAND", 0, min_width=20),
+)
+GUEST_PROC_COLUMNS = tuple(c for c in PROC_COLUMNS if c.key != "guest")
+
+SORTS = (
+    ("cpu", "CPU%"), ("rss", "memory (RSS)"), ("pid", "PID"), ("nspid", "PID in guest"),
+    ("guest", "guest"), ("user", "user"), ("state", "state"), ("time", "CPU time"),
+    ("threads", "threads"), ("command", "command"),
+)  # fmt: skip
+
+SIGNALS = (
+    ("TERM", "15 TERM  ask to exit (default)"),
+    ("INT", " 2 INT    interrupt"),
+    ("HUP", " 1 HUP    hang up / reload"),
+    ("QUIT", " 3 QUIT   quit with core"),
+    ("KILL", " 9 KILL   force, cannot be caught"),
+    ("STOP", "19 STOP   freeze"),
+    ("CONT", "18 CONT   continue"),
+    ("USR1", "10 USR1   user signal 1"),
+    ("USR2", "12 USR2   user signal 2"),
+)
+STATE_STYLE = {"R": "green", "D": "red", "Z": "red", "T": "yellow"}
+
+
+def format_proc(p: ProcRow, prefix: str, with_guest: bool = True) -> list[Cell]:
+    cells: list[Cell] = [str(p.pid)]
+    if with_guest:
+        cells.append(guest_label(p.guest))
+    command = Text(prefix, style="dim") + Text(p.cmdline)
+    cells += [
+        str(p.nspid),
+        p.user,
+        Text(p.state, style=STATE_STYLE.get(p.state, "")),
+        f"{p.cpu_percent:.1f}",
+        fmt.size(p.rss),
+        command,
+    ]
+    return cells
+
+
+def format_guest_proc(p: ProcRow, prefix: str) -> list[Cell]:
+    return format_proc(p, prefix, with_guest=False)
+
+
+class ProcActions(TableScreen):
+    """Shared by the processes screen and the guest detail's process pane."""
+
+    SORTS = SORTS
+    tree = False
+    guest_filter: str | None = None
+    _snap: Snapshot | None = None
+
+    def show_snapshot(self, snap: Snapshot) -> None:
+        if self.paused:
+            return
+        super().show_snapshot(snap)
+        self._snap = snap
+        self.set_notice("; ".join(snap.errors))
+        self.redraw()
+
+    def proc_rows(self, snap: Snapshot) -> tuple[ProcRow, ...]:
+        return snap.procs
+
+    def redraw(self) -> None:
+        if self._snap is None:
+            return
+        rows = self.proc_rows(self._snap)
+        table = self.procs_table
+        spec = ViewSpec(
+            self.filter_text, self.guest_filter, table.sort_key or "cpu", table.sort_reverse,
+            self.tree,
+        )  # fmt: skip
+        view = build_view(rows, spec)
+        table.set_data(view.order, {p.key: p for p in rows}, view.prefixes)
+
+    @property
+    def procs_table(self) -> LineTable:
+        return self.query_one("#procs", LineTable)
+
+    @property
+    def table(self) -> LineTable:
+        return self.procs_table
+
+    def action_tree(self) -> None:
+        self.tree = not self.tree
+        if self.tree:
+            self.procs_table.sort_key, self.procs_table.sort_reverse = "pid", False
+        self.redraw()
+        self.procs_table.refresh()
+
+    def action_follow(self) -> None:
+        self.procs_table.follow = not self.procs_table.follow
+        self.notify("follow " + ("on: the cursor stays on its process" if self.procs_table.follow
+                                 else "off: the cursor stays on its line"))  # fmt: skip
+
+    def action_mark(self) -> None:
+        self.procs_table.toggle_mark()
+
+    def current_guest(self) -> str | None:
+        row = self.procs_table.cursor_item
+        return row.guest if row is not None and row.guest != HOST_NAME else None
+
+    def kill_targets(self) -> list[ProcRow]:
+        table = self.procs_table
+        marked = [table.items[k] for k in table.order if k in table.marked]
+        if marked:
+            return marked
+        return [table.cursor_item] if table.cursor_item is not None else []
+
+    def action_kill(self) -> None:
+        targets = self.kill_targets()
+        if not targets:
+            self.notify("no process selected", severity="warning")
+            return
+        title = f"Signal for {len(targets)} process{'es' if len(targets) > 1 else ''}"
+        self.app.push_screen(
+            PickDialog(title, SIGNALS, "TERM"), lambda sig: self._confirm_kill(targets, sig)
+        )
+
+    def _confirm_kill(self, targets: list[ProcRow], sig: str | None) -> None:
+        if not sig:
+            return
+        lines = [_kill_line(p) for p in targets[:8]]
+        if len(targets) > 8:
+            lines.append(f"... and {len(targets) - 8} more")
+        number = signal.Signals[f"SIG{sig}"]
+        dialog = ConfirmDialog(f"Send SIG{sig} ({int(number)})?", "\n".join(lines), f"Send {sig}")
+        self.app.push_screen(dialog, lambda ok: ok and self.vapp.op_kill(targets, number))
+
+
+def _kill_line(p: ProcRow) -> str:
+    """``PID 1202 (2 in db)  postgres -D ...`` — who exactly gets the signal."""
+    where = "on the host" if p.guest == HOST_NAME else f"{p.nspid} in {p.guest}"
+    return f"PID {p.pid} ({where})  {p.cmdline[:40]}"
+
+
+class ProcessesScreen(ProcActions):
+    """Every process on the host, with its guest."""
+
+    SCOPE = PROCS
+    TITLE_TEXT = "Processes"
+    BINDINGS: ClassVar = bindings(PROCS)
+
+    def __init__(self, guest: str | None = None) -> None:
+        super().__init__()
+        self.guest_filter = guest
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_table()
+        yield LineTable(PROC_COLUMNS, format_proc, id="procs")
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self.procs_table.sort_key, self.procs_table.sort_reverse = "cpu", True
+        self.procs_table.focus()
+        self._title()
+        if self.vapp.snapshot is not None:
+            self.show_snapshot(self.vapp.snapshot)
+
+    def _title(self) -> None:
+        from vstui.app.widgets.topbar import TopBar
+
+        bar = self.query_one(TopBar)
+        bar.title = "Processes" + (
+            f" of {guest_label(self.guest_filter)}" if self.guest_filter is not None else ""
+        )
+        bar.update_from(self.vapp.snapshot, paused=self.paused)
+
+    def action_open(self) -> None:
+        row = self.procs_table.cursor_item
+        if row is not None and row.guest != HOST_NAME:
+            self.vapp.open_detail(row.guest)
+
+    def action_guest_filter(self) -> None:
+        snap = self.vapp.snapshot
+        names = [g.name for g in snap.guests] if snap else []
+        options = [("*", "all guests and the host")] + [
+            (n or "@host", guest_label(n)) for n in names
+        ]
+        self.app.push_screen(PickDialog("Show processes of", options, "*"), self._guest_picked)
+
+    def _guest_picked(self, choice: str | None) -> None:
+        if choice is None:
+            return
+        self.guest_filter = None if choice == "*" else ("" if choice == "@host" else choice)
+        self._title()
+        self.redraw()

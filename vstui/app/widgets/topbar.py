@@ -1,0 +1,56 @@
+"""The one-line header: screen, host summary, pause and read-only lock."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from engine.observe.model import Snapshot
+
+
+class TopBar(Static):
+    """``vstui │ Guests │ 3/5 running │ 1,234 procs │ ⏸ PAUSED │ 🔒 READ-ONLY``."""
+
+    DEFAULT_CSS = """
+    TopBar { height: 1; background: $panel; color: $foreground; }
+    TopBar:ansi { background: ansi_default; text-style: reverse; }
+    """
+
+    def __init__(self, title: str, *, id: str | None = None) -> None:
+        super().__init__("", id=id, markup=False)
+        self.title = title
+        self.paused = False
+        self._snap: Snapshot | None = None
+        self._shown: Text | None = None
+
+    def on_mount(self) -> None:
+        self._draw()
+
+    def update_from(self, snap: Snapshot | None, paused: bool | None = None) -> None:
+        self._snap = snap
+        if paused is not None:
+            self.paused = paused
+        self._draw()
+
+    def _draw(self) -> None:
+        app = self.app
+        text = Text()
+        text.append(" vstui ", style="bold")
+        text.append("│ ")
+        text.append(self.title, style="bold")
+        snap = self._snap
+        if snap is not None:
+            guests = [g for g in snap.guests if g.xid != 0]
+            running = sum(1 for g in guests if g.state == "running")
+            text.append(f" │ {running}/{len(guests)} running │ {len(snap.procs):,} procs")
+        if self.paused:
+            text.append(" │ ")
+            text.append("PAUSED", style="bold reverse")
+        if getattr(app, "read_only", False):
+            text.append(" │ ")
+            text.append("🔒 READ-ONLY", style="bold")
+        # Static.update relayouts the screen (every scrollbar repaints): skip
+        # it when nothing changed, which is most seconds on an idle host.
+        if text != self._shown:
+            self._shown = text
+            self.update(text)
