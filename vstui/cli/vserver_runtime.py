@@ -34,11 +34,11 @@ def _parse_build(name: str, args: Sequence[str]) -> tuple[str, str | None, list[
     words = list(args)
     while words:
         word = words.pop(0)
-        if word in ("-m", "--method", "--template") and words:
+        if word in ("-t", "-m", "--method", "--template") and words:
             template = words.pop(0)
         elif word == "--hostname" and words:
             hostname = words.pop(0)
-        elif word == "--interface" and words:
+        elif word in ("--ip", "--interface") and words:
             addresses.append(words.pop(0))
         elif word == "--context" and words:
             options["context"] = words.pop(0)
@@ -49,8 +49,8 @@ def _parse_build(name: str, args: Sequence[str]) -> tuple[str, str | None, list[
             continue
         else:
             raise VstuiError(
-                f"build: unknown option '{word}'; use -m TEMPLATE [--hostname H] "
-                "[--interface ADDR]... [--context N] [--set KEY=VALUE]...",
+                f"build: unknown option '{word}'; use [-t TEMPLATE] [--hostname H] "
+                "[--ip ADDR]... [--context N] [--set KEY=VALUE]...",
                 name,
             )
     return template, hostname, addresses, options
