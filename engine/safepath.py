@@ -159,10 +159,10 @@ def _walk_open(root_fd: int, rel: str, flags: int, mode: int, resolve: int) -> i
 
 def _reopen(fd: int, rel: str, flags: int) -> int:
     """A new fd on the inode ``fd`` holds, opened with ``flags``."""
-    if flags & os.O_PATH:
-        return os.dup(fd)
     if flags & os.O_DIRECTORY and not stat.S_ISDIR(os.fstat(fd).st_mode):
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), rel)
+    if flags & os.O_PATH:
+        return os.dup(fd)
     # our own O_PATH fd: the magic link points at exactly that inode
     return os.open(fd_path(fd), flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW))
 

@@ -536,8 +536,21 @@ def parse_seccomp(text: str) -> tuple[str, ...]:
                 f"'{word}' is not a seccomp rule; use +name to allow or -name to deny "
                 "a system call (names are [a-z0-9_]+)"
             )
+        if not _known_syscall(name):
+            raise Invalid(
+                f"'{word}': no system call is called '{name}' (on x86_64 or aarch64); "
+                "check the spelling, e.g. +ptrace or -keyctl"
+            )
         rules.append(sign + name)
     return tuple(rules)
+
+
+def _known_syscall(name: str) -> bool:
+    # lazy: the syscall tables (~10 ms) load only for a config that sets V_SECCOMP,
+    # whose guest's exec imports engine.seccomp anyway to install the filter
+    from engine.seccomp import known_name
+
+    return known_name(name)
 
 
 def parse_command(text: str) -> str:

@@ -9,6 +9,7 @@ The contract (docs/engine-api.md, "engine.rootfs")::
     Bind(source, target, readonly, recursive); binds(cfg, paths) -> list[Bind]
     resolve_in_guest(root, guest_path) -> Path; open_target(root, guest_path) -> fd
     prepare_root(cfg, paths) -> RootHandle (.path, .release())
+    release(cfg, paths)            undo prepare_root without its handle (idempotent)
     usage(cfg, paths) -> DiskUsage; set_quota(cfg, paths, size)
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from engine.rootfs.binds import Bind, binds, open_source, open_target, resolve_in_guest
 from engine.rootfs.build import build, check_barrier, delete, is_running
-from engine.rootfs.storage import DiskUsage, RootHandle, prepare_root, set_quota, usage
+from engine.rootfs.storage import DiskUsage, RootHandle, prepare_root, release, set_quota, usage
 from engine.rootfs.templates import KINDS, parse_template
 
 TEMPLATES = ("skeleton", "busybox", "tarball:PATH", "debootstrap[:SUITE]")
@@ -36,6 +37,7 @@ __all__ = [
     "open_target",
     "parse_template",
     "prepare_root",
+    "release",
     "resolve_in_guest",
     "set_quota",
     "usage",

@@ -10,17 +10,13 @@ cannot redirect the mount onto the host.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
-import platform
 import stat
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine._libc import _libc
+from engine import safepath
 from engine.errors import ConfigError, VstuiError
 from engine.paths import Paths
 
@@ -33,12 +29,6 @@ SENSITIVE = ("/etc", "/boot", "/root", "/run", "/var/run")
 FORBIDDEN = ("/proc", "/sys", "/dev")
 # Guest-side places a share may not cover: the runtime mounts its own there.
 GUEST_RESERVED = ("/proc", "/sys", "/dev")
-
-# include/uapi/linux/openat2.h
-RESOLVE_NO_MAGICLINKS = 0x02
-RESOLVE_IN_ROOT = 0x10
-_SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437}.get(platform.machine(), 437)
-_MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS
 _O_PATH_DIR = os.O_PATH | os.O_CLOEXEC
 
 
@@ -151,123 +141,52 @@ def open_source(bind: Bind) -> int:
     return fd
 
 
-# -- guest side -----------------------------------------------------------
+# -- guest side (engine.safepath: openat2 RESOLVE_IN_ROOT, O_PATH walk fallback) --
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-_openat2_works: bool | None = None
-
-
-def _openat2(rootfd: int, rel: str, flags: int) -> int:
-    how = _OpenHow(flags, 0, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
-    fd = _libc.syscall(
-        _SYS_OPENAT2, rootfd, os.fsencode(rel), ctypes.byref(how), ctypes.sizeof(how)
-    )
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), rel)
-    return fd
-
-
-def _walk(rootfd: int, rel: str) -> int:
-    """O_PATH walk that resolves symlinks as if ``rootfd`` were / (openat2 fallback)."""
-    stack = [os.dup(rootfd)]
-    queue = deque(rel.split("/"))
-    followed = 0
-    try:
-        while queue:
-            part = queue.popleft()
-            if part in ("", "."):
-                continue
-            if part == "..":
-                if len(stack) > 1:
-                    os.close(stack.pop())
-                continue
-            fd = os.open(part, _O_PATH_DIR | os.O_NOFOLLOW, dir_fd=stack[-1])
-            if not stat.S_ISLNK(os.fstat(fd).st_mode):
-                stack.append(fd)
-                continue
-            os.close(fd)
-            followed += 1
-            if followed > _MAX_SYMLINKS:
-                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), rel)
-            link = os.readlink(part, dir_fd=stack[-1])
-            if link.startswith("/"):
-                while len(stack) > 1:
-                    os.close(stack.pop())
-            queue.extendleft(reversed(link.split("/")))
-        return os.dup(stack[-1])
-    finally:
-        for fd in stack:
-            os.close(fd)
-
-
-def _open_in_root(rootfd: int, rel: str) -> int:
-    global _openat2_works
-    if _openat2_works is not False:
-        try:
-            fd = _openat2(rootfd, rel or ".", _O_PATH_DIR)
-            _openat2_works = True
-            return fd
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSYS, errno.EPERM) or _openat2_works:
-                raise
-            _openat2_works = False  # old kernel or seccomp: walk by hand
-    return _walk(rootfd, rel)
-
-
-def _parts(guest_path: str) -> list[str]:
-    return [p for p in guest_path.split("/") if p not in ("", ".")]
-
-
-def _open_creating(rootfd: int, parts: list[str]) -> int:
-    for i in range(len(parts)):
-        prefix = "/".join(parts[: i + 1])
-        try:
-            os.close(_open_in_root(rootfd, prefix))
-            continue
-        except FileNotFoundError:
-            pass
-        parent = _open_in_root(rootfd, "/".join(parts[:i]))
-        try:
-            os.mkdir(parts[i], 0o755, dir_fd=parent)
-        except FileExistsError:
-            pass  # a dangling symlink: reported by the final open below
-        finally:
-            os.close(parent)
-    return _open_in_root(rootfd, "/".join(parts))
+def _open_in_tree(rootfd: int, guest_path: str, create_dir: bool) -> int:
+    if create_dir:
+        return safepath.mkdirs_in_root(rootfd, guest_path)
+    return safepath.open_in_root(rootfd, guest_path, os.O_PATH)
 
 
 def open_target(root: str | os.PathLike[str], guest_path: str, create_dir: bool = True) -> int:
     """O_PATH fd of ``guest_path`` resolved inside ``root`` (symlinks stay in the tree).
 
-    Mount onto ``/proc/self/fd/N`` of the result. With ``create_dir``,
+    Mount onto ``safepath.fd_path(fd)`` of the result. With ``create_dir``,
     missing directories are made (inside the tree) and the target must be
     a directory.
     """
-    rootfd = os.open(root, _O_PATH_DIR | os.O_DIRECTORY)
+    rootfd = safepath.open_root(root)
     try:
-        parts = _parts(guest_path)
-        try:
-            fd = (
-                _open_creating(rootfd, parts)
-                if create_dir
-                else _open_in_root(rootfd, "/".join(parts))
-            )
-        except OSError as exc:
-            raise VstuiError(
-                f"{root}: cannot resolve '{guest_path}' inside the guest: {exc.strerror}; "
-                "fix or remove that path in the guest tree"
-            ) from exc
+        fd = _open_in_tree(rootfd, guest_path, create_dir)
+    except NotADirectoryError:
+        if not create_dir:
+            raise _unresolved(root, guest_path, "Not a directory") from None
+        raise _not_a_dir(root, guest_path) from None
+    except OSError as exc:
+        raise _unresolved(root, guest_path, exc.strerror) from exc
     finally:
         os.close(rootfd)
+    # safepath's O_PATH walk (kernels without openat2) does not enforce O_DIRECTORY
     if create_dir and not stat.S_ISDIR(os.fstat(fd).st_mode):
         os.close(fd)
-        raise VstuiError(f"{root}: '{guest_path}' is not a directory in the guest; remove it")
+        raise _not_a_dir(root, guest_path)
     return fd
+
+
+def _not_a_dir(root: str | os.PathLike[str], guest_path: str) -> VstuiError:
+    return VstuiError(
+        f"{root}: '{guest_path}' (or a directory above it) is not a directory "
+        "in the guest; remove it"
+    )
+
+
+def _unresolved(root: str | os.PathLike[str], guest_path: str, why: str | None) -> VstuiError:
+    return VstuiError(
+        f"{root}: cannot resolve '{guest_path}' inside the guest: {why}; "
+        "fix or remove that path in the guest tree"
+    )
 
 
 def resolve_in_guest(
@@ -276,7 +195,7 @@ def resolve_in_guest(
     """Host path of ``guest_path`` as seen with ``root`` as /; never outside ``root``."""
     fd = open_target(root, guest_path, create_dir=create_dir)
     try:
-        found = os.readlink(f"/proc/self/fd/{fd}")
+        found = os.readlink(safepath.fd_path(fd))
     finally:
         os.close(fd)
     real_root = os.path.realpath(root)

@@ -268,6 +268,25 @@ def prepare_root(cfg: Any, paths: Paths) -> RootHandle:
     return RootHandle(root)
 
 
+def release(cfg: Any, paths: Paths) -> None:
+    """Undo ``prepare_root`` when its RootHandle is gone (another process, a dead supervisor).
+
+    Unmounts the guest root while its top mount is a loop device backed by
+    this guest's image (found in /proc/self/mountinfo); autoclear then
+    detaches the device. Anything else mounted there is not ours and is left
+    alone. Idempotent; nothing to do for backends none and project (they
+    mount nothing). Only ``cfg.name`` is used, so a stand-in with a name
+    works when NAME.conf is gone.
+    """
+    root = paths.guest_root(cfg.name)
+    image = paths.guest_image(cfg.name)
+    for _ in range(8):  # a stacked second mount of the image, should one exist
+        source = mounted_source(root)
+        if source is None or source not in loop.devices_for(image):
+            return
+        RootHandle(root, mounted=True).release()
+
+
 def _statvfs_usage(path: Path) -> DiskUsage:
     st = os.statvfs(path)
     return DiskUsage(

@@ -246,9 +246,34 @@ def system_mount_points(tree: Path, host: Path = HOST) -> None:
             (tree / name).mkdir(mode=0o755)
 
 
+# The dynamic loader's cache and its sources. The cache lists the libraries
+# of the host's /usr, which a skeleton guest binds read-only: without it every
+# exec in the guest probes ~20 hwcaps directories before it finds libc.
+LD_SO_FILES = ("ld.so.cache", "ld.so.conf")
+LD_SO_DIRS = ("ld.so.conf.d",)
+
+
+def copy_loader_cache(tree: Path, host: Path = HOST) -> None:
+    """Copy the host's /etc/ld.so.cache (+ ld.so.conf, ld.so.conf.d/) into tree/etc.
+
+    Only for skeleton guests: their /usr is the host's. Missing host files
+    are skipped (a static or musl host has no cache). Symlinks stay symlinks.
+    """
+    etc = tree / "etc"
+    for name in LD_SO_FILES:
+        source = host / "etc" / name
+        if source.is_file() and not os.path.lexists(etc / name):
+            shutil.copy2(source, etc / name, follow_symlinks=True)
+    for name in LD_SO_DIRS:
+        source = host / "etc" / name
+        if source.is_dir() and not os.path.lexists(etc / name):
+            shutil.copytree(source, etc / name, symlinks=True)
+
+
 def populate_skeleton(tree: Path, hostname: str, addresses: Iterable[object]) -> None:
     system_mount_points(tree)
     make_dirs(tree)
+    copy_loader_cache(tree)
     shell = "/bin/bash" if (HOST / "usr/bin/bash").exists() else "/bin/sh"
     nologin = "/usr/sbin/nologin" if (HOST / "usr/sbin/nologin").exists() else "/bin/false"
     files = etc_files(hostname, addresses, shell, nologin, host_os_release(), shadow_gid())

@@ -64,13 +64,42 @@ def test_skeleton_tree(vroot: Paths) -> None:
             assert os.readlink(tree / name) == os.readlink(host)
     assert (tree / "usr").is_dir() and not os.listdir(tree / "usr")
     assert rootfs.binds(cfg, vroot)[0] == rootfs.Bind(Path("/usr"), "/usr", True, True)
+    assert (tree / "etc/ld.so.cache").read_bytes() == Path("/etc/ld.so.cache").read_bytes()
+    assert (tree / "etc/ld.so.conf").read_text() == Path("/etc/ld.so.conf").read_text()
+    assert sorted(os.listdir(tree / "etc/ld.so.conf.d")) == sorted(os.listdir("/etc/ld.so.conf.d"))
     _no_host_secrets(tree)
+
+
+def _loader_trace(tree: Path) -> str:
+    """LD_DEBUG=libs of /usr/bin/true in the tree, its system dirs bound as at start."""
+    binds = " && ".join(
+        f"mount --rbind -o ro /{name} {tree}/{name}"
+        for name in ("usr", "bin", "sbin", "lib", "lib64")
+        if os.path.isdir(f"/{name}") and not os.path.islink(f"/{name}")
+    )
+    script = f"{binds} && exec chroot {tree} /usr/bin/env LD_DEBUG=libs /usr/bin/true"
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stderr
+
+
+def test_skeleton_guest_loads_libc_from_the_cache(vroot: Paths) -> None:
+    if not Path("/etc/ld.so.cache").is_file():
+        pytest.skip("this host has no /etc/ld.so.cache")
+    rootfs.build(vroot, "ld")
+    tree = vroot.guest_root("ld")
+    trace = _loader_trace(tree)
+    assert "search cache=/etc/ld.so.cache" in trace
+    assert trace.count("trying file=") == 1  # libc straight from the cache: no probing
+    (tree / "etc/ld.so.cache").unlink()
+    assert _loader_trace(tree).count("trying file=") > 1  # the probing the copy avoids
 
 
 def test_busybox_tree_is_self_contained(vroot: Paths) -> None:
     cfg = rootfs.build(vroot, "bb", "busybox")
     tree = vroot.guest_root("bb")
     assert rootfs.binds(cfg, vroot) == []
+    assert not os.path.lexists(tree / "etc/ld.so.cache")  # static busybox: no loader
     assert os.readlink(tree / "sbin/init") == "/bin/busybox"
     assert os.readlink(tree / "bin/sh") == "/bin/busybox"
     out = subprocess.run(["chroot", str(tree), "/bin/sh", "-c", "cat /etc/hostname; id -un"],

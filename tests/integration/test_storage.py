@@ -6,6 +6,7 @@ import errno
 import os
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -179,3 +180,44 @@ def test_project_detection_on_an_ext4_with_project_ids(vroot: Paths) -> None:
         assert "not enabled" in why, why
     finally:
         _libc.umount(str(mnt))
+
+
+def _prepare_in_a_child(cfg, vroot: Paths) -> None:
+    """prepare_root in a process that exits without release(): a dead supervisor."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            rootfs.prepare_root(cfg, vroot)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    assert os.waitpid(pid, 0)[1] == 0
+
+
+def test_release_without_the_handle(vroot: Paths) -> None:
+    cfg = rootfs.build(vroot, "orphan", options={"disk": "32M"})
+    root, image = vroot.guest_root("orphan"), vroot.guest_image("orphan")
+    _prepare_in_a_child(cfg, vroot)
+    try:
+        assert mounted_source(root) in loop.devices_for(image)
+    finally:
+        rootfs.release(SimpleNamespace(name="orphan"), vroot)  # NAME.conf not needed
+    assert mounted_source(root) is None
+    assert loop.devices_for(image) == []  # autoclear detached it
+    rootfs.release(cfg, vroot)  # idempotent
+    _prepare_in_a_child(cfg, vroot)  # and the guest can start again
+    rootfs.release(cfg, vroot)
+    assert mounted_source(root) is None and loop.devices_for(image) == []
+
+
+def test_release_leaves_foreign_mounts_and_none_guests_alone(vroot: Paths) -> None:
+    cfg = rootfs.build(vroot, "plain")
+    root = vroot.guest_root("plain")
+    rootfs.release(cfg, vroot)  # backend none: nothing mounted, nothing to do
+    assert root.is_dir() and (root / "etc/passwd").is_file()
+    _libc.mount("tmpfs", str(root), "tmpfs", 0, "size=1m")
+    try:
+        rootfs.release(cfg, vroot)
+        assert mounted_source(root) == "tmpfs"  # not an image of this guest: not ours
+    finally:
+        _libc.umount(str(root))

@@ -74,7 +74,9 @@ def test_check(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     paths = Paths.from_root(root)
     assert run(root, "full", "check") == 0
     assert capsys.readouterr().out == f"{paths.config_file('full')}: ok\n"
-    paths.config_file("web").write_text("S_NICE=30\nIPROOT=10.0.0.300\nif true; then X=1; fi\n")
+    paths.config_file("web").write_text(
+        "S_NICE=30\nIPROOT=10.0.0.300\nif true; then X=1; fi\nV_SECCOMP='+ptrace -bogus_call'\n"
+    )
     assert run(root, "web", "check") == 1
     err = capsys.readouterr().err.splitlines()
     conf = paths.config_file("web")
@@ -83,7 +85,9 @@ def test_check(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
         f"vserver: web: {conf}:2: IPROOT: '10.0.0.300' is not an IPv4 or IPv6 address",
         f"vserver: web: {conf}:3: 'if true; then X=1; fi' is shell code (if) that cannot be "
         "read as data; write plain KEY=value lines",
-        "vserver: web: 3 errors",
+        f"vserver: web: {conf}:4: V_SECCOMP: '-bogus_call': no system call is called "
+        "'bogus_call' (on x86_64 or aarch64); check the spelling, e.g. +ptrace or -keyctl",
+        "vserver: web: 4 errors",
     ]
 
 

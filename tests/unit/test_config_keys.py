@@ -207,6 +207,8 @@ INVALID: list[tuple[str, str]] = [
     ("V_PROC_SHOW=/proc/../etc", "V_PROC_SHOW: '/proc/../etc' is not a /proc path"),
     ("V_SECCOMP=Mount", "V_SECCOMP: 'Mount' is not a seccomp rule"),
     ("V_SECCOMP=+", "is not a seccomp rule"),
+    ('V_SECCOMP="+ptrace -keyctll"', "V_SECCOMP: '-keyctll': no system call is called 'keyctll'"),
+    ("V_SECCOMP=frobnicate", "no system call is called 'frobnicate'"),
 ]
 
 

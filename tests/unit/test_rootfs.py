@@ -9,14 +9,15 @@ from types import SimpleNamespace
 
 import pytest
 
+from engine import safepath
 from engine.errors import ConfigError, VstuiError
 from engine.paths import Paths
 from engine.rootfs import procview
 from engine.rootfs.binds import (
-    _openat2,
-    _walk,
     check_share_source,
     check_share_target,
+    open_target,
+    resolve_in_guest,
     system_binds,
     template_kind,
 )
@@ -200,24 +201,25 @@ def test_system_binds_follow_the_host_layout(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
-def test_walk_and_openat2_stay_in_the_root(tmp_path: Path) -> None:
+@pytest.mark.parametrize("openat2", [True, False], ids=["openat2", "walk"])
+def test_guest_paths_stay_in_the_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      openat2: bool) -> None:  # fmt: skip
+    monkeypatch.setattr(safepath, "_have_openat2", None if openat2 else False)
     root = tmp_path / "guest"
     (root / "etc").mkdir(parents=True)
     (root / "a").symlink_to("/etc")
     (root / "b").symlink_to("../../../../../a")
     (root / "loop").symlink_to("loop")
-    fd = os.open(root, os.O_PATH | os.O_DIRECTORY)
-    try:
-        for path in ("a", "b", "../../..", "b/../etc"):
-            for opener in (_walk, lambda r, p: _openat2(r, p, os.O_PATH)):
-                got = opener(fd, path)
-                where = os.readlink(f"/proc/self/fd/{got}")
-                os.close(got)
-                assert where.startswith(str(root)), (path, where)
-        with pytest.raises(OSError):
-            _walk(fd, "loop")
-    finally:
-        os.close(fd)
+    (root / "file").write_text("")
+    for path, where in (("/a", "etc"), ("b", "etc"), ("../../..", ""), ("b/../etc", "etc")):
+        assert resolve_in_guest(root, path) == (root / where if where else root), path
+    assert resolve_in_guest(root, "/b/new/dir", create_dir=True) == root / "etc/new/dir"
+    for bad, why in (("loop", "cannot resolve"), ("/nope", "cannot resolve"),
+                     ("file/x", "cannot resolve"), ("file", None)):  # fmt: skip
+        with pytest.raises(VstuiError, match=why or "not a directory"):
+            os.close(open_target(root, bad, create_dir=why is None))
+    with pytest.raises(VstuiError, match="not a directory"):
+        open_target(root, "/file/below")
 
 
 # -- procview --------------------------------------------------------------------
