@@ -45,7 +45,20 @@ def create_veth(host: IPRoute, host_name: str, netns_pid: int, guest: str) -> No
                 guest,
             ) from None
         raise
+    harden_host_end(host_name)
     set_up(host, host_name)
+
+
+def harden_host_end(link: str) -> None:
+    """No router adverts taken from the guest, no spoofed sources let in.
+
+    A guest that forges RAs (escape class 23) must not configure the host's
+    end of its veth; strict reverse-path filtering drops packets whose source
+    is not routed back through this link (the guest's own addresses are).
+    """
+    if (SYSCTL / f"ipv6/conf/{link}").exists():  # absent when the host has no IPv6
+        _sysctl(f"ipv6/conf/{link}/accept_ra", "0")
+    _sysctl(f"ipv4/conf/{link}/rp_filter", "1")
 
 
 def create_slave(

@@ -1,25 +1,31 @@
 """``vserver NAME exec|suexec|enter``: join a running guest and run a command.
 
-The fast path: only engine.paths, engine.runtime.state and engine._libc are
-imported; the config is not parsed again. What the guest runs under (its
-capability set, rlimits, nice floor, private flag, seccomp program) was
-saved by the start in ``run_dir/exec.profile`` and ``seccomp.bpf``.
+The fast path: only engine.paths, engine.runtime.profile/runfiles and
+engine._libc are imported; the config is not parsed again. What the guest
+runs under (its capability set, rlimits, nice floor, private flag, seccomp
+program) was saved by the start in ``run_dir/exec.profile`` and
+``seccomp.bpf`` (engine/runtime/profile.py).
 
 Order matters:
 
 1. init's identity (PID + start time) is checked; the namespace fds of
    /proc/INIT/ns/* are opened first, then the identity is checked again;
 2. every host-side read and write happens before joining the mount
-   namespace (profile, seccomp program, cgroup.procs of the guest's cgroups);
-3. setns: ipc, uts, net, pid, cgroup, mnt last (the kernel then sets our
-   root and cwd to the guest's /);
-4. rlimits and nice, bounding set, seccomp, then permitted/effective cut to
-   the guest's set: the process that forks into the guest's PID namespace
-   already holds no more than guest root does, so a guest process attaching
-   to it with ptrace gains nothing;
-5. fork (needed to enter the PID namespace) and exec. With a terminal, the
-   command gets a fresh pty from the guest's own devpts and we relay: the
-   guest never holds the caller's terminal (TIOCSTI injection, CVE-2017-5226).
+   namespace: profile, seccomp program, the sealed memfd copy of
+   engine/helpers/vexec, cgroup.procs/tasks of every guest cgroup (v1 and
+   the cgroup2 one, hybrid hosts included);
+3. setns: ipc, uts, net, cgroup, mnt last (the kernel then sets our root
+   and cwd to the guest's /); then pid, which only decides where children go;
+4. rlimits and nice, seccomp, then the bounding set, permitted and effective
+   cut to the guest's set;
+5. exec of the sealed memfd vexec (no fork in Python after setns(pid)):
+   vexec forks the first process inside the guest's PID namespace and that
+   one execs the command. /proc/PID/exe of anything in the guest is thus
+   never a host file: no host interpreter or binary a guest root holding
+   CAP_SYS_PTRACE could grab and rewrite (CVE-2019-5736, runc's exeseal).
+   With a terminal, the command gets a fresh pty from the guest's own devpts
+   and we relay: the guest never holds the caller's terminal (TIOCSTI,
+   CVE-2017-5226); without one, vexec's child starts a new session.
 """
 
 from __future__ import annotations
@@ -34,48 +40,78 @@ import stat
 from engine import _libc
 from engine.errors import GuestNotRunning, KernelError, PrivateGuest, VstuiError
 from engine.paths import Paths
-from engine.runtime import state
+from engine.runtime import profile as profiles
+from engine.runtime.profile import Profile
 
-NAMESPACES = ("ipc", "uts", "net", "pid", "cgroup", "mnt")
+NAMESPACES = ("ipc", "uts", "net", "cgroup", "mnt")  # pid is joined last, apart
 PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LOGIN_SHELLS = (("/bin/bash", "-l"), ("/bin/sh", "-l"))
-
-
-class Profile:
-    """What exec applies: the running guest's caps, rlimits, nice, private flag."""
-
-    def __init__(self) -> None:
-        self.caps_mask = 0
-        self.private = False
-        self.nice: int | None = None
-        self.rlimits: list[tuple[int, int, int]] = []
-        self.seccomp: bytes | None = None
+HELPER = "vexec"
+MFD_EXEC = 0x10  # kernel >= 6.3: say so, or vm.memfd_noexec may refuse or warn
+SEALS = ("F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE")
 
 
 def read_profile(paths: Paths, name: str) -> Profile:
-    run_dir = paths.run_dir(name)
-    profile = Profile()
-    text = state.read_value(run_dir, "exec.profile")
-    if text is None:
+    found = profiles.read(os.fspath(paths.run_dir(name)))
+    if found is None:
         raise GuestNotRunning(f"vserver '{name}' is not running (no exec profile)", name)
-    for line in text.splitlines():
-        words = line.split()
-        if not words:
-            continue
-        if words[0] == "caps":
-            profile.caps_mask = int(words[1], 16)
-        elif words[0] == "private":
-            profile.private = words[1] == "1"
-        elif words[0] == "nice":
-            profile.nice = int(words[1])
-        elif words[0] == "rlimit":
-            profile.rlimits.append((int(words[1]), int(words[2]), int(words[3])))
+    return found
+
+
+# -- the helper binary ----------------------------------------------------------------
+
+
+def _helper_binary() -> str:
+    """Path of the built vexec, built first when missing or older than its source."""
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers")
+    binary = os.path.join(here, HELPER)
     try:
-        with open(run_dir / "seccomp.bpf", "rb") as f:
-            profile.seccomp = f.read()
+        fresh = os.stat(binary).st_mtime >= os.stat(f"{binary}.c").st_mtime
     except FileNotFoundError:
-        pass
-    return profile
+        fresh = os.path.exists(binary)
+    if not fresh:
+        from engine.helpers.build import build
+
+        build()
+    return binary
+
+
+def sealed_helper(name: str) -> int:
+    """A sealed, close-on-exec memfd holding a copy of vexec (runc's exeseal).
+
+    A guest that opens /proc/PID/exe of the process vexec forks into it gets
+    this private copy: nothing to write (F_SEAL_WRITE), nothing of the host's.
+    """
+    import fcntl
+
+    binary = _helper_binary()
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        memfd = os.memfd_create(HELPER, flags | MFD_EXEC)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # EINVAL: a kernel before 6.3
+            raise KernelError("memfd_create", HELPER, exc.errno or 0, name) from None
+        memfd = os.memfd_create(HELPER, flags)
+    try:
+        src = os.open(binary, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(src).st_size
+            done = 0
+            while done < size:
+                sent = os.sendfile(memfd, src, done, size - done)
+                if sent == 0:
+                    break
+                done += sent
+        finally:
+            os.close(src)
+        seals = 0
+        for seal in SEALS:
+            seals |= getattr(fcntl, seal)
+        fcntl.fcntl(memfd, fcntl.F_ADD_SEALS, seals)
+    except OSError as exc:
+        os.close(memfd)
+        raise KernelError("seal helper copy", binary, exc.errno or 0, name) from None
+    return memfd
 
 
 # -- cgroups ------------------------------------------------------------------------
@@ -117,25 +153,18 @@ def _parse_cgroup(text: str) -> dict[str, str]:
     return out
 
 
-def _cgroup_file(point: str, path: str, key: str, have_v1: bool) -> str | None:
+def _cgroup_file(point: str, path: str, key: str) -> str:
     """Where to write "0" to move this process into ``path`` of one hierarchy.
 
     v1: ``tasks`` moves just the calling thread, which the kernel does without
     the global threadgroup lock (and its RCU grace period, ~10 ms); we are
-    single-threaded, so that is the whole process. v2 has only cgroup.procs;
-    on a hybrid host a v2 cgroup without controllers limits nothing: skipped.
+    single-threaded, so that is the whole process. cgroup2 has only
+    cgroup.procs, and is joined on hybrid hosts too: otherwise the command
+    sits outside the guest's cgroup2 cgroup (``0::/../..`` inside the guest),
+    out of reach of its cgroup.procs and cgroup.kill.
     """
     base = f"{point}{path.rstrip('/')}"
-    if key:
-        return f"{base}/tasks"
-    if have_v1:
-        try:
-            with open(f"{base}/cgroup.controllers") as f:
-                if not f.read().strip():
-                    return None
-        except OSError:
-            return None
-    return f"{base}/cgroup.procs"
+    return f"{base}/tasks" if key else f"{base}/cgroup.procs"
 
 
 def join_cgroups(init_pid: int, name: str) -> None:
@@ -145,7 +174,6 @@ def join_cgroups(init_pid: int, name: str) -> None:
     with open("/proc/self/cgroup") as f:
         ours = _parse_cgroup(f.read())
     mounts: list[tuple[str, frozenset[str]]] | None = None
-    have_v1 = any(key for key in theirs)
     for key, path in sorted(theirs.items(), key=lambda kv: not kv[0]):  # v1 first
         if ours.get(key) == path or ".." in path.split("/"):
             continue
@@ -154,9 +182,7 @@ def join_cgroups(init_pid: int, name: str) -> None:
         point = _mount_of(mounts, key)
         if point is None:
             continue
-        target = _cgroup_file(point, path, key, have_v1)
-        if target is None:
-            continue
+        target = _cgroup_file(point, path, key)
         try:
             fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
             try:
@@ -271,16 +297,17 @@ def guest_user(who: str, guest: str) -> User:
 # -- the command --------------------------------------------------------------------
 
 
-def _open_namespaces(pid: int, name: str) -> list[tuple[str, int]]:
-    fds = []
+def _open_namespaces(pid: int, name: str) -> tuple[list[tuple[str, int]], int]:
+    """(the fds of NAMESPACES in order, the pid namespace fd)."""
+    fds: list[tuple[str, int]] = []
     try:
-        for ns in NAMESPACES:
+        for ns in (*NAMESPACES, "pid"):
             fds.append((ns, os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)))
     except OSError as exc:
         for _, fd in fds:
             os.close(fd)
         raise GuestNotRunning(f"vserver '{name}' is not running ({exc.strerror})", name) from None
-    return fds
+    return fds[:-1], fds[-1][1]
 
 
 def _environment(user: User | None, tty: bool) -> dict[str, str]:
@@ -303,6 +330,10 @@ def _login_shell(user: User | None) -> list[str]:
     return ["/bin/sh"]
 
 
+def _not_running(name: str) -> GuestNotRunning:
+    return GuestNotRunning(f"vserver '{name}' is not running; start it first", name)
+
+
 def exec_in(
     paths: Paths,
     name: str,
@@ -311,9 +342,10 @@ def exec_in(
     tty: bool | None = None,
 ) -> int:
     """Run ``argv`` (None = a login shell) in the running guest; its exit status."""
-    ident = state.init_identity(paths, name)
+    run_dir = os.fspath(paths.run_dir(name))
+    ident = profiles.init_identity(run_dir)
     if ident is None:
-        raise GuestNotRunning(f"vserver '{name}' is not running; start it first", name)
+        raise _not_running(name)
     pid, start = ident
     profile = read_profile(paths, name)
     if profile.private:
@@ -335,7 +367,7 @@ def exec_in(
         code = 125
         try:
             os.close(err_r)
-            code = _attach_and_run(pid, start, name, profile, argv, user, tty, run_on_pty, err_w)
+            code = _attach_and_run(pid, start, name, profile, argv, user, run_on_pty, err_w)
         except BaseException as exc:
             text = exc.message if isinstance(exc, VstuiError) else f"{type(exc).__name__}: {exc}"
             try:
@@ -345,7 +377,7 @@ def exec_in(
         finally:
             os._exit(code)
     os.close(err_w)
-    # the command gets ^C and ^\ from the terminal itself; we just wait for it
+    # the command gets ^C and ^\ from the terminal (or vexec forwards them)
     saved = [(sig, signal.signal(sig, signal.SIG_IGN)) for sig in (signal.SIGINT, signal.SIGQUIT)]
     try:
         status = _wait(helper)
@@ -381,15 +413,15 @@ def _attach_and_run(
     profile: Profile,
     argv: list[str] | None,
     user: str | None,
-    tty: bool,
     run_on_pty,
     err_w: int,
 ) -> int:
-    """In the helper: join cgroups and namespaces, limit, fork the command, wait."""
-    fds = _open_namespaces(pid, name)
+    """In the helper: join cgroups and namespaces, then exec vexec (or relay a pty)."""
+    fds, pid_ns = _open_namespaces(pid, name)
     try:
-        if not state.alive(pid, start):  # the PID was reused between read and open
-            raise GuestNotRunning(f"vserver '{name}' is not running; start it first", name)
+        if not profiles.init_identity_matches(pid, start):  # PID reused meanwhile
+            raise _not_running(name)
+        helper = sealed_helper(name)  # a host file: read it before leaving the host's mounts
         last_cap = _last_cap()
         join_cgroups(pid, name)
         for ns, fd in fds:
@@ -404,16 +436,36 @@ def _attach_and_run(
     who = guest_user(user, name) if user is not None and user not in ("root", "0") else None
     if argv is None:
         argv = _login_shell(who)
-    _apply_profile(profile, last_cap, name)
-    env = _environment(who, tty)
-    if run_on_pty is not None:
-        os.close(err_w)  # from here on, failures are the command's own
-        return run_on_pty(lambda: _exec_child(argv, env, who, name), name)
-    child = os.fork()
-    if child == 0:
-        _exec_child(argv, env, who, name)
-    os.close(err_w)
-    return wait_status(_wait(child))
+    env = _environment(who, run_on_pty is not None)
+    vexec_argv = _vexec_argv(name, argv, who, run_on_pty is not None)
+
+    def finish() -> None:
+        """Last step of the process that becomes vexec: pidns, limits, exec."""
+        try:
+            _libc.setns(pid_ns, _libc.CLONE_NEWPID)
+        except OSError as exc:
+            raise KernelError("setns", f"/proc/{pid}/ns/pid", exc.errno or 0, name) from None
+        os.close(pid_ns)
+        _apply_profile(profile, last_cap, name)
+        os.execve(helper, vexec_argv, env)  # fexecve: execveat(fd, "", AT_EMPTY_PATH)
+
+    if run_on_pty is None:
+        finish()  # returns only by raising
+    os.close(err_w)  # the pty's child keeps its copy until its exec
+    return run_on_pty(finish, name, (helper, pid_ns))
+
+
+def _vexec_argv(name: str, argv: list[str], who: User | None, tty: bool) -> list[str]:
+    out = [HELPER, "-n", name]
+    if tty:
+        out.append("-t")
+    if who is not None:
+        out += ["-u", str(who.uid), "-g", str(who.gid), "-d", who.home]
+        if who.groups:
+            out += ["-G", ",".join(str(g) for g in who.groups)]
+        else:
+            out += ["-G", ""]
+    return [*out, "--", *argv]
 
 
 def _pty_runner():
@@ -436,44 +488,6 @@ def _apply_profile(profile: Profile, last_cap: int, name: str) -> None:
         limit_caps(profile.caps_mask, last_cap)
     except OSError as exc:
         raise KernelError("limit", "exec profile", exc.errno or 0, name) from None
-
-
-def _exec_child(argv: list[str], env: dict[str, str], who: User | None, name: str) -> None:
-    """In the forked child: become the user, reset signals, close fds, exec."""
-    try:
-        if who is not None:
-            os.setgroups(who.groups)
-            os.setgid(who.gid)
-            os.setuid(who.uid)
-            try:
-                os.chdir(who.home)
-            except OSError:
-                pass
-        for sig in (
-            signal.SIGPIPE,
-            signal.SIGXFSZ,
-            signal.SIGINT,
-            signal.SIGQUIT,
-            signal.SIGTERM,
-            signal.SIGHUP,
-            signal.SIGTSTP,
-            signal.SIGWINCH,
-        ):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        _close_from(3)
-        os.execvpe(argv[0], argv, env)
-    except OSError as exc:
-        os.write(2, f"vserver: {name}: {argv[0]}: {exc.strerror}\n".encode())
-        os._exit(127 if exc.errno == errno.ENOENT else 126)
-    except BaseException as exc:
-        os.write(2, f"vserver: {name}: {exc}\n".encode())
-        os._exit(126)
-
-
-def _close_from(low: int) -> None:
-    if _libc._libc.syscall(436, low, 0xFFFFFFFF, 0) < 0:  # close_range(2)
-        os.closerange(low, 65536)
 
 
 def wait_status(status: int) -> int:

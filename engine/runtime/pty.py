@@ -21,7 +21,6 @@ from engine.errors import VstuiError
 
 TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
-TIOCSCTTY = 0x540E
 TTYAUX_MAJOR = 5  # /dev/ptmx is 5:2 (devpts' own ptmx too)
 CHUNK = 16384
 
@@ -65,23 +64,34 @@ def wait_status(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def run_on_pty(child: Callable[[], None], guest: str) -> int:
-    """Fork ``child`` on a new guest pty and relay until it exits; its exit code."""
+def run_on_pty(child: Callable[[], None], guest: str, parent_closes: tuple[int, ...] = ()) -> int:
+    """Fork ``child`` with a new guest pty as stdio, relay until it exits; its exit code.
+
+    ``child`` execs vexec, whose own child (inside the guest's PID namespace)
+    starts a session and takes the pty as its controlling terminal; the
+    relaying parent closes ``parent_closes`` (fds only the child needs).
+    """
     master, slave = open_guest_pty(guest)
     stdin_tty = os.isatty(0)
     if stdin_tty:
         _copy_winsize(0, master)
     pid = os.fork()
-    if pid == 0:
-        os.close(master)
-        os.setsid()
-        fcntl.ioctl(slave, TIOCSCTTY, 0)
-        for fd in (0, 1, 2):
-            os.dup2(slave, fd)
-        if slave > 2:
-            os.close(slave)
-        child()
-        os._exit(127)
+    if pid == 0:  # pragma: no cover - child
+        code = 125
+        try:
+            os.close(master)
+            for fd in (0, 1, 2):
+                os.dup2(slave, fd)
+            if slave > 2:
+                os.close(slave)
+            child()
+        except BaseException as exc:
+            text = exc.message if isinstance(exc, VstuiError) else f"{type(exc).__name__}: {exc}"
+            os.write(2, f"vserver: {guest}: {text}\r\n".encode(errors="replace"))
+        finally:
+            os._exit(code)
+    for fd in parent_closes:
+        os.close(fd)
     os.close(slave)
     saved = termios.tcgetattr(0) if stdin_tty else None
     if saved is not None:

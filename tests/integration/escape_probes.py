@@ -257,6 +257,26 @@ def p12_exe_overwrite() -> dict:
     return out
 
 
+F_GET_SEALS = 1034  # include/uapi/linux/fcntl.h
+F_SEAL_WRITE = 0x0008
+
+
+def _sealed_memfd(path_fd: int) -> bool:
+    """True for the runtime's own sealed memfd copy (as runc's): never the host's file."""
+    try:
+        fd = os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        import fcntl
+
+        return bool(fcntl.fcntl(fd, F_GET_SEALS) & F_SEAL_WRITE)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def p12_exe_race(seconds: str) -> dict:
     """Watch for processes the runtime puts into the guest (``vserver exec``) and
     grab their /proc/PID/exe while it is still a host binary (CVE-2019-5736)."""
@@ -280,7 +300,7 @@ def p12_exe_race(seconds: str) -> dict:
                     visible = (here.st_dev, here.st_ino) == (st.st_dev, st.st_ino)
                 except OSError:
                     visible = False
-                if not visible:  # never written: open for writing and close
+                if not visible and not _sealed_memfd(fd):  # open for writing, then close
                     seen[target] = open_for_write(f"/proc/self/fd/{fd}")
             finally:
                 os.close(fd)

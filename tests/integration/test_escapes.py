@@ -200,13 +200,6 @@ def test_12_exe_not_writable(shared: tuple[Paths, str]) -> None:
     assert {k: v for k, v in result.items() if v not in ("ETXTBSY", "EROFS", "EACCES")} == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime: the child `vserver exec` forks into the guest's PID namespace runs the "
-    "host's Python until execve; guest root (CAP_SYS_PTRACE) opens its /proc/PID/exe O_PATH "
-    "and can reopen it for writing once no host process runs that interpreter "
-    "(CVE-2019-5736). Fix in engine/runtime/enter.py: enter through a sealed memfd copy",
-)
 def test_12_exec_helper_exe_not_reachable(shared: tuple[Paths, str]) -> None:
     # the guest races every `vserver exec` for /proc/PID/exe of the process the
     # runtime forks into its PID namespace, while it is still the host's binary
@@ -263,12 +256,6 @@ def test_17_host_cgroup_tree(shared: tuple[Paths, str]) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime: on a hybrid host `vserver exec` joins the v1 cgroups only; the command "
-    "stays in the host's cgroup2 cgroup (guest sees 0::/../..), outside the guest's "
-    "cgroup.kill/cgroup.procs there. Fix in engine/runtime/enter.py join_cgroups",
-)
 def test_17_exec_joins_every_guest_cgroup(shared: tuple[Paths, str]) -> None:
     result = probe(*shared, "cgroup_tree")
     outside = {k: v for k, v in result["cgroup_paths"].items() if v != "/"}
@@ -304,11 +291,6 @@ def test_22_net_admin(shared: tuple[Paths, str]) -> None:
     assert_errno(probe(*shared, "net_admin"), set_flags="EPERM", set_mtu="EPERM")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="net: the host-side veth keeps accept_ra=1; write 0 to "
-    "/proc/sys/net/ipv6/conf/<host link>/accept_ra when creating the link",
-)
 def test_23_host_side_links_ignore_router_adverts(shared: tuple[Paths, str]) -> None:
     paths, _ = shared
     names = leaks.links(paths)
