@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
-from engine.paths import Paths
+# the supervisor loads this module on its own: nothing heavy at import time
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from engine.paths import Paths
 
 # Lines that describe memory in use: never more than the guest's usage.
 POOL_KEYS = frozenset(
@@ -76,7 +80,7 @@ def render_uptime(started: float, now: float, idle: float) -> str:
 
 def guest_meminfo(paths: Paths, name: str, host_text: str | None = None) -> str:
     """meminfo for a running guest from its cgroup (host text if unknown)."""
-    text = host_text if host_text is not None else Path("/proc/meminfo").read_text()
+    text = host_text if host_text is not None else _read("/proc/meminfo")
     try:
         from engine.cgroups import manager
 
@@ -88,15 +92,20 @@ def guest_meminfo(paths: Paths, name: str, host_text: str | None = None) -> str:
 
 def guest_uptime(paths: Paths, name: str, now: float | None = None) -> str:
     """uptime since run_dir/started; idle is the host's, scaled to that span."""
-    started = float((paths.run_dir(name) / "started").read_text().strip())
+    started = float(_read(os.path.join(paths.run_dir(name), "started")).strip())
     wall = time.time() if now is None else now
-    host_up, host_idle = (float(w) for w in Path("/proc/uptime").read_text().split()[:2])
+    host_up, host_idle = (float(w) for w in _read("/proc/uptime").split()[:2])
     up = max(wall - started, 0.0)
     idle = host_idle * min(up / host_up, 1.0) if host_up > 0 else 0.0
     return render_uptime(started, wall, idle)
 
 
-def write_view(path: Path, text: str) -> None:
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def write_view(path: str | Path, text: str) -> None:
     """Rewrite ``path`` in place (same inode) so a bind mount of it sees the new text."""
     data = text.encode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)

@@ -244,6 +244,44 @@ def setup_inside(plan: P.StartPlan, vinit: bytes | None) -> None:
             raise _fail("install init", P.VINIT_PATH, exc) from None
 
 
+_SYS_OPEN_TREE = 428  # same number on every architecture (5.2+)
+_SYS_MOVE_MOUNT = 429
+_OPEN_TREE_CLONE = 1
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_AT_FDCWD = -100
+
+
+def _open_view(host_path: str | None) -> int | None:
+    """A detached bind mount of ``host_path`` (open_tree CLONE), kept across pivot_root.
+
+    A plain bind from /proc/self/fd/N after pivot_root fails (EINVAL): the
+    file's mount is no longer in this namespace. A cloned tree is not in any
+    and can be attached anywhere later with move_mount.
+    """
+    if host_path is None:
+        return None
+    fd = _LIBC.syscall(_SYS_OPEN_TREE, _AT_FDCWD, host_path.encode(),
+                       _OPEN_TREE_CLONE | os.O_CLOEXEC)  # fmt: skip
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise ChildError(f"open_tree {host_path}: {os.strerror(err)}")
+    return fd
+
+
+def _mount_view(fd: int, target: str) -> None:
+    """Attach the detached mount ``fd`` on ``target``, read-only."""
+    try:
+        if _LIBC.syscall(_SYS_MOVE_MOUNT, fd, b"", _AT_FDCWD, target.encode(),
+                         _MOVE_MOUNT_F_EMPTY_PATH) < 0:  # fmt: skip
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        _remount_ro(target)
+    except OSError as exc:
+        raise _fail("bind view onto", target, exc) from None
+    finally:
+        os.close(fd)
+
+
 # -- identity, limits, privileges ---------------------------------------------------------
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -310,8 +348,11 @@ def run(
     """
     os.umask(0o022)
     os.setsid()
+    view_fd = _open_view(plan.meminfo_view)  # the host file is out of reach after pivot_root
     enter_root(plan)
     setup_inside(plan, vinit)
+    if view_fd is not None:
+        _mount_view(view_fd, "/proc/meminfo")
     try:
         set_names(plan.hostname, plan.domainname)
         if plan.own_netns:

@@ -159,6 +159,8 @@ class StartPlan:
     vinit: bool  # copy vinit to VINIT_PATH before exec
     seccomp: bool = True
     notes: tuple[str, ...] = field(default=())
+    # host file bind-mounted read-only over /proc/meminfo (V_MEMORY set), else None
+    meminfo_view: str | None = None
 
 
 # -- building --------------------------------------------------------------------
@@ -198,7 +200,7 @@ def dev_steps(shm_size: int = SHM_SIZE) -> list[Step]:
         Symlink("/dev/stdout", "/proc/self/fd/1"),
         Symlink("/dev/stderr", "/proc/self/fd/2"),
         File("/dev/console", b"", 0o600),
-        Bind("/dev/null", "/dev/console"),  # the console is the log pipe
+        Bind("/dev/null", "/dev/console"),  # the console is the log file (init's stdout)
     ]
     return steps
 
@@ -255,8 +257,17 @@ def init_env(cfg: Any) -> tuple[tuple[str, str], ...]:
             ("HOSTNAME", cfg.hostname))  # fmt: skip
 
 
-def build(cfg: Any, root: str, binds: list[Any], has_rc_local: bool = False) -> StartPlan:
-    """The start plan for ``cfg`` with its tree at ``root`` and rootfs ``binds``."""
+def build(
+    cfg: Any,
+    root: str,
+    binds: list[Any],
+    has_rc_local: bool = False,
+    meminfo_view: str | None = None,
+) -> StartPlan:
+    """The start plan for ``cfg`` with its tree at ``root`` and rootfs ``binds``.
+
+    ``meminfo_view``: a host file the guest sees as its /proc/meminfo.
+    """
     own_netns = cfg.netmode != "host"
     before: list[Step] = [HostBind(str(b.source), b.target, b.readonly, b.recursive) for b in binds]
     before += [HostMount(m.source, m.target, m.fstype, m.options) for m in cfg.mounts]
@@ -279,4 +290,5 @@ def build(cfg: Any, root: str, binds: list[Any], has_rc_local: bool = False) -> 
         argv=argv,
         env=init_env(cfg),
         vinit=vinit,
+        meminfo_view=meminfo_view,
     )

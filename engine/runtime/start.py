@@ -1,8 +1,9 @@
 """``vserver NAME start``: lock, check, then the supervisor boots the guest.
 
-The host-side half of a boot (``launch``) runs in a short-lived child of the
-supervisor, so the supervisor never imports storage, cgroups or network
-code. ``launch``:
+The host-side half of a boot (``launch``) runs in the supervisor forked from
+the CLI before it execs its lean interpreter (first boot), or in a
+short-lived child of the lean supervisor (reboot), so the running supervisor
+never holds storage, cgroups or network code. ``launch``:
 
 1. checks the barrier, prepares the tree (``rootfs.prepare_root``), builds
    the StartPlan, creates the cgroup and applies the limits;
@@ -10,19 +11,30 @@ code. ``launch``:
    namespaces, makes / a slave mount, forks B (PID 1 of the new PID
    namespace), reports B's host PID and exits. B is reparented to the
    supervisor (a child subreaper) and has no parent-death signal: the guest
-   outlives its supervisor;
+   outlives its supervisor. A also unshares a time namespace whose
+   monotonic and boot clocks start at zero, so the guest's /proc/uptime
+   counts from its start;
 3. sets up the network with B's PID (``engine.net.setup``) when the guest
-   has its own network namespace, then lets B go;
+   has links or addresses to set up (pyroute2 is imported only then), then
+   lets B go;
 4. B runs child.run (mounts, pivot_root, /proc, /dev, limits, caps) and execs
    init; a failure comes back as one line on the error pipe, and every step
-   already taken is undone, so a failed start leaves nothing behind.
+   already taken is undone, so a failed start leaves nothing behind. So does
+   a boot that overruns its deadline (a hung V_MOUNT, say).
+
+With a memory limit, run_dir/meminfo (rendered by engine.rootfs.procview)
+is bind-mounted read-only over the guest's /proc/meminfo; the supervisor
+refreshes it once a second from the cgroup's usage file.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from engine import _libc
@@ -39,6 +51,16 @@ SECCOMP_FILE = "seccomp.bpf"  # the guest's packed seccomp program, for `exec`
 
 class StartFailed(VstuiError):
     """The guest's PID 1 reported a set-up failure."""
+
+
+@dataclass(frozen=True, slots=True)
+class Booted:
+    """A guest whose init runs: what the supervisor needs to watch it."""
+
+    init_pid: int
+    start: int  # init's start time in clock ticks
+    mem_limit: int | None = None  # bytes, when /proc/meminfo is the guest's view
+    mem_usage_file: str | None = None  # the cgroup file with the guest's memory use
 
 
 def start(paths: Paths, name: str) -> state.RunState:
@@ -58,7 +80,7 @@ def start(paths: Paths, name: str) -> state.RunState:
 
             forked.run(lambda: teardown(paths, name), name)
         context = xid.xid_of(paths, name)
-        supervisor.spawn(paths, name, context, lock)
+        supervisor.spawn(paths, name, context)
     finally:
         lock.release()
     return state.read(paths, name)
@@ -163,13 +185,14 @@ class _Undo:
                 pass
 
 
-def launch(paths: Paths, name: str, log_fd: int) -> tuple[int, int]:
-    """Boot the guest once; (init host PID, init start time). Raises on failure."""
+def launch(paths: Paths, name: str, log_fd: int, timeout: float = 30.0) -> Booted:
+    """Boot the guest once, within ``timeout`` seconds; raises on failure (all undone)."""
     from engine import rootfs
     from engine.cgroups import manager
     from engine.config import load_guest
     from engine.runtime import plan as plans
 
+    deadline = time.monotonic() + timeout
     cfg = load_guest(paths, name)
     rootfs.check_barrier(paths)
     undo = _Undo()
@@ -177,19 +200,49 @@ def launch(paths: Paths, name: str, log_fd: int) -> tuple[int, int]:
         handle = rootfs.prepare_root(cfg, paths)
         undo.add(handle.release)
         root = str(handle.path)
-        plan = plans.build(cfg, root, rootfs.binds(cfg, paths), _has_rc_local(root))
         cg = manager()
         rel = paths.cgroup_name(name)
         cg.create(rel)
         undo.add(lambda: _remove_cgroup(cg, rel))
         cg.apply(rel, limits_of(cfg))
+        usage_file = _meminfo_view(paths, cfg, cg, rel, undo)
+        view = os.fspath(paths.run_dir(name) / MEMINFO_VIEW) if usage_file else None
+        binds = rootfs.binds(cfg, paths)
+        plan = plans.build(cfg, root, binds, _has_rc_local(root), meminfo_view=view)
         program = _seccomp_program(cfg)
         write_exec_profile(paths, cfg, plan, program)
         vinit = _vinit_bytes() if plan.vinit else None
-        return _boot(paths, cfg, plan, cg, rel, log_fd, vinit, program, undo)
+        pid, start = _boot(paths, cfg, plan, cg, rel, log_fd, vinit, program, undo, deadline)
+        return Booted(pid, start, cfg.memory if usage_file else None, usage_file)
     except BaseException:
         undo.run()
         raise
+
+
+MEMINFO_VIEW = "meminfo"  # = supervisor.MEMINFO_VIEW
+
+
+def _meminfo_view(paths: Paths, cfg: Any, cg: Any, rel: str, undo: _Undo) -> str | None:
+    """With V_MEMORY: write the first run_dir/meminfo; the usage file to refresh it from."""
+    if not cfg.memory:
+        return None
+    usage_file = None
+    for directory in cg.paths(rel):
+        for candidate in ("memory.usage_in_bytes", "memory.current"):
+            if (directory / candidate).exists():
+                usage_file = os.fspath(directory / candidate)
+                break
+        if usage_file:
+            break
+    if usage_file is None:
+        return None  # no memory controller: the guest sees the host's meminfo
+    from engine.rootfs import procview
+
+    target = paths.run_dir(cfg.name) / MEMINFO_VIEW
+    with open("/proc/meminfo") as f:
+        procview.write_view(target, procview.render_meminfo(cfg.memory, 0, f.read()))
+    undo.add(lambda: target.unlink(missing_ok=True))
+    return usage_file
 
 
 def _remove_cgroup(cg: Any, rel: str) -> None:
@@ -206,17 +259,60 @@ def _ns_flags(plan: StartPlan) -> int:
         | _libc.CLONE_NEWCGROUP
         | _libc.CLONE_NEWPID
     )
+    if HAVE_TIMENS:
+        flags |= CLONE_NEWTIME
     return flags | (_libc.CLONE_NEWNET if plan.own_netns else 0)
 
 
-def _read_line(fd: int) -> bytes:
+CLONE_NEWTIME = 0x00000080  # Linux 5.6; like PID, it applies to the children
+HAVE_TIMENS = os.path.exists("/proc/self/ns/time")
+
+
+def _zero_clocks() -> None:
+    """Offsets that make the new time namespace's monotonic and boot clocks start at 0.
+
+    Written before the first process enters it (the kernel refuses later);
+    whole seconds, so the clocks start between 0 and 1 s, never below 0.
+    """
+    mono = int(time.clock_gettime(time.CLOCK_MONOTONIC))
+    boot = int(time.clock_gettime(time.CLOCK_BOOTTIME))
+    with open("/proc/self/timens_offsets", "w") as f:
+        f.write(f"monotonic -{mono} 0\nboottime -{boot} 0\n")
+
+
+class _Timeout(StartFailed):
+    pass
+
+
+def _wait_readable(fd: int, deadline: float, name: str) -> None:
+    left = deadline - time.monotonic()
+    if left <= 0 or not select.select([fd], [], [], left)[0]:
+        raise _Timeout("start timed out: a boot step did not finish in time (a hung "
+                       "V_MOUNT?); everything was undone", name)  # fmt: skip
+
+
+def _read_line(fd: int, deadline: float, name: str) -> bytes:
     data = b""
     while not data.endswith(b"\n"):
+        _wait_readable(fd, deadline, name)
         chunk = os.read(fd, 64)
         if not chunk:
             break
         data += chunk
     return data
+
+
+def _read_all(fd: int, deadline: float, name: str) -> bytes:
+    chunks = []
+    try:
+        while True:
+            _wait_readable(fd, deadline, name)
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
 
 
 def _boot(
@@ -229,6 +325,7 @@ def _boot(
     vinit: bytes | None,
     program: bytes | None,
     undo: _Undo,
+    deadline: float,
 ) -> tuple[int, int]:
     pid_r, pid_w = os.pipe()
     go_r, go_w = os.pipe()
@@ -241,12 +338,15 @@ def _boot(
         _child_a(plan, cg, rel, pid_w, go_r, err_w, log_fd, vinit, hook)
     for fd in (pid_w, go_r, err_w):
         os.close(fd)
+    reaped: list[int] = []
+    undo.add(lambda: reaped or _kill_and_reap(a))  # A hung (a timeout): never a reused PID
     try:
-        line = _read_line(pid_r)
+        line = _read_line(pid_r, deadline, cfg.name)
         os.close(pid_r)
         os.waitpid(a, 0)
+        reaped.append(a)
         if not line:
-            message = forked.read_all(err_r).decode(errors="replace").strip()
+            message = _read_all(err_r, deadline, cfg.name).decode(errors="replace").strip()
             raise StartFailed(f"start: {message or 'namespace set-up failed'}", cfg.name)
         init_pid = int(line)
         undo.add(lambda: _kill(init_pid))
@@ -255,7 +355,7 @@ def _boot(
         os.write(go_w, b"g")
         os.close(go_w)
         go_w = -1
-        message = forked.read_all(err_r).decode(errors="replace").strip()
+        message = _read_all(err_r, deadline, cfg.name).decode(errors="replace").strip()
         if message:
             raise StartFailed(f"start: {message}", cfg.name)
         start = state.proc_starttime(init_pid)
@@ -274,10 +374,23 @@ def _kill(pid: int) -> None:
         pass
 
 
+def _kill_and_reap(pid: int) -> None:
+    """Process A, if a timeout left it hanging."""
+    _kill(pid)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
 def _net_setup(cfg: Any, paths: Paths, pid: int, undo: _Undo) -> None:
+    if not (cfg.addresses or cfg.bridge or cfg.bandwidth_out or cfg.bandwidth_in):
+        return  # = net.needs_netlink: B brings its loopback up itself, no import needed
     try:
         from engine import net
     except ImportError:  # no network part yet: the guest has its loopback only
+        return
+    if not net.needs_netlink(cfg):
         return
     undo.add(lambda: net.teardown(cfg, paths))
     net.setup(cfg, paths, pid)
@@ -317,6 +430,8 @@ def _child_a(
     try:
         _join_cgroup(cg, rel)
         _libc.unshare(_ns_flags(plan))
+        if HAVE_TIMENS:
+            _zero_clocks()
         # nothing we mount may reach the host (and host mounts may reach in)
         _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_SLAVE)
         b = os.fork()

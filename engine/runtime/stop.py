@@ -147,6 +147,8 @@ def teardown(paths: Paths, name: str, keep_run_dir: bool = False) -> None:
             step(paths, name, cfg)
         except Exception as exc:
             errors.append(forked.one_line(exc))
+    # the /proc/meminfo view (not a runfiles value file: removed here)
+    (paths.run_dir(name) / "meminfo").unlink(missing_ok=True)
     if not keep_run_dir:
         state.clear(paths, name)
     if errors:
@@ -158,11 +160,21 @@ def teardown(paths: Paths, name: str, keep_run_dir: bool = False) -> None:
 def _net_teardown(paths: Paths, name: str, cfg: Any) -> None:
     if cfg is not None and cfg.netmode == "host":
         return  # no namespace of its own: nothing was set up
+    if not _net_leftovers(paths, name):
+        return  # nothing recorded, no link named after it: no network code needed
     try:
         from engine import net
     except ImportError:
         return
     net.teardown(cfg if cfg is not None else name, paths)
+
+
+def _net_leftovers(paths: Paths, name: str) -> bool:
+    """net.json or a host link named after the guest (what net.teardown removes)."""
+    if (paths.run_dir(name) / "net.json").exists():
+        return True
+    links = (paths.link_name(name), paths.link_name(name, kind="ifb"))
+    return any(os.path.lexists(f"/sys/class/net/{link}") for link in links)
 
 
 def _release_root(paths: Paths, name: str, cfg: Any) -> None:

@@ -1,25 +1,32 @@
 """The per-guest supervisor: init's parent outside the guest.
 
-``spawn`` (called by ``vserver NAME start``) double-forks, and the
-grandchild execs a fresh, lean interpreter (``python -S -E``) running
-``main``: a detached supervisor in its own session with stdio on the guest's
-console log. The CLI waits on a pipe until the guest's init runs or the start
-failed. The supervisor:
+``spawn`` (called by ``vserver NAME start``) double-forks the CLI process:
+the grandchild S, a child subreaper in its own session, boots the guest with
+the modules the CLI already imported (no second interpreter, no second
+import of config, storage, cgroups or network code), answers the CLI, and
+then execs a fresh, lean interpreter (``python -S -E``) running ``main``.
+exec keeps the PID, the children and the subreaper flag, so the guest's
+init stays its child. The lean supervisor:
 
-- imports only os, select, signal, ctypes and runfiles: a running guest
-  costs a few MB of supervisor memory (LXC's monitor: ~3 MB RSS);
-- is a child subreaper, so the guest's PID 1 is reparented to it;
-- boots the guest through a short-lived child (``start.launch``), which
-  imports storage, cgroups and network code and exits;
-- copies init's console (a pipe) into ``paths.log_file(NAME)``;
+- imports only os, select, signal and runfiles (plus procview's renderers
+  when the guest has a memory limit): a running guest costs a few MB of
+  supervisor memory (LXC's monitor: ~3 MB RSS);
+- wakes once a second to refresh the guest's /proc/meminfo view;
 - waits for init: killed by SIGHUP means reboot(2) inside the guest's PID
-  namespace (kernel/reboot.c reboot_pid_ns) -> full teardown and a new boot;
-  SIGINT (halt/poweroff) or any other exit -> teardown and stop. SIGTERM to
-  the supervisor asks init to stop the guest.
+  namespace (kernel/reboot.c reboot_pid_ns) -> full teardown and a new boot
+  through a short-lived child (``start.launch``); SIGINT (halt/poweroff) or
+  any other exit -> teardown and stop. SIGTERM asks init to stop the guest.
 
-If the supervisor dies the guest keeps running (init has no parent-death
-signal) and ``stop``/``enter``/``status`` work from the run directory and
-the cgroup alone.
+The guest's console (init's stdout/stderr) is a pipe (never a host file: a
+guest could reopen that through /proc/1/fd, escape class 11) with two
+holders of its read end: a console pump, a forked child of the supervisor
+that copies it to ``paths.log_file(NAME)`` and caps the log at ``LOG_MAX``
+(the previous part goes to NAME.log.1), and the supervisor, which re-forks a
+pump that died. A SIGKILLed supervisor leaves the pump running: the guest's
+writes never meet EPIPE/SIGPIPE and still reach the log; the pump exits when
+the last guest process is gone (end of file). If the supervisor
+dies the guest keeps running (init has no parent-death signal) and
+``stop``/``enter``/``status`` work from the run directory and the cgroup.
 """
 
 from __future__ import annotations
@@ -32,7 +39,13 @@ import time
 
 from engine.runtime import forked, runfiles
 
+LOG_MAX = 8 * 1024 * 1024  # console log cap; the part before goes to NAME.log.1
 LOG_CHUNK = 65536
+PUMP_GRACE = 2.0  # seconds the pump gets to reach end of file after init's exit
+TICK = 1.0  # seconds between meminfo refreshes
+START_TIMEOUT = 30.0  # a boot (every step up to init's exec) must finish within this
+SPAWN_GRACE = 15.0  # the CLI kills a supervisor whose boot overran by this much
+MEMINFO_VIEW = "meminfo"  # run_dir file bind-mounted over the guest's /proc/meminfo
 
 # the lean interpreter's whole program: sys.path from the CLI, then main()
 BOOTSTRAP = (
@@ -45,48 +58,157 @@ if TYPE_CHECKING:
     from engine.paths import Paths
 
 
-def spawn(paths: Paths, name: str, xid: int, lock: runfiles.RunLock) -> int:
-    """Start the detached supervisor; the guest's init PID once it runs."""
+def spawn(paths: Paths, name: str, xid: int) -> int:
+    """Boot the guest in a detached supervisor; the guest's init PID once it runs.
+
+    Waits at most START_TIMEOUT + SPAWN_GRACE: the supervisor's own deadline
+    (START_TIMEOUT) normally fires first and undoes the boot itself; past
+    the grace the supervisor is killed and everything is torn down here.
+    """
     from engine import _libc
     from engine.errors import VstuiError
 
     r, w = os.pipe()
-    import engine
-
-    # the package's own parent first: an editable install finds it by a hook -S skips
-    here = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
-    search = "\n".join(p for p in [here, *sys.path] if p and "\n" not in p)
-    argv = [sys.executable, "-S", "-E", "-c", BOOTSTRAP, search,
-            str(paths.root), name, str(xid), str(lock.fd), str(w),
-            os.fspath(paths.run_dir(name)), os.fspath(paths.log_file(name))]  # fmt: skip
     pid = os.fork()
     if pid == 0:  # pragma: no cover - child
         try:
             os.close(r)
             os.setsid()
             if os.fork() == 0:
-                # kept across execve: the lean interpreter needs no ctypes for it
                 _libc.set_child_subreaper()
-                os.set_inheritable(w, True)
-                os.set_inheritable(lock.fd or -1, True)
-                os.execv(sys.executable, argv)
+                _boot_then_supervise(paths, name, xid, w)
         finally:
             os._exit(0)
     os.close(w)
     os.waitpid(pid, 0)
-    reply = forked.read_all(r).decode(errors="replace").strip()
-    kind, _, rest = reply.partition(" ")
+    reply = _read_until(r, START_TIMEOUT + SPAWN_GRACE)
+    if reply is None:
+        _abandon(paths, name)
+        raise VstuiError(f"start timed out after {START_TIMEOUT:.0f} s (a hung boot step, "
+                         "e.g. an unreachable V_MOUNT); everything was undone", name)  # fmt: skip
+    kind, _, rest = reply.decode(errors="replace").strip().partition(" ")
     if kind == "ok":
         return int(rest)
     raise VstuiError(rest or "the supervisor died before the guest started; see its log", name)
 
 
+def _read_until(fd: int, timeout: float) -> bytes | None:
+    """The pipe's whole content, or None when it is still open after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    chunks = []
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+def _abandon(paths: Paths, name: str) -> None:
+    """A supervisor stuck in its boot: kill it, undo everything it made."""
+    from engine.runtime.stop import teardown
+
+    run_dir = paths.run_dir(name)
+    pid = runfiles.read_value(run_dir, "supervisor.pid")
+    start = runfiles.read_value(run_dir, "supervisor.start")
+    if pid and runfiles.alive(int(pid), int(start) if start else None):
+        _signal(int(pid), signal.SIGKILL)
+    try:
+        forked.run(lambda: teardown(paths, name), name)
+    finally:
+        _remove_run_dir(os.fspath(run_dir))
+
+
+def _remove_run_dir(run_dir: str) -> None:
+    try:
+        os.unlink(os.path.join(run_dir, MEMINFO_VIEW))
+    except FileNotFoundError:
+        pass
+    runfiles.remove_dir(run_dir)
+
+
+def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> None:
+    """In S: boot with the CLI's modules, answer the CLI, become the lean supervisor."""
+    from engine.runtime.start import launch
+
+    run_dir = os.fspath(paths.run_dir(name))
+    log_file = os.fspath(paths.log_file(name))
+    log_fd = _stdio(log_file)
+    os.chdir("/")  # a daemon pins no directory
+    _write_identity(run_dir, xid)
+    console_r, console_w = os.pipe()
+    try:
+        booted = launch(paths, name, console_w, START_TIMEOUT)
+    except BaseException as exc:
+        error = forked.one_line(exc)
+        _log(log_fd, name, f"start failed: {error}")
+        _remove_run_dir(run_dir)
+        os.write(ready_fd, f"error {error}".encode(errors="replace"))
+        os._exit(1)
+    os.close(console_w)  # the guest's init holds the write end now
+    os.set_inheritable(console_r, True)
+    _record_boot(run_dir, booted.init_pid, booted.start)
+    _log(log_fd, name, f"started, init pid {booted.init_pid}")
+    os.write(ready_fd, f"ok {booted.init_pid}".encode())
+    os.close(ready_fd)
+    import engine
+
+    # the package's own parent first: an editable install finds it by a hook -S skips
+    here = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
+    search = "\n".join(p for p in [here, *sys.path] if p and "\n" not in p)
+    argv = [sys.executable, "-S", "-E", "-c", BOOTSTRAP, search, str(paths.root), name,
+            str(xid), run_dir, log_file, str(booted.init_pid), str(booted.mem_limit or 0),
+            str(console_r), booted.mem_usage_file or ""]  # fmt: skip
+    os.execv(sys.executable, argv)
+
+
+def _stdio(log_file: str) -> int:
+    """stdin /dev/null, stdout/stderr and the returned fd: the log, O_APPEND."""
+    os.makedirs(os.path.dirname(log_file), exist_ok=True)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    log_fd = os.open(log_file, flags, 0o640)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    return log_fd
+
+
+def _log(log_fd: int, name: str, text: str) -> None:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.write(log_fd, f"--- vserver {name}: {text} at {stamp} ---\n".encode())
+
+
+def _write_identity(run_dir: str, xid: int) -> None:
+    os.makedirs(run_dir, exist_ok=True)
+    me = os.getpid()
+    runfiles.write_value(run_dir, "state", "starting")
+    runfiles.write_value(run_dir, "supervisor.pid", me)
+    runfiles.write_value(run_dir, "supervisor.start", runfiles.proc_starttime(me) or 0)
+    runfiles.write_value(run_dir, "xid", xid)
+
+
+def _record_boot(run_dir: str, init_pid: int, start: int) -> None:
+    runfiles.write_value(run_dir, "init.pid", init_pid)
+    runfiles.write_value(run_dir, "init.start", start)
+    runfiles.write_value(run_dir, "started", f"{time.time():.3f}")
+    runfiles.write_value(run_dir, "state", "running")
+
+
 def main(args: list[str]) -> None:
-    root, name, xid, lock_fd, ready_fd, run_dir, log_file = args
+    root, name, xid, run_dir, log_file, init_pid, mem_limit, console_r, mem_usage = args
     code = 1
     try:
-        os.chdir("/")  # a daemon pins no directory
-        sup = Supervisor(root, name, int(xid), int(lock_fd), int(ready_fd), run_dir, log_file)
+        sup = Supervisor(root, name, int(xid), run_dir, log_file)
+        sup.adopt(int(init_pid), int(mem_limit) or None, mem_usage or None)
+        sup.console_r = int(console_r)
+        os.set_inheritable(sup.console_r, False)
         code = sup.run()
     except BaseException:
         import traceback
@@ -102,89 +224,85 @@ def _paths(root: str) -> Paths:
     return Paths.from_root(root)
 
 
+def _load_procview() -> object:
+    """engine/rootfs/procview.py alone: the package's __init__ imports storage code."""
+    import importlib.util
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        "engine.rootfs.procview", os.path.join(here, "rootfs", "procview.py")
+    )
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
 class Supervisor:
-    def __init__(self, root: str, name: str, xid: int, lock_fd: int | None, ready_fd: int,
-                 run_dir: str, log_file: str) -> None:  # fmt: skip
+    def __init__(self, root: str, name: str, xid: int, run_dir: str, log_file: str) -> None:
         self.root = root
         self.name = name
         self.xid = xid
-        self.lock_fd = lock_fd
-        self.ready_fd: int | None = ready_fd
         self.run_dir = run_dir
         self.log_file = log_file
         self.log_fd = -1
-        self.log_r = self.log_w = -1
+        self.console_r = -1
         self.wake_r = -1
         self.init_pid = 0
+        self.mem_limit: int | None = None
+        self.mem_usage: str | None = None
+        self.procview: object = None
         self.stop_requested = False
         self.stop_sent = False
 
+    def adopt(self, init_pid: int, mem_limit: int | None, mem_usage: str | None) -> None:
+        """The guest booted before exec: its init, and what feeds its meminfo view."""
+        self.init_pid = init_pid
+        self.mem_limit = mem_limit
+        self.mem_usage = mem_usage
+
     # -- plumbing ---------------------------------------------------------------
-    def _stdio(self) -> None:
-        os.makedirs(os.path.dirname(self.log_file), exist_ok=True)
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        self.log_fd = os.open(self.log_file, flags, 0o640)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-        os.dup2(self.log_fd, 1)
-        os.dup2(self.log_fd, 2)
-
     def _log(self, text: str) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.write(self.log_fd, f"--- vserver {self.name}: {text} at {stamp} ---\n".encode())
-
-    def _reply(self, text: str) -> None:
-        if self.ready_fd is not None:
-            try:
-                os.write(self.ready_fd, text.encode(errors="replace"))
-            finally:
-                os.close(self.ready_fd)
-                self.ready_fd = None
-
-    def _release_lock(self) -> None:
-        if self.lock_fd is not None:
-            os.close(self.lock_fd)
-            self.lock_fd = None
+        _log(self.log_fd, self.name, text)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stop_requested = True
 
-    # -- boot -------------------------------------------------------------------------
+    # -- boot (reboot only: the first boot happened before exec) --------------------------
     def _boot(self) -> str | None:
         """One boot through a child; None on success (init_pid set), else the error."""
         runfiles.write_value(self.run_dir, "state", "starting")
+        console_r, console_w = os.pipe()
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
             code = 1
             try:
                 os.close(r)
-                for fd in (self.lock_fd, self.ready_fd, self.log_r, self.wake_r):
-                    if fd is not None and fd >= 0:
-                        os.close(fd)
+                os.close(console_r)
+                os.close(self.wake_r)
                 signal.set_wakeup_fd(-1)
                 from engine.runtime.start import launch
 
-                init_pid, start = launch(_paths(self.root), self.name, self.log_w)
-                os.write(w, f"ok {init_pid} {start}".encode())
+                b = launch(_paths(self.root), self.name, console_w, START_TIMEOUT)
+                reply = f"ok {b.init_pid} {b.start} {b.mem_limit or 0} {b.mem_usage_file or ''}"
+                os.write(w, reply.encode())
                 code = 0
             except BaseException as exc:
                 os.write(w, f"error {forked.one_line(exc)}".encode(errors="replace"))
             finally:
                 os._exit(code)
         os.close(w)
+        os.close(console_w)
         reply = forked.read_all(r).decode(errors="replace")
         os.waitpid(pid, 0)
         kind, _, rest = reply.partition(" ")
         if kind != "ok":
+            os.close(console_r)
             return rest or "the start helper died; see the log"
-        pid_text, _, start_text = rest.partition(" ")
-        self.init_pid = int(pid_text)
-        runfiles.write_value(self.run_dir, "init.pid", self.init_pid)
-        runfiles.write_value(self.run_dir, "init.start", int(start_text))
-        runfiles.write_value(self.run_dir, "started", f"{time.time():.3f}")
-        runfiles.write_value(self.run_dir, "state", "running")
+        self.console_r = console_r
+        pid_text, start_text, limit, *usage = rest.split(" ", 3)
+        self.adopt(int(pid_text), int(limit) or None, usage[0] if usage and usage[0] else None)
+        _record_boot(self.run_dir, self.init_pid, int(start_text))
         self._log(f"started, init pid {self.init_pid}")
         return None
 
@@ -201,28 +319,14 @@ class Supervisor:
 
     # -- main ---------------------------------------------------------------------------
     def run(self) -> int:
-        self._stdio()  # a child subreaper already: spawn() set it before exec
+        os.chdir("/")
+        self.log_fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                              0o640)  # fmt: skip
         for sig in (signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self._on_signal)
         self.wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        os.makedirs(self.run_dir, exist_ok=True)
-        me = os.getpid()
-        runfiles.write_value(self.run_dir, "supervisor.pid", me)
-        runfiles.write_value(self.run_dir, "supervisor.start", runfiles.proc_starttime(me) or 0)
-        runfiles.write_value(self.run_dir, "xid", self.xid)
-        self.log_r, self.log_w = os.pipe2(os.O_CLOEXEC)
-        os.set_inheritable(self.log_w, True)
-        error = self._boot()
-        if error is not None:
-            self._log(f"start failed: {error}")
-            runfiles.remove_dir(self.run_dir)
-            self._reply(f"error {error}")
-            self._release_lock()
-            return 1
-        self._reply(f"ok {self.init_pid}")
-        self._release_lock()
         while True:
             status = self._wait_init()
             reboot = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGHUP
@@ -238,52 +342,107 @@ class Supervisor:
         try:
             self._teardown()
             if not reboot:
-                runfiles.remove_dir(self.run_dir)
+                _remove_run_dir(self.run_dir)
                 return False
             error = self._boot()
             if error is not None:
                 self._log(f"restart failed: {error}")
-                runfiles.remove_dir(self.run_dir)
+                _remove_run_dir(self.run_dir)
                 return False
             return True
         finally:
             lock.release()
 
     def _wait_init(self) -> int:
-        """Copy the console to the log until init exits; its wait status."""
+        """Tick once a second, keep a console pump, until init exits; its wait status."""
         pidfd = os.pidfd_open(self.init_pid)
         poller = select.poll()
-        poller.register(self.log_r, select.POLLIN)
         poller.register(pidfd, select.POLLIN)
         poller.register(self.wake_r, select.POLLIN)
+        next_tick = 0.0
+        pump, pump_fd = self._start_pump()
+        poller.register(pump_fd, select.POLLIN)
         try:
             while True:
                 if self.stop_requested and not self.stop_sent:
                     self.stop_sent = True
                     _signal(self.init_pid, signal.SIGTERM)
-                events = poller.poll()
+                now = time.monotonic()
+                if now >= next_tick:
+                    self._tick()
+                    next_tick = now + TICK
+                events = poller.poll(max(next_tick - time.monotonic(), 0.0) * 1000)
                 for fd, _ in events:
-                    if fd == self.log_r:
-                        os.write(self.log_fd, os.read(self.log_r, LOG_CHUNK))
-                    elif fd == self.wake_r:
+                    if fd == self.wake_r:
                         _drain_quietly(self.wake_r)
                 if any(fd == pidfd for fd, _ in events):
                     _, status = os.waitpid(self.init_pid, 0)
-                    self._drain()
+                    self._end_console(pump, pump_fd)
+                    pump_fd = -1
                     self._reap()
                     return status
+                if any(fd == pump_fd for fd, _ in events):  # the pump died: a new one
+                    poller.unregister(pump_fd)
+                    os.close(pump_fd)
+                    _reap_quietly(pump)
+                    pump, pump_fd = self._start_pump()
+                    poller.register(pump_fd, select.POLLIN)
         finally:
             os.close(pidfd)
+            if pump_fd >= 0:
+                os.close(pump_fd)
 
-    def _drain(self) -> None:
-        os.set_blocking(self.log_r, False)
+    # -- the console --------------------------------------------------------------------
+    def _start_pump(self) -> tuple[int, int]:
+        """Fork the console pump; (pid, pidfd)."""
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            code = 0
+            try:
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGTERM, signal.SIGPIPE):
+                    signal.signal(sig, signal.SIG_DFL)
+                _pump(self.console_r, self.log_fd, self.log_file)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        return pid, os.pidfd_open(pid)
+
+    def _end_console(self, pump: int, pump_fd: int) -> None:
+        """After init's exit: the pump ends at EOF (the guest is gone); then close."""
+        if not select.select([pump_fd], [], [], PUMP_GRACE)[0]:
+            _signal(pump, signal.SIGKILL)  # a leftover writer (or a stuck pump)
+        _reap_quietly(pump)
+        os.close(pump_fd)
+        os.set_blocking(self.console_r, False)
         try:
-            while data := os.read(self.log_r, LOG_CHUNK):
+            while data := os.read(self.console_r, LOG_CHUNK):
                 os.write(self.log_fd, data)
-        except BlockingIOError:
+        except OSError:
             pass
-        finally:
-            os.set_blocking(self.log_r, True)
+        os.close(self.console_r)
+        self.console_r = -1
+
+    # -- once a second ----------------------------------------------------------------
+    def _tick(self) -> None:
+        try:
+            self._refresh_meminfo()
+        except (OSError, ValueError):
+            pass  # the cgroup went away under a dying guest: keep the last view
+
+    def _refresh_meminfo(self) -> None:
+        if self.mem_limit is None or self.mem_usage is None:
+            return
+        if self.procview is None:
+            self.procview = _load_procview()
+        pv = self.procview
+        with open(self.mem_usage, "rb") as f:
+            usage = int(f.read())
+        with open("/proc/meminfo") as f:
+            host = f.read()
+        text = pv.render_meminfo(self.mem_limit, usage, host)  # type: ignore[attr-defined]
+        pv.write_view(os.path.join(self.run_dir, MEMINFO_VIEW), text)  # type: ignore[attr-defined]
 
     @staticmethod
     def _reap() -> None:
@@ -292,6 +451,45 @@ class Supervisor:
                 pass
         except ChildProcessError:
             pass
+
+
+def _pump(console_r: int, log_fd: int, log_file: str) -> None:
+    """Copy the guest's console to its log until end of file, capping the log."""
+    while data := os.read(console_r, LOG_CHUNK):
+        os.write(log_fd, data)
+        if os.fstat(log_fd).st_size > LOG_MAX:
+            _cap_log(log_fd, log_file)
+
+
+def _cap_log(log_fd: int, log_file: str) -> None:
+    """The log moves to NAME.log.1 and starts again (same inode: copy, then truncate)."""
+    size = os.fstat(log_fd).st_size
+    older = f"{log_file}.1"
+    src = os.open(log_file, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        dst = os.open(older, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        try:
+            done = 0
+            while done < size:
+                sent = os.sendfile(dst, src, done, size - done)
+                if sent == 0:
+                    break
+                done += sent
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    os.ftruncate(log_fd, 0)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.write(log_fd, f"--- log reached {size} bytes at {stamp}; the part before is in "
+             f"{os.path.basename(older)} ---\n".encode())  # fmt: skip
+
+
+def _reap_quietly(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _drain_quietly(fd: int) -> None:
