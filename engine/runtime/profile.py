@@ -50,12 +50,18 @@ def parse(text: str) -> Profile:
     return profile
 
 
-def read(run_dir: str) -> Profile | None:
-    """The saved profile of a running guest; None when the start wrote none."""
+def read(run_dir: str, program: bool = True) -> Profile | None:
+    """The saved profile of a running guest; None when the start wrote none.
+
+    ``program=False`` leaves ``seccomp`` None: exec passes vexec an fd of
+    ``seccomp.bpf`` instead of reading it.
+    """
     text = read_value(run_dir, PROFILE_FILE)
     if text is None:
         return None
     profile = parse(text)
+    if not program:
+        return profile
     try:
         with open(os.path.join(run_dir, SECCOMP_FILE), "rb") as f:
             profile.seccomp = f.read() or None

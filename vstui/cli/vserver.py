@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable, Sequence
 
 from engine.paths import Paths
 from vstui.cli.common import run_tool, split_root
+
+TYPE_CHECKING = False  # typing/collections.abc cost ~3 ms of every tool's start
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 TOOL = "vserver"
 
@@ -31,9 +34,9 @@ COMMANDS: dict[str, str] = {
     "restart": "vstui.cli.vserver_runtime:cmd_restart",
     "status": "vstui.cli.vserver_runtime:cmd_status",
     "running": "vstui.cli.vserver_runtime:cmd_running",
-    "enter": "vstui.cli.vserver_runtime:cmd_enter",
-    "exec": "vstui.cli.vserver_runtime:cmd_exec",
-    "suexec": "vstui.cli.vserver_runtime:cmd_suexec",
+    "enter": "vstui.cli.vserver_exec:cmd_enter",
+    "exec": "vstui.cli.vserver_exec:cmd_exec",
+    "suexec": "vstui.cli.vserver_exec:cmd_suexec",
     "quota": "vstui.cli.vserver_storage:cmd_quota",
 }
 

@@ -178,28 +178,21 @@ def _command(args: Sequence[str]) -> list[str]:
 
 
 def cmd_exec(paths: Paths, name: str, args: Sequence[str]) -> int:
-    from engine.runtime.enter import exec_in
+    from vstui.cli.vserver_exec import cmd_exec as run
 
-    argv = _command(args)
-    if not argv:
-        return _usage(name, "exec COMMAND [ARGS...]")
-    return exec_in(paths, name, argv)
+    return run(paths, name, args)
 
 
 def cmd_suexec(paths: Paths, name: str, args: Sequence[str]) -> int:
-    from engine.runtime.enter import exec_in
+    from vstui.cli.vserver_exec import cmd_suexec as run
 
-    words = _command(args)
-    if len(words) < 2:
-        return _usage(name, "suexec USER COMMAND [ARGS...]")
-    return exec_in(paths, name, words[1:], user=words[0])
+    return run(paths, name, args)
 
 
 def cmd_enter(paths: Paths, name: str, args: Sequence[str]) -> int:
-    from engine.runtime.enter import exec_in
+    from vstui.cli.vserver_exec import cmd_enter as run
 
-    words = _command(args)
-    return exec_in(paths, name, words or None, tty=None)
+    return run(paths, name, args)
 
 
 # -- onboot -------------------------------------------------------------------------------------
