@@ -14,7 +14,7 @@ import time
 
 LOCK_FILE = "lock"
 VALUE_FILES = ("state", "xid", "init.pid", "init.start", "supervisor.pid",
-               "supervisor.start", "started", "exec.profile", "seccomp.bpf")  # fmt: skip
+               "supervisor.start", "started", "exec.profile", "seccomp.bpf", "meminfo")  # fmt: skip
 
 
 def proc_starttime(pid: int) -> int | None:

@@ -178,12 +178,16 @@ def _net_leftovers(paths: Paths, name: str) -> bool:
 
 
 def _release_root(paths: Paths, name: str, cfg: Any) -> None:
-    """Unmount an image-backed tree (prepare_root's mount in the host namespace)."""
+    """Unmount an image-backed tree (prepare_root's mount in the host namespace).
+
+    Only this guest's own loop-image mount is undone, never a mount someone
+    else put on the guest root.
+    """
+    from types import SimpleNamespace
+
     from engine.rootfs import storage
 
-    root = paths.guest_root(name)
-    if storage.mounted_source(root) is not None:
-        storage.RootHandle(root, mounted=True).release()
+    storage.release(cfg if cfg is not None else SimpleNamespace(name=name), paths)
 
 
 def require_running(paths: Paths, name: str) -> state.RunState:
