@@ -68,6 +68,9 @@ class Target:
     nspid: int  # as given / as seen in the guest
 
 
+EXITED = "process exited before it could be signalled"
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     target: Target
@@ -168,7 +171,7 @@ def _guest_targets(
 def _still_same(target: Target, proc_root: str, members: set[int] | None) -> str | None:
     proc = _stat_of(proc_root, target.pid)
     if proc is None or proc.starttime != target.starttime:
-        return "process exited before it could be signalled"
+        return EXITED
     if members is not None and target.pid not in members:
         return "process left the guest before it could be signalled"
     return None
@@ -210,7 +213,7 @@ def _send_one(
     try:
         pidfd = os.pidfd_open(target.pid)
     except ProcessLookupError:
-        return "process exited before it could be signalled"
+        return EXITED
     except OSError as exc:
         return os.strerror(exc.errno or errno.EIO)
     try:
@@ -224,7 +227,7 @@ def _send_one(
         try:
             signal.pidfd_send_signal(pidfd, signo)
         except ProcessLookupError:
-            return "process exited before it could be signalled"
+            return EXITED
         except OSError as exc:
             raise KernelError(
                 "pidfd_send_signal", str(target.pid), exc.errno or errno.EIO, target.guest

@@ -63,7 +63,7 @@ def _body(argv: Sequence[str]) -> int:
         return 0
     xid, sig, pids = parse_args(args)
 
-    from engine.procs.signals import NoPid, choose, parse_signal, send
+    from engine.procs.signals import EXITED, NoPid, choose, parse_signal, send
 
     signo = parse_signal(sig)
     if xid is None and not pids:
@@ -71,11 +71,17 @@ def _body(argv: Sequence[str]) -> int:
     paths = Paths.from_root(root)
     targets = choose(paths, xid, pids)
     failed = 0
+    whole_guest = not pids
     for outcome in send(paths, targets, signo):
-        if outcome.error is not None:
-            failed += 1
-            who = f"{outcome.target.guest}: " if outcome.target.guest else ""
-            print(f"{TOOL}: {who}{outcome.target.nspid}: {outcome.error}", file=sys.stderr)
+        if outcome.error is None:
+            continue
+        # signalling a whole guest: processes that died meanwhile (killing its
+        # init takes the rest with it) are the goal reached, not an error
+        if whole_guest and outcome.error == EXITED:
+            continue
+        failed += 1
+        who = f"{outcome.target.guest}: " if outcome.target.guest else ""
+        print(f"{TOOL}: {who}{outcome.target.nspid}: {outcome.error}", file=sys.stderr)
     return 1 if failed else 0
 
 
