@@ -3,10 +3,12 @@
 #   ./setup.sh demo    install everything, open the console on a ready demo
 #   ./setup.sh test    install everything, run the whole test suite
 #   ./setup.sh install install everything only
+#   ./setup.sh bench   also install the peers the benchmarks compare against
 # Run as root on Debian 12 (or newer). Everything Python lives in ./.venv.
 set -eu
 cd "$(dirname "$0")"
 
+BENCH_PACKAGES="lxc runc htop hyperfine"
 APT_PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libcap-dev libseccomp-dev \
   busybox-static e2fsprogs xfsprogs quota iproute2 procps tmux util-linux kmod"
 
@@ -67,6 +69,10 @@ install_all() {
 case "${1:-}" in
     install)
         install_all ;;
+    bench)
+        APT_PACKAGES="$APT_PACKAGES $BENCH_PACKAGES"
+        install_all
+        echo "setup: benchmarks: .venv/bin/python -m tests.bench.bench_procs (bench_runtime, bench_tui, bench_net)" >&2 ;;
     demo)
         install_all
         exec .venv/bin/vstui --demo ;;
@@ -76,6 +82,6 @@ case "${1:-}" in
         .venv/bin/ruff format --check .
         exec .venv/bin/pytest -q -p no:cacheprovider ;;
     *)
-        echo "usage: ./setup.sh demo | test | install" >&2
+        echo "usage: ./setup.sh demo | test | install | bench" >&2
         exit 2 ;;
 esac
