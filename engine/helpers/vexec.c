@@ -8,7 +8,10 @@
  *
  *  1. reads the seccomp program (-S FD), a host file, and closes it;
  *  2. joins the namespaces of -s FD in the order given (ipc, uts, net, mnt,
- *     then pid, which only decides where *children* go), chdir("/");
+ *     then pid and time, which only decide where *children* go: a time
+ *     namespace is joined as time_for_children, and only while the caller
+ *     is single-threaded, as vexec is), chdir("/"). The guest's seccomp
+ *     filter (which may deny setns) is installed only after the clone;
  *  3. applies the rlimits (-r) and the nice floor (-i);
  *  4. creates its child with clone3(CLONE_INTO_CGROUP) straight into the
  *     guest's cgroup2 group (-C FD): no cgroup.procs write, whose migration
@@ -150,6 +153,7 @@ static void read_filter(struct opts *o) {
 
 static void join(const int *fds, int n) {
     for (int k = 0; k < n; k++) {
+        /* nstype 0: the fd names the namespace (ipc ... pid, time, cgroup) */
         if (setns(fds[k], 0) < 0)
             die("setns");
         close(fds[k]);

@@ -16,8 +16,9 @@ Order matters:
    the sealed memfd copy of vexec, the v1 cgroups (the calling thread's
    ``tasks``: no RCU grace period) and the cgroup2 directory (an fd);
 3. exec of the sealed memfd vexec, which joins ipc, uts, net, mnt (the
-   kernel then sets root and cwd to the guest's /) and pid, applies rlimits
-   and nice, clone3()s its child straight into the guest's cgroup2 group
+   kernel then sets root and cwd to the guest's /), pid and time (both
+   decide where vexec's child goes: the guest's uptime and boot clock),
+   applies rlimits and nice, clone3()s its child straight into the guest's cgroup2 group
    (CLONE_INTO_CGROUP: no cgroup.procs migration, ~14 ms saved), joins the
    cgroup namespace, installs the seccomp filter and cuts the bounding set,
    permitted and effective to the guest's set (inheritable/ambient empty)
@@ -272,10 +273,29 @@ def _open_namespaces(pid: int, name: str) -> dict[str, int]:
     try:
         for ns in (*NAMESPACES, "pid", "cgroup"):
             fds[ns] = _open_inheritable(f"/proc/{pid}/ns/{ns}")
+        fds["time"] = _open_time_namespace(pid)
     except OSError as exc:
         _close_all(fds.values())
         raise GuestNotRunning(f"vserver '{name}' is not running ({exc.strerror})", name) from None
     return fds
+
+
+def _open_time_namespace(pid: int) -> int:
+    """Inheritable fd of init's time namespace; -1 when it is ours (nothing to join).
+
+    A guest started before guests had their own time namespace (or on a
+    kernel without them: no ns/time file) shares the host's clocks.
+    """
+    try:
+        fd = _open_inheritable(f"/proc/{pid}/ns/time")
+    except FileNotFoundError:  # kernel < 5.6 (or init just died: checked next)
+        return -1
+    theirs = os.fstat(fd)
+    ours = os.stat("/proc/self/ns/time")
+    if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
+        os.close(fd)
+        return -1
+    return fd
 
 
 def _open_inheritable(path: str, flags: int = 0) -> int:
@@ -421,7 +441,7 @@ def _attach_and_run(target, argv, user, run_on_pty, setns, err_w: int) -> int:
     except BaseException:
         _close_all([*fds.values(), program, cgroup2])
         raise
-    passed = [fds["pid"], fds["cgroup"], program, cgroup2]
+    passed = [fds["pid"], fds["time"], fds["cgroup"], program, cgroup2]
     who = None
     if setns is not None:  # Python needs the guest's files (passwd, devpts) itself
         for ns in NAMESPACES:
@@ -437,6 +457,8 @@ def _attach_and_run(target, argv, user, run_on_pty, setns, err_w: int) -> int:
         before = [fds["pid"]]
     else:
         before = [fds[ns] for ns in NAMESPACES] + [fds["pid"]]
+    if fds["time"] >= 0:  # like pid, it decides where vexec's child goes
+        before.append(fds["time"])
     joins = (before, fds["cgroup"], cgroup2, program)
     env = _environment(who, run_on_pty is not None)
     vexec_argv = _vexec_argv(name, argv, who, run_on_pty is not None, profile, joins)
