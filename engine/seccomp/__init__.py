@@ -12,6 +12,11 @@ container, reference isolation-anchors.md section 1):
   name_to_handle_at, io_uring, swap, acct, iopl/ioperm, lookup_dcookie and
   the new mount API (fsopen, fsconfig, fsmount, fspick, move_mount,
   open_tree, open_tree_attr, mount_setattr);
+- socket(AF_NETLINK, *, NETLINK_AUDIT) fails with EPROTONOSUPPORT unless
+  the guest has CAP_AUDIT_WRITE: guests are not in a user namespace, so
+  their audit records would land in the host's audit log; sshd and libaudit
+  read this error as "no audit in this kernel" and carry on (with EPERM,
+  sshd kills every login that asks for a terminal);
 - socket(AF_ALG) and socket(AF_VSOCK) refused; ioctl TIOCSTI and TIOCLINUX
   refused (a guest process holding a host terminal cannot type into it);
 - new user namespaces refused (clone/unshare with CLONE_NEWUSER): the only
@@ -56,8 +61,10 @@ SECCOMP_MODE_FILTER = 2  # include/uapi/linux/seccomp.h
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
 
-AF_ALG = 38  # include/linux/socket.h
+AF_NETLINK = 16  # include/linux/socket.h
+AF_ALG = 38
 AF_VSOCK = 40
+NETLINK_AUDIT = 9  # include/uapi/linux/netlink.h
 
 # include/uapi/linux/sched.h. CLONE_NEWTIME (0x80) exists for unshare and
 # clone3 only: in clone()'s flags that byte is the exit signal.
@@ -128,6 +135,11 @@ def parse_words(cfg: SeccompConfig) -> list[tuple[bool, str]]:
     return parsed
 
 
+def _has_cap(cfg: SeccompConfig, cap: str) -> bool:
+    effective = getattr(cfg, "effective_caps", None)
+    return callable(effective) and cap in effective()
+
+
 def policy(cfg: SeccompConfig, arch: str | None = None) -> bpf.Policy:
     """The filter's rules for ``cfg`` on ``arch`` (default: this machine)."""
     arch = arch or syscalls.native_arch()
@@ -137,8 +149,13 @@ def policy(cfg: SeccompConfig, arch: str | None = None) -> bpf.Policy:
     deny = set(DEFAULT_DENY | (LOCK_DENY if locked else frozenset()))
     enosys = set(DEFAULT_ENOSYS)
     ns_mask = NAMESPACE_FLAGS if locked else _libc.CLONE_NEWUSER
+    no_audit = (
+        ()
+        if _has_cap(cfg, "AUDIT_WRITE")
+        else (bpf.NestedRule(AF_NETLINK, 2, NETLINK_AUDIT, errno.EPROTONOSUPPORT),)
+    )
     rules = {
-        "socket": bpf.ArgRule("socket", values=frozenset({AF_ALG, AF_VSOCK})),
+        "socket": bpf.ArgRule("socket", values=frozenset({AF_ALG, AF_VSOCK}), nested=no_audit),
         "clone": bpf.ArgRule("clone", mask=ns_mask),
         "unshare": bpf.ArgRule("unshare", mask=ns_mask | (CLONE_NEWTIME if locked else 0)),
         "ioctl": bpf.ArgRule("ioctl", values=frozenset({TIOCSTI, TIOCLINUX}), arg=1),

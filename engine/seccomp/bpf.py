@@ -74,6 +74,19 @@ class ArgRule:
     values: frozenset[int] = frozenset()
     mask: int = 0
     arg: int = 0
+    nested: tuple[NestedRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NestedRule:
+    """When ``arg`` of the ArgRule equals ``when``, fail with ``err`` if
+    argument ``arg`` here equals ``value`` (e.g. socket(AF_NETLINK, *,
+    NETLINK_AUDIT) -> EPROTONOSUPPORT)."""
+
+    when: int
+    arg: int
+    value: int
+    err: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,16 +126,25 @@ def _numbers(names: Iterable[str], table: dict[str, int]) -> list[int]:
 
 def _arg_block(rule: ArgRule, nr: int) -> list[Insn]:
     """``nr == N`` -> check the argument, RET; otherwise jump over the whole block."""
-    body: list[Insn] = [ld(OFFSET_ARGS + 8 * rule.arg)]
+    load = ld(OFFSET_ARGS + 8 * rule.arg)
+    nested: list[Insn] = []
+    for i, sub in enumerate(rule.nested):
+        # reload the rule's argument after the first block: a nested block
+        # leaves another argument in the accumulator
+        nested += [load] if i else []
+        nested += [jeq(sub.when, 0, 3), ld(OFFSET_ARGS + 8 * sub.arg), jeq(sub.value, 0, 1),
+                   ret_errno(sub.err)]  # fmt: skip
     values = sorted(rule.values)
-    # after the value compares and the optional jset come: ret ALLOW, ret EPERM
+    # after the value compares, the optional jset and the nested blocks come:
+    # ret ALLOW, ret EPERM
     tests = len(values) + (1 if rule.mask else 0)
+    body: list[Insn] = [load]
     for i, value in enumerate(values):
-        to_eperm = tests - i  # skip the remaining tests and the ALLOW
+        to_eperm = tests - i + len(nested)  # skip the rest, the nested blocks and ALLOW
         body.append(jeq(value, to_eperm, 0))
     if rule.mask:
-        body.append(jset(rule.mask, 1, 0))
-    body += [ret(SECCOMP_RET_ALLOW), ret_errno(errno.EPERM)]
+        body.append(jset(rule.mask, 1 + len(nested), 0))
+    body += [*nested, ret(SECCOMP_RET_ALLOW), ret_errno(errno.EPERM)]
     return [jeq(nr, 0, len(body)), *body]
 
 

@@ -225,6 +225,46 @@ def test_af_alg_and_af_vsock_refused() -> None:
     assert -errno.EPERM not in unfiltered
 
 
+def _netlink(protocol: int) -> int:
+    fd = call("socket", sc.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
+    if fd >= 0:
+        os.close(fd)
+        return 0
+    return fd
+
+
+def test_audit_netlink_looks_absent_but_other_netlink_works() -> None:
+    # sshd treats EPROTONOSUPPORT from the audit socket as "no audit in this
+    # kernel" and lets a terminal login through; with EPERM it would kill it
+    route = 0  # NETLINK_ROUTE
+    assert in_child(lambda: [_netlink(sc.NETLINK_AUDIT), _netlink(route)]) == [
+        -errno.EPROTONOSUPPORT,
+        0,
+    ]
+    assert in_child(lambda: _netlink(sc.NETLINK_AUDIT), cfg=None) == 0
+
+
+def test_audit_write_cap_keeps_the_audit_socket() -> None:
+    class WithAudit:
+        name, flags, seccomp, path = "audit", frozenset(), (), None
+
+        def has_flag(self, flag: str) -> bool:
+            return False
+
+        def effective_caps(self) -> frozenset[str]:
+            return frozenset({"AUDIT_WRITE"})
+
+    arch = syscalls.AUDIT_ARCH[syscalls.native_arch()]
+    args = (sc.AF_NETLINK, socket.SOCK_RAW, sc.NETLINK_AUDIT)
+    plain = bpf.run(bpf.unpack(sc.build_filter(DEFAULT)), NR["socket"], arch, args)
+    granted = bpf.run(bpf.unpack(sc.build_filter(WithAudit())), NR["socket"], arch, args)
+    assert plain == bpf.SECCOMP_RET_ERRNO | errno.EPROTONOSUPPORT
+    assert granted == bpf.SECCOMP_RET_ALLOW
+    # the other socket rules still hold after the nested block
+    alg = bpf.run(bpf.unpack(sc.build_filter(DEFAULT)), NR["socket"], arch, (sc.AF_ALG, 5, 0))
+    assert alg == bpf.SECCOMP_RET_ERRNO | errno.EPERM
+
+
 def _clone(flags: int) -> int:
     """clone(2) with ``flags``; a child that appears exits at once."""
     result = call("clone", flags | signal.SIGCHLD, 0, 0, 0, 0)
