@@ -147,15 +147,25 @@ class Engine:
     # -- guests --------------------------------------------------------
     def start(self, name: str) -> None:
         self._refuse("start", name)
-        self._mod("engine.runtime").start(self.paths, name)
+        self._runtime("start")(self.paths, name)
 
     def stop(self, name: str) -> None:
         self._refuse("stop", name)
-        self._mod("engine.runtime").stop(self.paths, name)
+        self._runtime("stop")(self.paths, name)
 
     def restart(self, name: str) -> None:
+        # stop, then start, here: engine.runtime.restart calls the package's
+        # start/stop, which the shadowing below breaks.
         self._refuse("restart", name)
-        self._mod("engine.runtime").restart(self.paths, name)
+        self._runtime("stop")(self.paths, name)
+        self._runtime("start")(self.paths, name)
+
+    def _runtime(self, op: str) -> Callable[..., Any]:
+        """engine.runtime's ``op``. Once its submodule of the same name is
+        imported (engine.runtime.start), that module replaces the function on
+        the package, so take the function from the module then."""
+        fn = getattr(self._mod("engine.runtime"), op)
+        return getattr(fn, op) if isinstance(fn, ModuleType) else fn
 
     def build(
         self, name: str, template: str = "skeleton", hostname: str | None = None,

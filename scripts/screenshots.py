@@ -41,7 +41,8 @@ THEMES = ("dark", "ansi")
 
 async def shoot(name: str, keys: list[str], size: tuple[int, int], theme: str, out: Path) -> Path:
     root = Path(tempfile.mkdtemp(prefix="vstui-shots-"))
-    app = make_app(root, read_only=name == "read-only", theme=theme)
+    # interval: one snapshot only, so a slow run does not add a sparkline sample
+    app = make_app(root, read_only=name == "read-only", theme=theme, interval=3600)
     log = app.engine.paths.log_file("db")
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("vinit: starting /etc/rc.local\npostgres: database system is ready\n")

@@ -125,6 +125,18 @@ def test_processes_screen_tree_filter_guest_pause(tmp_path):
     drive(app, scenario)
 
 
+def test_processes_screen_opened_for_one_guest(tmp_path):
+    """What ``vtop --xid web`` opens: only that guest's processes."""
+    app = make_app(tmp_path, first_screen="processes", guest="web")
+
+    async def scenario(pilot):
+        assert isinstance(app.screen, ProcessesScreen)
+        assert {app.screen.table.items[k].guest for k in rows(app)} == {"web"}
+        assert "Processes of web" in screen_text(app)
+
+    drive(app, scenario)
+
+
 def test_audit_screen_groups_findings_with_fixes(tmp_path):
     app = make_app(tmp_path)
 
@@ -202,7 +214,7 @@ def test_start_stop_restart_with_confirm(tmp_path):
         assert rec.ops() == ["start", "stop"]
         await pilot.press("R", "tab", "enter")
         await settle(pilot)
-        assert rec.ops()[-1] == "restart"
+        assert rec.ops()[-2:] == ["stop", "start"]  # restart: the facade stops, then starts
 
     drive(app, scenario)
 
@@ -392,7 +404,7 @@ def test_editor_saves_changes_and_offers_restart(tmp_path):
         assert isinstance(app.screen, ConfirmDialog)  # caps/flags need a restart
         await pilot.press("tab", "enter")
         await settle(pilot)
-        assert rec.ops()[-1] == "restart"
+        assert rec.ops()[-2:] == ["stop", "start"]  # the offered restart
 
     drive(app, scenario, size=(100, 40))
 

@@ -20,6 +20,7 @@ import pytest
 
 from engine.config import update_config
 from engine.paths import Paths
+from tests import leaks
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -37,11 +38,12 @@ def ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, f"rc={result.returncode} {result.stderr}{result.stdout}"
 
 
-def victims() -> list[int]:
-    """Host PIDs of every `sleep 31337`."""
+def victims(paths: Paths) -> list[int]:
+    """Host PIDs of every `sleep 31337` in this root's guests (not another run's)."""
     found = []
+    mine = leaks.processes(paths)
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
+        if entry.isdigit() and int(entry) in mine:
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
                     if f.read() == b"sleep\0" + MARK.encode() + b"\0":
@@ -115,9 +117,9 @@ def test_console_kills_a_guest_process_and_enters_a_guest(vroot: Paths):
             ok(vserver(vroot, name, "start"))
             started.append(name)
         deadline = time.monotonic() + 20
-        while len(victims()) < 2 and time.monotonic() < deadline:
+        while len(victims(vroot)) < 2 and time.monotonic() < deadline:
             time.sleep(0.2)
-        before = victims()
+        before = victims(vroot)
         assert len(before) >= 2
 
         env_cmd = ["env", f"PYTHONPATH={REPO}", sys.executable, "-m", "vstui.app.main",
@@ -139,9 +141,9 @@ def test_console_kills_a_guest_process_and_enters_a_guest(vroot: Paths):
         assert f"sleep {MARK}" in screen and "Cancel" in screen
         tmux.keys("Tab", "Enter")
         deadline = time.monotonic() + 10
-        while len(victims()) == len(before) and time.monotonic() < deadline:
+        while len(victims(vroot)) == len(before) and time.monotonic() < deadline:
             time.sleep(0.2)
-        after = victims()
+        after = victims(vroot)
         assert len(after) == len(before) - 1, "exactly one victim died"
 
         # -- enter a guest, run hostname, exit, find the console back -------
@@ -163,3 +165,32 @@ def test_console_kills_a_guest_process_and_enters_a_guest(vroot: Paths):
             tmux.close()
         for name in started:
             vserver(vroot, name, "stop")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_demo_then_vtop_xid_then_demo_clean(vroot: Paths):
+    """`vstui --demo` guests run; `vtop --xid web` shows only web; --demo-clean removes all."""
+    from vstui import demo
+    from vstui.app.main import main as vstui_main
+
+    root = str(vroot.root)
+    tmux = None
+    try:
+        assert demo.prepare(root) == root
+        for guest in demo.GUESTS:
+            assert (vroot.run_dir(guest.name) / "state").read_text().strip() == "running"
+        env_cmd = ["env", f"PYTHONPATH={REPO}", sys.executable, "-m", "vstui.cli.vtop",
+                   "--root", root, "--xid", "web"]  # fmt: skip
+        tmux = Tmux(env_cmd)
+        screen = tmux.wait_for(lambda s: "Processes of web" in s and "sleep 100000" in s,
+                               "web's processes")  # fmt: skip
+        rows = [line for line in screen.splitlines() if "sleep 100000" in line]
+        assert rows and all(" web " in line for line in rows), screen
+        tmux.keys("q")
+    finally:
+        if tmux is not None:
+            tmux.close()
+        assert vstui_main(["--root", root, "--demo-clean"]) == 0
+    for guest in demo.GUESTS:
+        assert not vroot.config_file(guest.name).exists()
+        assert not vroot.guest_root(guest.name).exists()

@@ -12,9 +12,9 @@ from engine.errors import ReadOnlyError, VstuiError
 from engine.facade import MUTATING, Engine, read_starttime, tail_file
 from engine.paths import Paths
 from tests.tui.fakes import big_snapshot, proc, small_snapshot
-from vstui.app import fmt
+from vstui.app import fmt, guest_of
 from vstui.app.keymap import load_keymap, parse_keymap
-from vstui.app.procview import ViewSpec, build_view, matcher
+from vstui.app.procview import ProcIndex, ViewSpec, build_view, matcher
 from vstui.app.themes import SHIPPED_DIR, load_themes, parse_theme
 
 
@@ -83,6 +83,47 @@ def test_view_of_10k_rows_is_built():
     snap = big_snapshot(10_000, 50)
     assert len(build_view(snap.procs, ViewSpec(tree=True)).order) == 10_000
     assert len(build_view(snap.procs, ViewSpec(text="--id 99")).order) == 111
+
+
+def test_narrowed_filters_match_a_fresh_search():
+    """The index reuses earlier matches; the result must equal a cold search."""
+    snap = big_snapshot(2_000, 20)
+    warm = ProcIndex(snap.procs)
+    texts = ["w", "wo", "worker --id 1", "worker --id 12", "worker --id 1", "ID 1[0-2]",
+             "!worker", "!worker --id 1", "", "(host)"]  # fmt: skip
+    for guest in (None, "g03"):
+        for text in texts:
+            for sort, reverse, tree in (("cpu", True, False), ("rss", False, False),
+                                        ("pid", False, True)):  # fmt: skip
+                spec = ViewSpec(text, guest, sort, reverse, tree)
+                assert warm.view(spec) == ProcIndex(snap.procs).view(spec), spec
+
+
+def test_inverted_sort_is_the_reverse_and_ties_go_by_pid():
+    rows = [proc(5, 1, "a", 1, "x"), proc(3, 1, "a", 1, "y", cpu_percent=9.0),
+            proc(4, 1, "a", 1, "z")]  # fmt: skip
+    index = ProcIndex(rows)
+    up = [k[0] for k in index.view(ViewSpec(sort="cpu", reverse=False)).order]
+    down = [k[0] for k in index.view(ViewSpec(sort="cpu", reverse=True)).order]
+    assert up == [4, 5, 3] and down == [3, 5, 4]
+
+
+def test_tree_keeps_processes_in_a_parent_loop():
+    rows = [proc(1, 0, "a", 1, "init"), proc(10, 11, "a", 1, "x"), proc(11, 10, "a", 1, "y")]
+    view = build_view(rows, ViewSpec(tree=True, sort="pid", reverse=False))
+    assert sorted(k[0] for k in view.order) == [1, 10, 11]
+
+
+def test_xid_names_the_guest_to_show(tmp_path):
+    paths = Paths.from_root(tmp_path)
+    paths.config_dir.mkdir(parents=True)
+    paths.config_file("web").write_text("")
+    assert guest_of(paths, "web") == "web" and guest_of(paths, "0") == ""
+    with pytest.raises(VstuiError, match="no running guest has context 4242"):
+        guest_of(paths, "4242")
+    with pytest.raises(VstuiError, match="no such guest") as err:
+        guest_of(paths, "nosuch")
+    assert err.value.guest == "nosuch"
 
 
 def test_shipped_themes_all_load():
@@ -200,3 +241,14 @@ def test_main_routes_audit_and_checks_the_delay(capsys):
         main_mod.parse_args(["-d", "0.1"])
     assert "minimum is 0.5" in capsys.readouterr().err
     assert main_mod.parse_args(["-d", "2", "--theme", "ansi"]).delay == 2.0
+
+
+def test_facade_finds_runtime_functions_shadowed_by_their_submodules(tmp_path):
+    """Importing engine.runtime.start replaces the package's start() with the module."""
+    import importlib
+
+    start_module = importlib.import_module("engine.runtime.start")
+    stop_module = importlib.import_module("engine.runtime.stop")
+    engine = Engine(Paths.from_root(tmp_path))
+    assert engine._runtime("start") is start_module.start
+    assert engine._runtime("stop") is stop_module.stop

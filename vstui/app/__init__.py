@@ -8,6 +8,11 @@ tools that import ``vstui`` do not pay for it.
 from __future__ import annotations
 
 import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.paths import Paths
 
 
 def run(
@@ -17,6 +22,8 @@ def run(
     interval: float = 1.0,
     demo: bool = False,
     screen: str | None = None,
+    guest: str | None = None,
+    xid: str | int | None = None,
 ) -> int:
     """Open the console on ``root``; returns the exit status.
 
@@ -28,15 +35,27 @@ def run(
         interval: seconds between snapshots (minimum 0.5).
         demo: build and start the demo guests first (``vstui --demo``).
         screen: "guests" (default), "processes" (what ``vtop`` opens), "audit".
+        guest: open the processes screen showing only this guest ("" = host).
+        xid: the same by context number or name (``vtop --xid X``); 0 is the host.
     """
     from engine.facade import Engine
     from engine.paths import Paths
 
+    where = ""
     if demo:
         from vstui import demo as demo_mod
 
         root = demo_mod.prepare(root)
+        # Printed too, so it is still on the terminal after the console closes.
+        where = f"demo guests {demo_mod.names()} under {root}; `vstui --demo-clean"
+        where += f" --root {root}`" if root != demo_mod.DEFAULT_ROOT else "`"
+        where += " stops and deletes them"
+        print(f"vstui: {where}", file=sys.stderr)
     paths = Paths.from_root(root)
+    if xid is not None:
+        guest = guest_of(paths, str(xid))
+    if guest is not None:
+        screen = "processes"
     forced = os.geteuid() != 0 and not read_only
     engine = Engine(paths, read_only=read_only or os.geteuid() != 0)
 
@@ -46,11 +65,32 @@ def run(
 
     keymap, problems = load_keymap()
     notices = list(problems)
+    if where:
+        notices.append(where)
     if forced:
         notices.append("not root: read-only mode (every action that changes the host is off)")
     app = VstuiApp(
         engine, real_source(engine), interval=interval, theme=theme,
-        first_screen=screen or "guests", keymap=keymap, notices=notices,
+        first_screen=screen or "guests", keymap=keymap, notices=notices, guest=guest,
     )  # fmt: skip
     result = app.run()
     return int(result or 0)
+
+
+def guest_of(paths: Paths, word: str) -> str:
+    """The guest name behind ``--xid``: a name as is, a context number looked up."""
+    from engine.errors import VstuiError
+    from engine.procs.attribution import all_guests, running_guests
+    from engine.procs.contexts import HOST_NAME, HOST_XID
+
+    if not word.isdigit():
+        if word not in all_guests(paths):
+            raise VstuiError("no such guest; `vserver-stat` lists the running ones", word)
+        return word
+    if int(word) == HOST_XID:
+        return HOST_NAME
+
+    for info in running_guests(paths):
+        if info.xid == int(word):
+            return info.name
+    raise VstuiError(f"no running guest has context {word}; `vserver-stat` lists the running ones")

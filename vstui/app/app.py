@@ -28,6 +28,7 @@ from engine.observe.model import ProcRow, Snapshot
 from vstui.app.actions import allowed, bindings
 from vstui.app.commands import VstuiCommands
 from vstui.app.history import History
+from vstui.app.procview import ProcIndex, ViewSpec
 from vstui.app.screens.audit import AuditScreen
 from vstui.app.screens.base import VstuiScreen
 from vstui.app.screens.detail import DetailScreen
@@ -44,11 +45,16 @@ MIN_INTERVAL = 0.5
 
 
 class SnapshotReady(Message):
-    """A new snapshot from the poll worker; newer ones replace older unread ones."""
+    """A new snapshot from the poll worker; newer ones replace older unread ones.
 
-    def __init__(self, snap: Snapshot) -> None:
+    ``index`` is its processes prepared off the UI thread (sorted for the
+    view on screen), so showing it costs the UI thread next to nothing.
+    """
+
+    def __init__(self, snap: Snapshot, index: ProcIndex | None = None) -> None:
         super().__init__()
         self.snap = snap
+        self.index = index
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, SnapshotReady)
@@ -74,6 +80,7 @@ class VstuiApp(App[int]):
         first_screen: str = "guests",
         keymap: dict[str, str] | None = None,
         notices: Iterable[str] = (),
+        guest: str | None = None,
     ) -> None:
         super().__init__()
         self.engine = engine
@@ -88,6 +95,11 @@ class VstuiApp(App[int]):
         self._poll_error = ""
         self._theme_name = theme or DEFAULT_THEME
         self.suspended = False
+        self.guest_filter = guest
+        # The process view on screen (set by the UI thread, read by the poll
+        # worker to sort and filter the next snapshot before handing it over).
+        self.view_hint: ViewSpec | None = None
+        self._index: tuple[Snapshot, ProcIndex] | None = None
 
     @property
     def read_only(self) -> bool:
@@ -102,7 +114,7 @@ class VstuiApp(App[int]):
             self.notify(text, severity="warning", timeout=8)
         self.push_screen(GuestsScreen())
         if self.first_screen == "processes":
-            self.push_screen(ProcessesScreen())
+            self.push_screen(ProcessesScreen(self.guest_filter))
         elif self.first_screen == "audit":
             self.push_screen(AuditScreen())
         self.poll()
@@ -125,7 +137,18 @@ class VstuiApp(App[int]):
     # -- polling -------------------------------------------------------
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False, description="snapshot")
     def poll(self) -> None:
-        self.post_message(SnapshotReady(self.source.snapshot()))
+        snap = self.source.snapshot()
+        index = ProcIndex(snap.procs)
+        hint = self.view_hint
+        if hint is not None:
+            index.view(hint)
+        self.post_message(SnapshotReady(snap, index))
+
+    def index_for(self, snap: Snapshot) -> ProcIndex:
+        """The prepared processes of ``snap`` (made here if the worker did not)."""
+        if self._index is None or self._index[0] is not snap:
+            self._index = (snap, ProcIndex(snap.procs))
+        return self._index[1]
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
@@ -149,6 +172,8 @@ class VstuiApp(App[int]):
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         self._poll_error = ""
         self.snapshot = message.snap
+        if message.index is not None:
+            self._index = (message.snap, message.index)
         self.history.add(message.snap)
         screen = self.screen
         if isinstance(screen, VstuiScreen):

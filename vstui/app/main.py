@@ -1,6 +1,7 @@
 """``vstui``: the console's command line.
 
 vstui [--root DIR] [--read-only] [--theme NAME] [-d SECONDS] [--demo]
+vstui [--root DIR] --demo-clean    (stop and delete the demo guests)
 vstui audit ...        (the audit tool, vstui.cli.audit)
 """
 
@@ -11,7 +12,10 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-USAGE = "vstui [--root DIR] [--read-only] [--theme NAME] [-d SECONDS] [--demo] [audit ...]"
+USAGE = (
+    "vstui [--root DIR] [--read-only] [--theme NAME] [-d SECONDS] [--demo] [--demo-clean]"
+    " [audit ...]"
+)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -39,7 +43,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--demo",
         action="store_true",
-        help="build and start demo guests first, then open the console",
+        help="build and start demo guests first (under --root, default /var/lib/vstui-demo), "
+        "then open the console",
+    )
+    parser.add_argument(
+        "--demo-clean",
+        action="store_true",
+        help="stop and delete the demo guests (under --root, default /var/lib/vstui-demo)",
     )
     parser.add_argument("--screen", choices=("guests", "processes", "audit"), default=None,
                         help=argparse.SUPPRESS)  # fmt: skip
@@ -85,11 +95,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vstui.app import run
     from vstui.cli.common import report
 
+    if args.demo_clean:
+        return _demo_clean(args.root)
     try:
         return run(root=args.root, read_only=args.read_only, theme=args.theme,
                    interval=args.delay, demo=args.demo, screen=args.screen)  # fmt: skip
     except VstuiError as exc:
         return report("vstui", exc)
+
+
+def _demo_clean(root: str | None) -> int:
+    from engine.errors import VstuiError
+    from vstui import demo
+    from vstui.cli.common import report
+
+    try:
+        chosen = demo.clean(root)
+    except VstuiError as exc:
+        return report("vstui", exc)
+    print(f"vstui: demo guests stopped and deleted under {chosen}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Which processes to show, in which order: filter, sort, tree. No Textual.
 
-Pure functions over ``ProcRow`` tuples so they are tested directly and
-timed on 10,000 rows. Keys are ``ProcRow.key`` = (pid, starttime), so a
-reused PID is a new row. Siblings in a tree are ordered by the sort column
-with the PID as tie-break, so the tree does not jump between snapshots when
-values are equal (htop#382).
+``ProcIndex`` holds one snapshot's processes prepared so that a key press
+costs little on the UI thread: each row's key is made once, orderings are
+computed once per sort column (the poll worker computes the one on screen
+before it hands the snapshot over), an inverted sort is a reversed list,
+and a filter that narrows the previous one searches only its matches.
+Keys are ``ProcRow.key`` = (pid, starttime), so a reused PID is a new row.
+Equal values are ordered by PID (a stable sort over the PID order), so rows
+and tree siblings do not jump between snapshots (htop#382).
 """
 
 from __future__ import annotations
@@ -17,18 +20,22 @@ from typing import Any
 
 from engine.observe.model import HOST_NAME, ProcRow
 
-SORT_FIELDS: dict[str, Callable[[ProcRow], Any]] = {
-    "pid": attrgetter("pid"),
-    "guest": lambda p: (p.guest, p.pid),
-    "nspid": attrgetter("nspid"),
-    "user": lambda p: (p.user, p.pid),
-    "state": lambda p: (p.state, p.pid),
-    "cpu": lambda p: (p.cpu_percent, p.pid),
-    "rss": lambda p: (p.rss, p.pid),
-    "threads": lambda p: (p.threads, p.pid),
-    "time": lambda p: (p.utime + p.stime, p.pid),
-    "command": lambda p: (p.cmdline, p.pid),
+# Values a column sorts by, computed for all rows at once (ties: PID order).
+SORT_VALUES: dict[str, Callable[[Sequence[ProcRow]], list[Any]]] = {
+    "pid": lambda rows: list(map(attrgetter("pid"), rows)),
+    "guest": lambda rows: list(map(attrgetter("guest"), rows)),
+    "nspid": lambda rows: list(map(attrgetter("nspid"), rows)),
+    "user": lambda rows: list(map(attrgetter("user"), rows)),
+    "state": lambda rows: list(map(attrgetter("state"), rows)),
+    "cpu": lambda rows: list(map(attrgetter("cpu_percent"), rows)),
+    "rss": lambda rows: list(map(attrgetter("rss"), rows)),
+    "threads": lambda rows: list(map(attrgetter("threads"), rows)),
+    "time": lambda rows: [p.utime + p.stime for p in rows],
+    "command": lambda rows: list(map(attrgetter("cmdline"), rows)),
 }
+SORT_FIELDS = tuple(SORT_VALUES)
+REGEX_CHARS = frozenset(".^$*+?{}[]\\|()")
+CACHED_VIEWS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,52 +71,180 @@ def matcher(text: str) -> Callable[[str], bool]:
     return lambda s: bool(search(s))
 
 
+def _plain(text: str) -> bool:
+    """A filter that is a plain substring (so a longer one only narrows it)."""
+    return bool(text) and not text.startswith("!") and REGEX_CHARS.isdisjoint(text)
+
+
+class ProcIndex:
+    """One snapshot's processes, prepared for cheap sorting and filtering.
+
+    Not thread-safe: the poll worker builds and warms it, then hands it to
+    the UI thread, which alone uses it from then on.
+    """
+
+    __slots__ = ("_hay", "_matches", "_orders", "_views", "items", "keys", "rows")
+
+    def __init__(self, rows: Iterable[ProcRow]) -> None:
+        self.rows: tuple[ProcRow, ...] = tuple(rows)
+        self.keys: list[tuple[int, int]] = [p.key for p in self.rows]
+        self.items: dict[tuple[int, int], ProcRow] = dict(zip(self.keys, self.rows, strict=True))
+        self._orders: dict[str, list[int]] = {}
+        self._hay: list[str] | None = None
+        self._matches: dict[tuple[str, str | None], list[int]] = {}
+        self._views: dict[ViewSpec, View] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def ordering(self, column: str) -> list[int]:
+        """Row positions in ascending order of ``column``, ties by PID."""
+        column = column if column in SORT_VALUES else "pid"
+        order = self._orders.get(column)
+        if order is None:
+            by_pid = self._orders.get("pid")
+            if by_pid is None:
+                pids = SORT_VALUES["pid"](self.rows)
+                by_pid = self._orders["pid"] = sorted(range(len(pids)), key=pids.__getitem__)
+            if column == "pid":
+                return by_pid
+            values = SORT_VALUES[column](self.rows)
+            order = self._orders[column] = sorted(by_pid, key=values.__getitem__)
+        return order
+
+    def matches(self, text: str, guest: str | None) -> list[int] | None:
+        """Positions (ascending) of rows passing the filter; None: no filter."""
+        if not text and guest is None:
+            return None
+        found = self._matches.get((text, guest))
+        if found is not None:
+            return found
+        if text:
+            found = self._text_matches(text, guest)
+        else:
+            found = [i for i, p in enumerate(self.rows) if p.guest == guest]
+        if len(self._matches) >= 4 * CACHED_VIEWS:
+            self._matches.clear()
+        self._matches[(text, guest)] = found
+        return found
+
+    def _text_matches(self, text: str, guest: str | None) -> list[int]:
+        if self._hay is None:
+            self._hay = [f"{p.pid} {p.guest} {p.user} {p.cmdline}".lower() for p in self.rows]
+        hay = self._hay
+        candidates = self._narrowest(text, guest)
+        if _plain(text):
+            needle = text.lower()
+            if candidates is None:
+                return [i for i, s in enumerate(hay) if needle in s]
+            return [i for i in candidates if needle in hay[i]]
+        match = matcher(text)
+        pool = range(len(hay)) if candidates is None else candidates
+        return [i for i in pool if match(hay[i])]
+
+    def _narrowest(self, text: str, guest: str | None) -> list[int] | None:
+        """The smallest earlier result that must contain every match of ``text``."""
+        best = self.matches("", guest) if guest is not None else None
+        if not _plain(text):
+            return best
+        lowered = text.lower()
+        for (old, old_guest), found in self._matches.items():
+            if old_guest == guest and _plain(old) and old.lower() in lowered:
+                if best is None or len(found) < len(best):
+                    best = found
+        return best
+
+    def view(self, spec: ViewSpec) -> View:
+        """The display order (and tree prefixes) under ``spec``; cached."""
+        cached = self._views.get(spec)
+        if cached is not None:
+            return cached
+        asc = self.ordering(spec.sort)
+        found = self.matches(spec.text, spec.guest)
+        if found is None:
+            seq = asc
+        elif len(found) * 8 < len(asc):  # few matches: sort them by rank
+            rank = self._rank(spec.sort)
+            seq = sorted(found, key=rank.__getitem__)
+        else:
+            keep = bytearray(len(self.rows))
+            for i in found:
+                keep[i] = 1
+            seq = [i for i in asc if keep[i]]
+        if spec.reverse:
+            seq = seq[::-1]
+        if spec.tree:
+            result = self._tree(seq)
+        else:
+            result = View(list(map(self.keys.__getitem__, seq)), {})
+        if len(self._views) >= CACHED_VIEWS:
+            self._views.clear()
+        self._views[spec] = result
+        return result
+
+    def _rank(self, column: str) -> list[int]:
+        key = "#rank:" + column
+        rank = self._orders.get(key)
+        if rank is None:
+            rank = [0] * len(self.rows)
+            for place, i in enumerate(self.ordering(column)):
+                rank[i] = place
+            self._orders[key] = rank
+        return rank
+
+    def _tree(self, seq: list[int]) -> View:
+        """Parents before children; siblings keep their order in ``seq``."""
+        rows = self.rows
+        at_pid = {rows[i].pid: i for i in seq}
+        children: dict[int, list[int]] = {}
+        roots: list[int] = []
+        for i in seq:
+            p = rows[i]
+            parent = at_pid.get(p.ppid)
+            if parent is None or p.ppid == p.pid:
+                roots.append(i)
+            else:
+                children.setdefault(parent, []).append(i)
+        order: list[tuple[int, int]] = []
+        prefixes: dict[tuple[int, int], str] = {}
+        seen: set[int] = set()
+        self._walk(roots, children, order, prefixes, seen)
+        if len(seen) < len(seq):  # a parent loop: no root reaches it
+            self._walk([i for i in seq if i not in seen], children, order, prefixes, seen)
+        return View(order, prefixes)
+
+    def _walk(
+        self, roots: list[int], children: dict[int, list[int]],
+        order: list[tuple[int, int]], prefixes: dict[tuple[int, int], str], seen: set[int],
+    ) -> None:  # fmt: skip
+        keys = self.keys
+        # Iterative DFS: a deep fork chain must not hit the recursion limit.
+        stack: list[tuple[int, str, bool, bool]] = [(r, "", True, True) for r in reversed(roots)]
+        while stack:
+            i, indent, last, is_root = stack.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            key = keys[i]
+            order.append(key)
+            if not is_root:
+                prefixes[key] = indent + ("└─ " if last else "├─ ")
+            kids = children.get(i)
+            if kids:
+                below = "" if is_root else indent + ("   " if last else "│  ")
+                end = len(kids) - 1
+                stack.extend((kids[j], below, j == end, False) for j in range(end, -1, -1))
+
+
 def filter_rows(rows: Iterable[ProcRow], spec: ViewSpec) -> list[ProcRow]:
-    out = list(rows)
-    if spec.guest is not None:
-        out = [p for p in out if p.guest == spec.guest]
-    if spec.text:
-        match = matcher(spec.text)
-        out = [p for p in out if match(f"{p.pid} {p.guest} {p.user} {p.cmdline}")]
-    return out
+    index = ProcIndex(rows)
+    found = index.matches(spec.text, spec.guest)
+    return list(index.rows) if found is None else [index.rows[i] for i in found]
 
 
 def build_view(rows: Sequence[ProcRow], spec: ViewSpec) -> View:
     """The display order (and tree prefixes) for ``rows`` under ``spec``."""
-    shown = filter_rows(rows, spec)
-    key = SORT_FIELDS.get(spec.sort, SORT_FIELDS["pid"])
-    if not spec.tree:
-        shown.sort(key=key, reverse=spec.reverse)
-        return View([p.key for p in shown], {})
-    return _tree(shown, key, spec.reverse)
-
-
-def _tree(rows: list[ProcRow], key: Callable[[ProcRow], Any], reverse: bool) -> View:
-    by_pid = {p.pid: p for p in rows}
-    children: dict[int, list[ProcRow]] = {}
-    roots: list[ProcRow] = []
-    for p in rows:
-        if p.ppid in by_pid and p.ppid != p.pid:
-            children.setdefault(p.ppid, []).append(p)
-        else:
-            roots.append(p)
-    for kids in children.values():
-        kids.sort(key=key, reverse=reverse)
-    roots.sort(key=key, reverse=reverse)
-    order: list[tuple[int, int]] = []
-    prefixes: dict[tuple[int, int], str] = {}
-    # Iterative DFS: a deep fork chain must not hit the recursion limit.
-    stack: list[tuple[ProcRow, str, bool, bool]] = [(r, "", True, True) for r in reversed(roots)]
-    while stack:
-        proc, indent, last, is_root = stack.pop()
-        order.append(proc.key)
-        if not is_root:
-            prefixes[proc.key] = indent + ("└─ " if last else "├─ ")
-        kids = children.get(proc.pid, ())
-        below = "" if is_root else indent + ("   " if last else "│  ")
-        for i in range(len(kids) - 1, -1, -1):
-            stack.append((kids[i], below, i == len(kids) - 1, False))
-    return View(order, prefixes)
+    return ProcIndex(rows).view(spec)
 
 
 def guest_label(guest: str) -> str:

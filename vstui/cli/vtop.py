@@ -10,7 +10,6 @@ sorted by %CPU, a blank line between frames.
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 import time
@@ -176,14 +175,7 @@ def interactive(paths: Paths, opts: Options, root: str | None) -> int:
         why = "the console is not installed" if run is None else "stdout is not a terminal"
         print(f"{TOOL}: {why}; printing batch frames instead (vtop -b)", file=sys.stderr)
         return batch(paths, opts)
-    offered = {"screen": "processes", "paths": paths, "root": root, "xid": opts.xid}
-    try:
-        params = inspect.signature(run).parameters
-        accepts_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        kwargs = {k: v for k, v in offered.items() if accepts_all or k in params}
-    except (TypeError, ValueError):
-        kwargs = {"screen": "processes"}
-    result = run(**kwargs)
+    result = run(root=root, screen="processes", xid=opts.xid)
     return result if isinstance(result, int) else 0
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.console import Group, RenderableType
+from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -21,26 +23,32 @@ STYLE = {"critical": "bold red", "high": "red", "warning": "yellow", "medium": "
          "low": "cyan", "info": "dim", "unread": "magenta"}  # fmt: skip
 
 
-def findings_text(findings: list[Finding]) -> Text:
+def findings_text(findings: list[Finding]) -> RenderableType:
+    """Findings by severity; a long why/fix wraps under itself, not under the label."""
     if not findings:
         return Text("no findings: nothing to fix", style="green")
     order = {s: i for i, s in enumerate(SEVERITIES)}
     groups: dict[str, list[Finding]] = {}
     for f in findings:
         groups.setdefault(f.severity, []).append(f)
-    out = Text()
+    parts: list[RenderableType] = []
     for severity in sorted(groups, key=lambda s: order.get(s, len(order))):
         items = groups[severity]
-        out.append(f"{severity.upper()} ({len(items)})\n", style=STYLE.get(severity, "bold"))
+        parts.append(Text(f"{severity.upper()} ({len(items)})", style=STYLE.get(severity, "bold")))
         for f in items:
             who = f"{f.guest}: " if f.guest else ""
-            out.append(f"  • {who}{f.title}\n")
+            parts.append(Text(f"  • {who}{f.title}"))
+            details = Table.grid()
+            details.add_column(no_wrap=True)
+            details.add_column(ratio=1)
             if f.why:
-                out.append(f"    why: {f.why}\n", style="italic")
+                details.add_row("    why: ", Text(f.why, style="italic"))
             if f.fix:
-                out.append(f"    fix: {f.fix}\n", style="dim")
-        out.append("\n")
-    return out
+                details.add_row("    fix: ", Text(f.fix, style="dim"))
+            if details.row_count:
+                parts.append(details)
+        parts.append(Text(""))
+    return Group(*parts)
 
 
 class AuditScreen(VstuiScreen):
@@ -66,7 +74,7 @@ class AuditScreen(VstuiScreen):
     @work(thread=True, exclusive=True, group="audit", exit_on_error=False, description="audit")
     def run_audit(self) -> None:
         try:
-            text = findings_text(self.vapp.engine.audit())
+            text: RenderableType = findings_text(self.vapp.engine.audit())
         except VstuiError as exc:
             text = Text(exc.message, style="yellow")
         self.app.call_from_thread(self.query_one("#findings", Static).update, text)

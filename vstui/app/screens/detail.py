@@ -16,6 +16,7 @@ from engine.observe.model import GuestStatus, Snapshot
 from vstui.app import fmt
 from vstui.app.actions import DETAIL, bindings
 from vstui.app.history import Series
+from vstui.app.procview import ProcIndex, ViewSpec
 from vstui.app.screens.procs import GUEST_PROC_COLUMNS, ProcActions, format_guest_proc
 from vstui.app.widgets.linetable import LineTable
 from vstui.app.widgets.topbar import TopBar
@@ -164,8 +165,16 @@ class DetailScreen(ProcActions):
     def current_guest(self) -> str | None:
         return self.guest
 
-    def proc_rows(self, snap: Snapshot):
-        return tuple(p for p in snap.procs if p.guest == self.guest)
+    _index: tuple[Snapshot, ProcIndex] | None = None
+
+    def proc_index(self, snap: Snapshot) -> ProcIndex:
+        """Only this guest's processes (a small index, made once per snapshot)."""
+        if self._index is None or self._index[0] is not snap:
+            self._index = (snap, ProcIndex(p for p in snap.procs if p.guest == self.guest))
+        return self._index[1]
+
+    def remember_view(self, spec: ViewSpec) -> None:
+        """The worker prepares the processes screen's view, not this pane's."""
 
     def show_snapshot(self, snap: Snapshot) -> None:
         if self.paused:

@@ -18,23 +18,25 @@ from vstui.app.widgets.linetable import Cell, Column, LineTable
 
 SPARK_WIDTH = 8
 
+# ``hide``: which columns give way first on a narrow terminal. At 80 columns
+# NAME STATE CPU% MEM PROCS RX TX UP XID remain (the rest: detail screen).
 COLUMNS = (
     Column("name", "NAME", 12),
     Column("state", "STATE", 8),
     Column("cpu", "CPU%", 5, right=True),
-    Column("cpu_hist", "CPU", SPARK_WIDTH),
+    Column("cpu_hist", "CPU", SPARK_WIDTH, hide=6),
     Column("memory", "MEM", 11, right=True),
-    Column("mem_bar", "MEM%", 6),
-    Column("nproc", "PROCS", 9, right=True),
-    Column("disk", "DISK", 11, right=True),
-    Column("disk_bar", "DISK%", 6),
-    Column("rx", "RX", 6, right=True),
-    Column("tx", "TX", 6, right=True),
-    Column("net_hist", "NET", SPARK_WIDTH),
-    Column("uptime", "UP", 7, right=True),
-    Column("xid", "XID", 5, right=True),
-    Column("addresses", "ADDRESSES", 0, min_width=18),
-    Column("flags", "FLAGS", 18),
+    Column("mem_bar", "MEM%", 6, hide=7),
+    Column("nproc", "PROCS", 9, right=True, hide=1),
+    Column("disk", "DISK", 11, right=True, hide=4),
+    Column("disk_bar", "DISK%", 6, hide=8),
+    Column("rx", "RX", 6, right=True, hide=2),
+    Column("tx", "TX", 6, right=True, hide=2),
+    Column("net_hist", "NET", SPARK_WIDTH, hide=9),
+    Column("uptime", "UP", 7, right=True, hide=3),
+    Column("xid", "XID", 5, right=True, hide=3),
+    Column("addresses", "ADDRESSES", 0, min_width=18, hide=5),
+    Column("flags", "FLAGS", 18, hide=10),
 )
 
 STATE_STYLE = {"running": "green", "stopped": "dim", "starting": "yellow", "stopping": "yellow"}

@@ -46,6 +46,7 @@ class Column:
     width: int
     right: bool = False
     min_width: int = 10
+    hide: int = 0  # when the line is too narrow, the highest goes first (0: never)
 
 
 class LineTable(ScrollView, can_focus=True):
@@ -96,6 +97,7 @@ class LineTable(ScrollView, can_focus=True):
     ) -> None:  # fmt: skip
         super().__init__(id=id, classes=classes)
         self.columns = tuple(columns)
+        self.shown = self.columns  # the columns that fit the width (see _fit)
         self.formatter = formatter
         self.order: list[Hashable] = []
         self.items: Mapping[Hashable, Any] = {}
@@ -105,9 +107,13 @@ class LineTable(ScrollView, can_focus=True):
         self.follow = True  # keep the cursor on its key (False: on its position)
         self.sort_key: str | None = None
         self.sort_reverse = False
-        self._pos: dict[Hashable, int] = {}
+        self._pos: dict[Hashable, int] | None = {}  # key -> line, made when asked
         self._cursor = 0
         self._cells: dict[Hashable, tuple[Any, str, Sequence[Cell]]] = {}
+        # Drawn lines by key, reused while the row's cells, width and
+        # cursor/mark state are the same (a re-sort moves lines, not text).
+        self._strips: dict[Hashable, tuple[Sequence[Cell], int, int, Strip]] = {}
+        self._styles: tuple[Style, Style, Style, Style] | None = None
 
     # -- data ----------------------------------------------------------
     def set_data(
@@ -119,8 +125,9 @@ class LineTable(ScrollView, can_focus=True):
         self.order = list(order)
         self.items = items
         self.prefixes = prefixes or {}
-        self._pos = {key: i for i, key in enumerate(self.order)}
-        self.marked &= self._pos.keys()
+        self._pos = None
+        if self.marked:
+            self.marked &= self.positions.keys()
         moved = self._place_cursor()
         if len(old_order) != len(self.order):
             self._resize()
@@ -152,6 +159,7 @@ class LineTable(ScrollView, can_focus=True):
         if len(self._cells) > 4 * max(len(visible), 16):
             keep = {self.order[i] for i in visible}
             self._cells = {k: v for k, v in self._cells.items() if k in keep}
+            self._strips = {k: v for k, v in self._strips.items() if k in keep}
 
     def _cells_for(self, key: Hashable) -> tuple[Any, str, Sequence[Cell]]:
         """Formatted cells of one row, recomputed only when its item changed."""
@@ -166,13 +174,53 @@ class LineTable(ScrollView, can_focus=True):
     def invalidate(self) -> None:
         """Forget formatted cells (the formatter's inputs changed) and repaint."""
         self._cells.clear()
+        self._strips.clear()
         self.refresh()
+
+    def notify_style_update(self) -> None:
+        # Focus, theme or CSS changed: the cached styles and lines are stale.
+        super().notify_style_update()
+        self._styles = None
+        self._strips.clear()
+
+    def _row_styles(self) -> tuple[Style, Style, Style, Style]:
+        """(base, header, cursor, marked), looked up once per style change."""
+        if self._styles is None:
+            self._styles = (
+                self.rich_style,
+                self.get_component_rich_style("linetable--header"),
+                self.get_component_rich_style("linetable--cursor"),
+                self.get_component_rich_style("linetable--marked"),
+            )
+        return self._styles
+
+    @property
+    def positions(self) -> dict[Hashable, int]:
+        """Line of each key (built on demand: most updates never need it)."""
+        if self._pos is None:
+            self._pos = dict(zip(self.order, range(len(self.order)), strict=False))
+        return self._pos
+
+    def _find(self, key: Hashable | None) -> int | None:
+        """The line of ``key``; cheap when it has not moved."""
+        if key is None:
+            return None
+        order = self.order
+        if self._cursor < len(order) and order[self._cursor] == key:
+            return self._cursor
+        if self._pos is not None:
+            return self._pos.get(key)
+        try:
+            return order.index(key)  # one C-level scan, cheaper than a dict
+        except ValueError:
+            return None
 
     def _place_cursor(self) -> bool:
         """Put the cursor back on its key (or clamp it); True if it moved on screen."""
         before = self._cursor
-        if self.follow and self.cursor_key in self._pos:
-            self._cursor = self._pos[self.cursor_key]
+        at = self._find(self.cursor_key) if self.follow else None
+        if at is not None:
+            self._cursor = at
         else:
             self._cursor = min(self._cursor, max(len(self.order) - 1, 0))
         new_key = self.order[self._cursor] if self.order else None
@@ -187,12 +235,23 @@ class LineTable(ScrollView, can_focus=True):
     def _resize(self) -> None:
         self.virtual_size = Size(self._total_width(), len(self.order) + 1)
 
-    def _total_width(self) -> int:
-        fixed = sum(c.width + 1 for c in self.columns if c.width)
-        flex = sum(c.min_width for c in self.columns if not c.width)
+    def _total_width(self, columns: Sequence[Column] | None = None) -> int:
+        columns = self.shown if columns is None else columns
+        fixed = sum(c.width + 1 for c in columns if c.width)
+        flex = sum(c.min_width for c in columns if not c.width)
         return fixed + flex + 1
 
+    def _fit(self) -> None:
+        """Hide the least useful columns until the rest fit (80x24 over SSH)."""
+        width = self.size.width
+        shown = list(self.columns)
+        while self._total_width(shown) > width and any(c.hide for c in shown):
+            shown.remove(max(shown, key=lambda c: c.hide))
+        self.shown = tuple(shown)
+
     def on_resize(self) -> None:
+        self._fit()
+        self._strips.clear()
         self._resize()
 
     # -- cursor --------------------------------------------------------
@@ -217,8 +276,9 @@ class LineTable(ScrollView, can_focus=True):
         self.post_message(self.CursorMoved(self, self.cursor_key))
 
     def select_key(self, key: Hashable) -> None:
-        if key in self._pos:
-            self.move_cursor(self._pos[key])
+        at = self._find(key)
+        if at is not None:
+            self.move_cursor(at)
 
     def _scroll_to_cursor(self) -> None:
         body = max(self.size.height - 1, 1)
@@ -247,27 +307,29 @@ class LineTable(ScrollView, can_focus=True):
 
     # -- rendering -----------------------------------------------------
     def widths(self, total: int) -> list[int]:
-        fixed = sum(c.width + 1 for c in self.columns if c.width) + 1
-        flex = [c for c in self.columns if not c.width]
+        """Widths of the shown columns on a line ``total`` cells wide."""
+        fixed = sum(c.width + 1 for c in self.shown if c.width) + 1
+        flex = [c for c in self.shown if not c.width]
         spare = max(total - fixed, sum(c.min_width for c in flex))
-        return [c.width or max(c.min_width, spare // max(len(flex), 1)) for c in self.columns]
+        return [c.width or max(c.min_width, spare // max(len(flex), 1)) for c in self.shown]
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         total = max(width + int(self.scroll_x), self._total_width())
+        base = self._row_styles()[0]
         if y == 0:
             strip = self._header(total)
         else:
             index = int(self.scroll_y) + y - 1
             if index >= len(self.order):
-                return Strip.blank(width, self.rich_style)
+                return Strip.blank(width, base)
             strip = self._row(index, total)
-        return strip.crop_extend(int(self.scroll_x), int(self.scroll_x) + width, self.rich_style)
+        return strip.crop_extend(int(self.scroll_x), int(self.scroll_x) + width, base)
 
     def _header(self, total: int) -> Strip:
-        style = self.get_component_rich_style("linetable--header")
+        style = self._row_styles()[1]
         cells: list[Cell] = []
-        for col in self.columns:
+        for col in self.shown:
             mark = ""
             if col.key == self.sort_key:
                 mark = "▼" if self.sort_reverse else "▲"
@@ -277,27 +339,37 @@ class LineTable(ScrollView, can_focus=True):
     def _row(self, index: int, total: int) -> Strip:
         key = self.order[index]
         cells = self._cells_for(key)[2]
-        style = self.rich_style
-        if key in self.marked:
-            style += self.get_component_rich_style("linetable--marked")
-        if index == self._cursor:
-            style += self.get_component_rich_style("linetable--cursor")
-        return self._line("*" if key in self.marked else " ", cells, total, style)
+        marked = key in self.marked
+        state = marked + 2 * (index == self._cursor)
+        cached = self._strips.get(key)
+        if cached is not None and cached[0] is cells and cached[1] == total and cached[2] == state:
+            return cached[3]
+        base, _header, cursor, mark = self._row_styles()
+        style = base
+        if marked:
+            style += mark
+        if state & 2:
+            style += cursor
+        strip = self._line("*" if marked else " ", cells, total, style)
+        self._strips[key] = (cells, total, state, strip)
+        return strip
 
     def _line(self, lead: str, cells: Sequence[Cell], total: int, style: Style) -> Strip:
         segments = [Segment(lead, style)]
-        for col, width, cell in zip(self.columns, self.widths(total), cells, strict=False):
+        if len(self.shown) < len(cells):  # a row's cells: keep the shown columns
+            cells = [cells[self.columns.index(col)] for col in self.shown]
+        for col, width, cell in zip(self.shown, self.widths(total), cells, strict=False):
             segments.extend(_cell_segments(cell, width, col.right, style, self.app.console))
             segments.append(Segment(" ", style))
         return Strip(segments).extend_cell_length(total, style)
 
 
 def _cell_segments(cell: Cell, width: int, right: bool, style: Style, console) -> list[Segment]:
-    if isinstance(cell, str):
+    if isinstance(cell, str) and cell.isascii() and cell.isprintable():
         text = cell if len(cell) <= width else cell[: max(width - 1, 0)] + "…"
         pad = " " * (width - len(text))
         return [Segment(pad + text if right else text + pad, style)]
-    text = cell.copy()
+    text = Text(cell) if isinstance(cell, str) else cell.copy()  # wide or control characters
     text.truncate(width, overflow="ellipsis")
     if right:
         text.pad_left(width - text.cell_len)
