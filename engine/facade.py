@@ -180,6 +180,8 @@ class Engine:
     def delete(self, name: str, force: bool = False) -> None:
         self._refuse("delete", name)
         self._mod("engine.rootfs").delete(self.paths, name, force=force)
+        # the context id goes with the guest, as `vserver NAME delete` does
+        self._mod("engine.runtime.xid").forget(self.paths, name)
 
     def exec_argv(self, name: str, command: str) -> list[str]:
         """The command that runs ``command`` (a shell line) in the guest.
