@@ -9,10 +9,15 @@ engine's own ``vstui...`` directory are ever touched.
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
-from typing import Protocol
 
 from engine.cgroups.data import CgroupStats, Limits
+
+TYPE_CHECKING = False  # not typing's: typing.Protocol costs every `vserver NAME start`
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Protocol
+else:
+    Protocol = object  # at run time the class below only documents the interface
 
 
 class Cgroups(Protocol):

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from engine._record import Record
 from engine.errors import VstuiError
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(Record):
     """A guest's resource limits; None means no limit (the kernel default)."""
 
-    memory: int | None = None  # bytes
-    pids: int | None = None  # processes + threads
-    cpu_weight: int | None = None  # 1..10000, default 100
-    cpu_quota: float | None = None  # percent of one CPU (150 = 1.5 CPUs)
+    __slots__ = _fields = ("memory", "pids", "cpu_weight", "cpu_quota")
+    _defaults = {"memory": None, "pids": None, "cpu_weight": None, "cpu_quota": None}
+    memory: int | None  # bytes
+    pids: int | None  # processes + threads
+    cpu_weight: int | None  # 1..10000, default 100
+    cpu_quota: float | None  # percent of one CPU (150 = 1.5 CPUs)
 
     def __post_init__(self) -> None:
         if self.memory is not None and self.memory < 4096:
@@ -27,10 +27,17 @@ class Limits:
             raise VstuiError(f"CPU quota {self.cpu_quota}% must be above 0%")
 
 
-@dataclass(frozen=True, slots=True)
-class CgroupStats:
+class CgroupStats(Record):
     """One reading of a guest's cgroup; None when the host cannot tell."""
 
+    __slots__ = _fields = (
+        "memory_used",
+        "memory_limit",
+        "pids_current",
+        "pids_limit",
+        "cpu_usage_ns",
+        "nproc",
+    )
     memory_used: int | None  # bytes
     memory_limit: int | None  # bytes, None when unlimited
     pids_current: int | None

@@ -7,8 +7,9 @@ tested on any host's files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
+from engine._record import Record
 
 # The controllers a guest's limits and stats use. cpuset is left out on
 # purpose: a v1 cpuset child starts with empty cpus/mems and rejects tasks.
@@ -16,10 +17,10 @@ WANTED_V1 = frozenset({"memory", "pids", "cpu", "cpuacct", "freezer"})
 WANTED_V2 = frozenset({"memory", "pids", "cpu"})
 
 
-@dataclass(frozen=True, slots=True)
-class CgroupMount:
+class CgroupMount(Record):
     """One line of mountinfo for a cgroup or cgroup2 file system."""
 
+    __slots__ = _fields = ("mount_point", "version", "device", "root", "options")
     mount_point: Path
     version: int  # 1 or 2
     device: str  # major:minor, one per hierarchy
@@ -27,19 +28,19 @@ class CgroupMount:
     options: frozenset[str]  # super options: controllers and name=X for v1
 
 
-@dataclass(frozen=True, slots=True)
-class Hierarchy:
+class Hierarchy(Record):
     """A hierarchy the engine uses: where it is mounted and what it controls."""
 
+    __slots__ = _fields = ("mount", "version", "controllers")
     mount: Path
     version: int
     controllers: frozenset[str]
 
 
-@dataclass(frozen=True, slots=True)
-class Layout:
+class Layout(Record):
     """The host's layout: ``kind`` is "v2", "v1" or "hybrid"."""
 
+    __slots__ = _fields = ("kind", "hierarchies")
     kind: str
     hierarchies: tuple[Hierarchy, ...]
 

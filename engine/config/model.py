@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from engine import caps as _caps
+from engine._record import Record
 from engine.config import values as v
 from engine.config.parser import Document
 from engine.errors import ConfigError, InvalidName
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms of every start
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    _Parser = Callable[[str], Any]
 
 NAME_MAX = 32
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
@@ -38,10 +44,10 @@ def validate_name(name: str, guest_word: str = "guest") -> str:
     return name
 
 
-@dataclass(frozen=True, slots=True)
-class Key:
+class Key(Record):
     """One configuration key, as documented."""
 
+    __slots__ = _fields = ("name", "example", "unit", "default", "meaning")
     name: str
     example: str
     unit: str
@@ -122,47 +128,123 @@ KEYS: dict[str, Key] = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class GuestConfig:
+class GuestConfig(Record):
     """A guest's configuration after parsing, validation and defaults."""
 
+    __slots__ = _fields = (
+        "name",
+        "path",
+        "hostname",
+        "domainname",
+        "context",
+        "addresses",
+        "iprootdev",
+        "iprootmask",
+        "iprootbcast",
+        "onboot",
+        "priority",
+        "nice",
+        "flags",
+        "ulimits",
+        "caps",
+        "memory",
+        "cpu_weight",
+        "cpu_quota",
+        "pids",
+        "disk",
+        "inodes",
+        "disk_backend",
+        "netmode",
+        "bridge",
+        "bandwidth_out",
+        "bandwidth_in",
+        "shares",
+        "mounts",
+        "template",
+        "init",
+        "stop_timeout",
+        "proc_hide",
+        "proc_show",
+        "seccomp",
+        "unknown",
+        "warnings",
+        "raw",
+    )
+    _defaults = {
+        "path": None,
+        "hostname": "",
+        "domainname": None,
+        "context": None,
+        "addresses": (),
+        "iprootdev": None,
+        "iprootmask": None,
+        "iprootbcast": None,
+        "onboot": False,
+        "priority": 100,
+        "nice": None,
+        "flags": frozenset(),
+        "ulimits": (),
+        "caps": (),
+        "memory": None,
+        "cpu_weight": None,
+        "cpu_quota": None,
+        "pids": None,
+        "disk": None,
+        "inodes": None,
+        "disk_backend": "none",
+        "netmode": "veth",
+        "bridge": None,
+        "bandwidth_out": None,
+        "bandwidth_in": None,
+        "shares": (),
+        "mounts": (),
+        "template": "",
+        "init": None,
+        "stop_timeout": 10.0,
+        "proc_hide": (),
+        "proc_show": (),
+        "seccomp": (),
+        "unknown": (),
+        "warnings": (),
+        "raw": (),
+    }
     name: str
-    path: Path | None = None
-    hostname: str = ""
-    domainname: str | None = None
-    context: int | None = None
-    addresses: tuple[v.IPAddr, ...] = ()
-    iprootdev: str | None = None
-    iprootmask: int | None = None
-    iprootbcast: str | None = None
-    onboot: bool = False
-    priority: int = 100
-    nice: int | None = None
-    flags: frozenset[str] = frozenset()
-    ulimits: tuple[v.ULimit, ...] = ()
-    caps: tuple[str, ...] = ()
-    memory: int | None = None
-    cpu_weight: int | None = None
-    cpu_quota: float | None = None
-    pids: int | None = None
-    disk: int | None = None
-    inodes: int | None = None
-    disk_backend: str = "none"
-    netmode: str = "veth"
-    bridge: str | None = None
-    bandwidth_out: int | None = None
-    bandwidth_in: int | None = None
-    shares: tuple[v.Share, ...] = ()
-    mounts: tuple[v.ExtraMount, ...] = ()
-    template: str = ""
-    init: str | None = None
-    stop_timeout: float = 10.0
-    proc_hide: tuple[str, ...] = ()
-    proc_show: tuple[str, ...] = ()
-    seccomp: tuple[str, ...] = ()
-    unknown: tuple[tuple[str, str, int], ...] = ()
-    warnings: tuple[str, ...] = ()
-    raw: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (key, value) as written
+    path: Path | None
+    hostname: str
+    domainname: str | None
+    context: int | None
+    addresses: tuple[v.IPAddr, ...]
+    iprootdev: str | None
+    iprootmask: int | None
+    iprootbcast: str | None
+    onboot: bool
+    priority: int
+    nice: int | None
+    flags: frozenset[str]
+    ulimits: tuple[v.ULimit, ...]
+    caps: tuple[str, ...]
+    memory: int | None
+    cpu_weight: int | None
+    cpu_quota: float | None
+    pids: int | None
+    disk: int | None
+    inodes: int | None
+    disk_backend: str
+    netmode: str
+    bridge: str | None
+    bandwidth_out: int | None
+    bandwidth_in: int | None
+    shares: tuple[v.Share, ...]
+    mounts: tuple[v.ExtraMount, ...]
+    template: str
+    init: str | None
+    stop_timeout: float
+    proc_hide: tuple[str, ...]
+    proc_show: tuple[str, ...]
+    seccomp: tuple[str, ...]
+    unknown: tuple[tuple[str, str, int], ...]
+    warnings: tuple[str, ...]
+    raw: tuple[tuple[str, str], ...]  # (key, value) as written
 
     def effective_caps(self) -> frozenset[str]:
         """The default guest set with S_CAPS applied."""
@@ -191,7 +273,6 @@ class GuestConfig:
 
 # key -> (GuestConfig field, parser). IPROOT and S_FLAGS are built separately:
 # IPROOT depends on IPROOTDEV/MASK/BCAST and S_FLAGS gives warnings.
-_Parser = Callable[[str], Any]
 _SIMPLE: dict[str, tuple[str, _Parser]] = {
     "S_HOSTNAME": ("hostname", v.parse_hostname),
     "S_DOMAINNAME": ("domainname", v.parse_domainname),
@@ -231,7 +312,7 @@ _EMPTY_IS_UNSET = frozenset(_SIMPLE) - {"S_DOMAINNAME", "ONBOOT"}
 class _Builder:
     """Field values, errors and warnings gathered while validating one file."""
 
-    __slots__ = ("doc", "errors", "fields", "guest", "name", "warnings")
+    __slots__ = _fields = ("doc", "errors", "fields", "guest", "name", "warnings")
 
     def __init__(self, name: str, doc: Document, guest: str | None) -> None:
         self.name = name

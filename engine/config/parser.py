@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
+from engine._record import Record
 from engine.errors import ConfigError
 
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -34,28 +34,37 @@ _OPEN_SINGLE = "\u2018\u2019\u201a"  # ‘ ’ ‚ : read as '
 _SPECIALS = ";|&<>(){}"
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(Record):
     """One logical line of the file (it may span several physical lines)."""
 
+    __slots__ = _fields = ("raw", "line", "key", "value", "export", "indent", "quote", "trailer")
+    _defaults = {
+        "key": None,
+        "value": "",
+        "export": False,
+        "indent": "",
+        "quote": "",
+        "trailer": "",
+    }
     raw: str  # exact text, physical lines included, with the final newline
     line: int  # first physical line, 1-based
-    key: str | None = None  # None: blank line, comment, or a line we could not read
-    value: str = ""  # decoded value
-    export: bool = False
-    indent: str = ""
-    quote: str = ""  # quote the user wrote: '"', "'" or ""
-    trailer: str = ""  # blanks and trailing comment after the value
+    key: str | None  # None: blank line, comment, or a line we could not read
+    value: str  # decoded value
+    export: bool
+    indent: str
+    quote: str  # quote the user wrote: '"', "'" or ""
+    trailer: str  # blanks and trailing comment after the value
 
 
-@dataclass(frozen=True, slots=True)
-class Document:
+class Document(Record):
     """A parsed file: every line kept; errors collected, never raised here."""
 
+    __slots__ = _fields = ("path", "entries", "warnings", "errors")
+    _defaults = {"warnings": (), "errors": ()}
     path: Path | None
     entries: tuple[Entry, ...]
-    warnings: tuple[str, ...] = ()
-    errors: tuple[ConfigError, ...] = ()
+    warnings: tuple[str, ...]
+    errors: tuple[ConfigError, ...]
 
     def assignments(self) -> dict[str, Entry]:
         """Key -> its last assignment (later ones win, as in a shell)."""
@@ -83,7 +92,7 @@ class _Bad(Exception):
 class _State:
     """What the parser collects while it reads one file."""
 
-    __slots__ = ("entries", "errors", "guest", "path", "warnings")
+    __slots__ = _fields = ("entries", "errors", "guest", "path", "warnings")
 
     def __init__(self, path: Path | None, guest: str | None) -> None:
         self.path = path

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 
 from engine import caps as _caps
+from engine._record import Record
 from engine.errors import UnknownCapability
 
 IFNAMSIZ = 15
@@ -162,16 +162,17 @@ def parse_ifname(text: str) -> str:
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
-@dataclass(frozen=True, slots=True)
-class IPAddr:
+class IPAddr(Record):
     """One guest address: device (None = IPROOTDEV or routed), address/prefix,
     alias label (``dev:NAME``, ``dev:NAME1``.. as util-vserver made them) and
     IPv4 broadcast."""
 
+    __slots__ = _fields = ("dev", "interface", "label", "bcast")
+    _defaults = {"label": None, "bcast": None}
     dev: str | None
     interface: IPInterface
-    label: str | None = None
-    bcast: str | None = None
+    label: str | None
+    bcast: str | None
 
     @property
     def address(self) -> str:
@@ -288,8 +289,7 @@ def _address(
 
 
 # -- ULIMIT --------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class ULimit:
+class ULimit(Record):
     """One resource limit in setrlimit units (bytes, seconds or a count).
 
     None = unlimited. A ULIMIT option given with only ``-H`` or only ``-S``
@@ -297,6 +297,7 @@ class ULimit:
     one, and we never make the other side more permissive than written.
     """
 
+    __slots__ = _fields = ("resource", "soft", "hard")
     resource: str
     soft: int | None
     hard: int | None
@@ -443,23 +444,25 @@ def parse_choice(text: str, choices: tuple[str, ...]) -> str:
 
 
 # -- paths ---------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Share:
+class Share(Record):
     """A host directory bound into the guest (read-only unless ``rw``)."""
 
+    __slots__ = _fields = ("host", "guest", "readonly")
+    _defaults = {"readonly": True}
     host: str
     guest: str
-    readonly: bool = True
+    readonly: bool
 
 
-@dataclass(frozen=True, slots=True)
-class ExtraMount:
+class ExtraMount(Record):
     """A file system the host mounts into the guest tree (NFS, CIFS, tmpfs..)."""
 
+    __slots__ = _fields = ("source", "target", "fstype", "options")
+    _defaults = {"options": ""}
     source: str
     target: str
     fstype: str
-    options: str = ""
+    options: str
 
 
 def _abs_path(text: str, what: str, allow_root: bool = True) -> str:

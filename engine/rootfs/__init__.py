@@ -18,7 +18,21 @@ from __future__ import annotations
 from engine.rootfs.binds import Bind, binds, open_source, open_target, resolve_in_guest
 from engine.rootfs.build import build, check_barrier, delete, is_running
 from engine.rootfs.storage import DiskUsage, RootHandle, prepare_root, release, set_quota, usage
-from engine.rootfs.templates import KINDS, parse_template
+
+# templates.py (tarfile, logging, subprocess) is imported on first use (PEP 562):
+# ``vserver NAME start`` never needs it.
+_LAZY = {"KINDS": "templates", "parse_template": "templates"}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'engine.rootfs' has no attribute '{name}'")
+    from engine.rootfs import templates
+
+    value = getattr(templates, name)
+    globals()[name] = value
+    return value
+
 
 TEMPLATES = ("skeleton", "busybox", "tarball:PATH", "debootstrap[:SUITE]")
 

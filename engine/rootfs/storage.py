@@ -12,17 +12,36 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import struct
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from engine import _libc
+from engine._record import Record
 from engine.errors import KernelError, QuotaError, VstuiError
 from engine.paths import Paths
-from engine.rootfs import loop, project
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms of every start
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class _Lazy:
+    """A module imported on first attribute access: a plain-directory guest's
+    start never pays for subprocess, the loop ioctls or the quota code."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+loop: Any = _Lazy("engine.rootfs.loop")
+project: Any = _Lazy("engine.rootfs.project")
+shutil: Any = _Lazy("shutil")
+subprocess: Any = _Lazy("subprocess")
 
 BACKENDS = ("none", "image", "project")
 MIN_IMAGE = 16 << 20  # smaller ext4 images hold little more than their journal
@@ -30,10 +49,10 @@ EXT4_SUPER = 1024
 EXT4_MAGIC = 0xEF53
 
 
-@dataclass(frozen=True, slots=True)
-class DiskUsage:
+class DiskUsage(Record):
     """Bytes and inodes used and allowed; None where unknown or unlimited."""
 
+    __slots__ = _fields = ("bytes_used", "bytes_limit", "inodes_used", "inodes_limit")
     bytes_used: int | None
     bytes_limit: int | None
     inodes_used: int | None
@@ -99,8 +118,8 @@ def mounted_source(path: Path) -> str | None:
 # -- ext4 images -----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Ext4Super:
+class Ext4Super(Record):
+    __slots__ = _fields = ("block_size", "blocks", "free_blocks", "inodes", "free_inodes")
     block_size: int
     blocks: int
     free_blocks: int

@@ -17,91 +17,99 @@ from __future__ import annotations
 
 import resource
 import shlex
-from dataclasses import dataclass, field
-from typing import Any
 
 from engine import _libc
+from engine._record import Record
+
+TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms of every start
+if TYPE_CHECKING:
+    from typing import Any
 
 # -- step kinds -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class HostBind:
+class HostBind(Record):
     """Bind a host directory onto a guest path (before pivot_root)."""
 
+    __slots__ = _fields = ("source", "target", "readonly", "recursive")
+    _defaults = {"readonly": False, "recursive": True}
     source: str
     target: str
-    readonly: bool = False
-    recursive: bool = True
+    readonly: bool
+    recursive: bool
 
 
-@dataclass(frozen=True, slots=True)
-class HostMount:
+class HostMount(Record):
     """An extra file system from the config (V_MOUNT-style), before pivot_root."""
 
+    __slots__ = _fields = ("source", "target", "fstype", "options")
     source: str
     target: str
     fstype: str
     options: str
 
 
-@dataclass(frozen=True, slots=True)
-class Mount:
+class Mount(Record):
     """mount(2) onto a guest path, creating the directory."""
 
+    __slots__ = _fields = ("source", "target", "fstype", "flags", "data")
+    _defaults = {"flags": 0, "data": None}
     source: str
     target: str
     fstype: str
-    flags: int = 0
-    data: str | None = None
+    flags: int
+    data: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Bind:
+class Bind(Record):
     """Bind a guest path onto another guest path (after pivot_root)."""
 
+    __slots__ = _fields = ("source", "target", "readonly")
+    _defaults = {"readonly": False}
     source: str
     target: str
-    readonly: bool = False
+    readonly: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Mask:
+class Mask(Record):
     """Hide a path: /dev/null over a file, an empty read-only tmpfs over a dir."""
 
+    __slots__ = _fields = ("target",)
     target: str
 
 
-@dataclass(frozen=True, slots=True)
-class ReadOnly:
+class ReadOnly(Record):
     """Make a path read-only (recursive bind onto itself, top remounted ro)."""
 
+    __slots__ = _fields = ("target",)
     target: str
 
 
-@dataclass(frozen=True, slots=True)
-class Device:
+class Device(Record):
     """A character device node."""
 
+    __slots__ = _fields = ("target", "major", "minor", "mode")
+    _defaults = {"mode": 0o666}
     target: str
     major: int
     minor: int
-    mode: int = 0o666
+    mode: int
 
 
-@dataclass(frozen=True, slots=True)
-class Symlink:
+class Symlink(Record):
+    __slots__ = _fields = ("target", "points_to")
     target: str
     points_to: str
 
 
-@dataclass(frozen=True, slots=True)
-class File:
+class File(Record):
     """A small file with fixed content (e.g. /run/systemd/container)."""
 
+    __slots__ = _fields = ("target", "content", "mode")
+    _defaults = {"mode": 0o644}
     target: str
     content: bytes
-    mode: int = 0o644
+    mode: int
 
 
 Step = HostBind | HostMount | Mount | Bind | Mask | ReadOnly | Device | Symlink | File
@@ -140,10 +148,28 @@ RLIMITS = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class StartPlan:
+class StartPlan(Record):
     """Everything the guest's PID 1 does between unshare and exec."""
 
+    __slots__ = _fields = (
+        "name",
+        "root",
+        "before",
+        "after",
+        "hostname",
+        "domainname",
+        "own_netns",
+        "rlimits",
+        "nice",
+        "caps",
+        "argv",
+        "env",
+        "vinit",
+        "seccomp",
+        "notes",
+        "meminfo_view",
+    )
+    _defaults = {"seccomp": True, "notes": (), "meminfo_view": None}
     name: str
     root: str  # host path of the tree pivot_root enters
     before: tuple[Step, ...]
@@ -157,10 +183,10 @@ class StartPlan:
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
     vinit: bool  # copy vinit to VINIT_PATH before exec
-    seccomp: bool = True
-    notes: tuple[str, ...] = field(default=())
+    seccomp: bool
+    notes: tuple[str, ...]
     # host file bind-mounted read-only over /proc/meminfo (V_MEMORY set), else None
-    meminfo_view: str | None = None
+    meminfo_view: str | None
 
 
 # -- building --------------------------------------------------------------------

@@ -14,8 +14,8 @@ read it on their start path.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
+from engine._record import Record
 from engine.errors import GuestBusy
 from engine.paths import Paths
 from engine.runtime.runfiles import (
@@ -39,17 +39,24 @@ __all__ = ["LOCK_FILE", "VALUE_FILES", "RunLock", "RunState", "alive", "clear", 
            "lock", "proc_starttime", "read", "read_value", "remove", "write_value"]  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class RunState:
+class RunState(Record):
     """What the run directory says about one guest, checked against /proc."""
 
+    __slots__ = _fields = ("name", "state", "xid", "init_pid", "supervisor_pid", "started", "stale")
+    _defaults = {
+        "xid": None,
+        "init_pid": None,
+        "supervisor_pid": None,
+        "started": None,
+        "stale": False,
+    }
     name: str
     state: str  # starting | running | stopping | stopped
-    xid: int | None = None
-    init_pid: int | None = None  # None unless that process is alive and is init
-    supervisor_pid: int | None = None  # None unless alive
-    started: float | None = None
-    stale: bool = False  # files are there but init is gone: needs cleanup
+    xid: int | None
+    init_pid: int | None  # None unless that process is alive and is init
+    supervisor_pid: int | None  # None unless alive
+    started: float | None
+    stale: bool  # files are there but init is gone: needs cleanup
 
     @property
     def running(self) -> bool:

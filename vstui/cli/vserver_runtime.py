@@ -84,10 +84,10 @@ def cmd_delete(paths: Paths, name: str, args: Sequence[str]) -> int:
 
 def cmd_start(paths: Paths, name: str, args: Sequence[str]) -> int:
     from engine.errors import GuestRunning
-    from engine.runtime.start import start
+    from engine.runtime.start import boot
 
     try:
-        start(paths, name)
+        boot(paths, name)
     except GuestRunning:
         _warn(f"vserver '{name}' already running")
     return 0
@@ -144,14 +144,13 @@ def cmd_status(paths: Paths, name: str, args: Sequence[str]) -> int:
     stats = _stats(paths, name)
     nproc = stats.nproc if stats is not None else None
     if as_json:
-        import dataclasses
         import json
 
         data = {
             "name": name, "state": current.state, "running": True, "xid": current.xid,
             "init_pid": current.init_pid, "supervisor_pid": current.supervisor_pid,
             "started": current.started, "uptime": current.uptime, "processes": nproc,
-            "stats": dataclasses.asdict(stats) if stats is not None else None,
+            "stats": stats._asdict() if stats is not None else None,
         }  # fmt: skip
         print(json.dumps(data))
         return 0
