@@ -341,8 +341,15 @@ def exec_in(
     argv: list[str] | None,
     user: str | None = None,
     tty: bool | None = None,
+    replace: bool = False,
 ) -> int:
-    """Run ``argv`` (None = a login shell) in the running guest; its exit status."""
+    """Run ``argv`` (None = a login shell) in the running guest; its exit status.
+
+    ``replace``: without a terminal, this process itself becomes the exec
+    helper instead of forking one and waiting (the CLI's way: a fork and the
+    interpreter's teardown saved); it then never returns, the helper exits
+    with the command's status.
+    """
     run_dir = _run_dir(paths, name)
     ident = profiles.init_identity(run_dir)
     if ident is None:
@@ -364,6 +371,9 @@ def exec_in(
     slow = tty or (user is not None and user not in ("root", "0")) or argv is None
     run_on_pty = _pty_runner() if tty else None
     setns = _setns() if slow else None
+    target = (pid, start, name, run_dir, profile)
+    if replace and run_on_pty is None:
+        return _attach_and_run(target, argv, user, None, setns, -1)
     # The joining happens in a helper child: the caller (the console app,
     # a library user) keeps its own namespaces, cgroups and capabilities.
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -372,7 +382,6 @@ def exec_in(
         code = 125
         try:
             os.close(err_r)
-            target = (pid, start, name, run_dir, profile)
             code = _attach_and_run(target, argv, user, run_on_pty, setns, err_w)
         except BaseException as exc:
             text = exc.message if isinstance(exc, VstuiError) else f"{type(exc).__name__}: {exc}"

@@ -36,7 +36,7 @@ def cmd_exec(paths: Paths, name: str, args: Sequence[str]) -> int:
     argv = _command(args)
     if not argv:
         return _usage(name, "exec COMMAND [ARGS...]")
-    return exec_in(paths, name, argv)
+    return exec_in(paths, name, argv, replace=True)
 
 
 def cmd_suexec(paths: Paths, name: str, args: Sequence[str]) -> int:
@@ -45,7 +45,7 @@ def cmd_suexec(paths: Paths, name: str, args: Sequence[str]) -> int:
     words = _command(args)
     if len(words) < 2:
         return _usage(name, "suexec USER COMMAND [ARGS...]")
-    return exec_in(paths, name, words[1:], user=words[0])
+    return exec_in(paths, name, words[1:], user=words[0], replace=True)
 
 
 def cmd_enter(paths: Paths, name: str, args: Sequence[str]) -> int:
