@@ -75,12 +75,13 @@ def test_command_born_in_the_guests_cgroups_and_both_confined(guest) -> None:
     found: list[int] = []
     try:
 
-        def tree():  # our python -> helper python (now vexec) -> command
+        def tree():  # the CLI's python, now vexec -> command
             try:
-                for helper in children(proc.pid):
-                    for command in children(helper):
-                        if Path(f"/proc/{command}/cmdline").read_bytes().startswith(b"sleep"):
-                            return helper, command
+                if not os.readlink(f"/proc/{proc.pid}/exe").startswith("/memfd:vexec"):
+                    return None
+                for command in children(proc.pid):
+                    if Path(f"/proc/{command}/cmdline").read_bytes().startswith(b"sleep"):
+                        return proc.pid, command
             except OSError:
                 return None
             return None
