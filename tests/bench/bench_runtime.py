@@ -34,6 +34,12 @@ from engine.paths import Paths
 from engine.runtime import state
 
 
+def vserver_command() -> list[str]:
+    """The installed console script, as administrators run it (``-m`` adds runpy's cost)."""
+    script = Path(sys.executable).parent / "vserver"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vstui.cli.vserver"]
+
+
 def timed(cmd: list[str], **kw) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
@@ -61,7 +67,7 @@ def memory_kib(pid: int) -> tuple[int, int]:
 def bench_ours(root: Path, runs: int, netmode: str | None) -> dict[str, float]:
     paths = Paths.from_root(root)
     name = f"bench{netmode or 'veth'}"
-    vs = [sys.executable, "-m", "vstui.cli.vserver", "--root", str(root)]
+    vs = [*vserver_command(), "--root", str(root)]
     subprocess.run([*vs, name, "build", "-m", "busybox"], check=True, capture_output=True)
     if netmode:
         update_config(paths, name, {"V_NETMODE": netmode})
