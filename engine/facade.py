@@ -161,11 +161,8 @@ class Engine:
         self._runtime("start")(self.paths, name)
 
     def _runtime(self, op: str) -> Callable[..., Any]:
-        """engine.runtime's ``op``. Once its submodule of the same name is
-        imported (engine.runtime.start), that module replaces the function on
-        the package, so take the function from the module then."""
-        fn = getattr(self._mod("engine.runtime"), op)
-        return getattr(fn, op) if isinstance(fn, ModuleType) else fn
+        """engine.runtime's ``op`` (start, stop, ...)."""
+        return getattr(self._mod("engine.runtime"), op)
 
     def build(
         self, name: str, template: str = "skeleton", hostname: str | None = None,

@@ -19,7 +19,7 @@ from pathlib import Path
 from engine.errors import VstuiError
 from engine.paths import Paths
 
-MODULES = ("config", "rootfs", "runtime.start", "runtime.stop", "runtime.state")
+MODULES = ("config", "rootfs", "runtime.starting", "runtime.stopping", "runtime.state")
 DEFAULT_ROOT = "/var/lib/vstui-demo"
 USER_ROOT = "./demo-root"
 
@@ -68,8 +68,7 @@ def prepare(root: str | None = None) -> str:
 
 
 def _engine():
-    """config, rootfs and the runtime's start/stop modules (not the package's
-    functions: importing engine.runtime.start rebinds ``engine.runtime.start``)."""
+    """The engine parts the demo uses."""
     try:
         mods = [importlib.import_module(f"engine.{m}") for m in MODULES]
     except ImportError as exc:

@@ -21,13 +21,13 @@ if TYPE_CHECKING:
 
 
 def start(paths: Paths, name: str) -> RunState:
-    from engine.runtime.start import start as _start
+    from engine.runtime.starting import start as _start
 
     return _start(paths, name)
 
 
 def stop(paths: Paths, name: str, timeout: float | None = None) -> bool:
-    from engine.runtime.stop import stop as _stop
+    from engine.runtime.stopping import stop as _stop
 
     return _stop(paths, name, timeout)
 

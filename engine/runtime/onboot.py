@@ -30,8 +30,8 @@ def onboot_guests(paths: Paths, report: Callable[[str], None]) -> list[tuple[int
 
 def onboot(paths: Paths, action: str, report: Callable[[str], None] = lambda _: None) -> int:
     """Start or stop every ONBOOT guest; the number that failed."""
-    from engine.runtime.start import start
-    from engine.runtime.stop import stop
+    from engine.runtime.starting import start
+    from engine.runtime.stopping import stop
 
     guests = onboot_guests(paths, report)
     if action == "stop":

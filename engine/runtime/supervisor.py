@@ -111,7 +111,7 @@ def _read_until(fd: int, timeout: float) -> bytes | None:
 
 def _abandon(paths: Paths, name: str) -> None:
     """A supervisor stuck in its boot: kill it, undo everything it made."""
-    from engine.runtime.stop import teardown
+    from engine.runtime.stopping import teardown
 
     run_dir = paths.run_dir(name)
     pid = runfiles.read_value(run_dir, "supervisor.pid")
@@ -134,7 +134,7 @@ def _remove_run_dir(run_dir: str) -> None:
 
 def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> None:
     """In S: boot with the CLI's modules, answer the CLI, become the lean supervisor."""
-    from engine.runtime.start import launch
+    from engine.runtime.starting import launch
 
     run_dir = os.fspath(paths.run_dir(name))
     log_file = os.fspath(paths.log_file(name))
@@ -281,7 +281,7 @@ class Supervisor:
                 os.close(console_r)
                 os.close(self.wake_r)
                 signal.set_wakeup_fd(-1)
-                from engine.runtime.start import launch
+                from engine.runtime.starting import launch
 
                 b = launch(_paths(self.root), self.name, console_w, START_TIMEOUT)
                 reply = f"ok {b.init_pid} {b.start} {b.mem_limit or 0} {b.mem_usage_file or ''}"
@@ -308,7 +308,7 @@ class Supervisor:
 
     def _teardown(self) -> None:
         def work() -> None:
-            from engine.runtime.stop import teardown
+            from engine.runtime.stopping import teardown
 
             teardown(_paths(self.root), self.name, keep_run_dir=True)
 

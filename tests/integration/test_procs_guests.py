@@ -1,6 +1,6 @@
 """vps / vkill / vserver-stat against two real running guests.
 
-Needs the runtime (``engine.runtime.start``/``stop``) and storage
+Needs the runtime (``engine.runtime.starting``/``stop``) and storage
 (``engine.rootfs.build``) parts; skipped with the reason when they are absent.
 """
 
@@ -57,15 +57,13 @@ def _sleeps(root: Paths, guest: str) -> dict[str, dict]:
 
 
 def _start_guest(paths: Paths, name: str) -> None:
-    # engine.runtime.start is shadowed by its submodule once that is imported
-    # (reported to the lead); call the implementation directly
-    from engine.runtime.start import start
+    from engine.runtime import start
 
     start(paths, name)
 
 
 def _stop_guest(paths: Paths, name: str) -> None:
-    from engine.runtime.stop import stop
+    from engine.runtime import stop
 
     stop(paths, name, 5)
 

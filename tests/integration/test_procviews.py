@@ -111,7 +111,7 @@ def children(pid: int) -> set[int]:
 
 
 def test_boot_past_its_deadline_is_undone(vroot: Paths) -> None:
-    from engine.runtime.start import StartFailed, launch
+    from engine.runtime.starting import StartFailed, launch
 
     g = Guest(vroot, {"V_MEMORY": "64M"})
     run_dir = vroot.run_dir(g.name)

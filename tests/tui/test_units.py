@@ -243,12 +243,14 @@ def test_main_routes_audit_and_checks_the_delay(capsys):
     assert main_mod.parse_args(["-d", "2", "--theme", "ansi"]).delay == 2.0
 
 
-def test_facade_finds_runtime_functions_shadowed_by_their_submodules(tmp_path):
-    """Importing engine.runtime.start replaces the package's start() with the module."""
+def test_runtime_functions_survive_importing_their_modules(tmp_path):
+    """engine.runtime.start/stop stay functions once their modules are imported."""
     import importlib
 
-    start_module = importlib.import_module("engine.runtime.start")
-    stop_module = importlib.import_module("engine.runtime.stop")
+    start_module = importlib.import_module("engine.runtime.starting")
+    stop_module = importlib.import_module("engine.runtime.stopping")
     engine = Engine(Paths.from_root(tmp_path))
-    assert engine._runtime("start") is start_module.start
-    assert engine._runtime("stop") is stop_module.stop
+    assert callable(engine._runtime("start")) and callable(engine._runtime("stop"))
+    assert engine._runtime("start").__module__ == "engine.runtime"
+    assert start_module.start is not engine._runtime("start")
+    assert stop_module.stop is not None

@@ -84,7 +84,7 @@ def cmd_delete(paths: Paths, name: str, args: Sequence[str]) -> int:
 
 def cmd_start(paths: Paths, name: str, args: Sequence[str]) -> int:
     from engine.errors import GuestRunning
-    from engine.runtime.start import boot
+    from engine.runtime.starting import boot
 
     try:
         boot(paths, name)
@@ -94,7 +94,7 @@ def cmd_start(paths: Paths, name: str, args: Sequence[str]) -> int:
 
 
 def cmd_stop(paths: Paths, name: str, args: Sequence[str]) -> int:
-    from engine.runtime.stop import stop
+    from engine.runtime.stopping import stop
 
     if not stop(paths, name):
         _warn(f"vserver '{name}' is not running")

@@ -86,7 +86,7 @@ def boot(paths: Paths, name: str) -> int:
         if current.running:
             raise GuestRunning(f"vserver '{name}' already running", name)
         if current.stale or _leftovers(paths, name):
-            from engine.runtime.stop import teardown
+            from engine.runtime.stopping import teardown
 
             forked.run(lambda: teardown(paths, name), name)
         context = xid.xid_of(paths, name)
