@@ -135,10 +135,13 @@ def pty_bytes(argv: list[str], seconds: float, warmup: float = 12.0) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--keys-only", action="store_true", help="only the key latencies")
     args = parser.parse_args()
     lat = asyncio.run(key_latency())
     for k, v in lat.items():
         print(f"{k:28} {v:8.1f}")
+    if args.keys_only:
+        return
     child = [sys.executable, "-c", APP_CHILD.format(repo=str(REPO))]
     vstui_rate = pty_bytes(child, args.seconds)
     htop_rate = pty_bytes(["htop", "-d", "10"], args.seconds) if subprocess.run(

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from engine.facade import read_starttime
 from engine.observe.model import HOST_NAME
-from tests.tui.fakes import proc, small_snapshot
+from tests.tui.fakes import big_snapshot, proc, small_snapshot
 from tests.tui.helpers import StubRunner, drive, make_app, screen_text, settle
 from vstui.app.app import SnapshotReady
 from vstui.app.screens.audit import NOT_AVAILABLE, AuditScreen
@@ -121,6 +121,46 @@ def test_processes_screen_tree_filter_guest_pause(tmp_path):
         await pilot.press("Z")
         await pilot.press("escape", "escape")
         assert isinstance(app.screen, GuestsScreen)
+
+    drive(app, scenario)
+
+
+def test_filter_typing_shows_each_key_and_relayouts_nothing(tmp_path):
+    """Each key shows at once, narrows the table on the same frame, and (the
+    box and the table keeping their size) never lays out the whole screen;
+    only a scrollbar appearing or vanishing does."""
+    app = make_app(tmp_path, snap=big_snapshot(300, 5), first_screen="processes")
+
+    async def scenario(pilot):
+        screen = app.screen
+        await pilot.press("slash")
+        await settle(pilot)
+        layouts = []
+        real = screen._refresh_layout
+        screen._refresh_layout = lambda *a, **kw: (layouts.append(1), real(*a, **kw))[1]
+        typed = ""
+        for ch in "worker --id 1":
+            await pilot.press("space" if ch == " " else ch)
+            typed += ch
+            assert typed in screen_text(app)
+            commands = [screen.table.items[k].cmdline for k in rows(app)]
+            assert commands and all(typed in c for c in commands)
+        assert len(rows(app)) == 111 and screen.table.show_vertical_scrollbar  # 1, 1x, 1xx
+        assert layouts == []
+        await pilot.press("2")  # 12, 120..129: fits, the scrollbar goes
+        assert len(rows(app)) == 11 and not screen.table.show_vertical_scrollbar
+        await pilot.press("backspace")
+        assert len(rows(app)) == 111 and screen.table.show_vertical_scrollbar
+        assert screen.table.vertical_scrollbar.window_virtual_size == 112
+        box = screen.query_one("#filter")
+        box_line = screen_text(app).splitlines()[box.region.y + 1]
+        assert "worker --id 1" in box_line and "worker --id 12" not in box_line
+        await pilot.press(*"x" * 90)  # longer than the box: its end stays in view
+        box_line = screen_text(app).splitlines()[box.region.y + 1]
+        assert rows(app) == [] and "x" * 70 in box_line and "worker" not in box_line
+        await pilot.press("escape")
+        assert screen.filter_text == "" and len(rows(app)) == 300
+        assert not screen.query_one("#filter").has_class("-shown")
 
     drive(app, scenario)
 

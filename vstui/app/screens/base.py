@@ -14,6 +14,7 @@ from textual.widgets import Input, Static
 from engine.observe.model import Snapshot
 from vstui.app.actions import allowed
 from vstui.app.widgets.dialogs import PickDialog
+from vstui.app.widgets.filterbox import FilterBox
 from vstui.app.widgets.linetable import LineTable
 from vstui.app.widgets.topbar import TopBar
 
@@ -110,9 +111,9 @@ class TableScreen(VstuiScreen):
     SORTS: ClassVar[tuple[tuple[str, str], ...]] = ()
     paused = False
 
-    def filter_box(self) -> Input:
-        return Input(placeholder="filter: text or regex, !re inverts; enter keeps, esc clears",
-                     id="filter")  # fmt: skip
+    def filter_box(self) -> FilterBox:
+        return FilterBox(placeholder="filter: text or regex, !re inverts; enter keeps, esc clears",
+                         on_change=self._apply_filter, id="filter")  # fmt: skip
 
     @property
     def table(self) -> LineTable:
@@ -123,10 +124,11 @@ class TableScreen(VstuiScreen):
         box.add_class("-shown")
         box.focus()
 
-    @on(Input.Changed, "#filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self.filter_text = event.value
-        self.redraw()
+    def _apply_filter(self, text: str) -> None:
+        """Called by the box on each change, so the table filters on the same frame."""
+        if text != self.filter_text:
+            self.filter_text = text
+            self.redraw()
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self, event: Input.Submitted) -> None:

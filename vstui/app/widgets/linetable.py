@@ -233,7 +233,19 @@ class LineTable(ScrollView, can_focus=True):
         return False
 
     def _resize(self) -> None:
-        self.virtual_size = Size(self._total_width(), len(self.order) + 1)
+        size = Size(self._total_width(), len(self.order) + 1)
+        if size == self.virtual_size:
+            return
+        if not self.container_size:  # not laid out yet: the first layout sizes us
+            self.virtual_size = size
+            return
+        # The table's box does not depend on its row count, so a new count
+        # needs its scrollbars updated, not a layout of the whole screen
+        # (~10 ms at 160x48, on each filter key). A scrollbar appearing or
+        # vanishing still relayouts (show_*_scrollbar are layout reactives).
+        # The caller repaints the lines that changed.
+        self.set_reactive(LineTable.virtual_size, size)
+        self._scroll_update(size)
 
     def _total_width(self, columns: Sequence[Column] | None = None) -> int:
         columns = self.shown if columns is None else columns
