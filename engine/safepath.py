@@ -21,7 +21,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import stat
 
 # include/uapi/linux/openat2.h
@@ -32,8 +31,8 @@ RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 DEFAULT_RESOLVE = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 
-_SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437}.get(platform.machine(), 437)
-_SYS_CLOSE_RANGE = {"x86_64": 436, "aarch64": 436}.get(platform.machine(), 436)
+_SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437}.get(os.uname().machine, 437)
+_SYS_CLOSE_RANGE = {"x86_64": 436, "aarch64": 436}.get(os.uname().machine, 436)
 MAXSYMLINKS = 40  # include/linux/namei.h
 
 # None until the first call: then whether this kernel has openat2

@@ -11,7 +11,7 @@ kernels 6.5-6.17 (numbered alike on both architectures since 6.x) so that
 
 from __future__ import annotations
 
-import platform
+import os
 
 # include/uapi/linux/audit.h: EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE, EM_AARCH64 | ...
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
@@ -181,7 +181,7 @@ TABLES: dict[str, dict[str, int]] = {"x86_64": X86_64, "aarch64": AARCH64}
 
 def native_arch() -> str:
     """The machine name the running kernel reports, e.g. ``x86_64``."""
-    return platform.machine()
+    return os.uname().machine
 
 
 def table(arch: str | None = None) -> dict[str, int]:
