@@ -149,19 +149,18 @@ def _seccomp_program(cfg: Any, paths: Paths) -> bytes | None:
     architecture and the seccomp sources' stat, so any change rebuilds it.
     """
     sources = _seccomp_sources()
-    if sources is None:
-        return None  # no seccomp part: no filter
-    key = _seccomp_key(cfg, sources)
+    key = _seccomp_key(cfg, sources) if sources is not None else None
     cache = os.path.join(os.fspath(paths.state_dir), SECCOMP_CACHE_DIR, f"{cfg.name}.bpf")
-    cached = _read_cache(cache, key)
-    if cached is not None:
-        return cached
-    try:
-        import engine.seccomp as seccomp
-    except ImportError:
-        return None
+    if key is not None:
+        cached = _read_cache(cache, key)
+        if cached is not None:
+            return cached
+    # part of the engine: a guest never starts unfiltered because it is missing
+    import engine.seccomp as seccomp
+
     program = seccomp.build_filter(cfg)
-    _write_cache(cache, key, program)
+    if key is not None:
+        _write_cache(cache, key, program)
     return program
 
 
