@@ -106,6 +106,7 @@ def bench_lxc(base: Path, runs: int) -> dict[str, float] | None:
     )
     config.write_text(text + "\nlxc.net.0.type = empty\n")
     out: dict[str, float] = {}
+    pivots_before = set(Path("/sys/fs/cgroup").glob("*/lxc.pivot"))
     try:
         out["execute"] = median_ms(lambda: timed(["lxc-execute", *p, "--", "/bin/true"]), runs)
         starts, stops = [], []
@@ -124,6 +125,12 @@ def bench_lxc(base: Path, runs: int) -> dict[str, float] | None:
         subprocess.run(["lxc-stop", *p, "-k"], check=True)
     finally:
         subprocess.run(["lxc-destroy", *p, "-f"], capture_output=True)
+        # lxc-start leaves an empty lxc.pivot group in every hierarchy: ours to remove
+        for pivot in set(Path("/sys/fs/cgroup").glob("*/lxc.pivot")) - pivots_before:
+            try:
+                pivot.rmdir()
+            except OSError:
+                pass
     return out
 
 
