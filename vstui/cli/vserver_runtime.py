@@ -166,32 +166,7 @@ def cmd_running(paths: Paths, name: str, args: Sequence[str]) -> int:
     return 0 if init_identity(paths, name) else 1
 
 
-# -- enter / exec -----------------------------------------------------------------------------
-
-
-def _command(args: Sequence[str]) -> list[str]:
-    words = list(args)
-    if words and words[0] == "--":
-        words = words[1:]
-    return words
-
-
-def cmd_exec(paths: Paths, name: str, args: Sequence[str]) -> int:
-    from vstui.cli.vserver_exec import cmd_exec as run
-
-    return run(paths, name, args)
-
-
-def cmd_suexec(paths: Paths, name: str, args: Sequence[str]) -> int:
-    from vstui.cli.vserver_exec import cmd_suexec as run
-
-    return run(paths, name, args)
-
-
-def cmd_enter(paths: Paths, name: str, args: Sequence[str]) -> int:
-    from vstui.cli.vserver_exec import cmd_enter as run
-
-    return run(paths, name, args)
+# enter / exec / suexec live in vserver_exec.py: their start path stays light.
 
 
 # -- onboot -------------------------------------------------------------------------------------
