@@ -200,6 +200,25 @@ class Tree:
                 ) from None  # fmt: skip
 
     # -- killing -----------------------------------------------------------
+    def kill_all(self, rel: str, timeout: float = KILL_TIMEOUT) -> int:
+        """Kill every process of the guest, round after round, until it is empty.
+
+        Each backend's ``_kill_pass`` does one round its kernel's best way
+        (cgroup.kill, or freeze + SIGKILL each + thaw); returns how many died.
+        """
+        deadline = time.monotonic() + timeout
+        killed: set[int] = set()
+        while pids := self.procs(rel):
+            self._kill_pass(rel, pids, killed, deadline)
+            if self._wait_empty(rel, min(deadline, time.monotonic() + 1.0)):
+                break
+            if time.monotonic() >= deadline:
+                raise self._timeout_error(rel, timeout)
+        return len(killed)
+
+    def _kill_pass(self, rel: str, pids: list[int], killed: set[int], deadline: float) -> None:
+        self._kill_round(rel, killed)
+
     def _kill_round(self, rel: str, killed: set[int]) -> None:
         for pid in self.procs(rel):
             try:

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from engine.cgroups.base import (
-    KILL_TIMEOUT,
     Tree,
     check_rel,
     guest_of,
@@ -108,27 +107,19 @@ class V1Cgroups(Tree):
             nproc=len(self.procs(rel)) if self.exists(rel) else None,
         )
 
-    def kill_all(self, rel: str, timeout: float = KILL_TIMEOUT) -> int:
-        """Freeze, SIGKILL every process, thaw; repeat until the cgroup is empty."""
-        guest = guest_of(rel)
+    def _kill_pass(self, rel: str, pids: list[int], killed: set[int], deadline: float) -> None:
+        """Freeze, SIGKILL every process, thaw: nobody forks away meanwhile."""
         freezer = self._dir("freezer", rel)
-        deadline = time.monotonic() + timeout
-        killed: set[int] = set()
-        while self.procs(rel):
-            if freezer is not None and freezer.is_dir():
-                write(freezer / "freezer.state", "FROZEN", guest)
-                self._wait_frozen(freezer, min(deadline, time.monotonic() + 1.0))
-                try:
-                    self._kill_round(rel, killed)
-                finally:
-                    write(freezer / "freezer.state", "THAWED", guest)
-            else:
-                self._kill_round(rel, killed)
-            if self._wait_empty(rel, min(deadline, time.monotonic() + 1.0)):
-                break
-            if time.monotonic() >= deadline:
-                raise self._timeout_error(rel, timeout)
-        return len(killed)
+        if freezer is None or not freezer.is_dir():
+            self._kill_round(rel, killed)
+            return
+        guest = guest_of(rel)
+        write(freezer / "freezer.state", "FROZEN", guest)
+        self._wait_frozen(freezer, min(deadline, time.monotonic() + 1.0))
+        try:
+            self._kill_round(rel, killed)
+        finally:
+            write(freezer / "freezer.state", "THAWED", guest)
 
     @staticmethod
     def _wait_frozen(freezer: Path, until: float) -> None:

@@ -8,10 +8,9 @@ cpu.stat usage_usec.
 from __future__ import annotations
 
 import errno
-import time
 from pathlib import Path
 
-from engine.cgroups.base import KILL_TIMEOUT, Tree, check_rel, guest_of, read_int, read_text, write
+from engine.cgroups.base import Tree, check_rel, guest_of, read_int, read_text, write
 from engine.cgroups.data import CgroupStats, Limits
 from engine.cgroups.probe import Hierarchy, Layout
 from engine.errors import KernelError
@@ -99,26 +98,18 @@ class V2Cgroups(Tree):
             nproc=len(self.procs(rel)) if directory.is_dir() else None,
         )
 
-    def kill_all(self, rel: str, timeout: float = KILL_TIMEOUT) -> int:
-        """cgroup.kill (5.14+), else freeze + SIGKILL each; until empty."""
+    def _kill_pass(self, rel: str, pids: list[int], killed: set[int], deadline: float) -> None:
+        """cgroup.kill (5.14+), else freeze + SIGKILL each."""
         guest = guest_of(rel)
         directory = self._dir(rel)
-        deadline = time.monotonic() + timeout
-        killed: set[int] = set()
-        while pids := self.procs(rel):
-            if (directory / "cgroup.kill").exists():
-                killed.update(pids)
-                write(directory / "cgroup.kill", "1", guest)
-            elif (directory / "cgroup.freeze").exists():
-                write(directory / "cgroup.freeze", "1", guest)
-                try:
-                    self._kill_round(rel, killed)
-                finally:
-                    write(directory / "cgroup.freeze", "0", guest)
-            else:
+        if (directory / "cgroup.kill").exists():
+            killed.update(pids)
+            write(directory / "cgroup.kill", "1", guest)
+        elif (directory / "cgroup.freeze").exists():
+            write(directory / "cgroup.freeze", "1", guest)
+            try:
                 self._kill_round(rel, killed)
-            if self._wait_empty(rel, min(deadline, time.monotonic() + 1.0)):
-                break
-            if time.monotonic() >= deadline:
-                raise self._timeout_error(rel, timeout)
-        return len(killed)
+            finally:
+                write(directory / "cgroup.freeze", "0", guest)
+        else:
+            self._kill_round(rel, killed)
