@@ -40,6 +40,7 @@ import stat
 
 from engine.errors import GuestNotRunning, KernelError, PrivateGuest, VstuiError
 from engine.runtime import profile as profiles
+from engine.runtime import runfiles
 from engine.runtime.profile import Profile
 
 TYPE_CHECKING = False  # importing typing costs ~4 ms of `vserver NAME exec`
@@ -104,13 +105,7 @@ def sealed_helper(name: str) -> int:
     try:
         src = os.open(binary, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            size = os.fstat(src).st_size
-            done = 0
-            while done < size:
-                sent = os.sendfile(memfd, src, done, size - done)
-                if sent == 0:
-                    break
-                done += sent
+            runfiles.copy_fd(src, memfd, os.fstat(src).st_size)
         finally:
             os.close(src)
         seals = 0

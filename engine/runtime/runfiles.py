@@ -125,3 +125,13 @@ class RunLock:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def copy_fd(src: int, dst: int, size: int) -> None:
+    """Copy ``size`` bytes from the start of ``src`` to ``dst`` in the kernel (sendfile)."""
+    done = 0
+    while done < size:
+        sent = os.sendfile(dst, src, done, size - done)
+        if sent == 0:  # the source shrank meanwhile
+            break
+        done += sent

@@ -469,12 +469,7 @@ def _cap_log(log_fd: int, log_file: str) -> None:
     try:
         dst = os.open(older, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
         try:
-            done = 0
-            while done < size:
-                sent = os.sendfile(dst, src, done, size - done)
-                if sent == 0:
-                    break
-                done += sent
+            runfiles.copy_fd(src, dst, size)
         finally:
             os.close(dst)
     finally:
