@@ -42,11 +42,13 @@ def setup(cfg: Any, paths: Paths, netns_pid: int) -> None:
     mode = cfg.netmode or "veth"
     if mode not in MODES:
         raise NetError(f"V_NETMODE={mode} is not one of {', '.join(MODES)}", cfg.name)
+    # leftovers of an earlier run go first, even when this run needs no links
+    # (_clear_stale imports no netlink code when nothing was recorded)
+    _clear_stale(paths, cfg.name)
     if mode == "host" or not needs_netlink(cfg):
         return
     from engine.net import nl
 
-    _clear_stale(paths, cfg.name)
     recorder = _Recorder(paths, net_state.NetState(
         name=cfg.name, mode=mode, netns_pid=netns_pid, netns_inode=nl.ns_inode(netns_pid),
         addresses=tuple(str(a.interface) for a in cfg.addresses)))  # fmt: skip
@@ -117,7 +119,9 @@ def _build_veth(cfg, paths, netns_pid, rec, host, guest, addresses) -> None:
 
     link = paths.link_name(cfg.name)
     links.create_veth(host, link, netns_pid, cfg.name)
-    rec.add(host_link=link)
+    rec.add(host_link=link)  # recorded before anything else can fail: undo removes it
+    links.harden_host_end(link)
+    links.set_up(host, link)
     ipv6 = any(a.version == 6 for a in addresses)
     if cfg.bridge:
         links.attach_bridge(host, link, cfg.bridge, cfg.name)

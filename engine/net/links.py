@@ -45,8 +45,6 @@ def create_veth(host: IPRoute, host_name: str, netns_pid: int, guest: str) -> No
                 guest,
             ) from None
         raise
-    harden_host_end(host_name)
-    set_up(host, host_name)
 
 
 def harden_host_end(link: str) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import GuestNotRunning, KernelError, PrivateGuest, VstuiError
+from engine.errors import GuestNotRunning, PrivateGuest, VstuiError
 from engine.observe.model import HOST_XID, SPECTATOR_XID
 from engine.paths import Paths
 from engine.procs.attribution import (
@@ -188,6 +188,7 @@ def send(
     targets = list(targets)
     members: dict[str | None, set[int] | None] = {None: None}
     for name in {t.guest for t in targets if t.guest is not None}:
+        _refuse_private(paths, name)  # here too: callers may build targets themselves
         members[name] = cgroup_members(paths, name, cgroup_fs) or set()
     private_now: dict[int, str] = {}
     if any(t.guest is None for t in targets):
@@ -228,10 +229,8 @@ def _send_one(
             signal.pidfd_send_signal(pidfd, signo)
         except ProcessLookupError:
             return EXITED
-        except OSError as exc:
-            raise KernelError(
-                "pidfd_send_signal", str(target.pid), exc.errno or errno.EIO, target.guest
-            ) from exc
+        except OSError as exc:  # an outcome like the others: later targets still get theirs
+            return os.strerror(exc.errno or errno.EIO)
         return None
     finally:
         os.close(pidfd)

@@ -176,13 +176,14 @@ def build(
     values = config_values(name, template, hostname, addresses, options or {})
     ensure_barrier(paths)
     config.write_new_config(paths, name, values)
+    cfg = None
     try:
         cfg = config.load_guest(paths, name)
         storage.create(cfg, paths)
         with storage.prepare_root(cfg, paths) as handle:
             populate(chosen, handle.path, cfg.hostname, addresses)
     except BaseException:
-        _remove_all(paths, name, None)
+        _remove_all(paths, name, cfg)  # with cfg: a project-quota id is cleared too
         raise
     return cfg
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -490,7 +491,10 @@ def _guest_uid(root: Path, user: str, guest: str) -> int:
 
     fd = open_target(root, "/etc/passwd", create_dir=False)
     try:
-        with open(f"/proc/self/fd/{fd}") as f:  # resolved inside the tree
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a guest's FIFO would hang us
+            raise QuotaError("the guest's /etc/passwd is not a regular file; give a uid", guest)
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+        with open(os.open(f"/proc/self/fd/{fd}", flags)) as f:  # resolved inside the tree
             for line in f:
                 fields = line.split(":")
                 if fields[0] == user and len(fields) > 2 and fields[2].isdigit():

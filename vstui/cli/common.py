@@ -74,3 +74,8 @@ def run_tool(tool: str, body: Callable[[], int]) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        # A kernel or file error the engine did not name: still one line, no trace.
+        from engine.errors import KernelError
+
+        return report(tool, KernelError.from_oserror(exc.__class__.__name__, exc))

@@ -78,7 +78,7 @@ def _dispatch(argv: Sequence[str]) -> int:
         return 2
     name, command, rest = args[0], args[1], args[2:]
     if command not in COMMANDS:
-        print(f"{TOOL}: {name}: unknown command '{command}'\n{USAGE}", file=sys.stderr)
+        print(f"{TOOL}: {name}: unknown command '{command}'; see vserver --help", file=sys.stderr)
         return 2
     try:
         func = _load(COMMANDS[command])
