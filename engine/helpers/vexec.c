@@ -13,24 +13,27 @@
  *     is single-threaded, as vexec is), chdir("/"). The guest's seccomp
  *     filter (which may deny setns) is installed only after the clone;
  *  3. applies the rlimits (-r) and the nice floor (-i);
- *  4. creates its child with clone3(CLONE_INTO_CGROUP) straight into the
- *     guest's cgroup2 group (-C FD): no cgroup.procs write, whose migration
- *     waits out an RCU grace period (~14 ms). The guest's filter makes clone3
- *     fail with ENOSYS, so the filter comes after; on a kernel without
- *     clone3 the child writes cgroup.procs itself. The cgroup namespace
- *     (-a FD) is joined after the clone: the kernel refuses a move from a
- *     cgroup outside the caller's cgroup namespace root;
- *  5. both processes install the seccomp filter and cut the bounding set,
- *     permitted and effective to -c MASK (inheritable and ambient empty).
+ *  4. creates a middle process with clone3(CLONE_INTO_CGROUP) straight into
+ *     the guest's cgroup2 group (-C FD): no cgroup.procs write, whose
+ *     migration waits out an RCU grace period (~14 ms). The middle process
+ *     is still in the HOST's PID namespace: no guest process can see or
+ *     ptrace it while it is unconfined. It joins the PID and time
+ *     namespaces (for its child), the cgroup namespace (-a FD: after the
+ *     clone, as the kernel refuses a move from outside the caller's cgroup
+ *     namespace root), installs the seccomp filter and cuts the bounding
+ *     set, permitted and effective to -c MASK (inheritable and ambient
+ *     empty), and only then forks the command's process, born confined;
+ *     on a kernel without clone3 it writes cgroup.procs itself;
+ *  5. the waiter (this process) confines itself the same way.
  *
- * The child is the first process in the guest's PID namespace; its
+ * The command's process is the first in the guest's PID namespace; its
  * /proc/PID/exe is the sealed memfd, never a host file a guest root with
  * CAP_SYS_PTRACE could grab and rewrite (CVE-2019-5736). The child starts a
  * new session (no host terminal as controlling tty: TIOCSTI), takes the pty
  * on fd 0 as its terminal with -t, becomes the user with -u/-g/-G, resets
  * signals, closes every fd above 2 and execs the command inside the guest.
- * The parent forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGWINCH to it and exits
- * with its status (128+N when killed by signal N).
+ * The waiter and the middle process forward SIGINT/SIGTERM/SIGHUP/SIGQUIT/
+ * SIGWINCH down and exit with its status (128+N when killed by signal N).
  *
  * usage: vexec [-t] [-u UID -g GID] [-G G1,G2,...] [-d DIR] [-n GUEST]
  *              [-s NSFD]... [-a NSFD]... [-C CGROUP2FD] [-S BPFFD] [-c HEXMASK]
@@ -42,6 +45,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/filter.h>
+#include <linux/nsfs.h>
 #include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <sched.h>
@@ -160,6 +164,26 @@ static void join(const int *fds, int n) {
     }
 }
 
+/* PID and time namespaces decide only where the caller's *children* go. */
+static int for_children(int fd) {
+    int type = ioctl(fd, NS_GET_NSTYPE);
+    if (type < 0)
+        die("namespace type");
+    return type == CLONE_NEWPID || type == CLONE_NEWTIME;
+}
+
+/* Join the fds of one kind (children's namespaces or the caller's own), in order. */
+static void join_some(int *fds, int n, int children) {
+    for (int k = 0; k < n; k++) {
+        if (fds[k] < 0 || for_children(fds[k]) != children)
+            continue;
+        if (setns(fds[k], 0) < 0)
+            die("setns");
+        close(fds[k]);
+        fds[k] = -1;
+    }
+}
+
 static void apply_limits(const struct opts *o) {
     for (int k = 0; k < o->nlimits; k++) {
         struct rlimit rl = {o->limits[k].soft, o->limits[k].hard};
@@ -223,20 +247,9 @@ static void confine(const struct opts *o) {
         die("limit: capset");
 }
 
-/* The child of the clone: already in the guest's PID namespace (and its
- * cgroup2 group, unless clone3 was missing). */
-static void child(const struct opts *o, int moved) {
-    if (o->cgroup2 >= 0) {
-        if (!moved) {
-            int fd = openat(o->cgroup2, "cgroup.procs", O_WRONLY | O_CLOEXEC);
-            if (fd < 0 || write(fd, "0", 1) != 1)
-                die("join cgroup");
-            close(fd);
-        }
-        close(o->cgroup2);
-    }
-    join(o->ns_after, o->n_after);
-    confine(o);
+/* The command's process: the first one in the guest's PID namespace, born
+ * confined (filter and capabilities inherited from the middle process). */
+static void child(const struct opts *o) {
     if (setsid() < 0) {
         say("setsid", strerror(errno));
         _exit(126);
@@ -287,6 +300,55 @@ static pid_t spawn(const struct opts *o, int *moved) {
             return -1;
     }
     return fork();
+}
+
+/* Forward the waited signals to pid until it ends; its status as an exit code. */
+static int relay(pid_t pid, const sigset_t *waited) {
+    for (;;) {
+        int sig = sigwaitinfo(waited, NULL);
+        if (sig < 0)
+            continue;
+        if (sig != SIGCHLD) {
+            kill(pid, sig);
+            continue;
+        }
+        int status;
+        pid_t done;
+        while ((done = waitpid(-1, &status, WNOHANG)) > 0) {
+            if (done != pid)
+                continue;
+            if (WIFSIGNALED(status))
+                return 128 + WTERMSIG(status);
+            return WEXITSTATUS(status);
+        }
+    }
+}
+
+/* The middle process: born in the guest's cgroup2 group but in the HOST's PID
+ * namespace, so no guest process can see (or ptrace) it while it still holds
+ * every capability and no filter. It joins the PID and time namespaces for
+ * its child, confines itself, and only then forks the command's process. */
+static void middle(struct opts *o, int moved, const sigset_t *waited) {
+    if (o->cgroup2 >= 0) {
+        if (!moved) {
+            int fd = openat(o->cgroup2, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+            if (fd < 0 || write(fd, "0", 1) != 1)
+                die("join cgroup");
+            close(fd);
+        }
+        close(o->cgroup2);
+    }
+    join_some(o->ns_before, o->n_before, 1);
+    join(o->ns_after, o->n_after);
+    confine(o);
+    pid_t pid = fork();
+    if (pid < 0) {
+        say("fork", strerror(errno));
+        _exit(125);
+    }
+    if (pid == 0)
+        child(o);
+    _exit(relay(pid, waited));
 }
 
 static int add_fd(int *fds, int *n, const char *text) {
@@ -343,7 +405,7 @@ int main(int argc, char **argv) {
     o.argv = argv + i;
     if (o.filter_fd >= 0)
         read_filter(&o); /* a host file: read before leaving the host's mounts */
-    join(o.ns_before, o.n_before);
+    join_some(o.ns_before, o.n_before, 0); /* ipc, uts, net, mnt: PID and time later */
     if (o.n_before && chdir("/") < 0)
         die("chdir /");
     apply_limits(&o);
@@ -364,28 +426,14 @@ int main(int argc, char **argv) {
         return 125;
     }
     if (pid == 0)
-        child(&o, moved);
+        middle(&o, moved, &waited);
     /* the waiter: as confined as the command, holding no host fd */
     if (o.cgroup2 >= 0)
         close(o.cgroup2);
+    for (int k = 0; k < o.n_before; k++)
+        if (o.ns_before[k] >= 0)
+            close(o.ns_before[k]); /* the PID and time fds: the middle's now */
     join(o.ns_after, o.n_after);
     confine(&o);
-    for (;;) {
-        int sig = sigwaitinfo(&waited, NULL);
-        if (sig < 0)
-            continue;
-        if (sig != SIGCHLD) {
-            kill(pid, sig);
-            continue;
-        }
-        int status;
-        pid_t done;
-        while ((done = waitpid(-1, &status, WNOHANG)) > 0) {
-            if (done != pid)
-                continue;
-            if (WIFSIGNALED(status))
-                return 128 + WTERMSIG(status);
-            return WEXITSTATUS(status);
-        }
-    }
+    return relay(pid, &waited);
 }

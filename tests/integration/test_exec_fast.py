@@ -75,18 +75,23 @@ def test_command_born_in_the_guests_cgroups_and_both_confined(guest) -> None:
     found: list[int] = []
     try:
 
-        def tree():  # the CLI's python, now vexec -> command
+        def tree():  # the CLI's python, now vexec -> middle vexec -> command
             try:
                 if not os.readlink(f"/proc/{proc.pid}/exe").startswith("/memfd:vexec"):
                     return None
-                for command in children(proc.pid):
-                    if Path(f"/proc/{command}/cmdline").read_bytes().startswith(b"sleep"):
-                        return proc.pid, command
+                for middle in children(proc.pid):
+                    for command in children(middle):
+                        if Path(f"/proc/{command}/cmdline").read_bytes().startswith(b"sleep"):
+                            return proc.pid, middle, command
             except OSError:
                 return None
             return None
 
-        waiter, command = wait_for(tree)
+        waiter, middle, command = wait_for(tree)
+        # the middle process, unconfined for a moment after its birth, is never
+        # in the guest's PID namespace: no guest process can see or ptrace it
+        assert ns(middle, "pid") != ns(init, "pid")
+        assert ns(middle, "pid") == ns(os.getpid(), "pid")
         found.append(command)
         # read from the host's cgroup namespace: the same groups as init, cgroup2 included
         init_cgroups = Path(f"/proc/{init}/cgroup").read_text()
@@ -94,7 +99,7 @@ def test_command_born_in_the_guests_cgroups_and_both_confined(guest) -> None:
         assert "0::/" in init_cgroups
         assert ns(command, "cgroup") == ns(init, "cgroup")
         init_status = status(init)
-        for pid in (waiter, command):
+        for pid in (waiter, middle, command):
             st = status(pid)
             assert st["CapBnd"] == init_status["CapBnd"]
             assert st["CapEff"] == init_status["CapBnd"]
