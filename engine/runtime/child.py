@@ -81,16 +81,20 @@ def _mount_options(options: str) -> tuple[int, str | None]:
 # -- before pivot_root ---------------------------------------------------------------
 
 
-def _remount_ro_in_root(root_fd: int, target: str) -> None:
-    """Remount the mount now on ``target`` read-only.
+def _remount_ro_in_root(root_fd: int, target: str, recursive: bool = False) -> None:
+    """Remount the mount now on ``target`` read-only (and every submount: recursive).
 
     The fd we mounted onto names the directory *under* the new mount; a fresh
     lookup (still inside the tree) lands on the mount itself. No guest process
-    exists yet, so nothing can swap the path in between.
+    exists yet, so nothing can swap the path in between. A recursive bind
+    (host /usr with, say, /usr/local on its own file system) needs every
+    mount below made read-only too, or the guest could write host binaries.
     """
     fd = safepath.open_in_root(root_fd, target, os.O_PATH)
     try:
         _remount_ro(safepath.fd_path(fd))
+        if recursive:
+            _libc.make_tree_readonly(fd)
     finally:
         os.close(fd)
 
@@ -105,7 +109,7 @@ def _host_bind(root_fd: int, step: P.HostBind) -> None:
         flags = _libc.MS_BIND | (_libc.MS_REC if step.recursive else 0)
         _libc.mount(step.source, where, None, flags)
         if step.readonly:
-            _remount_ro_in_root(root_fd, step.target)
+            _remount_ro_in_root(root_fd, step.target, recursive=step.recursive)
     except OSError as exc:
         raise _fail(f"bind {step.source} onto", step.target, exc) from None
     finally:

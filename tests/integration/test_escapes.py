@@ -639,3 +639,25 @@ def test_image_guest_disk_and_inodes_bounded(guest: tuple[Paths, str]) -> None:
     assert inodes["error"] in ("ENOSPC", "EDQUOT") and inodes["made"] < 4096, inodes
     # the host did not pay for it (other users of /tmp may move it a little)
     assert shutil.disk_usage("/tmp").free > host_free - (32 << 20)
+
+
+def test_readonly_bind_keeps_its_submounts_readonly(guest: tuple[Paths, str]) -> None:
+    # a read-only share whose host directory has another file system mounted
+    # below it: the submount must be read-only in the guest too (the same
+    # holds for the skeleton's host /usr with a separate /usr/local)
+    paths, name = guest
+    share = paths.root / "srv-share"
+    (share / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "subfs", str(share / "sub")],
+                   check=True)  # fmt: skip
+    try:
+        build(paths, name, f"V_SHARE={share}:/mnt/share:ro")
+        vserver(paths, name, "start")
+        result = vserver(paths, name, "exec", "/bin/sh", "-c",
+                         "touch /mnt/share/sub/x; echo rc=$?", check=False)  # fmt: skip
+        assert "rc=0" not in result.stdout, "a submount of a read-only share was writable"
+        assert "Read-only file system" in result.stderr
+        assert not (share / "sub" / "x").exists()
+    finally:
+        stop(paths, name)
+        subprocess.run(["umount", str(share / "sub")], check=False)
