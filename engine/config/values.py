@@ -561,6 +561,12 @@ def parse_command(text: str) -> str:
     word = text.strip()
     if not word.startswith("/"):
         raise Invalid(f"'{text}' does not start with an absolute program path, e.g. /etc/rc.local")
+    import shlex  # only for configs that set V_INIT
+
+    try:
+        shlex.split(word)  # the start splits it like a shell: catch bad quoting here
+    except ValueError as exc:
+        raise Invalid(f"'{text}': {exc}; quote it like a shell command") from None
     return word
 
 

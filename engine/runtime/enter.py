@@ -360,7 +360,9 @@ def exec_in(
             name,
         )
     if tty is None:
-        tty = os.isatty(0)
+        # any terminal among 0-2: handing the caller's terminal to a guest
+        # process (even on stdout alone) would let it read the admin's keys
+        tty = any(os.isatty(fd) for fd in (0, 1, 2))
     # Nothing may be imported once we are in the guest's mount namespace: the
     # import system would read modules from the guest's tree.
     slow = tty or (user is not None and user not in ("root", "0")) or argv is None
@@ -424,11 +426,15 @@ def _wait(pid: int) -> int:
 
 
 def _open_program(run_dir: str) -> int:
-    """Inheritable fd of the guest's seccomp program, -1 when it has none."""
+    """Inheritable fd of the guest's seccomp program (every start writes one)."""
     try:
         return _open_inheritable(os.path.join(run_dir, profiles.SECCOMP_FILE))
     except FileNotFoundError:
-        return -1
+        # never run a command unfiltered because a file went missing
+        name = os.path.basename(run_dir)
+        raise GuestNotRunning(
+            f"vserver '{name}' has no seccomp program in {run_dir}; restart the guest", name
+        ) from None
 
 
 def _attach_and_run(target, argv, user, run_on_pty, setns, err_w: int) -> int:

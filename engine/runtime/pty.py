@@ -32,7 +32,11 @@ def open_guest_pty(guest: str) -> tuple[int, int]:
     except OSError as exc:
         raise VstuiError(f"cannot open the guest's /dev/ptmx: {exc.strerror}", guest) from None
     st = os.fstat(master)
-    if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) != TTYAUX_MAJOR:
+    # 5:2 exactly: /dev/tty (5:0) would hand us the admin's own terminal
+    if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (
+        TTYAUX_MAJOR,
+        2,
+    ):
         os.close(master)
         raise VstuiError("the guest's /dev/ptmx is not a pty multiplexer; fix /dev/ptmx", guest)
     fcntl.ioctl(master, TIOCSPTLCK, b"\0\0\0\0")

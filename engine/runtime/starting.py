@@ -177,7 +177,14 @@ def _seccomp_sources() -> str | None:
         return None
     stats = [(e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in entries
              if e.name.endswith(".py")]  # fmt: skip
-    return repr(stats) if stats else None
+    if not stats:
+        return None
+    # the filter also depends on the default capabilities and the CLONE_* flags
+    base = os.path.dirname(where)
+    for other in ("caps.py", "_libc.py"):
+        st = os.stat(os.path.join(base, other))
+        stats.append((other, st.st_mtime_ns, st.st_size))
+    return repr(stats)
 
 
 def _canonical(value: Any) -> str:
@@ -318,8 +325,8 @@ def launch(paths: Paths, name: str, log_fd: int, timeout: float = 30.0) -> Boote
         root = str(handle.path)
         cg = manager()
         rel = paths.cgroup_name(name)
+        undo.add(lambda: _remove_cgroup(cg, rel))  # first: a half-made create is undone too
         cg.create(rel)
-        undo.add(lambda: _remove_cgroup(cg, rel))
         cg.apply(rel, limits_of(cfg))
         usage_file = _meminfo_view(paths, cfg, cg, rel, undo)
         view = os.fspath(paths.run_dir(name) / MEMINFO_VIEW) if usage_file else None

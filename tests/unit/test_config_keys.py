@@ -383,3 +383,11 @@ def test_docs_table_lists_every_key() -> None:
     assert keys_markdown() in text
     for key in KEYS:
         assert f"| `{key}` |" in text
+
+
+def test_v_init_with_bad_quoting_is_refused_at_load() -> None:
+    from engine.config import values
+
+    assert values.parse_command("/bin/sh -c 'sleep 1'") == "/bin/sh -c 'sleep 1'"
+    with pytest.raises(values.Invalid, match="No closing quotation"):
+        values.parse_command("/bin/sh -c 'sleep 1")
