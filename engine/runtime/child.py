@@ -309,10 +309,7 @@ def loopback_up() -> None:
 def set_names(hostname: str, domainname: str | None) -> None:
     _socket.sethostname(hostname)
     if domainname is not None:
-        raw = domainname.encode()
-        if _LIBC.setdomainname(raw, len(raw)) < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err), "setdomainname")
+        _libc.setdomainname(domainname)
 
 
 def apply_limits(rlimits: tuple[tuple[int, int, int], ...], nice: int | None) -> None:

@@ -41,7 +41,6 @@ import stat
 from engine.errors import GuestNotRunning, KernelError, PrivateGuest, VstuiError
 from engine.runtime import profile as profiles
 from engine.runtime import runfiles
-from engine.runtime.profile import Profile
 
 TYPE_CHECKING = False  # importing typing costs ~4 ms of `vserver NAME exec`
 if TYPE_CHECKING:
@@ -54,13 +53,6 @@ HELPER = "vexec"
 MFD_EXEC = 0x10  # kernel >= 6.3: say so, or vm.memfd_noexec may refuse or warn
 SEALS = ("F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE")
 HELPERS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers")
-
-
-def read_profile(paths: Paths, name: str) -> Profile:
-    found = profiles.read(_run_dir(paths, name))
-    if found is None:
-        raise GuestNotRunning(f"vserver '{name}' is not running (no exec profile)", name)
-    return found
 
 
 def _run_dir(paths: Paths, name: str) -> str:

@@ -42,13 +42,15 @@ __all__ = ["LOCK_FILE", "VALUE_FILES", "RunLock", "RunState", "alive", "clear", 
 class RunState(Record):
     """What the run directory says about one guest, checked against /proc."""
 
-    __slots__ = _fields = ("name", "state", "xid", "init_pid", "supervisor_pid", "started", "stale")
+    __slots__ = _fields = ("name", "state", "xid", "init_pid", "supervisor_pid", "started",
+                           "stale", "supervisor_start")  # fmt: skip
     _defaults = {
         "xid": None,
         "init_pid": None,
         "supervisor_pid": None,
         "started": None,
         "stale": False,
+        "supervisor_start": None,
     }
     name: str
     state: str  # starting | running | stopping | stopped
@@ -57,6 +59,7 @@ class RunState(Record):
     supervisor_pid: int | None  # None unless alive
     started: float | None
     stale: bool  # files are there but init is gone: needs cleanup
+    supervisor_start: int | None  # its start time: signal it only while it is that process
 
     @property
     def running(self) -> bool:
@@ -97,11 +100,13 @@ def read(paths: Paths, name: str) -> RunState:
     sup_alive = alive(spid, sstart)
     xid = _int(read_value(run_dir, "xid"))
     started = _float(read_value(run_dir, "started"))
+    sup = (spid, sstart) if sup_alive else (None, None)
     if init_alive:
-        return RunState(name, state, xid, pid, spid if sup_alive else None, started)
+        return RunState(name, state, xid, pid, sup[0], started, supervisor_start=sup[1])
     if state == STARTING and sup_alive:
-        return RunState(name, STARTING, xid, None, spid, started)
-    return RunState(name, STOPPED, xid, None, spid if sup_alive else None, started, stale=True)
+        return RunState(name, STARTING, xid, None, spid, started, supervisor_start=sstart)
+    return RunState(name, STOPPED, xid, None, sup[0], started, stale=True,
+                    supervisor_start=sup[1])  # fmt: skip
 
 
 def init_identity(paths: Paths, name: str) -> tuple[int, int] | None:

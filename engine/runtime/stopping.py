@@ -13,7 +13,7 @@ import select
 import signal
 import time
 
-from engine.errors import GuestNotRunning, require_root
+from engine.errors import require_root
 from engine.paths import Paths
 from engine.runtime import forked, state
 
@@ -102,10 +102,10 @@ def _shutdown(paths: Paths, name: str, cfg: Any, timeout: float) -> None:
 
 def _end_supervisor(current: state.RunState) -> None:
     """Let the supervisor log its last line and exit; kill it if it lingers."""
-    pid = current.supervisor_pid
-    if pid is None:
+    pid, start = current.supervisor_pid, current.supervisor_start
+    if pid is None or start is None:
         return
-    start = state.proc_starttime(pid)
+    # the start time read with the run state: by now the PID may belong to another
     if not wait_gone(pid, start, SUPERVISOR_GRACE):
         try:
             os.kill(pid, signal.SIGKILL)
@@ -191,10 +191,3 @@ def _release_root(paths: Paths, name: str, cfg: Any) -> None:
     from engine.rootfs import storage
 
     storage.release(cfg if cfg is not None else SimpleNamespace(name=name), paths)
-
-
-def require_running(paths: Paths, name: str) -> state.RunState:
-    current = state.read(paths, name)
-    if current.init_pid is None:
-        raise GuestNotRunning(f"vserver '{name}' is not running; start it first", name)
-    return current

@@ -12,6 +12,7 @@ import fcntl
 import os
 from pathlib import Path
 
+from engine.errors import VstuiError
 from engine.paths import Paths
 
 FIRST_DYNAMIC = 40000
@@ -68,6 +69,12 @@ def assign(paths: Paths, name: str, fixed: int | None, reserved: set[int] | None
         xid = FIRST_DYNAMIC
         while xid in used:
             xid += 1
+        if xid > LAST_XID:
+            raise VstuiError(
+                f"no free context id left in {FIRST_DYNAMIC}..{LAST_XID}; "
+                "delete unused guests or set S_CONTEXT",
+                name,
+            )
         table[name] = xid
         _write_table(path, table)
         return xid
