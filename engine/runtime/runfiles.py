@@ -135,3 +135,29 @@ def copy_fd(src: int, dst: int, size: int) -> None:
         if sent == 0:  # the source shrank meanwhile
             break
         done += sent
+
+
+def stop_signal(pid: int, fakeinit: bool) -> int:
+    """The signal that asks init to shut the guest down.
+
+    vinit: SIGTERM. A real init (fakeinit): systemd halts on SIGRTMIN+3,
+    sysvinit and others get SIGPWR (and are killed after the timeout).
+    """
+    import signal
+
+    if not fakeinit:
+        return signal.SIGTERM
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        exe = ""
+    return signal.SIGRTMIN + 3 if "systemd" in exe else signal.SIGPWR
+
+
+def profile_flag(run_dir: str, key: str) -> bool:
+    """A ``key 0|1`` line of the guest's exec.profile (written at start)."""
+    try:
+        with open(os.path.join(run_dir, "exec.profile")) as f:
+            return any(line.split() == [key, "1"] for line in f)
+    except OSError:
+        return False

@@ -277,7 +277,8 @@ def write_exec_profile(paths: Paths, cfg: Any, plan: StartPlan, program: bytes |
     from engine.caps import to_mask
 
     run_dir = paths.run_dir(cfg.name)
-    lines = [f"caps {to_mask(plan.caps):x}", f"private {int(cfg.has_flag('private'))}"]
+    lines = [f"caps {to_mask(plan.caps):x}", f"private {int(cfg.has_flag('private'))}",
+             f"fakeinit {int(cfg.has_flag('fakeinit'))}"]  # fmt: skip
     if plan.nice is not None:
         lines.append(f"nice {plan.nice}")
     lines += [f"rlimit {res} {soft} {hard}" for res, soft, hard in plan.rlimits]

@@ -15,7 +15,7 @@ import time
 
 from engine.errors import require_root
 from engine.paths import Paths
-from engine.runtime import forked, state
+from engine.runtime import forked, runfiles, state
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms of every start
 if TYPE_CHECKING:
@@ -25,19 +25,7 @@ STOP_LOCK_TIMEOUT = 120.0
 SUPERVISOR_GRACE = 5.0
 
 
-def stop_signal(pid: int, fakeinit: bool) -> int:
-    """The signal that asks init to shut the guest down.
-
-    vinit: SIGTERM. A real init (fakeinit): systemd halts on SIGRTMIN+3,
-    sysvinit and others get SIGPWR (and are killed after the timeout).
-    """
-    if not fakeinit:
-        return signal.SIGTERM
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        exe = ""
-    return signal.SIGRTMIN + 3 if "systemd" in exe else signal.SIGPWR
+stop_signal = runfiles.stop_signal  # shared with the supervisor, which stays lean
 
 
 def wait_gone(pid: int, start: int | None, timeout: float) -> bool:

@@ -366,7 +366,9 @@ class Supervisor:
             while True:
                 if self.stop_requested and not self.stop_sent:
                     self.stop_sent = True
-                    _signal(self.init_pid, signal.SIGTERM)
+                    # what `vserver stop` would send: systemd and sysvinit ignore SIGTERM
+                    fakeinit = runfiles.profile_flag(self.run_dir, "fakeinit")
+                    _signal(self.init_pid, runfiles.stop_signal(self.init_pid, fakeinit))
                 now = time.monotonic()
                 if now >= next_tick:
                     self._tick()
