@@ -40,19 +40,19 @@ THEMES = ("dark", "ansi")
 
 
 async def shoot(name: str, keys: list[str], size: tuple[int, int], theme: str, out: Path) -> Path:
-    root = Path(tempfile.mkdtemp(prefix="vstui-shots-"))
-    # interval: one snapshot only, so a slow run does not add a sparkline sample
-    app = make_app(root, read_only=name == "read-only", theme=theme, interval=3600)
-    log = app.engine.paths.log_file("db")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text("vinit: starting /etc/rc.local\npostgres: database system is ready\n")
-    async with app.run_test(size=size) as pilot:
-        await settle(pilot)
-        await pilot.press(*keys)
-        await settle(pilot)
-        await pilot.pause(0.3)
-        filename = f"{name}-{theme}-{size[0]}x{size[1]}.svg"
-        app.save_screenshot(filename, str(out))
+    with tempfile.TemporaryDirectory(prefix="vstui-shots-") as tmp:
+        # interval: one snapshot only, so a slow run does not add a sparkline sample
+        app = make_app(Path(tmp), read_only=name == "read-only", theme=theme, interval=3600)
+        log = app.engine.paths.log_file("db")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("vinit: starting /etc/rc.local\npostgres: database system is ready\n")
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            await pilot.press(*keys)
+            await settle(pilot)
+            await pilot.pause(0.3)
+            filename = f"{name}-{theme}-{size[0]}x{size[1]}.svg"
+            app.save_screenshot(filename, str(out))
     return out / filename
 
 
