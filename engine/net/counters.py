@@ -39,15 +39,19 @@ def host_end_stats(link: str) -> NetStats | None:
     )  # fmt: skip
 
 
-def parse_net_dev(text: str, links: Iterable[str]) -> NetStats:
-    """Sum the rows of ``links`` in a /proc/net/dev table (the guest's own view)."""
-    wanted = set(links)
+def parse_net_dev(text: str, links: Iterable[str] | None, exclude: Iterable[str] = ()) -> NetStats:
+    """Sum the rows of ``links`` (None: every link but ``exclude``) of a /proc/net/dev table."""
+    wanted = None if links is None else set(links)
+    skipped = set(exclude)
     totals = [0] * 6
     for line in text.splitlines()[2:]:
         name, _, rest = line.partition(":")
-        if name.strip() not in wanted:
+        name = name.strip()
+        if (wanted is not None and name not in wanted) or name in skipped:
             continue
         cols = [int(c) for c in rest.split()]
+        if len(cols) < 12:
+            continue
         # receive: bytes packets errs drop ...(8 cols); transmit: bytes packets errs drop ...
         row = (cols[0], cols[8], cols[1], cols[9], cols[3], cols[11])
         totals = [a + b for a, b in zip(totals, row, strict=True)]

@@ -138,23 +138,15 @@ class Observer:
 
     def _host_net(self, taken: float, missing: list[str]) -> NetStats | None:
         """Totals of the host's network namespace from /proc/net/dev (no loopback)."""
+        from engine.net.counters import parse_net_dev
+
         try:
-            with open(os.path.join(self.proc_root, "net/dev"), "rb") as f:
-                lines = f.read().splitlines()[2:]
+            with open(os.path.join(self.proc_root, "net/dev")) as f:
+                text = f.read()
         except OSError as exc:
             missing.append(f"net: {exc}")
             return None
-        sums = [0] * 6
-        for line in lines:
-            name, _, data = line.partition(b":")
-            if name.strip() == b"lo":
-                continue
-            v = data.split()
-            if len(v) < 12:
-                continue
-            for i, idx in enumerate((0, 8, 1, 9, 3, 11)):
-                sums[i] += int(v[idx])
-        return self._rated(HOST_NAME, NetStats(*sums), taken)
+        return self._rated(HOST_NAME, parse_net_dev(text, None, exclude=("lo",)), taken)
 
     def _rated(self, key: str, now: NetStats, taken: float) -> NetStats:
         prev = self._prev_net.get(key)
