@@ -22,6 +22,11 @@ ENGINE_PREFIX = "vstui"
 KILL_TIMEOUT = 10.0
 
 
+def quota_us(percent: float, period: int) -> int:
+    """Percent of one CPU -> microseconds of CPU per ``period`` (at least 1 ms)."""
+    return max(1000, round(percent * period / 100))
+
+
 def guest_of(rel: str) -> str:
     """The guest name in a relative cgroup path (its last component)."""
     return rel.rstrip("/").rsplit("/", 1)[-1]

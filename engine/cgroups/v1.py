@@ -16,6 +16,7 @@ from engine.cgroups.base import (
     Tree,
     check_rel,
     guest_of,
+    quota_us,
     read_int,
     read_text,
     write,
@@ -36,7 +37,7 @@ def weight_to_shares(weight: int) -> int:
 
 def quota_to_cfs(percent: float, period: int = CFS_PERIOD_US) -> int:
     """Percent of one CPU -> cpu.cfs_quota_us for ``period`` (at least 1 ms)."""
-    return max(1000, round(percent * period / 100))
+    return quota_us(percent, period)
 
 
 def memory_limit(value: int | None) -> int | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from engine.cgroups.base import Tree, check_rel, guest_of, read_int, read_text, write
+from engine.cgroups.base import Tree, check_rel, guest_of, quota_us, read_int, read_text, write
 from engine.cgroups.data import CgroupStats, Limits
 from engine.cgroups.probe import Hierarchy, Layout
 from engine.errors import KernelError
@@ -22,7 +22,7 @@ def cpu_max(percent: float | None, period: int = CPU_MAX_PERIOD_US) -> str:
     """cpu.max value for a quota in percent of one CPU; "max" when None."""
     if percent is None:
         return f"max {period}"
-    return f"{max(1000, round(percent * period / 100))} {period}"
+    return f"{quota_us(percent, period)} {period}"
 
 
 def usage_usec(cpu_stat: str) -> int | None:
