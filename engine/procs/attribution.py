@@ -277,9 +277,11 @@ def load_config(paths: Paths, name: str) -> object | None:
         from engine.config import load_guest
     except ImportError:
         return None
+    from engine.errors import VstuiError
+
     try:
         return load_guest(paths, name)
-    except Exception:
+    except (VstuiError, OSError):  # a broken or vanished NAME.conf; a bug still shows
         return None
 
 
