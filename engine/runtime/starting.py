@@ -81,7 +81,7 @@ def boot(paths: Paths, name: str) -> int:
     from engine.runtime import supervisor, xid
 
     require_root("starting a guest", name)
-    load_guest(paths, name)  # GuestNotFound / ConfigError before anything else
+    cfg = load_guest(paths, name)  # GuestNotFound / ConfigError before anything else
     lock = state.lock(paths, name, START_LOCK_TIMEOUT)
     try:
         current = state.read(paths, name)
@@ -91,7 +91,7 @@ def boot(paths: Paths, name: str) -> int:
             from engine.runtime.stopping import teardown
 
             forked.run(lambda: teardown(paths, name), name)
-        context = xid.xid_of(paths, name)
+        context = xid.xid_of(paths, name, cfg)
         return supervisor.spawn(paths, name, context)
     finally:
         lock.release()

@@ -15,6 +15,10 @@ from pathlib import Path
 from engine.errors import VstuiError
 from engine.paths import Paths
 
+TYPE_CHECKING = False  # not typing's: on the start path
+if TYPE_CHECKING:
+    from typing import Any
+
 FIRST_DYNAMIC = 40000
 LAST_XID = 49151  # util-vserver's static range ends here; dynamic ids above
 
@@ -92,8 +96,11 @@ def forget(paths: Paths, name: str) -> None:
             _write_table(path, table)
 
 
-def xid_of(paths: Paths, name: str) -> int:
-    """The guest's context id: the running one, else S_CONTEXT, else allocated."""
+def xid_of(paths: Paths, name: str, cfg: Any = None) -> int:
+    """The guest's context id: the running one, else S_CONTEXT, else allocated.
+
+    ``cfg``: the guest's configuration when the caller already loaded it.
+    """
     from engine.runtime import state
 
     running = state.read_value(paths.run_dir(name), "xid")
@@ -101,7 +108,8 @@ def xid_of(paths: Paths, name: str) -> int:
         return int(running)
     from engine.config import list_guests, load_guest
 
-    cfg = load_guest(paths, name)
+    if cfg is None:
+        cfg = load_guest(paths, name)
     if cfg.context is not None:
         return cfg.context
     known = allocated(paths).get(name)
@@ -113,7 +121,7 @@ def xid_of(paths: Paths, name: str) -> int:
             continue
         try:
             ctx = load_guest(paths, other).context
-        except Exception:  # a broken neighbour config must not block this guest
+        except (VstuiError, OSError):  # a broken neighbour config must not block this guest
             continue
         if ctx is not None:
             reserved.add(ctx)
