@@ -474,7 +474,10 @@ def test_snapshot_procs_of_index_is_not_carried_over_by_replace() -> None:
 def test_observer_reloads_a_guest_config_only_when_it_changes(
     proc: Path, host: tuple[Paths, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine.observe import snapshot as snapmod
+    import importlib
+
+    # the module itself: engine.observe rebinds its name "snapshot" to the function
+    snapmod = importlib.import_module("engine.observe.snapshot")
 
     paths, cgfs = host
     paths.config_dir.mkdir(parents=True)
