@@ -1,4 +1,11 @@
-"""Build the static helpers next to their sources: ``python -m engine.helpers.build``."""
+"""Build the static helpers next to their sources: ``python -m engine.helpers.build``.
+
+Each ``*.c`` is one program; ``*.h`` files are code shared between them, so
+a newer header rebuilds every program. Two paths are compiled in, as C
+string macros: ``VSTUI_PYTHON`` (this interpreter, which the ``vserver``
+front end falls back to) and ``VSTUI_HELPERS`` (this directory, where it
+finds ``vexec`` and ``vinit``).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +16,25 @@ import sys
 from engine.helpers import HELPERS_DIR
 
 
+def _c_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def build(force: bool = False) -> list[str]:
-    """Compile every helper whose binary is missing or older than its source."""
+    """Compile every helper whose binary is missing or older than its sources."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         raise SystemExit("helpers: no C compiler; install gcc (apt-get install gcc libc6-dev)")
+    headers = [h.stat().st_mtime for h in HELPERS_DIR.glob("*.h")]
+    defines = [f"-DVSTUI_PYTHON={_c_string(sys.executable)}",
+               f"-DVSTUI_HELPERS={_c_string(str(HELPERS_DIR))}"]  # fmt: skip
     built = []
     for source in sorted(HELPERS_DIR.glob("*.c")):
         binary = source.with_suffix("")
-        if not force and binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        newest = max([source.stat().st_mtime, *headers])
+        if not force and binary.exists() and binary.stat().st_mtime >= newest:
             continue
-        cmd = [cc, "-O2", "-static", "-s", "-Wall", "-o", str(binary), str(source)]
+        cmd = [cc, "-O2", "-static", "-s", "-Wall", *defines, "-o", str(binary), str(source)]
         subprocess.run(cmd, check=True)
         built.append(binary.name)
     return built
