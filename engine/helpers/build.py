@@ -9,6 +9,7 @@ finds ``vexec`` and ``vinit``).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -34,8 +35,15 @@ def build(force: bool = False) -> list[str]:
         newest = max([source.stat().st_mtime, *headers])
         if not force and binary.exists() and binary.stat().st_mtime >= newest:
             continue
-        cmd = [cc, "-O2", "-static", "-s", "-Wall", *defines, "-o", str(binary), str(source)]
-        subprocess.run(cmd, check=True)
+        # a fresh file renamed over the old one: a helper running (or being
+        # copied by another build) at that moment keeps the complete old one
+        tmp = binary.with_name(f".{binary.name}.{os.getpid()}")
+        cmd = [cc, "-O2", "-static", "-s", "-Wall", *defines, "-o", str(tmp), str(source)]
+        try:
+            subprocess.run(cmd, check=True)
+            os.replace(tmp, binary)
+        finally:
+            tmp.unlink(missing_ok=True)
         built.append(binary.name)
     return built
 

@@ -17,10 +17,13 @@ never holds storage, cgroups or network code. ``launch``:
 3. sets up the network with B's PID (``engine.net.setup``) when the guest
    has links or addresses to set up (pyroute2 is imported only then), then
    lets B go;
-4. B runs child.run (mounts, pivot_root, /proc, /dev, limits, caps) and execs
-   init; a failure comes back as one line on the error pipe, and every step
-   already taken is undone, so a failed start leaves nothing behind. So does
-   a boot that overruns its deadline (a hung V_MOUNT, say).
+4. B execs ``vboot`` (child.run), the static C executor of the plan that
+   the starter serialized into a memfd before the first fork
+   (engine.runtime.bootplan): mounts, pivot_root, /proc, /dev, limits, caps,
+   seccomp, then init's exec. No Python runs inside the namespaces. A
+   failure comes back as one line on the error pipe, and every step already
+   taken is undone, so a failed start leaves nothing behind. So does a boot
+   that overruns its deadline (a hung V_MOUNT, say).
 
 With a memory limit, run_dir/meminfo (rendered by engine.rootfs.procview)
 is bind-mounted read-only over the guest's /proc/meminfo; the supervisor
@@ -29,17 +32,15 @@ refreshes it once a second from the cgroup's usage file.
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import signal
-import struct
 import time
 from collections.abc import Callable
 
 from engine import _libc
 from engine._record import Record
-from engine.errors import GuestRunning, KernelError, VstuiError, require_root
+from engine.errors import GuestRunning, VstuiError, require_root
 from engine.paths import Paths
 from engine.runtime import child, forked, state
 from engine.runtime.plan import StartPlan
@@ -61,12 +62,13 @@ class StartFailed(VstuiError):
 class Booted(Record):
     """A guest whose init runs: what the supervisor needs to watch it."""
 
-    __slots__ = _fields = ("init_pid", "start", "mem_limit", "mem_usage_file")
-    _defaults = {"mem_limit": None, "mem_usage_file": None}
+    __slots__ = _fields = ("init_pid", "start", "mem_limit", "mem_usage_file", "replay")
+    _defaults = {"mem_limit": None, "mem_usage_file": None, "replay": None}
     init_pid: int
     start: int  # init's start time in clock ticks
     mem_limit: int | None  # bytes, when /proc/meminfo is the guest's view
     mem_usage_file: str | None  # the cgroup file with the guest's memory use
+    replay: list[bytes] | None  # the boot cache's ops (engine.runtime.bootcache), if cacheable
 
 
 def start(paths: Paths, name: str) -> state.RunState:
@@ -113,18 +115,6 @@ def limits_of(cfg: Any) -> Any:
     return Limits(
         memory=cfg.memory, pids=cfg.pids_limit(), cpu_weight=weight, cpu_quota=cfg.cpu_quota
     )
-
-
-def _vinit_bytes() -> bytes:
-    from engine.helpers import helper_path
-
-    binary = helper_path("vinit")
-    source = binary.with_suffix(".c")
-    if not binary.exists() or (source.exists() and source.stat().st_mtime > binary.stat().st_mtime):
-        from engine.helpers.build import build
-
-        build()
-    return binary.read_bytes()
 
 
 def _has_rc_local(root: str) -> bool:
@@ -237,43 +227,8 @@ def _write_cache(cache: str, key: bytes, program: bytes) -> None:
         pass
 
 
-_PR_SET_SECCOMP = 22  # = engine.seccomp.PR_SET_SECCOMP
-_SECCOMP_MODE_FILTER = 2
-
-
-def _install_seccomp(program: bytes | None, name: str) -> Callable[[], None] | None:
-    """The hook B calls last before exec: load ``program`` (built before the fork).
-
-    The sock_fprog is made here, so B imports nothing (and the cached path
-    never imports engine.seccomp at all).
-    """
-    if program is None:
-        return None
-    import ctypes
-
-    buf = ctypes.create_string_buffer(program, len(program))
-    fprog = struct_pack_fprog(len(program) // 8, ctypes.addressof(buf))
-    holder = ctypes.create_string_buffer(fprog, len(fprog))
-
-    def hook() -> None:
-        _keep = (buf, holder)  # alive until the prctl
-        try:
-            _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(_keep[1]))
-        except OSError as exc:
-            hint = "needs CAP_SYS_ADMIN or no_new_privs" if exc.errno == errno.EACCES else ""
-            raise KernelError("prctl", "PR_SET_SECCOMP", exc.errno or errno.EIO, name,
-                              hint) from None  # fmt: skip
-
-    return hook
-
-
-def struct_pack_fprog(count: int, address: int) -> bytes:
-    """struct sock_fprog { unsigned short len; struct sock_filter *filter; } (64-bit)."""
-    return struct.pack("HxxxxxxP", count, address)
-
-
-def write_exec_profile(paths: Paths, cfg: Any, plan: StartPlan, program: bytes | None) -> None:
-    """Save what `exec`/`enter` apply, so that they never parse the config again."""
+def write_exec_profile(paths: Paths, cfg: Any, plan: StartPlan, program: bytes | None) -> str:
+    """Save what `exec`/`enter` apply, so that they never parse the config again; the text."""
     from engine.caps import to_mask
 
     run_dir = paths.run_dir(cfg.name)
@@ -282,7 +237,8 @@ def write_exec_profile(paths: Paths, cfg: Any, plan: StartPlan, program: bytes |
     if plan.nice is not None:
         lines.append(f"nice {plan.nice}")
     lines += [f"rlimit {res} {soft} {hard}" for res, soft, hard in plan.rlimits]
-    state.write_value(run_dir, EXEC_PROFILE, "\n".join(lines))
+    text = "\n".join(lines)
+    state.write_value(run_dir, EXEC_PROFILE, text)
     target = run_dir / SECCOMP_FILE
     if program is None:
         target.unlink(missing_ok=True)
@@ -290,6 +246,7 @@ def write_exec_profile(paths: Paths, cfg: Any, plan: StartPlan, program: bytes |
         tmp = run_dir / f".{SECCOMP_FILE}.tmp"
         tmp.write_bytes(program)
         os.replace(tmp, target)
+    return text
 
 
 class _Undo:
@@ -327,20 +284,61 @@ def launch(paths: Paths, name: str, log_fd: int, timeout: float = 30.0) -> Boote
         cg = manager()
         rel = paths.cgroup_name(name)
         undo.add(lambda: _remove_cgroup(cg, rel))  # first: a half-made create is undone too
-        cg.create(rel)
-        cg.apply(rel, limits_of(cfg))
+        journal = _create_cgroup(cg, rel, cfg)
         usage_file = _meminfo_view(paths, cfg, cg, rel, undo)
         view = os.fspath(paths.run_dir(name) / MEMINFO_VIEW) if usage_file else None
         binds = rootfs.binds(cfg, paths)
         plan = plans.build(cfg, root, binds, _has_rc_local(root), meminfo_view=view)
         program = _seccomp_program(cfg, paths)
-        write_exec_profile(paths, cfg, plan, program)
-        vinit = _vinit_bytes() if plan.vinit else None
-        pid, start = _boot(paths, cfg, plan, cg, rel, log_fd, vinit, program, undo, deadline)
-        return Booted(pid, start, cfg.memory if usage_file else None, usage_file)
+        profile = write_exec_profile(paths, cfg, plan, program)
+        boot = child.prepare(plan, program)  # before any fork: B only execs vboot
+        try:
+            pid, start = _boot(paths, cfg, plan, cg, rel, log_fd, boot, undo, deadline)
+        finally:
+            boot.close()
+        mem_limit = cfg.memory if usage_file else None
+        facts = {"ns_flags": _ns_flags(plan), "timens": HAVE_TIMENS, "profile": profile,
+                 "program": program, "mem_limit": mem_limit, "mem_usage": usage_file}  # fmt: skip
+        replay = _replay(paths, cfg, root, plan, (journal, cg.paths(rel)), facts)
+        return Booted(pid, start, mem_limit, usage_file, replay)
     except BaseException:
         undo.run()
+        from engine.runtime import bootcache
+
+        bootcache.forget(paths, name)  # the next start goes through Python again
         raise
+
+
+def _create_cgroup(cg: Any, rel: str, cfg: Any) -> list[tuple[str, ...]]:
+    """Create the guest's cgroup and apply its limits; every mkdir and write done."""
+    from engine.cgroups import base
+
+    journal: list[tuple[str, ...]] = []
+    base.record(journal)
+    try:
+        cg.create(rel)
+        cg.apply(rel, limits_of(cfg))
+    finally:
+        base.record(None)
+    return journal
+
+
+def _replay(
+    paths: Paths, cfg: Any, root: str, plan: StartPlan, cgroups: tuple, facts: dict[str, Any]
+) -> list[bytes] | None:
+    """The boot cache's ops for this start, when the compiled start can replay it."""
+    from engine.helpers import helper_path
+    from engine.runtime import bootcache, bootplan
+
+    if not bootcache.eligible(cfg, plan):
+        bootcache.forget(paths, cfg.name)
+        return None
+    journal, directories = cgroups
+    tasks = [os.fspath(d / "tasks") for d in directories if (d / "tasks").exists()]
+    cgroup2 = [os.fspath(d) for d in directories if not (d / "tasks").exists()]
+    facts = {**facts, "plan": bootplan.serialize(plan),
+             "vinit": os.fspath(helper_path("vinit")) if plan.vinit else None}  # fmt: skip
+    return bootcache.body(paths, cfg, root, journal, (tasks, cgroup2), facts)
 
 
 MEMINFO_VIEW = "meminfo"  # = supervisor.MEMINFO_VIEW
@@ -446,20 +444,18 @@ def _boot(
     cg: Any,
     rel: str,
     log_fd: int,
-    vinit: bytes | None,
-    program: bytes | None,
+    boot: child.BootInputs,
     undo: _Undo,
     deadline: float,
 ) -> tuple[int, int]:
     pid_r, pid_w = os.pipe()
     go_r, go_w = os.pipe()
     err_r, err_w = os.pipe()
-    hook = _install_seccomp(program, cfg.name)
     a = os.fork()
     if a == 0:  # pragma: no cover - runs in the child
         for fd in (pid_r, go_w, err_r):
             os.close(fd)
-        _child_a(plan, cg, rel, pid_w, go_r, err_w, log_fd, vinit, hook)
+        _child_a(plan, cg, rel, pid_w, go_r, err_w, log_fd, boot)
     for fd in (pid_w, go_r, err_w):
         os.close(fd)
     reaped: list[int] = []
@@ -546,8 +542,7 @@ def _child_a(
     go_r: int,
     err_w: int,
     log_fd: int,
-    vinit: bytes | None,
-    hook: Callable[[], None] | None,
+    boot: child.BootInputs,
 ) -> None:
     """Join the cgroup, unshare, fork PID 1, report it, exit."""
     code = 1
@@ -561,7 +556,7 @@ def _child_a(
         b = os.fork()
         if b == 0:
             os.close(pid_w)
-            _child_b(plan, go_r, err_w, log_fd, vinit, hook)
+            _child_b(go_r, err_w, log_fd, boot)
         os.write(pid_w, f"{b}\n".encode())
         code = 0
     except BaseException as exc:
@@ -573,20 +568,13 @@ def _child_a(
         os._exit(code)
 
 
-def _child_b(
-    plan: StartPlan,
-    go_r: int,
-    err_w: int,
-    log_fd: int,
-    vinit: bytes | None,
-    hook: Callable[[], None] | None,
-) -> None:
-    """PID 1 of the guest until exec: wait for the network, then child.run."""
+def _child_b(go_r: int, err_w: int, log_fd: int, boot: child.BootInputs) -> None:
+    """PID 1 of the guest until exec: wait for the network, then exec vboot."""
     try:
         if os.read(go_r, 1) != b"g":
             os._exit(1)  # the starter gave up
         os.close(go_r)
-        child.run(plan, log_fd, err_w, vinit, hook)
+        child.run(boot, log_fd, err_w)
     except BaseException as exc:
         try:
             os.write(err_w, forked.one_line(exc).encode(errors="replace"))

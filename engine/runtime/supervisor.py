@@ -156,15 +156,30 @@ def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> No
     _log(log_fd, name, f"started, init pid {booted.init_pid}")
     os.write(ready_fd, f"ok {booted.init_pid}".encode())
     os.close(ready_fd)
+    command = lean_command(paths, name, xid, run_dir, log_file)
+    if booted.replay:
+        from engine.runtime import bootcache
+
+        tail = bootcache.supervisor_ops(xid, run_dir, log_file, command)
+        bootcache.write(paths, name, [*booted.replay, *tail])
+    argv = [*command, str(booted.init_pid), str(booted.mem_limit or 0), str(console_r),
+            booted.mem_usage_file or ""]  # fmt: skip
+    os.execv(sys.executable, argv)
+
+
+def lean_command(paths: Paths, name: str, xid: int, run_dir: str, log_file: str) -> list[str]:
+    """The lean supervisor's command line, up to the boot's own values.
+
+    main() gets init's PID, the memory limit, the console fd and the usage
+    file after these; the compiled start (faststart.h) appends the same.
+    """
     import engine
 
     # the package's own parent first: an editable install finds it by a hook -S skips
     here = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
     search = "\n".join(p for p in [here, *sys.path] if p and "\n" not in p)
-    argv = [sys.executable, "-S", "-E", "-c", BOOTSTRAP, search, str(paths.root), name,
-            str(xid), run_dir, log_file, str(booted.init_pid), str(booted.mem_limit or 0),
-            str(console_r), booted.mem_usage_file or ""]  # fmt: skip
-    os.execv(sys.executable, argv)
+    return [sys.executable, "-S", "-E", "-c", BOOTSTRAP, search, str(paths.root), name,
+            str(xid), run_dir, log_file]  # fmt: skip
 
 
 def _stdio(log_file: str) -> int:

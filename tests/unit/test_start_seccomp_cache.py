@@ -52,9 +52,3 @@ def test_cache_refuses_group_writable_or_truncated(tmp_path) -> None:
 
 def test_missing_cache_reads_as_none(tmp_path) -> None:
     assert starting._read_cache(os.fspath(tmp_path / "none.bpf"), b"key") is None
-
-
-def test_fprog_layout() -> None:
-    packed = starting.struct_pack_fprog(3, 0x1122334455667788)
-    assert len(packed) == 16
-    assert packed[:2] == (3).to_bytes(2, "little") and packed[2:8] == bytes(6)
