@@ -51,6 +51,15 @@ venv_install() {
 
 build_helpers() {
     .venv/bin/python -m engine.helpers.build
+    # The compiled front end (engine/helpers/vserver.c) replaces pip's
+    # `vserver` script: `vserver NAME exec` then runs without starting Python,
+    # and everything else is handed to the Python tool (vstui.cli.vserver).
+    # A copy, not a symlink: pip writes its script back over .venv/bin/vserver
+    # on every reinstall (through a symlink it would clobber the binary), and
+    # this always runs after pip, so the copy comes back each time. Renamed
+    # into place: a `vserver` running meanwhile keeps its old file.
+    install -m 0755 engine/helpers/vserver .venv/bin/.vserver.new
+    mv -f .venv/bin/.vserver.new .venv/bin/vserver
     # Byte-compile now: with PYTHONDONTWRITEBYTECODE set, every tool start
     # would otherwise recompile the engine (~50 ms).
     .venv/bin/python -m compileall -q engine vstui >/dev/null

@@ -1,0 +1,150 @@
+"""The compiled start: ``vserver NAME start`` replayed from the boot cache.
+
+The first start of a guest goes through Python and writes the cache; the
+next one through the compiled front end must give the very same guest
+(namespaces, limits, masks, exec profile) without running Python before
+the supervisor. ``VSTUI_FALLBACK=0`` makes the front end exit 125 instead
+of handing a start it cannot replay to Python, so each test knows which
+path ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from engine.config import update_config
+from engine.helpers import helper_path
+from engine.helpers.build import build
+from engine.paths import Paths
+from engine.runtime import bootcache, state
+
+pytestmark = pytest.mark.root
+REPO = Path(__file__).resolve().parents[2]
+NO_FALLBACK = 125
+
+
+@pytest.fixture(scope="module")
+def front() -> str:
+    build()
+    return str(helper_path("vserver"))
+
+
+def python_cli(paths: Paths, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "vstui.cli.vserver", "--root", str(paths.root), *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def compiled(front: str, paths: Paths, *args: str, fallback: bool = False):
+    env = {**os.environ, "VSTUI_FALLBACK": "1" if fallback else "0"}
+    cmd = [front, "--root", str(paths.root), *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def cached(vroot: Paths):
+    """A busybox guest started once through Python (which writes the cache), stopped."""
+    ok(python_cli(vroot, "g", "build", "-m", "busybox"))
+    update_config(vroot, "g", {"V_MEMORY": "256M", "ULIMIT": "-H -u 200", "S_FLAGS": "nproc"})
+    ok(python_cli(vroot, "g", "start"))
+    ok(python_cli(vroot, "g", "stop"))
+    assert os.path.exists(bootcache.cache_file(vroot, "g"))
+    try:
+        yield vroot
+    finally:
+        python_cli(vroot, "g", "stop")
+
+
+def inside(front: str, paths: Paths, *cmd: str) -> str:
+    return ok(compiled(front, paths, "g", "exec", *cmd))
+
+
+def test_replayed_start_gives_the_same_guest(front: str, cached: Paths) -> None:
+    ok(compiled(front, cached, "g", "start"))
+    run = state.read(cached, "g")
+    assert run.running and run.xid is not None and run.xid >= 40000
+    assert inside(front, cached, "cat", "/proc/1/comm").strip() == ".vinit"
+    assert inside(front, cached, "hostname").strip() == "g"
+    caps = inside(front, cached, "grep", "CapBnd", "/proc/self/status").split()[1]
+    profile = Path(cached.run_dir("g"), "exec.profile").read_text()
+    assert f"caps {int(caps, 16):x}" in profile
+    assert "262144 kB" in inside(front, cached, "head", "-1", "/proc/meminfo")
+    assert inside(front, cached, "cat", "/proc/keys") == ""  # masked
+    assert compiled(front, cached, "g", "exec", "touch", "/proc/sys/kernel/x").returncode != 0
+    status = json.loads(ok(python_cli(cached, "g", "status", "--json")))
+    assert status["init_pid"] == run.init_pid
+    log = Path(cached.log_file("g")).read_text()
+    assert f"started, init pid {run.init_pid}" in log
+    ok(python_cli(cached, "g", "stop"))
+    assert not state.read(cached, "g").running
+
+
+def test_limits_and_cgroups_are_replayed(front: str, cached: Paths) -> None:
+    ok(compiled(front, cached, "g", "start"))
+    init = state.read(cached, "g").init_pid
+    groups = Path(f"/proc/{init}/cgroup").read_text()
+    assert cached.cgroup_name("g") in groups
+    from engine.cgroups import manager
+
+    stats = manager().stats(cached.cgroup_name("g"))
+    assert stats.memory_limit == 256 * 1024 * 1024
+    assert stats.pids_limit == 200
+
+
+def test_edited_config_goes_back_to_python(front: str, cached: Paths) -> None:
+    update_config(cached, "g", {"S_HOSTNAME": "renamed"})
+    assert compiled(front, cached, "g", "start").returncode == NO_FALLBACK
+    assert not state.read(cached, "g").running
+    ok(compiled(front, cached, "g", "start", fallback=True))
+    assert inside(front, cached, "hostname").strip() == "renamed"
+    ok(python_cli(cached, "g", "stop"))
+    ok(compiled(front, cached, "g", "start"))  # the Python start cached the new config
+
+
+def test_running_guest_is_left_to_python(front: str, cached: Paths) -> None:
+    ok(compiled(front, cached, "g", "start"))
+    assert compiled(front, cached, "g", "start").returncode == NO_FALLBACK
+    again = compiled(front, cached, "g", "start", fallback=True)
+    assert again.returncode == 0 and "already running" in again.stderr
+
+
+def test_failed_replay_is_undone_then_python_reports(front: str, cached: Paths) -> None:
+    proc = cached.guest_root("g") / "proc"
+    proc.rmdir()
+    proc.symlink_to("/tmp")  # B refuses it, after S made cgroups and run files
+    try:
+        assert compiled(front, cached, "g", "start").returncode == NO_FALLBACK
+        result = compiled(front, cached, "g", "start", fallback=True)
+    finally:
+        proc.unlink()
+        proc.mkdir()
+    assert result.returncode != 0
+    assert "/proc is not a directory" in result.stderr
+    assert not state.read(cached, "g").running  # and the vroot fixture finds no leftovers
+
+
+def test_two_concurrent_starts_start_it_once(front: str, cached: Paths) -> None:
+    results: list[subprocess.CompletedProcess[str]] = []
+
+    def start() -> None:
+        results.append(compiled(front, cached, "g", "start", fallback=True))
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r.returncode for r in results] == [0, 0]
+    assert sum("already running" in r.stderr for r in results) == 1
+    assert state.read(cached, "g").running
