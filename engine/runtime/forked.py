@@ -39,6 +39,14 @@ def read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def _wants_trace() -> bool:
+    """A bug's traceback goes to a log (the supervisor's stderr), not to a terminal.
+
+    On a terminal the caller prints the one-line error; VSTUI_DEBUG=1 adds it there too.
+    """
+    return bool(os.environ.get("VSTUI_DEBUG")) or not os.isatty(2)
+
+
 def run(func: Callable[[], None], guest: str | None = None, keep: tuple[int, ...] = ()) -> None:
     """Call ``func`` in a forked child; raise VstuiError with its error line."""
     r, w = os.pipe()
@@ -52,7 +60,7 @@ def run(func: Callable[[], None], guest: str | None = None, keep: tuple[int, ...
             code = 1
             try:
                 os.write(w, one_line(exc).encode(errors="replace"))
-                if not isinstance(exc, VstuiError):
+                if not isinstance(exc, VstuiError) and _wants_trace():
                     import traceback
 
                     traceback.print_exc()
