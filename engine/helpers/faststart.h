@@ -19,6 +19,9 @@
  *         init.pid/init.start/started/state=running, answers the CLI and
  *         execs the lean Python supervisor exactly as supervisor.py would.
  *
+ * vserver.c includes this after its own helpers (proc_starttime, the
+ * runfiles reader it shares with `exec`).
+ *
  * Any failure in S is undone (B killed, cgroup directories removed, run
  * files removed) and answered "fallback": the CLI then runs the Python
  * start, which does it again and reports the error in its own words.
@@ -241,31 +244,6 @@ static int fs_value_num(const char *run_dir, const char *key, long long value)
     char text[32];
     snprintf(text, sizeof text, "%lld", value);
     return fs_value(run_dir, key, text);
-}
-
-/* starttime (field 22) of pid, or -1 when gone or a zombie. */
-static long long fs_starttime(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (!p || p[1] != ' ' || p[2] == 'Z')
-        return -1;
-    p += 2; /* field 3, the state */
-    for (int field = 3; field < 22 && p; field++) {
-        p = strchr(p, ' ');
-        if (p)
-            p++;
-    }
-    return p ? strtoll(p, NULL, 10) : -1;
 }
 
 static void fs_log(int fd, const char *name, const char *text)
@@ -662,7 +640,7 @@ static int fs_identity(struct fs_ctx *ctx)
 {
     return fs_value(ctx->run_dir, "state", "starting") < 0 ||
                    fs_value_num(ctx->run_dir, "supervisor.pid", getpid()) < 0 ||
-                   fs_value_num(ctx->run_dir, "supervisor.start", fs_starttime(getpid())) < 0 ||
+                   fs_value_num(ctx->run_dir, "supervisor.start", proc_starttime(getpid())) < 0 ||
                    fs_value(ctx->run_dir, "xid", ctx->xid) < 0
                ? -1
                : 0;
@@ -678,7 +656,7 @@ static void fs_supervise(struct fs_ctx *ctx, int ready_w)
     if (ctx->log_fd < 0 || chdir("/") < 0 || fs_identity(ctx) < 0 || fs_host_side(ctx) < 0 ||
         pipe2(console, O_CLOEXEC) < 0 || fs_boot(ctx, console[1], deadline) < 0)
         goto fallback;
-    long long start = fs_starttime(ctx->b);
+    long long start = proc_starttime(ctx->b);
     close(console[1]); /* the guest's init holds the write end now */
     if (start < 0 || fs_record_boot(ctx, start) < 0)
         goto fallback;

@@ -36,8 +36,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "boot.h"      /* vboot_run: the guest's PID 1 up to init's exec */
-#include "faststart.h" /* fs_try_start: `start` replayed from the boot cache */
 
 #ifndef VSTUI_PYTHON
 #error "build with -DVSTUI_PYTHON=... (python -m engine.helpers.build)"
@@ -762,6 +760,9 @@ static void fallback(int argc, char **argv) {
         (void)!write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
     _exit(127);
 }
+
+#include "boot.h"      /* vboot_run: the guest's PID 1 up to init's exec */
+#include "faststart.h" /* fs_try_start: `start` replayed from the boot cache */
 
 int main(int argc, char **argv) {
     struct request req;
