@@ -27,7 +27,6 @@
  * start, which does it again and reports the error in its own words.
  */
 #include <dirent.h>
-#include <linux/sched.h> /* struct clone_args, CLONE_INTO_CGROUP */
 #include <sched.h>
 #include <poll.h>
 #include <sys/file.h>
@@ -35,6 +34,8 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
+
+#include "cgclone.h" /* clone_into_cgroup */
 
 #define FS_VERSION "vstui-boot-1"
 #define FS_MAX_FIELDS 4096
@@ -483,23 +484,12 @@ static void fs_child_a(struct fs_ctx *ctx, struct fs_boot *bt)
     _exit(0);
 }
 
-/* A straight into the guest's cgroup2 group when there is one (clone3). */
+/* A straight into the guest's cgroup2 group when there is one (cgclone.h). */
 static pid_t fs_spawn_a(struct fs_ctx *ctx)
 {
-#ifdef CLONE_INTO_CGROUP
-    if (ctx->cgroup2_fd >= 0) {
-        struct clone_args args;
-        memset(&args, 0, sizeof args);
-        args.flags = CLONE_INTO_CGROUP;
-        args.exit_signal = SIGCHLD;
-        args.cgroup = (uint64_t)ctx->cgroup2_fd;
-        long pid = syscall(SYS_clone3, &args, sizeof args);
-        if (pid >= 0 || errno != ENOSYS)
-            return (pid_t)pid;
-    }
-#endif
-    pid_t pid = fork();
-    if (pid == 0 && ctx->cgroup2_fd >= 0 && /* no clone3: migrate, the slow way */
+    int moved;
+    pid_t pid = clone_into_cgroup(ctx->cgroup2_fd, &moved);
+    if (pid == 0 && ctx->cgroup2_fd >= 0 && !moved && /* an old kernel: migrate, the slow way */
         (fchdir(ctx->cgroup2_fd) < 0 || fs_write_file("cgroup.procs", "0", 1, 0, 0) < 0))
         _exit(1);
     return pid;

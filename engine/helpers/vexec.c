@@ -61,6 +61,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cgclone.h"
+
 #define MAX_GROUPS 256
 #define MAX_NS 8
 #define MAX_LIMITS 32
@@ -284,22 +286,7 @@ static void child(const struct opts *o) {
 
 /* fork, or clone3 straight into the cgroup2 group; *moved says which. */
 static pid_t spawn(const struct opts *o, int *moved) {
-    *moved = 0;
-    if (o->cgroup2 >= 0) {
-        struct clone_args args;
-        memset(&args, 0, sizeof args);
-        args.flags = CLONE_INTO_CGROUP;
-        args.exit_signal = SIGCHLD;
-        args.cgroup = (uint64_t)o->cgroup2;
-        long pid = syscall(SYS_clone3, &args, sizeof args);
-        if (pid >= 0) {
-            *moved = 1;
-            return (pid_t)pid;
-        }
-        if (errno != ENOSYS && errno != E2BIG && errno != EINVAL)
-            return -1;
-    }
-    return fork();
+    return clone_into_cgroup(o->cgroup2, moved);
 }
 
 /* Forward the waited signals to pid until it ends; its status as an exit code. */

@@ -30,11 +30,12 @@ class ChildError(VstuiError):
 class BootInputs(Record):
     """What B hands to vboot: the helper's path and fds (-1 = none)."""
 
-    __slots__ = _fields = ("vboot", "plan_fd", "seccomp_fd", "vinit_fd")
+    __slots__ = _fields = ("vboot", "plan_fd", "seccomp_fd", "vinit_fd", "plan")
     vboot: str
     plan_fd: int
     seccomp_fd: int
     vinit_fd: int
+    plan: bytes  # the serialized plan (the boot cache keeps it too)
 
     def close(self) -> None:
         """The starter's copies, once B has them (or the start failed)."""
@@ -82,7 +83,8 @@ def prepare(plan: P.StartPlan, program: bytes | None) -> BootInputs:
     paths = helpers_ready()
     fds: list[int] = []
     try:
-        fds.append(_memfd("vstui-plan", bootplan.serialize(plan)))
+        serialized = bootplan.serialize(plan)
+        fds.append(_memfd("vstui-plan", serialized))
         fds.append(_memfd("vstui-seccomp", program) if program is not None else -1)
         fds.append(os.open(paths["vinit"], os.O_RDONLY | os.O_CLOEXEC) if plan.vinit else -1)
     except BaseException:
@@ -90,7 +92,7 @@ def prepare(plan: P.StartPlan, program: bytes | None) -> BootInputs:
             if fd >= 0:
                 os.close(fd)
         raise
-    return BootInputs(paths["vboot"], *fds)
+    return BootInputs(paths["vboot"], *fds, serialized)
 
 
 def run(boot: BootInputs, log_fd: int, err_fd: int) -> None:

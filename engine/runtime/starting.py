@@ -298,7 +298,8 @@ def launch(paths: Paths, name: str, log_fd: int, timeout: float = 30.0) -> Boote
             boot.close()
         mem_limit = cfg.memory if usage_file else None
         facts = {"ns_flags": _ns_flags(plan), "timens": HAVE_TIMENS, "profile": profile,
-                 "program": program, "mem_limit": mem_limit, "mem_usage": usage_file}  # fmt: skip
+                 "program": program, "mem_limit": mem_limit, "mem_usage": usage_file,
+                 "plan": boot.plan}  # fmt: skip
         replay = _replay(paths, cfg, root, plan, (journal, cg.paths(rel)), facts)
         return Booted(pid, start, mem_limit, usage_file, replay)
     except BaseException:
@@ -328,7 +329,7 @@ def _replay(
 ) -> list[bytes] | None:
     """The boot cache's ops for this start, when the compiled start can replay it."""
     from engine.helpers import helper_path
-    from engine.runtime import bootcache, bootplan
+    from engine.runtime import bootcache
 
     if not bootcache.eligible(cfg, plan):
         bootcache.forget(paths, cfg.name)
@@ -336,8 +337,7 @@ def _replay(
     journal, directories = cgroups
     tasks = [os.fspath(d / "tasks") for d in directories if (d / "tasks").exists()]
     cgroup2 = [os.fspath(d) for d in directories if not (d / "tasks").exists()]
-    facts = {**facts, "plan": bootplan.serialize(plan),
-             "vinit": os.fspath(helper_path("vinit")) if plan.vinit else None}  # fmt: skip
+    facts = {**facts, "vinit": os.fspath(helper_path("vinit")) if plan.vinit else None}
     return bootcache.body(paths, cfg, root, journal, (tasks, cgroup2), facts)
 
 
