@@ -20,8 +20,10 @@ apt_install() {
     done
     [ -z "$missing" ] && return 0
     echo "setup: installing Debian packages:$missing" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    # Wait for another apt/dpkg run (a second set-up, unattended upgrades)
+    # instead of failing at once on its lock.
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq $missing >/dev/null
 }
 
 python_bin() {
