@@ -10,6 +10,7 @@ The tree::
     ├── GuestNotRunning        the operation needs a running guest
     ├── GuestRunning           the operation needs a stopped guest
     ├── GuestBusy              another process holds the guest's lock
+    ├── GuestFrozen            the guest is frozen (exec/enter need it thawed)
     ├── NotRoot                the operation needs root
     ├── ReadOnlyError          refused by the read-only facade
     ├── BarrierError           /vservers is not mode 000 root-owned
@@ -84,6 +85,10 @@ class GuestRunning(VstuiError):
 
 class GuestBusy(VstuiError):
     """Another vstui process holds the guest's lock."""
+
+
+class GuestFrozen(VstuiError):
+    """The guest is frozen: a command joined to it would hang until a thaw."""
 
 
 class NotRoot(VstuiError):

@@ -126,8 +126,20 @@ def find(paths: Paths) -> list[str]:
     return found
 
 
+def _thaw(paths: Paths) -> None:
+    """A frozen process cannot die: thaw the root's cgroups (v1 and v2 freezers) first."""
+    for base in _cgroup_dirs(paths):
+        for control, value in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+            for path in [base / control, *base.rglob(control)]:
+                try:
+                    path.write_text(value)
+                except OSError:
+                    continue
+
+
 def clean(paths: Paths) -> None:
     """Remove everything find() reports. Kills only processes of this root."""
+    _thaw(paths)
     for _ in range(50):
         pids = processes(paths)
         if not pids:

@@ -20,6 +20,10 @@ from engine.errors import KernelError, VstuiError
 
 ENGINE_PREFIX = "vstui"
 KILL_TIMEOUT = 10.0
+FREEZE_TIMEOUT = 5.0  # a task in uninterruptible sleep can hold a freeze back
+
+# freezer states, as freezer_state() reports them
+FROZEN, FREEZING, THAWED = "frozen", "freezing", "thawed"
 
 
 def quota_us(percent: float, period: int) -> int:
@@ -112,6 +116,47 @@ def walk_dirs(top: Path) -> Iterator[Path]:
                 stack.extend(Path(e.path) for e in it if e.is_dir(follow_symlinks=False))
         except OSError:
             continue
+
+
+class Freezer:
+    """One cgroup's freezer: v1 ``freezer.state`` or v2 ``cgroup.freeze``/``cgroup.events``.
+
+    v1 reports FREEZING until every task has stopped (Documentation/admin-guide/
+    cgroup-v1/freezer-subsystem.rst); v2 sets ``frozen 1`` in cgroup.events once
+    the whole subtree is frozen (Documentation/admin-guide/cgroup-v2.rst).
+    """
+
+    def __init__(self, version: int, directory: Path, guest: str) -> None:
+        self.version = version
+        self.directory = directory
+        self.guest = guest
+
+    def request(self, frozen: bool) -> None:
+        if self.version == 1:
+            write(self.directory / "freezer.state", "FROZEN" if frozen else "THAWED", self.guest)
+        else:
+            write(self.directory / "cgroup.freeze", "1" if frozen else "0", self.guest)
+
+    def state(self) -> str:
+        if self.version == 1:
+            return {"FROZEN": FROZEN, "FREEZING": FREEZING}.get(
+                read_text(self.directory / "freezer.state").strip(), THAWED
+            )
+        if read_int(self.directory / "cgroup.freeze") != 1:
+            return THAWED
+        events = read_text(self.directory / "cgroup.events").split()
+        done = "frozen" in events and events[events.index("frozen") + 1] == "1"
+        return FROZEN if done else FREEZING
+
+    def wait(self, deadline: float) -> bool:
+        """True once frozen; False at ``deadline``."""
+        delay = 0.001
+        while self.state() != FROZEN:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        return True
 
 
 class Tree:
@@ -221,6 +266,53 @@ class Tree:
                     "rmdir", str(directory), exc.errno or errno.EIO, guest,
                     "processes are still in it; stop the guest first",
                 ) from None  # fmt: skip
+
+    # -- freezing ----------------------------------------------------------
+    def freezer(self, rel: str) -> Freezer | None:
+        """The guest's freezer, None when this host has none; backends choose."""
+        return None
+
+    def _need_freezer(self, rel: str) -> Freezer:
+        freezer = self.freezer(rel)
+        if freezer is None:
+            raise KernelError(
+                "freeze", rel, errno.ENODEV, guest_of(rel),
+                "this host has neither the v1 freezer controller nor cgroup2",
+            )  # fmt: skip
+        if not freezer.directory.is_dir():
+            raise KernelError("freeze", str(freezer.directory), errno.ENOENT, guest_of(rel),
+                              "the guest is not running")  # fmt: skip
+        return freezer
+
+    def freeze(self, rel: str, timeout: float = FREEZE_TIMEOUT) -> None:
+        """Stop every process of the guest where it is; returns once all are frozen.
+
+        If they are not all frozen within ``timeout`` (a task in D state), the
+        guest is thawed again and KernelError says so: never half frozen.
+        """
+        freezer = self._need_freezer(rel)
+        freezer.request(True)
+        if not freezer.wait(time.monotonic() + timeout):
+            freezer.request(False)
+            raise KernelError(
+                "freeze", str(freezer.directory), errno.EBUSY, guest_of(rel),
+                f"not every process stopped within {timeout:g}s (one may be in "
+                "uninterruptible sleep); the guest was thawed again, try later",
+            )  # fmt: skip
+
+    def thaw(self, rel: str) -> None:
+        """Let the guest's processes run again; idempotent."""
+        self._need_freezer(rel).request(False)
+
+    def freezer_state(self, rel: str) -> str | None:
+        """ "frozen", "freezing" or "thawed"; None without a freezer or cgroup."""
+        freezer = self.freezer(rel)
+        if freezer is None:
+            return None
+        try:
+            return freezer.state()
+        except OSError:
+            return None
 
     # -- killing -----------------------------------------------------------
     def kill_all(self, rel: str, timeout: float = KILL_TIMEOUT) -> int:

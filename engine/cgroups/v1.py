@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 from engine.cgroups.base import (
+    Freezer,
     Tree,
     check_rel,
     guest_of,
     quota_us,
     read_int,
-    read_text,
     write,
 )
 from engine.cgroups.data import CgroupStats, Limits
@@ -108,27 +108,29 @@ class V1Cgroups(Tree):
             nproc=len(self.procs(rel)) if self.exists(rel) else None,
         )
 
+    def freezer(self, rel: str) -> Freezer | None:
+        """The v1 freezer controller; else the cgroup2 core freezer of a hybrid host."""
+        directory = self._dir("freezer", rel)
+        if directory is not None:
+            return Freezer(1, directory, guest_of(rel))
+        unified = next((h for h in self.hierarchies if h.version == 2), None)
+        if unified is None:
+            return None
+        return Freezer(2, unified.mount.joinpath(*check_rel(rel)), guest_of(rel))
+
     def _kill_pass(self, rel: str, pids: list[int], killed: set[int], deadline: float) -> None:
         """Freeze, SIGKILL every process, thaw: nobody forks away meanwhile."""
-        freezer = self._dir("freezer", rel)
-        if freezer is None or not freezer.is_dir():
+        freezer = self.freezer(rel)
+        if freezer is None or not freezer.directory.is_dir():
             self._kill_round(rel, killed)
             return
-        guest = guest_of(rel)
-        write(freezer / "freezer.state", "FROZEN", guest)
-        self._wait_frozen(freezer, min(deadline, time.monotonic() + 1.0))
+        freezer.request(True)
+        try:
+            # FREEZING until every task stopped; a task in D state may keep it there
+            freezer.wait(min(deadline, time.monotonic() + 1.0))
+        except OSError:
+            pass
         try:
             self._kill_round(rel, killed)
         finally:
-            write(freezer / "freezer.state", "THAWED", guest)
-
-    @staticmethod
-    def _wait_frozen(freezer: Path, until: float) -> None:
-        # FREEZING until every task stopped; a task in D state may keep it there.
-        while time.monotonic() < until:
-            try:
-                if read_text(freezer / "freezer.state").strip() == "FROZEN":
-                    return
-            except OSError:
-                return
-            time.sleep(0.002)
+            freezer.request(False)

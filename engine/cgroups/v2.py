@@ -10,7 +10,16 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from engine.cgroups.base import Tree, check_rel, guest_of, quota_us, read_int, read_text, write
+from engine.cgroups.base import (
+    Freezer,
+    Tree,
+    check_rel,
+    guest_of,
+    quota_us,
+    read_int,
+    read_text,
+    write,
+)
 from engine.cgroups.data import CgroupStats, Limits
 from engine.cgroups.probe import Hierarchy, Layout
 from engine.errors import KernelError
@@ -98,6 +107,10 @@ class V2Cgroups(Tree):
             nproc=len(self.procs(rel)) if directory.is_dir() else None,
         )
 
+    def freezer(self, rel: str) -> Freezer | None:
+        """The core freezer (cgroup.freeze, kernel 5.2+): every non-root cgroup has it."""
+        return Freezer(2, self._dir(rel), guest_of(rel))
+
     def _kill_pass(self, rel: str, pids: list[int], killed: set[int], deadline: float) -> None:
         """cgroup.kill (5.14+), else freeze + SIGKILL each."""
         guest = guest_of(rel)
@@ -106,10 +119,11 @@ class V2Cgroups(Tree):
             killed.update(pids)
             write(directory / "cgroup.kill", "1", guest)
         elif (directory / "cgroup.freeze").exists():
-            write(directory / "cgroup.freeze", "1", guest)
+            freezer = Freezer(2, directory, guest)
+            freezer.request(True)
             try:
                 self._kill_round(rel, killed)
             finally:
-                write(directory / "cgroup.freeze", "0", guest)
+                freezer.request(False)
         else:
             self._kill_round(rel, killed)

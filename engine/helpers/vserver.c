@@ -682,6 +682,14 @@ static int gather(const char *run_dir, long long pid, long long start, struct jo
     return join_cgroups(pid, &j->cgroup2, h);
 }
 
+/* run_dir/frozen (engine.runtime.freezing): Python refuses with the message. */
+static int is_frozen(const char *run_dir) {
+    char path[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/frozen", run_dir) >= (int)sizeof path)
+        return 1;
+    return access(path, F_OK) == 0 || errno != ENOENT;
+}
+
 /* `vserver NAME exec CMD...` without Python; returns only to fall back. */
 static void try_fast_exec(const struct request *req) {
     char **cmd = req->rest;
@@ -699,7 +707,7 @@ static void try_fast_exec(const struct request *req) {
     long long pid, start;
     static struct profile profile;
     if (init_identity(run_dir, &pid, &start) < 0 || read_profile(run_dir, &profile) < 0 ||
-        profile.private_)
+        profile.private_ || is_frozen(run_dir))
         return;
     struct held held = {.n = 0};
     struct joins j;

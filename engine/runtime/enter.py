@@ -38,7 +38,7 @@ import errno
 import os
 import stat
 
-from engine.errors import GuestNotRunning, KernelError, PrivateGuest, VstuiError
+from engine.errors import GuestFrozen, GuestNotRunning, KernelError, PrivateGuest, VstuiError
 from engine.runtime import profile as profiles
 from engine.runtime import runfiles
 
@@ -351,6 +351,8 @@ def exec_in(
             "refused; remove the flag and restart it to allow enter/exec",
             name,
         )
+    if os.path.exists(os.path.join(run_dir, runfiles.FROZEN_FILE)):  # joining it would hang
+        raise GuestFrozen(f"vserver '{name}' is frozen; thaw it first (vserver {name} thaw)", name)
     if tty is None:
         # any terminal among 0-2: handing the caller's terminal to a guest
         # process (even on stdout alone) would let it read the admin's keys

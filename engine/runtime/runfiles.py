@@ -13,8 +13,10 @@ import os
 import time
 
 LOCK_FILE = "lock"
+FROZEN_FILE = "frozen"  # epoch seconds of `vserver NAME freeze` (engine.runtime.freezing)
 VALUE_FILES = ("state", "xid", "init.pid", "init.start", "supervisor.pid",
-               "supervisor.start", "started", "exec.profile", "seccomp.bpf", "meminfo")  # fmt: skip
+               "supervisor.start", "started", "exec.profile", "seccomp.bpf", "meminfo",
+               FROZEN_FILE)  # fmt: skip
 
 
 def proc_starttime(pid: int) -> int | None:

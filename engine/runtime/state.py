@@ -19,6 +19,7 @@ from engine._record import Record
 from engine.errors import GuestBusy
 from engine.paths import Paths
 from engine.runtime.runfiles import (
+    FROZEN_FILE,
     LOCK_FILE,
     VALUE_FILES,
     RunLock,
@@ -43,7 +44,7 @@ class RunState(Record):
     """What the run directory says about one guest, checked against /proc."""
 
     __slots__ = _fields = ("name", "state", "xid", "init_pid", "supervisor_pid", "started",
-                           "stale", "supervisor_start")  # fmt: skip
+                           "stale", "supervisor_start", "frozen_since")  # fmt: skip
     _defaults = {
         "xid": None,
         "init_pid": None,
@@ -51,6 +52,7 @@ class RunState(Record):
         "started": None,
         "stale": False,
         "supervisor_start": None,
+        "frozen_since": None,
     }
     name: str
     state: str  # starting | running | stopping | stopped
@@ -60,6 +62,11 @@ class RunState(Record):
     started: float | None
     stale: bool  # files are there but init is gone: needs cleanup
     supervisor_start: int | None  # its start time: signal it only while it is that process
+    frozen_since: float | None  # epoch seconds of `vserver NAME freeze`, None when not frozen
+
+    @property
+    def frozen(self) -> bool:
+        return self.frozen_since is not None and self.running
 
     @property
     def running(self) -> bool:
@@ -102,7 +109,9 @@ def read(paths: Paths, name: str) -> RunState:
     started = _float(read_value(run_dir, "started"))
     sup = (spid, sstart) if sup_alive else (None, None)
     if init_alive:
-        return RunState(name, state, xid, pid, sup[0], started, supervisor_start=sup[1])
+        frozen = _float(read_value(run_dir, FROZEN_FILE))
+        return RunState(name, state, xid, pid, sup[0], started, supervisor_start=sup[1],
+                        frozen_since=frozen)  # fmt: skip
     if state == STARTING and sup_alive:
         return RunState(name, STARTING, xid, None, spid, started, supervisor_start=sstart)
     return RunState(name, STOPPED, xid, None, sup[0], started, stale=True,

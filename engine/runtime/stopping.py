@@ -61,6 +61,10 @@ def stop(paths: Paths, name: str, timeout: float | None = None) -> bool:
         was_running = current.init_pid is not None
         if was_running:
             state.write_value(paths.run_dir(name), "state", state.STOPPING)
+            if current.frozen_since is not None:  # a frozen init cannot halt
+                from engine.runtime.freezing import thaw_for_stop
+
+                thaw_for_stop(paths, name)
             _shutdown(paths, name, cfg, timeout)
         forked.run(lambda: teardown(paths, name), name)
         _end_supervisor(current)

@@ -94,12 +94,12 @@ def test_check(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_list(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(root, "--list") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["NAME", "CONTEXT", "HOSTNAME", "ADDRESSES", "ONBOOT"]
+    assert lines[0].split() == ["NAME", "STATE", "CONTEXT", "HOSTNAME", "ADDRESSES", "ONBOOT"]
     assert [line.split() for line in lines[1:]] == [
-        ["bare", "-", "bare", "-", "no"],
-        ["full", "40010", "full.example.org", "198.18.0.10/24,198.18.1.10/24,2001:db8::10/64",
-         "yes"],
-        ["web", "40002", "web.example.org", "198.18.0.2/24", "yes"],
+        ["bare", "stopped", "-", "bare", "-", "no"],
+        ["full", "stopped", "40010", "full.example.org",
+         "198.18.0.10/24,198.18.1.10/24,2001:db8::10/64", "yes"],
+        ["web", "stopped", "40002", "web.example.org", "198.18.0.2/24", "yes"],
     ]  # fmt: skip
     column = lines[0].index("HOSTNAME")
     assert all(line[column - 2 : column] == "  " for line in lines)
@@ -113,7 +113,7 @@ def test_list_json_and_broken_guest(root: Path, capsys: pytest.CaptureFixture[st
     assert [e["name"] for e in data] == ["bad", "bare", "full", "web"]
     assert "S_CONTEXT: 1 is out of range" in data[0]["error"]
     assert data[3] == {
-        "name": "web", "context": 40002, "hostname": "web.example.org",
+        "name": "web", "state": "stopped", "context": 40002, "hostname": "web.example.org",
         "addresses": ["198.18.0.2/24"], "onboot": True,
     }  # fmt: skip
     assert "vserver: bad: " in captured.err

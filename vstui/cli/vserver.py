@@ -34,6 +34,8 @@ COMMANDS: dict[str, str] = {
     "restart": "vstui.cli.vserver_runtime:cmd_restart",
     "status": "vstui.cli.vserver_runtime:cmd_status",
     "running": "vstui.cli.vserver_runtime:cmd_running",
+    "freeze": "vstui.cli.vserver_runtime:cmd_freeze",
+    "thaw": "vstui.cli.vserver_runtime:cmd_thaw",
     "enter": "vstui.cli.vserver_exec:cmd_enter",
     "exec": "vstui.cli.vserver_exec:cmd_exec",
     "suexec": "vstui.cli.vserver_exec:cmd_suexec",

@@ -249,6 +249,17 @@ def cmd_import(paths: Paths, name: str, args: Sequence[str]) -> int:
     return 0
 
 
+def _state(paths: Paths, name: str) -> str:
+    """running, stopped or frozen (the freezer's word for a running guest)."""
+    from engine.runtime.freezing import state_of
+    from engine.runtime.state import read
+
+    current = read(paths, name)
+    if not current.running:
+        return "stopped"
+    return "frozen" if state_of(paths, name) in ("frozen", "freezing") else current.state
+
+
 def cmd_list(paths: Paths, args: Sequence[str]) -> int:
     opts, words = _options(args, {"--json"}, None, "--list")
     if words:
@@ -266,6 +277,7 @@ def cmd_list(paths: Paths, args: Sequence[str]) -> int:
         entries.append(
             {
                 "name": name,
+                "state": _state(paths, name),
                 "context": cfg.context,
                 "hostname": cfg.hostname,
                 "addresses": [str(a.interface) for a in cfg.addresses],
@@ -275,14 +287,15 @@ def cmd_list(paths: Paths, args: Sequence[str]) -> int:
     if "--json" in opts:
         print(json.dumps(entries, indent=2))
         return status
-    rows = [["NAME", "CONTEXT", "HOSTNAME", "ADDRESSES", "ONBOOT"]]
+    rows = [["NAME", "STATE", "CONTEXT", "HOSTNAME", "ADDRESSES", "ONBOOT"]]
     for e in entries:
         if "error" in e:
-            rows.append([e["name"], "?", "?", "(config error)", "?"])
+            rows.append([e["name"], "?", "?", "?", "(config error)", "?"])
             continue
         rows.append(
             [
                 e["name"],
+                e["state"],
                 _opt(e["context"]),
                 e["hostname"],
                 ",".join(e["addresses"]) or "-",

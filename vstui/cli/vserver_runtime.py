@@ -106,6 +106,24 @@ def cmd_restart(paths: Paths, name: str, args: Sequence[str]) -> int:
     return cmd_start(paths, name, args)
 
 
+def cmd_freeze(paths: Paths, name: str, args: Sequence[str]) -> int:
+    from engine.runtime.freezing import freeze
+
+    if args:
+        return _usage(name, "freeze")
+    freeze(paths, name)
+    return 0
+
+
+def cmd_thaw(paths: Paths, name: str, args: Sequence[str]) -> int:
+    from engine.runtime.freezing import thaw
+
+    if args:
+        return _usage(name, "thaw")
+    thaw(paths, name)
+    return 0
+
+
 # -- status ---------------------------------------------------------------------------------
 
 
@@ -143,18 +161,23 @@ def cmd_status(paths: Paths, name: str, args: Sequence[str]) -> int:
         return EXIT_STOPPED
     stats = _stats(paths, name)
     nproc = stats.nproc if stats is not None else None
+    from engine.runtime.freezing import state_of
+
+    frozen = state_of(paths, name) in ("frozen", "freezing")
     if as_json:
         import json
 
         data = {
-            "name": name, "state": current.state, "running": True, "xid": current.xid,
-            "init_pid": current.init_pid, "supervisor_pid": current.supervisor_pid,
-            "started": current.started, "uptime": current.uptime, "processes": nproc,
+            "name": name, "state": "frozen" if frozen else current.state, "running": True,
+            "frozen": frozen, "frozen_since": current.frozen_since if frozen else None,
+            "xid": current.xid, "init_pid": current.init_pid,
+            "supervisor_pid": current.supervisor_pid, "started": current.started,
+            "uptime": current.uptime, "processes": nproc,
             "stats": stats._asdict() if stats is not None else None,
         }  # fmt: skip
         print(json.dumps(data))
         return 0
-    print(f"Vserver '{name}' is running at context '{current.xid}'")
+    print(f"Vserver '{name}' is {'frozen' if frozen else 'running'} at context '{current.xid}'")
     print(f"Number of processes: {nproc if nproc is not None else '?'}")
     print(f"Uptime: {format_uptime(current.uptime or 0)}")
     return 0

@@ -46,17 +46,32 @@ def _body(argv: Sequence[str]) -> int:
         uptime = 0.0
     names = table.attribution.names()
     legacy = frozenset(g.name for g in table.attribution.guests if is_legacy(paths, g.name))
-    stats = context_stats(table.rows, uptime, names, legacy)
+    frozen = _frozen(paths, names)
+    stats = [
+        s._replace(name=f"{s.name} (frozen)") if s.xid in frozen else s
+        for s in context_stats(table.rows, uptime, names, legacy)
+    ]
     if as_json:
         out = []
         for s in stats:
             item = s._asdict()
             item["guest"] = names.get(s.xid, "")
+            item["frozen"] = s.xid in frozen
             out.append(item)
         print(json.dumps(out, indent=1))
     else:
         sys.stdout.write("\n".join(render_vstat(stats)) + "\n")
     return 0
+
+
+def _frozen(paths: Paths, names: dict[int, str]) -> set[int]:
+    """Contexts of frozen guests (run_dir/frozen: no cgroup read); NAME gets ``(frozen)``."""
+    import os
+
+    return {
+        xid for xid, name in names.items()
+        if name and os.path.exists(os.path.join(paths.run_dir_str(name), "frozen"))
+    }  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
