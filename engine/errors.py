@@ -17,10 +17,14 @@ The tree::
     ├── PrivateGuest           the guest has the ``private`` flag
     ├── QuotaError             disk quota cannot be set as asked
     ├── NetError               an address or link cannot be set up
-    └── KernelError            a kernel call failed: operation, path, errno
+    ├── KernelError            a kernel call failed: operation, path, errno
+    └── HostError              a named host cannot be reached or used
+        ├── ProtocolError      its agent spoke garbage or another version
+        └── ConnectionLost     the connection dropped: an action's outcome unknown
 
-The CLI prints ``TOOL: NAME: message``; the app shows the message as a
-notification. The engine raises, it never prints.
+The CLI prints ``TOOL: NAME: message`` (``TOOL: host 'H': NAME: message``
+for an error that happened on another host: ``host`` is set); the app shows
+the message as a notification. The engine raises, it never prints.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import os
 
 class VstuiError(Exception):
     """Base of every error the engine raises on purpose."""
+
+    host: str | None = None  # the host it happened on, when not this one
 
     def __init__(self, message: str, guest: str | None = None) -> None:
         super().__init__(message)
@@ -135,6 +141,22 @@ class KernelError(VstuiError):
     ) -> KernelError:
         target = exc.filename if exc.filename is not None else ""
         return cls(op, str(target), exc.errno or _errno.EIO, guest, hint)
+
+
+class HostError(VstuiError):
+    """A host named with --host is unknown, unreachable, or its agent failed."""
+
+    def __init__(self, message: str, host: str | None = None, guest: str | None = None) -> None:
+        super().__init__(message, guest)
+        self.host = host
+
+
+class ProtocolError(HostError):
+    """The agent answered with something that is not the protocol (or another version)."""
+
+
+class ConnectionLost(HostError):
+    """The connection dropped during an action: whether it happened is unknown."""
 
 
 def require_root(what: str, guest: str | None = None) -> None:

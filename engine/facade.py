@@ -18,7 +18,7 @@ import importlib
 import os
 import signal as _signal
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -51,9 +51,28 @@ MUTATING = frozenset(
         "kill",
         "save_config",
         "apply_limits",
+        "vserver",
     }
 )
 """Every facade operation that changes the host; refused in read-only mode."""
+
+READ_ONLY_CONSOLE = "the console is read-only (run as root without --read-only)"
+
+# the command-line tools a remote console may run, by module
+TOOLS = {
+    "vserver": "vstui.cli.vserver",
+    "vps": "vstui.cli.vps",
+    "vserver-stat": "vstui.cli.vserver_stat",
+    "vtop": "vstui.cli.vtop",
+    "vkill": "vstui.cli.vkill",
+}
+# vserver commands that only read (everything else changes the host);
+# a command with a second word is only reading with exactly that word
+VSERVER_READING = {
+    "status": None, "running": None, "config": None, "check": None, "quota": "",
+    "--list": None, "snapshot": "list", "--pool": "status",
+}  # fmt: skip
+VSERVER_PASS_THROUGH = frozenset({"exec", "suexec", "enter"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +103,14 @@ class Engine:
 
     paths: Paths
     read_only: bool = False
+    read_only_reason: str = READ_ONLY_CONSOLE
     _modules: dict[str, ModuleType] = field(default_factory=dict, repr=False)
 
     # -- plumbing ------------------------------------------------------
     def _refuse(self, op: str, name: str | None = None) -> None:
         """Raise ReadOnlyError for a mutating ``op`` in read-only mode."""
         if self.read_only and op in MUTATING:
-            raise ReadOnlyError(
-                f"{op} refused: the console is read-only (run as root without --read-only)",
-                name,
-            )
+            raise ReadOnlyError(f"{op} refused: {self.read_only_reason}", name)
 
     def _mod(self, dotted: str) -> ModuleType:
         """Import an engine part on first use; say plainly if it is not built."""
@@ -192,6 +209,22 @@ class Engine:
     def _vserver(self) -> list[str]:
         return [sys.executable, "-m", "vstui.cli.vserver", "--root", str(self.paths.root)]
 
+    def tool_argv(self, tool: str, args: Sequence[str]) -> list[str]:
+        """The command line of one of the classic tools, on this root.
+
+        For a console on another host (``vstui agent``): a tool's command
+        that changes the host passes the same read-only gate as the facade's
+        own operations (``vserver web stop`` as ``stop``, ``vkill`` as
+        ``kill``; a vserver command not known to be reading as ``vserver``).
+        """
+        if tool not in TOOLS:
+            raise VstuiError(f"'{tool}' is not one of the tools: {', '.join(TOOLS)}")
+        args = [str(a) for a in args]
+        op, guest = tool_operation(tool, args)
+        if op is not None:
+            self._refuse(op, guest)
+        return [sys.executable, "-m", TOOLS[tool], "--root", str(self.paths.root), *args]
+
     # -- processes -----------------------------------------------------
     def kill(self, pid: int, starttime: int, sig: int = _signal.SIGTERM, guest: str = "") -> None:
         """Signal one process, only if it is still the one the user picked.
@@ -266,6 +299,51 @@ class Engine:
         cgroups.manager().apply(self.paths.cgroup_name(cfg.name), limits)
 
 
+def tool_operation(tool: str, args: Sequence[str]) -> tuple[str | None, str | None]:
+    """What a tool's command line does: (None, guest) when it only reads, else
+    (the facade operation it amounts to, guest). Refuses ``--root``/``--host``
+    among the tool's own options: the root is the engine's."""
+    words = _own_words(tool, args)
+    for word in words:
+        if word.split("=", 1)[0] in ("--root", "--host"):
+            raise VstuiError(f"{tool}: {word.split('=', 1)[0]} cannot be given here: "
+                             "the agent's root and host are fixed")  # fmt: skip
+    if tool == "vkill":
+        return "kill", None
+    if tool == "vtop" and not {"-b", "--batch"} & set(words):
+        raise VstuiError("vtop on another host runs in batch mode only (vtop -b)")
+    if tool != "vserver":
+        return None, None
+    if words and words[0].startswith("--"):  # vserver --list, --pool status, --onboot ...
+        guest, command = None, words[0]
+        rest = [w for w in words[1:] if not w.startswith("-")]
+    else:
+        positional = [w for w in words if not w.startswith("-")]
+        guest = positional[0] if positional else None
+        command, rest = (positional[1] if len(positional) > 1 else ""), positional[2:]
+    if command in VSERVER_READING:
+        second = VSERVER_READING[command]
+        if second is None or (rest[0] if rest else "") == second:
+            return None, guest
+    if command in ("suexec", "exec"):
+        return "exec", guest
+    return (command if command in MUTATING else "vserver"), guest
+
+
+def _own_words(tool: str, args: Sequence[str]) -> list[str]:
+    """The words that belong to the tool, not to a command it runs in a guest."""
+    if tool != "vserver":
+        return list(args)
+    own: list[str] = []
+    positionals = 0
+    for word in args:
+        if word == "--" or (positionals >= 2 and own[-1] in VSERVER_PASS_THROUGH):
+            break
+        own.append(word)
+        positionals += not word.startswith("-")
+    return own
+
+
 def read_starttime(pid: int) -> int | None:
     """Field 22 of /proc/PID/stat (clock ticks after boot), None if gone."""
     try:
@@ -302,4 +380,5 @@ __all__ = [
     "SaveResult",
     "read_starttime",
     "tail_file",
+    "tool_operation",
 ]

@@ -179,6 +179,7 @@ CALLS = {
     "kill": lambda e: e.kill(1, 0, signal.SIGTERM, "web"),
     "save_config": lambda e: e.save_config("web", {"V_MEMORY": "1G"}),
     "apply_limits": lambda e: e.apply_limits("web"),
+    "vserver": lambda e: e.tool_argv("vserver", ["web", "quota", "2G"]),
 }
 
 
