@@ -3,6 +3,7 @@
 vstui [--root DIR] [--read-only] [--theme NAME] [-d SECONDS] [--demo]
 vstui [--root DIR] --demo-clean    (stop and delete the demo guests)
 vstui audit ...        (the audit tool, vstui.cli.audit)
+vstui [--root DIR] agent [--read-only]   (this host's engine on stdin/stdout, for ssh)
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if i is not None and args_in[i] == "audit":
         # `vstui [--root DIR] audit ...`: hand the rest to the audit tool.
         return _audit(args_in[:i] + args_in[i + 1 :])
+    if i is not None and args_in[i] == "agent":
+        return _agent(args_in[:i] + args_in[i + 1 :])
     args = parse_args(args_in)
     from engine.errors import VstuiError
     from vstui.app import run
@@ -102,6 +105,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                    interval=args.delay, demo=args.demo, screen=args.screen)  # fmt: skip
     except VstuiError as exc:
         return report("vstui", exc)
+
+
+def _agent(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vstui agent", description=(
+        "This host's engine behind a JSON-lines protocol on stdin/stdout, for a console "
+        "that reaches it with ssh; exits when stdin closes."))  # fmt: skip
+    parser.add_argument("--root", metavar="DIR", help="host root prefix (default VSTUI_ROOT or /)")
+    parser.add_argument("--read-only", action="store_true", help="refuse every change")
+    args = parser.parse_args(argv)
+    from engine.remote import agent
+
+    return agent.main(args.root, args.read_only)
 
 
 def _demo_clean(root: str | None) -> int:
