@@ -9,9 +9,12 @@ set -eu
 cd "$(dirname "$0")"
 
 BENCH_PACKAGES="lxc runc htop hyperfine"
+# openssh-server: the many-hosts tests start their own sshd on 127.0.0.1
+# (tests/sshd.py); nothing here starts or configures the system's sshd.
 APT_PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libcap-dev libseccomp-dev \
   busybox-static e2fsprogs xfsprogs quota iproute2 procps tmux util-linux kmod \
-  btrfs-progs zstd acl libcap2-bin"
+  btrfs-progs zstd acl libcap2-bin \
+  openssh-client openssh-server"
 
 apt_install() {
     missing=""

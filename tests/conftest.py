@@ -35,6 +35,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def vroot(request: pytest.FixtureRequest) -> Iterator[Paths]:
     """A fresh, empty host root for one test; checked for leaks afterwards."""
+    yield from _temp_root(request)
+
+
+@pytest.fixture
+def vroot2(request: pytest.FixtureRequest) -> Iterator[Paths]:
+    """A second root beside ``vroot`` (another "host" for the many-hosts tests)."""
+    yield from _temp_root(request)
+
+
+def _temp_root(request: pytest.FixtureRequest) -> Iterator[Paths]:
     base = Path(tempfile.mkdtemp(prefix="vstui-test-", dir="/tmp"))
     paths = Paths.from_root(base)
     try:

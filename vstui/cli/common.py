@@ -54,10 +54,38 @@ def split_root(argv: Sequence[str], stop_at: int | None = None) -> tuple[str | N
     return root, rest
 
 
+def split_hosts(argv: Sequence[str], stop_at: int | None = None) -> tuple[list[str], list[str]]:
+    """Remove every ``--host NAME`` / ``--host=NAME`` from argv (like split_root)."""
+    hosts: list[str] = []
+    rest: list[str] = []
+    positionals = 0
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--" or (stop_at is not None and positionals >= stop_at):
+            rest.extend(args[i:])
+            break
+        if arg == "--host":
+            if i + 1 >= len(args):
+                raise VstuiError("--host needs a name from hosts.toml or an ssh destination")
+            hosts.append(args[i + 1])
+            i += 2
+            continue
+        if arg.startswith("--host="):
+            hosts.append(arg.split("=", 1)[1])
+        else:
+            positionals += not arg.startswith("-")
+            rest.append(arg)
+        i += 1
+    return hosts, rest
+
+
 def report(tool: str, exc: VstuiError) -> int:
-    """Print ``TOOL: NAME: message`` and return the exit code for it."""
+    """Print ``TOOL: [host 'H': ]NAME: message`` and return the exit code for it."""
+    where = f"host '{exc.host}': " if exc.host else ""
     who = f"{exc.guest}: " if exc.guest else ""
-    print(f"{tool}: {who}{exc.message}", file=sys.stderr)
+    print(f"{tool}: {where}{who}{exc.message}", file=sys.stderr)
     return EXIT_CODES.get(type(exc), 1)
 
 

@@ -1,6 +1,7 @@
 """``vkill``: send a signal to processes of a guest, by their PID inside it.
 
     vkill [--root DIR] [--xid X|-c X] [-s SIG] [--] [PID...]
+    vkill --host H ...      (on another host: hosts.toml or an ssh destination)
 
 With ``--xid`` (a guest name or context number) PIDs are as seen inside the
 guest and PID 1 is its init; ``--xid`` without PIDs signals every process of
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 from engine.errors import VstuiError
 from engine.paths import Paths
-from vstui.cli.common import run_tool, split_root
+from vstui.cli.common import run_tool, split_hosts, split_root
 
 TOOL = "vkill"
 
@@ -57,7 +58,12 @@ def parse_args(args: Sequence[str]) -> tuple[str | None, str, list[int]]:
 
 
 def _body(argv: Sequence[str]) -> int:
+    hosts, argv = split_hosts(argv)
     root, args = split_root(argv)
+    if hosts:
+        from vstui.cli import remote
+
+        return remote.streamed_tool(TOOL, hosts, root, args)
     if args and args[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0

@@ -1,6 +1,7 @@
 """``vps``: ps with util-vserver's CONTEXT column after PID.
 
     vps [--root DIR] [ps args] [--xid X] [--json]
+    vps --host H [--host H2 ...] [ps args]   (a HOST column first; "host" in JSON)
 
 ps args understood: BSD ``a x u w f r`` (e.g. ``ax``, ``aux``), UNIX ``-e -A
 -f -H -w -o LIST -p PIDS -u USERS -C NAMES`` (e.g. ``-ef``,
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 
 from engine.errors import VstuiError
 from engine.paths import Paths
-from vstui.cli.common import run_tool, split_root
+from vstui.cli.common import run_tool, split_hosts, split_root
 
 TOOL = "vps"
 BSD_LETTERS = frozenset("axuwfrce")
@@ -254,7 +255,12 @@ def _selects_by_uid(opts: Options) -> bool:
 
 
 def _body(argv: Sequence[str]) -> int:
+    hosts, argv = split_hosts(argv)
     root, args = split_root(argv)
+    if hosts:
+        from vstui.cli import remote
+
+        return remote.merged_tool(TOOL, hosts, root, args, "--json" in args)
     if args and args[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0

@@ -3,6 +3,7 @@
     vserver [--root DIR] NAME COMMAND [ARGS...]
     vserver [--root DIR] --list [--json]
     vserver [--root DIR] --onboot start|stop
+    vserver --host H NAME COMMAND [ARGS...]   (on another host, with its exit status)
 
 Each COMMAND lives in a ``vstui.cli.vserver_*`` module, imported only when
 used, so that ``vserver NAME exec`` does not pay for the rest.
@@ -14,7 +15,7 @@ import importlib
 import sys
 
 from engine.paths import Paths
-from vstui.cli.common import run_tool, split_root
+from vstui.cli.common import run_tool, split_hosts, split_root
 
 TYPE_CHECKING = False  # typing/collections.abc cost ~3 ms of every tool's start
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ GLOBAL_COMMANDS: dict[str, str] = {
 }
 
 USAGE = """\
-usage: vserver [--root DIR] NAME COMMAND [ARGS...]
+usage: vserver [--root DIR] [--host H] NAME COMMAND [ARGS...]
        vserver [--root DIR] --list [--json]
        vserver [--root DIR] --onboot start|stop
 commands: """ + " ".join(sorted(COMMANDS))
@@ -64,14 +65,22 @@ def _load(target: str) -> Callable[..., int]:
 
 
 def _dispatch(argv: Sequence[str]) -> int:
-    # --root may come before NAME or after COMMAND, but never inside the
-    # command that exec/suexec run in the guest.
+    # --root and --host may come before NAME or after COMMAND, but never
+    # inside the command that exec/suexec run in the guest.
+    hosts, argv = split_hosts(argv, stop_at=2)
+    if len(argv) < 2 or argv[1] not in PASS_THROUGH:
+        more, argv = split_hosts(argv)
+        hosts += more
     root, args = split_root(argv, stop_at=2)
     if len(args) < 2 or args[1] not in PASS_THROUGH:
         root, args = split_root(argv)
     if not args or args[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr if not args else sys.stdout)
         return 2 if not args else 0
+    if hosts:
+        from vstui.cli import remote
+
+        return remote.vserver(hosts, root, args)
     paths = Paths.from_root(root)
     if args[0] in GLOBAL_COMMANDS:
         return _load(GLOBAL_COMMANDS[args[0]])(paths, args[1:])

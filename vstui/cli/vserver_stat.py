@@ -1,6 +1,7 @@
 """``vserver-stat``: one line per running context, util-vserver's columns.
 
     vserver-stat [--root DIR] [--json]
+    vserver-stat --host H [--host H2 ...] [--json]   (a HOST column; "host" in JSON)
 
 CTX PROC VSZ RSS userTIME sysTIME UPTIME NAME; context 0 is `root server`.
 """
@@ -13,13 +14,18 @@ from collections.abc import Sequence
 
 from engine.errors import VstuiError
 from engine.paths import Paths
-from vstui.cli.common import run_tool, split_root
+from vstui.cli.common import run_tool, split_hosts, split_root
 
 TOOL = "vserver-stat"
 
 
 def _body(argv: Sequence[str]) -> int:
+    hosts, argv = split_hosts(argv)
     root, args = split_root(argv)
+    if hosts:
+        from vstui.cli import remote
+
+        return remote.merged_tool(TOOL, hosts, root, args, "--json" in args)
     as_json = False
     for arg in args:
         if arg in ("-h", "--help"):

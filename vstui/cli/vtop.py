@@ -2,6 +2,7 @@
 
     vtop [--root DIR] [--xid X]                      the console's process screen
     vtop [--root DIR] -b [-n N] [-d SECONDS] [--xid X]   batch frames, for scripts
+    vtop --host H [--host H2 ...] [-b ...]   other hosts (batch lines start with the host)
 
 Batch mode prints top-like frames: a header (uptime, load, tasks, CPU,
 memory), then PID CONTEXT USER PR NI VIRT RES S %CPU %MEM TIME+ COMMAND
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from engine.errors import VstuiError
 from engine.paths import Paths
-from vstui.cli.common import run_tool, split_root
+from vstui.cli.common import run_tool, split_hosts, split_root
 
 TOOL = "vtop"
 FIRST_INTERVAL = 0.2  # seconds between the two samples behind the first frame
@@ -180,7 +181,17 @@ def interactive(paths: Paths, opts: Options, root: str | None) -> int:
 
 
 def _body(argv: Sequence[str]) -> int:
+    hosts, argv = split_hosts(argv)
     root, args = split_root(argv)
+    if hosts:
+        from vstui.cli import remote
+
+        if "-b" not in args and "--batch" not in args:
+            raise VstuiError(
+                "vtop --host prints batch frames (-b); the console with hosts "
+                "is `vstui --host H`"
+            )
+        return remote.streamed_tool(TOOL, hosts, root, args)
     if args and args[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0

@@ -1,0 +1,304 @@
+"""Many hosts over a real sshd on 127.0.0.1: two roots as hosts ``a`` and ``b``.
+
+Each test gets its own sshd (own port, host key and client key), its own
+hosts.toml and control directory (tests.sshd); the guests run under the
+test's two roots. The tools are the installed console scripts, run the way
+an administrator would, with XDG_CONFIG_HOME pointing at the test's hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.paths import Paths
+from tests.sshd import VENV_BIN, TestSshd, free_port, have_sshd
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(not have_sshd(), reason="openssh-server is not installed (./setup.sh)"),
+]
+
+GUEST_A, GUEST_B = "ra", "rb"
+SLEEP = {GUEST_A: "sleep 7101", GUEST_B: "sleep 7102"}  # seen by each host's vps
+
+
+def tool(fleet: TestSshd, name: str, *args: str, stdin: str | None = None,
+         timeout: float = 90) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    return subprocess.run([str(VENV_BIN / name), *args], env=fleet.env(), input=stdin,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def build_and_start(paths: Paths, name: str) -> None:
+    from engine import config, rootfs, runtime
+
+    rootfs.build(paths, name)
+    config.update_config(paths, name, {"V_INIT": f"/bin/sh -c '{SLEEP[name]} & wait'"})
+    runtime.start(paths, name)
+
+
+def stop_and_delete(paths: Paths, name: str) -> None:
+    from engine import rootfs, runtime
+
+    try:
+        runtime.stop(paths, name, 5)
+    finally:
+        rootfs.delete(paths, name, force=True)
+
+
+@pytest.fixture
+def fleet(vroot: Paths, vroot2: Paths) -> Iterator[TestSshd]:
+    """sshd on 127.0.0.1 with hosts a (vroot), b (vroot2) and ro (vroot, read_only)."""
+    sshd = TestSshd()
+    try:
+        sshd.start()
+        sshd.write_hosts({
+            "a": {"root": str(vroot.root)},
+            "b": {"root": str(vroot2.root)},
+            "ro": {"root": str(vroot.root), "read_only": True},
+        })  # fmt: skip
+        yield sshd
+    finally:
+        sshd.close()
+
+
+@pytest.fixture
+def guests(fleet: TestSshd, vroot: Paths, vroot2: Paths) -> Iterator[TestSshd]:
+    """A running guest on each host: ra on a, rb on b."""
+    made: list[tuple[Paths, str]] = []
+    try:
+        for paths, name in ((vroot, GUEST_A), (vroot2, GUEST_B)):
+            made.append((paths, name))
+            build_and_start(paths, name)
+        yield fleet
+    finally:
+        fleet.exit_masters()
+        for paths, name in made:
+            stop_and_delete(paths, name)
+
+
+def one_line(text: str) -> str:
+    lines = [x for x in text.splitlines() if x.strip()]
+    assert len(lines) == 1, f"expected one line, got: {text!r}"
+    return lines[0]
+
+
+# -- the classic tools merge hosts ----------------------------------------
+def test_vserver_stat_merges_hosts_with_a_host_column(guests: TestSshd) -> None:
+    out = tool(guests, "vserver-stat", "--host", "a", "--host", "b")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:2] == ["HOST", "CTX"]
+    rows = {(x.split()[0], x.split()[-1]) for x in lines[1:]}
+    assert ("a", GUEST_A) in rows and ("b", GUEST_B) in rows
+    assert ("a", GUEST_B) not in rows and ("b", GUEST_A) not in rows
+    data = json.loads(tool(guests, "vserver-stat", "--host", "a", "--host", "b", "--json").stdout)
+    assert {(d["host"], d["guest"]) for d in data} >= {("a", GUEST_A), ("b", GUEST_B)}
+
+
+def test_vps_merges_hosts(guests: TestSshd) -> None:
+    out = tool(guests, "vps", "--host", "a", "--host", "b", "ax")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["HOST", "PID", "CONTEXT"]
+    on_a = {x.split()[3] for x in lines if x.startswith("a ") and x.endswith(SLEEP[GUEST_A])}
+    on_b = {x.split()[3] for x in lines if x.startswith("b ") and x.endswith(SLEEP[GUEST_B])}
+    assert (on_a, on_b) == ({GUEST_A}, {GUEST_B})
+    rows = json.loads(tool(guests, "vps", "--host", "b", "ax", "--json").stdout)
+    assert {r["host"] for r in rows} == {"b"}
+    assert any(r["guest"] == GUEST_B for r in rows)
+
+
+def test_remote_exec_streams_output_and_returns_the_exit_status(guests: TestSshd) -> None:
+    out = tool(guests, "vserver", "--host", "a", GUEST_A, "exec",
+               "/bin/sh", "-c", "echo to-out; echo to-err >&2; exit 7")  # fmt: skip
+    assert out.returncode == 7, out.stderr
+    assert out.stdout == "to-out\n" and out.stderr == "to-err\n"
+    piped = tool(guests, "vserver", "--host", "b", GUEST_B, "exec", "cat", stdin="piped\n")
+    assert (piped.returncode, piped.stdout) == (0, "piped\n")
+    hostname = tool(guests, "vserver", "--host", "b", GUEST_B, "exec", "hostname")
+    assert hostname.stdout.strip() == GUEST_B
+    status = tool(guests, "vserver", "--host", "a", GUEST_A, "status")
+    assert status.returncode == 0 and "running" in status.stdout
+
+
+def test_read_only_host_refuses_a_stop_and_the_guest_keeps_running(
+    guests: TestSshd, vroot: Paths
+) -> None:
+    from engine import runtime
+
+    out = tool(guests, "vserver", "--host", "ro", GUEST_A, "stop")
+    assert out.returncode == 1
+    assert "read-only" in one_line(out.stderr)
+    assert runtime.is_running(vroot, GUEST_A)
+    killed = tool(guests, "vkill", "--host", "ro", "--xid", GUEST_A)
+    assert killed.returncode == 1 and "read-only" in killed.stderr
+    assert runtime.is_running(vroot, GUEST_A)
+    # reading still works there
+    assert tool(guests, "vserver", "--host", "ro", GUEST_A, "status").returncode == 0
+
+
+def test_a_key_forced_to_the_read_only_agent_refuses_whatever_the_console_says(
+    guests: TestSshd, vroot: Paths
+) -> None:
+    """authorized_keys command="vstui agent --read-only": the agent enforces it,
+    though hosts.toml (the client's own file) says nothing of read-only."""
+    from engine import runtime
+
+    key = (guests.dir / "client_key.pub").read_text()
+    forced = f"{VENV_BIN / 'vstui'} --root {vroot.root} agent --read-only"
+    guests.exit_masters()
+    guests.authorize(f'command="{forced}",restrict {key}')
+    out = tool(guests, "vserver", "--host", "a", GUEST_A, "stop")
+    assert out.returncode == 1 and "read-only" in one_line(out.stderr)
+    assert runtime.is_running(vroot, GUEST_A)
+    assert tool(guests, "vserver-stat", "--host", "a").returncode == 0
+
+
+# -- faults: one line each, naming the host --------------------------------
+def fake_agent(fleet: TestSshd, name: str, body: str) -> str:
+    """A script standing in for the remote vstui."""
+    path = fleet.dir / name
+    path.write_text(f"#!{sys.executable}\n" + textwrap.dedent(body))
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_faults_are_one_line_errors_naming_the_host(fleet: TestSshd, vroot: Paths) -> None:
+    wrong_key = fleet.dir / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong_key)],
+                   check=True)  # fmt: skip
+    changed_known = fleet.dir / "changed_known_hosts"
+    pub = (wrong_key.with_suffix(".pub")).read_text().split()
+    changed_known.write_text(f"[127.0.0.1]:{fleet.port} {pub[0]} {pub[1]}\n")
+    stranger = fleet.dir / "stranger_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)],
+                   check=True)  # fmt: skip
+    opts = ["-F", str(fleet.config)]
+    stranger_config = fleet.dir / "stranger_config"
+    stranger_config.write_text(fleet.config.read_text().replace(
+        str(fleet.dir / "client_key"), str(stranger)))  # fmt: skip
+    root = str(vroot.root)
+    fleet.write_hosts({
+        "down": {"root": root, "ssh_options": [*opts, "-p", str(free_port())]},
+        "keychanged": {"root": root,
+                       "ssh_options": [*opts, "-o", f"UserKnownHostsFile={changed_known}"]},
+        "noauth": {"root": root, "ssh_options": ["-F", str(stranger_config)]},
+        "missing": {"root": root, "command": "/nonexistent/vstui"},
+        "old": {"root": root, "command": fake_agent(fleet, "old", """
+            import sys
+            print("usage: vstui [--root DIR]", file=sys.stderr)
+            sys.exit(2)
+            """)},
+        "future": {"root": root, "command": fake_agent(fleet, "future", """
+            import json
+            print(json.dumps({"t": "hello", "protocol": 99, "vstui": "9.0"}), flush=True)
+            """)},
+        "garbage": {"root": root, "command": fake_agent(fleet, "garbage", """
+            print("Welcome to the machine!", flush=True)
+            """)},
+    })  # fmt: skip
+    expect = {
+        "down": "Connection refused",
+        "keychanged": "has changed",
+        "noauth": "Permission denied",
+        "missing": "`/nonexistent/vstui` cannot run",
+        "old": "did not start the agent (exit 2",
+        "future": "speaks agent protocol 99, this one 1",
+        "garbage": "'Welcome to the machine!' instead of the agent's hello",
+        "bad name!": "unknown host",
+    }
+    for host, words in expect.items():
+        fleet.exit_masters()  # hosts of one destination share a master connection
+        out = tool(fleet, "vserver-stat", "--host", host)
+        assert out.returncode == 1, (host, out)
+        line = one_line(out.stderr)
+        assert line.startswith(f"vserver-stat: host '{host}': "), line
+        assert words in line, (host, line)
+    # one broken host does not hide the good one
+    fleet.write_hosts({"a": {"root": root}, "down": {"root": root, "ssh_options": [
+        *opts, "-p", str(free_port())]}})  # fmt: skip
+    out = tool(fleet, "vserver-stat", "--host", "a", "--host", "down")
+    assert out.returncode == 1 and "Connection refused" in one_line(out.stderr)
+    assert out.stdout.splitlines()[1].startswith("a ")
+
+
+def test_unknown_bare_name_says_ssh_could_not_resolve_it(fleet: TestSshd) -> None:
+    # in a network namespace of its own (loopback only): no lookup leaves the machine
+    out = subprocess.run(["unshare", "-n", str(VENV_BIN / "vserver"), "--host", "nosuchhost",
+                          "--list"], env=fleet.env(), capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    line = one_line(out.stderr)
+    assert out.returncode == 1
+    assert "host 'nosuchhost'" in line and "Could not resolve hostname nosuchhost" in line
+    assert "no [hosts.nosuchhost]" in line
+
+
+def test_a_connection_dropped_mid_action_reports_the_outcome_as_unknown(
+    fleet: TestSshd, vroot: Paths
+) -> None:
+    from engine.errors import ConnectionLost
+    from engine.remote.client import AgentClient
+    from engine.remote.hosts import resolve
+
+    dropper = fake_agent(
+        fleet,
+        "dropper",
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from engine.facade import Engine
+        from engine.paths import Paths
+        from engine.remote import agent, protocol
+        engine = Engine(Paths.from_root({str(vroot.root)!r}))
+        os.write(1, protocol.encode(agent.hello(engine)))
+        sys.stdin.readline()  # the request arrives; the connection drops
+        """,
+    )
+    fleet.write_hosts({"d": {"root": str(vroot.root), "command": dropper}})
+    os.environ["XDG_CONFIG_HOME"] = fleet.env()["XDG_CONFIG_HOME"]
+    os.environ["VSTUI_SSH_DIR"] = str(fleet.control)
+    try:
+        client = AgentClient(resolve("d"))
+        client.connect()
+        with pytest.raises(ConnectionLost, match="whether it happened is unknown"):
+            client.call("stop", name="web")
+        client.close()
+    finally:
+        del os.environ["XDG_CONFIG_HOME"], os.environ["VSTUI_SSH_DIR"]
+
+
+def test_the_agent_exits_when_its_connection_goes(fleet: TestSshd, vroot: Paths) -> None:
+    from tests.sshd import children
+
+    proc = subprocess.Popen([*fleet.ssh_argv(), f"{VENV_BIN / 'vstui'} --root {vroot.root} "
+                             "agent"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=fleet.env())  # fmt: skip
+    assert proc.stdout is not None and proc.stdin is not None
+    hello = json.loads(proc.stdout.readline())
+    assert hello["t"] == "hello" and hello["protocol"] == 1
+    assert hello["host"]["root"] == str(vroot.root)
+    agents = [p for p in children(fleet.proc.pid) if _is_agent(p)]  # type: ignore[union-attr]
+    assert agents
+    proc.stdin.close()
+    assert proc.wait(30) == 0
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{p}") and _is_agent(p) for p in agents):
+        assert time.monotonic() < deadline, "the agent outlived its stdin"
+        time.sleep(0.05)
+
+
+def _is_agent(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"agent" in f.read()
+    except OSError:
+        return False

@@ -1,0 +1,374 @@
+"""Many hosts without ssh: hosts.toml, the wire format, the read-only gate, the agent."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.errors import (
+    GuestNotFound,
+    HostError,
+    ProtocolError,
+    ReadOnlyError,
+    VstuiError,
+)
+from engine.facade import Engine, tool_operation
+from engine.observe.model import Snapshot
+from engine.paths import Paths
+from engine.remote import hosts, protocol, ssh
+from engine.remote.client import AgentClient
+from tests.tui.fakes import big_snapshot, small_snapshot, tick
+from vstui.cli.common import split_hosts
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# -- hosts.toml -------------------------------------------------------------
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "hosts.toml"
+    path.write_text(text)
+    return path
+
+
+def test_hosts_toml_entries_with_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+[hosts.web1]
+ssh = "root@web1.example.org"
+ssh_options = ["-p", "2222"]
+root = "/srv/v"
+read_only = true
+[hosts.db]
+ssh = "db"
+""")  # fmt: skip
+    found = hosts.load(path)
+    assert found["web1"] == hosts.Host("web1", "root@web1.example.org", ("-p", "2222"),
+                                       "/srv/v", "vstui", True, str(path))  # fmt: skip
+    assert (found["db"].root, found["db"].command, found["db"].read_only) == ("/", "vstui", False)
+    assert found["web1"].agent_command() == "vstui agent --root /srv/v --read-only"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('[hosts.a]\nssh = "a"\nport = 22\n', "[hosts.a]: unknown key 'port'"),
+        ('[hosts.a]\nroot = "/"\n', "ssh is missing"),
+        ('[hosts.a]\nssh = "a"\nread_only = "yes"\n', "read_only must be a bool"),
+        ('[hosts.a]\nssh = "a"\nssh_options = "-p 22"\n', "ssh_options must be a list"),
+        ('[hosts.a]\nssh = "a"\nroot = "srv"\n', "root must be an absolute path"),
+        ('[hosts.a]\nssh = "-oProxyCommand=x"\n', "is not an ssh destination"),
+        ("[hosts.a\nssh = 1\n", "fix the TOML syntax"),
+        ('[servers.a]\nssh = "a"\n', "unknown table 'servers'"),
+    ],
+)
+def test_a_bad_hosts_toml_is_one_line_naming_file_and_key(tmp_path, text, words) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(HostError) as err:
+        hosts.load(path)
+    assert str(path) in err.value.message and words in err.value.message
+    assert "\n" not in err.value.message
+
+
+def test_names_resolve_to_entries_local_or_bare_destinations(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "vstui").mkdir()
+    write(tmp_path / "vstui", '[hosts.a]\nssh = "root@10.0.0.1"\n')
+    assert hosts.resolve("a").ssh == "root@10.0.0.1"
+    assert hosts.resolve("admin@b.example").ssh == "admin@b.example"
+    assert hosts.resolve("local").local
+    with pytest.raises(HostError, match="unknown host") as err:
+        hosts.resolve("-oProxyCommand=sh")
+    assert err.value.host == "-oProxyCommand=sh"
+    assert [h.name for h in hosts.resolve_all(["a", "b", "a"])] == ["a", "b"]
+
+
+def test_remote_command_lines_quote_the_root() -> None:
+    host = hosts.Host("h", "h", root="/srv/my root", command="/opt/v/bin/vstui")
+    assert host.agent_command() == "/opt/v/bin/vstui agent --root '/srv/my root'"
+    assert host.vserver_command("web", "enter") == (
+        "/opt/v/bin/vserver --root '/srv/my root' web enter")  # fmt: skip
+    assert hosts.Host("h", "h", command="sudo vstui").vserver_command("w", "enter") == (
+        "sudo vserver --root / w enter")  # fmt: skip
+
+
+def test_split_hosts_keeps_a_guest_command_s_own_options() -> None:
+    assert split_hosts(["--host", "a", "--host=b", "ax"]) == (["a", "b"], ["ax"])
+    assert split_hosts(["--host", "a", "web", "exec", "tool", "--host", "x"], stop_at=2) == (
+        ["a"], ["web", "exec", "tool", "--host", "x"])  # fmt: skip
+    with pytest.raises(VstuiError, match="--host needs"):
+        split_hosts(["--host"])
+
+
+# -- ssh -------------------------------------------------------------------
+HOST_KEY_CHANGED = """\
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @
+@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@
+IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!
+Someone could be eavesdropping on you right now (man-in-the-middle attack)!
+The fingerprint for the ED25519 key sent by the remote host is
+SHA256:abc.
+Add correct host key in /root/.ssh/known_hosts to get rid of this message.
+Offending ED25519 key in /root/.ssh/known_hosts:3
+Host key for [127.0.0.1]:2222 has changed and you have requested strict checking.
+Host key verification failed.
+"""
+
+
+def test_ssh_failures_become_ssh_s_own_line() -> None:
+    assert ssh.explain(HOST_KEY_CHANGED) == (
+        "Host key for [127.0.0.1]:2222 has changed and you have requested strict checking: "
+        "Host key verification failed")  # fmt: skip
+    assert ssh.explain("root@h: Permission denied (publickey).\n") == (
+        "root@h: Permission denied (publickey).")  # fmt: skip
+    assert ssh.explain("ssh: connect to host h port 22: Connection refused\r\n") == (
+        "ssh: connect to host h port 22: Connection refused")  # fmt: skip
+    assert ssh.explain("\x1b]0;owned\x07odd\n") == "\\x1b]0;owned\\x07odd"
+
+
+def test_control_dir_is_private_and_short(monkeypatch) -> None:
+    import shutil
+    import tempfile
+
+    private = Path(tempfile.mkdtemp(dir="/tmp")) / "c"
+    monkeypatch.setenv(ssh.CONTROL_ENV, str(private))
+    try:
+        assert ssh.control_dir() == str(private)
+        assert private.stat().st_mode & 0o777 == 0o700
+        private.chmod(0o755)
+        with pytest.raises(HostError, match="not a private directory"):
+            ssh.control_dir()
+    finally:
+        shutil.rmtree(private.parent)
+    monkeypatch.setenv(ssh.CONTROL_ENV, "/tmp/" + "x" * 60)
+    with pytest.raises(HostError, match="too long for a socket path"):
+        ssh.control_dir()
+
+
+def test_ssh_argv_puts_the_user_s_options_first() -> None:
+    host = hosts.Host("h", "root@h", ("-o", "ControlPersist=5", "-p", "2222"))
+    argv = ssh.command_argv(host, "vstui agent")
+    assert argv[:5] == ["ssh", "-o", "ControlPersist=5", "-p", "2222"]
+    assert argv[-3:] == ["--", "root@h", "vstui agent"]
+    assert any(a.startswith("ControlPath=") and a.endswith("/%C") for a in argv)
+
+
+# -- the read-only gate for tools --------------------------------------------
+@pytest.mark.parametrize(
+    ("tool", "args", "op"),
+    [
+        ("vserver", ["web", "status"], None),
+        ("vserver", ["web", "status", "--json"], None),
+        ("vserver", ["--list", "--json"], None),
+        ("vserver", ["web", "quota"], None),
+        ("vserver", ["web", "quota", "2G"], "vserver"),
+        ("vserver", ["web", "stop"], "stop"),
+        ("vserver", ["web", "exec", "status"], "exec"),
+        ("vserver", ["web", "suexec", "nobody", "id"], "exec"),
+        ("vserver", ["web", "snapshot", "list"], None),
+        ("vserver", ["web", "snapshot", "create"], "vserver"),
+        ("vserver", ["web", "frobnicate"], "vserver"),
+        ("vserver", ["--onboot", "start"], "vserver"),
+        ("vserver", ["--pool", "status"], None),
+        ("vps", ["ax"], None),
+        ("vserver-stat", [], None),
+        ("vtop", ["-b", "-n", "1"], None),
+        ("vkill", ["--xid", "web"], "kill"),
+    ],
+)
+def test_tool_commands_are_classified(tool, args, op) -> None:
+    assert tool_operation(tool, args)[0] == op
+
+
+def test_a_tool_cannot_choose_another_root_or_host() -> None:
+    with pytest.raises(VstuiError, match="--root cannot be given"):
+        tool_operation("vps", ["--root=/", "ax"])
+    with pytest.raises(VstuiError, match="--host cannot be given"):
+        tool_operation("vserver", ["--host", "x", "web", "stop"])
+    # the command run in a guest keeps its own words
+    assert tool_operation("vserver", ["web", "exec", "ls", "--root"])[0] == "exec"
+
+
+def test_read_only_engine_refuses_changing_tool_commands(tmp_path) -> None:
+    engine = Engine(Paths.from_root(tmp_path), read_only=True)
+    assert engine.tool_argv("vserver", ["web", "status"])[-2:] == ["web", "status"]
+    for args in (["web", "stop"], ["web", "exec", "true"], ["web", "quota", "1G"]):
+        with pytest.raises(ReadOnlyError):
+            engine.tool_argv("vserver", args)
+    with pytest.raises(ReadOnlyError):
+        engine.tool_argv("vkill", ["1"])
+    with pytest.raises(VstuiError, match="not one of the tools"):
+        engine.tool_argv("sh", ["-c", "id"])
+
+
+# -- snapshots on the wire ----------------------------------------------------
+def roundtrip(snaps: list[Snapshot], procs: str = "all") -> tuple[list[Snapshot], list[int]]:
+    enc = protocol.SnapshotEncoder()
+    dec = protocol.SnapshotDecoder(json.loads(json.dumps(protocol.schema())))
+    out, sizes = [], []
+    for snap in snaps:
+        line = protocol.encode(enc.frame(snap, snap.procs if procs == "all" else ()))
+        sizes.append(len(line))
+        out.append(dec.apply(protocol.decode(line), snap.taken))
+    return out, sizes
+
+
+def same(a: Snapshot, b: Snapshot) -> None:
+    assert [dataclasses.replace(g, uptime=None) for g in a.guests] == [
+        dataclasses.replace(g, uptime=None) for g in b.guests]  # fmt: skip
+    for x, y in zip(a.guests, b.guests, strict=True):
+        assert (x.uptime is None) == (y.uptime is None)
+        if x.uptime is not None:
+            assert abs(x.uptime - y.uptime) < 1.0
+    assert sorted(a.procs, key=lambda p: p.key) == sorted(b.procs, key=lambda p: p.key)
+    assert (a.ncpu, a.errors) == (b.ncpu, b.errors)
+
+
+def test_snapshots_arrive_whole_then_as_deltas() -> None:
+    first = small_snapshot()
+    later = [tick(first, n) for n in range(1, 4)]
+    got, sizes = roundtrip([first, *later])
+    for want, have in zip([first, *later], got, strict=True):
+        same(want, have)
+    assert all(s < sizes[0] / 2 for s in sizes[1:]), sizes
+
+
+def test_an_unchanged_host_costs_a_few_bytes_and_keeps_its_records() -> None:
+    snap = small_snapshot()
+    moved = dataclasses.replace(snap, wall=snap.wall + 1, taken=snap.taken + 1)
+    got, sizes = roundtrip([snap, moved, dataclasses.replace(moved, wall=moved.wall + 1)])
+    assert sizes[2] < 120, sizes
+    assert got[2].procs is got[1].procs
+    assert all(a is b for a, b in zip(got[1].procs, got[2].procs, strict=True))
+    running = [g for g in got[2].guests if g.uptime is not None]
+    before = {g.name: g.uptime for g in got[1].guests}
+    assert running and all(g.uptime == pytest.approx(before[g.name] + 1, abs=1) for g in running)
+
+
+def test_removed_guests_and_processes_go_away() -> None:
+    snap = small_snapshot()
+    fewer = dataclasses.replace(snap, guests=snap.guests[:-1], procs=snap.procs[:-2])
+    got, _ = roundtrip([snap, fewer])
+    same(fewer, got[1])
+
+
+def test_a_large_host_in_deltas() -> None:
+    snaps = [big_snapshot(2000, 20, tick=n) for n in range(3)]
+    got, sizes = roundtrip(snaps)
+    same(snaps[2], got[2])
+    assert sizes[2] < sizes[0]
+
+
+def test_fields_one_side_lacks_are_defaults_or_a_clear_error() -> None:
+    schema = protocol.schema()
+    snap = small_snapshot()
+    enc = protocol.SnapshotEncoder()
+    frame = json.loads(protocol.encode(enc.frame(snap, snap.procs)))
+    # an agent with an extra field at the end of ProcRow: ignored here
+    theirs = {**schema, "ProcRow": [*schema["ProcRow"], "future"]}
+    for row in frame["p"]:
+        row.append("x")
+    got = protocol.SnapshotDecoder(theirs).apply(frame, 0.0)
+    assert len(got.procs) == len(snap.procs)
+    older = {**schema, "ProcRow": [f for f in schema["ProcRow"] if f != "pid"]}
+    with pytest.raises(ProtocolError, match="lacks 'pid'"):
+        protocol.SnapshotDecoder(older)
+
+
+def test_lost_frames_and_garbage_are_protocol_errors() -> None:
+    snap = small_snapshot()
+    enc = protocol.SnapshotEncoder()
+    dec = protocol.SnapshotDecoder(protocol.schema())
+    dec.apply(enc.frame(snap, ()), 0)
+    enc.frame(snap, ())
+    with pytest.raises(ProtocolError, match="frames were lost"):
+        dec.apply(enc.frame(snap, ()), 0)
+    with pytest.raises(ProtocolError, match="not a protocol message"):
+        protocol.decode(b"Welcome!\n")
+    with pytest.raises(ProtocolError, match="bad snapshot frame"):
+        protocol.SnapshotDecoder(protocol.schema()).apply({"s": 1, "full": 1, "w": "x"}, 0)
+
+
+def test_errors_cross_as_the_same_class_marked_with_the_host() -> None:
+    wire = protocol.error_to_wire(GuestNotFound("no such guest", "web"))
+    exc = protocol.error_from_wire(json.loads(json.dumps(wire)), "b")
+    assert type(exc) is GuestNotFound
+    assert (exc.message, exc.guest, exc.host) == ("no such guest", "web", "b")
+    assert type(protocol.error_from_wire({"type": "os.system", "message": "x"}, "b")) is (
+        VstuiError)  # fmt: skip
+
+
+def test_bytes_travel_exactly() -> None:
+    data = bytes(range(256)) + "é".encode()
+    line = protocol.encode({"data": protocol.bytes_to_wire(data[:100] + data[100:])})
+    assert line.isascii()
+    assert protocol.wire_to_bytes(protocol.decode(line)["data"]) == data
+
+
+# -- a real agent, locally (no ssh) -------------------------------------------
+@pytest.fixture
+def local_client(tmp_path) -> AgentClient:
+    client = AgentClient(hosts.Host("local", None, root=str(tmp_path), read_only=True))
+    client.connect()
+    yield client
+    client.close()
+
+
+def test_local_agent_answers_and_refuses_changes_when_read_only(local_client) -> None:
+    assert local_client.hello["protocol"] == protocol.PROTOCOL
+    assert local_client.hello["host"]["read_only"] is True
+    assert local_client.call("list_guests") == []
+    with pytest.raises(ReadOnlyError, match="read-only") as err:
+        local_client.call("stop", name="web")
+    assert err.value.host == "local"
+    with pytest.raises(VstuiError, match="unknown operation 'frob'"):
+        local_client.call("frob")
+    with pytest.raises(GuestNotFound):
+        local_client.call("config", name="nope")
+    assert local_client.ping() > 0
+
+
+def test_local_agent_streams_a_tool_and_its_status(local_client) -> None:
+    out: list[tuple[int, bytes]] = []
+    status = local_client.stream("tool", {"tool": "vserver", "args": ["nope", "status"]},
+                                 lambda fd, data: out.append((fd, data)))  # fmt: skip
+    assert status != 0
+    assert b"nope" in b"".join(data for _fd, data in out)
+
+
+def test_local_agent_watch_sends_snapshots(local_client) -> None:
+    import threading
+
+    got = threading.Event()
+    local_client.on_snapshot = lambda snap: got.set()
+    local_client.watch(0.2, "none")
+    assert got.wait(20)
+    assert local_client.snapshot is not None and local_client.snapshot.guests[0].xid == 0
+    assert local_client.snapshot.procs == ()
+
+
+def test_the_agent_keeps_its_protocol_clean_and_exits_at_eof(tmp_path) -> None:
+    """A print or a child writing to fd 1 cannot corrupt the stream; EOF ends it."""
+    code = (
+        "import os, sys\n"
+        "from engine.remote import agent\n"
+        "inp, out = agent.protect_stdio()\n"
+        "print('stray print'); os.system('echo stray child')\n"
+        'out.write(b\'{"t":"only"}\\n\'); sys.exit(0)\n'
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert proc.stdout == b'{"t":"only"}\n'
+    assert b"stray print" in proc.stderr and b"stray child" in proc.stderr
+    agent = subprocess.Popen([sys.executable, "-m", "vstui.app.main", "--root", str(tmp_path),
+                              "agent", "--read-only"], cwd=REPO, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE)  # fmt: skip
+    out, _ = agent.communicate(b"not json\n", timeout=30)
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert lines[0]["t"] == "hello" and lines[1]["t"] == "err"
+    assert agent.returncode == 0
