@@ -289,7 +289,7 @@ class Agent:
     def _call_table(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         e = self.engine
         return {
-            "ping": lambda m: {"wall": time.time()},
+            "ping": lambda m: {"wall": time.time(), "load": list(os.getloadavg())},
             "list_guests": lambda m: e.list_guests(),
             "log_tail": lambda m: e.log_tail(_name(m), int(m.get("lines", 200))),
             "audit": lambda m: [_finding(f) for f in e.audit()],

@@ -372,3 +372,55 @@ def test_the_agent_keeps_its_protocol_clean_and_exits_at_eof(tmp_path) -> None:
     lines = [json.loads(x) for x in out.splitlines()]
     assert lines[0]["t"] == "hello" and lines[1]["t"] == "err"
     assert agent.returncode == 0
+
+
+# -- the fleet: hosts kept connected in the background ------------------------
+def wait_for(pred, timeout: float = 30.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_fleet_marks_a_lost_host_stale_and_reconnects(tmp_path, monkeypatch) -> None:
+    from engine.remote import fleet as fleet_mod
+
+    monkeypatch.setattr(fleet_mod, "BACKOFF_FIRST", 0.2)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    two = [hosts.Host(n, None, root=str(tmp_path / n)) for n in ("a", "b")]
+    fleet = fleet_mod.Fleet(two, interval=0.5)
+    try:
+        fleet.start()
+        assert wait_for(lambda: all(v.state == "up" and v.snapshot for v in fleet.views()))
+        view = fleet.views()[0]
+        assert view.facts["root"] == str(tmp_path / "a") and view.rtt is not None
+        first = fleet.client("a")
+        first._proc.kill()  # the connection drops, as when sshd dies
+        assert wait_for(lambda: fleet.views()[0].state == "stale", 10)
+        stale = fleet.views()[0]
+        assert stale.snapshot is not None and stale.error and stale.age is not None
+        assert fleet.views()[1].state == "up"  # the other host never noticed
+        assert wait_for(lambda: fleet.views()[0].state == "up"
+                        and fleet._links["a"].client not in (None, first))  # fmt: skip
+    finally:
+        fleet.close()
+    assert all(link.client is None or not link.client.alive for link in fleet._links.values())
+
+
+def test_fleet_reports_a_host_it_never_reached(tmp_path) -> None:
+    from engine.remote.fleet import Fleet
+
+    fleet = Fleet([hosts.Host("x", None, root=str(tmp_path), command="x")], interval=0.5)
+    fleet._links["x"].host = hosts.Host("x", "bad", ssh_options=("-o", "ProxyCommand=false"))
+    try:
+        fleet.start()
+        assert wait_for(lambda: fleet.views()[0].state == "down" and fleet.views()[0].error)
+        with pytest.raises(HostError, match="not connected"):
+            fleet.client("x")
+    finally:
+        fleet.close()
