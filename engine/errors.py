@@ -137,10 +137,18 @@ class KernelError(VstuiError):
 
     @classmethod
     def from_oserror(
-        cls, op: str, exc: OSError, guest: str | None = None, hint: str = ""
+        cls,
+        op: str,
+        exc: OSError,
+        guest: str | None = None,
+        hint: str = "",
+        path: str | os.PathLike[str] | None = None,
     ) -> KernelError:
-        target = exc.filename if exc.filename is not None else ""
-        return cls(op, str(target), exc.errno or _errno.EIO, guest, hint)
+        """``path`` names the object when the OSError does not (write(2) and
+        fsync(2) errors carry no file name: "write ``" said nothing)."""
+        target = exc.filename if exc.filename is not None else path
+        return cls(op, "" if target is None else os.fspath(target), exc.errno or _errno.EIO,
+                   guest, hint)  # fmt: skip
 
 
 class HostError(VstuiError):

@@ -12,12 +12,14 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from engine._record import Record
 from engine.config import values as _values
+from engine.config.files import read_config_bytes
 from engine.config.model import KEYS, GuestConfig, Key, build_config, keys_markdown, validate_name
 from engine.config.parser import Document, parse_bytes, parse_text
 from engine.config.values import ExtraMount, IPAddr, Share, ULimit
 from engine.config.writer import atomic_write, check_key, new_text, updated_text
-from engine.errors import ConfigError, GuestNotFound, KernelError, VstuiError
+from engine.errors import ConfigError, KernelError, VstuiError
 from engine.paths import Paths
 
 
@@ -37,29 +39,19 @@ def parse_rate(text: str) -> int:
         raise ConfigError(str(exc)) from None
 
 
-def read_document(path: Path, guest: str | None = None) -> Document:
-    """Parse a config file (errors collected in the Document, not raised)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise GuestNotFound(_missing(path, guest), guest) from None
-    except OSError as exc:
-        raise KernelError.from_oserror("read", exc, guest) from None
-    return parse_bytes(data, path, guest)
+def read_document(path: Path, guest: str | None = None, within: Path | None = None) -> Document:
+    """Parse a config file (errors collected in the Document, not raised).
 
-
-def _missing(path: Path, guest: str | None) -> str:
-    name = guest or path.stem
-    return (
-        f"no configuration for guest '{name}': {path} does not exist; create it with "
-        f"`vserver {name} build` or `vserver {name} import`"
-    )
+    The file is opened safely (``engine.config.files``): a regular file of at
+    most 1M, links followed only inside ``within``.
+    """
+    return parse_bytes(read_config_bytes(path, within, guest), path, guest)
 
 
 def check_guest(paths: Paths, name: str) -> tuple[GuestConfig, list[ConfigError]]:
     """Every problem of NAME.conf at once: (config from the valid keys, errors)."""
     validate_name(name)
-    doc = read_document(paths.config_file(name), name)
+    doc = read_document(paths.config_file(name), name, paths.config_dir)
     return build_config(name, doc, name)
 
 
@@ -94,19 +86,47 @@ def load_guest(paths: Paths, name: str) -> GuestConfig:
 
 
 def list_guests(paths: Paths) -> list[str]:
-    """Names that have a NAME.conf (valid names only), sorted."""
+    """Names that have a NAME.conf (valid names only), sorted.
+
+    Every kind of entry counts (a FIFO, a directory, a dangling link): loading
+    it then says what is wrong, instead of the guest silently vanishing.
+    """
     try:
         files = os.listdir(paths.config_dir)
     except FileNotFoundError:
         return []
     except OSError as exc:
         raise KernelError.from_oserror("list", exc) from None
-    names = []
-    for file in files:
-        stem = file[: -len(".conf")]
-        if file.endswith(".conf") and _is_name(stem) and (paths.config_dir / file).is_file():
-            names.append(stem)
-    return sorted(names)
+    stems = (file[: -len(".conf")] for file in files if file.endswith(".conf"))
+    return sorted(stem for stem in stems if _is_name(stem))
+
+
+class Scanned(Record):
+    """One guest of ``scan_guests``: its config as far as it could be read."""
+
+    __slots__ = _fields = ("name", "config", "error")
+    name: str
+    config: GuestConfig | None  # from its valid keys, even when ``error`` is set
+    error: VstuiError | None  # the first problem (ConfigError...), None when valid
+
+
+def scan_guests(paths: Paths) -> list[Scanned]:
+    """Every configured guest, each loaded as far as it can be.
+
+    A broken NAME.conf (bad values, not a file, too big, a link out of the
+    directory) is an entry carrying its error, never an exception: one guest's
+    file must not stop context allocation, ``--list``, ``--onboot`` or the
+    console for the others.
+    """
+    found = []
+    for name in list_guests(paths):
+        try:
+            cfg, errors = check_guest(paths, name)
+        except VstuiError as exc:
+            found.append(Scanned(name, None, exc))
+            continue
+        found.append(Scanned(name, cfg, first_error(errors) if errors else None))
+    return found
 
 
 def _is_name(name: str) -> bool:
@@ -150,7 +170,7 @@ def update_config(paths: Paths, name: str, changes: Mapping[str, str | None]) ->
     path = paths.config_file(name)
     for key in changes:
         check_key(key, path, name)
-    doc = read_document(path, name)
+    doc = read_document(path, name, paths.config_dir)
     text = updated_text(doc, changes)
     cfg = _valid(*build_config(name, parse_text(text, path, name), name))
     mode = path.stat().st_mode & 0o7777
@@ -180,6 +200,7 @@ __all__ = [
     "parse_size",
     "parse_text",
     "read_document",
+    "scan_guests",
     "update_config",
     "validate_name",
     "write_new_config",

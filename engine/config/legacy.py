@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config import values as v
+from engine.config.files import read_config_bytes
 from engine.config.model import KEYS, build_config
 from engine.config.parser import parse_bytes, parse_text
 from engine.config.writer import new_text
-from engine.errors import GuestNotFound, KernelError
+from engine.errors import GuestNotFound
 from engine.paths import Paths
 
 # the order keys are written in
@@ -60,23 +61,28 @@ def import_guest(paths: Paths, name: str, source: Path | None = None) -> ImportR
     """Read util-vserver's configuration of ``name`` (file or directory)."""
     src = Path(source) if source is not None else default_source(paths, name)
     if src.is_dir():
-        return import_directory(src, name, paths)
-    if not src.exists():
+        return import_directory(src, name, paths, _within(paths, src))
+    if not src.exists() and not src.is_symlink():
         raise GuestNotFound(
             f"no util-vserver configuration at {src}; give the path: "
             f"`vserver {name} import /etc/vservers/{name}`",
             name,
         )
-    return import_conf(src, name)
+    return import_conf(src, name, _within(paths, src.parent))
+
+
+def _within(paths: Paths, src: Path) -> Path:
+    """Where links in a legacy configuration may point: /etc/vservers (its
+    .defaults too) for the usual place, else the directory the admin named."""
+    top = os.path.abspath(paths.legacy_config_dir)
+    inside = os.path.commonpath([os.path.abspath(src), top]) == top
+    return paths.legacy_config_dir if inside else src
 
 
 # -- legacy NAME.conf -----------------------------------------------------------------
-def import_conf(path: Path, name: str) -> ImportResult:
+def import_conf(path: Path, name: str, within: Path | None = None) -> ImportResult:
     """Map a legacy sh-fragment NAME.conf; shell code is reported, not run."""
-    try:
-        doc = parse_bytes(path.read_bytes(), path, name)
-    except OSError as exc:
-        raise KernelError.from_oserror("read", exc, name) from None
+    doc = parse_bytes(read_config_bytes(path, within, name), path, name)
     unmapped = [str(err) for err in doc.errors]
     values = {key: entry.value for key, entry in doc.assignments().items()}
     notes: list[str] = []
@@ -124,6 +130,7 @@ def _ordered(values: dict[str, str]) -> tuple[tuple[str, str], ...]:
 class _Dir:
     top: Path
     name: str
+    within: Path | None = None  # links may point inside it only (config.files)
     values: dict[str, str] = field(default_factory=dict)
     unmapped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -158,10 +165,8 @@ class _Dir:
         if not p.is_file():
             return None
         self.consumed.add(rel)
-        try:
-            return p.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError as exc:
-            raise KernelError.from_oserror("read", exc, self.name) from None
+        data = read_config_bytes(p, self.within or self.top, self.name)
+        return data.decode("utf-8", errors="replace").splitlines()
 
     def skip(self, rel: str, why: str) -> None:
         """Report ``rel`` (file or whole directory) as not imported, and why."""
@@ -171,9 +176,11 @@ class _Dir:
             self.unmapped.append(f"{rel}: {why}")
 
 
-def import_directory(top: Path, name: str, paths: Paths | None = None) -> ImportResult:
+def import_directory(
+    top: Path, name: str, paths: Paths | None = None, within: Path | None = None
+) -> ImportResult:
     """Map a util-vserver ``/etc/vservers/NAME/`` directory to NAME.conf values."""
-    d = _Dir(top, name)
+    d = _Dir(top, name, within)
     _identity(d)
     _interfaces(d)
     _caps_and_flags(d)
@@ -333,8 +340,8 @@ def _rlimit(d: _Dir, base: str, entry: str, guest_wide: bool) -> None:
 def _limit_value(text: str, resource: str, pages: bool) -> int | None:
     if text.lower() in ("inf", "infinity", "unlimited", "-1"):
         return None
-    if not text.isdigit():
-        raise v.Invalid(f"'{text}' is not a limit; use a number or inf")
+    if not text.isdigit() or not text.isascii() or len(text) > 40:
+        raise v.Invalid(f"{v.shown(text)} is not a limit; use a number or inf")
     return int(text) * (os.sysconf("SC_PAGESIZE") if pages else 1)
 
 

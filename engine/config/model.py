@@ -75,7 +75,7 @@ KEYS: dict[str, Key] = {
             "IPv4 broadcast address of the guest's addresses"),
         Key("ONBOOT", "yes", "yes/no", "no",
             "start with `vserver --onboot start` (yes/no/true/false/1/0)"),
-        Key("PRIORITY", "100", "integer", "100",
+        Key("PRIORITY", "100", "integer -100000..100000", "100",
             "boot order: lower starts first, stops last"),
         Key("S_NICE", "5", "-20..19", "none",
             "nice value of the whole guest; the guest cannot go below it"),
@@ -87,17 +87,17 @@ KEYS: dict[str, Key] = {
             "-s -t -v with a number or `unlimited`; sizes in KiB)"),
         Key("S_CAPS", "CAP_NET_RAW !CAP_SYS_CHROOT", "capability words", "none",
             "capabilities added to the default guest set; `!X` or `~X` drops one"),
-        Key("V_MEMORY", "256M", "bytes, K/M/G/T", "unlimited",
+        Key("V_MEMORY", "256M", "bytes, K/M/G/T/P; 4K..1P", "unlimited",
             "memory limit of the whole guest"),
         Key("V_CPU_WEIGHT", "100", "1..10000", "100 (kernel)",
             "relative CPU share against other guests"),
-        Key("V_CPU_QUOTA", "50%", "% of one CPU", "unlimited",
+        Key("V_CPU_QUOTA", "50%", "% of one CPU; 1%..100000%", "unlimited",
             "hard CPU cap (`150%` = 1.5 CPUs)"),
-        Key("V_PIDS", "500", "count", "ULIMIT -u with nproc",
+        Key("V_PIDS", "500", "count 1..4194304", "ULIMIT -u with nproc",
             "process limit of the whole guest"),
-        Key("V_DISK", "2G", "bytes, K/M/G/T", "unlimited",
+        Key("V_DISK", "2G", "bytes, K/M/G/T/P; 1M..1P", "unlimited",
             "disk quota of the guest tree"),
-        Key("V_INODES", "100000", "count", "unlimited",
+        Key("V_INODES", "100000", "count 1..4294967295", "unlimited",
             "file count quota of the guest tree"),
         Key("V_DISK_BACKEND", "image", "image/project/none", "image with V_DISK, else none",
             "quota backend: `image` (loop ext4), `project` (file system project quota), `none`"),
@@ -105,9 +105,10 @@ KEYS: dict[str, Key] = {
             "how the guest is networked; `host` shares the host's network"),
         Key("V_BRIDGE", "br0", "interface", "none (routed)",
             "bridge the guest's veth joins"),
-        Key("V_BANDWIDTH_OUT", "10mbit", "tc rate", "unlimited",
+        Key("V_BANDWIDTH_OUT", "10mbit", "tc rate 8bit..34gbit", "unlimited",
             "egress limit (bit kbit mbit gbit, bps kbps mbps = bytes/s; plain = bits/s)"),
-        Key("V_BANDWIDTH_IN", "10mbit", "tc rate", "unlimited", "ingress limit"),
+        Key("V_BANDWIDTH_IN", "10mbit", "tc rate 8bit..34gbit", "unlimited",
+            "ingress limit"),
         Key("V_SHARE", "/srv/www:/var/www:ro", "`host:guest[:ro|rw]` words", "none",
             "host directories bound into the guest (read-only unless `rw`)"),
         Key("V_MOUNT", "nfs1:/export:/mnt/data:nfs:ro", "`src:target:fstype[:opts]` words",
@@ -116,7 +117,7 @@ KEYS: dict[str, Key] = {
             "template the guest was built from"),
         Key("V_INIT", "/etc/rc.local", "command", "none",
             "start command when `fakeinit` is not set"),
-        Key("V_STOP_TIMEOUT", "10", "seconds", "10",
+        Key("V_STOP_TIMEOUT", "10", "seconds 0.1..86400", "10",
             "time between the stop signal and killing the guest"),
         Key("V_PROC_HIDE", "/proc/kcore /proc/sys/", "/proc paths", "none",
             "extra /proc entries hidden from the guest"),
@@ -285,12 +286,12 @@ _SIMPLE: dict[str, tuple[str, _Parser]] = {
     "S_NICE": ("nice", lambda s: v.parse_int(s, -20, 19)),
     "ULIMIT": ("ulimits", v.parse_ulimit),
     "S_CAPS": ("caps", v.parse_caps),
-    "V_MEMORY": ("memory", v.parse_size),
+    "V_MEMORY": ("memory", lambda s: v.parse_size(s, 4 << 10)),
     "V_CPU_WEIGHT": ("cpu_weight", lambda s: v.parse_int(s, 1, 10000)),
     "V_CPU_QUOTA": ("cpu_quota", v.parse_percent),
     "V_PIDS": ("pids", lambda s: v.parse_int(s, 1, 4194304)),
-    "V_DISK": ("disk", v.parse_size),
-    "V_INODES": ("inodes", lambda s: v.parse_int(s, 1)),
+    "V_DISK": ("disk", lambda s: v.parse_size(s, 1 << 20)),
+    "V_INODES": ("inodes", lambda s: v.parse_int(s, 1, (1 << 32) - 1)),
     "V_DISK_BACKEND": ("disk_backend", lambda s: v.parse_choice(s, ("image", "project", "none"))),
     "V_NETMODE": ("netmode", lambda s: v.parse_choice(s, ("veth", "ipvlan", "macvlan", "host"))),
     "V_BRIDGE": ("bridge", v.parse_ifname),
@@ -358,11 +359,23 @@ def build_config(
         name=name,
         path=doc.path,
         unknown=tuple(unknown),
-        warnings=tuple(doc.warnings) + tuple(b.warnings),
+        warnings=capped([*doc.warnings, *b.warnings]),
         raw=tuple((k, e.value) for k, e in assigned.items()),
         **b.fields,
     )
     return cfg, sorted([*doc.errors, *b.errors], key=lambda e: e.line or 0)
+
+
+MAX_WARNINGS = 20
+
+
+def capped(warnings: list[str]) -> tuple[str, ...]:
+    """The first MAX_WARNINGS warnings and one line counting the rest: a file of
+    50,000 unknown keys is one screen, not 50,000 lines on every command."""
+    if len(warnings) <= MAX_WARNINGS:
+        return tuple(warnings)
+    more = len(warnings) - MAX_WARNINGS
+    return (*warnings[:MAX_WARNINGS], f"... and {more} more warnings like these")
 
 
 def _simple(b: _Builder, key: str, value: str, line: int) -> None:

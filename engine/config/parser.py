@@ -24,6 +24,7 @@ from pathlib import Path
 
 from engine._record import Record
 from engine.errors import ConfigError
+from engine.text import excerpt
 
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SHELL_WORDS = frozenset(
@@ -32,6 +33,8 @@ _SHELL_WORDS = frozenset(
 _OPEN_DOUBLE = "\u201c\u201d\u201e"  # “ ” „ : read as "
 _OPEN_SINGLE = "\u2018\u2019\u201a"  # ‘ ’ ‚ : read as '
 _SPECIALS = ";|&<>(){}"
+BOM = "\ufeff"  # editors on other systems start UTF-8 files with it
+MAX_ERRORS = 20
 
 
 class Entry(Record):
@@ -59,12 +62,13 @@ class Entry(Record):
 class Document(Record):
     """A parsed file: every line kept; errors collected, never raised here."""
 
-    __slots__ = _fields = ("path", "entries", "warnings", "errors")
-    _defaults = {"warnings": (), "errors": ()}
+    __slots__ = _fields = ("path", "entries", "warnings", "errors", "bom")
+    _defaults = {"warnings": (), "errors": (), "bom": ""}
     path: Path | None
     entries: tuple[Entry, ...]
     warnings: tuple[str, ...]
     errors: tuple[ConfigError, ...]
+    bom: str  # a UTF-8 byte order mark the file began with, kept on rewrite
 
     def assignments(self) -> dict[str, Entry]:
         """Key -> its last assignment (later ones win, as in a shell)."""
@@ -76,7 +80,7 @@ class Document(Record):
         return found
 
     def text(self) -> str:
-        return "".join(e.raw for e in self.entries)
+        return self.bom + "".join(e.raw for e in self.entries)
 
 
 class _Bad(Exception):
@@ -120,10 +124,18 @@ def parse_bytes(
 def parse_text(
     text: str, path: str | os.PathLike[str] | None = None, guest: str | None = None
 ) -> Document:
-    """Parse NAME.conf text into a Document (errors collected, not raised)."""
+    """Parse NAME.conf text into a Document (errors collected, not raised).
+
+    After ``MAX_ERRORS`` errors the rest of the text is kept as it is, unread:
+    a file that is not a configuration at all costs one screen of errors.
+    """
     state = _State(Path(path) if path else None, guest)
-    pos, line = 0, 1
+    bom = BOM if text.startswith(BOM) else ""
+    pos, line = len(bom), 1
     while pos < len(text):
+        if len(state.errors) >= MAX_ERRORS:
+            _give_up(state, text[pos:], line)
+            break
         end, opened = _statement_end(text, pos)
         raw = text[pos:end]
         if opened is not None:
@@ -134,7 +146,15 @@ def parse_text(
             _parse_statement(state, raw, line)
         line += raw.count("\n")
         pos = end
-    return Document(state.path, tuple(state.entries), tuple(state.warnings), tuple(state.errors))
+    return Document(
+        state.path, tuple(state.entries), tuple(state.warnings), tuple(state.errors), bom
+    )
+
+
+def _give_up(state: _State, rest: str, line: int) -> None:
+    message = f"more than {MAX_ERRORS} errors: not read from here on; fix these first"
+    state.errors.append(ConfigError(message, state.path, line, None, state.guest))
+    state.entries.append(Entry(rest, line))
 
 
 def _statement_end(text: str, pos: int) -> tuple[int, int | None]:
@@ -236,7 +256,8 @@ def _not_assignment(text: str) -> str:
             "data; write plain KEY=value lines"
         )
     if "=" in first and not _KEY_RE.fullmatch(first.split("=", 1)[0]):
-        return f"'{first.split('=', 1)[0]}' is not a variable name; use letters, digits and _"
+        name = _short(first.split("=", 1)[0])
+        return f"'{name}' is not a variable name; use letters, digits and _"
     return f"'{_short(text)}' is not a KEY=value line"
 
 
@@ -250,8 +271,9 @@ def _after_value(rest: str) -> str:
 
 
 def _short(text: str) -> str:
-    text = text.strip().replace("\n", " ")
-    return text if len(text) <= 40 else text[:37] + "..."
+    # an excerpt, never the whole line: the file may be anything (a link to
+    # /etc/shadow once had its hashes printed in these messages)
+    return excerpt(" ".join(text.split()), 24)
 
 
 def _value(body: str, pos: int, key: str) -> tuple[str, str, int, list[str]]:

@@ -14,6 +14,7 @@ import re
 from engine import caps as _caps
 from engine._record import Record
 from engine.errors import UnknownCapability
+from engine.text import excerpt
 
 IFNAMSIZ = 15
 
@@ -23,11 +24,29 @@ class Invalid(ValueError):
 
 
 # -- numbers ------------------------------------------------------------
+# Numbers are read digit by digit into Python ints, never through float: a
+# float turns 400 digits into inf (OverflowError) and 1.001kbit into 1000 bit/s.
+# A word longer than this is out of range whatever it says (and int() of more
+# than 4300 digits raises).
+_MAX_DIGITS = 40
+
+
+def shown(text: str) -> str:
+    """A value quoted for an error message: short, control characters visible."""
+    return f"'{excerpt(text.strip())}'"
+
+
+def _out_of_range(text: str, low: str, high: str) -> Invalid:
+    return Invalid(f"{shown(text)} is out of range; use {low}..{high}")
+
+
 def parse_int(text: str, low: int | None = None, high: int | None = None) -> int:
     """A decimal integer, optionally within ``low..high``."""
     word = text.strip()
     if not re.fullmatch(r"[+-]?[0-9]+", word):
-        raise Invalid(f"'{text}' is not a whole number{_range(low, high)}")
+        raise Invalid(f"{shown(text)} is not a whole number{_range(low, high)}")
+    if len(word) > _MAX_DIGITS:
+        raise Invalid(f"{shown(text)} is out of range{_range(low, high)}")
     value = int(word)
     if (low is not None and value < low) or (high is not None and value > high):
         raise Invalid(f"{value} is out of range{_range(low, high)}")
@@ -42,6 +61,14 @@ def _range(low: int | None, high: int | None) -> str:
     return ""
 
 
+def _decimal(whole: str, fraction: str | None, scale: int) -> int | None:
+    """``whole.fraction`` times ``scale``, rounded down; None when too long."""
+    fraction = fraction or ""
+    if len(whole) + len(fraction) > _MAX_DIGITS:
+        return None
+    return int(whole + fraction) * scale // 10 ** len(fraction)
+
+
 def parse_bool(text: str) -> bool:
     """``yes``/``no``/``true``/``false``/``1``/``0`` (any case); empty is no."""
     word = text.strip().lower()
@@ -49,30 +76,49 @@ def parse_bool(text: str) -> bool:
         return True
     if word in ("no", "false", "0", ""):
         return False
-    raise Invalid(f"'{text}' is not a yes/no value; use yes, no, true, false, 1 or 0")
+    raise Invalid(f"{shown(text)} is not a yes/no value; use yes, no, true, false, 1 or 0")
+
+
+STOP_TIMEOUT_MAX = 86400  # a day: longer is a typo, and time.sleep() of inf raises
 
 
 def parse_seconds(text: str) -> float:
-    """Seconds, e.g. ``10`` or ``2.5`` (an ``s`` suffix is accepted)."""
-    word = text.strip().lower().removesuffix("s")
-    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", word) or float(word) <= 0:
-        raise Invalid(f"'{text}' is not a number of seconds; use e.g. 10 or 2.5")
-    return float(word)
+    """Seconds, 0.1..86400, e.g. ``10`` or ``2.5`` (an ``s`` suffix is accepted)."""
+    match = re.fullmatch(r"([0-9]+)(?:\.([0-9]+))?", text.strip().lower().removesuffix("s"))
+    if not match:
+        raise Invalid(f"{shown(text)} is not a number of seconds; use e.g. 10 or 2.5")
+    tenths = _decimal(match.group(1), match.group(2), 10)
+    if tenths is None or not 1 <= tenths <= STOP_TIMEOUT_MAX * 10:
+        raise _out_of_range(text, "0.1", str(STOP_TIMEOUT_MAX))
+    return float(match.group(0))
 
 
 # -- sizes and rates ------------------------------------------------------
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_SIZE_RE = re.compile(r"([0-9]+)(?:\.([0-9]+))?\s*([kmgtp]?)(?:i?b)?", re.IGNORECASE)
+SIZE_MAX = 1 << 50  # 1P: no guest has more memory or disk; the kernel's counters stay far off
 
 
-def parse_size(text: str) -> int:
-    """``256M`` -> 268435456. K/M/G/T are powers of 1024; a plain number is bytes."""
+def size_text(n: int) -> str:
+    """Bytes in the largest unit that divides them exactly: 268435456 -> 256M."""
+    for unit in "PTGMK":
+        size = _SIZE_UNITS[unit.lower()]
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+def parse_size(text: str, low: int = 1, high: int = SIZE_MAX) -> int:
+    """``256M`` -> 268435456. K/M/G/T/P are powers of 1024; a plain number is bytes.
+
+    A fraction is allowed (``1.5G``) and rounded down to whole bytes.
+    """
     match = _SIZE_RE.fullmatch(text.strip())
-    if not match or (match.group(2) == "" and text.strip().lower().endswith("b")):
-        raise Invalid(f"'{text}' is not a size; use bytes or a K/M/G/T suffix, e.g. 256M")
-    value = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-    if value <= 0:
-        raise Invalid(f"'{text}' is not a size above zero; use e.g. 256M")
+    if not match or (match.group(3) == "" and text.strip().lower().endswith("b")):
+        raise Invalid(f"{shown(text)} is not a size; use bytes or a K/M/G/T/P suffix, e.g. 256M")
+    value = _decimal(match.group(1), match.group(2), _SIZE_UNITS[match.group(3).lower()])
+    if value is None or not low <= value <= high:
+        raise _out_of_range(text, size_text(low), size_text(high))
     return value
 
 
@@ -82,30 +128,40 @@ _RATE_PREFIX = {
     "": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
     "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40,
 }  # fmt: skip
-_RATE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(|k|m|g|t|ki|mi|gi|ti)(bit|bps|)", re.I)
+_RATE_RE = re.compile(r"([0-9]+)(?:\.([0-9]+))?\s*(|k|m|g|t|ki|mi|gi|ti)(bit|bps|)", re.I)
+# tbf's rate field is 32 bits of bytes/s (engine.net.shaping); a byte/s is its unit
+RATE_MIN = 8
+RATE_MAX = 34 * 10**9
 
 
 def parse_rate(text: str) -> int:
     """tc rate syntax -> bits/s: ``10mbit``, ``1gbit``, ``500kbps``; plain = bits/s."""
     match = _RATE_RE.fullmatch(text.strip())
-    if not match or (match.group(2) and not match.group(3)):
+    if not match or (match.group(3) and not match.group(4)):
         raise Invalid(
-            f"'{text}' is not a rate; use tc syntax, e.g. 10mbit, 1gbit, 500kbps "
+            f"{shown(text)} is not a rate; use tc syntax, e.g. 10mbit, 1gbit, 500kbps "
             "(bit = bits/s, bps = bytes/s, plain number = bits/s)"
         )
-    number, prefix, unit = match.groups()
-    bits = float(number) * _RATE_PREFIX[prefix.lower()] * (8 if unit.lower() == "bps" else 1)
-    if bits < 1:
-        raise Invalid(f"'{text}' is not a rate above zero; use e.g. 10mbit")
-    return int(bits)
+    whole, fraction, prefix, unit = match.groups()
+    scale = _RATE_PREFIX[prefix.lower()] * (8 if unit.lower() == "bps" else 1)
+    bits = _decimal(whole, fraction, scale)
+    if bits is None or not RATE_MIN <= bits <= RATE_MAX:
+        raise _out_of_range(text, f"{RATE_MIN}bit", f"{RATE_MAX // 10**9}gbit")
+    return bits
+
+
+CPU_QUOTA_MIN, CPU_QUOTA_MAX = 1, 100_000  # percent: cgroups take 1 ms per 100 ms at least
 
 
 def parse_percent(text: str) -> float:
-    """``50%`` -> 50.0 (percent of one CPU; ``150%`` = 1.5 CPUs)."""
-    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*%", text.strip())
-    if not match or not 0 < float(match.group(1)) <= 100_000:
-        raise Invalid(f"'{text}' is not a CPU percentage; use e.g. 50% or 150% (1.5 CPUs)")
-    return float(match.group(1))
+    """``50%`` -> 50.0 (percent of one CPU; ``150%`` = 1.5 CPUs), 1%..100000%."""
+    match = re.fullmatch(r"([0-9]+)(?:\.([0-9]+))?\s*%", text.strip())
+    if not match:
+        raise Invalid(f"{shown(text)} is not a CPU percentage; use e.g. 50% or 150% (1.5 CPUs)")
+    hundredths = _decimal(match.group(1), match.group(2), 100)
+    if hundredths is None or not CPU_QUOTA_MIN * 100 <= hundredths <= CPU_QUOTA_MAX * 100:
+        raise _out_of_range(text, f"{CPU_QUOTA_MIN}%", f"{CPU_QUOTA_MAX}%")
+    return hundredths / 100
 
 
 # -- names ------------------------------------------------------------------
@@ -122,7 +178,7 @@ def parse_hostname(text: str) -> str:
         or any(len(label) > 63 for label in word.split("."))
     ):
         raise Invalid(
-            f"'{text}' is not a host name; use letters, digits, dashes and dots, "
+            f"{shown(text)} is not a host name; use letters, digits, dashes and dots, "
             "at most 64 characters"
         )
     return word
@@ -135,7 +191,7 @@ def parse_domainname(text: str) -> str:
         return ""
     if len(word) > 64 or re.search(r"[\s/]", word):
         raise Invalid(
-            f"'{text}' is not a domain name; use one word of at most 64 characters, or none"
+            f"{shown(text)} is not a domain name; use one word of at most 64 characters, or none"
         )
     return word
 
@@ -153,7 +209,8 @@ def parse_ifname(text: str) -> str:
         )
     ):
         raise Invalid(
-            f"'{text}' is not an interface name; use 1..15 characters without '/', ':' or spaces"
+            f"{shown(text)} is not an interface name; "
+            "use 1..15 characters without '/', ':' or spaces"
         )
     return word
 
@@ -190,13 +247,13 @@ def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
         return ipaddress.ip_address(text)
     except ValueError:
-        raise Invalid(f"'{text}' is not an IPv4 or IPv6 address") from None
+        raise Invalid(f"{shown(text)} is not an IPv4 or IPv6 address") from None
 
 
 def parse_ipv4(text: str) -> str:
     address = parse_ip(text.strip())
     if address.version != 4:
-        raise Invalid(f"'{text}' is not an IPv4 address")
+        raise Invalid(f"{shown(text)} is not an IPv4 address")
     return str(address)
 
 
@@ -216,7 +273,7 @@ def parse_prefix(text: str, version: int) -> int:
         if version == 4
         else ("a prefix length 0..128")
     )
-    raise Invalid(f"'{text}' is not a netmask; use {kind}")
+    raise Invalid(f"{shown(text)} is not a netmask; use {kind}")
 
 
 def split_address_word(word: str) -> tuple[str | None, str, str | None]:
@@ -327,7 +384,7 @@ def parse_ulimit(text: str) -> tuple[ULimit, ...]:
     while i < len(words):
         word = words[i]
         if not re.fullmatch(r"-[A-Za-z]+", word):
-            raise Invalid(_ulimit_hint(f"'{word}' is not a ulimit option"))
+            raise Invalid(_ulimit_hint(f"{shown(word)} is not a ulimit option"))
         letters = [c for c in word[1:] if c not in "HS"]
         if "H" in word or "S" in word:
             mode = "".join(c for c in "HS" if c in word)
@@ -335,10 +392,10 @@ def parse_ulimit(text: str) -> tuple[ULimit, ...]:
             if letter not in ULIMIT_OPTIONS:
                 raise Invalid(_ulimit_hint(f"'-{letter}' is not a supported ulimit option"))
         if len(letters) > 1:
-            raise Invalid(_ulimit_hint(f"'{word}' names several limits; give each its value"))
+            raise Invalid(_ulimit_hint(f"{shown(word)} names several limits; give each its value"))
         if letters:
             if i + 1 >= len(words):
-                raise Invalid(_ulimit_hint(f"'{word}' needs a value"))
+                raise Invalid(_ulimit_hint(f"{shown(word)} needs a value"))
             wanted.append((mode, letters[0], words[i + 1]))
             i += 1
         i += 1
@@ -348,8 +405,8 @@ def parse_ulimit(text: str) -> tuple[ULimit, ...]:
 def _merge_ulimits(wanted: list[tuple[str, str, str]]) -> tuple[ULimit, ...]:
     limits: dict[str, ULimit] = {}
     for mode, letter, value in wanted:
-        resource, mult = ULIMIT_OPTIONS[letter]
-        amount = _ulimit_value(value, mult)
+        resource = ULIMIT_OPTIONS[letter][0]
+        amount = _ulimit_value(value, letter)
         old = limits.get(resource)
         new_soft = amount if "S" in mode or old is None else old.soft
         new_hard = amount if "H" in mode or old is None else old.hard
@@ -360,11 +417,22 @@ def _merge_ulimits(wanted: list[tuple[str, str, str]]) -> tuple[ULimit, ...]:
     return tuple(limits.values())
 
 
-def _ulimit_value(word: str, mult: int) -> int | None:
+# setrlimit(2) takes 64-bit values below RLIM_INFINITY; Python's resource module
+# and our C helpers take signed ones. nproc stops at PID_MAX_LIMIT, nofile at
+# the kernel's sysctl_nr_open_max (fs/file.c); beyond them setrlimit fails at start.
+RLIM_MAX = (1 << 63) - 1
+_ULIMIT_MAX = {"nproc": 4194304, "nofile": 2147483584}
+
+
+def _ulimit_value(word: str, letter: str) -> int | None:
     if word.lower() in ("unlimited", "inf", "infinity"):
         return None
     if not re.fullmatch(r"[0-9]+", word):
-        raise Invalid(_ulimit_hint(f"'{word}' is not a limit value"))
+        raise Invalid(_ulimit_hint(f"{shown(word)} is not a limit value"))
+    resource, mult = ULIMIT_OPTIONS[letter]
+    high = _ULIMIT_MAX.get(resource, RLIM_MAX // mult)
+    if len(word) > _MAX_DIGITS or int(word) > high:
+        raise Invalid(f"-{letter} {shown(word)} is out of range; use 0..{high} or unlimited")
     return int(word) * mult
 
 
@@ -415,7 +483,7 @@ def parse_flags(text: str) -> tuple[frozenset[str], list[str]]:
             )
             continue
         if flag not in FLAGS:
-            raise Invalid(f"'{word}' is not a flag; use {' '.join(FLAGS)}")
+            raise Invalid(f"{shown(word)} is not a flag; use {' '.join(FLAGS)}")
         flags.add(flag)
     return frozenset(flags), warnings
 
@@ -429,7 +497,7 @@ def parse_caps(text: str) -> tuple[str, ...]:
             name = _caps.normalize(word[1:] if drop else word)
         except UnknownCapability:
             raise Invalid(
-                f"'{word}' is not a capability; use names like CAP_NET_RAW or NET_RAW, "
+                f"{shown(word)} is not a capability; use names like CAP_NET_RAW or NET_RAW, "
                 "!NAME to drop one (see `reducecap --list`)"
             ) from None
         words.append(f"!{name}" if drop else name)
@@ -439,7 +507,7 @@ def parse_caps(text: str) -> tuple[str, ...]:
 def parse_choice(text: str, choices: tuple[str, ...]) -> str:
     word = text.strip().lower()
     if word not in choices:
-        raise Invalid(f"'{text}' is not one of {', '.join(choices)}")
+        raise Invalid(f"{shown(text)} is not one of {', '.join(choices)}")
     return word
 
 
@@ -467,11 +535,11 @@ class ExtraMount(Record):
 
 def _abs_path(text: str, what: str, allow_root: bool = True) -> str:
     if not text.startswith("/"):
-        raise Invalid(f"{what} '{text}' is not an absolute path")
+        raise Invalid(f"{what} {shown(text)} is not an absolute path")
     if ".." in text.split("/"):
-        raise Invalid(f"{what} '{text}' must not contain '..'")
+        raise Invalid(f"{what} {shown(text)} must not contain '..'")
     if not allow_root and text.rstrip("/") == "":
-        raise Invalid(f"{what} '{text}' cannot be the guest's root")
+        raise Invalid(f"{what} {shown(text)} cannot be the guest's root")
     return text
 
 
@@ -485,7 +553,7 @@ def parse_shares(text: str) -> tuple[Share, ...]:
             mode = parts.pop()
         if len(parts) != 2 or mode not in ("ro", "rw"):
             raise Invalid(
-                f"'{word}' is not a share; use host:guest[:ro|rw], e.g. /srv/www:/var/www:ro"
+                f"{shown(word)} is not a share; use host:guest[:ro|rw], e.g. /srv/www:/var/www:ro"
             )
         host = _abs_path(parts[0], "host path")
         guest = _abs_path(parts[1], "guest path", allow_root=False)
@@ -511,11 +579,11 @@ def parse_mounts(text: str) -> tuple[ExtraMount, ...]:
                 break
         else:
             raise Invalid(
-                f"'{word}' is not a mount; use source:target:fstype[:options], "
+                f"{shown(word)} is not a mount; use source:target:fstype[:options], "
                 "e.g. nfs1:/export:/mnt/data:nfs:ro"
             )
         if not mounts[-1].source:
-            raise Invalid(f"'{word}' has an empty source")
+            raise Invalid(f"{shown(word)} has an empty source")
     return tuple(mounts)
 
 
@@ -524,7 +592,7 @@ def parse_proc_paths(text: str) -> tuple[str, ...]:
     paths: list[str] = []
     for word in text.split():
         if not (word == "/proc" or word.startswith("/proc/")) or ".." in word.split("/"):
-            raise Invalid(f"'{word}' is not a /proc path; use e.g. /proc/kcore or /proc/sys/")
+            raise Invalid(f"{shown(word)} is not a /proc path; use e.g. /proc/kcore or /proc/sys/")
         paths.append(word)
     return tuple(paths)
 
@@ -536,12 +604,12 @@ def parse_seccomp(text: str) -> tuple[str, ...]:
         sign, name = (word[0], word[1:]) if word[:1] in "+-" else ("-", word)
         if not re.fullmatch(r"[a-z0-9_]+", name):
             raise Invalid(
-                f"'{word}' is not a seccomp rule; use +name to allow or -name to deny "
+                f"{shown(word)} is not a seccomp rule; use +name to allow or -name to deny "
                 "a system call (names are [a-z0-9_]+)"
             )
         if not _known_syscall(name):
             raise Invalid(
-                f"'{word}': no system call is called '{name}' (on x86_64 or aarch64); "
+                f"{shown(word)}: no system call is called {shown(name)} (on x86_64 or aarch64); "
                 "check the spelling, e.g. +ptrace or -keyctl"
             )
         rules.append(sign + name)
@@ -560,18 +628,20 @@ def parse_command(text: str) -> str:
     """V_INIT: a command line whose program is an absolute path."""
     word = text.strip()
     if not word.startswith("/"):
-        raise Invalid(f"'{text}' does not start with an absolute program path, e.g. /etc/rc.local")
+        raise Invalid(
+            f"{shown(text)} does not start with an absolute program path, e.g. /etc/rc.local"
+        )
     import shlex  # only for configs that set V_INIT
 
     try:
         shlex.split(word)  # the start splits it like a shell: catch bad quoting here
     except ValueError as exc:
-        raise Invalid(f"'{text}': {exc}; quote it like a shell command") from None
+        raise Invalid(f"{shown(text)}: {exc}; quote it like a shell command") from None
     return word
 
 
 def parse_word(text: str, what: str = "value") -> str:
     word = text.strip()
     if not word or re.search(r"\s", word):
-        raise Invalid(f"'{text}' is not a single word ({what})")
+        raise Invalid(f"{shown(text)} is not a single word ({what})")
     return word

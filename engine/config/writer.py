@@ -27,7 +27,7 @@ def atomic_write(path: Path, text: str, mode: int = 0o644, guest: str | None = N
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise KernelError.from_oserror("create", exc, guest) from None
+        raise KernelError.from_oserror("create", exc, guest, path=tmp) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -39,7 +39,7 @@ def atomic_write(path: Path, text: str, mode: int = 0o644, guest: str | None = N
         _unlink_quietly(tmp)
         if isinstance(exc, OSError):
             raise KernelError.from_oserror(
-                "write", exc, guest, "the old file is unchanged"
+                "write", exc, guest, "the old file is unchanged", path
             ) from None
         raise
     _fsync_dir(directory)
@@ -79,7 +79,7 @@ def updated_text(doc: Document, changes: Mapping[str, str | None]) -> str:
     out: list[str] = []
     for entry in doc.entries:
         out.append(_changed_line(entry, changes, last))
-    text = "".join(out)
+    text = doc.bom + "".join(out)
     added = [
         render_entry(key, value)
         for key, value in changes.items()
