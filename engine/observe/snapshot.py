@@ -31,7 +31,7 @@ from engine.procs.attribution import (
     UNKNOWN_XID,
     RunInfo,
     all_guests,
-    load_config,
+    config_or_error,
     read_run_state,
 )
 from engine.procs.collect import ProcessTable
@@ -64,7 +64,8 @@ class Observer:
         self.table = ProcessTable(paths, proc_root, cgroup_fs)
         self._prev_net: dict[str, tuple[float, NetStats]] = {}
         self._disk: dict[str, tuple[float, Gauge, Gauge, str | None]] = {}
-        self._configs: dict[str, tuple[tuple[int, ...] | None, object | None]] = {}
+        # name -> (stat key of NAME.conf, config or None, why it could not be loaded)
+        self._configs: dict[str, tuple[tuple[int, ...] | None, object | None, str | None]] = {}
         self.ncpu = os.cpu_count() or 1
 
     # ------------------------------------------------------------ public
@@ -84,6 +85,9 @@ class Observer:
             guests.append(
                 self._guest(runs[name], by_guest.get(name, []), net, table.wall, table.taken)
             )
+            why = self._configs.get(name, (None, None, None))[2]
+            if why:  # one line per broken NAME.conf; the other guests go on
+                errors.append(f"{name}: configuration skipped: {why}")
         return Snapshot(
             taken=table.taken,
             wall=table.wall,
@@ -230,8 +234,8 @@ class Observer:
         hit = self._configs.get(name)
         if hit is not None and hit[0] == key:
             return hit[1]
-        cfg = load_config(self.paths, name)
-        self._configs[name] = (key, cfg)
+        cfg, why = config_or_error(self.paths, name)
+        self._configs[name] = (key, cfg, why)
         return cfg
 
     def _cgroup_gauges(self, name: str, running: bool, missing: list[str]) -> tuple[Gauge, Gauge]:

@@ -273,16 +273,23 @@ def guest_context(paths: Paths, name: str) -> int | None:
 
 def load_config(paths: Paths, name: str) -> object | None:
     """engine.config.load_guest, or None when the config part is absent/broken."""
+    return config_or_error(paths, name)[0]
+
+
+def config_or_error(paths: Paths, name: str) -> tuple[object | None, str | None]:
+    """(engine.config.load_guest, None), or (None, why) for a broken NAME.conf."""
     try:
         from engine.config import load_guest
     except ImportError:
-        return None
+        return None, None
     from engine.errors import VstuiError
 
     try:
-        return load_guest(paths, name)
-    except (VstuiError, OSError):  # a broken or vanished NAME.conf; a bug still shows
-        return None
+        return load_guest(paths, name), None
+    except VstuiError as exc:  # a broken or vanished NAME.conf; a bug still shows
+        return None, exc.message
+    except OSError as exc:
+        return None, str(exc)
 
 
 def guest_flags(paths: Paths, name: str) -> frozenset[str]:

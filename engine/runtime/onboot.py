@@ -1,7 +1,9 @@
 """``vserver --onboot start|stop``: the guests with ONBOOT=yes, in PRIORITY order.
 
 Start goes by ascending PRIORITY (then name); stop in the reverse order. A
-guest that fails does not stop the others: its error is reported and counted.
+guest that fails does not stop the others: its error is reported and counted,
+and so is a broken NAME.conf that may have asked for a boot (it is skipped
+with one line; the host's other guests still start).
 """
 
 from __future__ import annotations
@@ -11,32 +13,54 @@ from collections.abc import Callable
 from engine.errors import GuestRunning, VstuiError
 from engine.paths import Paths
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from engine.config import Scanned
+
 
 def onboot_guests(paths: Paths, report: Callable[[str], None]) -> list[tuple[int, str]]:
-    """(priority, name) of every ONBOOT guest, start order; bad configs reported."""
-    from engine.config import list_guests, load_guest
+    """(priority, name) of every valid ONBOOT guest, start order; broken configs reported."""
+    return sorted(_plan(paths, report)[0])
 
-    found = []
-    for name in list_guests(paths):
-        try:
-            cfg = load_guest(paths, name)
-        except VstuiError as exc:
-            report(f"vserver: {name}: {exc.message}")
-            continue
-        if cfg.onboot:
-            found.append((cfg.priority, name))
-    return sorted(found)
+
+def _plan(paths: Paths, report: Callable[[str], None]) -> tuple[list[tuple[int, str]], list[str]]:
+    """(valid ONBOOT guests, broken configs that may be ONBOOT guests)."""
+    from engine.config import scan_guests
+
+    valid: list[tuple[int, str]] = []
+    broken: list[str] = []
+    for found in scan_guests(paths):
+        if found.error is not None:
+            report(f"vserver: {found.name}: warning: skipped: {found.error.message}")
+            if _may_boot(found):
+                broken.append(found.name)
+        elif found.config is not None and found.config.onboot:
+            valid.append((found.config.priority, found.name))
+    return valid, broken
+
+
+def _may_boot(found: Scanned) -> bool:
+    cfg, error = found.config, found.error
+    if cfg is None or cfg.onboot:
+        return True
+    errors = getattr(error, "errors", [error])
+    return any(getattr(e, "key", None) == "ONBOOT" for e in errors)
 
 
 def onboot(paths: Paths, action: str, report: Callable[[str], None] = lambda _: None) -> int:
-    """Start or stop every ONBOOT guest; the number that failed."""
+    """Start or stop every ONBOOT guest; the number that failed (or were skipped).
+
+    A broken config is not started (it cannot be) and counts as a failure;
+    ``stop`` still stops such a guest, which needs no valid configuration.
+    """
     from engine.runtime.starting import start
     from engine.runtime.stopping import stop
 
-    guests = onboot_guests(paths, report)
+    valid, broken = _plan(paths, report)
+    guests = sorted(valid)
     if action == "stop":
-        guests.reverse()
-    failures = 0
+        guests = [(0, name) for name in broken] + guests[::-1]
+    failures = len(broken) if action == "start" else 0
     for _, name in guests:
         try:
             if action == "start":
@@ -48,4 +72,7 @@ def onboot(paths: Paths, action: str, report: Callable[[str], None] = lambda _: 
         except VstuiError as exc:
             failures += 1
             report(f"vserver: {name}: {exc.message}")
+        except Exception as exc:  # one guest's bug must not keep the host's others down
+            failures += 1
+            report(f"vserver: {name}: unexpected {type(exc).__name__}: {exc} (a bug; report it)")
     return failures

@@ -106,7 +106,7 @@ def xid_of(paths: Paths, name: str, cfg: Any = None) -> int:
     running = state.read_value(paths.run_dir(name), "xid")
     if running and running.isdigit() and state.init_identity(paths, name):
         return int(running)
-    from engine.config import list_guests, load_guest
+    from engine.config import load_guest, scan_guests
 
     if cfg is None:
         cfg = load_guest(paths, name)
@@ -115,14 +115,11 @@ def xid_of(paths: Paths, name: str, cfg: Any = None) -> int:
     known = allocated(paths).get(name)
     if known is not None:
         return known
-    reserved: set[int] = set()
-    for other in list_guests(paths):
-        if other == name:
-            continue
-        try:
-            ctx = load_guest(paths, other).context
-        except (VstuiError, OSError):  # a broken neighbour config must not block this guest
-            continue
-        if ctx is not None:
-            reserved.add(ctx)
+    # a broken neighbour must not block this guest; its S_CONTEXT still
+    # counts when that line itself is valid (the partial config has it)
+    reserved = {
+        other.config.context
+        for other in scan_guests(paths)
+        if other.name != name and other.config is not None and other.config.context is not None
+    }
     return assign(paths, name, None, reserved)

@@ -484,8 +484,8 @@ def test_observer_reloads_a_guest_config_only_when_it_changes(
     conf = paths.config_file("db1")
     conf.write_text('S_FLAGS="lock"\n')
     loads: list[str] = []
-    real = snapmod.load_config
-    monkeypatch.setattr(snapmod, "load_config", lambda p, n: loads.append(n) or real(p, n))
+    real = snapmod.config_or_error
+    monkeypatch.setattr(snapmod, "config_or_error", lambda p, n: loads.append(n) or real(p, n))
     obs = snapmod.Observer(paths, proc, cgfs)
     assert obs.snapshot().guest("db1").flags == ("lock",)
     obs.snapshot()

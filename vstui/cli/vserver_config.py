@@ -19,8 +19,8 @@ from engine import caps as _caps
 from engine.config import (
     GuestConfig,
     check_guest,
-    list_guests,
     load_guest,
+    scan_guests,
     validate_name,
     write_new_config,
 )
@@ -51,12 +51,7 @@ def _options(
 
 
 # -- rendering ----------------------------------------------------------------------
-def format_size(n: int) -> str:
-    """Bytes in the largest unit that divides them exactly: 268435456 -> 256M."""
-    for unit, size in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if n % size == 0:
-            return f"{n // size}{unit}"
-    return str(n)
+format_size = _values.size_text  # bytes in the largest exact unit: 268435456 -> 256M
 
 
 def format_rate(bits: int) -> str:
@@ -266,18 +261,18 @@ def cmd_list(paths: Paths, args: Sequence[str]) -> int:
         raise VstuiError(f"--list: unexpected argument '{words[0]}'")
     entries: list[dict[str, Any]] = []
     status = 0
-    for name in list_guests(paths):
-        try:
-            cfg = load_guest(paths, name)
-        except VstuiError as exc:
-            print(f"{TOOL}: {name}: {exc.message}", file=sys.stderr)
-            entries.append({"name": name, "error": exc.message})
+    for found in scan_guests(paths):
+        cfg = found.config
+        if found.error is not None or cfg is None:
+            message = found.error.message if found.error is not None else "unreadable"
+            _warn(found.name, [f"skipped: {message}"])
+            entries.append({"name": found.name, "error": message})
             status = 1
             continue
         entries.append(
             {
-                "name": name,
-                "state": _state(paths, name),
+                "name": found.name,
+                "state": _state(paths, found.name),
                 "context": cfg.context,
                 "hostname": cfg.hostname,
                 "addresses": [str(a.interface) for a in cfg.addresses],
