@@ -56,8 +56,10 @@ class AgentClient:
         host: Host,
         on_snapshot: Callable[[Snapshot], None] | None = None,
         on_lost: Callable[[HostError], None] | None = None,
+        persist: bool = True,
     ) -> None:
         self.host = host
+        self.persist = persist  # False: a long session; see ssh.base_argv
         self.on_snapshot, self.on_lost = on_snapshot, on_lost
         self.hello: dict[str, Any] = {}
         self.snapshot: Snapshot | None = None
@@ -88,11 +90,11 @@ class AgentClient:
         except HostError:
             if self.host.local or not ssh.is_mux_race(self.said):
                 raise
-            self.__init__(self.host, self.on_snapshot, self.on_lost)  # type: ignore[misc]
+            self.__init__(self.host, self.on_snapshot, self.on_lost, self.persist)  # type: ignore[misc]
             return self._connect(timeout)  # a master that was just exiting: once more
 
     def _connect(self, timeout: float) -> dict[str, Any]:
-        argv = ssh.agent_argv(self.host)
+        argv = ssh.agent_argv(self.host, self.persist)
         self._stderr = tempfile.TemporaryFile(prefix="vstui-ssh-")
         try:
             self._proc = subprocess.Popen(

@@ -95,7 +95,8 @@ class _Link:
             backoff = min(backoff * 2, BACKOFF_MAX)
 
     def _connect(self) -> bool:
-        client = AgentClient(self.host, on_snapshot=self._snapshot, on_lost=self._lost)
+        client = AgentClient(self.host, on_snapshot=self._snapshot, on_lost=self._lost,
+                             persist=False)  # fmt: skip
         self.connecting = client
         try:
             client.connect()

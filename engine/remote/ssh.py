@@ -60,29 +60,34 @@ def control_dir() -> str:
     return path
 
 
-def base_argv(host: Host, *, tty: bool = False) -> list[str]:
-    """``ssh`` with the host's options and our multiplexing, up to the destination."""
+def base_argv(host: Host, *, tty: bool = False, persist: bool = True) -> list[str]:
+    """``ssh`` with the host's options and our multiplexing, up to the destination.
+
+    ``persist=False`` (a console's long session): when this ssh is the
+    master it serves the session itself instead of forking a background
+    master, one process per host instead of two, gone with the console.
+    """
     assert host.ssh is not None
     ours = [
         "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
         "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3",
         "-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir()}/%C",
-        "-o", f"ControlPersist={PERSIST}",
+        "-o", f"ControlPersist={PERSIST if persist else 'no'}",
     ]  # fmt: skip
     return ["ssh", *host.ssh_options, *ours, "-t" if tty else "-T", "--", host.ssh]
 
 
-def command_argv(host: Host, remote: str, *, tty: bool = False) -> list[str]:
+def command_argv(host: Host, remote: str, *, tty: bool = False, persist: bool = True) -> list[str]:
     """The local command that runs the shell line ``remote`` on ``host``."""
-    return [*base_argv(host, tty=tty), remote]
+    return [*base_argv(host, tty=tty, persist=persist), remote]
 
 
-def agent_argv(host: Host) -> list[str]:
+def agent_argv(host: Host, persist: bool = True) -> list[str]:
     """The command that starts the host's agent: ssh, or the local one directly."""
     if host.local:
         argv = [sys.executable, "-m", "vstui.app.main", "--root", host.root, "agent"]
         return [*argv, "--read-only"] if host.read_only else argv
-    return command_argv(host, host.agent_command())
+    return command_argv(host, host.agent_command(), persist=persist)
 
 
 def exit_master(host: Host) -> None:
