@@ -23,9 +23,9 @@ def _cgroup_dirs(paths: Paths) -> list[Path]:
         return []
     found = []
     for hierarchy in sorted(CGROUP_FS.iterdir()) if CGROUP_FS.is_dir() else []:
-        base = hierarchy / paths.cgroup_base
-        if base.is_dir():
-            found.append(base)
+        for base in (hierarchy / paths.cgroup_base, hierarchy / f"{paths.cgroup_base}-chbind"):
+            if base.is_dir():
+                found.append(base)
     return found
 
 

@@ -1,233 +1,245 @@
 """chbind: run one command so that it can use only some host addresses.
 
 util-vserver's chbind put a process in a network context that shared the
-host's stack but let it bind only to the context's addresses (its "ipv4root"):
-a bind to 0.0.0.0 became a bind to the context's address. We do the same with
-four tiny BPF programs on a private cgroup-v2 group that the command runs in:
+host's stack but let it use only the context's addresses (its "ipv4root").
+We get there with BPF programs on a private cgroup-v2 group that the command
+and all its children run in, in two layers:
 
-* bind4/bind6: a bind to the wildcard address is rewritten to the first given
-  address; a bind to a given address passes; any other bind fails (EPERM).
-* connect4/connect6: the socket is bound to the first given address first,
-  so outgoing connections leave from it.
-* sendmsg4/sendmsg6 (UDP): the source becomes the first given address
-  unless the program asked for a given one; others fail.
+* the socket calls (``cgroup/sock_addr``): a bind to the wildcard becomes a
+  bind to the first given address of that family (a dual-stack ``::`` bind
+  with no IPv6 given lands on the first IPv4, v4-mapped), a bind to another
+  address fails with EPERM; connect binds the socket to the first address
+  first; a datagram from an unbound socket gets the first address as source;
+* every packet (``cgroup_skb`` ingress and egress): what a socket of the
+  group sends must come from a given address and what it receives must be
+  addressed to one, or the kernel drops it. This is the guarantee: the
+  kernel's implicit binds (listen() without bind(), the first send on an
+  unbound UDP socket) and raw sockets call no sock_addr hook, and are held
+  here.
 
-A family with no given address is refused entirely. Why not a network
-namespace with an ipvlan slave: ipvlan is not built into every kernel (not
-on the reference machine), macvlan cannot take traffic for an address the
-host keeps (the host answers ARP first), and a namespace would steal every
-packet for that address from the host's own services. See docs/network.md.
+The command also loses what could undo this: CAP_SYS_ADMIN, CAP_NET_ADMIN,
+CAP_BPF, CAP_SYS_PTRACE, CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_BOOT and,
+unless asked, CAP_NET_RAW (raw and packet sockets); it runs in its own cgroup
+and mount namespaces where no cgroup-v2 file system is reachable, so even
+root cannot write itself into another group. See docs/network.md for what
+root can still do.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import ipaddress
 import os
-import platform
 import signal
-import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import KernelError, NetError
+from engine.net import ebpf
+from engine.net.ebpf import (
+    Insn,
+    add64_imm,
+    assemble,
+    call,
+    jeq32,
+    jne32,
+    jump,
+    load_dw,
+    load_w,
+    mov32_imm,
+    mov64_imm,
+    mov64_reg,
+    store_imm,
+    store_w,
+    verdict,
+    word,
+)
 from engine.paths import Paths
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
-BPF_PROG_LOAD = 5
-BPF_PROG_ATTACH = 8
-PROG_TYPE_CGROUP_SOCK_ADDR = 18
-ATTACH = {"bind4": 8, "bind6": 9, "connect4": 10, "connect6": 11, "sendmsg4": 14,
-          "sendmsg6": 15}  # fmt: skip
-BPF_FUNC_BIND = 64
-# struct bpf_sock_addr field offsets (include/uapi/linux/bpf.h)
-USER_IP4, USER_IP6, MSG_SRC_IP4, MSG_SRC_IP6 = 4, 8, 40, 44
-AF_INET, AF_INET6 = 2, 10
+# struct bpf_sock_addr and struct bpf_sock field offsets (include/uapi/linux/bpf.h)
+USER_IP4, USER_IP6, MSG_SRC_IP4, MSG_SRC_IP6, SOCK_ADDR_SK = 4, 8, 40, 44, 64
+SK_SRC_IP4, SK_SRC_IP6 = 24, 28
+SKB_PROTOCOL = 16  # struct __sk_buff
+AF_INET, AF_INET6, AF_PACKET, AF_XDP = 2, 10, 17, 44
+ETH_P_IP, ETH_P_IPV6 = word(b"\x08\x00\0\0", 0), word(b"\x86\xdd\0\0", 0)  # as loaded
+V4_MAPPED = word(b"\0\0\xff\xff", 0)  # the third word of ::ffff:a.b.c.d
+# IP header offsets of the source and destination address
+V4_SRC, V4_DST, V6_SRC, V6_DST = 12, 16, 8, 24
+
+# Capabilities that could undo the confinement: mounts, namespaces and setns
+# (SYS_ADMIN), addresses, routes and program detach (NET_ADMIN, BPF), other
+# processes (SYS_PTRACE), the kernel itself (SYS_MODULE, SYS_RAWIO, SYS_BOOT).
+UNDOING_CAPS = frozenset({"SYS_ADMIN", "NET_ADMIN", "BPF", "SYS_PTRACE", "SYS_MODULE",
+                          "SYS_RAWIO", "SYS_BOOT"})  # fmt: skip
+CGROUP2_MAGIC = 0x63677270
 
 
-# -- a minimal eBPF assembler -----------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Insn:
-    code: int
-    dst: int = 0
-    src: int = 0
-    off: int | str = 0  # a label name for jumps, resolved by assemble()
-    imm: int = 0
+def mapped(addr: ipaddress.IPv4Address) -> ipaddress.IPv6Address:
+    return ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + addr.packed)
 
 
-def _u32(packed: bytes, word: int) -> int:
-    """The 32-bit word of an address as a BPF load sees it (memory order), signed."""
-    (value,) = struct.unpack("<i", packed[4 * word : 4 * word + 4])
-    return value
+def _words(addr: IPAddress) -> list[int]:
+    return [word(addr.packed, i) for i in range(len(addr.packed) // 4)]
 
 
-def load_w(dst: int, src: int, off: int) -> Insn:
-    return Insn(0x61, dst, src, off)
+def _load(regs: list[int], base: int, field: int) -> list[Insn]:
+    return [load_w(r, base, field + 4 * i) for i, r in enumerate(regs)]
 
 
-def store_w(dst: int, src: int, off: int) -> Insn:
-    return Insn(0x63, dst, src, off)
+def _store(regs: list[int], field: int, addr: IPAddress) -> list[Insn]:
+    """ctx->field = addr, through the registers (the verifier wants stores from registers)."""
+    out: list[Insn] = []
+    for i, (r, value) in enumerate(zip(regs, _words(addr), strict=True)):
+        out += [mov32_imm(r, value), store_w(1, r, field + 4 * i)]
+    return out
 
 
-def store_imm(size: str, dst: int, off: int, imm: int) -> Insn:
-    return Insn({"w": 0x62, "h": 0x6A, "dw": 0x7A}[size], dst, 0, off, imm)
-
-
-def mov32_imm(dst: int, imm: int) -> Insn:
-    return Insn(0xB4, dst, 0, 0, imm)
-
-
-def mov64_imm(dst: int, imm: int) -> Insn:
-    return Insn(0xB7, dst, 0, 0, imm)
-
-
-def mov64_reg(dst: int, src: int) -> Insn:
-    return Insn(0xBF, dst, src)
-
-
-def add64_imm(dst: int, imm: int) -> Insn:
-    return Insn(0x07, dst, 0, 0, imm)
-
-
-def jeq32(dst: int, imm: int, label: str) -> Insn:
-    return Insn(0x16, dst, 0, label, imm)
-
-
-def jne32(dst: int, imm: int, label: str) -> Insn:
-    return Insn(0x56, dst, 0, label, imm)
-
-
-def jump(label: str) -> Insn:
-    return Insn(0x05, 0, 0, label)
-
-
-def call(func: int) -> Insn:
-    return Insn(0x85, 0, 0, 0, func)
-
-
-EXIT = Insn(0x95)
-
-
-def assemble(program: Sequence[Insn | str]) -> bytes:
-    """Instructions and label strings -> bytecode, jumps resolved to offsets."""
-    labels: dict[str, int] = {}
-    insns: list[Insn] = []
-    for item in program:
-        if isinstance(item, str):
-            labels[item] = len(insns)
-        else:
-            insns.append(item)
-    out = bytearray()
-    for pc, insn in enumerate(insns):
-        off = labels[insn.off] - pc - 1 if isinstance(insn.off, str) else insn.off
-        out += struct.pack("<BBhi", insn.code, (insn.src << 4) | insn.dst, off, insn.imm)
-    return bytes(out)
-
-
-def _verdict(allow: bool) -> list[Insn]:
-    return [mov64_imm(0, 1 if allow else 0), EXIT]
-
-
-def restrict_program(field: int, addrs: Sequence[IPAddress]) -> bytes:
-    """bind/sendmsg: wildcard -> first address; listed -> pass; else refuse.
-
-    ``field`` is the ctx offset of the address (user_ip* or msg_src_ip*).
-    """
-    if not addrs:
-        return assemble(_verdict(False))
-    words = len(addrs[0].packed) // 4
-    regs = list(range(2, 2 + words))  # r2..r5 hold the address words
-    prog: list[Insn | str] = [load_w(r, 1, field + 4 * i) for i, r in enumerate(regs)]
-    prog += [jne32(r, 0, "check") for r in regs]
-    first = addrs[0].packed
-    for i, r in enumerate(regs):
-        prog += [mov32_imm(r, _u32(first, i)), store_w(1, r, field + 4 * i)]
-    prog += [jump("allow"), "check"]
+def _match(regs: list[int], addrs: Sequence[IPAddress], label: str, tag: str) -> list[Insn | str]:
+    """Jump to ``label`` when the registers hold one of ``addrs``."""
+    out: list[Insn | str] = []
     for n, addr in enumerate(addrs):
-        prog += [jne32(r, _u32(addr.packed, i), f"next{n}") for i, r in enumerate(regs)]
-        prog += [jump("allow"), f"next{n}"]
-    prog += [*_verdict(False), "allow", *_verdict(True)]
+        miss = f"{tag}{n}"
+        out += [jne32(r, w, miss) for r, w in zip(regs, _words(addr), strict=True)]
+        out += [jump(label), miss]
+    return out
+
+
+def _zero(regs: list[int], label: str) -> list[Insn]:
+    """Fall through when every register is zero, else jump to ``label``."""
+    return [jne32(r, 0, label) for r in regs]
+
+
+def _regs(version: int) -> list[int]:
+    return [2, 3, 4, 5] if version == 6 else [2]
+
+
+def restrict_bind(field: int, addrs: Sequence[IPAddress], version: int) -> bytes:
+    """bind: the wildcard becomes the first address; listed ones pass; others fail."""
+    if not addrs:
+        return assemble(verdict(False))
+    regs = _regs(version)
+    prog: list[Insn | str] = [*_load(regs, 1, field), *_zero(regs, "check")]
+    prog += [*_store(regs, field, addrs[0]), jump("allow"), "check"]
+    prog += [*_match(regs, addrs, "allow", "next"), *verdict(False), "allow", *verdict(True)]
     return assemble(prog)
 
 
-def connect_program(addrs: Sequence[IPAddress]) -> bytes:
-    """connect: bpf_bind() the socket to the first address (a bound one stays as is)."""
-    if not addrs:
-        return assemble(_verdict(False))
-    addr = addrs[0]
+def restrict_send(version: int, addrs: Sequence[IPAddress],
+                  mapped_addrs: Sequence[IPAddress] = ()) -> bytes:  # fmt: skip
+    """sendmsg: an explicit source must be listed; an unbound socket gets the first.
+
+    A socket bound to an address (the bind program allowed it) keeps it. For
+    IPv6, a datagram to a v4-mapped destination gets the first of
+    ``mapped_addrs`` (the given IPv4 addresses, v4-mapped).
+    """
+    if not addrs and not mapped_addrs:
+        return assemble(verdict(False))
+    field = MSG_SRC_IP4 if version == 4 else MSG_SRC_IP6
+    sk_field = SK_SRC_IP4 if version == 4 else SK_SRC_IP6
+    regs = _regs(version)
+    prog: list[Insn | str] = [*_load(regs, 1, field), *_zero(regs, "check")]
+    prog += [load_dw(6, 1, SOCK_ADDR_SK), *_load(regs, 6, sk_field), *_zero(regs, "allow")]
+    if mapped_addrs:
+        prog += [*_load(regs, 1, USER_IP6), *_v4_mapped(regs, "native")]
+        prog += [*_store(regs, field, mapped_addrs[0]), jump("allow"), "native"]
+    prog += [*_store(regs, field, addrs[0]), jump("allow")] if addrs else verdict(False)
+    prog += ["check", *_match(regs, [*addrs, *mapped_addrs], "allow", "next")]
+    return assemble([*prog, *verdict(False), "allow", *verdict(True)])
+
+
+def _v4_mapped(regs: list[int], otherwise: str) -> list[Insn]:
+    """Fall through when the registers hold a ::ffff:a.b.c.d address."""
+    return [jne32(regs[0], 0, otherwise), jne32(regs[1], 0, otherwise),
+            jne32(regs[2], V4_MAPPED, otherwise)]  # fmt: skip
+
+
+def _bpf_bind(addr: IPAddress) -> list[Insn]:
+    """bpf_bind(ctx, &sockaddr, len) with ``addr`` and port 0 built on the stack."""
     if addr.version == 4:
-        size, base = 16, -16  # struct sockaddr_in on the stack
+        size, base = 16, -16  # struct sockaddr_in
         prog = [store_imm("dw", 10, -16, 0), store_imm("dw", 10, -8, 0)]
-        prog += [store_imm("h", 10, -16, AF_INET), store_imm("w", 10, -12, _u32(addr.packed, 0))]
+        prog += [store_imm("h", 10, -16, AF_INET), store_imm("w", 10, -12, word(addr.packed, 0))]
     else:
         size, base = 28, -32  # struct sockaddr_in6
         prog = [store_imm("dw", 10, off, 0) for off in (-32, -24, -16, -8)]
         prog += [store_imm("h", 10, -32, AF_INET6)]
-        prog += [store_imm("w", 10, -24 + 4 * i, _u32(addr.packed, i)) for i in range(4)]
-    prog += [mov64_reg(2, 10), add64_imm(2, base), mov64_imm(3, size), call(BPF_FUNC_BIND)]
-    return assemble([*prog, *_verdict(True)])
+        prog += [store_imm("w", 10, -24 + 4 * i, w) for i, w in enumerate(_words(addr))]
+    return [*prog, mov64_reg(2, 10), add64_imm(2, base), mov64_imm(3, size), call(ebpf.FUNC_BIND)]
 
 
-# -- bpf(2) and the cgroup ----------------------------------------------------------
-_libc = ctypes.CDLL(None, use_errno=True)
+def connect_program(addrs: Sequence[IPAddress], mapped_first: IPAddress | None = None) -> bytes:
+    """connect: bpf_bind() the socket to the first address (a bound one stays as is).
+
+    For IPv6, a v4-mapped destination binds to ``mapped_first`` instead.
+    """
+    if not addrs and mapped_first is None:
+        return assemble(verdict(False))
+    prog: list[Insn | str] = []
+    if mapped_first is not None:
+        regs = _regs(6)
+        prog += [*_load(regs, 1, USER_IP6), *_v4_mapped(regs, "native")]
+        prog += [*_bpf_bind(mapped_first), jump("allow"), "native"]
+    prog += [*_bpf_bind(addrs[0]), jump("allow")] if addrs else verdict(False)
+    return assemble([*prog, "allow", *verdict(True)])
 
 
-def _bpf(cmd: int, attr: bytes) -> int:
-    buf = ctypes.create_string_buffer(attr, 128)
-    result = _libc.syscall(_SYS_BPF, cmd, buf, ctypes.c_uint(128))
-    if result < 0:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-    return result
+def packet_program(direction: str, v4: Sequence[IPAddress], v6: Sequence[IPAddress]) -> bytes:
+    """cgroup_skb: pass a packet only if its address on our side is a given one.
+
+    ``egress`` checks the source, ``ingress`` the destination; anything that
+    is neither IPv4 nor IPv6, or too short to read, is dropped.
+    """
+    offsets = {"egress": (V4_SRC, V6_SRC), "ingress": (V4_DST, V6_DST)}[direction]
+    prog: list[Insn | str] = [mov64_reg(6, 1), load_w(2, 6, SKB_PROTOCOL)]
+    prog += [jeq32(2, ETH_P_IP, "v4"), jeq32(2, ETH_P_IPV6, "v6"), jump("drop")]
+    for version, offset, addrs in ((4, offsets[0], v4), (6, offsets[1], v6)):
+        size = 4 if version == 4 else 16
+        prog += [f"v{version}", mov64_reg(1, 6), mov64_imm(2, offset), mov64_reg(3, 10),
+                 add64_imm(3, -16), mov64_imm(4, size), call(ebpf.FUNC_SKB_LOAD_BYTES),
+                 Insn(0x55, 0, 0, "drop", 0)]  # fmt: skip
+        regs = _regs(version)
+        prog += [load_w(r, 10, -16 + 4 * i) for i, r in enumerate(regs)]
+        prog += [*_match(regs, addrs, "pass", f"miss{version}_"), jump("drop")]
+    return assemble([*prog, "drop", *verdict(False), "pass", *verdict(True)])
 
 
-def load_program(code: bytes, attach: str) -> int:
-    """BPF_PROG_LOAD of a cgroup/sock_addr program; returns its fd (close-on-exec)."""
-    insns = ctypes.create_string_buffer(code, len(code))
-    license = ctypes.create_string_buffer(b"GPL")
-    log = ctypes.create_string_buffer(4096)
-    attr = struct.pack(
-        "<IIQQIIQII16sII", PROG_TYPE_CGROUP_SOCK_ADDR, len(code) // 8,
-        ctypes.addressof(insns), ctypes.addressof(license), 1, len(log), ctypes.addressof(log),
-        0, 0, f"vs_{attach}".encode(), 0, ATTACH[attach],
-    )  # fmt: skip
-    try:
-        return _bpf(BPF_PROG_LOAD, attr)
-    except OSError as exc:
-        detail = log.value.decode(errors="replace").strip().splitlines()[-1:] or [""]
-        raise NetError(f"chbind: the kernel refused the {attach} program: {exc.strerror} "
-                       f"{detail[0]}".strip()) from None  # fmt: skip
+def programs(addrs: Sequence[IPAddress]) -> dict[str, bytes]:
+    """attach type -> program for a group limited to ``addrs``."""
+    v4 = [a for a in addrs if a.version == 4]
+    v6 = [a for a in addrs if a.version == 6]
+    v4_mapped = [mapped(a) for a in v4]  # what a dual-stack socket uses for IPv4
+    return {
+        "bind4": restrict_bind(USER_IP4, v4, 4),
+        "bind6": restrict_bind(USER_IP6, [*v6, *v4_mapped], 6),
+        "sendmsg4": restrict_send(4, v4),
+        "sendmsg6": restrict_send(6, v6, v4_mapped),
+        "connect4": connect_program(v4),
+        "connect6": connect_program(v6, v4_mapped[0] if v4 else None),
+        "ingress": packet_program("ingress", v4, v6),
+        "egress": packet_program("egress", v4, v6),
+    }
 
 
-def attach_program(cgroup_fd: int, prog_fd: int, attach: str) -> None:
-    _bpf(BPF_PROG_ATTACH, struct.pack("<IIII", cgroup_fd, prog_fd, ATTACH[attach], 0))
-
-
-def cgroup2_mount() -> Path:
-    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup or .../unified)."""
+def cgroup2_mounts() -> list[Path]:
+    """Every place a cgroup v2 hierarchy is mounted in this mount namespace."""
+    found = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             left, _, right = line.partition(" - ")
             if right.split()[0] == "cgroup2":
-                return Path(left.split()[4])
-    raise NetError("chbind needs a cgroup v2 hierarchy; mount one: "
-                   "mount -t cgroup2 none /sys/fs/cgroup/unified")  # fmt: skip
+                found.append(Path(left.split()[4].replace("\\040", " ")))
+    return found
 
 
-def programs(addrs: Sequence[IPAddress]) -> dict[str, bytes]:
-    v4 = [a for a in addrs if a.version == 4]
-    v6 = [a for a in addrs if a.version == 6]
-    return {
-        "bind4": restrict_program(USER_IP4, v4),
-        "bind6": restrict_program(USER_IP6, v6),
-        "sendmsg4": restrict_program(MSG_SRC_IP4, v4),
-        "sendmsg6": restrict_program(MSG_SRC_IP6, v6),
-        "connect4": connect_program(v4),
-        "connect6": connect_program(v6),
-    }
+def cgroup2_mount() -> Path:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup or .../unified)."""
+    mounts = cgroup2_mounts()
+    if not mounts:
+        raise NetError("chbind needs a cgroup v2 hierarchy; mount one: "
+                       "mount -t cgroup2 none /sys/fs/cgroup/unified")  # fmt: skip
+    return mounts[0]
 
 
 class BoundGroup:
@@ -242,9 +254,9 @@ class BoundGroup:
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 for attach, code in programs(addrs).items():
-                    prog = load_program(code, attach)
+                    prog = ebpf.load(code, attach)
                     try:
-                        attach_program(fd, prog, attach)
+                        ebpf.attach(fd, prog, attach)
                     finally:
                         os.close(prog)  # the attachment holds its own reference
             finally:
@@ -291,20 +303,21 @@ def check_owned(wanted: Sequence[IPAddress]) -> dict[IPAddress, str]:
     return found
 
 
-def run_bound(paths: Paths, addrs: Sequence[IPAddress], argv: Sequence[str]) -> int:
-    """Fork, put the child in a group limited to ``addrs``, exec argv; its exit status."""
+def run_bound(paths: Paths, addrs: Sequence[IPAddress], argv: Sequence[str],
+              raw: bool = False) -> int:  # fmt: skip
+    """Fork, put the child in a group limited to ``addrs``, exec argv; its exit status.
+
+    ``raw`` keeps CAP_NET_RAW (raw IP sockets, still held to the addresses
+    by the packet programs); packet sockets stay refused either way.
+    """
     group = BoundGroup(paths, addrs)
     try:
         ready_r, ready_w = os.pipe()
         pid = os.fork()
-        if pid == 0:  # child: wait until it is in the group, then exec
+        if pid == 0:  # child: wait until it is in the group, confine itself, exec
             os.close(ready_w)
             os.read(ready_r, 1)
-            try:
-                os.execvp(argv[0], list(argv))
-            except OSError as exc:
-                os.write(2, f"chbind: {argv[0]}: {exc.strerror}\n".encode())
-                os._exit(127)
+            _exec_confined(argv, raw)
         os.close(ready_r)
         try:
             group.join(pid)
@@ -318,6 +331,73 @@ def run_bound(paths: Paths, addrs: Sequence[IPAddress], argv: Sequence[str]) -> 
         return _wait_forwarding_signals(pid)
     finally:
         group.close()
+
+
+def _exec_confined(argv: Sequence[str], raw: bool) -> None:
+    """In the forked child: give up what could undo the group, check, exec (never returns)."""
+    try:
+        confine_self(raw)
+        refusal = what_could_undo(raw)
+        if refusal:
+            os.write(2, f"chbind: refusing to run {argv[0]}: {refusal}\n".encode())
+            os._exit(126)
+        os.execvp(argv[0], list(argv))
+    except OSError as exc:
+        os.write(2, f"chbind: {argv[0]}: {exc.strerror}\n".encode())
+        os._exit(127)
+    except BaseException as exc:  # never return into the parent's code
+        os.write(2, f"chbind: {exc}\n".encode())
+        os._exit(126)
+
+
+def confine_self(raw: bool) -> None:
+    """Make this process (already in the group) unable to leave it, then drop the caps.
+
+    Own cgroup namespace (its group is its "/") and own mount namespace, a
+    slave of the host's (later host mounts still arrive), in which every
+    cgroup-v2 mount point is covered by an empty read-only tmpfs: with
+    CAP_SYS_ADMIN gone nothing can uncover or mount one again, and no
+    cgroup.procs outside the group can be named. Without ``raw``, CAP_NET_RAW
+    goes too; with it, a seccomp filter still refuses packet sockets (they
+    bypass the IP layer the packet programs see) and io_uring (which makes
+    sockets without the socket system call).
+    """
+    from engine import _libc, caps
+
+    _libc.unshare(_libc.CLONE_NEWNS | _libc.CLONE_NEWCGROUP)
+    _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_SLAVE)
+    hide = _libc.MS_RDONLY | _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC
+    for mount_point in cgroup2_mounts():
+        _libc.mount("none", str(mount_point), "tmpfs", hide, "size=4k,mode=555")
+    if raw:
+        _refuse_packet_sockets()
+    caps.drop_bounding_set(caps.all_caps() - UNDOING_CAPS - ({"NET_RAW"} if not raw else set()))
+
+
+def _refuse_packet_sockets() -> None:
+    from engine import seccomp
+    from engine.seccomp import bpf, syscalls
+
+    arch = syscalls.native_arch()
+    rule = bpf.ArgRule("socket", values=frozenset({AF_PACKET, AF_XDP}))
+    policy = bpf.Policy(arch, frozenset({"io_uring_setup"}), frozenset(), (rule,))
+    seccomp.install_program(bpf.pack(bpf.assemble(policy)))
+
+
+def what_could_undo(raw: bool) -> str | None:
+    """Why this process could still leave its group or its addresses, or None."""
+    from engine import caps
+
+    kept = caps.read_bounding_set() & (UNDOING_CAPS | (set() if raw else {"NET_RAW"}))
+    if kept:
+        return f"it would keep {caps.show(kept)}"
+    with open("/proc/self/cgroup") as f:
+        if "0::/\n" not in f.read().splitlines(keepends=True):
+            return "its cgroup namespace is not rooted at its group"
+    for mount_point in cgroup2_mounts():
+        if (mount_point / "cgroup.procs").exists():
+            return f"the cgroup file system at {mount_point} is still reachable"
+    return None
 
 
 def _wait_forwarding_signals(pid: int) -> int:

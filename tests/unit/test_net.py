@@ -162,17 +162,22 @@ def test_importing_engine_net_does_not_load_pyroute2():
 
 
 def test_bpf_assembler_resolves_labels_and_rejects_families_without_addresses():
-    from engine.net import bind
+    from engine.net import bind, ebpf
 
-    code = bind.assemble([bind.jump("end"), bind.mov64_imm(0, 0), "end", bind.EXIT])
+    code = ebpf.assemble([ebpf.jump("end"), ebpf.mov64_imm(0, 0), "end", ebpf.EXIT])
     assert len(code) == 24 and code[2:4] == (1).to_bytes(2, "little", signed=True)
-    deny = bind.restrict_program(bind.USER_IP4, [])
-    assert deny == bind.assemble([bind.mov64_imm(0, 0), bind.EXIT])
+    deny = ebpf.assemble(ebpf.verdict(False))
+    assert bind.restrict_bind(bind.USER_IP4, [], 4) == deny
+    assert bind.restrict_send(6, []) == deny and bind.connect_program([]) == deny
     one = ipaddress.ip_address("198.18.0.1")
-    assert bind._u32(one.packed, 0) == int.from_bytes(one.packed, "little", signed=True)
+    assert ebpf.word(one.packed, 0) == int.from_bytes(one.packed, "little", signed=True)
+    assert str(bind.mapped(one)) == "::ffff:c612:1"
     assert set(bind.programs([one])) == {
-        "bind4", "bind6", "connect4", "connect6", "sendmsg4", "sendmsg6",
+        "bind4", "bind6", "connect4", "connect6", "sendmsg4", "sendmsg6", "ingress", "egress",
     }  # fmt: skip
+    # an IPv4-only group still lets a dual-stack socket bind, connect and send (v4-mapped)
+    only_v4 = bind.programs([one])
+    assert all(only_v4[k] != deny for k in ("bind6", "connect6", "sendmsg6"))
 
 
 def test_chbind_options():
@@ -180,7 +185,8 @@ def test_chbind_options():
 
     opts = chbind.parse(["--ip", "198.18.0.1/24", "--ip=2001:db8::1", "--silent", "cmd", "-x"])
     assert [str(i) for i in opts.ips] == ["198.18.0.1", "2001:db8::1"]
-    assert opts.silent and opts.command == ["cmd", "-x"]
+    assert opts.silent and not opts.raw and opts.command == ["cmd", "-x"]
+    assert chbind.parse(["--raw", "--ip", "198.18.0.1", "cmd"]).raw
     with pytest.raises(Exception, match="at least one --ip"):
         chbind.parse(["true"])
     with pytest.raises(Exception, match="not an IPv4 or IPv6"):

@@ -1,13 +1,16 @@
 """``chbind``: run a command that may use only the given host addresses.
 
     chbind [--root DIR] --ip ADDR[/MASK] [--ip ADDR]... [--bcast B] [--silent]
-           [--] CMD [ARGS...]
+           [--raw] [--] CMD [ARGS...]
 
 As util-vserver's chbind: the command shares the host's network, a bind to
 0.0.0.0 (or ::) lands on the first given address of that family, a bind to
 any other address fails, and outgoing connections leave from the first
-given address (``engine.net.bind``). Each address must already be on a
-host device. Prints ``ipv4root is now ADDR ...`` unless ``--silent``.
+given address; every packet its sockets send or receive must carry a given
+address (``engine.net.bind``). It runs without CAP_NET_RAW (no raw or packet
+sockets) unless ``--raw``, and without the capabilities that could undo
+this. Each address must already be on a host device. Prints
+``ipv4root is now ADDR ...`` unless ``--silent``.
 ``--bcast`` is accepted for compatibility: no address is created, so it has
 nothing to set.
 """
@@ -24,7 +27,7 @@ from engine.paths import Paths
 from vstui.cli.common import run_tool
 
 TOOL = "chbind"
-USAGE = "usage: chbind --ip ADDR [--ip ADDR]... [--bcast B] [--silent] [--] CMD [ARGS...]"
+USAGE = "usage: chbind --ip ADDR [--ip ADDR]... [--bcast B] [--silent] [--raw] [--] CMD [ARGS...]"
 MAX_ADDRESSES = 16  # util-vserver's limit
 
 
@@ -34,6 +37,7 @@ class Options:
     ips: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = field(default_factory=list)
     bcast: str | None = None
     silent: bool = False
+    raw: bool = False
     command: list[str] = field(default_factory=list)
 
 
@@ -56,8 +60,8 @@ def parse(argv: Sequence[str]) -> Options:
         if not arg.startswith("-"):
             break
         name, eq, inline = arg.partition("=")
-        if name == "--silent":
-            opts.silent = True
+        if name in ("--silent", "--raw"):
+            setattr(opts, name[2:], True)
             i += 1
             continue
         if name in ("-h", "--help"):
@@ -95,7 +99,7 @@ def body(argv: Sequence[str]) -> int:
     bind.check_owned(opts.ips)
     if not opts.silent:
         print("ipv4root is now " + " ".join(str(ip) for ip in opts.ips), flush=True)
-    return bind.run_bound(Paths.from_root(opts.root), opts.ips, opts.command)
+    return bind.run_bound(Paths.from_root(opts.root), opts.ips, opts.command, raw=opts.raw)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
