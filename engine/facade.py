@@ -146,6 +146,35 @@ class Engine:
         """The last ``lines`` lines of the guest's console log (empty if none)."""
         return tail_file(self.paths.log_file(name), lines)
 
+    def log_since(self, name: str, offset: int, lines: int = 200) -> tuple[int, list[str], bool]:
+        """Follow the guest's console log: (new offset, new lines, reset).
+
+        ``offset`` 0 (or a log that shrank: rotated) gives its last ``lines``
+        lines and reset True; else the lines written after ``offset``.
+        """
+        path = self.paths.log_file(name)
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            return 0, [], offset != 0
+        except OSError as exc:
+            raise KernelError.from_oserror("stat", exc, name) from exc
+        if offset == 0 or size < offset:
+            return size, tail_file(path, lines), True
+        if size == offset:
+            return offset, [], False
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(min(size - offset, 1 << 20))
+        return offset + len(data), data.decode("utf-8", "replace").splitlines(), False
+
+    def config_text(self, name: str) -> tuple[str, bytes]:
+        """NAME.conf's path and bytes, read as load_config reads them (for a remote editor)."""
+        config = self._mod("engine.config")
+        config.validate_name(name)
+        path = self.paths.config_file(name)
+        return str(path), config.read_config_bytes(path, self.paths.config_dir, name)
+
     def audit(self) -> list[Finding]:
         """Findings of engine.audit (worst first), plus what it could not read."""
         report = self._mod("engine.audit").run_audit(self.paths)

@@ -293,7 +293,9 @@ class Agent:
             "list_guests": lambda m: e.list_guests(),
             "log_tail": lambda m: e.log_tail(_name(m), int(m.get("lines", 200))),
             "audit": lambda m: [_finding(f) for f in e.audit()],
-            "config": lambda m: _config(e.load_config(_name(m))),
+            "config": lambda m: _config(*e.config_text(_name(m))),
+            "log_since": lambda m: e.log_since(_name(m), int(m.get("offset", 0)),
+                                               int(m.get("lines", 200))),
             "start": lambda m: e.start(_name(m)),
             "stop": lambda m: e.stop(_name(m)),
             "restart": lambda m: e.restart(_name(m)),
@@ -361,9 +363,8 @@ def _saved(result: Any) -> dict[str, Any]:
             "needs_restart": result.needs_restart, "errors": result.errors}  # fmt: skip
 
 
-def _config(cfg: Any) -> dict[str, Any]:
-    return {"name": cfg.name, "path": str(cfg.path), "raw": [list(kv) for kv in cfg.raw],
-            "warnings": list(cfg.warnings)}  # fmt: skip
+def _config(path: str, data: bytes) -> dict[str, Any]:
+    return {"path": path, "text": protocol.bytes_to_wire(data)}
 
 
 def main(root: str | None, read_only: bool) -> int:

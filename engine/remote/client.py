@@ -348,6 +348,22 @@ class AgentClient:
         """Ask for a snapshot every ``interval`` s (procs: 'none', 'all' or guest names)."""
         self.call("watch", interval=interval, procs=procs)
 
+    def load_config(self, name: str) -> Any:
+        """The guest's GuestConfig, read there and parsed here as load_config would."""
+        from pathlib import Path
+
+        from engine.config import build_config, first_error, parse_bytes
+
+        answer = self.call("config", name=name)
+        try:
+            path, data = Path(answer["path"]), protocol.wire_to_bytes(answer["text"])
+        except (TypeError, KeyError):
+            raise ProtocolError("a malformed config answer", self.host.name) from None
+        cfg, errors = build_config(name, parse_bytes(data, path, name), name)
+        if errors:
+            raise first_error(errors)
+        return cfg
+
     def ping(self, timeout: float = 10.0) -> float:
         self.call("ping", timeout=timeout)
         return self.rtt or 0.0

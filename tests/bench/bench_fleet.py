@@ -17,9 +17,10 @@ its own (its own ControlPath). Then, side by side in one run:
 
 Busy: every guest's init counts to 300 and starts a new ``sleep 0.2``,
 over and over (CPU, memory and processes move), switched on by a file in
-the guest's /tmp; idle, it sleeps 2 s at a time. Targets (issue 18): under 2 KB/s per idle host, a change
-visible within 2 s, console memory under 150 MB. The machine is shared:
-read the figures as what they are on a busy 2-core VM.
+the guest's /tmp; idle, it sleeps 2 s at a time. Targets (issue 18): under
+2 KB/s per idle host, a change visible within 2 s, console memory under
+150 MB. The machine is shared: read the figures as what they are on a busy
+2-core VM.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.paths import Paths
-from tests.sshd import VENV_BIN, TestSshd
+from tests.sshd import TestSshd
 
 # busy: a little arithmetic and a new sleep process five times a second
 INIT = ("/bin/sh -c 'while :; do if [ -e /tmp/busy ]; then i=0; while [ $i -lt 300 ]; "

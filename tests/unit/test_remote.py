@@ -424,3 +424,33 @@ def test_fleet_reports_a_host_it_never_reached(tmp_path) -> None:
             fleet.client("x")
     finally:
         fleet.close()
+
+
+def test_log_since_follows_a_log_by_offset(tmp_path) -> None:
+    engine = Engine(Paths.from_root(tmp_path), read_only=True)
+    log = engine.paths.log_file("web")
+    log.parent.mkdir(parents=True)
+    log.write_text("one\ntwo\n")
+    offset, lines, reset = engine.log_since("web", 0)
+    assert (lines, reset) == (["one", "two"], True)
+    with open(log, "a") as f:
+        f.write("three\n")
+    offset, lines, reset = engine.log_since("web", offset)
+    assert (lines, reset) == (["three"], False)
+    assert engine.log_since("web", offset) == (offset, [], False)
+    log.write_text("new\n")  # rotated: shorter than the offset
+    assert engine.log_since("web", offset)[1:] == (["new"], True)
+
+
+def test_a_remote_config_is_parsed_here(tmp_path) -> None:
+    conf = tmp_path / "etc" / "vserver" / "web.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("# mine\nS_HOSTNAME=web.example\nV_MEMORY=256M\n")
+    client = AgentClient(hosts.Host("local", None, root=str(tmp_path), read_only=True))
+    client.connect()
+    try:
+        cfg = client.load_config("web")
+        assert (cfg.hostname, cfg.memory, str(cfg.path)) == ("web.example", 256 << 20, str(conf))
+        assert client.call("log_since", name="web", offset=0) == [0, [], False]
+    finally:
+        client.close()
