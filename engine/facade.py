@@ -29,7 +29,7 @@ from engine.errors import (
     ReadOnlyError,
     VstuiError,
 )
-from engine.paths import Paths
+from engine.paths import Paths, check_name
 
 T = TypeVar("T")
 
@@ -108,7 +108,10 @@ class Engine:
 
     # -- plumbing ------------------------------------------------------
     def _refuse(self, op: str, name: str | None = None) -> None:
-        """Raise ReadOnlyError for a mutating ``op`` in read-only mode."""
+        """InvalidName for a bad guest name, then ReadOnlyError for a mutating
+        ``op`` in read-only mode: before anything is imported, run or spawned."""
+        if name is not None:
+            check_name(name)
         if self.read_only and op in MUTATING:
             raise ReadOnlyError(f"{op} refused: {self.read_only_reason}", name)
 

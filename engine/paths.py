@@ -21,6 +21,37 @@ if TYPE_CHECKING:
 
 ROOT_ENV = "VSTUI_ROOT"
 IFNAMSIZ = 15  # usable bytes of a Linux interface name (include/uapi/linux/if.h)
+NAME_MAX = 32
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def is_name(name: object) -> bool:
+    """A guest name is a hostname label: letters, digits, dash, 1..32, no dash first."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= NAME_MAX
+        and name[0] != "-"
+        and _NAME_CHARS.issuperset(name)
+    )
+
+
+def check_name(name: str, guest_word: str = "guest") -> str:
+    """``name`` if it is a guest name, else InvalidName.
+
+    Every per-guest path and kernel name below goes through it, so no engine
+    call can be steered outside its directories (``../vservers/web`` once
+    stopped the real guest web, ``../x`` made ``run/x/lock``).
+    """
+    if is_name(name):
+        return name
+    from engine.errors import InvalidName
+    from engine.text import excerpt
+
+    shown = excerpt(name, 40) if isinstance(name, str) else repr(name)
+    raise InvalidName(
+        f"'{shown}' is not a valid {guest_word} name; use 1..{NAME_MAX} letters, digits "
+        "and dashes, not starting with a dash (a hostname label)"
+    )
 
 
 def default_root() -> Path:
@@ -122,7 +153,7 @@ class Paths:
         return self._under("/etc/vserver")
 
     def config_file(self, name: str) -> Path:
-        return self.config_dir / f"{name}.conf"
+        return self.config_dir / f"{check_name(name)}.conf"
 
     @property
     def legacy_config_dir(self) -> Path:
@@ -142,7 +173,7 @@ class Paths:
         return self._under("/vservers")
 
     def guest_root(self, name: str) -> Path:
-        return self.vservers_dir / name
+        return self.vservers_dir / check_name(name)
 
     @property
     def images_dir(self) -> Path:
@@ -150,7 +181,7 @@ class Paths:
         return self._under("/var/lib/vservers/images")
 
     def guest_image(self, name: str) -> Path:
-        return self.images_dir / f"{name}.img"
+        return self.images_dir / f"{check_name(name)}.img"
 
     # -- run state and logs --------------------------------------------
     @property
@@ -159,18 +190,18 @@ class Paths:
 
     def run_dir(self, name: str) -> Path:
         """Supervisor pid, init pid, state and lock of one guest."""
-        return self.run_base / name
+        return self.run_base / check_name(name)
 
     def run_dir_str(self, name: str) -> str:
         """``run_dir`` as a string, without importing pathlib (the exec path)."""
-        return os.path.join(self._under_str("/run/vservers"), name)
+        return os.path.join(self._under_str("/run/vservers"), check_name(name))
 
     @property
     def log_dir(self) -> Path:
         return self._under("/var/log/vservers")
 
     def log_file(self, name: str) -> Path:
-        return self.log_dir / f"{name}.log"
+        return self.log_dir / f"{check_name(name)}.log"
 
     @property
     def state_dir(self) -> Path:
@@ -188,7 +219,7 @@ class Paths:
 
     def cgroup_name(self, name: str) -> str:
         """Relative cgroup path of one guest, the same under every controller."""
-        return f"{self.cgroup_base}/{name}"
+        return f"{self.cgroup_base}/{check_name(name)}"
 
     def link_name(self, name: str, kind: str = "vs") -> str:
         """Host-side link name for a guest, at most IFNAMSIZ bytes.

@@ -8,7 +8,6 @@ its file, line and key.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +15,8 @@ from engine import caps as _caps
 from engine._record import Record
 from engine.config import values as v
 from engine.config.parser import Document
-from engine.errors import ConfigError, InvalidName
+from engine.errors import ConfigError
+from engine.paths import check_name
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms of every start
 if TYPE_CHECKING:
@@ -25,23 +25,10 @@ if TYPE_CHECKING:
 
     _Parser = Callable[[str], Any]
 
-NAME_MAX = 32
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
-
 
 def validate_name(name: str, guest_word: str = "guest") -> str:
     """A guest name is a hostname label: letters, digits, dash, 1..32 chars."""
-    if (
-        not isinstance(name, str)
-        or not 0 < len(name) <= NAME_MAX
-        or not _NAME_RE.fullmatch(name)
-        or not name.isascii()
-    ):
-        raise InvalidName(
-            f"'{name}' is not a valid {guest_word} name; use 1..{NAME_MAX} letters, digits "
-            "and dashes, not starting with a dash (a hostname label)"
-        )
-    return name
+    return check_name(name, guest_word)
 
 
 class Key(Record):

@@ -14,7 +14,7 @@ from collections import namedtuple
 from collections.abc import Iterable
 from pathlib import Path
 
-from engine.paths import Paths
+from engine.paths import Paths, check_name, is_name
 from engine.procs.contexts import HOST_NAME, HOST_XID, SPECTATOR_XID
 
 CGROUP_FS = Path("/sys/fs/cgroup")
@@ -129,7 +129,8 @@ def configured_guests(paths: Paths) -> list[str]:
 def run_guests(paths: Paths) -> list[str]:
     """Names that have a run directory (running, or left by a crash)."""
     try:
-        return sorted(e.name for e in os.scandir(paths.run_base) if e.is_dir())
+        entries = os.scandir(paths.run_base)
+        return sorted(e.name for e in entries if is_name(e.name) and e.is_dir())
     except OSError:
         return []
 
@@ -241,9 +242,30 @@ def context_label(xid: int, names: dict[int, str]) -> str:
     return names.get(xid, "")
 
 
+def resolve_context(paths: Paths, word: str, proc_root: str = "/proc") -> int:
+    """The running context a ``--xid`` word names (a number or a guest name).
+
+    0 and 1 always exist; any other number or name must be a running guest:
+    GuestNotFound for an unknown one, GuestNotRunning for a stopped one.
+    """
+    word = word.strip()
+    if word.isascii() and word.isdigit() and int(word) in (HOST_XID, SPECTATOR_XID):
+        return int(word)
+    info = resolve_guest(paths, word, proc_root)
+    if info is None:
+        return HOST_XID
+    if not info.active or info.xid is None:
+        from engine.errors import GuestNotRunning
+
+        raise GuestNotRunning(
+            f"guest is not running; start it with `vserver {info.name} start`", info.name
+        )
+    return info.xid
+
+
 def resolve_guest(paths: Paths, word: str, proc_root: str = "/proc") -> RunInfo | None:
     """A guest by name or by xid (a number); None for context 0."""
-    if word.isdigit():
+    if word.isascii() and word.isdigit() and len(word) <= 10:
         xid = int(word)
         if xid == HOST_XID:
             return None
@@ -258,6 +280,7 @@ def resolve_guest(paths: Paths, word: str, proc_root: str = "/proc") -> RunInfo 
         raise GuestNotFound(f"no guest has context {xid}; see `vserver-stat` for running ones")
     from engine.errors import GuestNotFound
 
+    check_name(word)
     if word not in all_guests(paths):
         raise GuestNotFound(
             f"no such guest; create {paths.config_file(word)} or see `vserver --list`", word

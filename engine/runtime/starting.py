@@ -41,7 +41,7 @@ from collections.abc import Callable
 from engine import _libc
 from engine._record import Record
 from engine.errors import GuestRunning, VstuiError, require_root
-from engine.paths import Paths
+from engine.paths import Paths, check_name
 from engine.runtime import child, forked, state
 from engine.runtime.plan import StartPlan
 
@@ -82,6 +82,7 @@ def boot(paths: Paths, name: str) -> int:
     from engine.config import load_guest
     from engine.runtime import supervisor, xid
 
+    check_name(name)
     require_root("starting a guest", name)
     cfg = load_guest(paths, name)  # GuestNotFound / ConfigError before anything else
     lock = state.lock(paths, name, START_LOCK_TIMEOUT)

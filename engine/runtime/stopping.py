@@ -14,7 +14,7 @@ import signal
 import time
 
 from engine.errors import require_root
-from engine.paths import Paths
+from engine.paths import Paths, check_name
 from engine.runtime import forked, runfiles, state
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms of every start
@@ -51,6 +51,7 @@ def wait_gone(pid: int, start: int | None, timeout: float) -> bool:
 
 def stop(paths: Paths, name: str, timeout: float | None = None) -> bool:
     """Stop the guest; True if it was running, False if only cleaned up."""
+    check_name(name)  # before anything: ../vservers/web once stopped the real web
     require_root("stopping a guest", name)
     cfg = _config(paths, name)
     if timeout is None:

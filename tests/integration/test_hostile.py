@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from engine.paths import Paths
 from engine.runtime import state
 from tests.hostile import make_broken
-from tests.integration.test_runtime import build, vserver
+from tests.integration.test_runtime import Guest, build, cgroup_dirs, vserver
+
+VSERVER_BIN = str(Path(sys.executable).parent / "vserver")  # the compiled front end
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -28,3 +35,67 @@ def test_onboot_starts_every_good_guest_and_fails_for_the_broken(vroot: Paths) -
         stopped = vserver(vroot, "--onboot", "stop", timeout=180)
     assert stopped.returncode == 0, stopped.stderr
     assert not state.read(vroot, early).running and not state.read(vroot, late).running
+
+
+# -- names: every command of every tool refuses a bad name first ---------------------
+BAD_NAMES = ["../vservers/{web}", "../x", "..", ".", "x/..", "{web}/", "/tmp/x", "-x", "a b",
+             "", "x\x1b]0;PWNED\x07", "x" * 33, "x\ny", "\u00e9t\u00e9", "x.y", "x_y"]  # fmt: skip
+TOOLS = {"python": [sys.executable, "-m", "vstui.cli.vserver"], "compiled": [VSERVER_BIN]}
+
+
+def _tree(paths: Paths) -> set[str]:
+    found = set()
+    for top, dirs, files in os.walk(paths.root):
+        found.update(os.path.join(top, n) for n in dirs + files)
+    return found
+
+
+def test_every_vserver_command_refuses_a_bad_name_first(vroot: Paths) -> None:
+    from vstui.cli.vserver import COMMANDS
+
+    with Guest(vroot) as web:
+        before = _tree(vroot)
+        groups = cgroup_dirs(vroot)
+        for tool, argv in TOOLS.items():
+            for command in sorted(COMMANDS):
+                for bad in BAD_NAMES:
+                    name = bad.format(web=web.name)
+                    cmd = [*argv, "--root", str(vroot.root), name, command]
+                    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+                    said = done.stderr
+                    assert done.returncode == 1, (tool, command, name, done)
+                    assert said.count("\n") == 1 and "is not a valid guest name" in said, said
+                    assert "\x1b" not in said and "\x07" not in said
+        assert web.init_pid is not None and state.read(vroot, web.name).running
+        assert _tree(vroot) == before and cgroup_dirs(vroot) == groups
+
+
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [("vps", ["--xid", "../x"]), ("vps", ["ax", "--xid", "a b"]),
+     ("vtop", ["-b", "-n", "1", "--xid", "../x"]), ("vkill", ["--xid", "../x"]),
+     ("vkill", ["--xid", "..", "1"])],
+)  # fmt: skip
+def test_other_tools_refuse_a_bad_guest_name(vroot: Paths, tool: str, args: list[str]) -> None:
+    module = {"vps": "vps", "vtop": "vtop", "vkill": "vkill"}[tool]
+    cmd = [sys.executable, "-m", f"vstui.cli.{module}", "--root", str(vroot.root), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "is not a valid guest name" in done.stderr, done
+    assert done.stderr.count("\n") == 1
+
+
+def test_status_of_a_name_that_is_no_guest_says_so(vroot: Paths) -> None:
+    done = vserver(vroot, "nosuch", "status")
+    assert done.returncode == 1 and done.stdout == "", done
+    assert done.stderr.startswith("vserver: nosuch: no such guest")
+    assert vserver(vroot, "nosuch", "running").returncode == 1
+
+
+@pytest.mark.parametrize("tool", ["vps", "vtop", "vkill"])
+def test_an_unknown_context_number_is_no_such_context(vroot: Paths, tool: str) -> None:
+    args = {"vps": ["ax", "--xid", "99999"], "vtop": ["-b", "-n", "1", "--xid", "99999"],
+            "vkill": ["--xid", "99999"]}[tool]  # fmt: skip
+    cmd = [sys.executable, "-m", f"vstui.cli.{tool}", "--root", str(vroot.root), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "no guest has context 99999" in done.stderr, done
+    assert done.stdout == ""

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from engine import caps
 from engine.errors import GuestNotRunning, VstuiError, require_root
-from engine.paths import Paths
+from engine.paths import Paths, is_name
 from vstui.cli.common import report, run_tool
 from vstui.cli.reducecap import drop_to, exec_command, is_option, take_value
 
@@ -156,7 +156,7 @@ def running_guests(paths: Paths) -> list[tuple[str, int]]:
 
     found = []
     try:
-        names = sorted(e.name for e in os.scandir(paths.run_base) if e.is_dir())
+        names = sorted(e.name for e in os.scandir(paths.run_base) if is_name(e.name) and e.is_dir())
     except OSError:
         return []
     for name in names:

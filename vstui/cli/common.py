@@ -10,6 +10,7 @@ import os
 import sys
 
 from engine.errors import GuestNotRunning, VstuiError
+from engine.text import visible
 
 TYPE_CHECKING = False  # typing/collections.abc cost ~3 ms of every tool's start
 if TYPE_CHECKING:
@@ -85,7 +86,9 @@ def report(tool: str, exc: VstuiError) -> int:
     """Print ``TOOL: [host 'H': ]NAME: message`` and return the exit code for it."""
     where = f"host '{exc.host}': " if exc.host else ""
     who = f"{exc.guest}: " if exc.guest else ""
-    print(f"{tool}: {where}{who}{exc.message}", file=sys.stderr)
+    # visible(): a message may quote what a guest or a hostile file chose
+    # (a name, a path, a command); control characters never reach the terminal
+    print(visible(f"{tool}: {where}{who}{exc.message}"), file=sys.stderr)
     return EXIT_CODES.get(type(exc), 1)
 
 

@@ -189,17 +189,12 @@ def select(rows, opts: Options, me, xid: int | None):
 def _xid_filter(paths: Paths, word: str | None, names: dict[int, str]) -> int | None:
     if word is None:
         return None
-    if word.isdigit():
-        return int(word)
-    for xid, name in names.items():
-        if name == word:
+    for xid, name in names.items():  # the running contexts, already read
+        if word and word in (name, str(xid)):
             return xid
-    from engine.procs.attribution import resolve_guest
+    from engine.procs.attribution import resolve_context
 
-    info = resolve_guest(paths, word)  # GuestNotFound for an unknown name
-    if info is None or not info.active:
-        raise VstuiError(f"guest is not running; start it with `vserver {word} start`", word)
-    return info.xid if info.xid is not None else -1
+    return resolve_context(paths, word)  # no such guest / context, or not running
 
 
 def _width(opts: Options) -> int | None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-from engine.paths import Paths
+from engine.paths import Paths, check_name
+from engine.text import visible
 from vstui.cli.common import run_tool, split_hosts, split_root
 
 TYPE_CHECKING = False  # typing/collections.abc cost ~3 ms of every tool's start
@@ -77,6 +78,8 @@ def _dispatch(argv: Sequence[str]) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr if not args else sys.stdout)
         return 2 if not args else 0
+    if args[0] not in GLOBAL_COMMANDS:
+        check_name(args[0])  # before anything else, here or on a remote host
     if hosts:
         from vstui.cli import remote
 
@@ -89,7 +92,8 @@ def _dispatch(argv: Sequence[str]) -> int:
         return 2
     name, command, rest = args[0], args[1], args[2:]
     if command not in COMMANDS:
-        print(f"{TOOL}: {name}: unknown command '{command}'; see vserver --help", file=sys.stderr)
+        shown = visible(command)
+        print(f"{TOOL}: {name}: unknown command '{shown}'; see vserver --help", file=sys.stderr)
         return 2
     try:
         func = _load(COMMANDS[command])

@@ -7,6 +7,7 @@ runtime's state and enter modules.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -146,12 +147,24 @@ def _stats(paths: Paths, name: str):
     return cg.stats(rel)
 
 
+def _require_guest(paths: Paths, name: str) -> None:
+    """GuestNotFound unless NAME has a configuration or run files (util-vserver
+    called any name "stopped"; a typo then looked like a stopped guest)."""
+    if not os.path.lexists(paths.config_file(name)) and not paths.run_dir(name).exists():
+        from engine.errors import GuestNotFound
+
+        raise GuestNotFound(
+            f"no such guest: {paths.config_file(name)} does not exist; see `vserver --list`", name
+        )
+
+
 def cmd_status(paths: Paths, name: str, args: Sequence[str]) -> int:
     from engine.runtime.state import read
 
     current = read(paths, name)
     as_json = "--json" in args
     if not current.running:
+        _require_guest(paths, name)
         if as_json:
             import json
 

@@ -156,17 +156,13 @@ def batch(paths: Paths, opts: Options) -> int:
 def _resolve_xid(paths: Paths, word: str | None) -> int | None:
     if word is None:
         return None
-    if word.isdigit():
-        return int(word)
-    from engine.procs.attribution import resolve_guest
+    from engine.procs.attribution import resolve_context
 
-    info = resolve_guest(paths, word)
-    if info is None or info.xid is None or not info.active:
-        raise VstuiError(f"guest is not running; start it with `vserver {word} start`", word)
-    return info.xid
+    return resolve_context(paths, word)  # no such guest / context, or not running
 
 
 def interactive(paths: Paths, opts: Options, root: str | None) -> int:
+    _resolve_xid(paths, opts.xid)  # a bad or unknown --xid: one line, not a console
     try:
         from vstui import app
     except ImportError:

@@ -1,0 +1,89 @@
+"""Issue 19: the engine's entry points refuse a bad guest name before anything.
+
+Not only the CLI: every public call that takes a guest name raises
+InvalidName first, and nothing under the root (or in the kernel) is touched.
+Paths itself refuses to derive a per-guest path from a bad name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from engine.errors import InvalidName
+from engine.paths import Paths
+
+BAD = ["../vservers/web", "../x", "..", ".", "x/..", "web/", "/etc", "-x", "a b", "",
+       "x\x1b]0;PWNED\x07", "x" * 33, "x\ny", "\u00e9t\u00e9", "x.y"]  # fmt: skip
+
+
+def _calls() -> dict[str, Callable[[Paths, str], Any]]:
+    from engine import audit, config, facade, rootfs, runtime
+    from engine.procs import attribution, signals
+    from engine.runtime import enter, freezing, starting, state, stopping, xid
+
+    def eng(op: str) -> Callable[[Paths, str], Any]:
+        return lambda p, n: getattr(facade.Engine(p), op)(n)
+
+    return {
+        "runtime.start": runtime.start, "runtime.stop": runtime.stop,
+        "runtime.restart": runtime.restart, "runtime.status": runtime.status,
+        "runtime.is_running": runtime.is_running, "runtime.init_pid": runtime.init_pid,
+        "runtime.exec_in": lambda p, n: runtime.exec_in(p, n, ["true"]),
+        "runtime.xid_of": runtime.xid_of, "starting.boot": starting.boot,
+        "stopping.stop": stopping.stop, "stopping.teardown": stopping.teardown,
+        "state.read": state.read, "state.lock": state.lock,
+        "enter.exec_in": lambda p, n: enter.exec_in(p, n, ["true"]),
+        "xid.xid_of": xid.xid_of, "freezing.freeze": freezing.freeze,
+        "freezing.thaw": freezing.thaw, "rootfs.build": rootfs.build,
+        "rootfs.delete": lambda p, n: rootfs.delete(p, n, force=True),
+        "rootfs.release": lambda p, n: rootfs.release(SimpleNamespace(name=n), p),
+        "config.load_guest": config.load_guest, "config.check_guest": config.check_guest,
+        "config.update_config": lambda p, n: config.update_config(p, n, {"S_NICE": "1"}),
+        "config.write_new_config": lambda p, n: config.write_new_config(p, n, {}),
+        "signals.choose": lambda p, n: signals.choose(p, n, []),
+        "attribution.resolve_guest": attribution.resolve_guest,
+        "audit.run_audit": lambda p, n: audit.run_audit(p, guest=n),
+        "facade.start": eng("start"), "facade.stop": eng("stop"),
+        "facade.restart": eng("restart"), "facade.delete": eng("delete"),
+        "facade.load_config": eng("load_config"), "facade.log_tail": eng("log_tail"),
+        "facade.enter_argv": eng("enter_argv"), "facade.apply_limits": eng("apply_limits"),
+        "facade.save_config": lambda p, n: facade.Engine(p).save_config(n, {"S_NICE": "1"}),
+        "facade.exec_argv": lambda p, n: facade.Engine(p).exec_argv(n, "true"),
+    }  # fmt: skip
+
+
+def _tree(root: Path) -> set[str]:
+    return {os.path.join(top, n) for top, dirs, files in os.walk(root) for n in dirs + files}
+
+
+@pytest.mark.parametrize("call", sorted(_calls()))
+def test_entry_point_refuses_a_bad_name_before_anything(tmp_path: Path, call: str) -> None:
+    paths = Paths.from_root(tmp_path)
+    paths.config_dir.mkdir(parents=True)
+    paths.config_file("web").write_text("S_HOSTNAME=web\n")
+    (tmp_path / "run" / "vservers").mkdir(parents=True)
+    before = _tree(tmp_path)
+    for name in BAD:
+        with pytest.raises(InvalidName, match="is not a valid guest name"):
+            _calls()[call](paths, name)
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("method", ["config_file", "guest_root", "guest_image", "run_dir",
+                                    "run_dir_str", "log_file", "cgroup_name"])  # fmt: skip
+def test_paths_derive_nothing_from_a_bad_name(method: str) -> None:
+    for name in BAD:
+        with pytest.raises(InvalidName):
+            getattr(Paths.from_root("/tmp/r"), method)(name)
+
+
+def test_the_message_shows_control_characters_visibly() -> None:
+    with pytest.raises(InvalidName) as caught:
+        Paths().run_dir("x\x1b]0;PWNED\x07")
+    assert str(caught.value).startswith("'x^[]0;PWNED^G' is not a valid guest name")
