@@ -208,6 +208,11 @@ class Paths:
         """Persistent engine state (context id allocation)."""
         return self._under("/var/lib/vservers")
 
+    @property
+    def cache_dir(self) -> Path:
+        """Downloaded template trees (debootstrap), kept between builds."""
+        return self._under("/var/cache/vservers")
+
     # -- kernel-global names -------------------------------------------
     # root_id: short stable id of this root, empty for ``/`` (see __getattr__)
     root_id: str

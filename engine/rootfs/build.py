@@ -37,6 +37,11 @@ OPTION_KEYS = {
     "context": "S_CONTEXT",
 }
 TEMPLATE_DEFAULTS = {"S_FLAGS": "lock nproc", "ULIMIT": "-HS -u 1000"}
+# what a template's tree needs on top: a debootstrap tree boots its own systemd
+# (fakeinit), and systemd drops capabilities from each service's bounding set
+# (CapabilityBoundingSet=), which needs CAP_SETPCAP: without it journald, logind
+# and others fail with status 218/CAPABILITIES
+KIND_DEFAULTS = {"debootstrap": {"S_FLAGS": "lock nproc fakeinit", "S_CAPS": "SETPCAP"}}
 LIVE_STATES = ("starting", "running", "stopping")
 
 
@@ -135,6 +140,7 @@ def config_values(
     if iproot:
         values["IPROOT"] = iproot
     values.update(TEMPLATE_DEFAULTS)
+    values.update(KIND_DEFAULTS.get(template.partition(":")[0], {}))
     values["V_TEMPLATE"] = template
     for key, value in options.items():
         values[OPTION_KEYS.get(key, key)] = str(value)
@@ -156,13 +162,18 @@ def build(
     hostname: str | None = None,
     addresses: Iterable[object] = (),
     options: Mapping[str, str] | None = None,
+    template_args: Any = None,
 ) -> Any:
-    """Write NAME.conf and the guest tree from ``template``; returns the GuestConfig."""
+    """Write NAME.conf and the guest tree from ``template``; returns the GuestConfig.
+
+    ``template_args``: a ``templates.TemplateArgs`` (debootstrap's --include,
+    --mirror, --flush-cache); its cache directory defaults to the root's.
+    """
     from engine import config
 
     config.validate_name(name)
     require_root("building a guest", name)
-    from engine.rootfs.templates import parse_template, populate
+    from engine.rootfs.templates import TemplateArgs, parse_template, populate
 
     chosen = parse_template(template)
     found = _exists(paths, name)
@@ -173,6 +184,13 @@ def build(
     if chosen.kind == "tarball" and not os.path.isfile(chosen.arg or ""):
         raise VstuiError(f"template tarball: {chosen.arg} is not a file", name)
     addresses = tuple(addresses)
+    args = template_args or TemplateArgs()
+    if args.cache is None:
+        import dataclasses
+
+        from engine.rootfs.debootstrap import cache_dir
+
+        args = dataclasses.replace(args, cache=cache_dir(paths.cache_dir))
     values = config_values(name, template, hostname, addresses, options or {})
     ensure_barrier(paths)
     config.write_new_config(paths, name, values)
@@ -181,7 +199,7 @@ def build(
         cfg = config.load_guest(paths, name)
         storage.create(cfg, paths)
         with storage.prepare_root(cfg, paths) as handle:
-            populate(chosen, handle.path, cfg.hostname, addresses)
+            populate(chosen, handle.path, cfg.hostname, addresses, args)
     except BaseException:
         _remove_all(paths, name, cfg)  # with cfg: a project-quota id is cleared too
         raise

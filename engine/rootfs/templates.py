@@ -27,7 +27,6 @@ from engine.rootfs.binds import SYSTEM_DIRS
 log = logging.getLogger("vstui.rootfs")
 
 KINDS = ("skeleton", "busybox", "tarball", "debootstrap")
-DEFAULT_SUITE = "bookworm"
 HOST = Path("/")
 
 # (path, mode): the directories every guest has
@@ -442,21 +441,43 @@ def finish_foreign(tree: Path, hostname: str, addresses: Iterable[object]) -> No
 # -- debootstrap -----------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class TemplateArgs:
+    """Options of one build that only some templates read (``vserver NAME build``'s words)."""
+
+    include: tuple[str, ...] = ()  # debootstrap: extra packages
+    mirror: str | None = None  # debootstrap: the Debian mirror (else debootstrap's default)
+    flush_cache: bool = False  # debootstrap: build the cached tree again
+    cache: Path | None = None  # where cached trees live (engine.rootfs.debootstrap.cache_dir)
+
+
 def populate_debootstrap(
-    tree: Path, suite: str | None, hostname: str, addresses: Iterable[object]
+    tree: Path, suite: str | None, hostname: str, addresses: Iterable[object], args: TemplateArgs
 ) -> None:
-    tool = shutil.which("debootstrap")
-    if tool is None:
-        raise VstuiError("template debootstrap needs debootstrap; apt-get install debootstrap")
-    argv = [tool, "--variant=minbase", suite or DEFAULT_SUITE, str(tree)]
-    done = subprocess.run(argv, capture_output=True, text=True)
-    if done.returncode != 0:
-        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise VstuiError(f"debootstrap {suite or DEFAULT_SUITE} failed: {last[0]}")
-    in_chroot(tree, lambda root: finish_foreign(root, hostname, addresses), "debootstrap setup")
+    """The cached debootstrap tree (made first when missing), then this guest's own /etc."""
+    from engine.rootfs import debootstrap
+
+    req = debootstrap.request(suite, args.include, args.mirror)
+    if args.cache is None:
+        raise VstuiError("template debootstrap needs a cache directory")
+    source = debootstrap.cached_tree(req, args.cache, args.flush_cache)
+    debootstrap.copy_tree(source, tree)
+    keys = debootstrap.host_keys(tree)
+
+    def finish(root: Path) -> None:
+        finish_foreign(root, hostname, addresses)
+        debootstrap.write_host_keys(root, keys)
+
+    in_chroot(tree, finish, "debootstrap setup")
 
 
-def populate(template: Template, tree: Path, hostname: str, addresses: Iterable[object]) -> None:
+def populate(
+    template: Template,
+    tree: Path,
+    hostname: str,
+    addresses: Iterable[object],
+    args: TemplateArgs | None = None,
+) -> None:
     """Fill ``tree`` (an empty, root-owned directory) from ``template``."""
     os.chmod(tree, 0o755)
     if template.kind == "skeleton":
@@ -466,4 +487,4 @@ def populate(template: Template, tree: Path, hostname: str, addresses: Iterable[
     elif template.kind == "tarball":
         populate_tarball(tree, template.arg or "", hostname, addresses)
     else:
-        populate_debootstrap(tree, template.arg, hostname, addresses)
+        populate_debootstrap(tree, template.arg, hostname, addresses, args or TemplateArgs())

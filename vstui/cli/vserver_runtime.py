@@ -30,11 +30,22 @@ def _usage(name: str, text: str) -> int:
 # -- build / delete ------------------------------------------------------------------
 
 
-def _parse_build(name: str, args: Sequence[str]) -> tuple[str, str | None, list[str], dict]:
+BUILD_USAGE = (
+    "[-t TEMPLATE] [--hostname H] [--ip ADDR]... [--context N] [--set KEY=VALUE]... "
+    "[--include PKG,...] [--mirror URL] [--flush-cache]"
+)
+
+
+def _parse_build(name: str, args: Sequence[str]) -> tuple[str, str | None, list[str], dict, dict]:
+    """(template, hostname, addresses, NAME.conf options, template options)."""
     template, hostname, addresses, options = "skeleton", None, [], {}
+    extra: dict = {"include": []}
     words = list(args)
     while words:
         word = words.pop(0)
+        if word.startswith(("--include=", "--mirror=")):
+            word, _, value = word.partition("=")
+            words.insert(0, value)
         if word in ("-t", "-m", "--method", "--template") and words:
             template = words.pop(0)
         elif word == "--hostname" and words:
@@ -46,23 +57,35 @@ def _parse_build(name: str, args: Sequence[str]) -> tuple[str, str | None, list[
         elif word == "--set" and words and "=" in words[0]:
             key, _, value = words.pop(0).partition("=")
             options[key] = value
+        elif word == "--include" and words:
+            extra["include"].append(words.pop(0))
+        elif word == "--mirror" and words:
+            extra["mirror"] = words.pop(0)
+        elif word == "--flush-cache":
+            extra["flush_cache"] = True
         elif word == "--":
             continue
         else:
-            raise VstuiError(
-                f"build: unknown option '{word}'; use [-t TEMPLATE] [--hostname H] "
-                "[--ip ADDR]... [--context N] [--set KEY=VALUE]...",
-                name,
-            )
-    return template, hostname, addresses, options
+            raise VstuiError(f"build: unknown option '{word}'; use {BUILD_USAGE}", name)
+    if (len(extra) > 1 or extra["include"]) and not template.startswith("debootstrap"):
+        raise VstuiError(
+            "build: --include, --mirror and --flush-cache are for -t debootstrap[:SUITE]", name
+        )
+    return template, hostname, addresses, options, extra
 
 
 def cmd_build(paths: Paths, name: str, args: Sequence[str]) -> int:
     from engine import rootfs
+    from engine.rootfs.debootstrap import parse_include
+    from engine.rootfs.templates import TemplateArgs
 
-    template, hostname, addresses, options = _parse_build(name, args)
+    template, hostname, addresses, options, extra = _parse_build(name, args)
+    try:
+        include = parse_include(extra.pop("include"))
+    except VstuiError as exc:
+        raise VstuiError(str(exc), name) from None
     rootfs.build(paths, name, template=template, hostname=hostname, addresses=addresses,
-                 options=options)  # fmt: skip
+                 options=options, template_args=TemplateArgs(include=include, **extra))  # fmt: skip
     return 0
 
 
