@@ -48,6 +48,7 @@ def check(audit: Audit) -> None:
         capabilities(audit, cfg)
         seccomp(audit, cfg)
         flags_and_limits(audit, cfg)
+        guest_init(audit, cfg)
         network(audit, cfg)
         shares(audit, cfg)
         subnet(audit, cfg)
@@ -171,6 +172,17 @@ def flags_and_limits(audit: Audit, cfg: GuestConfig) -> None:
         add("GUEST-NO-DISK-LIMIT", "V_DISK is set but not enforced (V_DISK_BACKEND=none)",
             "V_DISK_BACKEND=image (rebuild the guest) or V_DISK_BACKEND=project",
             guest=n)  # fmt: skip
+
+
+INIT_RULES = {"missing": "GUEST-INIT-MISSING", "setpcap": "GUEST-SYSTEMD-SETPCAP"}
+
+
+def guest_init(audit: Audit, cfg: GuestConfig) -> None:
+    """fakeinit without an executable /sbin/init; systemd without CAP_SETPCAP."""
+    from engine.rootfs import guestinit
+
+    for kind, message in guestinit.findings(cfg, audit.paths.guest_root(cfg.name)):
+        audit.col.add(INIT_RULES[kind], message, guestinit.FIXES[kind], guest=cfg.name)
 
 
 def network(audit: Audit, cfg: GuestConfig) -> None:

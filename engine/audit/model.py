@@ -287,6 +287,16 @@ RULES: dict[str, Rule] = {
            "the guest can fill the host's file system, and the host's own services fail "
            "with it",
            "V_DISK=2G (with V_DISK_BACKEND=image or project)"),
+        _R("GUEST-INIT-MISSING", "high", "guest",
+           "S_FLAGS has fakeinit but /sbin/init in the guest tree is missing or not "
+           "executable",
+           "the guest cannot start: its init cannot be executed",
+           "install an init in the guest (apt-get install systemd-sysv) or remove fakeinit"),
+        _R("GUEST-SYSTEMD-SETPCAP", "low", "guest",
+           "the guest boots systemd without CAP_SETPCAP",
+           "systemd drops capabilities from each service's bounding set, which needs "
+           "CAP_SETPCAP: journald, logind and others fail with 218/CAPABILITIES",
+           "add S_CAPS=SETPCAP"),
         _R("GUEST-NETMODE-HOST", "high", "guest",
            "V_NETMODE=host: the guest shares the host's network stack",
            "the guest sees and binds every host address and port and reaches host-only "

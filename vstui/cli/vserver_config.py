@@ -208,6 +208,9 @@ def cmd_check(paths: Paths, name: str, args: Sequence[str]) -> int:
         raise VstuiError(f"check: unexpected argument '{words[0]}'", name)
     cfg, errors = check_guest(paths, name)
     _warn(name, cfg.warnings)
+    from engine.rootfs import guestinit
+
+    _warn(name, guestinit.warnings(cfg, paths.guest_root(name)))
     for err in errors:
         print(f"{TOOL}: {name}: {err.message}", file=sys.stderr)
     if errors:
