@@ -14,7 +14,7 @@ BENCH_PACKAGES="lxc runc htop hyperfine"
 APT_PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libcap-dev libseccomp-dev \
   busybox-static e2fsprogs xfsprogs quota iproute2 procps tmux util-linux kmod \
   btrfs-progs zstd acl libcap2-bin \
-  openssh-client openssh-server"
+  openssh-client openssh-server debootstrap"
 
 apt_install() {
     missing=""
