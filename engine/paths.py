@@ -240,6 +240,10 @@ class Paths:
         tail = _sha1_hex(f"{self._root}\0{name}".encode())[:4]
         return (prefix + name)[: IFNAMSIZ - 5] + "-" + tail
 
+    def nft_table(self, name: str) -> str:
+        """nftables table of a guest's filtering (``vstui-web``, ``vstui-ROOTID-web``)."""
+        return f"{self.cgroup_base}-{name}"
+
     def netns_name(self, name: str) -> str:
         """Name of the guest's network namespace as shown by ``ip netns``."""
         return f"vs-{name}" if not self.root_id else f"vs{self.root_id}-{name}"

@@ -104,6 +104,16 @@ def netns(paths: Paths) -> list[str]:
     return sorted(n for n in os.listdir("/run/netns") if n.startswith(prefix))
 
 
+def nft_tables(paths: Paths) -> list[str]:
+    """The root's guest filtering tables ("inet vstui-ROOTID-web")."""
+    if not paths.root_id:
+        return []
+    done = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True)
+    prefix = paths.nft_table("")
+    return sorted(" ".join(line.split()[1:]) for line in done.stdout.splitlines()
+                  if len(line.split()) == 3 and line.split()[2].startswith(prefix))  # fmt: skip
+
+
 def loop_devices(paths: Paths) -> list[str]:
     found = []
     for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
@@ -122,6 +132,7 @@ def find(paths: Paths) -> list[str]:
     found += [f"cgroup {c}" for c in _cgroup_dirs(paths)]
     found += [f"link {n}" for n in links(paths)]
     found += [f"netns {n}" for n in netns(paths)]
+    found += [f"nft table {t}" for t in nft_tables(paths)]
     found += [f"loop device {d}" for d in loop_devices(paths)]
     return found
 
@@ -158,6 +169,8 @@ def clean(paths: Paths) -> None:
         subprocess.run(["ip", "link", "del", name], capture_output=True)
     for name in netns(paths):
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    for table in nft_tables(paths):
+        subprocess.run(["nft", "delete", "table", *table.split()], capture_output=True)
     for base in _cgroup_dirs(paths):
         for _ in range(20):
             dirs = sorted((d for d in base.rglob("*") if d.is_dir()), key=lambda p: -len(p.parts))

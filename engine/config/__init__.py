@@ -17,7 +17,7 @@ from engine.config import values as _values
 from engine.config.files import read_config_bytes
 from engine.config.model import KEYS, GuestConfig, Key, build_config, keys_markdown, validate_name
 from engine.config.parser import Document, parse_bytes, parse_text
-from engine.config.values import ExtraMount, IPAddr, Share, ULimit
+from engine.config.values import ExtraMount, IPAddr, Route, Share, ULimit
 from engine.config.writer import atomic_write, check_key, new_text, updated_text
 from engine.errors import ConfigError, KernelError, VstuiError
 from engine.paths import Paths
@@ -186,6 +186,7 @@ __all__ = [
     "GuestConfig",
     "IPAddr",
     "Key",
+    "Route",
     "Share",
     "ULimit",
     "build_config",

@@ -92,6 +92,16 @@ KEYS: dict[str, Key] = {
             "how the guest is networked; `host` shares the host's network"),
         Key("V_BRIDGE", "br0", "interface", "none (routed)",
             "bridge the guest's veth joins"),
+        Key("V_ROUTE", "eth0:nat", "`DEV[:nat]` words, `any`", "none",
+            "host devices a routed veth guest may leave through (`:nat` masquerades "
+            "behind the device's address); without it the guest reaches other guests "
+            "and the host's own addresses only"),
+        Key("V_NEIGH_LIMIT", "64", "count 1..65535", "64",
+            "new next hops (LAN neighbours) a V_ROUTE guest may use per minute; "
+            "more are rejected"),
+        Key("V_NET_FILTER", "yes", "yes/no", "yes",
+            "anti-spoofing on the host side: own MAC and addresses only, no RA, "
+            "DHCP-server or foreign ARP/ND answers from a bridged guest; `no` turns it off"),
         Key("V_BANDWIDTH_OUT", "10mbit", "tc rate 8bit..34gbit", "unlimited",
             "egress limit (bit kbit mbit gbit, bps kbps mbps = bytes/s; plain = bits/s)"),
         Key("V_BANDWIDTH_IN", "10mbit", "tc rate 8bit..34gbit", "unlimited",
@@ -144,6 +154,9 @@ class GuestConfig(Record):
         "disk_backend",
         "netmode",
         "bridge",
+        "routes",
+        "neigh_limit",
+        "net_filter",
         "bandwidth_out",
         "bandwidth_in",
         "shares",
@@ -182,6 +195,9 @@ class GuestConfig(Record):
         "disk_backend": "none",
         "netmode": "veth",
         "bridge": None,
+        "routes": (),
+        "neigh_limit": 64,
+        "net_filter": True,
         "bandwidth_out": None,
         "bandwidth_in": None,
         "shares": (),
@@ -220,6 +236,9 @@ class GuestConfig(Record):
     disk_backend: str
     netmode: str
     bridge: str | None
+    routes: tuple[v.Route, ...]
+    neigh_limit: int
+    net_filter: bool
     bandwidth_out: int | None
     bandwidth_in: int | None
     shares: tuple[v.Share, ...]
@@ -282,6 +301,9 @@ _SIMPLE: dict[str, tuple[str, _Parser]] = {
     "V_DISK_BACKEND": ("disk_backend", lambda s: v.parse_choice(s, ("image", "project", "none"))),
     "V_NETMODE": ("netmode", lambda s: v.parse_choice(s, ("veth", "ipvlan", "macvlan", "host"))),
     "V_BRIDGE": ("bridge", v.parse_ifname),
+    "V_ROUTE": ("routes", v.parse_routes),
+    "V_NEIGH_LIMIT": ("neigh_limit", lambda s: v.parse_int(s, 1, 65535)),
+    "V_NET_FILTER": ("net_filter", v.parse_bool),
     "V_BANDWIDTH_OUT": ("bandwidth_out", v.parse_rate),
     "V_BANDWIDTH_IN": ("bandwidth_in", v.parse_rate),
     "V_SHARE": ("shares", v.parse_shares),
@@ -410,6 +432,10 @@ def _defaults(b: _Builder, name: str, assigned: dict[str, Any]) -> None:
         b.warn("V_DISK_BACKEND", line, "is none, so V_DISK / V_INODES are not enforced")
     if b.fields.get("bridge") and b.fields.get("netmode", "veth") != "veth":
         b.warn("V_BRIDGE", assigned["V_BRIDGE"].line, "is only used with V_NETMODE=veth")
+    routed = b.fields.get("netmode", "veth") == "veth" and not b.fields.get("bridge")
+    if b.fields.get("routes") and not routed:
+        b.warn("V_ROUTE", assigned["V_ROUTE"].line,
+               "is only used by a routed guest (V_NETMODE=veth without V_BRIDGE)")  # fmt: skip
 
 
 def _duplicates(b: _Builder, doc: Document) -> None:

@@ -512,6 +512,34 @@ def parse_choice(text: str, choices: tuple[str, ...]) -> str:
 
 
 # -- paths ---------------------------------------------------------------------------
+class Route(Record):
+    """One V_ROUTE word: a host device a routed guest may leave through
+    (None: any), masqueraded behind that device's address when ``nat``."""
+
+    __slots__ = _fields = ("dev", "nat")
+    _defaults = {"nat": False}
+    dev: str | None
+    nat: bool
+
+
+def parse_routes(text: str) -> tuple[Route, ...]:
+    """V_ROUTE words: ``DEV``, ``DEV:nat``, or ``any`` alone; ``none``/empty = none."""
+    words = text.split()
+    if words in ([], ["none"]):
+        return ()
+    if "any" in words:
+        if words != ["any"]:
+            raise Invalid("'any' already allows every host device; write it alone")
+        return (Route(None),)
+    routes = []
+    for word in words:
+        dev, colon, how = word.partition(":")
+        if colon and how != "nat":
+            raise Invalid(f"'{word}' is not a route; use DEV or DEV:nat, e.g. eth0:nat")
+        routes.append(Route(parse_ifname(dev), bool(colon)))
+    return tuple(routes)
+
+
 class Share(Record):
     """A host directory bound into the guest (read-only unless ``rw``)."""
 

@@ -120,24 +120,42 @@ def _build_veth(cfg, paths, netns_pid, rec, host, guest, addresses) -> None:
     link = paths.link_name(cfg.name)
     links.create_veth(host, link, netns_pid, cfg.name)
     rec.add(host_link=link)  # recorded before anything else can fail: undo removes it
-    links.harden_host_end(link)
-    links.set_up(host, link)
+    filtered = getattr(cfg, "net_filter", True)
+    links.harden_host_end(link, filtered)
     ipv6 = any(a.version == 6 for a in addresses)
     if cfg.bridge:
+        links.set_up(host, link)
         links.attach_bridge(host, link, cfg.bridge, cfg.name)
         rec.add(bridge=cfg.bridge)
         gateways = links.bridge_addresses(host, cfg.bridge)
         links.configure_guest(guest, links.GUEST_IFNAME, list(addresses), routed=False,
                               gateways=gateways, default_route=True)  # fmt: skip
         return
+    _filter_routed(cfg, paths, rec, link, addresses)  # before anything can pass the link
+    links.set_up(host, link)
     links.routed_host_end(link, ipv6)
     if ipv6:
         links.host_ipv6_gateway(host, link)
-    links.configure_guest(guest, links.GUEST_IFNAME, list(addresses), routed=True,
-                          gateways=[], default_route=True)  # fmt: skip
+    links.configure_guest(guest, links.GUEST_IFNAME, list(addresses), routed=True, gateways=[],
+                          default_route=True, host_mac=links.mac_of(host, link))  # fmt: skip
     for addr in addresses:
         links.add_host_route(host, addr, link, cfg.name)
         rec.add(host_routes=(net_state.HostRoute(addr.host_route, link),))
+
+
+def _filter_routed(cfg: Any, paths: Paths, rec: _Recorder, link: str, addresses) -> None:
+    """The guest's nftables table: its sources, where it may forward to (V_ROUTE)."""
+    from engine.net import policy
+
+    table = paths.nft_table(cfg.name)
+    rec.add(nft_tables=(f"inet {table}",))  # recorded first: undo deletes it
+    policy.apply(policy.routed_script(policy.Routed(
+        table=table, host_link=link, guests=paths.link_name("") + "*",
+        v4=tuple(a.address for a in addresses if a.version == 4),
+        v6=tuple(a.address for a in addresses if a.version == 6),
+        exits=tuple(policy.Exit(r.dev, r.nat) for r in getattr(cfg, "routes", ())),
+        neigh_limit=getattr(cfg, "neigh_limit", 64),
+        filtered=getattr(cfg, "net_filter", True))))  # fmt: skip
 
 
 def _build_slaves(cfg, netns_pid, rec, host, guest, addresses) -> None:
@@ -217,8 +235,10 @@ def teardown(cfg_or_name: Any, paths: Paths) -> None:
                 if os.path.lexists(f"/sys/class/net/{n}")]  # fmt: skip
         if not left:
             return
+        # a setup that died before writing net.json may have made the table too
+        tables = [f"{family} {paths.nft_table(name)}" for family in ("inet", "bridge")]
         recorded = net_state.NetState(name=name, mode="veth", netns_pid=0, netns_inode=None,
-                                      host_links=tuple(left))  # fmt: skip
+                                      host_links=tuple(left), nft_tables=tuple(tables))  # fmt: skip
     try:
         _undo(paths, recorded)
     except Exception as exc:
@@ -227,10 +247,12 @@ def teardown(cfg_or_name: Any, paths: Paths) -> None:
 
 def _undo(paths: Paths, recorded: net_state.NetState) -> None:
     host_side = recorded.host_routes or recorded.host_links or recorded.host_link
-    if not host_side and not recorded.guest_links:
+    if not host_side and not recorded.guest_links and not recorded.nft_tables:
         net_state.remove(paths, recorded.name)  # nothing made: no netlink needed
         return
-    from engine.net import links, nl
+    from engine.net import links, nl, policy
+
+    policy.remove(recorded.nft_tables)
 
     if host_side:
         with nl.host() as host:

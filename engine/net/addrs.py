@@ -84,12 +84,14 @@ def by_host_device(cfg: Any, addresses: tuple[GuestAddr, ...]) -> dict[str, list
 def addr_flags(addr: GuestAddr, routed: bool) -> int:
     """IPv6 without duplicate address detection (no 1-2 s wait at start).
 
-    A routed IPv6 guest gets no on-link prefix route either: everything goes
-    to the host end (fe80::1), which knows where each /128 lives.
+    A routed guest gets no on-link prefix route either (IPv4 and IPv6):
+    everything goes to the host end, which knows where each /32 or /128
+    lives, so the guest never resolves neighbours on its own.
     """
+    routed_flags = IFA_F_NOPREFIXROUTE if routed else 0
     if addr.version == 4:
-        return 0
-    return IFA_F_NODAD | (IFA_F_NOPREFIXROUTE if routed else 0)
+        return routed_flags
+    return IFA_F_NODAD | routed_flags
 
 
 def gateway_for(addresses: list[GuestAddr], gateways: list[str]) -> str | None:

@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 
 GUEST_IFNAME = "eth0"
 IPV6_GATEWAY = "fe80::1"  # the host end's address, the IPv6 next hop of routed guests
+# The IPv4 next hop of routed guests: a name for the host end only, never an
+# address of the host. The guest gets a permanent neighbour entry for it with
+# the host end's MAC, so it needs no ARP and no proxy_arp answers for it.
+IPV4_GATEWAY = "169.254.0.1"
+NUD_PERMANENT = 0x80
+RTNH_F_ONLINK = 4
 RT_SCOPE_LINK = 253
 SYSCTL = Path("/proc/sys/net")
 
@@ -47,16 +53,19 @@ def create_veth(host: IPRoute, host_name: str, netns_pid: int, guest: str) -> No
         raise
 
 
-def harden_host_end(link: str) -> None:
-    """No router adverts taken from the guest, no spoofed sources let in.
+def harden_host_end(link: str, filtered: bool = True) -> None:
+    """No router adverts or redirects taken from the guest, no spoofed sources let in.
 
     A guest that forges RAs (escape class 23) must not configure the host's
     end of its veth; strict reverse-path filtering drops packets whose source
-    is not routed back through this link (the guest's own addresses are).
+    is not routed back through this link (the guest's own addresses are);
+    V_NET_FILTER=no turns that off for a guest that routes other networks.
     """
     if (SYSCTL / f"ipv6/conf/{link}").exists():  # absent when the host has no IPv6
         _sysctl(f"ipv6/conf/{link}/accept_ra", "0")
-    _sysctl(f"ipv4/conf/{link}/rp_filter", "1")
+        _sysctl(f"ipv6/conf/{link}/accept_redirects", "0")
+    _sysctl(f"ipv4/conf/{link}/accept_redirects", "0")
+    _sysctl(f"ipv4/conf/{link}/rp_filter", "1" if filtered else "0")
 
 
 def create_slave(
@@ -98,12 +107,13 @@ def attach_bridge(host: IPRoute, link: str, bridge: str, guest: str) -> None:
 def routed_host_end(link: str, ipv6: bool) -> None:
     """Sysctls on the host end only (they go away with the link).
 
-    proxy_arp answers the guest's ARP for other guests and the host, and
-    forwarding on this link lets the host route what the guest sends (the
+    Forwarding on this link lets the host route what the guest sends (the
     kernel checks forwarding on the link a packet came in on, so the global
-    ip_forward stays as it is). IPv6 uses force_forwarding (Linux 6.17+).
+    ip_forward stays as it is); the guest's nftables table decides where
+    to (engine.net.policy). No proxy_arp: the guest needs no ARP answers
+    (its gateway is a permanent neighbour entry), and proxy_arp would answer
+    for every address the host routes. IPv6 uses force_forwarding (Linux 6.17+).
     """
-    _sysctl(f"ipv4/conf/{link}/proxy_arp", "1")
     _sysctl(f"ipv4/conf/{link}/forwarding", "1")
     if not ipv6:  # no fe80::, router solicitations or MLD on a link without IPv6 guests
         _sysctl(f"ipv6/conf/{link}/disable_ipv6", "1")
@@ -115,6 +125,13 @@ def routed_host_end(link: str, ipv6: bool) -> None:
 
 def _sysctl(name: str, value: str) -> None:
     (SYSCTL / name).write_text(value)
+
+
+def mac_of(ipr: IPRoute, name: str) -> str:
+    index = nl.link_index(ipr, name)
+    if index is None:
+        raise NetError(f"link {name} vanished while being set up")
+    return ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
 
 
 def host_ipv6_gateway(host: IPRoute, link: str) -> None:
@@ -184,13 +201,15 @@ def configure_guest(
     routed: bool,
     gateways: list[str],
     default_route: bool,
+    host_mac: str | None = None,
 ) -> None:
     """Inside the guest: loopback and ``ifname`` up, addresses, default routes.
 
-    ``routed`` (veth without bridge): IPv4 default goes on-link through eth0
-    (the host end answers ARP by proxy), IPv6 default via fe80::1.
-    Otherwise the default goes via the first of ``gateways`` in a guest
-    subnet, if any.
+    ``routed`` (veth without bridge): no on-link prefix routes, everything
+    goes to the host end: IPv4 via 169.254.0.1 (a permanent neighbour entry
+    with ``host_mac``), IPv6 via fe80::1. So the guest never asks ARP or
+    neighbour discovery about anyone else. Otherwise the default goes via
+    the first of ``gateways`` in a guest subnet, if any.
     """
     guest.link("set", index=nl.link_index(guest, "lo"), state="up")
     index = set_up(guest, ifname)
@@ -203,8 +222,10 @@ def configure_guest(
     versions = {a.version for a in addresses}
     if routed:
         if 4 in versions:
+            guest.neigh("add", dst=IPV4_GATEWAY, lladdr=host_mac, ifindex=index,
+                        state=NUD_PERMANENT)  # fmt: skip
             guest.route("add", dst="0.0.0.0/0", family=socket.AF_INET, oif=index,
-                        scope=RT_SCOPE_LINK)  # fmt: skip
+                        gateway=IPV4_GATEWAY, flags=RTNH_F_ONLINK)  # fmt: skip
         if 6 in versions:
             guest.route("add", dst="::/0", family=socket.AF_INET6, oif=index,
                         gateway=IPV6_GATEWAY)  # fmt: skip

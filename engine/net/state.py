@@ -28,7 +28,7 @@ class HostRoute:
 
 @dataclass(frozen=True, slots=True)
 class NetState:
-    """The network objects of one guest (links by name; routes; shaping)."""
+    """The network objects of one guest (links by name; routes; shaping; nft tables)."""
 
     name: str
     mode: str  # veth | ipvlan | macvlan | host
@@ -42,6 +42,7 @@ class NetState:
     bandwidth_out: int | None = None  # bits/s as applied
     bandwidth_in: int | None = None
     addresses: tuple[str, ...] = field(default=())  # "198.18.0.1/24" as configured
+    nft_tables: tuple[str, ...] = ()  # "inet vstui-web": the guest's filtering
 
     def adding(self, **changes: object) -> NetState:
         """A copy with tuple fields extended (``host_links=("x",)`` appends x)."""
@@ -87,7 +88,7 @@ def load(paths: Paths, name: str) -> NetState | None:
         return None
     try:
         data["host_routes"] = tuple(HostRoute(**r) for r in data.get("host_routes", ()))
-        for key in ("guest_links", "host_links", "addresses"):
+        for key in ("guest_links", "host_links", "addresses", "nft_tables"):
             data[key] = tuple(data.get(key, ()))
         return NetState(**data)
     except (TypeError, KeyError):

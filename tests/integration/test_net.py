@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pytest
 
 import engine.net as net
-from engine.config.values import IPAddr
+from engine.config.values import IPAddr, Route
 from engine.errors import NetError
 from engine.net import nl, shaping, state
 from engine.paths import Paths
@@ -85,6 +85,9 @@ class Cfg:
     bridge: str | None = None
     bandwidth_out: int | None = None
     bandwidth_in: int | None = None
+    routes: tuple = ()
+    neigh_limit: int = 64
+    net_filter: bool = True
 
 
 def cfg(name: str, *addresses: str, **kw: object) -> Cfg:
@@ -248,7 +251,7 @@ def test_ipv4_only_guest_has_no_ipv6_at_all(vroot, spaces):
     net.setup(cfg("v4", "198.18.2.1/24"), vroot, a.pid)
     assert a.addresses() == {"127.0.0.1/8", "::1/128", "198.18.2.1/24"}
     route = a.run("ip", "route")
-    assert "default dev eth0" in route
+    assert route.startswith("default via 169.254.0.1 dev eth0 ")  # then "proto static onlink"
 
 
 def test_bridge_mode_attaches_host_end(vroot, spaces):
@@ -297,7 +300,8 @@ def test_slave_guest_reaches_veth_guest_through_host(vroot, spaces, mode):
     up, _router = uplink_with_router(vroot, spaces)
     try:
         a, c = new_ns(spaces), new_ns(spaces)
-        net.setup(cfg("a", "198.18.4.1/24"), vroot, a.pid)
+        # the veth guest talks to the LAN through the uplink: its config must say so
+        net.setup(cfg("a", "198.18.4.1/24", routes=(Route(up),)), vroot, a.pid)
         guest_c = cfg("c", "198.18.5.3/24", netmode=mode, iprootdev=up)
         try:
             net.setup(guest_c, vroot, c.pid)

@@ -12,6 +12,7 @@ from engine.config import (
     KEYS,
     GuestConfig,
     IPAddr,
+    Route,
     Share,
     ULimit,
     build_config,
@@ -106,6 +107,12 @@ VALID: list[tuple[str, str, Any]] = [
     ("V_NETMODE=macvlan", "netmode", "macvlan"),
     ("V_NETMODE=host", "netmode", "host"),
     ("V_BRIDGE=br0", "bridge", "br0"),
+    ("V_ROUTE=none", "routes", ()),
+    ("V_ROUTE=any", "routes", (Route(None),)),
+    ('V_ROUTE="eth0 wlan0:nat"', "routes", (Route("eth0"), Route("wlan0", True))),
+    ("V_NEIGH_LIMIT=8", "neigh_limit", 8),
+    ("V_NET_FILTER=no", "net_filter", False),
+    ("V_NET_FILTER=", "net_filter", True),
     ("V_BANDWIDTH_OUT=10mbit", "bandwidth_out", 10_000_000),
     ("V_BANDWIDTH_OUT=1gbit", "bandwidth_out", 10**9),
     ("V_BANDWIDTH_OUT=500kbit", "bandwidth_out", 500_000),
@@ -187,6 +194,11 @@ INVALID: list[tuple[str, str]] = [
     ("V_DISK_BACKEND=zfs", "V_DISK_BACKEND: 'zfs' is not one of image, project, none"),
     ("V_NETMODE=bridge", "V_NETMODE: 'bridge' is not one of veth, ipvlan, macvlan, host"),
     ("V_BRIDGE=br/0", "V_BRIDGE: 'br/0' is not an interface name"),
+    ("V_ROUTE=eth0:masq", "V_ROUTE: 'eth0:masq' is not a route; use DEV or DEV:nat"),
+    ('V_ROUTE="any eth0"', "V_ROUTE: 'any' already allows every host device; write it alone"),
+    ("V_ROUTE=eth/0", "V_ROUTE: 'eth/0' is not an interface name"),
+    ("V_NEIGH_LIMIT=0", "V_NEIGH_LIMIT: 0 is out of range; use 1..65535"),
+    ("V_NET_FILTER=maybe", "V_NET_FILTER: 'maybe' is not a yes/no value"),
     ("V_BANDWIDTH_OUT=fast", "V_BANDWIDTH_OUT: 'fast' is not a rate; use tc syntax"),
     ("V_BANDWIDTH_OUT=10m", "V_BANDWIDTH_OUT: '10m' is not a rate"),
     ("V_BANDWIDTH_IN=0", "V_BANDWIDTH_IN: '0' is out of range; use 8bit..34gbit"),
@@ -287,6 +299,8 @@ def test_disk_backend_defaults_to_image_with_a_quota() -> None:
 def test_bridge_outside_veth_is_warned() -> None:
     cfg = cfg_of("V_NETMODE=host\nV_BRIDGE=br0\n")
     assert any("V_BRIDGE: is only used with V_NETMODE=veth" in w for w in cfg.warnings)
+    cfg = cfg_of("V_BRIDGE=br0\nV_ROUTE=eth0\n")
+    assert any("V_ROUTE: is only used by a routed guest" in w for w in cfg.warnings)
 
 
 def test_minit_flag_is_accepted_with_a_warning() -> None:

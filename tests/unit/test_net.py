@@ -70,7 +70,8 @@ def test_slave_mode_without_device_is_refused_with_the_fix():
 
 def test_ipv6_flags_and_gateway_choice():
     v4, v6 = addrs.guest_addresses(Cfg("g", (item("198.18.0.5/24"), item("2001:db8::5/64"))))
-    assert addrs.addr_flags(v4, routed=True) == 0
+    assert addrs.addr_flags(v4, routed=True) == addrs.IFA_F_NOPREFIXROUTE
+    assert addrs.addr_flags(v4, routed=False) == 0
     assert addrs.addr_flags(v6, routed=False) == addrs.IFA_F_NODAD
     assert addrs.addr_flags(v6, routed=True) == addrs.IFA_F_NODAD | addrs.IFA_F_NOPREFIXROUTE
     assert addrs.gateway_for([v4, v6], ["10.0.0.1", "198.18.0.1"]) == "198.18.0.1"

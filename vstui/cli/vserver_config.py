@@ -92,6 +92,9 @@ def effective_rows(cfg: GuestConfig) -> list[tuple[str, str]]:
         ("V_DISK_BACKEND", cfg.disk_backend),
         ("V_NETMODE", cfg.netmode),
         ("V_BRIDGE", _opt(cfg.bridge, empty="(routed)")),
+        ("V_ROUTE", " ".join(_route_word(r) for r in cfg.routes) or "none (guests and host only)"),
+        ("V_NEIGH_LIMIT", str(cfg.neigh_limit)),
+        ("V_NET_FILTER", "yes" if cfg.net_filter else "no"),
         ("V_BANDWIDTH_OUT", _opt(cfg.bandwidth_out, format_rate, "unlimited")),
         ("V_BANDWIDTH_IN", _opt(cfg.bandwidth_in, format_rate, "unlimited")),
         ("V_SHARE", " ".join(f"{s.host}:{s.guest}:{'ro' if s.readonly else 'rw'}"
@@ -105,6 +108,10 @@ def effective_rows(cfg: GuestConfig) -> list[tuple[str, str]]:
         ("V_PROC_SHOW", " ".join(cfg.proc_show) or "-"),
         ("V_SECCOMP", " ".join(cfg.seccomp) or "-"),
     ]  # fmt: skip
+
+
+def _route_word(route: Any) -> str:
+    return (route.dev or "any") + (":nat" if route.nat else "")
 
 
 def config_dict(cfg: GuestConfig) -> dict[str, Any]:
@@ -136,6 +143,9 @@ def config_dict(cfg: GuestConfig) -> dict[str, Any]:
         "disk_backend": cfg.disk_backend,
         "netmode": cfg.netmode,
         "bridge": cfg.bridge,
+        "routes": [{"dev": r.dev, "nat": r.nat} for r in cfg.routes],
+        "neigh_limit": cfg.neigh_limit,
+        "net_filter": cfg.net_filter,
         "bandwidth_out": cfg.bandwidth_out,
         "bandwidth_in": cfg.bandwidth_in,
         "shares": [{"host": s.host, "guest": s.guest, "readonly": s.readonly} for s in cfg.shares],
