@@ -124,12 +124,16 @@ def _build_veth(cfg, paths, netns_pid, rec, host, guest, addresses) -> None:
     links.harden_host_end(link, filtered)
     ipv6 = any(a.version == 6 for a in addresses)
     if cfg.bridge:
+        link_local = None
+        if filtered:  # before the port joins: no frame passes unfiltered
+            link_local = _filter_bridged(cfg, paths, rec, link, netns_pid, guest, addresses)
         links.set_up(host, link)
         links.attach_bridge(host, link, cfg.bridge, cfg.name)
         rec.add(bridge=cfg.bridge)
         gateways = links.bridge_addresses(host, cfg.bridge)
         links.configure_guest(guest, links.GUEST_IFNAME, list(addresses), routed=False,
-                              gateways=gateways, default_route=True)  # fmt: skip
+                              gateways=gateways, default_route=True,
+                              link_local=link_local)  # fmt: skip
         return
     _filter_routed(cfg, paths, rec, link, addresses)  # before anything can pass the link
     links.set_up(host, link)
@@ -156,6 +160,30 @@ def _filter_routed(cfg: Any, paths: Paths, rec: _Recorder, link: str, addresses)
         exits=tuple(policy.Exit(r.dev, r.nat) for r in getattr(cfg, "routes", ())),
         neigh_limit=getattr(cfg, "neigh_limit", 64),
         filtered=getattr(cfg, "net_filter", True))))  # fmt: skip
+
+
+def _filter_bridged(cfg, paths, rec, port, netns_pid, guest, addresses) -> str | None:
+    """The guest's bridge-family table: own MAC and addresses only (see policy).
+
+    With IPv6 the guest's link-local address is made by us, from its MAC
+    (addr_gen_mode none + the EUI-64 address), so the filter knows it.
+    Returns that address, or None without IPv6.
+    """
+    from engine.net import links, nl, policy
+
+    mac = links.mac_of(guest, links.GUEST_IFNAME)
+    v6 = [a.address for a in addresses if a.version == 6]
+    link_local = policy.link_local(mac) if v6 else None
+    if link_local:
+        nl.write_sysctl_in(netns_pid, f"ipv6/conf/{links.GUEST_IFNAME}/addr_gen_mode", "1",
+                           cfg.name)  # fmt: skip
+    table = paths.nft_table(cfg.name)
+    rec.add(nft_tables=(f"bridge {table}",))  # recorded first: undo deletes it
+    policy.apply(policy.bridged_script(policy.Bridged(
+        table=table, port=port, mac=mac,
+        v4=tuple(a.address for a in addresses if a.version == 4),
+        v6=tuple([*v6, link_local] if link_local else ()))))  # fmt: skip
+    return link_local
 
 
 def _build_slaves(cfg, netns_pid, rec, host, guest, addresses) -> None:

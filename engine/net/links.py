@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from engine.errors import NetError
 from engine.net import nl
-from engine.net.addrs import GuestAddr, addr_flags, gateway_for
+from engine.net.addrs import IFA_F_NODAD, GuestAddr, addr_flags, gateway_for
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -202,6 +202,7 @@ def configure_guest(
     gateways: list[str],
     default_route: bool,
     host_mac: str | None = None,
+    link_local: str | None = None,
 ) -> None:
     """Inside the guest: loopback and ``ifname`` up, addresses, default routes.
 
@@ -209,10 +210,13 @@ def configure_guest(
     goes to the host end: IPv4 via 169.254.0.1 (a permanent neighbour entry
     with ``host_mac``), IPv6 via fe80::1. So the guest never asks ARP or
     neighbour discovery about anyone else. Otherwise the default goes via
-    the first of ``gateways`` in a guest subnet, if any.
+    the first of ``gateways`` in a guest subnet, if any. ``link_local``: the
+    IPv6 link-local address to add (the kernel makes none: addr_gen_mode 1).
     """
     guest.link("set", index=nl.link_index(guest, "lo"), state="up")
     index = set_up(guest, ifname)
+    if link_local:
+        guest.addr("add", index=index, address=link_local, prefixlen=64, flags=IFA_F_NODAD)
     for addr in addresses:
         extra = {"broadcast": addr.broadcast} if addr.broadcast else {}
         guest.addr("add", index=index, address=addr.address, prefixlen=addr.prefixlen,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -164,3 +165,157 @@ def test_500_datagrams_to_unused_addresses_leave_a_bounded_neighbour_table(
         assert grown <= limit, f"{grown} new {family} neighbour entries on the uplink"
         # the guest resolves nothing itself: its gateway is a permanent entry
         assert neighbours(a, family) <= 2
+
+
+# -- bridged guests -----------------------------------------------------------------------
+
+# Run as root inside a guest's namespace: forged frames a guest with CAP_NET_RAW can send.
+FORGE = r"""
+import fcntl, socket, struct, sys
+ifname, what = "eth0", sys.argv[1]
+# SIOCGIFHWADDR: /sys/class/net shows the namespace that mounted sysfs, not ours
+req = struct.pack("16s16x", ifname.encode())
+mac = fcntl.ioctl(socket.socket(), 0x8927, req)[18:24]
+index = socket.if_nametoindex(ifname)
+def arp(op, ip, sha):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0806))
+    body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, op, sha, socket.inet_aton(ip),
+                       b"\xff" * 6 if op == 1 else b"\0" * 6, socket.inet_aton(ip))
+    s.sendto(body, (ifname, 0x0806, 0, 0, b"\xff" * 6))
+def icmp6(src, payload):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+    s.bind((src, 0, 0, index))
+    s.sendto(payload, ("ff02::1", 0, 0, index))
+ll = sys.argv[2] if len(sys.argv) > 2 else None
+if what == "garp":  # "IP is at my MAC", as request and as reply
+    for ip in sys.argv[2:]:
+        arp(1, ip, mac); arp(2, ip, mac)
+elif what == "ra":  # hop limit 7, router lifetime 1800 s, MTU 1280, a prefix to autoconfigure
+    ra = struct.pack("!BBHBBHII", 134, 0, 0, 7, 0, 1800, 0, 0)
+    ra += struct.pack("!BBHI", 5, 1, 0, 1280)
+    ra += struct.pack("!BBBBIII16s", 3, 4, 64, 0xC0, 3600, 3600, 0,
+                      socket.inet_pton(socket.AF_INET6, "2001:2:99::"))
+    ra += struct.pack("!BB6s", 1, 1, mac)
+    icmp6(ll, ra)
+elif what == "na":  # unsolicited, override: "TARGET is at my MAC"
+    target = socket.inet_pton(socket.AF_INET6, sys.argv[3])
+    na = struct.pack("!BBHI16s", 136, 0, 0, 0x20000000, target) + struct.pack("!BB6s", 2, 1, mac)
+    icmp6(ll, na)
+elif what == "mac":  # a frame carrying another guest's MAC as source
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((ifname, 0))
+    s.send(b"\xff" * 6 + bytes.fromhex(sys.argv[2].replace(":", "")) + b"\x08\x06" + b"\0" * 46)
+elif what == "dhcp":  # a DHCP server's offer, to the other guest's client port
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((sys.argv[2], int(sys.argv[3])))
+    s.sendto(b"offer", (sys.argv[4], 68))
+"""
+
+
+def neigh_mac(where: Namespace | None, address: str, dev: str) -> str | None:
+    argv = ["ip", "-j", "neigh", "show", address, "dev", dev]
+    out = where.run(*argv) if where else subprocess.run(argv, capture_output=True, text=True,
+                                                          check=True).stdout  # fmt: skip
+    entries = json.loads(out or "[]")
+    return entries[0].get("lladdr") if entries else None
+
+
+def ra_state(where: Namespace | None, dev: str) -> tuple[str, str, str]:
+    """Hop limit, IPv6 MTU and default routes of ``dev`` as an RA would change them."""
+
+    def read(name: str) -> str:
+        path = f"/proc/sys/net/ipv6/conf/{dev}/{name}"
+        return where.run("cat", path).strip() if where else open(path).read().strip()
+
+    argv = ["ip", "-6", "route", "show", "default", "dev", dev]
+    routes = where.run(*argv) if where else subprocess.run(argv, capture_output=True,
+                                                           text=True).stdout  # fmt: skip
+    return read("hop_limit"), read("mtu"), routes.strip()
+
+
+@pytest.fixture
+def bridge(vroot: Paths) -> Iterator[str]:
+    """A test bridge with host addresses that takes router advertisements (accept_ra=2)."""
+    name = vroot.link_name("br", kind="xbr")
+    subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{name}/accept_ra", "w") as f:
+            f.write("2")
+        subprocess.run(["ip", "addr", "add", "198.18.50.254/24", "dev", name], check=True)
+        subprocess.run(["ip", "addr", "add", "2001:2:50::fe/64", "dev", name, "nodad"],
+                       check=True)  # fmt: skip
+        subprocess.run(["ip", "link", "set", name, "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+def link_local_of(ns: Namespace) -> str:
+    """eth0's link-local address once usable (the kernel's own waits for DAD, ~1 s)."""
+    for _ in range(100):
+        shown = ns.run("ip", "-j", "-6", "addr", "show", "dev", "eth0", "scope", "link",
+                       "-tentative")  # fmt: skip
+        found = [x["local"] for link in json.loads(shown) for x in link.get("addr_info", [])
+                 if "local" in x]  # fmt: skip
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(ns.run("ip", "addr"))
+
+
+def mac_of(ns: Namespace) -> str:
+    return json.loads(ns.run("ip", "-j", "link", "show", "eth0"))[0]["address"]
+
+
+def test_a_bridged_guest_cannot_take_over_addresses_or_configure_others(vroot, spaces, bridge):
+    a = guest(vroot, spaces, "a", "198.18.50.1/24", "2001:2:50::1/64", bridge=bridge)
+    b = guest(vroot, spaces, "b", "198.18.50.2/24", "2001:2:50::2/64", bridge=bridge)
+    bridge_mac = open(f"/sys/class/net/{bridge}/address").read().strip()
+    # b knows its gateway, the host knows b (IPv4 and IPv6)
+    for dst in ("198.18.50.254", "2001:2:50::fe"):
+        b.run(PY, "-c", UDP, "spray", "-", "9", dst)
+    for dst in ("198.18.50.2", "2001:2:50::2"):
+        subprocess.run([PY, "-c", UDP, "spray", "-", "9", dst], check=True)
+    a_ll = link_local_of(a)
+
+    def situation() -> list[object]:
+        return [neigh_mac(b, "198.18.50.254", "eth0"), neigh_mac(b, "2001:2:50::fe", "eth0"),
+                neigh_mac(None, "198.18.50.2", bridge), neigh_mac(None, "2001:2:50::2", bridge),
+                ra_state(None, bridge), ra_state(b, "eth0"), b.run("ip", "-6", "addr")]  # fmt: skip
+
+    before = situation()
+    assert before[:4] == [bridge_mac, bridge_mac, mac_of(b), mac_of(b)]
+    attacks = [("garp", "198.18.50.254", "198.18.50.2"), ("ra", a_ll),
+               ("na", a_ll, "2001:2:50::2"), ("na", a_ll, "2001:2:50::fe")]  # fmt: skip
+    for attack in attacks:
+        a.run(PY, "-c", FORGE, *attack)
+    a.run(PY, "-c", FORGE, "mac", mac_of(b))
+    assert situation() == before
+    fdb = subprocess.run(["bridge", "-j", "fdb", "show", "br", bridge], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    owner = [e["ifname"] for e in json.loads(fdb) if e["mac"] == mac_of(b)]
+    assert owner == [vroot.link_name("b")]
+    # the same forgeries from a guest whose filter is off do change things
+    # (so the checks above would have seen them)
+    c = guest(vroot, spaces, "c", "198.18.50.3/24", "2001:2:50::3/64", bridge=bridge,
+              net_filter=False)  # fmt: skip
+    c.run(PY, "-c", FORGE, "garp", "198.18.50.254")
+    c.run(PY, "-c", FORGE, "ra", link_local_of(c))
+    assert neigh_mac(b, "198.18.50.254", "eth0") == mac_of(c)
+    assert ra_state(None, bridge)[0] == "7"
+
+
+def test_dhcp_server_replies_from_a_bridged_guest_are_dropped(vroot, spaces, bridge):
+    a = guest(vroot, spaces, "a", "198.18.50.1/24", bridge=bridge)
+    b = guest(vroot, spaces, "b", "198.18.50.2/24", bridge=bridge)
+    sink = subprocess.Popen(b.argv(PY, "-c", UDP, "sink", "0.0.0.0", "68", "1.5"),
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+        a.run(PY, "-c", FORGE, "dhcp", "198.18.50.1", "67", "198.18.50.2")
+        a.run(PY, "-c", FORGE, "dhcp", "198.18.50.1", "6700", "198.18.50.2")
+        assert sink.stdout.read().split() == ["198.18.50.1"]  # the second one only
+    finally:
+        sink.kill()
+        sink.wait()
