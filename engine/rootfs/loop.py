@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,6 +143,24 @@ def set_capacity(device: str) -> None:
         raise KernelError("LOOP_SET_CAPACITY", device, exc.errno or errno.EIO) from exc
     finally:
         os.close(fd)
+
+
+def wait_detached(device: str, timeout: float = 2.0) -> bool:
+    """Wait for an autoclear device to let go of its backing file.
+
+    Since Linux 5.17 the last close of an autoclear device only queues the
+    clear (drivers/block/loop.c, lo_release -> __loop_clr_fd on a work
+    item), so right after the unmount the device still shows its image:
+    a quota change or a test that looks then sees an attached, unmounted
+    image. False when the device is still bound after ``timeout``.
+    """
+    backing = SYS_BLOCK / os.path.basename(device) / "loop" / "backing_file"
+    deadline = time.monotonic() + timeout
+    while backing.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 def devices_for(image: str | os.PathLike[str]) -> list[str]:

@@ -72,8 +72,11 @@ class RootHandle:
         if not self._mounted:
             return
         self._mounted = False
+        device = mounted_source(self.path)
         try:
             _libc.umount(str(self.path))
+            if device and device.startswith("/dev/loop"):
+                loop.wait_detached(device)
         except OSError as exc:
             if exc.errno == errno.EINVAL:
                 return  # already unmounted by someone else
