@@ -225,9 +225,9 @@ class Engine:
 
     def delete(self, name: str, force: bool = False) -> None:
         self._refuse("delete", name)
-        self._mod("engine.rootfs").delete(self.paths, name, force=force)
-        # the context id goes with the guest, as `vserver NAME delete` does
-        self._mod("engine.runtime.xid").forget(self.paths, name)
+        # the whole guest, as `vserver NAME delete` does: stopped first with
+        # force, then every file of it (tree, config, caches, context id, logs)
+        self._runtime("delete")(self.paths, name, force=force)
 
     def exec_argv(self, name: str, command: str) -> list[str]:
         """The command that runs ``command`` (a shell line) in the guest.

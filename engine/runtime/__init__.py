@@ -7,6 +7,7 @@ The contract (docs/engine-api.md, "engine.runtime")::
     init_pid(paths, name) -> int | None
     exec_in(paths, name, argv, user=None, tty=False) -> int
     xid_of(paths, name) -> int
+    delete(paths, name, force=False)   # stops first with force; every file of the guest
 
 Every function imports its module lazily: ``vserver NAME exec`` loads only
 state.py and enter.py.
@@ -62,10 +63,26 @@ def exec_in(
     return _exec_in(paths, name, argv, user, tty)
 
 
+def delete(paths: Paths, name: str, force: bool = False) -> None:
+    from engine.runtime.deleting import delete as _delete
+
+    _delete(paths, name, force)
+
+
 def xid_of(paths: Paths, name: str) -> int:
     from engine.runtime.xid import xid_of as _xid_of
 
     return _xid_of(paths, name)
 
 
-__all__ = ["exec_in", "init_pid", "is_running", "restart", "start", "status", "stop", "xid_of"]
+__all__ = [
+    "delete",
+    "exec_in",
+    "init_pid",
+    "is_running",
+    "restart",
+    "start",
+    "status",
+    "stop",
+    "xid_of",
+]

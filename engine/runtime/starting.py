@@ -141,7 +141,7 @@ def _seccomp_program(cfg: Any, paths: Paths) -> bytes | None:
     """
     sources = _seccomp_sources()
     key = _seccomp_key(cfg, sources) if sources is not None else None
-    cache = os.path.join(os.fspath(paths.state_dir), SECCOMP_CACHE_DIR, f"{cfg.name}.bpf")
+    cache = _seccomp_cache(paths, cfg.name)
     if key is not None:
         cached = _read_cache(cache, key)
         if cached is not None:
@@ -156,6 +156,18 @@ def _seccomp_program(cfg: Any, paths: Paths) -> bytes | None:
 
 
 SECCOMP_CACHE_DIR = "seccomp-cache"  # under paths.state_dir, root-only
+
+
+def _seccomp_cache(paths: Paths, name: str) -> str:
+    return os.path.join(os.fspath(paths.state_dir), SECCOMP_CACHE_DIR, f"{name}.bpf")
+
+
+def forget_seccomp(paths: Paths, name: str) -> None:
+    """Drop a deleted guest's cached seccomp program."""
+    try:
+        os.unlink(_seccomp_cache(paths, check_name(name)))
+    except FileNotFoundError:
+        pass
 
 
 def _seccomp_sources() -> str | None:

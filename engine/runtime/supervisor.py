@@ -478,10 +478,15 @@ def _pump(console_r: int, log_fd: int, log_file: str) -> None:
             _cap_log(log_fd, log_file)
 
 
+def older_log(log_file: str) -> str:
+    """Where the capped part of a console log goes (``vserver delete`` removes it)."""
+    return f"{log_file}.1"
+
+
 def _cap_log(log_fd: int, log_file: str) -> None:
     """The log moves to NAME.log.1 and starts again (same inode: copy, then truncate)."""
     size = os.fstat(log_fd).st_size
-    older = f"{log_file}.1"
+    older = older_log(log_file)
     src = os.open(log_file, os.O_RDONLY | os.O_CLOEXEC)
     try:
         dst = os.open(older, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)

@@ -12,7 +12,7 @@ import pytest
 from engine.paths import Paths
 from engine.runtime import state
 from tests.hostile import make_broken
-from tests.integration.test_runtime import Guest, build, cgroup_dirs, vserver
+from tests.integration.test_runtime import Guest, build, cgroup_dirs, ok, vserver
 
 VSERVER_BIN = str(Path(sys.executable).parent / "vserver")  # the compiled front end
 
@@ -99,3 +99,45 @@ def test_an_unknown_context_number_is_no_such_context(vroot: Paths, tool: str) -
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "no guest has context 99999" in done.stderr, done
     assert done.stdout == ""
+
+
+# -- delete: --force stops first, and every file of the guest goes -----------------
+def _files_of(paths: Paths, name: str) -> list[str]:
+    """Every path under the root that belongs to guest ``name`` (by its name)."""
+    found = []
+    for top, dirs, files in os.walk(paths.root):
+        for entry in dirs + files:
+            if entry == name or entry.startswith(name + "."):
+                found.append(os.path.join(top, entry))
+    xids = paths.state_dir / "xids"
+    if xids.exists() and any(line.split()[:1] == [name] for line in xids.read_text().splitlines()):
+        found.append(f"{xids}: {name}")
+    return found
+
+
+def test_delete_force_stops_the_guest_and_removes_every_file(vroot: Paths) -> None:
+    import time
+
+    # 9 MB on the console: the supervisor rotates the log to NAME.log.1
+    name = build(vroot, {"V_INIT": "/bin/sh -c 'head -c 9000000 /dev/zero; exec sleep 100000'"})
+    ok(vserver(vroot, name, "start"))
+    ident = state.init_identity(vroot, name)
+    assert ident is not None
+    rotated = Path(f"{vroot.log_file(name)}.1")
+    deadline = time.monotonic() + 60
+    while not rotated.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    kinds = " ".join(_files_of(vroot, name))
+    assert rotated.exists() and "boot-cache" in kinds and "seccomp-cache" in kinds, kinds
+    done = vserver(vroot, name, "delete", "--force", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not state.alive(*ident), "delete --force left the guest running"
+    assert [d for d in cgroup_dirs(vroot) if d.endswith("/" + name)] == []
+    assert _files_of(vroot, name) == []
+
+
+def test_delete_without_force_refuses_a_running_guest(vroot: Paths) -> None:
+    with Guest(vroot) as web:
+        done = vserver(vroot, web.name, "delete")
+        assert done.returncode == 1 and "is running" in done.stderr
+        assert web.init_pid is not None and vroot.config_file(web.name).exists()

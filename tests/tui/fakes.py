@@ -185,7 +185,7 @@ class Recorder:
         if dotted == "engine.runtime":
             return types.SimpleNamespace(
                 start=record("start"), stop=record("stop"), restart=record("restart"),
-                is_running=lambda paths, name: True,
+                delete=record("delete"), is_running=lambda paths, name: True,
             )  # fmt: skip
         if dotted == "engine.rootfs":
             return types.SimpleNamespace(build=record("build"), delete=record("delete"),

@@ -42,6 +42,7 @@ def _calls() -> dict[str, Callable[[Paths, str], Any]]:
         "xid.xid_of": xid.xid_of, "freezing.freeze": freezing.freeze,
         "freezing.thaw": freezing.thaw, "rootfs.build": rootfs.build,
         "rootfs.delete": lambda p, n: rootfs.delete(p, n, force=True),
+        "runtime.delete": lambda p, n: runtime.delete(p, n, force=True),
         "rootfs.release": lambda p, n: rootfs.release(SimpleNamespace(name=n), p),
         "config.load_guest": config.load_guest, "config.check_guest": config.check_guest,
         "config.update_config": lambda p, n: config.update_config(p, n, {"S_NICE": "1"}),

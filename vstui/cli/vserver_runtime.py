@@ -90,16 +90,9 @@ def cmd_build(paths: Paths, name: str, args: Sequence[str]) -> int:
 
 
 def cmd_delete(paths: Paths, name: str, args: Sequence[str]) -> int:
-    from engine import rootfs
+    from engine.runtime.deleting import delete
 
-    force = "--force" in args or "-f" in args
-    rootfs.delete(paths, name, force=force)
-    try:
-        from engine.runtime.xid import forget
-
-        forget(paths, name)
-    except OSError:
-        pass
+    delete(paths, name, force="--force" in args or "-f" in args)
     return 0
 
 
