@@ -8,7 +8,17 @@
 2. startup to first frame (Pilot, 10,000 processes);
 3. RSS with 10,000 processes;
 4. bytes per second to the terminal while idle at 80x24 with 50 guests,
-   on a real pty (pty.fork), next to htop on the same pty size.
+   on a real pty (pty.fork), next to htop on the same pty size (fixed source).
+
+``--live`` (as root) measures the real console on a live host instead: the
+demo guests under a temporary root, and in "busy" mode also processes whose
+CPU use changes every second, short-lived children and UDP traffic to the
+guests. For every screen, at 80x24 and 160x48, idle and busy, the console
+and htop run side by side on two ptys of the same size over the same
+seconds; it prints bytes/s to the terminal and CPU% of each::
+
+    .venv/bin/python tests/bench/bench_tui.py --live [--seconds 10]
+        [--screens guests,processes,...] [--sizes 80x24,160x48] [--modes idle,busy]
 """
 
 from __future__ import annotations
@@ -132,11 +142,66 @@ def pty_bytes(argv: list[str], seconds: float, warmup: float = 12.0) -> float:
     return counted / seconds
 
 
+# Screen -> (vstui --screen, keys typed once it is up, htop options).
+LIVE_SCREENS: dict[str, tuple[str, str, list[str]]] = {
+    "guests": ("guests", "", []),
+    "processes": ("processes", "", []),
+    "tree": ("processes", "t\x1b[H", ["-t"]),  # t, then Home: htop -t starts at the top
+    "detail": ("guests", "j\r", []),
+    "editor": ("guests", "je", []),
+    "audit": ("audit", "", []),
+}
+
+
+def live(args: argparse.Namespace) -> None:
+    """The console next to htop on a live host, every screen, size and mode."""
+    import tempfile
+
+    from tests.bench.live_host import Guests, Load, PtyProgram, side_by_side
+
+    screens = args.screens.split(",")
+    sizes = [tuple(int(n) for n in s.split("x")) for s in args.sizes.split(",")]
+    home = tempfile.mkdtemp(prefix="vstui-bench-home-")  # htop's defaults, not a user's htoprc
+    print(f"{'screen':10} {'size':7} {'mode':5} {'vstui B/s':>10} {'htop B/s':>9} {'ratio':>6}"
+          f" {'vstui CPU%':>10} {'htop CPU%':>9}")  # fmt: skip
+    with Guests() as guests:
+        for mode in args.modes.split(","):
+            load = Load(8, guests.addresses()) if mode == "busy" else None
+            try:
+                for screen in screens:
+                    first, keys, htop_opts = LIVE_SCREENS[screen]
+                    for cols, rows in sizes:
+                        vstui = [sys.executable, "-m", "vstui.app.main", "--root", guests.root,
+                                 "--screen", first, "-d", "1"]  # fmt: skip
+                        htop = ["htop", "-d", "10", *htop_opts]
+                        env = {"PYTHONPATH": str(REPO), "HOME": home}
+                        programs = [PtyProgram(vstui, cols, rows, env),
+                                    PtyProgram(htop, cols, rows, env)]  # fmt: skip
+                        ours, theirs = side_by_side(
+                            programs, args.warmup, args.seconds, [(0, keys)] if keys else []
+                        )
+                        ratio = ours.bytes_per_s / theirs.bytes_per_s if theirs.bytes_per_s else 0
+                        print(f"{screen:10} {cols}x{rows:<4} {mode:5} {ours.bytes_per_s:10.0f}"
+                              f" {theirs.bytes_per_s:9.0f} {ratio:6.2f} {ours.cpu_percent:10.1f}"
+                              f" {theirs.cpu_percent:9.1f}", flush=True)  # fmt: skip
+            finally:
+                if load is not None:
+                    load.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--keys-only", action="store_true", help="only the key latencies")
+    parser.add_argument("--live", action="store_true", help="the real console on a live host")
+    parser.add_argument("--screens", default=",".join(LIVE_SCREENS))
+    parser.add_argument("--sizes", default="80x24,160x48")
+    parser.add_argument("--modes", default="idle,busy")
+    parser.add_argument("--warmup", type=float, default=8.0)
     args = parser.parse_args()
+    if args.live:
+        live(args)
+        return
     lat = asyncio.run(key_latency())
     for k, v in lat.items():
         print(f"{k:28} {v:8.1f}")
