@@ -42,9 +42,20 @@ def drive(app: VstuiApp, scenario: Callable, size=(80, 24)) -> None:
 
 
 async def settle(pilot) -> None:
+    """Wait for the first snapshot on screen and for running operations."""
     await pilot.pause()
+    await first_snapshot(pilot.app)
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
+
+
+async def first_snapshot(app: VstuiApp, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while app.snapshot is None:
+        if loop.time() > deadline:
+            raise AssertionError("no snapshot reached the console")
+        await asyncio.sleep(0.01)
 
 
 def screen_text(app: VstuiApp) -> str:

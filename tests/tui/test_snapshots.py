@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.tui.helpers import make_app
+from tests.tui.helpers import first_snapshot, make_app
 
 SIZE = (80, 24)
 
 
 async def _wait(pilot) -> None:
     await pilot.pause()
+    await first_snapshot(pilot.app)
     await pilot.app.workers.wait_for_complete()
     await pilot.pause(0.2)  # the log pane paints on the next refresh
 

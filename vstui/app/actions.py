@@ -62,6 +62,7 @@ REGISTRY: tuple[ActionSpec, ...] = (
     ActionSpec("tree", "f5,t", "Tree", (PROCS, DETAIL), key_display="t"),
     ActionSpec("pause", "Z", "Pause", (PROCS, DETAIL, GUESTS), hide_in=(GUESTS, DETAIL)),
     ActionSpec("follow", "F", "Follow", (PROCS, DETAIL), show=False),
+    ActionSpec("kernel", "K", "Kernel threads", (PROCS,), show=False),
     ActionSpec("mark", "space", "Mark", (PROCS, DETAIL), show=False),
     ActionSpec("guest_filter", "g", "Guest", (PROCS,)),
     ActionSpec("log", "l", "Log", (GUESTS, DETAIL)),

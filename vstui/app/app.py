@@ -1,6 +1,6 @@
 """The vstui console: polling, screens, and the guest operations.
 
-Data flows one way: a thread worker takes a snapshot off the UI thread,
+Data flows one way: the poller's thread takes a snapshot off the UI thread,
 posts it, and the screen on top updates its rows by key. The next poll is
 armed only after one finishes (dolphie), so polls never overlap and a slow
 /proc walk stretches the interval instead of piling up.
@@ -28,6 +28,7 @@ from engine.observe.model import ProcRow, Snapshot
 from vstui.app.actions import allowed, bindings
 from vstui.app.commands import VstuiCommands
 from vstui.app.history import History
+from vstui.app.poller import Poller
 from vstui.app.procview import ProcIndex, ViewSpec
 from vstui.app.screens.audit import AuditScreen
 from vstui.app.screens.base import VstuiScreen
@@ -38,6 +39,7 @@ from vstui.app.screens.help import HelpScreen
 from vstui.app.screens.procs import ProcessesScreen
 from vstui.app.shell import ShellRunner, SuspendRunner
 from vstui.app.source import SnapshotSource
+from vstui.app.steady import Steadier
 from vstui.app.themes import DEFAULT_THEME, load_themes
 from vstui.app.widgets.dialogs import ConfirmDialog, ExecOutput, FormDialog, TypeNameDialog
 
@@ -58,6 +60,14 @@ class SnapshotReady(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, SnapshotReady)
+
+
+class PollFailed(Message):
+    """A snapshot failed (the poller goes on and tries again)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
 
 
 class VstuiApp(App[int]):
@@ -94,12 +104,14 @@ class VstuiApp(App[int]):
         self._notices = list(notices)
         self._poll_error = ""
         self._theme_name = theme or DEFAULT_THEME
-        self.suspended = False
         self.guest_filter = guest
         # The process view on screen (set by the UI thread, read by the poll
         # worker to sort and filter the next snapshot before handing it over).
         self.view_hint: ViewSpec | None = None
         self._index: tuple[Snapshot, ProcIndex] | None = None
+        self.steady = Steadier()  # used by the poller's thread only
+        self.poller = Poller(self.take_snapshot, self.interval,
+                             lambda exc: self.post_message(PollFailed(exc)))  # fmt: skip
 
     @property
     def read_only(self) -> bool:
@@ -117,7 +129,7 @@ class VstuiApp(App[int]):
             self.push_screen(ProcessesScreen(self.guest_filter))
         elif self.first_screen == "audit":
             self.push_screen(AuditScreen())
-        self.poll()
+        self.poller.start()
 
     def _load_themes(self) -> None:
         themes, failures = load_themes()
@@ -135,9 +147,10 @@ class VstuiApp(App[int]):
             self.theme = DEFAULT_THEME if DEFAULT_THEME in themes else "textual-dark"
 
     # -- polling -------------------------------------------------------
-    @work(thread=True, exclusive=True, group="poll", exit_on_error=False, description="snapshot")
-    def poll(self) -> None:
-        snap = self.source.snapshot()
+    def take_snapshot(self) -> None:
+        """One poll (in the poller's thread): snapshot, steady figures, and
+        the processes sorted and filtered for the view on screen."""
+        snap = self.steady.apply(self.source.snapshot())
         index = ProcIndex(snap.procs)
         hint = self.view_hint
         if hint is not None:
@@ -150,24 +163,27 @@ class VstuiApp(App[int]):
             self._index = (snap, ProcIndex(snap.procs))
         return self._index[1]
 
+    def on_poll_failed(self, message: PollFailed) -> None:
+        text = f"snapshot failed: {message.error}"
+        if text != self._poll_error:  # once per distinct failure, not every second
+            self._poll_error = text
+            self.notify(text, severity="error", timeout=10)
+
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
-        if worker.group == "poll":
-            if event.state == WorkerState.ERROR:
-                text = f"snapshot failed: {worker.error}"
-                if text != self._poll_error:  # once per distinct failure, not every second
-                    self._poll_error = text
-                    self.notify(text, severity="error", timeout=10)
-            if event.state in (WorkerState.SUCCESS, WorkerState.ERROR):
-                self.set_timer(self.interval, self._next_poll)
-        elif event.state == WorkerState.ERROR:
+        if event.state == WorkerState.ERROR:
             self.notify(f"{worker.description or worker.name}: {worker.error}", severity="error")
 
-    def _next_poll(self) -> None:
-        if self.suspended:
-            self.set_timer(self.interval, self._next_poll)
-        else:
-            self.poll()
+    def on_unmount(self) -> None:
+        self.poller.stop()
+
+    @property
+    def suspended(self) -> bool:
+        return self.poller.paused
+
+    @suspended.setter
+    def suspended(self, value: bool) -> None:
+        self.poller.paused = value
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         self._poll_error = ""

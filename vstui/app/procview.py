@@ -47,6 +47,7 @@ class ViewSpec:
     sort: str = "cpu"
     reverse: bool = True
     tree: bool = False
+    kernel: bool = True  # show kernel threads (htop hides them by default: K)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,27 +113,31 @@ class ProcIndex:
             order = self._orders[column] = sorted(by_pid, key=values.__getitem__)
         return order
 
-    def matches(self, text: str, guest: str | None) -> list[int] | None:
+    def matches(self, text: str, guest: str | None, kernel: bool = True) -> list[int] | None:
         """Positions (ascending) of rows passing the filter; None: no filter."""
-        if not text and guest is None:
+        if not text and guest is None and kernel:
             return None
-        found = self._matches.get((text, guest))
+        found = self._matches.get((text, guest, kernel))
         if found is not None:
             return found
         if text:
-            found = self._text_matches(text, guest)
+            found = self._text_matches(text, guest, kernel)
         else:
-            found = [i for i, p in enumerate(self.rows) if p.guest == guest]
+            rows = self.rows
+            found = [
+                i for i, p in enumerate(rows)
+                if (guest is None or p.guest == guest) and (kernel or not p.kernel)
+            ]  # fmt: skip
         if len(self._matches) >= 4 * CACHED_VIEWS:
             self._matches.clear()
-        self._matches[(text, guest)] = found
+        self._matches[(text, guest, kernel)] = found
         return found
 
-    def _text_matches(self, text: str, guest: str | None) -> list[int]:
+    def _text_matches(self, text: str, guest: str | None, kernel: bool) -> list[int]:
         if self._hay is None:
             self._hay = [f"{p.pid} {p.guest} {p.user} {p.cmdline}".lower() for p in self.rows]
         hay = self._hay
-        candidates = self._narrowest(text, guest)
+        candidates = self._narrowest(text, guest, kernel)
         if _plain(text):
             needle = text.lower()
             if candidates is None:
@@ -142,14 +147,14 @@ class ProcIndex:
         pool = range(len(hay)) if candidates is None else candidates
         return [i for i in pool if match(hay[i])]
 
-    def _narrowest(self, text: str, guest: str | None) -> list[int] | None:
+    def _narrowest(self, text: str, guest: str | None, kernel: bool) -> list[int] | None:
         """The smallest earlier result that must contain every match of ``text``."""
-        best = self.matches("", guest) if guest is not None else None
+        best = self.matches("", guest, kernel)
         if not _plain(text):
             return best
         lowered = text.lower()
-        for (old, old_guest), found in self._matches.items():
-            if old_guest == guest and _plain(old) and old.lower() in lowered:
+        for (old, *scope), found in self._matches.items():
+            if scope == [guest, kernel] and _plain(old) and old.lower() in lowered:
                 if best is None or len(found) < len(best):
                     best = found
         return best
@@ -160,7 +165,7 @@ class ProcIndex:
         if cached is not None:
             return cached
         asc = self.ordering(spec.sort)
-        found = self.matches(spec.text, spec.guest)
+        found = self.matches(spec.text, spec.guest, spec.kernel)
         if found is None:
             seq = asc
         elif len(found) * 8 < len(asc):  # few matches: sort them by rank
@@ -238,7 +243,7 @@ class ProcIndex:
 
 def filter_rows(rows: Iterable[ProcRow], spec: ViewSpec) -> list[ProcRow]:
     index = ProcIndex(rows)
-    found = index.matches(spec.text, spec.guest)
+    found = index.matches(spec.text, spec.guest, spec.kernel)
     return list(index.rows) if found is None else [index.rows[i] for i in found]
 
 

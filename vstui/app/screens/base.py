@@ -16,6 +16,7 @@ from vstui.app.actions import allowed
 from vstui.app.widgets.dialogs import PickDialog
 from vstui.app.widgets.filterbox import FilterBox
 from vstui.app.widgets.linetable import LineTable
+from vstui.app.widgets.paint import SpanCompositor
 from vstui.app.widgets.topbar import TopBar
 
 if TYPE_CHECKING:
@@ -33,6 +34,11 @@ class VstuiScreen(Screen):
     VstuiScreen #filter { dock: bottom; display: none; height: 3; }
     VstuiScreen #filter.-shown { display: block; }
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Partial updates write only the refreshed cells (see widgets.paint).
+        self._compositor = SpanCompositor()
 
     @property
     def vapp(self) -> VstuiApp:

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import ContentSwitcher, Footer, Log, Static
+from textual.widgets import ContentSwitcher, Footer, Log
 
 from engine.errors import VstuiError
 from engine.observe.model import GuestStatus, Snapshot
@@ -19,6 +19,7 @@ from vstui.app.history import Series
 from vstui.app.procview import ProcIndex, ViewSpec
 from vstui.app.screens.procs import GUEST_PROC_COLUMNS, ProcActions, format_guest_proc
 from vstui.app.widgets.linetable import LineTable
+from vstui.app.widgets.textlines import TextLines
 from vstui.app.widgets.topbar import TopBar
 
 BAR = 16
@@ -135,7 +136,7 @@ class DetailScreen(ProcActions):
 
     def compose(self) -> ComposeResult:
         yield from self.compose_table()
-        yield Static("", id="header", markup=False)
+        yield TextLines(id="header")
         with ContentSwitcher(initial="procs"):
             yield LineTable(GUEST_PROC_COLUMNS, format_guest_proc, id="procs")
             yield Log(id="log", max_lines=2000)
@@ -182,7 +183,7 @@ class DetailScreen(ProcActions):
         super().show_snapshot(snap)
         guest = snap.guest(self.guest)
         text = header_text(guest, self.cfg, self.cfg_error, self.vapp.history.of(self.guest))
-        self.query_one("#header", Static).update(text)
+        self.query_one("#header", TextLines).show(text.split("\n"))
         self._update_log()
 
     def _update_log(self) -> None:

@@ -82,6 +82,7 @@ class ProcActions(TableScreen):
 
     SORTS = SORTS
     tree = False
+    show_kernel = False  # kernel threads hidden, as in htop (K shows them)
     guest_filter: str | None = None
     _snap: Snapshot | None = None
 
@@ -104,7 +105,7 @@ class ProcActions(TableScreen):
         table = self.procs_table
         spec = ViewSpec(
             self.filter_text, self.guest_filter, table.sort_key or "cpu", table.sort_reverse,
-            self.tree,
+            self.tree, self.show_kernel,
         )  # fmt: skip
         self.remember_view(spec)
         view = index.view(spec)
@@ -128,6 +129,11 @@ class ProcActions(TableScreen):
             self.procs_table.sort_key, self.procs_table.sort_reverse = "pid", False
         self.redraw()
         self.procs_table.refresh()
+
+    def action_kernel(self) -> None:
+        self.show_kernel = not self.show_kernel
+        self.notify("kernel threads " + ("shown" if self.show_kernel else "hidden"))
+        self.redraw()
 
     def action_follow(self) -> None:
         self.procs_table.follow = not self.procs_table.follow

@@ -8,9 +8,10 @@ API instead:
 - the owner hands it the display order (a list of keys) and the items by
   key; ``render_line`` formats only the rows on screen, so cost does not grow
   with the row count;
-- on each update only the screen lines whose key or item changed are
-  refreshed (``refresh_line``), so an idle screen sends next to nothing to
-  the terminal;
+- on each update every line on screen is compared, cell by cell, with what
+  was drawn there, and only the runs of cells that differ are repainted
+  (``paint.PaintedLines``), so an idle screen sends next to nothing to the
+  terminal and a re-sorted one sends what moved;
 - the cursor is kept on its key (the process or guest under it), never on a
   position, so a list that reorders under the user never swaps the row an
   action will act on (htop#1719, htop#1905).
@@ -33,7 +34,10 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from vstui.app.widgets.paint import PaintedLines, lean
+
 Cell = str | Text
+HEADER = ("header",)
 Formatter = Callable[[Any, str], Sequence[Cell]]
 
 
@@ -70,7 +74,7 @@ class LineTable(ScrollView, can_focus=True):
     }
 
     DEFAULT_CSS = """
-    LineTable { height: 1fr; scrollbar-size-vertical: 1; }
+    LineTable { height: 1fr; scrollbar-visibility: hidden; }
     LineTable > .linetable--header { text-style: bold; background: $panel; color: $text; }
     LineTable > .linetable--cursor { background: $primary 40%; }
     LineTable:focus > .linetable--cursor { background: $primary; color: $text; }
@@ -114,50 +118,37 @@ class LineTable(ScrollView, can_focus=True):
         # cursor/mark state are the same (a re-sort moves lines, not text).
         self._strips: dict[Hashable, tuple[Sequence[Cell], int, int, Strip]] = {}
         self._styles: tuple[Style, Style, Style, Style] | None = None
+        self._painted = PaintedLines(self)
 
     # -- data ----------------------------------------------------------
     def set_data(
         self, order: Sequence[Hashable], items: Mapping[Hashable, Any],
         prefixes: Mapping[Hashable, str] | None = None,
     ) -> None:  # fmt: skip
-        """Show ``items`` in ``order``; repaint only the lines that changed."""
-        old_order = self.order
+        """Show ``items`` in ``order``; repaint only the cells that changed."""
+        grew = len(order) != len(self.order)
         self.order = list(order)
         self.items = items
         self.prefixes = prefixes or {}
         self._pos = None
-        if self.marked:
-            self.marked &= self.positions.keys()
-        moved = self._place_cursor()
-        if len(old_order) != len(self.order):
+        self._place_cursor()
+        if grew:
             self._resize()
-        if moved or (len(old_order) != len(self.order) and self._shows_tail(len(old_order))):
-            self.refresh()
-            return
-        self._refresh_changed(old_order)
+        self.sync()
 
-    def _shows_tail(self, old_len: int) -> bool:
-        """Whether the end of the list (where rows appear or vanish) is on screen."""
-        top = int(self.scroll_y)
-        return min(old_len, len(self.order)) < top + self.size.height
+    def sync(self) -> None:
+        """Compare every line on screen with what it should show now and
+        repaint the runs of cells that differ (see ``paint``).
 
-    def _refresh_changed(self, old_order: list) -> None:
-        """Repaint the visible lines whose key or formatted text changed.
-
-        Comparing the formatted cells, not the items, means a value that
-        changes below display precision (an uptime in seconds shown in
-        minutes) costs nothing on the wire.
+        Comparing drawn cells, not items, means a value that changes below
+        display precision, in a hidden column or off screen costs nothing
+        on the wire.
         """
-        top = int(self.scroll_y)
-        visible = range(top, min(len(self.order), top + max(self.size.height - 1, 0)))
-        for i in visible:
-            key = self.order[i]
-            old = self._cells.get(key)
-            new = self._cells_for(key)
-            if i >= len(old_order) or old_order[i] != key or old is None or old[2] != new[2]:
-                self.refresh_line(i + 1)
-        if len(self._cells) > 4 * max(len(visible), 16):
-            keep = {self.order[i] for i in visible}
+        height = self.size.height
+        self._painted.sync_lines([(self._token(y), self._render(y)) for y in range(height)])
+        if len(self._cells) > 4 * max(height, 16):
+            top = int(self.scroll_y)
+            keep = set(self.order[top : top + height])
             self._cells = {k: v for k, v in self._cells.items() if k in keep}
             self._strips = {k: v for k, v in self._strips.items() if k in keep}
 
@@ -264,7 +255,9 @@ class LineTable(ScrollView, can_focus=True):
     def on_resize(self) -> None:
         self._fit()
         self._strips.clear()
+        self._painted.forget()
         self._resize()
+        self.refresh()
 
     # -- cursor --------------------------------------------------------
     @property
@@ -279,12 +272,10 @@ class LineTable(ScrollView, can_focus=True):
         if not self.order:
             return
         row = max(0, min(row, len(self.order) - 1))
-        old = self._cursor
         self._cursor = row
         self.cursor_key = self.order[row]
-        self.refresh_line(old + 1)
-        self.refresh_line(row + 1)
         self._scroll_to_cursor()
+        self.sync()
         self.post_message(self.CursorMoved(self, self.cursor_key))
 
     def select_key(self, key: Hashable) -> None:
@@ -314,8 +305,8 @@ class LineTable(ScrollView, can_focus=True):
         if key is None:
             return
         self.marked.symmetric_difference_update({key})
-        self.refresh_line(self._cursor + 1)
         self.move_cursor(self._cursor + 1)
+        self.sync()
 
     # -- rendering -----------------------------------------------------
     def widths(self, total: int) -> list[int]:
@@ -326,17 +317,41 @@ class LineTable(ScrollView, can_focus=True):
         return [c.width or max(c.min_width, spare // max(len(flex), 1)) for c in self.shown]
 
     def render_line(self, y: int) -> Strip:
+        return self._painted.drawn(y, self._render(y), self._token(y))
+
+    def _token(self, y: int) -> Hashable:
+        """What line ``y`` shows (its row's key), so moved rows are recognised."""
+        if y == 0:
+            return HEADER
+        index = int(self.scroll_y) + y - 1
+        return ("row", self.order[index]) if index < len(self.order) else None
+
+    def _render(self, y: int) -> Strip:
         width = self.size.width
         total = max(width + int(self.scroll_x), self._total_width())
         base = self._row_styles()[0]
         if y == 0:
-            strip = self._header(total)
+            return self._position(self._header(total).crop_extend(
+                int(self.scroll_x), int(self.scroll_x) + width, base))  # fmt: skip
         else:
             index = int(self.scroll_y) + y - 1
             if index >= len(self.order):
                 return Strip.blank(width, base)
             strip = self._row(index, total)
         return strip.crop_extend(int(self.scroll_x), int(self.scroll_x) + width, base)
+
+    def _position(self, header: Strip) -> Strip:
+        """The header with "line/lines" at its right end when the rows do not
+        all fit and the end of the header is free (there is no scrollbar: it
+        repaints a whole column whenever the row count changes)."""
+        if len(self.order) < self.size.height:
+            return header
+        where = f" {self._cursor + 1}/{len(self.order)} "
+        width = header.cell_length
+        if width < 3 * len(where) or header.crop(width - len(where)).text.strip():
+            return header
+        style = self._row_styles()[1]
+        return Strip.join([header.crop(0, width - len(where)), Strip([Segment(where, style)])])
 
     def _header(self, total: int) -> Strip:
         style = self._row_styles()[1]
@@ -373,7 +388,7 @@ class LineTable(ScrollView, can_focus=True):
         for col, width, cell in zip(self.shown, self.widths(total), cells, strict=False):
             segments.extend(_cell_segments(cell, width, col.right, style, self.app.console))
             segments.append(Segment(" ", style))
-        return Strip(segments).extend_cell_length(total, style)
+        return lean(segments).extend_cell_length(total, style)
 
 
 def _cell_segments(cell: Cell, width: int, right: bool, style: Style, console) -> list[Segment]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
 
 from engine.observe.model import Snapshot
+from vstui.app.widgets.textlines import TextLines
 
 
-class TopBar(Static):
+class TopBar(TextLines):
     """``vstui │ Guests │ 3/5 running │ 1,234 procs │ ⏸ PAUSED │ 🔒 READ-ONLY``."""
 
     DEFAULT_CSS = """
@@ -17,11 +17,10 @@ class TopBar(Static):
     """
 
     def __init__(self, title: str, *, id: str | None = None) -> None:
-        super().__init__("", id=id, markup=False)
+        super().__init__(id=id)
         self.title = title
         self.paused = False
         self._snap: Snapshot | None = None
-        self._shown: Text | None = None
 
     def on_mount(self) -> None:
         self._draw()
@@ -49,8 +48,4 @@ class TopBar(Static):
         if getattr(app, "read_only", False):
             text.append(" │ ")
             text.append("🔒 READ-ONLY", style="bold")
-        # Static.update relayouts the screen (every scrollbar repaints): skip
-        # it when nothing changed, which is most seconds on an idle host.
-        if text != self._shown:
-            self._shown = text
-            self.update(text)
+        self.show([text])

@@ -1,0 +1,113 @@
+"""Only changed cells reach the terminal: span diffs, shifted rows, steady figures."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.geometry import Region
+from textual.strip import Strip
+
+from tests.tui.fakes import small_snapshot
+from tests.tui.helpers import make_app, settle
+from vstui.app.steady import CPU, RATE, Steadier
+from vstui.app.steady import settle as settle_value
+from vstui.app.widgets.linetable import LineTable
+from vstui.app.widgets.paint import SpanUpdate, best_shift, changed_spans
+
+RED = Style(color="red")
+
+
+def strip(text: str, style: Style | None = None) -> Strip:
+    return Strip([Segment(text, style)])
+
+
+def test_changed_spans_finds_only_the_changed_cells():
+    assert changed_spans(strip("pid 12  cpu 0.0"), strip("pid 12  cpu 1.0")) == [(12, 13)]
+    assert changed_spans(strip("abc"), strip("abc")) == []
+    assert changed_spans(None, strip("abc")) == [(0, 3)]
+
+
+def test_changed_spans_sees_a_style_change_and_joins_close_runs():
+    assert changed_spans(strip("S 0.0"), Strip([Segment("S", RED), Segment(" 0.0")])) == [(0, 1)]
+    assert changed_spans(strip("a b"), strip("x y"), gap=4) == [(0, 3)]
+    far = " " * 40
+    assert changed_spans(strip("a" + far + "b"), strip("x" + far + "y")) == [(0, 1), (41, 42)]
+
+
+def test_changed_spans_counts_wide_characters_as_two_cells():
+    assert changed_spans(strip("日本 a"), strip("日本 b")) == [(5, 6)]
+
+
+def test_span_update_writes_only_the_span_not_from_the_widget_edge():
+    line = {0: strip("0123456789")}
+    update = SpanUpdate([line], [(0, 4, 6)], [[10]])
+    out = update.render_segments(_console())
+    assert out.startswith("\x1b[1;5H") and "45" in out and "3" not in out.replace("\x1b[1;5H", "")
+
+
+def test_best_shift_finds_rows_that_moved_together():
+    old = {0: "head", 1: "a", 2: "b", 3: "c", 4: "d", 5: "e"}
+    assert best_shift(old, ["head", "new", "a", "b", "c", "d"]) == (1, 4, 1)
+    assert best_shift(old, ["head", "b", "c", "d", "e", None]) == (2, 5, -1)
+    assert best_shift(old, ["head", "a", "b", "c", "d", "e"]) is None
+    assert best_shift(old, ["head", "x", "a", "y", "b", "z"]) is None  # nothing moved as a block
+
+
+def test_settle_hides_noise_and_shows_real_changes():
+    state = settle_value(None, 0.0, CPU)
+    for value in (1.0, 0.0, 1.0, 0.0, 0.9, 0.0):  # a process that wakes now and then
+        state = settle_value(state, value, CPU)
+        assert state[0] == 0.0
+    state = settle_value(state, 40.0, CPU)  # it went busy: shown at once
+    assert state[0] == 40.0
+    for value in (41.0, 39.5, 40.7):
+        state = settle_value(state, value, CPU)
+        assert state[0] == 40.0
+    for _ in range(6):  # it stopped: gone within a few samples
+        state = settle_value(state, 0.0, CPU)
+    assert state[0] == 0.0
+    rate = settle_value(None, 1000.0, RATE)
+    assert settle_value(rate, 1100.0, RATE)[0] == 1000.0
+
+
+def test_steadier_keeps_equal_figures_equal_so_the_order_holds():
+    snap = small_snapshot()
+    steady = Steadier()
+    first = steady.apply(snap)
+    jitter = tuple(replace(p, cpu_percent=p.cpu_percent + 0.4) for p in snap.procs)
+    second = steady.apply(replace(snap, procs=jitter))
+    assert [p.cpu_percent for p in second.procs] == [p.cpu_percent for p in first.procs]
+
+
+def test_an_update_repaints_only_the_changed_cell(tmp_path: Path):
+    """One CPU% changes: the table asks for one small region, not the line."""
+    snap = small_snapshot()
+    app = make_app(tmp_path, snap=snap, first_screen="processes", interval=3600)
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            table = app.screen.query_one("#procs", LineTable)
+            asked: list[Region] = []
+            real = table.refresh
+            table.refresh = lambda *regions, **kw: asked.extend(regions) or real(*regions, **kw)
+            items = dict(table.items)
+            key = table.order[-1]
+            items[key] = replace(items[key], rss=items[key].rss + 64 << 20)
+            table.set_data(list(table.order), items, table.prefixes)
+            assert len(asked) == 1 and asked[0].height == 1 and asked[0].width < 10, asked
+            asked.clear()
+            table.set_data(list(table.order), items, table.prefixes)
+            assert asked == []  # nothing changed, nothing sent
+
+    asyncio.run(main())
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(color_system="256", force_terminal=True, width=80)

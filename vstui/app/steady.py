@@ -1,0 +1,119 @@
+"""Figures that hold still until they really change.
+
+A process that wakes now and then reads 0.0, 1.0, 0.0 % from one second to
+the next (CPU time comes in 10 ms ticks), and a rate of a few packets
+wobbles by a third: shown as measured, such noise repaints cells and
+reorders a CPU-sorted list every second, which costs bytes over SSH and
+moves rows under the administrator's cursor. ``Steadier`` sits between the
+snapshot and the screen (in the poll worker) and, per process and per
+guest, replaces the measured value by a shown one that:
+
+- jumps at once on a large change (``jump``: a process going busy or idle
+  is seen in the next frame),
+- otherwise follows a running mean and moves only when that mean has left a
+  band around the shown value (``band``), so noise inside it never shows,
+- is rounded to what the screen prints, so sorting by it keeps equal
+  figures in PID order instead of swapping on invisible decimals.
+
+Nothing is invented: a value that stays away from the shown one gets there
+within a few samples (the mean converges), and the raw snapshot stays
+untouched for everything but the display.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from engine.observe.model import GuestStatus, NetStats, ProcRow, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """How one kind of figure settles: absolute and relative band and jump."""
+
+    band: float  # a mean this far from the shown value moves it
+    band_rel: float  # ... or this fraction of the shown value
+    jump: float  # a new value this far from the shown one is shown at once
+    jump_rel: float
+    digits: int  # rounded like the screen prints it
+
+    def limits(self, shown: float) -> tuple[float, float]:
+        size = abs(shown)
+        return max(self.band, self.band_rel * size), max(self.jump, self.jump_rel * size)
+
+
+CPU = Rule(band=1.0, band_rel=0.1, jump=5.0, jump_rel=0.3, digits=1)
+RATE = Rule(band=16.0, band_rel=0.15, jump=512.0, jump_rel=0.5, digits=0)  # bytes/s
+
+
+def settle(state: tuple[float, float] | None, value: float, rule: Rule) -> tuple[float, float]:
+    """(shown, mean) after ``value`` was measured; ``state`` is the previous pair."""
+    if state is None:
+        value = round(value, rule.digits)
+        return value, value
+    shown, mean = state
+    mean = (mean + value) / 2
+    band, jump = rule.limits(shown)
+    if abs(value - shown) >= jump:
+        value = round(value, rule.digits)
+        return value, value
+    candidate = round(mean, rule.digits)
+    if abs(candidate - shown) >= band:
+        return candidate, mean
+    return shown, mean
+
+
+class Steadier:
+    """Keeps the shown figures of every process and guest between snapshots."""
+
+    def __init__(self) -> None:
+        self._cpu: dict[Hashable, tuple[float, float]] = {}
+        self._guest_cpu: dict[str, tuple[float, float]] = {}
+        self._rates: dict[tuple[str, str], tuple[float, float]] = {}
+
+    def apply(self, snap: Snapshot) -> Snapshot:
+        """``snap`` with its jittery figures replaced by their shown values."""
+        procs = self._procs(snap.procs)
+        guests = tuple(self._guest(g) for g in snap.guests)
+        names = {g.name for g in guests}
+        self._guest_cpu = {k: v for k, v in self._guest_cpu.items() if k in names}
+        self._rates = {k: v for k, v in self._rates.items() if k[0] in names}
+        if procs is snap.procs and guests == snap.guests:
+            return snap
+        return dataclasses.replace(snap, procs=procs, guests=guests)
+
+    def _procs(self, rows: tuple[ProcRow, ...]) -> tuple[ProcRow, ...]:
+        old, new = self._cpu, {}
+        out: list[ProcRow] | None = None
+        for i, p in enumerate(rows):
+            key = p.key
+            state = settle(old.get(key), p.cpu_percent, CPU)
+            new[key] = state
+            if state[0] != p.cpu_percent:
+                if out is None:
+                    out = list(rows)
+                out[i] = dataclasses.replace(p, cpu_percent=state[0])
+        self._cpu = new
+        return rows if out is None else tuple(out)
+
+    def _guest(self, g: GuestStatus) -> GuestStatus:
+        cpu = settle(self._guest_cpu.get(g.name), g.cpu_percent, CPU)
+        self._guest_cpu[g.name] = cpu
+        changes: dict[str, object] = {}
+        if cpu[0] != g.cpu_percent:
+            changes["cpu_percent"] = cpu[0]
+        if g.net is not None:
+            net = self._net(g.name, g.net)
+            if net is not g.net:
+                changes["net"] = net
+        return dataclasses.replace(g, **changes) if changes else g
+
+    def _net(self, name: str, net: NetStats) -> NetStats:
+        rx = settle(self._rates.get((name, "rx")), net.rx_rate, RATE)
+        tx = settle(self._rates.get((name, "tx")), net.tx_rate, RATE)
+        self._rates[(name, "rx")], self._rates[(name, "tx")] = rx, tx
+        if (rx[0], tx[0]) == (net.rx_rate, net.tx_rate):
+            return net
+        return dataclasses.replace(net, rx_rate=rx[0], tx_rate=tx[0])

@@ -1,0 +1,240 @@
+"""Send the terminal only the cells that changed.
+
+Over SSH every byte counts (tui-anchors section 4: a console that redraws
+whole lines costs kilobytes a second where htop costs hundreds of bytes).
+Three pieces, used by every widget that shows live figures:
+
+- ``changed_spans`` compares the line last drawn with the new one, cell by
+  cell, and returns the runs of cells that differ;
+- ``PaintedLines`` remembers the last line drawn at each row of a widget and
+  asks Textual to repaint only those runs (``Widget.refresh(Region)``);
+- ``SpanCompositor`` makes Textual write just those runs: its stock partial
+  update crops a line's right end to the refreshed region but always starts
+  at the widget's left edge (textual/_compositor.py ``ChopsUpdate``, "TODO:
+  crop to x extents"), so a changed CPU% at column 40 re-sent 40 cells.
+
+Lines are also built from as few segments as possible (``Strip.simplify``):
+each segment costs a full SGR sequence and a reset on the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from itertools import repeat
+
+from rich.cells import cell_len
+from rich.console import Console
+from rich.segment import Segment
+from rich.style import Style
+from textual._compositor import ChopsUpdate, Compositor
+from textual.geometry import Region
+from textual.strip import Strip
+from textual.widget import Widget
+
+# Two changed runs closer than this are sent as one: moving the cursor,
+# restating the style and resetting it cost about 30 bytes, as much as that
+# many unchanged cells.
+JOIN_GAP = 24
+# Rows that moved together are scrolled on the terminal from this many on.
+MIN_SHIFT = 3
+MAX_SHIFTS = 4
+
+Cells = list[tuple[str, Style | None]]
+
+
+def cells_of(strip: Strip) -> Cells:
+    """One (character, style) per terminal cell; a wide character's second
+    cell is ("", style)."""
+    out: Cells = []
+    for text, style, control in strip:
+        if control:
+            continue
+        if text.isascii():
+            out.extend(zip(text, repeat(style)))
+            continue
+        for ch in text:
+            width = cell_len(ch)
+            if width == 0 and out:
+                out[-1] = (out[-1][0] + ch, style)
+            else:
+                out.append((ch, style))
+                if width == 2:
+                    out.append(("", style))
+    return out
+
+
+def changed_spans(old: Strip | None, new: Strip, gap: int = JOIN_GAP) -> list[tuple[int, int]]:
+    """Runs ``(start, end)`` of cells that differ between two drawn lines."""
+    if old is None or old.cell_length != new.cell_length:
+        return [(0, max(new.cell_length, old.cell_length if old else 0))]
+    if old is new or old == new:
+        return []
+    a, b = cells_of(old), cells_of(new)
+    spans: list[tuple[int, int]] = []
+    start = -1
+    last = -gap - 1
+    for x, (ca, cb) in enumerate(zip(a, b, strict=False)):
+        if ca == cb:
+            continue
+        if start >= 0 and x - last > gap:
+            spans.append((start, last + 1))
+            start = x
+        elif start < 0:
+            start = x
+        last = x
+    if start >= 0:
+        spans.append((start, last + 1))
+    return spans
+
+
+class PaintedLines:
+    """What a line-API widget last drew on each of its rows.
+
+    ``sync`` takes the new line for a row, compares it with what is on
+    screen and refreshes only the runs of cells that changed. The owner also
+    calls ``drawn`` from ``render_line``, so a repaint Textual does on its
+    own (scrolling, a dialog closing) keeps the record true.
+
+    Lines may carry a token (a table's row key): when many rows moved by
+    the same distance (a process inserted above them), ``shift`` moves them
+    on the terminal itself (``scroll_lines``) instead of redrawing them.
+    """
+
+    __slots__ = ("lines", "tokens", "widget")
+
+    def __init__(self, widget: Widget) -> None:
+        self.widget = widget
+        self.lines: dict[int, Strip] = {}
+        self.tokens: dict[int, Hashable] = {}
+
+    def drawn(self, y: int, strip: Strip, token: Hashable = None) -> Strip:
+        self.lines[y] = strip
+        self.tokens[y] = token
+        return strip
+
+    def forget(self) -> None:
+        self.lines.clear()
+        self.tokens.clear()
+
+    def sync(self, y: int, strip: Strip, token: Hashable = None) -> None:
+        """Line ``y`` should now show ``strip``; repaint what differs."""
+        old = self.lines.get(y)
+        self.lines[y] = strip
+        self.tokens[y] = token
+        for start, end in changed_spans(old, strip):
+            self.widget.refresh(Region(start, y, end - start, 1))
+
+    def sync_lines(self, lines: Sequence[tuple[Hashable, Strip]]) -> None:
+        """Every row of the widget: move shifted rows on the terminal when
+        that is possible and worth it, then repaint what still differs."""
+        tokens = [token for token, _ in lines]
+        for _ in range(MAX_SHIFTS):  # each shift lines up one more block
+            block = best_shift(self.tokens, tokens)
+            if block is None or not scroll_lines(self.widget, *block):
+                break
+            self._shift(*block)
+        for y, (token, strip) in enumerate(lines):
+            self.sync(y, strip, token)
+
+    def _shift(self, top: int, bottom: int, by: int) -> None:
+        """Record that rows ``top..bottom`` (inclusive) moved by ``by``; the
+        rows the terminal cleared are unknown (drawn again in full)."""
+        lines, tokens = self.lines, self.tokens
+        moved = [(y + by, lines.get(y), tokens.get(y)) for y in range(top, bottom + 1)]
+        low, high = min(top, top + by), max(bottom, bottom + by)
+        for y in range(low, high + 1):
+            lines.pop(y, None)
+            tokens.pop(y, None)
+        for y, strip, token in moved:
+            if strip is not None:
+                lines[y], tokens[y] = strip, token
+
+
+def best_shift(
+    old: Mapping[int, Hashable], new: Sequence[Hashable], least: int = MIN_SHIFT
+) -> tuple[int, int, int] | None:
+    """The longest run of old rows ``top..bottom`` that reappear together,
+    in order, ``by`` rows lower (higher when negative): (top, bottom, by)."""
+    where = {token: y for y, token in old.items() if token is not None}
+    best: tuple[int, int, int] | None = None
+    y = 0
+    while y < len(new):
+        at = where.get(new[y]) if new[y] is not None else None
+        if at is None or at == y:
+            y += 1
+            continue
+        by = y - at
+        end = y
+        while (
+            end + 1 < len(new)
+            and new[end + 1] is not None
+            and (where.get(new[end + 1]) == end + 1 - by)
+        ):
+            end += 1
+        length = end - y + 1
+        if length >= least and (best is None or length > best[1] - best[0] + 1):
+            best = (at, at + length - 1, by)
+        y = end + 1
+    return best
+
+
+def scroll_lines(widget: Widget, top: int, bottom: int, by: int) -> bool:
+    """Move the widget's rows ``top..bottom`` by ``by`` rows on the terminal
+    (VT100 scroll region, then insert or delete lines); False when it cannot
+    be done safely, and then the caller simply redraws.
+
+    A scroll region spans the whole width, so the widget must too, and
+    nothing may be drawn over it (a notification would move with the rows).
+    """
+    app = widget.app
+    driver = app._driver
+    if (
+        driver is None or app.is_headless or app.is_inline or widget.screen is not app.screen
+        or widget.region.x != 0 or widget.region.width != app.size.width
+        or any(True for _ in widget.screen.query("Toast"))
+    ):  # fmt: skip
+        return False
+    oy = widget.region.y + 1  # terminal rows count from 1
+    low, high = min(top, top + by), max(bottom, bottom + by)
+    if low < 0 or high >= widget.region.height:
+        return False
+    op = f"{by}L" if by > 0 else f"{-by}M"
+    driver.write(f"\x1b[0m\x1b[{low + oy};{high + oy}r\x1b[{low + oy};1H\x1b[{op}\x1b[r")
+    return True
+
+
+def lean(segments: Iterable[Segment]) -> Strip:
+    """A strip with adjacent segments of one style merged."""
+    return Strip(Segment.simplify(segments))
+
+
+class SpanUpdate(ChopsUpdate):
+    """A partial update that writes only the cells of each refreshed span.
+
+    Every span starts with an absolute cursor move, so the line feeds the
+    stock update writes between lines are left out too.
+    """
+
+    def render_segments(self, console: Console) -> str:
+        out: list[str] = []
+        append = out.append
+        for y, x1, x2 in self.spans:
+            for end, (x, strip) in zip(self.chop_ends[y], self.chops[y].items(), strict=False):
+                if strip is None or x >= x2 or end <= x1:
+                    continue
+                start, stop = max(x, x1), min(end, x2)
+                if start > x or stop < end:
+                    strip = strip.crop(start - x, stop - x)
+                append(f"\x1b[{y + 1};{start + 1}H")
+                append(strip.render(console))
+        return "".join(out)
+
+
+class SpanCompositor(Compositor):
+    """Textual's compositor, writing partial updates as ``SpanUpdate``."""
+
+    def render_partial_update(self) -> ChopsUpdate | None:
+        update = super().render_partial_update()
+        if update is None:
+            return None
+        return SpanUpdate(update.chops, update.spans, update.chop_ends)
