@@ -108,6 +108,15 @@ def listeners() -> list[Any]:
     return listening_sockets(resolve=True)
 
 
+def net_sysctl(name: str) -> str | None:
+    """/proc/sys/net/NAME (e.g. ``ipv6/conf/br0/accept_ra``), None when absent."""
+    try:
+        with open(f"/proc/sys/net/{name}") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def max_user_namespaces() -> int | None:
     try:
         with open("/proc/sys/user/max_user_namespaces") as f:
@@ -124,6 +133,7 @@ class Sources:
     host_addresses: Callable[[], dict[str, tuple[IPInterface, ...]]] = host_device_addresses
     controllers: Callable[[], frozenset[str]] = cgroup_controllers
     max_user_namespaces: Callable[[], int | None] = max_user_namespaces
+    net_sysctl: Callable[[str], str | None] = net_sysctl
     proc_root: str = "/proc"
     # uid that must own vstui's directories; tests running as a user pass theirs
     owner_uid: int = 0

@@ -107,9 +107,26 @@ def _cap_rule(cap: str, cfg: GuestConfig) -> tuple[str, str | None, str | None]:
                 "own interfaces, routes and firewall", None  # fmt: skip
         return "GUEST-CAP-NET", None, None
     if cap == "NET_RAW":
-        shared = cfg.netmode in SHARED_DEVICE_MODES
-        return "GUEST-CAP-NET", None, None if shared else "low"
+        severity, why = net_raw_rating(cfg)
+        return "GUEST-CAP-NET", why, severity
     return "GUEST-CAP-OTHER", f"CAP_{cap} lets the guest's root {_caps.explain(cap)}", None
+
+
+def net_raw_rating(cfg: GuestConfig) -> tuple[str, str]:
+    """Severity of CAP_NET_RAW for the guest's network mode, and why."""
+    if cfg.netmode in SHARED_DEVICE_MODES:
+        where = "the host's own interfaces" if cfg.netmode == "host" else "the LAN"
+        return "high", f"with V_NETMODE={cfg.netmode} NET_RAW sniffs and forges frames on " \
+                       f"{where}, and nothing of the host filters them"  # fmt: skip
+    if cfg.bridge:
+        if not cfg.net_filter:
+            return "high", "on a bridge without V_NET_FILTER, NET_RAW forges ARP, neighbour " \
+                           "and router advertisements for the whole segment"  # fmt: skip
+        return "medium", "on a bridge NET_RAW reaches the segment's other hosts at layer 2 " \
+                         "(the bridge filter drops forged sources and advertisements)"  # fmt: skip
+    if not cfg.net_filter:
+        return "medium", "with V_NET_FILTER=no the host end does not drop forged sources"
+    return "low", "a routed guest's forged sources are dropped on its host end"
 
 
 def _allowed_calls(cfg: GuestConfig) -> list[str]:
@@ -189,6 +206,21 @@ def network(audit: Audit, cfg: GuestConfig) -> None:
     if cfg.netmode == "host":
         audit.col.add("GUEST-NETMODE-HOST", "V_NETMODE=host shares the host's network stack",
                       "V_NETMODE=veth", guest=cfg.name)  # fmt: skip
+        return
+    if cfg.netmode != "veth":
+        return
+    if not cfg.net_filter:
+        audit.col.add("GUEST-NET-FILTER-OFF",
+                      f"V_NET_FILTER=no: {'bridge' if cfg.bridge else 'host end'} filtering off",
+                      f"remove V_NET_FILTER=no from {_at(cfg)}", guest=cfg.name,
+                      severity=None if cfg.bridge else "low")  # fmt: skip
+    if cfg.routes and not cfg.bridge:
+        words = " ".join((r.dev or "any") + (":nat" if r.nat else "") for r in cfg.routes)
+        anywhere = any(r.dev is None for r in cfg.routes)
+        audit.col.add("GUEST-NET-ROUTE", f"V_ROUTE={words}: the guest leaves through host "
+                      "devices" + (" (every network the host reaches)" if anywhere else ""),
+                      f"name only the devices the guest needs in V_ROUTE in {_at(cfg)}",
+                      guest=cfg.name, severity="medium" if anywhere else None)  # fmt: skip
 
 
 # -- shared directories ------------------------------------------------------------------

@@ -30,6 +30,7 @@ def check(audit: Audit) -> None:
         barrier(audit)
         own_directories(audit)
         wildcard_listeners(audit)
+        bridges_taking_router_adverts(audit)
         sshd(audit)
         user_namespaces(audit)
     for name in audit.scope:
@@ -188,14 +189,18 @@ def sharing_guests(audit: Audit) -> dict[str, str]:
 
 def wildcard_listeners(audit: Audit) -> None:
     sharing = sharing_guests(audit)
-    if not sharing:
+    veth = veth_guests(audit)
+    if not sharing and not veth:
         return
     severe = any(how in ("host",) or how.startswith("address") for how in sharing.values())
-    guests = ", ".join(f"{n} ({how})" for n, how in sorted(sharing.items()))
     owners = guest_pids(audit)
     unresolved = 0
     for sock in audit.facts.listeners:
         if not sock.wildcard or (sock.pid is not None and sock.pid in owners):
+            continue
+        details = [f"guests sharing host devices: {_named(sharing)}"] if sharing else []
+        details += _veth_reach(audit, veth, sock)
+        if not details:
             continue
         who = f"{sock.process} (pid {sock.pid})" if sock.pid else "a process"
         unresolved += sock.pid is None
@@ -204,7 +209,7 @@ def wildcard_listeners(audit: Audit) -> None:
             "HOST-WILDCARD-LISTENER",
             f"{who} listens on {shown}:{sock.port}/{sock.proto}",
             _listener_fix(sock),
-            details=[f"guests sharing host devices: {guests}"],
+            details=details,
             severity=None if severe else "medium",
         )
     if unresolved:
@@ -215,12 +220,78 @@ def wildcard_listeners(audit: Audit) -> None:
         audit.col.cannot_read("listening sockets", audit.facts.errors["listening sockets"])
 
 
+def _named(guests: dict[str, str]) -> str:
+    return ", ".join(f"{n} ({how})" for n, how in sorted(guests.items()))
+
+
+def veth_guests(audit: Audit) -> dict[str, Any]:
+    """veth guests with addresses (they reach the host's own addresses), by name."""
+    return {cfg.name: cfg for cfg in audit.configs.values()
+            if cfg.netmode == "veth" and cfg.addresses}  # fmt: skip
+
+
+def _veth_reach(audit: Audit, veth: dict[str, Any], sock: Any) -> list[str]:
+    """Which veth guests reach a wildcard listener, and through which host addresses.
+
+    0.0.0.0 serves guests with an IPv4 address; :: every guest (dual-stack
+    unless the socket is IPv6-only, which /proc/net does not tell).
+    """
+    families = (4,) if sock.address == "0.0.0.0" else (4, 6)
+    lines = []
+    for name, cfg in sorted(veth.items()):
+        if not any(a.interface.version in families for a in cfg.addresses):
+            continue
+        devices = [cfg.bridge] if cfg.bridge else None
+        through = _host_addresses(audit, families, devices)
+        if not through:
+            continue
+        how = f"bridged on {cfg.bridge}" if cfg.bridge else "routed veth"
+        lines.append(f"{name} ({how}) reaches it through {through}")
+    return lines
+
+
+def _host_addresses(audit: Audit, families: tuple[int, ...], devices: list[str] | None) -> str:
+    """Up to three host addresses (not loopback or link-local) as "ADDR on DEV"."""
+    found = [f"{a.ip} on {dev}" for dev, addrs in sorted(audit.facts.host_addresses.items())
+             if devices is None or dev in devices
+             for a in addrs
+             if a.version in families and not (a.ip.is_loopback or a.ip.is_link_local)]  # fmt: skip
+    if len(found) > 3:
+        return ", ".join(found[:3]) + f" and {len(found) - 3} more"
+    return ", ".join(found)
+
+
+def bridges_taking_router_adverts(audit: Audit) -> None:
+    """A bridge with guests whose IPv6 takes router advertisements."""
+    bridged: dict[str, list[Any]] = {}
+    for cfg in audit.configs.values():
+        if cfg.netmode == "veth" and cfg.bridge:
+            bridged.setdefault(cfg.bridge, []).append(cfg)
+    for bridge, cfgs in sorted(bridged.items()):
+        accept = audit.facts.sources.net_sysctl(f"ipv6/conf/{bridge}/accept_ra")
+        forwarding = audit.facts.sources.net_sysctl(f"ipv6/conf/{bridge}/forwarding")
+        if accept is None or not (accept == "2" or (accept == "1" and forwarding == "0")):
+            continue
+        unfiltered = [c.name for c in cfgs if not c.net_filter]
+        audit.col.add(
+            "HOST-BRIDGE-ACCEPT-RA",
+            f"bridge {bridge} takes router advertisements (accept_ra={accept}) and carries "
+            f"guests {', '.join(sorted(c.name for c in cfgs))}",
+            f"sysctl -w net.ipv6.conf.{bridge}.accept_ra=0 (and in /etc/sysctl.d), unless the "
+            "host takes its IPv6 configuration from that LAN",
+            details=[f"unfiltered (V_NET_FILTER=no): {', '.join(sorted(unfiltered))}"]
+            if unfiltered
+            else [],
+            severity="high" if unfiltered else "low",
+        )
+
+
 def _listener_fix(sock: Any) -> str:
     if sock.process == "sshd":
         return "`ListenAddress HOST-ADDRESS` in /etc/ssh/sshd_config, then reload sshd"
     name = sock.process or "the service"
-    return f"bind {name} to a host address instead of the wildcard, or give the guests " \
-           "V_NETMODE=veth"  # fmt: skip
+    return f"bind {name} to 127.0.0.1 or the host address it serves instead of the " \
+           "wildcard (veth guests reach every host address)"  # fmt: skip
 
 
 # -- sshd --------------------------------------------------------------------------------

@@ -176,11 +176,22 @@ RULES: dict[str, Rule] = {
         _R("HOST-WILDCARD-LISTENER", "high", "host",
            "a host service listens on a wildcard address (0.0.0.0 or ::) while guests share "
            "the host's devices (V_NETMODE host/ipvlan/macvlan or a guest address on a host "
-           "device); medium when only ipvlan/macvlan guests do",
+           "device), or while veth guests reach it through the host's own addresses (a routed "
+           "guest through every host address, a bridged one through the bridge's); medium "
+           "when only ipvlan/macvlan or veth guests do",
            "the host service then also answers on the guests' side of the network, where "
            "the guests' users and clients can reach it",
-           "bind the service to the host's own address (e.g. sshd: `ListenAddress ADDR`), "
-           "or give the guests V_NETMODE=veth"),
+           "bind the service to 127.0.0.1 or the host address it serves (e.g. sshd: "
+           "`ListenAddress ADDR`); veth guests reach every host address, so a wildcard is "
+           "never private to the host"),
+        _R("HOST-BRIDGE-ACCEPT-RA", "medium", "host",
+           "a bridge that carries guests (V_BRIDGE) takes router advertisements "
+           "(net.ipv6.conf.BR.accept_ra 1 without forwarding, or 2); high when a guest on it "
+           "has V_NET_FILTER=no, low when every guest on it is filtered",
+           "one router advertisement from the bridge's segment sets the host's hop limit, "
+           "MTU and default route on that bridge",
+           "sysctl -w net.ipv6.conf.BR.accept_ra=0 (and in /etc/sysctl.d), unless the host "
+           "takes its own IPv6 configuration from that LAN"),
         _R("HOST-SSHD-PASSWORD", "medium", "host",
            "the host's sshd accepts passwords (PasswordAuthentication, or keyboard-interactive "
            "through PAM; OpenSSH's default is yes)",
@@ -245,8 +256,10 @@ RULES: dict[str, Rule] = {
            "each of these acts on kernel-wide state that the guest shares with the host",
            "remove the capability from S_CAPS"),
         _R("GUEST-CAP-NET", "medium", "guest",
-           "S_CAPS adds NET_ADMIN (own network namespace) or NET_RAW (medium when the guest "
-           "shares a host device, low with veth)",
+           "S_CAPS adds NET_ADMIN (own network namespace) or NET_RAW, rated by network mode: "
+           "low for a routed veth guest (the host end drops foreign sources), medium bridged "
+           "(it reaches the segment's other hosts at layer 2) or routed with V_NET_FILTER=no, "
+           "high with V_NETMODE host, ipvlan or macvlan, or bridged with V_NET_FILTER=no",
            "NET_RAW forges packets and NET_ADMIN reconfigures the guest's links, routes and "
            "firewall, around the host's filtering",
            "remove CAP_NET_ADMIN / CAP_NET_RAW from S_CAPS"),
@@ -297,6 +310,17 @@ RULES: dict[str, Rule] = {
            "systemd drops capabilities from each service's bounding set, which needs "
            "CAP_SETPCAP: journald, logind and others fail with 218/CAPABILITIES",
            "add S_CAPS=SETPCAP"),
+        _R("GUEST-NET-FILTER-OFF", "medium", "guest",
+           "V_NET_FILTER=no: a bridged guest's frames are not checked (low for a routed "
+           "guest: no source check on its host end)",
+           "the guest can send from other MACs and addresses, answer ARP and neighbour "
+           "discovery for them, and send router advertisements and DHCP offers to the segment",
+           "remove V_NET_FILTER=no unless the guest must route or serve DHCP on that segment"),
+        _R("GUEST-NET-ROUTE", "info", "guest",
+           "V_ROUTE lets a routed guest leave through host devices (medium for `any`: every "
+           "network the host reaches)",
+           "the guest reaches those networks, not only other guests and the host",
+           "V_ROUTE names only the devices the guest needs (DEV or DEV:nat)"),
         _R("GUEST-NETMODE-HOST", "high", "guest",
            "V_NETMODE=host: the guest shares the host's network stack",
            "the guest sees and binds every host address and port and reaches host-only "

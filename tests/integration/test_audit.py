@@ -65,8 +65,10 @@ def test_running_guests_match_then_drift(guests: tuple[Paths, str]) -> None:
     rep = run_audit(paths, min_severity="low")
     assert rules(rep, "calm") == {}
     assert set(rules(rep, "drift")) == {"GUEST-CAP-NET"}  # NET_RAW with veth: low
-    assert [f for f in rep.findings if f.guest is None] == []
-    assert rep.unreadable == ()
+    # host-wide: only the machine's own wildcard listeners, which veth guests
+    # reach through the host's addresses (they depend on the machine)
+    assert {f.rule_id for f in rep.findings if f.guest is None} <= {"HOST-WILDCARD-LISTENER"}
+    assert {u.what for u in rep.unreadable} <= {"owners of listening sockets"}
 
     # change the configuration after start: the running guest no longer matches it
     update_config(paths, "drift", {"S_CAPS": None, "V_MEMORY": "128M", "IPROOT": f"{net}.9/24"})

@@ -10,6 +10,7 @@ uplink, the LAN's machine .9 / ::9). Guests use 198.18.40.0/24 and
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -319,3 +320,23 @@ def test_dhcp_server_replies_from_a_bridged_guest_are_dropped(vroot, spaces, bri
     finally:
         sink.kill()
         sink.wait()
+
+
+def test_the_audit_names_a_wildcard_listener_a_veth_guest_reaches(vroot, spaces, lan):
+    from engine.audit import run_audit
+
+    vroot.config_file("web").parent.mkdir(parents=True, exist_ok=True)
+    vroot.config_file("web").write_text('IPROOT="198.18.40.1/24"\n')
+    web = guest(vroot, spaces, "web", "198.18.40.1/24")
+    with socket.socket() as server:
+        server.bind(("0.0.0.0", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        # reached from the guest through a host address (the test uplink's)
+        web.run(PY, "-c", f"import socket; socket.create_connection(('198.18.44.1', {port}), 5)")
+        report = run_audit(vroot)
+    findings = [f for f in report.findings
+                if f.rule_id == "HOST-WILDCARD-LISTENER" and f":{port}/tcp" in f.title]  # fmt: skip
+    assert len(findings) == 1, findings
+    assert findings[0].title.endswith(f"listens on 0.0.0.0:{port}/tcp")
+    assert findings[0].details[0].startswith("web (routed veth) reaches it through ")

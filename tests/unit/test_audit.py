@@ -200,10 +200,34 @@ def test_wildcard_listener_when_a_guest_address_is_on_the_host(root: Paths) -> N
     assert f.severity == "high" and "address 198.18.0.1 is on the host" in f.details[0]
 
 
-def test_no_wildcard_finding_with_veth_guests(root: Paths) -> None:
+def test_wildcard_listener_reachable_from_veth_guests(root: Paths) -> None:
+    """A routed guest reaches every host address, a bridged one its bridge's."""
     guest(root, "web", SAFE)
-    called = []
-    rep = audit(root, src=sources(listeners=lambda: called.append(1) or [SSHD_LISTENER]))
+    guest(root, "db", SAFE.replace("198.18.0.10/24", "198.18.5.2/24") + "V_BRIDGE=br0\n")
+    guest(root, "v6", SAFE.replace("198.18.0.10/24", "2001:2::10/64"))
+    hosts = {"up0": (ipaddress.ip_interface("198.18.0.1/24"),),
+             "br0": (ipaddress.ip_interface("198.18.5.1/24"),
+                     ipaddress.ip_interface("fe80::1/64")),
+             "lo": (ipaddress.ip_interface("127.0.0.1/8"),)}  # fmt: skip
+    listeners = [SSHD_LISTENER, Listener("tcp", "127.0.0.1", 25, 99, "exim"),
+                 Listener("udp", "::", 53, 77, "named")]  # fmt: skip
+    rep = audit(root, src=sources(listeners=lambda: listeners, host_addresses=lambda: hosts))
+    found = {f.title: f for f in by_rule(rep, "HOST-WILDCARD-LISTENER")}
+    assert sorted(found) == ["named (pid 77) listens on [::]:53/udp",
+                             "sshd (pid 4242) listens on 0.0.0.0:22/tcp"]  # fmt: skip
+    ssh = found["sshd (pid 4242) listens on 0.0.0.0:22/tcp"]
+    assert ssh.severity == "medium"
+    assert ssh.details == (
+        "db (bridged on br0) reaches it through 198.18.5.1 on br0",
+        "web (routed veth) reaches it through 198.18.5.1 on br0, 198.18.0.1 on up0",
+    )  # the IPv6-only guest does not reach an IPv4 socket
+    named = found["named (pid 77) listens on [::]:53/udp"]
+    assert [d.split()[0] for d in named.details] == ["db", "v6", "web"]
+
+
+def test_no_wildcard_finding_without_guests_that_reach_the_host(root: Paths) -> None:
+    guest(root, "web", SAFE.replace('IPROOT="198.18.0.10/24"', 'IPROOT=""'))
+    rep = audit(root, src=sources(listeners=lambda: [SSHD_LISTENER]))
     assert by_rule(rep, "HOST-WILDCARD-LISTENER") == []
 
 
@@ -309,7 +333,49 @@ def test_net_caps_rank_higher_when_sharing_the_host_network(root: Paths) -> None
     guest(root, "web", SAFE + 'S_CAPS="NET_ADMIN NET_RAW"\nV_NETMODE=host\n')
     rep = audit(root)
     assert one(rep, "GUEST-CAP-HIGH").title.startswith("S_CAPS adds CAP_NET_ADMIN")
-    assert one(rep, "GUEST-CAP-NET").severity == "medium"
+    assert one(rep, "GUEST-CAP-NET").severity == "high"
+
+
+@pytest.mark.parametrize(
+    ("extra", "severity"),
+    [("", "low"), ("V_NET_FILTER=no\n", "medium"), ("V_BRIDGE=br0\n", "medium"),
+     ("V_BRIDGE=br0\nV_NET_FILTER=no\n", "high"), ("V_NETMODE=macvlan\nIPROOTDEV=up0\n", "high"),
+     ("V_NETMODE=host\n", "high")],
+)  # fmt: skip
+def test_net_raw_is_rated_by_network_mode(root: Paths, extra: str, severity: str) -> None:
+    guest(root, "web", SAFE + 'S_CAPS="NET_RAW"\n' + extra)
+    f = one(audit(root), "GUEST-CAP-NET", "web")
+    assert f.severity == severity and f.why
+
+
+def test_network_keys_that_widen_a_guest_are_reported(root: Paths) -> None:
+    guest(root, "web", SAFE + "V_BRIDGE=br0\nV_NET_FILTER=no\n")
+    guest(root, "db", SAFE + "V_NET_FILTER=no\nV_ROUTE=any\n")
+    guest(root, "mail", SAFE + 'V_ROUTE="up0:nat"\n')
+    rep = audit(root)
+    assert one(rep, "GUEST-NET-FILTER-OFF", "web").severity == "medium"
+    assert one(rep, "GUEST-NET-FILTER-OFF", "db").severity == "low"
+    assert one(rep, "GUEST-NET-ROUTE", "db").severity == "medium"
+    route = one(rep, "GUEST-NET-ROUTE", "mail")
+    assert route.severity == "info" and route.title.startswith("V_ROUTE=up0:nat")
+
+
+@pytest.mark.parametrize(
+    ("accept_ra", "forwarding", "filtered", "severity"),
+    [("1", "0", True, "low"), ("2", "1", False, "high"), ("1", "1", True, None),
+     ("0", "0", False, None)],
+)  # fmt: skip
+def test_bridge_taking_router_adverts_is_flagged(
+    root: Paths, accept_ra: str, forwarding: str, filtered: bool, severity: str | None
+) -> None:
+    guest(root, "web", SAFE + "V_BRIDGE=br0\n" + ("" if filtered else "V_NET_FILTER=no\n"))
+    conf = {"ipv6/conf/br0/accept_ra": accept_ra, "ipv6/conf/br0/forwarding": forwarding}
+    rep = audit(root, src=sources(net_sysctl=conf.get))
+    found = by_rule(rep, "HOST-BRIDGE-ACCEPT-RA")
+    assert [f.severity for f in found] == ([severity] if severity else [])
+    if found:
+        title = f"bridge br0 takes router advertisements (accept_ra={accept_ra})"
+        assert found[0].title == title + " and carries guests web"
 
 
 def test_default_caps_and_drops_are_no_finding(root: Paths) -> None:
