@@ -60,6 +60,7 @@ def run_audit(
         rank(min_severity)
     except ValueError as exc:
         raise VstuiError(str(exc)) from None
+    _require_something(paths)
     audit = Audit(paths, Facts(sources or Sources()), Collector())
     names = _guest_names(audit)
     if guest is not None:
@@ -72,6 +73,22 @@ def run_audit(
     running.check(audit)
     report = audit.col.report()
     return AuditReport(report.at_or_above(min_severity), report.unreadable)
+
+
+def _require_something(paths: Paths) -> None:
+    """A root without anything of vstui's is a mistake (a typo in --root), not
+    a clean host: "no findings" there would be a false all-clear."""
+    root = paths.root
+    if not root.is_dir():
+        raise VstuiError(f"{root} does not exist: nothing was found to check")
+    if str(root) == "/":
+        return  # the host's own checks always apply
+    ours = (paths.config_dir, paths.legacy_config_dir, paths.vservers_dir, paths.run_base)
+    if not any(p.exists() for p in ours):
+        raise VstuiError(
+            f"nothing was found to check under {root}: no etc/vserver, etc/vservers, "
+            "vservers or run/vservers there; is --root right?"
+        )
 
 
 def _guest_names(audit) -> list[str]:

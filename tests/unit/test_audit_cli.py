@@ -29,6 +29,7 @@ def unsafe(root: Path) -> None:
 
 
 def test_clean_root_exits_0(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (base / "etc/vserver").mkdir(parents=True)  # vstui's, without guests (empty: exit 2)
     assert main(["--root", str(base), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["clean"] is True and data["findings"] == [] and data["unreadable"] == []

@@ -100,11 +100,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.demo_clean:
         return _demo_clean(args.root)
+    if not _on_terminal():
+        return 1
     try:
         return run(root=args.root, read_only=args.read_only, theme=args.theme,
                    interval=args.delay, demo=args.demo, screen=args.screen)  # fmt: skip
     except VstuiError as exc:
         return report("vstui", exc)
+
+
+def _on_terminal() -> bool:
+    """The console draws on a terminal and reads keys from it; without one it
+    would write escape codes into a file and never exit. Says so instead."""
+    missing = [name for name, f in (("input", sys.stdin), ("output", sys.stdout))
+               if f is None or not f.isatty()]  # fmt: skip
+    if not missing:
+        return True
+    print(f"vstui: the console needs a terminal (its {' and '.join(missing)} is not one); "
+          "for text use `vtop -b` (processes) or `vserver-stat` (guests), "
+          "and `vstui audit` for the audit", file=sys.stderr)  # fmt: skip
+    return False
 
 
 def _agent(argv: Sequence[str]) -> int:
