@@ -88,7 +88,7 @@ case "${1:-}" in
     bench)
         APT_PACKAGES="$APT_PACKAGES $BENCH_PACKAGES"
         install_all
-        echo "setup: benchmarks: .venv/bin/python -m tests.bench.bench_procs (bench_runtime, bench_tui)" >&2 ;;
+        echo "setup: benchmarks: .venv/bin/python -m tests.bench.bench_procs (bench_runtime, bench_tui, bench_net)" >&2 ;;
     demo)
         install_all
         exec .venv/bin/vstui --demo ;;
