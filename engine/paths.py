@@ -23,6 +23,7 @@ ROOT_ENV = "VSTUI_ROOT"
 IFNAMSIZ = 15  # usable bytes of a Linux interface name (include/uapi/linux/if.h)
 NAME_MAX = 32
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+RESERVED = frozenset({"defaults"})  # /etc/vserver/defaults.conf: keys for new guests
 
 
 def is_name(name: object) -> bool:
@@ -42,9 +43,13 @@ def check_name(name: str, guest_word: str = "guest") -> str:
     call can be steered outside its directories (``../vservers/web`` once
     stopped the real guest web, ``../x`` made ``run/x/lock``).
     """
-    if is_name(name):
-        return name
     from engine.errors import InvalidName
+
+    if is_name(name):
+        if guest_word == "guest" and name in RESERVED:
+            raise InvalidName(f"'{name}' is reserved (/etc/vserver/{name}.conf holds the "
+                              "defaults for new guests); choose another name")  # fmt: skip
+        return name
     from engine.text import excerpt
 
     shown = excerpt(name, 40) if isinstance(name, str) else repr(name)
@@ -182,6 +187,26 @@ class Paths:
 
     def guest_image(self, name: str) -> Path:
         return self.images_dir / f"{check_name(name)}.img"
+
+    @property
+    def pool_image(self) -> Path:
+        """The btrfs pool's sparse file (``vserver --pool create``)."""
+        return self._under("/var/lib/vservers/pool.img")
+
+    @property
+    def pool_dir(self) -> Path:
+        """Where the pool is mounted: ``guests/NAME`` subvolumes, ``snapshots/NAME/SNAP``."""
+        return self._under("/var/lib/vservers/pool")
+
+    @property
+    def snapshots_dir(self) -> Path:
+        """Snapshots of image and plain-directory guests (``NAME/SNAP...``)."""
+        return self._under("/var/lib/vservers/snapshots")
+
+    @property
+    def defaults_file(self) -> Path:
+        """Default keys for new guests (util-vserver's .defaults habit)."""
+        return self.config_dir / "defaults.conf"
 
     # -- run state and logs --------------------------------------------
     @property

@@ -80,6 +80,32 @@ def first_error(errors: list[ConfigError]) -> ConfigError:
     return err
 
 
+# keys that name one guest: a default for every new guest would make them collide
+PER_GUEST_KEYS = frozenset({"S_CONTEXT", "S_HOSTNAME", "IPROOT"})
+
+
+def load_defaults(paths: Paths, guest: str | None = None) -> dict[str, str]:
+    """Keys of /etc/vserver/defaults.conf for new guests ({} without the file).
+
+    Validated like a NAME.conf (errors name defaults.conf:line and ``guest``,
+    the guest being built); keys that belong to one guest (S_CONTEXT,
+    S_HOSTNAME, IPROOT) are refused.
+    """
+    path = paths.defaults_file
+    if not path.exists():
+        return {}
+    doc = read_document(path, guest)
+    _, errors = build_config(guest or "defaults", doc, guest)
+    if errors:
+        raise first_error(errors)
+    found = doc.assignments()
+    for key, entry in found.items():
+        if key in PER_GUEST_KEYS:
+            raise ConfigError("names one guest, so it cannot be a default for new guests; "
+                              "remove it", path, entry.line, key, guest)  # fmt: skip
+    return {key: entry.value for key, entry in found.items()}
+
+
 def load_guest(paths: Paths, name: str) -> GuestConfig:
     """The guest's validated configuration; GuestNotFound / ConfigError / InvalidName."""
     return _valid(*check_guest(paths, name))
@@ -194,6 +220,7 @@ __all__ = [
     "first_error",
     "keys_markdown",
     "list_guests",
+    "load_defaults",
     "load_file",
     "load_guest",
     "parse_bytes",

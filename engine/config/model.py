@@ -86,8 +86,10 @@ KEYS: dict[str, Key] = {
             "disk quota of the guest tree"),
         Key("V_INODES", "100000", "count 1..4294967295", "unlimited",
             "file count quota of the guest tree"),
-        Key("V_DISK_BACKEND", "image", "image/project/none", "image with V_DISK, else none",
-            "quota backend: `image` (loop ext4), `project` (file system project quota), `none`"),
+        Key("V_DISK_BACKEND", "btrfs", "image/btrfs/project/none",
+            "btrfs when a pool exists, else image with V_DISK, else none",
+            "quota backend: `image` (loop ext4), `btrfs` (subvolume + qgroup, on /vservers or "
+            "the pool), `project` (file system project quota), `none`"),
         Key("V_NETMODE", "veth", "veth/ipvlan/macvlan/host", "veth",
             "how the guest is networked; `host` shares the host's network"),
         Key("V_BRIDGE", "br0", "interface", "none (routed)",
@@ -298,7 +300,10 @@ _SIMPLE: dict[str, tuple[str, _Parser]] = {
     "V_PIDS": ("pids", lambda s: v.parse_int(s, 1, 4194304)),
     "V_DISK": ("disk", lambda s: v.parse_size(s, 1 << 20)),
     "V_INODES": ("inodes", lambda s: v.parse_int(s, 1, (1 << 32) - 1)),
-    "V_DISK_BACKEND": ("disk_backend", lambda s: v.parse_choice(s, ("image", "project", "none"))),
+    "V_DISK_BACKEND": (
+        "disk_backend",
+        lambda s: v.parse_choice(s, ("image", "btrfs", "project", "none")),
+    ),
     "V_NETMODE": ("netmode", lambda s: v.parse_choice(s, ("veth", "ipvlan", "macvlan", "host"))),
     "V_BRIDGE": ("bridge", v.parse_ifname),
     "V_ROUTE": ("routes", v.parse_routes),
@@ -430,6 +435,9 @@ def _defaults(b: _Builder, name: str, assigned: dict[str, Any]) -> None:
     ):
         line = assigned["V_DISK_BACKEND"].line
         b.warn("V_DISK_BACKEND", line, "is none, so V_DISK / V_INODES are not enforced")
+    if b.fields.get("disk_backend") == "btrfs" and b.fields.get("inodes") is not None:
+        b.fail("V_INODES", assigned["V_INODES"].line, "btrfs has no inode quota; remove "
+               "V_INODES, or use V_DISK_BACKEND=image for an inode limit")  # fmt: skip
     if b.fields.get("bridge") and b.fields.get("netmode", "veth") != "veth":
         b.warn("V_BRIDGE", assigned["V_BRIDGE"].line, "is only used with V_NETMODE=veth")
     routed = b.fields.get("netmode", "veth") == "veth" and not b.fields.get("bridge")

@@ -2,7 +2,8 @@
 
 The contract (docs/engine-api.md, "engine.rootfs")::
 
-    TEMPLATES                      skeleton (default), busybox, tarball:PATH, debootstrap[:SUITE]
+    TEMPLATES                      skeleton (default), busybox, tarball:PATH, debootstrap[:SUITE],
+                                   export:FILE (a guest back from `vserver NAME export`)
     build(paths, name, template="skeleton", hostname=None, addresses=(), options={})
     delete(paths, name, force=False)
     check_barrier(paths)
@@ -34,7 +35,7 @@ def __getattr__(name: str) -> object:
     return value
 
 
-TEMPLATES = ("skeleton", "busybox", "tarball:PATH", "debootstrap[:SUITE]")
+TEMPLATES = ("skeleton", "busybox", "tarball:PATH", "debootstrap[:SUITE]", "export:FILE")
 
 __all__ = [
     "KINDS",

@@ -133,18 +133,23 @@ def config_values(
     hostname: str | None,
     addresses: Iterable[object],
     options: Mapping[str, str],
+    defaults: Mapping[str, str] | None = None,
+    pooled: bool = False,
 ) -> dict[str, str]:
-    """NAME.conf keys for a new guest: util-vserver's template defaults plus ours."""
+    """NAME.conf keys for a new guest: util-vserver's template defaults, then the
+    host's defaults.conf, then the options given; new guests go to the pool if any."""
     values = {"S_HOSTNAME": hostname or name}
     iproot = _iproot(addresses)
     if iproot:
         values["IPROOT"] = iproot
     values.update(TEMPLATE_DEFAULTS)
     values.update(KIND_DEFAULTS.get(template.partition(":")[0], {}))
+    values.update(defaults or {})
     values["V_TEMPLATE"] = template
     for key, value in options.items():
         values[OPTION_KEYS.get(key, key)] = str(value)
-    values.setdefault("V_DISK_BACKEND", "image" if "V_DISK" in values else "none")
+    fallback = "btrfs" if pooled else "image" if "V_DISK" in values else "none"
+    values.setdefault("V_DISK_BACKEND", fallback)
     return values
 
 
@@ -152,6 +157,10 @@ def _exists(paths: Paths, name: str) -> Path | None:
     for path in (paths.config_file(name), paths.guest_root(name), paths.guest_image(name)):
         if os.path.lexists(path):
             return path
+    if storage.pool_exists(paths):  # a subvolume left in the pool
+        from engine.rootfs import volumes
+
+        return volumes.find(paths, name)
     return None
 
 
@@ -176,14 +185,18 @@ def build(
     from engine.rootfs.templates import TemplateArgs, parse_template, populate
 
     chosen = parse_template(template)
-    found = _exists(paths, name)
-    if found is not None:
-        raise VstuiError(
-            f"guest already exists ({found}); delete it first: " f"vserver {name} delete", name
-        )
-    if chosen.kind == "tarball" and not os.path.isfile(chosen.arg or ""):
-        raise VstuiError(f"template tarball: {chosen.arg} is not a file", name)
+    refuse_existing(paths, name)
+    if chosen.kind in ("tarball", "export") and not os.path.isfile(chosen.arg or ""):
+        raise VstuiError(f"template {chosen.kind}: {chosen.arg} is not a file", name)
     addresses = tuple(addresses)
+    if chosen.kind == "export":
+        from engine.rootfs import archive
+
+        changes = _overrides(hostname, addresses, options or {})
+        return archive.import_guest(paths, name, chosen.arg or "", overrides=changes)
+    defaults = config.load_defaults(paths, name)
+    pooled = storage.pool_exists(paths)
+    values = config_values(name, template, hostname, addresses, options or {}, defaults, pooled)
     args = template_args or TemplateArgs()
     if args.cache is None:
         import dataclasses
@@ -191,7 +204,6 @@ def build(
         from engine.rootfs.debootstrap import cache_dir
 
         args = dataclasses.replace(args, cache=cache_dir(paths.cache_dir))
-    values = config_values(name, template, hostname, addresses, options or {})
     ensure_barrier(paths)
     config.write_new_config(paths, name, values)
     cfg = None
@@ -206,11 +218,35 @@ def build(
     return cfg
 
 
+def refuse_existing(paths: Paths, name: str) -> None:
+    """VstuiError when anything of guest ``name`` exists (config, tree, image, subvolume)."""
+    found = _exists(paths, name)
+    if found is not None:
+        raise VstuiError(
+            f"guest already exists ({found}); delete it first: vserver {name} delete", name
+        )
+
+
+def _overrides(hostname: str | None, addresses: tuple[object, ...],
+               options: Mapping[str, str]) -> dict[str, str]:  # fmt: skip
+    """What ``build -t export:FILE`` changes in the archived NAME.conf."""
+    changes = {OPTION_KEYS.get(k, k): str(v) for k, v in options.items()}
+    if hostname:
+        changes["S_HOSTNAME"] = hostname
+    if addresses:
+        changes["IPROOT"] = _iproot(addresses)
+    return changes
+
+
 # -- delete ----------------------------------------------------------------
 
 
 def _remove_all(paths: Paths, name: str, cfg: Any | None) -> None:
+    from engine.rootfs import du, snapshots
+
+    snapshots.remove_all(paths, name)
     storage.remove(cfg, paths, name)
+    du.forget(paths, name)
     for path in (paths.config_file(name), paths.log_file(name)):
         if os.path.lexists(path):
             path.unlink()

@@ -1,11 +1,12 @@
-"""Where a guest tree lives and how big it may grow: backends image, project, none.
+"""Where a guest tree lives and how big it may grow: backends image, btrfs, project, none.
 
 ``image``: an ext4 file system in paths.guest_image(NAME), fallocated to
 V_DISK (the host cannot run out under it: the guest sees ENOSPC, never EIO),
 loop-attached with autoclear and mounted on paths.guest_root(NAME) in the
-host's mount namespace while the guest runs. ``project``: a project quota
-on the host file system (ext4/XFS with project quota on). ``none``: a plain
-directory, no limit.
+host's mount namespace while the guest runs. ``btrfs``: a subvolume with a
+qgroup limit, on /vservers or in the pool (engine.rootfs.volumes). ``project``:
+a project quota on the host file system (ext4/XFS with project quota on).
+``none``: a plain directory, no limit.
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ class _Lazy:
 
 loop: Any = _Lazy("engine.rootfs.loop")
 project: Any = _Lazy("engine.rootfs.project")
+volumes: Any = _Lazy("engine.rootfs.volumes")
 shutil: Any = _Lazy("shutil")
 subprocess: Any = _Lazy("subprocess")
 
-BACKENDS = ("none", "image", "project")
+BACKENDS = ("none", "image", "btrfs", "project")
 MIN_IMAGE = 16 << 20  # smaller ext4 images hold little more than their journal
 EXT4_SUPER = 1024
 EXT4_MAGIC = 0xEF53
@@ -53,11 +55,14 @@ EXT4_MAGIC = 0xEF53
 class DiskUsage(Record):
     """Bytes and inodes used and allowed; None where unknown or unlimited."""
 
-    __slots__ = _fields = ("bytes_used", "bytes_limit", "inodes_used", "inodes_limit")
+    __slots__ = _fields = ("bytes_used", "bytes_limit", "inodes_used", "inodes_limit",
+                           "measured")  # fmt: skip
+    _defaults = {"measured": None}
     bytes_used: int | None
     bytes_limit: int | None
     inodes_used: int | None
     inodes_limit: int | None
+    measured: float | None  # epoch seconds of a cached walk (none); None: read just now
 
 
 class RootHandle:
@@ -117,6 +122,29 @@ def mounted_source(path: Path) -> str | None:
     """Source of the top mount exactly at ``path``, or None."""
     found = [src for target, src in mounts_under(path) if target == str(path).rstrip("/")]
     return found[-1] if found else None
+
+
+class MountEntry(Record):
+    """The top mount at a path: the directory of its file system mounted there
+    (``/guests/web`` for a bind of a pool subvolume), its source and type."""
+
+    __slots__ = _fields = ("root", "source", "fstype")
+    root: str
+    source: str
+    fstype: str
+
+
+def top_mount(path: Path, mountinfo: str = "/proc/self/mountinfo") -> MountEntry | None:
+    """The last (top) mount exactly at ``path``, or None."""
+    wanted = str(path).rstrip("/")
+    found = None
+    with open(mountinfo) as f:
+        for line in f:
+            fields = line.split()
+            if _unescape(fields[4]) == wanted:
+                rest = fields[fields.index("-") + 1 :]
+                found = MountEntry(_unescape(fields[3]), _unescape(rest[1]), rest[0])
+    return found
 
 
 # -- ext4 images -----------------------------------------------------------
@@ -252,11 +280,16 @@ def _prepare_image(cfg: Any, paths: Paths) -> RootHandle:
 # -- the contract ----------------------------------------------------------
 
 
+def pool_exists(paths: Paths) -> bool:
+    """Is there a btrfs pool (engine.rootfs.pool) under this root?"""
+    return os.path.exists(paths.pool_image)
+
+
 def backend_of(cfg: Any) -> str:
     backend = getattr(cfg, "disk_backend", None) or "none"
     if backend not in BACKENDS:
         raise VstuiError(
-            f"V_DISK_BACKEND '{backend}' is unknown; use image, project or none", cfg.name
+            f"V_DISK_BACKEND '{backend}' is unknown; use image, btrfs, project or none", cfg.name
         )
     return backend
 
@@ -269,6 +302,9 @@ def create(cfg: Any, paths: Paths) -> None:
         create_image(cfg, paths)
         root.mkdir(mode=0o755)
         return
+    if backend == "btrfs":
+        volumes.create(cfg, paths)
+        return
     root.mkdir(mode=0o755)
     os.chown(root, 0, 0)
     if backend == "project":
@@ -280,6 +316,8 @@ def prepare_root(cfg: Any, paths: Paths) -> RootHandle:
     backend = backend_of(cfg)
     if backend == "image":
         return _prepare_image(cfg, paths)
+    if backend == "btrfs":
+        return volumes.prepare_root(cfg, paths)
     root = paths.guest_root(cfg.name)
     if not root.is_dir() or root.is_symlink():
         raise VstuiError(
@@ -306,8 +344,10 @@ def release(cfg: Any, paths: Paths) -> None:
     for _ in range(8):  # a stacked second mount of the image, should one exist
         source = mounted_source(root)
         if source is None or source not in loop.devices_for(image):
-            return
+            break
         RootHandle(root, mounted=True).release()
+    if pool_exists(paths):
+        volumes.release(cfg.name, paths)  # a pool subvolume bound there
 
 
 def _statvfs_usage(path: Path) -> DiskUsage:
@@ -323,8 +363,9 @@ def _statvfs_usage(path: Path) -> DiskUsage:
 def usage(cfg: Any, paths: Paths) -> DiskUsage:
     """Used and allowed space and inodes, cheaply (no tree walk).
 
-    image: statvfs when mounted, else the image's superblock. project: the
-    quota report. none: nothing is cheap to know, all None.
+    image: statvfs when mounted, else the image's superblock. btrfs: the
+    qgroup (sysfs). project: the quota report. none: the last background walk
+    (engine.rootfs.du) with its time in ``measured``, else all None.
     """
     backend = backend_of(cfg)
     if backend == "image":
@@ -339,9 +380,16 @@ def usage(cfg: Any, paths: Paths) -> DiskUsage:
             sb.inodes - sb.free_inodes,
             sb.inodes,
         )
+    if backend == "btrfs":
+        return volumes.usage(cfg, paths)
     if backend == "project":
         return project.usage(cfg, paths, paths.guest_root(cfg.name))
-    return DiskUsage(None, None, None, None)
+    from engine.rootfs import du
+
+    walked = du.cached(paths, cfg.name)
+    if walked is None:
+        return DiskUsage(None, None, None, None)
+    return DiskUsage(walked.bytes, None, walked.inodes, None, walked.measured)
 
 
 def _human(size: int) -> str:
@@ -361,15 +409,21 @@ def set_quota(cfg: Any, paths: Paths, size: int | None) -> None:
         if backend == "project":
             project.set_limit(cfg, paths, paths.guest_root(cfg.name), 0)
             return
+        if backend == "btrfs":
+            volumes.set_limit(cfg, paths, None)
+            return
         if backend == "image":
             raise QuotaError("an image guest needs V_DISK (its image size); set a size", cfg.name)
     if backend == "none":
         raise QuotaError(
             "this guest has no disk quota (V_DISK_BACKEND=none); rebuild it "
-            "with V_DISK_BACKEND=image to limit it",
+            "with V_DISK_BACKEND=btrfs or image to limit it",
             cfg.name,
         )
-    used = usage(cfg, paths).bytes_used or 0
+    if backend == "btrfs":
+        used = volumes.used_now(cfg, paths)
+    else:
+        used = usage(cfg, paths).bytes_used or 0
     if size < used:
         raise QuotaError(
             f"guest uses {_human(used)}; cannot shrink its quota to {_human(size)} "
@@ -378,6 +432,8 @@ def set_quota(cfg: Any, paths: Paths, size: int | None) -> None:
         )
     if backend == "project":
         project.set_limit(cfg, paths, paths.guest_root(cfg.name), size)
+    elif backend == "btrfs":
+        volumes.set_limit(cfg, paths, size)
     else:
         _resize_image(cfg, paths, size)
     _record(paths, cfg.name, size)
@@ -470,6 +526,7 @@ def remove(cfg: Any | None, paths: Paths, name: str) -> None:
     root = paths.guest_root(name)
     if cfg is not None and backend_of(cfg) == "project" and root.is_dir():
         project.clear(cfg, paths, root)
+    volumes.remove(paths, name)  # a btrfs subvolume, wherever the config says it is
     if root.is_symlink():
         root.unlink()
     elif root.exists():

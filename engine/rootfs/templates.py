@@ -26,7 +26,7 @@ from engine.rootfs.binds import SYSTEM_DIRS
 
 log = logging.getLogger("vstui.rootfs")
 
-KINDS = ("skeleton", "busybox", "tarball", "debootstrap")
+KINDS = ("skeleton", "busybox", "tarball", "debootstrap", "export")
 HOST = Path("/")
 
 # (path, mode): the directories every guest has
@@ -111,10 +111,12 @@ def parse_template(template: str | None) -> Template:
     if kind not in KINDS:
         raise VstuiError(
             f"unknown template '{text}'; use one of: skeleton, busybox, "
-            "tarball:PATH, debootstrap[:SUITE]"
+            "tarball:PATH, debootstrap[:SUITE], export:FILE"
         )
     if kind == "tarball" and not arg:
         raise VstuiError("template tarball needs a file: tarball:/path/to/image.tar.gz")
+    if kind == "export" and not arg:
+        raise VstuiError("template export needs a file: export:/path/to/NAME.tar.zst")
     if kind in ("skeleton", "busybox") and arg:
         raise VstuiError(f"template {kind} takes no argument (got '{text}')")
     return Template(kind, arg or None)
@@ -340,26 +342,28 @@ def _bad_name(name: str) -> bool:
     return name.startswith("/") or ".." in Path(name).parts
 
 
+def check_member(member: tarfile.TarInfo, source: str) -> bool:
+    """Whether to extract ``member``: VstuiError for an absolute or ``..`` name or a hard
+    link leaving the tree (the whole archive is refused); False for a device node."""
+    if _bad_name(member.name):
+        raise VstuiError(
+            f"{source}: member '{member.name}' leaves the guest tree; refusing this archive"
+        )
+    if member.islnk() and _bad_name(member.linkname):
+        raise VstuiError(
+            f"{source}: hard link '{member.name}' -> '{member.linkname}' "
+            "leaves the guest tree; refusing this archive"
+        )
+    if member.ischr() or member.isblk():
+        log.warning("%s: skipping device node %s (the guest gets its own /dev)", source,
+                    member.name)  # fmt: skip
+        return False
+    return True
+
+
 def safe_members(archive: tarfile.TarFile, source: str) -> list[tarfile.TarInfo]:
-    """Members to extract; VstuiError for absolute or ``..`` names and escaping hard links."""
-    keep = []
-    for member in archive.getmembers():
-        if _bad_name(member.name):
-            raise VstuiError(
-                f"{source}: member '{member.name}' leaves the guest tree; " "refusing this archive"
-            )
-        if member.islnk() and _bad_name(member.linkname):
-            raise VstuiError(
-                f"{source}: hard link '{member.name}' -> '{member.linkname}' "
-                "leaves the guest tree; refusing this archive"
-            )
-        if member.ischr() or member.isblk():
-            log.warning(
-                "%s: skipping device node %s (the guest gets its own /dev)", source, member.name
-            )
-            continue
-        keep.append(member)
-    return keep
+    """Members to extract (check_member's rules, the whole archive first)."""
+    return [member for member in archive.getmembers() if check_member(member, source)]
 
 
 def _open_archive(source: str) -> tarfile.TarFile:

@@ -47,6 +47,22 @@ def _may_boot(found: Scanned) -> bool:
     return any(getattr(e, "key", None) == "ONBOOT" for e in errors)
 
 
+def _mount_pool(paths: Paths, report: Callable[[str], None]) -> int:
+    """Mount the btrfs pool again after a reboot (its guests live in it); 1 on failure."""
+    from engine.rootfs.storage import pool_exists
+
+    if not pool_exists(paths):
+        return 0
+    from engine.rootfs import pool
+
+    try:
+        pool.mount(paths)
+    except VstuiError as exc:
+        report(f"vserver: pool: {exc.message}")
+        return 1
+    return 0
+
+
 def onboot(paths: Paths, action: str, report: Callable[[str], None] = lambda _: None) -> int:
     """Start or stop every ONBOOT guest; the number that failed (or were skipped).
 
@@ -61,6 +77,8 @@ def onboot(paths: Paths, action: str, report: Callable[[str], None] = lambda _: 
     if action == "stop":
         guests = [(0, name) for name in broken] + guests[::-1]
     failures = len(broken) if action == "start" else 0
+    if action == "start":
+        failures += _mount_pool(paths, report)  # before its guests: they live in it
     for _, name in guests:
         try:
             if action == "start":

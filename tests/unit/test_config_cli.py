@@ -114,7 +114,8 @@ def test_list_json_and_broken_guest(root: Path, capsys: pytest.CaptureFixture[st
     assert "S_CONTEXT: 1 is out of range" in data[0]["error"]
     assert data[3] == {
         "name": "web", "state": "stopped", "context": 40002, "hostname": "web.example.org",
-        "addresses": ["198.18.0.2/24"], "onboot": True,
+        "addresses": ["198.18.0.2/24"], "onboot": True, "backend": "none", "disk_used": None,
+        "disk_limit": None, "inodes_used": None, "inodes_limit": None, "disk_measured": None,
     }  # fmt: skip
     assert "vserver: bad: " in captured.err
 

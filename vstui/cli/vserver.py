@@ -4,6 +4,7 @@
     vserver [--root DIR] --list [--json]
     vserver [--root DIR] --onboot start|stop
     vserver --host H NAME COMMAND [ARGS...]   (on another host, with its exit status)
+    vserver [--root DIR] --pool create SIZE|status [--json]|grow SIZE|mount|remove
 
 Each COMMAND lives in a ``vstui.cli.vserver_*`` module, imported only when
 used, so that ``vserver NAME exec`` does not pay for the rest.
@@ -42,6 +43,9 @@ COMMANDS: dict[str, str] = {
     "exec": "vstui.cli.vserver_exec:cmd_exec",
     "suexec": "vstui.cli.vserver_exec:cmd_suexec",
     "quota": "vstui.cli.vserver_storage:cmd_quota",
+    "snapshot": "vstui.cli.vserver_backup:cmd_snapshot",
+    "clone": "vstui.cli.vserver_backup:cmd_clone",
+    "export": "vstui.cli.vserver_backup:cmd_export",
 }
 
 # commands whose remaining words belong to a program run in the guest
@@ -51,12 +55,14 @@ PASS_THROUGH = frozenset({"exec", "suexec", "enter"})
 GLOBAL_COMMANDS: dict[str, str] = {
     "--list": "vstui.cli.vserver_config:cmd_list",
     "--onboot": "vstui.cli.vserver_runtime:cmd_onboot",
+    "--pool": "vstui.cli.vserver_pool:cmd_pool",
 }
 
 USAGE = """\
 usage: vserver [--root DIR] [--host H] NAME COMMAND [ARGS...]
        vserver [--root DIR] --list [--json]
        vserver [--root DIR] --onboot start|stop
+       vserver [--root DIR] --pool create SIZE|status [--json]|grow SIZE|mount|remove
 commands: """ + " ".join(sorted(COMMANDS))
 
 

@@ -257,6 +257,12 @@ def cmd_import(paths: Paths, name: str, args: Sequence[str]) -> int:
     return 0
 
 
+def disk_figures(paths: Paths, name: str, cfg: object) -> dict[str, object]:
+    from vstui.cli.vserver_runtime import disk_figures as figures
+
+    return figures(paths, name, cfg)
+
+
 def _state(paths: Paths, name: str) -> str:
     """running, stopped or frozen (the freezer's word for a running guest)."""
     from engine.runtime.freezing import state_of
@@ -290,6 +296,8 @@ def cmd_list(paths: Paths, args: Sequence[str]) -> int:
                 "hostname": cfg.hostname,
                 "addresses": [str(a.interface) for a in cfg.addresses],
                 "onboot": cfg.onboot,
+                "backend": cfg.disk_backend,
+                **disk_figures(paths, found.name, cfg),
             }
         )
     if "--json" in opts:

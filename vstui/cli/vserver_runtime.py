@@ -174,6 +174,22 @@ def _require_guest(paths: Paths, name: str) -> None:
         )
 
 
+def disk_figures(paths: Paths, name: str, cfg: object | None = None) -> dict[str, object]:
+    """disk_used, disk_limit, inodes_used, inodes_limit (bytes, counts; None: unknown or
+    unlimited) and disk_measured (epoch of a cached walk, for `none` guests)."""
+    from engine.config import load_guest
+    from engine.rootfs import usage
+
+    keys = ("disk_used", "disk_limit", "inodes_used", "inodes_limit", "disk_measured")
+    try:
+        use = usage(cfg if cfg is not None else load_guest(paths, name), paths)
+    except VstuiError as exc:
+        return {**dict.fromkeys(keys), "disk_error": exc.message}
+    except OSError as exc:  # an image that is missing or unreadable
+        return {**dict.fromkeys(keys), "disk_error": f"{exc.filename}: {exc.strerror}"}
+    return dict(zip(keys, use._astuple(), strict=True))
+
+
 def cmd_status(paths: Paths, name: str, args: Sequence[str]) -> int:
     from engine.runtime.state import read
 
@@ -184,7 +200,8 @@ def cmd_status(paths: Paths, name: str, args: Sequence[str]) -> int:
         if as_json:
             import json
 
-            print(json.dumps({"name": name, "state": "stopped", "running": False}))
+            data = {"name": name, "state": "stopped", "running": False}
+            print(json.dumps({**data, **disk_figures(paths, name)}))
         else:
             print(f"Vserver '{name}' is stopped")
         return EXIT_STOPPED
@@ -203,6 +220,7 @@ def cmd_status(paths: Paths, name: str, args: Sequence[str]) -> int:
             "supervisor_pid": current.supervisor_pid, "started": current.started,
             "uptime": current.uptime, "processes": nproc,
             "stats": stats._asdict() if stats is not None else None,
+            **disk_figures(paths, name),
         }  # fmt: skip
         print(json.dumps(data))
         return 0
