@@ -19,6 +19,9 @@ container, reference isolation-anchors.md section 1):
   sshd kills every login that asks for a terminal);
 - socket(AF_ALG) and socket(AF_VSOCK) refused; ioctl TIOCSTI and TIOCLINUX
   refused (a guest process holding a host terminal cannot type into it);
+- ioctl BTRFS_IOC_SUBVOL_CREATE(_V2) and BTRFS_IOC_SNAP_CREATE(_V2) refused:
+  they need no capability, and a new subvolume is not counted in its parent's
+  qgroup, so a btrfs guest could write past its V_DISK (canonical/lxd#3135);
 - new user namespaces refused (clone/unshare with CLONE_NEWUSER): the only
   namespace an unprivileged process may create, and the classic amplifier
   for kernel bugs. The other namespace flags need CAP_SYS_ADMIN, which
@@ -60,6 +63,11 @@ SECCOMP_MODE_FILTER = 2  # include/uapi/linux/seccomp.h
 # a terminal's input queue, the injection behind CVE-2017-5226 / CVE-2023-1523
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
+# include/uapi/linux/btrfs.h: _IOW(0x94, nr, struct btrfs_ioctl_vol_args[_v2]), 4096 bytes
+BTRFS_SUBVOLUME_MAKERS = frozenset(
+    0x40000000 | 4096 << 16 | 0x94 << 8 | nr
+    for nr in (1, 14, 23, 24)  # SNAP_CREATE, SUBVOL_CREATE, SNAP_CREATE_V2, SUBVOL_CREATE_V2
+)
 
 AF_NETLINK = 16  # include/linux/socket.h
 AF_ALG = 38
@@ -158,7 +166,9 @@ def policy(cfg: SeccompConfig, arch: str | None = None) -> bpf.Policy:
         "socket": bpf.ArgRule("socket", values=frozenset({AF_ALG, AF_VSOCK}), nested=no_audit),
         "clone": bpf.ArgRule("clone", mask=ns_mask),
         "unshare": bpf.ArgRule("unshare", mask=ns_mask | (CLONE_NEWTIME if locked else 0)),
-        "ioctl": bpf.ArgRule("ioctl", values=frozenset({TIOCSTI, TIOCLINUX}), arg=1),
+        "ioctl": bpf.ArgRule(
+            "ioctl", values=frozenset({TIOCSTI, TIOCLINUX}) | BTRFS_SUBVOLUME_MAKERS, arg=1
+        ),
     }
     for allow, name in parse_words(cfg):
         if allow:

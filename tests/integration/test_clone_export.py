@@ -6,6 +6,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -188,9 +189,22 @@ def test_stream_api_file_objects_and_descriptors(vroot: Paths) -> None:
     archive.import_guest(vroot, "u", read_end)
     os.close(read_end)
     assert feeder.wait() == 0
+    with open(saved, "rb") as f:  # the CLI: export - | build -t export:-
+        ok(vserver(vroot, "w", "build", "-t", "export:-", "--hostname", "w.test", stdin=f))
+    assert (vroot.guest_root("w") / "root/x").read_text() == "stream"
+    assert load_guest(vroot, "w").hostname == "w.test"
+    piped = subprocess.run(f"{' '.join(vserver_argv(vroot))} s export - | "
+                           f"{' '.join(vserver_argv(vroot))} v build -t export:-", shell=True,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    assert (vroot.guest_root("v") / "root/x").read_text() == "stream"
     assert (vroot.guest_root("u") / "root/x").read_text() == "stream"
-    for name in ("s", "t", "u"):
+    for name in ("s", "t", "u", "v", "w"):
         ok(vserver(vroot, name, "delete"))
+
+
+def vserver_argv(paths: Paths) -> list[str]:
+    return [sys.executable, "-m", "vstui.cli.vserver", "--root", str(paths.root)]
 
 
 def zst(path, members: list[tuple[str, bytes]]) -> None:

@@ -194,3 +194,28 @@ def test_defaults_conf_gives_new_guests_their_keys(vroot: Paths) -> None:
     assert not vroot.config_file("d3").exists()
     for name in ("d1", "d2"):
         rootfs.delete(vroot, name)
+
+
+NESTED = """
+import errno, fcntl, os, struct
+args = bytearray(4096)
+args[56:62] = b"nested"
+fd = os.open("/root", os.O_RDONLY | os.O_DIRECTORY)
+try:
+    fcntl.ioctl(fd, 0x50009418, args)  # BTRFS_IOC_SUBVOL_CREATE_V2
+    print("created")
+except OSError as exc:
+    print(errno.errorcode[exc.errno])
+"""
+
+
+def test_a_guest_cannot_escape_its_quota_by_a_nested_subvolume(vroot: Paths) -> None:
+    """A new subvolume is not counted in its parent's qgroup: guests may not make one."""
+    with pool(vroot):
+        ok(vserver(vroot, "g", "build", "--set", "V_DISK=64M"))  # skeleton: the host's python
+        ok(vserver(vroot, "g", "start"))
+        try:
+            assert ok(vserver(vroot, "g", "exec", "python3", "-c", NESTED)) == "EPERM\n"
+        finally:
+            ok(vserver(vroot, "g", "stop"))
+        assert not (tree(vroot, "g") / "root/nested").exists()

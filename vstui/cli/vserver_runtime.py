@@ -84,6 +84,15 @@ def cmd_build(paths: Paths, name: str, args: Sequence[str]) -> int:
         include = parse_include(extra.pop("include"))
     except VstuiError as exc:
         raise VstuiError(str(exc), name) from None
+    if template == "export:-":  # the stream on stdin (`... | ssh HOST vserver NAME build ...`)
+        from engine.rootfs.archive import import_guest
+        from engine.rootfs.build import _overrides
+
+        if sys.stdin.isatty():
+            raise VstuiError("build -t export:-: stdin is a terminal; pipe an export into it",
+                             name)  # fmt: skip
+        import_guest(paths, name, sys.stdin.buffer, _overrides(hostname, addresses, options))
+        return 0
     rootfs.build(paths, name, template=template, hostname=hostname, addresses=addresses,
                  options=options, template_args=TemplateArgs(include=include, **extra))  # fmt: skip
     return 0
