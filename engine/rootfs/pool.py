@@ -167,9 +167,11 @@ def require(paths: Paths) -> Path:
 
 
 def _unmount(paths: Paths) -> None:
+    device = mounted_device(paths)
     for _ in range(4):
         if top_mount(paths.pool_dir) is None:
-            _wait_detached(paths.pool_image)
+            if device is not None:
+                loop.wait_detached(device, 10.0)  # the pool is gone only once its device is
             return
         try:
             _libc.umount(str(paths.pool_dir))
@@ -179,18 +181,6 @@ def _unmount(paths: Paths) -> None:
                                  "and leave the directory, then try again") from None  # fmt: skip
             if exc.errno != errno.EINVAL:
                 raise KernelError.from_oserror("umount", exc) from exc
-
-
-def _wait_detached(image: Path, timeout: float = 10.0) -> None:
-    """Autoclear frees the loop device after the last unmount, asynchronously:
-    wait for it, so that the pool is really gone when remove returns."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while loop.devices_for(image) and time.monotonic() < deadline:
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
 
 
 def _rmdir(path: Path) -> None:

@@ -485,5 +485,5 @@ def mounted_image(paths: Paths, image: Path, guest: str) -> Iterator[Path]:
     try:
         yield point
     finally:
-        storage.RootHandle(point, mounted=True).release()
+        storage.RootHandle(point, mounted=True, image=image).release()
         os.rmdir(point)

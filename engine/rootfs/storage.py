@@ -68,16 +68,17 @@ class DiskUsage(Record):
 class RootHandle:
     """A prepared guest tree: ``path`` to pivot into; ``release()`` undoes the mount."""
 
-    def __init__(self, path: Path, mounted: bool = False) -> None:
+    def __init__(self, path: Path, mounted: bool = False, image: Path | None = None) -> None:
         self.path = path
         self._mounted = mounted
+        self._image = image  # a loop-mounted image (not a bind): wait for its device to go
 
     def release(self) -> None:
         """Unmount the image (the loop device detaches itself); safe to call twice."""
         if not self._mounted:
             return
         self._mounted = False
-        device = mounted_source(self.path)
+        device = mounted_source(self.path) if self._image is not None else None
         try:
             _libc.umount(str(self.path))
             if device and device.startswith("/dev/loop"):
@@ -256,7 +257,7 @@ def _prepare_image(cfg: Any, paths: Paths) -> RootHandle:
     current = mounted_source(root)
     if current is not None:
         if current in attached:
-            return RootHandle(root, mounted=True)  # a supervisor before us mounted it
+            return RootHandle(root, mounted=True, image=image)  # a supervisor before us did
         raise VstuiError(f"{current} is mounted on {root}; unmount it (umount {root})", cfg.name)
     if attached:
         raise VstuiError(
@@ -274,7 +275,7 @@ def _prepare_image(cfg: Any, paths: Paths) -> RootHandle:
             "mount", exc, cfg.name, hint="run e2fsck -f on the image"
         ) from exc
     os.close(dev.fd)  # the mount holds the device now; unmounting frees it
-    return RootHandle(root, mounted=True)
+    return RootHandle(root, mounted=True, image=image)
 
 
 # -- the contract ----------------------------------------------------------
@@ -345,7 +346,7 @@ def release(cfg: Any, paths: Paths) -> None:
         source = mounted_source(root)
         if source is None or source not in loop.devices_for(image):
             break
-        RootHandle(root, mounted=True).release()
+        RootHandle(root, mounted=True, image=image).release()
     if pool_exists(paths):
         volumes.release(cfg.name, paths)  # a pool subvolume bound there
 
