@@ -32,7 +32,6 @@ RESOLVE_IN_ROOT = 0x10
 DEFAULT_RESOLVE = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 
 _SYS_OPENAT2 = {"x86_64": 437, "aarch64": 437}.get(os.uname().machine, 437)
-_SYS_CLOSE_RANGE = {"x86_64": 436, "aarch64": 436}.get(os.uname().machine, 436)
 MAXSYMLINKS = 40  # include/linux/namei.h
 
 # None until the first call: then whether this kernel has openat2
@@ -67,6 +66,22 @@ def openat2(
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
     return fd
+
+
+def identity(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(st_dev, st_ino) of a host directory reached without any symlink.
+
+    What a plan records for a bind source: the executor opens the same path
+    the same way (openat2 RESOLVE_NO_SYMLINKS) and binds only that object.
+    ELOOP when a component is a symlink (now).
+    """
+    fd = openat2(-100, os.fspath(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+                 resolve=RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)  # fmt: skip
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return st.st_dev, st.st_ino
 
 
 def open_root(path: str | os.PathLike[str]) -> int:
@@ -193,30 +208,6 @@ def mkdirs_in_root(root_fd: int, path: str | os.PathLike[str], mode: int = 0o755
         os.close(cur)
 
 
-def touch_in_root(root_fd: int, path: str | os.PathLike[str], mode: int = 0o644) -> int:
-    """O_PATH fd of a file at ``path`` inside the tree, created empty if missing.
-
-    For bind-mount targets that are files. An existing path is resolved
-    inside the root (a planted symlink can only lead to another guest file).
-    """
-    rel = _relative(path)
-    try:
-        return open_in_root(root_fd, rel, os.O_PATH)
-    except FileNotFoundError:
-        pass
-    head, _, name = rel.rpartition("/")
-    parent = mkdirs_in_root(root_fd, head or ".")
-    try:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            os.close(os.open(name, flags, mode, dir_fd=parent))
-        except FileExistsError:
-            pass  # created meanwhile: resolve it like any existing path
-        return open_in_root(root_fd, rel, os.O_PATH)
-    finally:
-        os.close(parent)
-
-
 def fd_path(fd: int) -> str:
     """``/proc/self/fd/N``: a path naming exactly the inode ``fd`` holds.
 
@@ -224,41 +215,3 @@ def fd_path(fd: int) -> str:
     link to that dentry without looking at the guest's tree again.
     """
     return f"/proc/self/fd/{fd}"
-
-
-# -- fds --------------------------------------------------------------------
-
-
-def close_host_fds(keep: tuple[int, ...] | list[int] = (0, 1, 2)) -> None:
-    """Close every fd except ``keep`` before the guest's first exec.
-
-    close_range(2) (Linux 5.9) in one call per gap; otherwise each open fd
-    listed in /proc/self/fd (or up to RLIMIT_NOFILE when /proc is gone).
-    """
-    kept = sorted({fd for fd in keep if fd >= 0})
-    gaps: list[tuple[int, int]] = []
-    start = 0
-    for fd in kept:
-        if fd > start:
-            gaps.append((start, fd - 1))
-        start = fd + 1
-    gaps.append((start, 0xFFFFFFFF))
-    try:
-        for low, high in gaps:
-            if _libc.syscall(_SYS_CLOSE_RANGE, low, high, 0) < 0:
-                raise OSError(ctypes.get_errno(), "close_range")
-    except OSError:
-        _close_each(set(kept))
-
-
-def _close_each(kept: set[int]) -> None:
-    try:
-        fds = [int(n) for n in os.listdir("/proc/self/fd")]
-    except OSError:
-        fds = list(range(os.sysconf("SC_OPEN_MAX")))
-    for fd in fds:
-        if fd not in kept:
-            try:
-                os.close(fd)
-            except OSError:
-                pass

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from engine.cgroups.data import Limits
 from engine.cgroups.probe import Hierarchy
 from engine.errors import KernelError, VstuiError
 
@@ -70,22 +71,16 @@ def read_int(path: Path) -> int | None:
         return None
 
 
-# (op, path[, value]) of every mkdir and write while a start records them for
-# its boot cache (engine.runtime.bootcache): the compiled start replays them
-_journal: list[tuple[str, ...]] | None = None
-
-
-def record(entries: list[tuple[str, ...]] | None) -> None:
-    """Append this process's cgroup mkdirs and writes to ``entries`` (None: stop).
-
-    Not a context manager: contextlib costs ~1 ms of every start.
-    """
-    global _journal
-    _journal = entries
+# While a start plans its cgroups (Tree.setup_ops), mkdirs and writes are
+# collected here as ops instead of being made: the C executor makes them.
+_planned: list[tuple[str, ...]] | None = None
 
 
 def write(path: Path, value: str, guest: str | None, hint: str = "") -> None:
     """Write one control file; KernelError naming the file on failure."""
+    if _planned is not None:
+        _planned.append(("write", str(path), value))
+        return
     try:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
         try:
@@ -94,8 +89,6 @@ def write(path: Path, value: str, guest: str | None, hint: str = "") -> None:
             os.close(fd)
     except OSError as exc:
         raise KernelError("write", str(path), exc.errno or errno.EIO, guest, hint) from None
-    if _journal is not None:
-        _journal.append(("write", str(path), value))
 
 
 def read_pids(path: Path) -> list[int]:
@@ -200,6 +193,9 @@ class Tree:
         for part in parts:
             self._enable_below(h, directory, guest)
             directory = directory / part
+            if _planned is not None:
+                _planned.append(("mkdir", str(directory)))
+                continue
             try:
                 os.mkdir(directory)
             except (FileExistsError, FileNotFoundError):
@@ -207,8 +203,37 @@ class Tree:
                     raise FileNotFoundError(errno.ENOENT, "gone", str(directory)) from None
             except OSError as exc:
                 raise KernelError("mkdir", str(directory), exc.errno or errno.EIO, guest) from None
-            if _journal is not None:
-                _journal.append(("mkdir", str(directory)))
+
+    def setup_ops(self, rel: str, limits: Limits) -> list[tuple[str, ...]]:
+        """What ``create`` + ``apply`` would do, as ops for the start executor.
+
+        ("mkdir", dir) and ("write", file, value), in order; nothing is made.
+        """
+        global _planned
+        _planned = ops = []
+        try:
+            self.create(rel)
+            self.apply(rel, limits)
+        finally:
+            _planned = None
+        return ops
+
+    def join_ops(self, rel: str) -> list[tuple[str, str]]:
+        """How a new process enters the guest's cgroup: ("tasks", v1 file), ("cgroup2", dir).
+
+        v1: writing "0" to ``tasks`` moves just the calling thread, without
+        the kernel's global threadgroup lock and its RCU grace period (~10-20
+        ms); a single-threaded process is then wholly moved. cgroup2 has no
+        ``tasks``: the process is cloned straight into the group
+        (clone3 CLONE_INTO_CGROUP), which costs nothing either.
+        """
+        parts = check_rel(rel)
+        dirs = [(h.version, str(h.mount.joinpath(*parts))) for h in self.hierarchies]
+        return [("tasks", f"{d}/tasks") if v == 1 else ("cgroup2", d) for v, d in dirs]
+
+    def usage_file(self, rel: str) -> Path | None:
+        """The file with the guest's memory use in bytes; None without a memory controller."""
+        return None
 
     def attach(self, rel: str, pid: int) -> None:
         """Move ``pid`` (the whole process) into the guest's cgroup everywhere."""

@@ -91,6 +91,9 @@ class V2Cgroups(Tree):
             write(directory / "cpu.weight", str(limits.cpu_weight or 100), guest)
             write(directory / "cpu.max", cpu_max(limits.cpu_quota), guest)
 
+    def usage_file(self, rel: str) -> Path | None:
+        return self._dir(rel) / "memory.current" if "memory" in self.hierarchy.controllers else None
+
     def stats(self, rel: str) -> CgroupStats:
         directory = self._dir(rel)
         have = self.hierarchy.controllers

@@ -1,61 +1,29 @@
 /*
- * boot.h: the executor of a guest's start plan, from unshare to init's exec.
+ * boot.h: the executor of a guest's boot plan, from its new namespaces to
+ * init's exec.
  *
  * Python (engine/runtime/plan.py) decides WHAT a start does and
- * engine/runtime/bootplan.py writes it down; this code only does it, in the
- * order given (it holds no policy). It runs as the guest's PID 1 (process B:
- * already in the new mount, PID, UTS, IPC, cgroup, network and time
- * namespaces), from `vboot` or linked into a C start path. Header only: every
- * function is static; include it once.
+ * engine/runtime/bootplan.py writes it down (BOOT_OPS: the format and every
+ * op's arguments are documented there); this code only does it, in the
+ * order given. It runs as the guest's PID 1 (process B of start.h: already
+ * in the new mount, PID, UTS, IPC, cgroup, network and time namespaces).
+ * Header only: every function is static; include it once.
  *
- *   static int vboot_run(char *plan, size_t len, int log_fd, int err_fd,
- *                        int seccomp_fd, int vinit_fd);
+ *   static int vboot_run(char *plan, size_t len, int log_fd, int err_fd, int vinit_fd);
  *
  * never returns on success (it execs the guest's init); on failure it writes
- * ONE line to err_fd and returns 1. The plan buffer is modified in place.
- * log_fd becomes init's stdout and stderr; seccomp_fd holds the packed
- * program (struct sock_filter[]); vinit_fd the vinit binary to copy into the
- * guest; -1 = none. Those fds are read with pread from offset 0.
+ * ONE line to err_fd and returns 1. The plan buffer is cut in place. log_fd
+ * becomes init's stdout and stderr; vinit_fd holds the vinit binary to copy
+ * into the guest (read with pread from offset 0); -1 = none. The whole plan
+ * is parsed and checked (names, arities) before the first op runs.
  *
- * THE PLAN FORMAT: a sequence of netstrings `LEN:BYTES,` (LEN decimal). The
- * parser replaces each trailing `,` by NUL, so every field is a C string
- * (file content uses its length). An op is a netstring with its name followed
- * by its arguments, each one netstring. Numbers are decimal, MODE octal,
- * MASK hexadecimal; booleans 0/1; HASDATA 0 means "no data" (NULL). The
- * whole plan is parsed and checked (names, arities) before the first op runs.
- *
- *   umask MODE            setsid
- *   view PATH             open_tree(OPEN_TREE_CLONE) of a host file, kept for viewmount
- *   root PATH             bind the tree onto itself (MS_REC), keep an O_PATH fd of it
- *   hostbind SRC TARGET RO REC
- *   hostmount SRC TARGET FSTYPE FLAGS HASDATA DATA
- *                         TARGET is created and resolved INSIDE the tree
- *                         (openat2 RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS) and
- *                         mounted on through /proc/self/fd/N; read-only is a
- *                         remount repeating the locked flags (mount_setattr
- *                         AT_RECURSIVE for a recursive bind); MS_RDONLY in
- *                         FLAGS means mount, then remount read-only
- *   pivot                 pivot_root(".", ".") in the tree, lazy unmount of the host
- *   nosymlinks N PATH...  each must be a real directory (created when missing)
- *   mount SRC TARGET FSTYPE FLAGS HASDATA DATA   (mkdir -p TARGET first)
- *   mask TARGET           /dev/null over a file, empty read-only tmpfs over a dir
- *   readonly TARGET       recursive bind onto itself, remounted read-only
- *   bind SRC TARGET RO    (skipped when SRC does not exist)
- *   device TARGET MAJOR MINOR MODE
- *   symlink TARGET TO
- *   file TARGET MODE CONTENT   fresh file: tmp (O_EXCL|O_NOFOLLOW) + rename
- *   vinit TARGET          the same, mode 0755, content from vinit_fd
- *   viewmount TARGET      move_mount the view there, read-only
- *   hostname NAME         domainname NAME        loopback (lo up)
- *   stdio                 /dev/null on 0, log_fd on 1 and 2, every other fd
- *                         closed but err_fd (close-on-exec) and seccomp_fd
- *   rlimit RES SOFT HARD  (-1 = RLIM_INFINITY)
- *   nice N                setpriority, RLIMIT_NICE ceiling 20-N (never raised)
- *   caps MASK             drop every cap not in MASK from the bounding set;
- *                         ambient and inheritable cleared
- *   signals               default dispositions, empty mask
- *   seccomp               PR_SET_SECCOMP with seccomp_fd's program
- *   exec N ARGV... M ENV...
+ * Checks made here, because only execution time can make them: the tree and
+ * every host bind source are opened with openat2(RESOLVE_NO_SYMLINKS) and
+ * must still be the (device, inode) the plan was made for, and are bound
+ * through that fd (open_tree + move_mount): a source swapped for a symlink
+ * or another directory after planning, or a cached plan replayed later, is
+ * refused with "source PATH: ..." (Python then names the fix); guest-side
+ * targets are created and resolved INSIDE the tree (RESOLVE_IN_ROOT).
  *
  * Error lines keep the wording of the former Python child (tests grep it):
  * "bind target /x: No such file or directory", "exec /sbin/init: ...".
@@ -63,71 +31,33 @@
 #ifndef VSTUI_BOOT_H
 #define VSTUI_BOOT_H
 
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* must come before the first system header of the includer */
-#endif
-#include <errno.h>
-#include <fcntl.h>
+#include "vstui.h" /* first: it defines _GNU_SOURCE before any system header */
+
 #include <limits.h>
-#include <linux/capability.h>
-#include <linux/filter.h>
 #include <linux/openat2.h>
-#include <linux/seccomp.h>
 #include <net/if.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
-#include <unistd.h>
 
-/* the same numbers on every architecture (the unified syscall table, 5.x) */
-#ifndef SYS_open_tree
-#define SYS_open_tree 428
-#endif
-#ifndef SYS_move_mount
-#define SYS_move_mount 429
-#endif
-#ifndef SYS_close_range
-#define SYS_close_range 436
-#endif
-#ifndef SYS_openat2
-#define SYS_openat2 437
-#endif
-#ifndef SYS_mount_setattr
-#define SYS_mount_setattr 442
-#endif
 #define VB_OPEN_TREE_CLONE 1
 #define VB_MOVE_MOUNT_F_EMPTY_PATH 0x4
+#define VB_MOVE_MOUNT_T_EMPTY_PATH 0x40
 #define VB_AT_RECURSIVE 0x8000
 #define VB_MOUNT_ATTR_RDONLY 0x1
-#ifndef PR_CAP_AMBIENT
-#define PR_CAP_AMBIENT 47
-#define PR_CAP_AMBIENT_CLEAR_ALL 4
-#endif
 
 struct vb_mount_attr {
     uint64_t attr_set, attr_clr, propagation, userns_fd;
 };
 
-struct vb_field {
-    char *s;
-    size_t n;
-};
+#define vb_field vs_field
 
 struct vb {
-    int log_fd, err_fd, seccomp_fd, vinit_fd;
+    int log_fd, err_fd, vinit_fd;
     int root_fd, view_fd;
     const char *root; /* the host path `root` bound, for messages */
 };
@@ -160,68 +90,12 @@ static int vb_fail(const struct vb *b, const char *what, const char *target, int
 /* -- small helpers ------------------------------------------------------------------ */
 
 static int vb_number(const struct vb *b, const struct vb_field *f, int base, long long *out) {
-    char *end;
-    errno = 0;
-    *out = strtoll(f->s, &end, base);
-    if (errno || end == f->s || *end)
-        return vb_say(b, "boot plan: '%s' is not a number", f->s);
-    return 0;
+    return vs_ll(f->s, base, out) < 0 ? vb_say(b, "boot plan: '%s' is not a number", f->s) : 0;
 }
 
 static int vb_unsigned(const struct vb *b, const struct vb_field *f, int base,
                        unsigned long long *out) {
-    char *end;
-    errno = 0;
-    *out = strtoull(f->s, &end, base);
-    if (errno || end == f->s || *end || f->s[0] == '-')
-        return vb_say(b, "boot plan: '%s' is not a number", f->s);
-    return 0;
-}
-
-/* The whole of a file from offset 0 (the fd's shared offset is left alone). */
-static char *vb_read_fd(int fd, size_t *len) {
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return NULL;
-    size_t cap = st.st_size > 0 ? (size_t)st.st_size : 4096, done = 0;
-    char *buf = malloc(cap + 1);
-    for (;;) {
-        if (!buf)
-            return NULL;
-        ssize_t n = pread(fd, buf + done, cap - done, (off_t)done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            free(buf);
-            return NULL;
-        }
-        if (n == 0)
-            break;
-        done += (size_t)n;
-        if (done == cap) {
-            char *more = realloc(buf, cap * 2 + 1);
-            if (!more)
-                free(buf);
-            buf = more;
-            cap *= 2;
-        }
-    }
-    buf[done] = '\0';
-    *len = done;
-    return buf;
-}
-
-static int vb_write_all(int fd, const char *data, size_t len) {
-    while (len) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    return vs_ull(f->s, base, out) < 0 ? vb_say(b, "boot plan: '%s' is not a number", f->s) : 0;
 }
 
 static void vb_fd_path(char *out, size_t size, int fd) {
@@ -284,12 +158,56 @@ static int vb_mkdir_p(const char *path) {
 
 /* -- inside the tree, before pivot_root ---------------------------------------------- */
 
-static int vb_openat2(int dirfd, const char *path, int flags) {
-    struct open_how how = {
-        .flags = (uint64_t)(flags | O_CLOEXEC),
-        .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
+static int vb_open(int dirfd, const char *path, int flags, uint64_t resolve) {
+    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC), .resolve = resolve};
     return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+static int vb_openat2(int dirfd, const char *path, int flags) {
+    return vb_open(dirfd, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+}
+
+/* A host directory the plan names: opened without following any symlink and
+ * still the (dev, ino) the plan was made for; an O_PATH fd, or -1 (said). */
+static int vb_open_checked(struct vb *b, const char *path, struct vb_field *dev,
+                           struct vb_field *ino) {
+    unsigned long long want_dev, want_ino;
+    struct stat st;
+    if (vb_unsigned(b, dev, 10, &want_dev) < 0 || vb_unsigned(b, ino, 10, &want_ino) < 0)
+        return -1;
+    int fd = vb_open(AT_FDCWD, path, O_PATH | O_DIRECTORY,
+                     RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+    if (fd < 0 && errno == ELOOP)
+        return vb_say(b, "source %s: a component is a symlink now", path);
+    if (fd < 0)
+        return vb_say(b, "source %s: %s", path, strerror(errno));
+    if (fstat(fd, &st) < 0 || st.st_dev != want_dev || st.st_ino != want_ino) {
+        close(fd);
+        return vb_say(b, "source %s: not the directory the start was planned for", path);
+    }
+    return fd;
+}
+
+/* A detached copy of the mount tree at fd (recursive or not), read-only if asked. */
+static int vb_clone_tree(int fd, int recursive, int readonly) {
+    unsigned flags = VB_OPEN_TREE_CLONE | O_CLOEXEC | AT_EMPTY_PATH;
+    int tree = (int)syscall(SYS_open_tree, fd, "", flags | (recursive ? VB_AT_RECURSIVE : 0));
+    if (tree < 0 || !readonly)
+        return tree;
+    struct vb_mount_attr attr = {.attr_set = VB_MOUNT_ATTR_RDONLY};
+    if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | (recursive ? VB_AT_RECURSIVE : 0),
+                &attr, sizeof attr) < 0) {
+        int err = errno;
+        close(tree);
+        errno = err;
+        return -1;
+    }
+    return tree;
+}
+
+static int vb_attach(int tree, int target_fd) {
+    return (int)syscall(SYS_move_mount, tree, "", target_fd, "",
+                        VB_MOVE_MOUNT_F_EMPTY_PATH | VB_MOVE_MOUNT_T_EMPTY_PATH);
 }
 
 /* Create PATH and its missing parents inside the tree; an O_PATH fd of it.
@@ -386,13 +304,22 @@ static int op_view(struct vb *b, struct vb_field *a) {
     return 0;
 }
 
+/* The tree, bound onto itself (a mount pivot_root can enter); root_fd is that mount. */
 static int op_root(struct vb *b, struct vb_field *a) {
     b->root = a[0].s;
-    if (mount(a[0].s, a[0].s, NULL, MS_BIND | MS_REC, NULL) < 0)
-        return vb_fail(b, "bind guest tree", a[0].s, errno);
-    b->root_fd = open(a[0].s, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (b->root_fd < 0)
-        return vb_fail(b, "bind guest tree", a[0].s, errno);
+    int fd = vb_open_checked(b, a[0].s, &a[1], &a[2]);
+    if (fd < 0)
+        return -1;
+    int tree = vb_clone_tree(fd, 1, 0);
+    int rc = tree < 0 ? -1 : vb_attach(tree, fd);
+    int err = errno;
+    close(fd);
+    if (rc < 0) {
+        if (tree >= 0)
+            close(tree);
+        return vb_fail(b, "bind guest tree", a[0].s, err);
+    }
+    b->root_fd = tree; /* after move_mount: the attached mount's root */
     return 0;
 }
 
@@ -402,21 +329,28 @@ static int vb_need_root(struct vb *b, const char *op) {
     return 0;
 }
 
+/* SRC DEV INO TARGET RO REC: the checked source, bound through its fd; read-only
+ * before it is attached (never writable in the guest, not even for a moment). */
 static int op_hostbind(struct vb *b, struct vb_field *a) {
-    const char *src = a[0].s, *target = a[1].s;
-    int ro = strcmp(a[2].s, "0") != 0, rec = strcmp(a[3].s, "0") != 0;
+    const char *src = a[0].s, *target = a[3].s;
+    int ro = strcmp(a[4].s, "0") != 0, rec = strcmp(a[5].s, "0") != 0;
     if (vb_need_root(b, "hostbind") < 0)
         return -1;
+    int source = vb_open_checked(b, src, &a[1], &a[2]);
+    if (source < 0)
+        return -1;
     int fd = vb_mkdirs_in_root(b->root_fd, target);
-    if (fd < 0)
+    if (fd < 0) {
+        close(source);
         return vb_fail(b, "bind target", target, errno);
-    char where[64];
-    vb_fd_path(where, sizeof where, fd);
-    int rc = mount(src, where, NULL, MS_BIND | (rec ? MS_REC : 0), NULL);
-    if (rc == 0 && ro)
-        rc = vb_remount_ro_in_root(b->root_fd, target, rec);
+    }
+    int tree = vb_clone_tree(source, rec, ro);
+    int rc = tree < 0 ? -1 : vb_attach(tree, fd);
     int err = errno;
     close(fd);
+    close(source);
+    if (tree >= 0)
+        close(tree);
     if (rc < 0)
         return vb_say(b, "bind %s onto %s: %s", src, target, strerror(err));
     return 0;
@@ -562,7 +496,7 @@ static int vb_write_file(const char *target, const char *data, size_t len, int s
         return -1;
     int rc = 0;
     if (data) {
-        rc = vb_write_all(fd, data, len);
+        rc = vs_write_all(fd, data, len);
     } else {
         char buf[65536];
         off_t at = 0;
@@ -570,7 +504,7 @@ static int vb_write_file(const char *target, const char *data, size_t len, int s
             ssize_t n = pread(src_fd, buf, sizeof buf, at);
             if (n < 0 && errno == EINTR)
                 continue;
-            if (n <= 0 || (rc = vb_write_all(fd, buf, (size_t)n)) < 0) {
+            if (n <= 0 || (rc = vs_write_all(fd, buf, (size_t)n)) < 0) {
                 rc = n < 0 ? -1 : rc;
                 break;
             }
@@ -654,22 +588,6 @@ static int op_loopback(struct vb *b, struct vb_field *a) {
     return 0;
 }
 
-/* Close every fd but the kept ones (sorted, unique, >= 0). */
-static void vb_close_except(const int *keep, int n) {
-    unsigned int low = 0;
-    for (int k = 0; k <= n; k++) {
-        unsigned int high = k < n ? (unsigned int)keep[k] : ~0U;
-        if (high > low && syscall(SYS_close_range, low, high - 1, 0) < 0) {
-            /* before Linux 5.9: one by one up to the fd limit */
-            long top = sysconf(_SC_OPEN_MAX);
-            for (long fd = low; fd < (long)high && fd < (top > 0 ? top : 65536); fd++)
-                close((int)fd);
-        }
-        if (k < n)
-            low = high + 1;
-    }
-}
-
 static int op_stdio(struct vb *b, struct vb_field *a) {
     (void)a;
     int null = open("/dev/null", O_RDWR | O_CLOEXEC); /* the guest's: ours, in the new /dev */
@@ -679,18 +597,10 @@ static int op_stdio(struct vb *b, struct vb_field *a) {
     if (dup2(out, 1) < 0 || dup2(out, 2) < 0 || dup2(null, 0) < 0)
         return vb_fail(b, "stdio", b->log_fd >= 0 ? "log" : "/dev/null", errno);
     fcntl(b->err_fd, F_SETFD, FD_CLOEXEC);
-    int keep[5] = {0, 1, 2, b->err_fd, b->seccomp_fd}, n = b->seccomp_fd >= 0 ? 5 : 4;
-    if (n == 5 && keep[4] < keep[3]) {
-        keep[4] = b->err_fd;
-        keep[3] = b->seccomp_fd;
-    }
-    vb_close_except(keep, n);
+    int keep[4] = {0, 1, 2, b->err_fd};
+    vs_close_except(keep, 4);
     b->log_fd = b->vinit_fd = b->view_fd = b->root_fd = -1;
     return 0;
-}
-
-static rlim_t vb_rlim(long long value) {
-    return value < 0 ? RLIM_INFINITY : (rlim_t)value;
 }
 
 static int op_rlimit(struct vb *b, struct vb_field *a) {
@@ -698,8 +608,7 @@ static int op_rlimit(struct vb *b, struct vb_field *a) {
     if (vb_number(b, &a[0], 10, &res) < 0 || vb_number(b, &a[1], 10, &soft) < 0 ||
         vb_number(b, &a[2], 10, &hard) < 0)
         return -1;
-    struct rlimit rl = {vb_rlim(soft), vb_rlim(hard)};
-    if (setrlimit((int)res, &rl) < 0)
+    if (vs_rlimit(res, soft, hard) < 0)
         return vb_say(b, "ULIMIT/S_NICE: %s", strerror(errno));
     return 0;
 }
@@ -708,44 +617,8 @@ static int op_nice(struct vb *b, struct vb_field *a) {
     long long nice;
     if (vb_number(b, &a[0], 10, &nice) < 0)
         return -1;
-    struct rlimit rl;
-    if (setpriority(PRIO_PROCESS, 0, (int)nice) < 0 || getrlimit(RLIMIT_NICE, &rl) < 0)
+    if (vs_nice(nice) < 0)
         return vb_say(b, "ULIMIT/S_NICE: %s", strerror(errno));
-    /* the floor: a nice value down to 20 - rlim_cur; never raised (without
-     * CAP_SYS_RESOURCE that fails, and lower is stricter) */
-    rlim_t ceiling = nice >= 20 ? 0 : (rlim_t)(20 - nice);
-    if (ceiling > rl.rlim_max)
-        ceiling = rl.rlim_max;
-    rl.rlim_cur = rl.rlim_max = ceiling;
-    if (setrlimit(RLIMIT_NICE, &rl) < 0)
-        return vb_say(b, "ULIMIT/S_NICE: %s", strerror(errno));
-    return 0;
-}
-
-static int op_caps(struct vb *b, struct vb_field *a) {
-    unsigned long long keep;
-    if (vb_unsigned(b, &a[0], 16, &keep) < 0)
-        return -1;
-    /* up to the kernel's last capability, where the drop says EINVAL (no
-     * /proc/sys/kernel/cap_last_cap: it is the guest's /proc by now); a
-     * number the kernel lacks cannot be kept: bits above 63 never are */
-    for (int cap = 0;; cap++) {
-        if (cap < 64 && keep >> cap & 1)
-            continue;
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0)
-            continue;
-        if (errno == EINVAL && cap > 0 && prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0)
-            break; /* past the last capability */
-        return vb_fail(b, "drop capabilities", "bounding set", errno);
-    }
-    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); /* no ambient set before 4.3 */
-    struct __user_cap_header_struct head = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct data[2];
-    if (syscall(SYS_capget, &head, data) < 0)
-        return vb_fail(b, "drop capabilities", "bounding set", errno);
-    data[0].inheritable = data[1].inheritable = 0;
-    if (syscall(SYS_capset, &head, data) < 0)
-        return vb_fail(b, "drop capabilities", "bounding set", errno);
     return 0;
 }
 
@@ -761,33 +634,27 @@ static int op_signals(struct vb *b, struct vb_field *a) {
     return 0;
 }
 
-static int op_seccomp(struct vb *b, struct vb_field *a) {
-    (void)a;
-    if (b->seccomp_fd < 0)
-        return vb_say(b, "seccomp program: none was given; the guest never starts unfiltered");
-    size_t len = 0;
-    char *program = vb_read_fd(b->seccomp_fd, &len);
+/* MASK PROGRAM: the last step before exec (an empty PROGRAM: no filter). */
+static int op_confine(struct vb *b, struct vb_field *a) {
+    unsigned long long keep;
+    const char *step;
+    if (vb_unsigned(b, &a[0], 16, &keep) < 0)
+        return -1;
+    if (vs_confine(keep, a[1].s, a[1].n, &step) == 0)
+        return 0;
     int err = errno;
-    close(b->seccomp_fd);
-    b->seccomp_fd = -1;
-    if (!program)
-        return vb_fail(b, "seccomp", "program", err);
-    size_t count = len / sizeof(struct sock_filter);
-    if (count == 0 || len % sizeof(struct sock_filter) || count > 0xffff)
-        return vb_fail(b, "seccomp", "program", EINVAL);
-    struct sock_fprog prog = {(unsigned short)count, (struct sock_filter *)program};
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0) {
-        err = errno;
+    if (strcmp(step, "seccomp") == 0)
         return vb_say(b, "prctl `PR_SET_SECCOMP`: %s%s", strerror(err),
                       err == EACCES ? " (needs CAP_SYS_ADMIN or no_new_privs)" : "");
-    }
-    return 0;
+    return vb_fail(b, "drop capabilities:", step, err);
 }
 
 static int op_exec(struct vb *b, struct vb_field *a) {
     long long nargs, nenv;
     vb_number(b, &a[0], 10, &nargs); /* both checked by the parser */
     vb_number(b, &a[nargs + 1], 10, &nenv);
+    if (nargs < 1)
+        return vb_say(b, "boot plan: exec without a command");
     char **argv = calloc((size_t)nargs + 1, sizeof *argv);
     char **envp = calloc((size_t)nenv + 1, sizeof *envp);
     if (!argv || !envp)
@@ -796,139 +663,35 @@ static int op_exec(struct vb *b, struct vb_field *a) {
         argv[k] = a[1 + k].s;
     for (long long k = 0; k < nenv; k++)
         envp[k] = a[nargs + 2 + k].s;
-    if (b->seccomp_fd >= 0) { /* a plan without `seccomp`: never leak the fd */
-        close(b->seccomp_fd);
-        b->seccomp_fd = -1;
-    }
     execve(argv[0], argv, envp);
     return vb_fail(b, "exec", argv[0], errno);
 }
 
 /* -- the plan -------------------------------------------------------------------------- */
 
-#define VB_VARIABLE (-1)
+/* the table is bootplan.BOOT_OPS (consts.h): a new op needs its op_NAME here */
+#define VB_FN(name, n) op_##name,
+#define VB_OP(name, n) {#name, n},
+static const vb_fn vb_fns[] = {VS_BOOT_OPS(VB_FN)};
+static const struct vs_op vb_ops[] = {VS_BOOT_OPS(VB_OP)};
+#define VB_NOPS ((int)(sizeof vb_ops / sizeof vb_ops[0]))
 
-struct vb_op {
-    const char *name;
-    int nargs; /* VB_VARIABLE: counts in the arguments */
-    vb_fn run;
-};
-
-static const struct vb_op vb_ops[] = {
-    {"umask", 1, op_umask},
-    {"setsid", 0, op_setsid},
-    {"view", 1, op_view},
-    {"root", 1, op_root},
-    {"hostbind", 4, op_hostbind},
-    {"hostmount", 6, op_hostmount},
-    {"pivot", 0, op_pivot},
-    {"nosymlinks", VB_VARIABLE, op_nosymlinks},
-    {"mount", 6, op_mount},
-    {"mask", 1, op_mask},
-    {"readonly", 1, op_readonly},
-    {"bind", 3, op_bind},
-    {"device", 4, op_device},
-    {"symlink", 2, op_symlink},
-    {"file", 3, op_file},
-    {"vinit", 1, op_vinit},
-    {"viewmount", 1, op_viewmount},
-    {"hostname", 1, op_hostname},
-    {"domainname", 1, op_domainname},
-    {"loopback", 0, op_loopback},
-    {"stdio", 0, op_stdio},
-    {"rlimit", 3, op_rlimit},
-    {"nice", 1, op_nice},
-    {"caps", 1, op_caps},
-    {"signals", 0, op_signals},
-    {"seccomp", 0, op_seccomp},
-    {"exec", VB_VARIABLE, op_exec},
-};
-
-/* Split the buffer into fields (NUL-terminated in place); their number, or -1. */
-static long vb_split(const struct vb *b, char *plan, size_t len, struct vb_field *out) {
-    long count = 0;
-    size_t at = 0;
-    while (at < len) {
-        size_t size = 0, start = at;
-        while (at < len && plan[at] >= '0' && plan[at] <= '9' && at - start < 10)
-            size = size * 10 + (size_t)(plan[at++] - '0');
-        if (at == start || at >= len || plan[at] != ':' || at + 1 + size >= len ||
-            plan[at + 1 + size] != ',')
-            return vb_say(b, "boot plan: malformed at byte %zu", start);
-        if (out) {
-            out[count].s = plan + at + 1;
-            out[count].n = size;
-            plan[at + 1 + size] = '\0';
-        }
-        at += size + 2;
-        count++;
-    }
-    return count;
-}
-
-static const struct vb_op *vb_find(const char *name) {
-    for (size_t k = 0; k < sizeof vb_ops / sizeof vb_ops[0]; k++)
-        if (strcmp(vb_ops[k].name, name) == 0)
-            return &vb_ops[k];
-    return NULL;
-}
-
-/* How many argument fields op takes at `args` (of `left`), or -1. */
-static long vb_arity(const struct vb *b, const struct vb_op *op, struct vb_field *args,
-                     long left) {
-    if (op->nargs != VB_VARIABLE)
-        return op->nargs <= left ? op->nargs : vb_say(b, "boot plan: %s: too few arguments",
-                                                      op->name);
-    long long first, second = 0;
-    if (left < 1 || vb_number(b, &args[0], 10, &first) < 0 || first < 0 || first >= left)
-        return vb_say(b, "boot plan: %s: bad count", op->name);
-    if (strcmp(op->name, "nosymlinks") == 0)
-        return 1 + first;
-    /* exec N ARGV... M ENV...: at least argv[0] */
-    if (first < 1 || first + 1 >= left || vb_number(b, &args[first + 1], 10, &second) < 0 ||
-        second < 0 ||
-        first + 2 + second > left)
-        return vb_say(b, "boot plan: %s: bad count", op->name);
-    return first + 2 + second;
-}
-
-/* Check every op's name and arity; the number of ops, or -1. */
-static long vb_check(const struct vb *b, struct vb_field *f, long count) {
-    long ops = 0;
-    for (long at = 0; at < count; ops++) {
-        const struct vb_op *op = vb_find(f[at].s);
-        if (!op)
-            return vb_say(b, "boot plan: unknown step '%s'", f[at].s);
-        long used = vb_arity(b, op, f + at + 1, count - at - 1);
-        if (used < 0)
-            return -1;
-        at += 1 + used;
-    }
-    return ops;
-}
-
-static int vboot_run(char *plan, size_t len, int log_fd, int err_fd, int seccomp_fd,
-                     int vinit_fd) {
-    struct vb b = {.err_fd = err_fd, .root_fd = -1, .view_fd = -1, .root = "?"};
+static int vboot_run(char *plan, size_t len, int log_fd, int err_fd, int vinit_fd) {
+    struct vb b = {.root_fd = -1, .view_fd = -1, .root = "?"};
     b.err_fd = vb_lift(err_fd);
     b.log_fd = vb_lift(log_fd);
-    b.seccomp_fd = vb_lift(seccomp_fd);
     b.vinit_fd = vb_lift(vinit_fd);
-    long count = vb_split(&b, plan, len, NULL);
-    if (count < 0)
-        return 1;
-    struct vb_field *fields = calloc((size_t)count + 1, sizeof *fields);
-    if (!fields) {
-        vb_fail(&b, "boot plan:", "fields", ENOMEM);
-        return 1;
-    }
-    vb_split(&b, plan, len, fields);
-    if (vb_check(&b, fields, count) < 0)
-        return 1;
+    long count;
+    const char *bad;
+    struct vb_field *f = vs_fields(plan, len, &count);
+    if (!f)
+        return vb_say(&b, "boot plan: malformed"), 1;
+    if (vs_check(vb_ops, VB_NOPS, f, count, &bad) < 0)
+        return vb_say(&b, "boot plan: bad step '%s'", bad), 1;
     for (long at = 0; at < count;) {
-        const struct vb_op *op = vb_find(fields[at].s);
-        long used = vb_arity(&b, op, fields + at + 1, count - at - 1);
-        if (op->run(&b, fields + at + 1) < 0)
+        int k = vs_op_index(vb_ops, VB_NOPS, f[at].s);
+        long used = vs_arity(&vb_ops[k], f + at + 1, count - at - 1);
+        if (vb_fns[k](&b, f + at + 1) < 0)
             return 1;
         at += 1 + used;
     }

@@ -1,44 +1,33 @@
 /*
- * vboot: the guest's PID 1 from its new namespaces to init's exec.
+ * vboot: the Python start's executor, a main around start.h.
  *
- * The starter (engine/runtime/starting.py) forks process B into the new
- * namespaces and, once the network is in place, B execs this helper with the
- * serialized start plan in a memfd. vboot reads it, closes it and runs it
- * (boot.h): mounts, pivot_root, /proc, /dev, names, limits, capabilities,
- * the seccomp filter, then execs the guest's init. A failure is one line on
- * ERR_FD and exit status 1.
+ * engine/runtime/starting.py plans a start, writes it (bootplan.START_OPS)
+ * into a memfd and forks this with two pipes: vboot reports "pid B" (the
+ * guest's PID 1, not yet booting), waits for "g" (the network is set up),
+ * then answers "ok PID STARTTIME" or "error LINE" and exits. The compiled
+ * `vserver NAME start` runs the very same vs_start on the cached plan.
  *
- * usage: vboot PLAN_FD LOG_FD ERR_FD SECCOMP_FD VINIT_FD   (-1 = none)
+ * usage: vboot PLAN_FD REPORT_FD GO_FD CONSOLE_FD SUPERVISOR_PID
  */
-#include "boot.h"
-
-static int fd_arg(const char *text, int *out) {
-    char *end;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    if (errno || end == text || *end || value < -1 || value > INT_MAX)
-        return -1;
-    *out = (int)value;
-    return 0;
-}
+#include "start.h"
 
 int main(int argc, char **argv) {
-    int fds[5];
+    long long arg[5];
     for (int k = 0; k < 5; k++)
-        if (argc != 6 || fd_arg(argv[k + 1], &fds[k]) < 0) {
+        if (argc != 6 || vs_ll(argv[k + 1], 10, &arg[k]) < 0 || arg[k] < -1 || arg[k] > INT_MAX) {
             static const char usage[] =
-                "usage: vboot PLAN_FD LOG_FD ERR_FD SECCOMP_FD VINIT_FD (-1 = none)\n";
+                "usage: vboot PLAN_FD REPORT_FD GO_FD CONSOLE_FD SUPERVISOR_PID\n";
             (void)!write(2, usage, sizeof usage - 1);
             return 2;
         }
-    int err_fd = fds[2] >= 0 ? fds[2] : 2;
+    struct st_io io = {.report = (int)arg[1], .go = (int)arg[2], .console = (int)arg[3],
+                       .supervisor = (pid_t)arg[4]};
     size_t len = 0;
-    char *plan = fds[0] >= 0 ? vb_read_fd(fds[0], &len) : NULL;
+    char *plan = vs_read_fd((int)arg[0], &len);
     if (!plan) {
-        struct vb b = {.err_fd = err_fd};
-        vb_fail(&b, "boot plan:", "read", fds[0] >= 0 ? errno : EBADF);
+        dprintf(io.report, "error start plan: %s\n", strerror(errno));
         return 1;
     }
-    close(fds[0]);
-    return vboot_run(plan, len, fds[1], err_fd, fds[3], fds[4]);
+    close((int)arg[0]);
+    return vs_start(plan, len, &io) > 0 ? 0 : 1;
 }

@@ -41,6 +41,7 @@
  * The environment is the command's (PATH included: execvp searches it).
  */
 #define _GNU_SOURCE
+#include "vstui.h" /* vs_clone_into */
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -61,7 +62,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cgclone.h"
+
 
 #define MAX_GROUPS 256
 #define MAX_NS 8
@@ -286,7 +287,7 @@ static void child(const struct opts *o) {
 
 /* fork, or clone3 straight into the cgroup2 group; *moved says which. */
 static pid_t spawn(const struct opts *o, int *moved) {
-    return clone_into_cgroup(o->cgroup2, moved);
+    return vs_clone_into(o->cgroup2, moved);
 }
 
 /* Forward the waited signals to pid until it ends; its status as an exit code. */

@@ -24,6 +24,7 @@
  * environment makes every fallback exit 125 instead (tests: which path ran).
  */
 #define _GNU_SOURCE
+#include "cache.h" /* cache_start: `start` replayed from the boot cache */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -89,27 +90,6 @@ static void release(struct held *h) {
 
 /* -- small file helpers ------------------------------------------------------ */
 
-/* Read a whole small file into buf (NUL-terminated); length or -1. */
-static ssize_t read_small(const char *path, char *buf, size_t size) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    size_t done = 0;
-    ssize_t n;
-    for (;;) {
-        n = read(fd, buf + done, size - 1 - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0 || (done += (size_t)n) == size - 1)
-            break;
-    }
-    close(fd);
-    if (n < 0 || done == size - 1)
-        return -1; /* unreadable, or too big to be what we expect: Python judges */
-    buf[done] = '\0';
-    return (ssize_t)done;
-}
-
 static int is_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
@@ -119,7 +99,7 @@ static char *read_value(const char *run_dir, const char *key, char *buf, size_t 
     char path[PATH_MAX];
     if (snprintf(path, sizeof path, "%s/%s", run_dir, key) >= (int)sizeof path)
         return NULL;
-    ssize_t n = read_small(path, buf, size);
+    ssize_t n = vs_read_small(path, buf, size);
     if (n < 0)
         return NULL;
     while (n > 0 && is_space(buf[n - 1]))
@@ -142,34 +122,6 @@ static int parse_ll(const char *text, long long *out) {
 
 /* -- init's identity --------------------------------------------------------- */
 
-/* runfiles.proc_starttime: field 22 of /proc/PID/stat; -1 when gone or a zombie. */
-static long long proc_starttime(long long pid) {
-    char path[64], buf[4096];
-    snprintf(path, sizeof path, "/proc/%lld/stat", pid);
-    if (read_small(path, buf, sizeof buf) < 0)
-        return -1;
-    char *p = strrchr(buf, ')');
-    if (p == NULL)
-        return -1;
-    p++;
-    for (int field = 0; field <= 19; field++) { /* fields after ")": state is 0 */
-        while (is_space(*p))
-            p++;
-        if (!*p)
-            return -1;
-        if (field == 0 && p[0] == 'Z' && is_space(p[1]))
-            return -1; /* a zombie is dead for our purposes */
-        if (field == 19)
-            break;
-        while (*p && !is_space(*p))
-            p++;
-    }
-    char *end;
-    errno = 0;
-    long long start = strtoll(p, &end, 10);
-    return errno || !(is_space(*end) || !*end) ? -1 : start;
-}
-
 /* profile.init_identity, requiring both files (anything else: Python decides). */
 static int init_identity(const char *run_dir, long long *pid, long long *start) {
     char buf[256];
@@ -179,7 +131,7 @@ static int init_identity(const char *run_dir, long long *pid, long long *start) 
     text = read_value(run_dir, "init.start", buf, sizeof buf);
     if (text == NULL || parse_ll(text, start) < 0)
         return -1;
-    return proc_starttime(*pid) == *start ? 0 : -1;
+    return vs_starttime(*pid) == *start ? 0 : -1;
 }
 
 /* -- exec.profile ------------------------------------------------------------ */
@@ -554,8 +506,8 @@ static int join_cgroups(long long pid, int *cgroup2, struct held *held) {
     static struct mount mounts[MAX_MOUNTS];
     char path[64];
     snprintf(path, sizeof path, "/proc/%lld/cgroup", pid);
-    if (read_small(path, theirs_buf, sizeof theirs_buf) < 0 ||
-        read_small("/proc/self/cgroup", ours_buf, sizeof ours_buf) < 0)
+    if (vs_read_small(path, theirs_buf, sizeof theirs_buf) < 0 ||
+        vs_read_small("/proc/self/cgroup", ours_buf, sizeof ours_buf) < 0)
         return -1;
     int nt = parse_cgroup(theirs_buf, theirs), no = parse_cgroup(ours_buf, ours);
     int nmounts = -1; /* mountinfo is read only when something needs joining */
@@ -569,7 +521,7 @@ static int join_cgroups(long long pid, int *cgroup2, struct held *held) {
                 continue;
             if ((mine && strcmp(mine, h->path) == 0) || has_dotdot(h->path))
                 continue;
-            if (nmounts < 0 && (read_small("/proc/self/mountinfo", mount_buf, sizeof mount_buf) < 0 ||
+            if (nmounts < 0 && (vs_read_small("/proc/self/mountinfo", mount_buf, sizeof mount_buf) < 0 ||
                                 (nmounts = read_mounts(mount_buf, mounts)) < 0))
                 return -1;
             if (join_one(h, mounts, nmounts, cgroup2, held) < 0)
@@ -670,7 +622,7 @@ static int gather(const char *run_dir, long long pid, long long start, struct jo
     char path[PATH_MAX];
     if (open_namespaces(pid, &j->ns, h) < 0)
         return -1;
-    if (proc_starttime(pid) != start) /* the PID was reused meanwhile */
+    if (vs_starttime(pid) != start) /* the PID was reused meanwhile */
         return -1;
     if ((*helper = sealed_helper(h)) < 0) /* a host file: read before leaving */
         return -1;
@@ -769,8 +721,6 @@ static void fallback(int argc, char **argv) {
     _exit(127);
 }
 
-#include "boot.h"      /* vboot_run: the guest's PID 1 up to init's exec */
-#include "faststart.h" /* fs_try_start: `start` replayed from the boot cache */
 
 int main(int argc, char **argv) {
     struct request req;
@@ -779,8 +729,8 @@ int main(int argc, char **argv) {
             try_fast_exec(&req);
         else if (strcmp(req.command, "start") == 0 && req.nrest == 0 &&
                  root_is_normal(req.root) && name_is_plain(req.name) &&
-                 fs_try_start(req.root, req.name) == 0)
-            return 0; /* replayed from the boot cache (faststart.h) */
+                 cache_start(req.root, req.name) == 0)
+            return 0; /* replayed from the boot cache (cache.h) */
     }
     fallback(argc, argv);
 }

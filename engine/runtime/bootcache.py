@@ -1,30 +1,39 @@
 """The boot cache: a start replayed by the compiled ``vserver`` without Python.
 
-A start in Python (``starting.launch``) decides everything a guest's boot
-does: the cgroup directories and limit writes, the exec profile, the
-seccomp program, the plan vboot executes as the guest's PID 1, the lean
-supervisor's command line. When it succeeds, it writes all of that here,
-``state_dir/boot-cache/NAME``, with the stat of every file the decision
-depended on: the guest's config, the context-id table, the guest's /etc
-(its rc.local decides init's command) and every engine source. The next
-``vserver NAME start`` of the compiled front end (engine/helpers/faststart.h)
-replays the file when every one of those stats still matches; anything
-else, or any failure on the way (undone first), falls back to this Python
-path, which gives the proper message and writes a fresh cache.
+The one cache of a start. A Python start (``starting.launch``) decides
+everything a guest's boot does and hands it, as one start plan
+(engine.runtime.bootplan.START_OPS: cgroups, run files, the seccomp program,
+the boot plan of the guest's PID 1), to the C executor. When the guest can
+be started without Python (plain-directory storage, no links to make through
+netlink), the supervisor then writes that very plan here,
+``state_dir/boot-cache/NAME``, with the lean supervisor's command and a
+record of everything the plan depends on (CACHE_OPS):
 
-Only guests whose start needs no Python at all are cached: plain-directory
-storage (no loop image to mount, no project quota to check) and no links
-to make through netlink (a guest with addresses gets its veth from
-engine.net). Others always start through Python.
+- ``content``: NAME.conf and the context-id table, by SHA-256 of their
+  bytes (an edit that keeps size and times is still an edit);
+- ``binary``: the helpers and the compiled front end, by SHA-256 (their
+  stat, ctime included, is only a shortcut for "unchanged");
+- ``code``: the engine's sources (the planner itself), by stat identity;
+- ``inroot``: whether the guest's /etc/rc.local exists (init's command);
+- ``source``: each host bind source and the tree, by device and inode,
+  reached without any symlink.
 
-Format: netstrings (``LEN:BYTES,``), one op name then a fixed number of
-fields per op (``super`` carries its count first). The file is root's
-alone (0600 in a 0700 directory); the front end refuses any other.
+engine/helpers/cache.h replays the entry only when every record still holds
+and the running front end is one of the recorded binaries; the executor
+then checks each bind source again when it binds it. Anything else falls
+back to the Python start, which plans again, names what is wrong and writes
+a fresh entry. A stale entry is never replayed.
+
+The file is root's alone (0600 in a 0700 directory); the front end refuses
+any other. It is the only cache a start keeps.
 """
 
 from __future__ import annotations
 
 import os
+
+from engine.runtime import netstrings
+from engine.runtime.bootplan import COUNTED
 
 TYPE_CHECKING = False  # not typing's: this runs on every Python start
 if TYPE_CHECKING:
@@ -33,125 +42,135 @@ if TYPE_CHECKING:
     from engine.paths import Paths
 
 CACHE_DIR = "boot-cache"
-VERSION = b"vstui-boot-1"
+VERSION = "vstui-boot-3"
+
+CACHE_OPS: dict[str, int] = {
+    "content": 2,  # PATH SHA256
+    "binary": 7,  # PATH SHA256 DEV INO SIZE MTIME_NS CTIME_NS
+    "code": 6,  # PATH DEV INO SIZE MTIME_NS CTIME_NS
+    "inroot": 3,  # ROOT PATH PRESENT
+    "source": 3,  # PATH DEV INO
+    "rundir": 1,  # PATH
+    "log": 1,  # PATH: the supervisor's stdout and stderr
+    "plan": 1,  # START_PLAN, exactly as vboot executed it
+    "super": COUNTED,  # N ARGV...: the lean supervisor (init's PID and the console fd follow)
+}
 
 
 def cache_file(paths: Paths, name: str) -> str:
     return os.path.join(os.fspath(paths.state_dir), CACHE_DIR, name)
 
 
-def netstring(data: str | bytes) -> bytes:
-    raw = data.encode() if isinstance(data, str) else data
-    return b"%d:%s," % (len(raw), raw)
-
-
 def op(name: str, *fields: str | bytes | int) -> bytes:
-    return b"".join(netstring(str(f) if isinstance(f, int) else f) for f in (name, *fields))
+    assert CACHE_OPS[name] < 0 or CACHE_OPS[name] == len(fields), name
+    raw = [f if isinstance(f, bytes) else str(f).encode() for f in (name, *fields)]
+    return b"".join(map(netstrings.encode, raw))
 
 
-def eligible(cfg: Any, plan: Any) -> bool:
+def eligible(cfg: Any, own_netns: bool) -> bool:
     """True when this guest's start can be replayed without Python."""
     from engine.rootfs.storage import backend_of
 
     if backend_of(cfg) != "none":
         return False
-    if plan.own_netns and (cfg.netmode or "veth") != "host":
+    if own_netns and (cfg.netmode or "veth") != "host":
         return not (cfg.addresses or cfg.bridge or cfg.bandwidth_out or cfg.bandwidth_in)
     return True
 
 
-def _stat_op(path: str) -> bytes:
+def sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def content(path: str) -> bytes | None:
+    """A ``content`` record of ``path`` as it is now (None when unreadable)."""
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return op("absent", path)
-    return op("stat", path, st.st_mtime_ns, st.st_size, st.st_ino)
+        with open(path, "rb") as f:
+            return op("content", path, sha256(f.read()))
+    except OSError:
+        return None
 
 
-def dependencies(paths: Paths, name: str, root: str) -> list[str]:
-    """Every file whose change must send the next start through Python."""
+def _stat(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def binary(path: str) -> bytes:
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        return op("binary", path, sha256(f.read()), *_stat(st))
+
+
+def binaries() -> list[str]:
+    """The helpers a start runs and every copy of the compiled front end."""
+    import sys
+
+    from engine.helpers import HELPERS_DIR
+
+    found = [os.fspath(HELPERS_DIR / name) for name in ("vboot", "vinit", "vexec", "vserver")]
+    installed = os.path.join(sys.prefix, "bin", "vserver")  # setup.sh's copy
+    if os.path.isfile(installed) and not os.path.islink(installed):
+        found.append(installed)
+    return [path for path in found if os.path.exists(path)]
+
+
+def sources() -> list[str]:
+    """The engine's Python sources: the planner whose decisions the plan holds."""
     import engine
 
     package = os.path.dirname(os.path.abspath(engine.__file__))
-    sources = []
+    found = []
     for top, dirs, files in os.walk(package):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        sources += [os.path.join(top, f) for f in sorted(files) if f.endswith(".py")]
-    sources.append(os.path.join(package, "helpers", "vinit"))
-    guest = [os.path.join(root, "etc"), os.path.join(root, "etc", "rc.local")]
-    state = [os.path.join(os.fspath(paths.state_dir), "xids")]
-    return [os.fspath(paths.config_file(name)), *state, *guest, *sources]
+        found += [os.path.join(top, f) for f in sorted(files) if f.endswith(".py")]
+    return found
 
 
-def body(
-    paths: Paths,
-    cfg: Any,
-    root: str,
-    journal: list[tuple[str, ...]],
-    joins: tuple[list[str], list[str]],
-    boot: dict[str, Any],
+def records(
+    conf: bytes, xids: bytes | None, root: str, plan: Any, has_rc_local: bool
 ) -> list[bytes]:
-    """The cache's ops for one successful start, up to the supervisor's part.
+    """What the plan was made from, taken when it was made (``conf``/``xids``: the
+    ``content`` records of the files it read). The binaries are added by ``entry``."""
+    from engine.runtime.plan import HostBind
 
-    ``journal``: the cgroup mkdirs and writes (engine.cgroups.base.record);
-    ``joins``: (v1 ``tasks`` files, cgroup2 directories) the guest enters;
-    ``boot``: ns_flags, timens, profile (exec.profile text), program (the
-    packed seccomp filter or None), vinit (path or None), plan (vboot's
-    serialized plan), mem_limit and mem_usage (the meminfo view's, or None).
+    out = [conf] + ([xids] if xids else [])
+    out += [op("code", path, *_stat(os.stat(path))) for path in sources()]
+    out.append(op("inroot", root, "/etc/rc.local", int(has_rc_local)))
+    out.append(op("source", root, *plan.root_identity))
+    out += [op("source", s.source, s.dev, s.ino) for s in plan.before if isinstance(s, HostBind)]
+    return out
+
+
+def entry(deps: list[bytes], run_dir: str, log: str, plan: bytes, command: list[str]) -> bytes:
+    """The whole cache file: version, records, where to run, the plan, the supervisor.
+
+    The binaries are hashed here, after the guest runs: not on the start's path.
     """
-    ops = [_stat_op(path) for path in dependencies(paths, cfg.name, root)]
-    ops.append(op("vservers", os.fspath(paths.vservers_dir)))
-    ops += [op(kind, *rest) for kind, *rest in journal]
-    tasks, cgroup2 = joins
-    ops += [op("tasks", path) for path in tasks]
-    ops += [op("cgroup2", path) for path in cgroup2]
-    ops.append(op("nsflags", f"{boot['ns_flags']:x}"))
-    ops.append(op("timens", int(boot["timens"])))
-    from engine.rootfs.procview import POOL_KEYS
-
-    pool = " ".join(sorted(POOL_KEYS))  # counters a fresh guest has used none of
-    ops.append(op("meminfo", boot["mem_limit"] or 0, boot["mem_usage"] or "", pool))
-    ops.append(op("profile", boot["profile"]))
-    if boot["program"]:
-        program = cache_file(paths, cfg.name) + ".bpf"
-        _write_private(program, boot["program"])
-        ops.append(op("seccomp", program))
-    if boot["vinit"]:
-        ops.append(op("vinit", boot["vinit"]))
-    ops.append(op("plan", boot["plan"]))
-    return ops
+    deps = [*deps, *(binary(path) for path in binaries())]
+    tail = [op("rundir", run_dir), op("log", log), op("plan", plan),
+            op("super", len(command), *command)]  # fmt: skip
+    return b"".join([netstrings.encode(VERSION.encode()), *deps, *tail])
 
 
-def supervisor_ops(xid: int, run_dir: str, log_file: str, argv: list[str]) -> list[bytes]:
-    """The identity and the lean supervisor's command (init pid etc. are appended)."""
-    return [op("xid", xid), op("rundir", run_dir), op("log", log_file),
-            op("super", len(argv), *argv)]  # fmt: skip
-
-
-def _write_private(target: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(target), 0o700, exist_ok=True)
-    tmp = f"{target}.{os.getpid()}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, 0o600)
+def write(paths: Paths, name: str, data: bytes) -> None:
+    """Atomically replace the guest's entry; best effort (a failure costs speed only)."""
+    target = cache_file(paths, name)
     try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
-
-
-def write(paths: Paths, name: str, body: list[bytes]) -> None:
-    """Atomically replace the guest's cache; best effort (a failure costs speed only)."""
-    try:
-        _write_private(cache_file(paths, name), b"".join([netstring(VERSION), *body]))
+        os.makedirs(os.path.dirname(target), 0o700, exist_ok=True)
+        tmp = f"{target}.{os.getpid()}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        with open(os.open(tmp, flags, 0o600), "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
     except OSError:
         pass
 
 
 def forget(paths: Paths, name: str) -> None:
-    """Drop the cache (a failed start, a deleted guest)."""
-    for path in (cache_file(paths, name), cache_file(paths, name) + ".bpf"):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    """Drop the entry (a failed start, a deleted guest, a guest that is not cacheable)."""
+    try:
+        os.unlink(cache_file(paths, name))
+    except FileNotFoundError:
+        pass

@@ -1,35 +1,87 @@
-"""A StartPlan written down for ``vboot``, the C executor of the guest's PID 1.
+"""Plans written down for the C executors: the one format, the op tables.
 
-Python decides WHAT a start does (engine.runtime.plan); engine/helpers/boot.h
-does it, in exactly the order written here (the executor holds no policy).
+Python decides WHAT a start or an exec does (engine.runtime.plan, starting,
+engine.cgroups); the C helpers only do it, in exactly the order written
+here. Each plan is a sequence of netstrings ``LEN:BYTES,``: an op's name,
+then its arguments, one netstring each. Numbers are decimal, MODE octal,
+MASK and FLAGS hexadecimal, booleans ``0``/``1``; HASDATA ``0`` means no
+data (NULL). Text may not contain NUL (the executor makes every field a C
+string); file content and programs may.
 
-The format: a sequence of netstrings ``LEN:BYTES,`` (LEN decimal). An op is
-a netstring with its name, then its arguments, one netstring each. Numbers
-are decimal, MODE octal, MASK hexadecimal, booleans ``0``/``1``; HASDATA
-``0`` means no data (NULL). Text may not contain NUL (the executor makes
-every field a C string); file content may. The ops (boot.h has the details)::
+The op tables below are the only list of op names and arities: the build
+generates them into engine/helpers/consts.h, and the executors' tables are
+made from that (a missing C function for a new op is a compile error). To
+add an op: a step in plan.py, its line in a table here and its writer in
+this module, its ``op_NAME`` in the C executor.
 
-    umask MODE | setsid | view PATH | root PATH
-    hostbind SRC TARGET RO REC | hostmount SRC TARGET FSTYPE FLAGS HASDATA DATA
-    pivot | nosymlinks N PATH... | mount SRC TARGET FSTYPE FLAGS HASDATA DATA
-    mask TARGET | readonly TARGET | bind SRC TARGET RO
-    device TARGET MAJOR MINOR MODE | symlink TARGET TO | file TARGET MODE CONTENT
-    vinit TARGET | viewmount TARGET | hostname NAME | domainname NAME | loopback
-    stdio | rlimit RES SOFT HARD | nice N | caps MASK | signals | seccomp
-    exec N ARGV... M ENV...
-
-The seccomp filter is the last step before exec; signals are reset just
-before it (the filter must not be able to refuse the reset).
+- ``BOOT_OPS``: the guest's PID 1 from its new namespaces to init's exec
+  (engine/helpers/boot.h). ``confine`` is the last step: the bounding set,
+  the seccomp program, then permitted/effective cut to MASK.
+- ``START_OPS``: the host side of a start (engine/helpers/start.h): run
+  records, cgroup directories and limits, run files, then process A (joins,
+  unshare) and B (``boot``), whether the plan was just made or replayed
+  from the boot cache.
 """
 
 from __future__ import annotations
 
 from engine import _libc
+from engine._record import Record
 from engine.caps import to_mask
 from engine.errors import VstuiError
+from engine.runtime import netstrings
 from engine.runtime import plan as P
 
-MEMINFO = "/proc/meminfo"  # where the host's meminfo view is attached
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+COUNTED = -1  # one counted list: N FIELD...
+TWO_COUNTED = -2  # exec N ARGV... M ENV...
+
+BOOT_OPS: dict[str, int] = {
+    "umask": 1,  # MODE
+    "setsid": 0,
+    "view": 1,  # PATH: open_tree of a host file, kept for viewmount
+    "root": 3,  # PATH DEV INO: the tree, opened without symlinks, identity checked
+    "hostbind": 6,  # SRC DEV INO TARGET RO REC: bound through the checked fd
+    "hostmount": 6,  # SRC TARGET FSTYPE FLAGS HASDATA DATA
+    "pivot": 0,
+    "nosymlinks": COUNTED,  # PATH...: real directories (CVE-2019-16884)
+    "mount": 6,  # SRC TARGET FSTYPE FLAGS HASDATA DATA
+    "mask": 1,  # TARGET
+    "readonly": 1,  # TARGET
+    "bind": 3,  # SRC TARGET RO
+    "device": 4,  # TARGET MAJOR MINOR MODE
+    "symlink": 2,  # TARGET TO
+    "file": 3,  # TARGET MODE CONTENT
+    "vinit": 1,  # TARGET
+    "viewmount": 1,  # TARGET
+    "hostname": 1,
+    "domainname": 1,
+    "loopback": 0,
+    "stdio": 0,
+    "rlimit": 3,  # RES SOFT HARD (-1 = unlimited)
+    "nice": 1,  # N: the nice value and its floor
+    "signals": 0,
+    "confine": 2,  # MASK PROGRAM
+    "exec": TWO_COUNTED,  # N ARGV... M ENV...
+}
+
+START_OPS: dict[str, int] = {
+    "barrier": 1,  # DIR: still mode 000 and root's
+    "identity": 3,  # RUNDIR NAME XID: state=starting, xid, supervisor.pid/.start
+    "mkdir": 1,  # PATH (a cgroup directory; removed again on failure)
+    "write": 2,  # PATH VALUE (a cgroup control file)
+    "runfile": 3,  # NAME MODE CONTENT (in the run directory)
+    "tasks": 1,  # PATH: A joins this v1 cgroup (the thread's `tasks`)
+    "cgroup2": 1,  # DIR: A is cloned straight into this cgroup2 group
+    "unshare": 1,  # FLAGS
+    "timens": 0,  # A's new time namespace starts its clocks at 0
+    "vinit": 1,  # PATH of the host's vinit, copied into the guest by B
+    "boot": 1,  # PLAN: BOOT_OPS, run by B
+}
+
 GUEST_DIRS = ("/proc", "/sys", "/dev", "/run")  # must be real directories (CVE-2019-16884)
 
 _MOUNT_OPTIONS = {
@@ -56,25 +108,27 @@ def mount_options(options: str) -> tuple[int, str | None]:
     return flags, ",".join(data) or None
 
 
-class _Writer:
-    """Collects netstrings; text with a NUL byte is refused (C would cut it)."""
+class Writer:
+    """Collects one plan's ops; text with a NUL byte is refused (C would cut it)."""
 
-    def __init__(self, guest: str) -> None:
+    def __init__(self, guest: str, table: dict[str, int]) -> None:
         self.guest = guest
+        self.table = table
         self.parts: list[bytes] = []
 
     def op(self, name: str, *args: Field) -> None:
-        self._add(name.encode())
-        for arg in args:
-            self._add(self._encode(arg))
+        arity = self.table[name]  # KeyError: an op the executor does not know
+        assert arity < 0 or arity == len(args), (name, args)
+        self.parts.append(netstrings.encode(name.encode()))
+        self.parts += [netstrings.encode(self._encode(arg)) for arg in args]
 
-    def content(self, name: str, target: str, mode: int, data: bytes) -> None:
-        """An op whose last field is file content (NUL bytes allowed)."""
-        self.op(name, target, format(mode, "o"))
-        self._add(bytes(data))
+    def blob(self, name: str, *args: Field, data: bytes) -> None:
+        """An op whose last field is raw bytes (file content, a program, a plan)."""
+        self.op(name, *args, b"")
+        self.parts[-1] = netstrings.encode(bytes(data))
 
-    def _add(self, raw: bytes) -> None:
-        self.parts.append(b"%d:%s," % (len(raw), raw))
+    def bytes(self) -> bytes:
+        return b"".join(self.parts)
 
     def _encode(self, value: Field) -> bytes:
         if value is None:
@@ -96,9 +150,10 @@ def _mount_args(source: str, target: str, fstype: str, flags: int, data: str | N
     return (source, target, fstype, flags, data is not None, data)
 
 
-def _before(w: _Writer, step: P.Step) -> None:
+def _before(w: Writer, step: P.Step) -> None:
     if isinstance(step, P.HostBind):
-        w.op("hostbind", step.source, step.target, step.readonly, step.recursive)
+        w.op("hostbind", step.source, step.dev, step.ino, step.target, step.readonly,
+             step.recursive)  # fmt: skip
     elif isinstance(step, P.HostMount):
         flags, data = mount_options(step.options)
         w.op("hostmount", *_mount_args(step.source, step.target, step.fstype, flags, data))
@@ -106,7 +161,7 @@ def _before(w: _Writer, step: P.Step) -> None:
         raise TypeError(f"not a before-pivot step: {step!r}")
 
 
-def _after(w: _Writer, step: P.Step) -> None:
+def _after(w: Writer, step: P.Step) -> None:
     if isinstance(step, P.Mount):
         w.op("mount", *_mount_args(step.source, step.target, step.fstype, step.flags, step.data))
     elif isinstance(step, P.Mask):
@@ -120,33 +175,32 @@ def _after(w: _Writer, step: P.Step) -> None:
     elif isinstance(step, P.Symlink):
         w.op("symlink", step.target, step.points_to)
     elif isinstance(step, P.File):
-        w.content("file", step.target, step.mode, step.content)
+        w.blob("file", step.target, format(step.mode, "o"), data=step.content)
     else:
         raise TypeError(f"not an after-pivot step: {step!r}")
 
 
-def _identity_and_limits(w: _Writer, plan: P.StartPlan) -> None:
-    w.op("hostname", plan.hostname)
-    if plan.domainname is not None:
-        w.op("domainname", plan.domainname)
-    if plan.own_netns:
-        w.op("loopback")
-    w.op("stdio")
+def limits(w: Writer, plan: Any) -> None:
+    """rlimits and the nice floor (a StartPlan's, or an exec profile's)."""
     for res, soft, hard in plan.rlimits:
         w.op("rlimit", res, soft, hard)
     if plan.nice is not None:
         w.op("nice", plan.nice)
-    w.op("caps", format(to_mask(plan.caps), "x"))
 
 
-def serialize(plan: P.StartPlan) -> bytes:
-    """The plan as vboot's input: every step of B, in order, up to init's exec."""
-    w = _Writer(plan.name)
+def serialize(plan: P.StartPlan, program: bytes | None = None) -> bytes:
+    """The boot plan (BOOT_OPS): every step of the guest's PID 1, in order, up to init's exec.
+
+    ``program``: the packed seccomp filter; a plan with ``seccomp`` set needs one.
+    """
+    if plan.seccomp and not program:
+        raise VstuiError("no seccomp program: a guest never starts unfiltered", plan.name)
+    w = Writer(plan.name, BOOT_OPS)
     w.op("umask", "22")
     w.op("setsid")
     if plan.meminfo_view is not None:  # the host file is out of reach after pivot_root
         w.op("view", plan.meminfo_view)
-    w.op("root", plan.root)
+    w.op("root", plan.root, *plan.root_identity)
     for step in plan.before:
         _before(w, step)
     w.op("pivot")
@@ -156,27 +210,57 @@ def serialize(plan: P.StartPlan) -> bytes:
     if plan.vinit:
         w.op("vinit", P.VINIT_PATH)
     if plan.meminfo_view is not None:
-        w.op("viewmount", MEMINFO)
-    _identity_and_limits(w, plan)
-    w.op("signals")
-    if plan.seccomp:
-        w.op("seccomp")
+        w.op("viewmount", P.MEMINFO)
+    w.op("hostname", plan.hostname)
+    if plan.domainname is not None:
+        w.op("domainname", plan.domainname)
+    if plan.own_netns:
+        w.op("loopback")
+    w.op("stdio")
+    limits(w, plan)
+    w.op("signals")  # before the filter: it must not be able to refuse the reset
+    w.blob("confine", format(to_mask(plan.caps), "x"), data=program if plan.seccomp else b"")
     env = [f"{key}={value}" for key, value in plan.env]
     w.op("exec", len(plan.argv), *plan.argv, len(env), *env)
-    return b"".join(w.parts)
+    return w.bytes()
+
+
+class HostSide(Record):
+    """What the host side of a start does besides the boot plan (START_OPS)."""
+
+    __slots__ = _fields = ("barrier", "run_dir", "xid", "cgroup_ops", "joins", "run_files",
+                           "ns_flags", "timens", "vinit")  # fmt: skip
+    barrier: str  # the guests' parent directory
+    run_dir: str
+    xid: int
+    cgroup_ops: list[tuple[str, ...]]  # ("mkdir", path) / ("write", path, value)
+    joins: list[tuple[str, str]]  # ("tasks", v1 file) / ("cgroup2", directory)
+    run_files: list[tuple[str, int, bytes]]  # (name, mode, content) in the run directory
+    ns_flags: int
+    timens: bool
+    vinit: str | None  # the host's vinit binary, when the guest runs it
+
+
+def serialize_start(plan: P.StartPlan, host: HostSide, boot: bytes) -> bytes:
+    """The whole start (START_OPS), as executed by start.h: fresh or from the boot cache."""
+    w = Writer(plan.name, START_OPS)
+    w.op("barrier", host.barrier)
+    w.op("identity", host.run_dir, plan.name, host.xid)
+    for kind, *args in host.cgroup_ops:
+        w.op(kind, *args)
+    for name, mode, content in host.run_files:
+        w.blob("runfile", name, format(mode, "o"), data=content)
+    for kind, path in host.joins:
+        w.op(kind, path)
+    w.op("unshare", format(host.ns_flags, "x"))
+    if host.timens:
+        w.op("timens")
+    if host.vinit:
+        w.op("vinit", host.vinit)
+    w.blob("boot", data=boot)
+    return w.bytes()
 
 
 def parse(data: bytes) -> list[bytes]:
-    """The fields of a serialized plan (for tests and display): the inverse of netstrings."""
-    fields, at = [], 0
-    while at < len(data):
-        colon = data.index(b":", at)
-        if not data[at:colon].isdigit():
-            raise ValueError(f"boot plan: malformed at byte {at}")
-        size = int(data[at:colon])
-        end = colon + 1 + size
-        if data[end : end + 1] != b",":
-            raise ValueError(f"boot plan: malformed at byte {at}")
-        fields.append(data[colon + 1 : end])
-        at = end + 1
-    return fields
+    """The fields of a serialized plan (for tests and display)."""
+    return netstrings.parse(data)

@@ -5,7 +5,7 @@ first, never left running unmanaged (its processes would then count as the
 host's, ``stop`` would no longer know it and its context id would be handed
 out again). The storage part then removes the tree, image, config, run
 directory and log; the runtime's own files of the guest go too: its context
-id, boot cache, seccomp cache entry and rotated logs.
+id, boot cache (the only cache a start keeps) and rotated logs.
 """
 
 from __future__ import annotations
@@ -42,11 +42,10 @@ def delete(paths: Paths, name: str, force: bool = False) -> None:
 
 def forget(paths: Paths, name: str) -> None:
     """The runtime's files of a deleted guest (idempotent)."""
-    from engine.runtime import bootcache, starting, supervisor, xid
+    from engine.runtime import bootcache, supervisor, xid
 
     xid.forget(paths, name)
-    bootcache.forget(paths, name)
-    starting.forget_seccomp(paths, name)
+    bootcache.forget(paths, check_name(name))
     try:
         os.unlink(supervisor.older_log(os.fspath(paths.log_file(name))))
     except FileNotFoundError:

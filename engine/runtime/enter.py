@@ -298,7 +298,7 @@ def _close_all(fds) -> None:
             os.close(fd)
 
 
-def _environment(user: User | None, tty: bool) -> dict[str, str]:
+def environment(user: User | None, tty: bool) -> dict[str, str]:
     env = {"container": "vstui", "PATH": PATH_ENV}
     if tty:
         env["TERM"] = os.environ.get("TERM", "linux")
@@ -464,7 +464,7 @@ def _attach_and_run(target, argv, user, run_on_pty, setns, err_w: int) -> int:
     if fds["time"] >= 0:  # like pid, it decides where vexec's child goes
         before.append(fds["time"])
     joins = (before, fds["cgroup"], cgroup2, program)
-    env = _environment(who, run_on_pty is not None)
+    env = environment(who, run_on_pty is not None)
     vexec_argv = _vexec_argv(name, argv, who, run_on_pty is not None, profile, joins)
 
     def finish() -> None:

@@ -15,10 +15,11 @@ Two phases:
 
 from __future__ import annotations
 
+import os
 import resource
 import shlex
 
-from engine import _libc
+from engine import _libc, safepath
 from engine._record import Record
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms of every start
@@ -29,14 +30,21 @@ if TYPE_CHECKING:
 
 
 class HostBind(Record):
-    """Bind a host directory onto a guest path (before pivot_root)."""
+    """Bind a host directory onto a guest path (before pivot_root).
 
-    __slots__ = _fields = ("source", "target", "readonly", "recursive")
-    _defaults = {"readonly": False, "recursive": True}
+    ``dev``/``ino``: the source's identity when the plan was made; the
+    executor opens ``source`` without following any symlink and binds it
+    only if it is still that object.
+    """
+
+    __slots__ = _fields = ("source", "target", "readonly", "recursive", "dev", "ino")
+    _defaults = {"readonly": False, "recursive": True, "dev": 0, "ino": 0}
     source: str
     target: str
     readonly: bool
     recursive: bool
+    dev: int
+    ino: int
 
 
 class HostMount(Record):
@@ -117,6 +125,7 @@ Step = HostBind | HostMount | Mount | Bind | Mask | ReadOnly | Device | Symlink 
 # -- constants -------------------------------------------------------------------
 
 VINIT_PATH = "/run/.vinit"  # the guest's own copy of engine/helpers/vinit
+MEMINFO = "/proc/meminfo"  # where the host's meminfo view is attached
 SHM_SIZE = 64 * 1024 * 1024
 DEV_SIZE = 512 * 1024
 PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -154,6 +163,7 @@ class StartPlan(Record):
     __slots__ = _fields = (
         "name",
         "root",
+        "root_identity",
         "before",
         "after",
         "hostname",
@@ -169,9 +179,10 @@ class StartPlan(Record):
         "notes",
         "meminfo_view",
     )
-    _defaults = {"seccomp": True, "notes": (), "meminfo_view": None}
+    _defaults = {"root_identity": (0, 0), "seccomp": True, "notes": (), "meminfo_view": None}
     name: str
     root: str  # host path of the tree pivot_root enters
+    root_identity: tuple[int, int]  # its (dev, ino) when planned: checked again at boot
     before: tuple[Step, ...]
     after: tuple[Step, ...]
     hostname: str
@@ -283,6 +294,32 @@ def init_env(cfg: Any) -> tuple[tuple[str, str], ...]:
             ("HOSTNAME", cfg.hostname))  # fmt: skip
 
 
+def identity(path: Any) -> tuple[int, int]:
+    """(dev, ino) of a host directory now; (0, 0), which nothing matches, when it is missing
+    (a plan made for display: a real start has checked its sources exist)."""
+    try:
+        return safepath.identity(path)
+    except FileNotFoundError:
+        return 0, 0
+
+
+def host_bind(source: Any, target: str, readonly: bool, recursive: bool) -> HostBind:
+    """A bind of a host directory, with the identity the executor checks."""
+    return HostBind(str(source), target, readonly, recursive, *identity(source))
+
+
+def extra_mount(mount: Any) -> Step:
+    """A V_MOUNT word; a bind of a host directory is a HostBind (checked like a share)."""
+    from engine.runtime.bootplan import mount_options
+
+    flags, _ = mount_options(mount.options)
+    if not flags & _libc.MS_BIND:
+        return HostMount(mount.source, mount.target, mount.fstype, mount.options)
+    source = os.path.realpath(mount.source)
+    readonly, recursive = bool(flags & _libc.MS_RDONLY), bool(flags & _libc.MS_REC)
+    return host_bind(source, mount.target, readonly, recursive)
+
+
 def build(
     cfg: Any,
     root: str,
@@ -295,8 +332,8 @@ def build(
     ``meminfo_view``: a host file the guest sees as its /proc/meminfo.
     """
     own_netns = cfg.netmode != "host"
-    before: list[Step] = [HostBind(str(b.source), b.target, b.readonly, b.recursive) for b in binds]
-    before += [HostMount(m.source, m.target, m.fstype, m.options) for m in cfg.mounts]
+    before: list[Step] = [host_bind(b.source, b.target, b.readonly, b.recursive) for b in binds]
+    before += [extra_mount(m) for m in cfg.mounts]
     shm = SHM_SIZE if not cfg.memory else min(SHM_SIZE, max(cfg.memory // 2, 1 << 20))
     proc = proc_steps(own_netns, tuple(cfg.proc_hide), tuple(cfg.proc_show))
     after: list[Step] = [*dev_steps(shm), *proc, *sys_steps()]
@@ -305,6 +342,7 @@ def build(
     return StartPlan(
         name=cfg.name,
         root=str(root),
+        root_identity=identity(root),
         before=tuple(before),
         after=tuple(after),
         hostname=cfg.hostname,

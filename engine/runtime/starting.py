@@ -3,27 +3,33 @@
 The host-side half of a boot (``launch``) runs in the supervisor forked from
 the CLI before it execs its lean interpreter (first boot), or in a
 short-lived child of the lean supervisor (reboot), so the running supervisor
-never holds storage, cgroups or network code. ``launch``:
+never holds storage, cgroups or network code. ``launch`` plans, the C
+executor does:
 
-1. checks the barrier, prepares the tree (``rootfs.prepare_root``), builds
-   the StartPlan, creates the cgroup and applies the limits;
-2. forks A: A joins the cgroup, unshares mount/UTS/IPC/cgroup/PID(/net)
-   namespaces, makes / a slave mount, forks B (PID 1 of the new PID
-   namespace), reports B's host PID and exits. B is reparented to the
-   supervisor (a child subreaper) and has no parent-death signal: the guest
-   outlives its supervisor. A also unshares a time namespace whose
-   monotonic and boot clocks start at zero, so the guest's /proc/uptime
-   counts from its start;
-3. sets up the network with B's PID (``engine.net.setup``) when the guest
-   has links or addresses to set up (pyroute2 is imported only then), then
-   lets B go;
-4. B execs ``vboot`` (child.run), the static C executor of the plan that
-   the starter serialized into a memfd before the first fork
-   (engine.runtime.bootplan): mounts, pivot_root, /proc, /dev, limits, caps,
-   seccomp, then init's exec. No Python runs inside the namespaces. A
-   failure comes back as one line on the error pipe, and every step already
-   taken is undone, so a failed start leaves nothing behind. So does a boot
-   that overruns its deadline (a hung V_MOUNT, say).
+1. Python checks the barrier, prepares the tree (``rootfs.prepare_root``)
+   and decides everything: the StartPlan (engine.runtime.plan), the cgroup
+   directories and limits (engine.cgroups ``setup_ops``/``join_ops``), the
+   exec profile, the seccomp program, the meminfo view. bootplan writes it
+   all down as one start plan (START_OPS, with the boot plan of the guest's
+   PID 1 inside);
+2. ``vboot`` (engine/helpers/start.h) executes it: run records, cgroups,
+   run files, then A (joins the cgroups, unshares mount/UTS/IPC/cgroup/
+   PID(/net)/time namespaces, makes / a slave, forks B) and B, the guest's
+   PID 1, reparented to the supervisor (a child subreaper) and without a
+   parent-death signal: the guest outlives its supervisor. vboot reports
+   B's PID and waits;
+3. Python sets up the network with that PID (``engine.net.setup``) when
+   the guest has links or addresses (pyroute2 is imported only then) and
+   says go;
+4. B runs the boot plan (engine/helpers/boot.h): mounts, pivot_root,
+   /proc, /dev, limits, the seccomp filter and capabilities, then init's
+   exec. No Python runs inside the namespaces. A failure comes back as one
+   line, and every step already taken is undone (by the executor, then
+   here), so a failed start leaves nothing behind. So does a boot that
+   overruns its deadline (a hung V_MOUNT, say).
+
+The compiled ``vserver NAME start`` replays the same start plan from the
+boot cache (engine.runtime.bootcache) through the same executor.
 
 With a memory limit, run_dir/meminfo (rendered by engine.rootfs.procview)
 is bind-mounted read-only over the guest's /proc/meminfo; the supervisor
@@ -42,7 +48,7 @@ from engine import _libc
 from engine._record import Record
 from engine.errors import GuestRunning, VstuiError, require_root
 from engine.paths import Paths, check_name
-from engine.runtime import child, forked, state
+from engine.runtime import bootplan, forked, runfiles, state
 from engine.runtime.plan import StartPlan
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms of every start
@@ -62,13 +68,14 @@ class StartFailed(VstuiError):
 class Booted(Record):
     """A guest whose init runs: what the supervisor needs to watch it."""
 
-    __slots__ = _fields = ("init_pid", "start", "mem_limit", "mem_usage_file", "replay")
-    _defaults = {"mem_limit": None, "mem_usage_file": None, "replay": None}
+    __slots__ = _fields = ("init_pid", "start", "mem_limit", "mem_usage_file", "cache")
+    _defaults = {"mem_limit": None, "mem_usage_file": None, "cache": None}
     init_pid: int
     start: int  # init's start time in clock ticks
     mem_limit: int | None  # bytes, when /proc/meminfo is the guest's view
     mem_usage_file: str | None  # the cgroup file with the guest's memory use
-    replay: list[bytes] | None  # the boot cache's ops (engine.runtime.bootcache), if cacheable
+    # (dependency records, start plan) for the boot cache (engine.runtime.bootcache), if cacheable
+    cache: tuple[list[bytes], bytes] | None
 
 
 def start(paths: Paths, name: str) -> state.RunState:
@@ -132,134 +139,26 @@ def _has_rc_local(root: str) -> bool:
     return True
 
 
-def _seccomp_program(cfg: Any, paths: Paths) -> bytes | None:
-    """The guest's packed program, from the cache when nothing it depends on changed.
+def _seccomp_program(cfg: Any) -> bytes:
+    """The guest's packed seccomp program (~1 ms to assemble: no cache of its own).
 
-    Building it imports engine.seccomp (typing, dataclasses, inspect: ~15 ms
-    of every start); the cache is keyed by every config field, the
-    architecture and the seccomp sources' stat, so any change rebuilds it.
+    Part of the engine: a guest never starts unfiltered because it is missing.
     """
-    sources = _seccomp_sources()
-    key = _seccomp_key(cfg, sources) if sources is not None else None
-    cache = _seccomp_cache(paths, cfg.name)
-    if key is not None:
-        cached = _read_cache(cache, key)
-        if cached is not None:
-            return cached
-    # part of the engine: a guest never starts unfiltered because it is missing
     import engine.seccomp as seccomp
 
-    program = seccomp.build_filter(cfg)
-    if key is not None:
-        _write_cache(cache, key, program)
-    return program
+    return seccomp.build_filter(cfg)
 
 
-SECCOMP_CACHE_DIR = "seccomp-cache"  # under paths.state_dir, root-only
-
-
-def _seccomp_cache(paths: Paths, name: str) -> str:
-    return os.path.join(os.fspath(paths.state_dir), SECCOMP_CACHE_DIR, f"{name}.bpf")
-
-
-def forget_seccomp(paths: Paths, name: str) -> None:
-    """Drop a deleted guest's cached seccomp program."""
-    try:
-        os.unlink(_seccomp_cache(paths, check_name(name)))
-    except FileNotFoundError:
-        pass
-
-
-def _seccomp_sources() -> str | None:
-    import engine
-
-    where = os.path.join(os.path.dirname(os.path.abspath(engine.__file__)), "seccomp")
-    try:
-        entries = sorted(os.scandir(where), key=lambda e: e.name)
-    except FileNotFoundError:
-        return None
-    stats = [(e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in entries
-             if e.name.endswith(".py")]  # fmt: skip
-    if not stats:
-        return None
-    # the filter also depends on the default capabilities and the CLONE_* flags
-    base = os.path.dirname(where)
-    for other in ("caps.py", "_libc.py"):
-        st = os.stat(os.path.join(base, other))
-        stats.append((other, st.st_mtime_ns, st.st_size))
-    return repr(stats)
-
-
-def _canonical(value: Any) -> str:
-    """repr, with sets sorted (their order changes with the hash seed)."""
-    if isinstance(value, set | frozenset):
-        return repr(sorted(map(_canonical, value)))
-    if isinstance(value, tuple | list):
-        return repr([_canonical(v) for v in value])
-    return repr(value)
-
-
-def _seccomp_key(cfg: Any, sources: str) -> bytes:
-    fields = [f"{f}={_canonical(getattr(cfg, f))}" for f in cfg.__slots__]
-    return "\n".join([os.uname().machine, sources, *fields]).encode(errors="replace")
-
-
-def _read_cache(cache: str, key: bytes) -> bytes | None:
-    try:
-        fd = os.open(cache, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        if st.st_uid != 0 or st.st_mode & 0o077:
-            return None  # not ours alone: never trust it
-        data = b""
-        while chunk := os.read(fd, 1 << 20):
-            data += chunk
-    finally:
-        os.close(fd)
-    stored, sep, program = data.partition(b"\0")
-    if not sep or stored != key or not program or len(program) % 8:
-        return None
-    return program
-
-
-def _write_cache(cache: str, key: bytes, program: bytes) -> None:
-    """Best effort: a failed write costs the next start a rebuild, nothing more."""
-    try:
-        os.makedirs(os.path.dirname(cache), 0o700, exist_ok=True)
-        tmp = f"{cache}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)  # fmt: skip
-        try:
-            os.write(fd, key + b"\0" + program)
-        finally:
-            os.close(fd)
-        os.replace(tmp, cache)
-    except OSError:
-        pass
-
-
-def write_exec_profile(paths: Paths, cfg: Any, plan: StartPlan, program: bytes | None) -> str:
-    """Save what `exec`/`enter` apply, so that they never parse the config again; the text."""
+def exec_profile(cfg: Any, plan: StartPlan) -> str:
+    """What `exec`/`enter` apply, so that they never parse the config again."""
     from engine.caps import to_mask
 
-    run_dir = paths.run_dir(cfg.name)
     lines = [f"caps {to_mask(plan.caps):x}", f"private {int(cfg.has_flag('private'))}",
              f"fakeinit {int(cfg.has_flag('fakeinit'))}"]  # fmt: skip
     if plan.nice is not None:
         lines.append(f"nice {plan.nice}")
     lines += [f"rlimit {res} {soft} {hard}" for res, soft, hard in plan.rlimits]
-    text = "\n".join(lines)
-    state.write_value(run_dir, EXEC_PROFILE, text)
-    target = run_dir / SECCOMP_FILE
-    if program is None:
-        target.unlink(missing_ok=True)
-    else:
-        tmp = run_dir / f".{SECCOMP_FILE}.tmp"
-        tmp.write_bytes(program)
-        os.replace(tmp, target)
-    return text
+    return "\n".join(lines) + "\n"
 
 
 class _Undo:
@@ -271,113 +170,114 @@ class _Undo:
     def add(self, step: Callable[[], None]) -> None:
         self.steps.append(step)
 
-    def run(self) -> None:
+    def run(self, exc: BaseException) -> None:
+        """Every step, even after one fails; the failures are added to ``exc``'s message."""
+        failed = []
         for step in reversed(self.steps):
             try:
                 step()
-            except Exception:
-                pass
+            except Exception as error:
+                failed.append(forked.one_line(error))
+        if failed and isinstance(exc, VstuiError):
+            exc.message += f" (and undoing the start failed: {'; '.join(failed)})"
+            exc.args = (exc.message,)
+        elif failed:
+            exc.add_note("undoing the start failed: " + "; ".join(failed))
 
 
-def launch(paths: Paths, name: str, log_fd: int, timeout: float = 30.0) -> Booted:
-    """Boot the guest once, within ``timeout`` seconds; raises on failure (all undone)."""
+def launch(
+    paths: Paths, name: str, xid: int, console_w: int, supervisor: int, timeout: float = 30.0
+) -> Booted:
+    """Boot the guest once, within ``timeout`` seconds; raises on failure (all undone).
+
+    ``console_w`` becomes init's stdout and stderr; ``supervisor`` is the PID
+    the run records name (init's parent once A is gone).
+    """
     from engine import rootfs
-    from engine.cgroups import manager
     from engine.config import load_guest
-    from engine.runtime import plan as plans
+    from engine.runtime import bootcache
 
     deadline = time.monotonic() + timeout
+    conf_path = os.fspath(paths.config_file(name))
+    conf = bootcache.content(conf_path)  # the bytes parsed next
+    xids = bootcache.content(os.path.join(os.fspath(paths.state_dir), "xids"))
     cfg = load_guest(paths, name)
     rootfs.check_barrier(paths)
     undo = _Undo()
     try:
         handle = rootfs.prepare_root(cfg, paths)
         undo.add(handle.release)
-        root = str(handle.path)
-        cg = manager()
-        rel = paths.cgroup_name(name)
-        undo.add(lambda: _remove_cgroup(cg, rel))  # first: a half-made create is undone too
-        journal = _create_cgroup(cg, rel, cfg)
-        usage_file = _meminfo_view(paths, cfg, cg, rel, undo)
-        view = os.fspath(paths.run_dir(name) / MEMINFO_VIEW) if usage_file else None
-        binds = rootfs.binds(cfg, paths)
-        plan = plans.build(cfg, root, binds, _has_rc_local(root), meminfo_view=view)
-        program = _seccomp_program(cfg, paths)
-        profile = write_exec_profile(paths, cfg, plan, program)
-        boot = child.prepare(plan, program)  # before any fork: B only execs vboot
-        try:
-            pid, start = _boot(paths, cfg, plan, cg, rel, log_fd, boot, undo, deadline)
-        finally:
-            boot.close()
-        mem_limit = cfg.memory if usage_file else None
-        facts = {"ns_flags": _ns_flags(plan), "timens": HAVE_TIMENS, "profile": profile,
-                 "program": program, "mem_limit": mem_limit, "mem_usage": usage_file,
-                 "plan": boot.plan}  # fmt: skip
-        replay = _replay(paths, cfg, root, plan, (journal, cg.paths(rel)), facts)
-        return Booted(pid, start, mem_limit, usage_file, replay)
-    except BaseException:
-        undo.run()
-        from engine.runtime import bootcache
-
+        root = os.path.realpath(handle.path)
+        plan, host, usage = _plan(paths, cfg, root, xid, undo)
+        program = host.run_files[1][2]  # the seccomp program exec applies too
+        data = bootplan.serialize_start(plan, host, bootplan.serialize(plan, program))
+        pid, start = _execute(paths, cfg, plan, (data, console_w, supervisor), undo, deadline)
+        cache = None
+        unchanged = conf and conf == bootcache.content(conf_path)  # since it was parsed
+        if unchanged and bootcache.eligible(cfg, plan.own_netns):
+            deps = bootcache.records(conf, xids, root, plan, _rc_local(plan))
+            cache = (deps, data)
+        else:
+            bootcache.forget(paths, name)
+        return Booted(pid, start, cfg.memory if usage else None, usage, cache)
+    except BaseException as exc:
+        undo.run(exc)
         bootcache.forget(paths, name)  # the next start goes through Python again
         raise
 
 
-def _create_cgroup(cg: Any, rel: str, cfg: Any) -> list[tuple[str, ...]]:
-    """Create the guest's cgroup and apply its limits; every mkdir and write done."""
-    from engine.cgroups import base
-
-    journal: list[tuple[str, ...]] = []
-    base.record(journal)
-    try:
-        cg.create(rel)
-        cg.apply(rel, limits_of(cfg))
-    finally:
-        base.record(None)
-    return journal
+def _rc_local(plan: StartPlan) -> bool:
+    return plan.vinit and plan.argv[1:] == ("/bin/sh", "/etc/rc.local")
 
 
-def _replay(
-    paths: Paths, cfg: Any, root: str, plan: StartPlan, cgroups: tuple, facts: dict[str, Any]
-) -> list[bytes] | None:
-    """The boot cache's ops for this start, when the compiled start can replay it."""
+def _plan(paths: Paths, cfg: Any, root: str, xid: int, undo: _Undo) -> tuple:
+    """(StartPlan, bootplan.HostSide, memory usage file): nothing is made yet."""
+    from engine import rootfs
+    from engine.cgroups import manager
     from engine.helpers import helper_path
-    from engine.runtime import bootcache
+    from engine.runtime import plan as plans
 
-    if not bootcache.eligible(cfg, plan):
-        bootcache.forget(paths, cfg.name)
-        return None
-    journal, directories = cgroups
-    tasks = [os.fspath(d / "tasks") for d in directories if (d / "tasks").exists()]
-    cgroup2 = [os.fspath(d) for d in directories if not (d / "tasks").exists()]
-    facts = {**facts, "vinit": os.fspath(helper_path("vinit")) if plan.vinit else None}
-    return bootcache.body(paths, cfg, root, journal, (tasks, cgroup2), facts)
+    cg = manager()
+    rel = paths.cgroup_name(cfg.name)
+    # the executor undoes its own part; these are for a failure after it, or a killed one
+    undo.add(lambda: runfiles.clear_dir(paths.run_dir(cfg.name)))
+    undo.add(lambda: _remove_cgroup(cg, rel))
+    view = _meminfo_view(paths, cfg, cg, rel)
+    binds = rootfs.binds(cfg, paths)
+    plan = plans.build(cfg, root, binds, _has_rc_local(root),
+                       meminfo_view=view[0] if view else None)  # fmt: skip
+    files = [(EXEC_PROFILE, 0o644, exec_profile(cfg, plan).encode()),
+             (SECCOMP_FILE, 0o644, _seccomp_program(cfg))]  # fmt: skip
+    if view:
+        files.append((MEMINFO_VIEW, 0o644, view[1]))
+    host = bootplan.HostSide(
+        barrier=os.fspath(paths.vservers_dir),
+        run_dir=os.fspath(paths.run_dir(cfg.name)),
+        xid=xid,
+        cgroup_ops=cg.setup_ops(rel, limits_of(cfg)),
+        joins=cg.join_ops(rel),
+        run_files=files,
+        ns_flags=_ns_flags(plan),
+        timens=HAVE_TIMENS,
+        vinit=os.fspath(helper_path("vinit")) if plan.vinit else None,
+    )
+    return plan, host, view[2] if view else None
 
 
 MEMINFO_VIEW = "meminfo"  # = supervisor.MEMINFO_VIEW
 
 
-def _meminfo_view(paths: Paths, cfg: Any, cg: Any, rel: str, undo: _Undo) -> str | None:
-    """With V_MEMORY: write the first run_dir/meminfo; the usage file to refresh it from."""
-    if not cfg.memory:
-        return None
-    usage_file = None
-    for directory in cg.paths(rel):
-        for candidate in ("memory.usage_in_bytes", "memory.current"):
-            if (directory / candidate).exists():
-                usage_file = os.fspath(directory / candidate)
-                break
-        if usage_file:
-            break
+def _meminfo_view(paths: Paths, cfg: Any, cg: Any, rel: str) -> tuple[str, bytes, str] | None:
+    """With V_MEMORY: (the view file, its first text, the cgroup's usage file), else None."""
+    usage_file = cg.usage_file(rel) if cfg.memory else None
     if usage_file is None:
         return None  # no memory controller: the guest sees the host's meminfo
     from engine.rootfs import procview
 
-    target = paths.run_dir(cfg.name) / MEMINFO_VIEW
     with open("/proc/meminfo") as f:
-        procview.write_view(target, procview.render_meminfo(cfg.memory, 0, f.read()))
-    undo.add(lambda: target.unlink(missing_ok=True))
-    return usage_file
+        text = procview.render_meminfo(cfg.memory, 0, f.read())
+    view = os.fspath(paths.run_dir(cfg.name) / MEMINFO_VIEW)
+    return view, text.encode(), os.fspath(usage_file)
 
 
 def _remove_cgroup(cg: Any, rel: str) -> None:
@@ -403,18 +303,6 @@ CLONE_NEWTIME = 0x00000080  # Linux 5.6; like PID, it applies to the children
 HAVE_TIMENS = os.path.exists("/proc/self/ns/time")
 
 
-def _zero_clocks() -> None:
-    """Offsets that make the new time namespace's monotonic and boot clocks start at 0.
-
-    Written before the first process enters it (the kernel refuses later);
-    whole seconds, so the clocks start between 0 and 1 s, never below 0.
-    """
-    mono = int(time.clock_gettime(time.CLOCK_MONOTONIC))
-    boot = int(time.clock_gettime(time.CLOCK_BOOTTIME))
-    with open("/proc/self/timens_offsets", "w") as f:
-        f.write(f"monotonic -{mono} 0\nboottime -{boot} 0\n")
-
-
 class _Timeout(StartFailed):
     pass
 
@@ -430,74 +318,11 @@ def _read_line(fd: int, deadline: float, name: str) -> bytes:
     data = b""
     while not data.endswith(b"\n"):
         _wait_readable(fd, deadline, name)
-        chunk = os.read(fd, 64)
+        chunk = os.read(fd, 4096)
         if not chunk:
             break
         data += chunk
     return data
-
-
-def _read_all(fd: int, deadline: float, name: str) -> bytes:
-    chunks = []
-    try:
-        while True:
-            _wait_readable(fd, deadline, name)
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-
-
-def _boot(
-    paths: Paths,
-    cfg: Any,
-    plan: StartPlan,
-    cg: Any,
-    rel: str,
-    log_fd: int,
-    boot: child.BootInputs,
-    undo: _Undo,
-    deadline: float,
-) -> tuple[int, int]:
-    pid_r, pid_w = os.pipe()
-    go_r, go_w = os.pipe()
-    err_r, err_w = os.pipe()
-    a = os.fork()
-    if a == 0:  # pragma: no cover - runs in the child
-        for fd in (pid_r, go_w, err_r):
-            os.close(fd)
-        _child_a(plan, cg, rel, pid_w, go_r, err_w, log_fd, boot)
-    for fd in (pid_w, go_r, err_w):
-        os.close(fd)
-    reaped: list[int] = []
-    undo.add(lambda: reaped or _kill_and_reap(a))  # A hung (a timeout): never a reused PID
-    try:
-        line = _read_line(pid_r, deadline, cfg.name)
-        os.close(pid_r)
-        os.waitpid(a, 0)
-        reaped.append(a)
-        if not line:
-            message = _read_all(err_r, deadline, cfg.name).decode(errors="replace").strip()
-            raise StartFailed(f"start: {message or 'namespace set-up failed'}", cfg.name)
-        init_pid = int(line)
-        undo.add(lambda: _kill(init_pid))
-        if plan.own_netns:
-            _net_setup(cfg, paths, init_pid, undo)
-        os.write(go_w, b"g")
-        os.close(go_w)
-        go_w = -1
-        message = _read_all(err_r, deadline, cfg.name).decode(errors="replace").strip()
-        if message:
-            raise StartFailed(f"start: {message}", cfg.name)
-        start = state.proc_starttime(init_pid)
-        if start is None:
-            raise StartFailed("start: the guest's init exited right away; see its log", cfg.name)
-        return init_pid, start
-    finally:
-        if go_w >= 0:
-            os.close(go_w)
 
 
 def _kill(pid: int) -> None:
@@ -508,12 +333,90 @@ def _kill(pid: int) -> None:
 
 
 def _kill_and_reap(pid: int) -> None:
-    """Process A, if a timeout left it hanging."""
+    """The executor, if a timeout left it hanging."""
     _kill(pid)
     try:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+
+
+def _execute(
+    paths: Paths, cfg: Any, plan: StartPlan, io: tuple, undo: _Undo, deadline: float
+) -> tuple[int, int]:
+    """Run vboot on the start plan; set the network up when it reports B; (pid, start)."""
+    from engine.helpers.build import ready
+
+    data, console_w, supervisor = io
+    vboot = ready(("vboot", "vinit", "vexec"))["vboot"]
+    plan_fd = _memfd("vstui-plan", data)
+    report_r, report_w = os.pipe()
+    go_r, go_w = os.pipe()
+    try:
+        argv = [vboot, *(str(fd) for fd in (plan_fd, report_w, go_r, console_w, supervisor))]
+        executor = _spawn(argv, (plan_fd, report_w, go_r, console_w))
+    finally:
+        for fd in (plan_fd, report_w, go_r):
+            os.close(fd)
+    reaped: list[int] = []
+    undo.add(lambda: reaped or _kill_and_reap(executor))  # a timeout: never a reused PID
+    try:
+        kind, words = _report(report_r, deadline, cfg.name)
+        if kind == "pid":
+            init_pid = int(words[0])
+            undo.add(lambda: _kill(init_pid))
+            if plan.own_netns:
+                _net_setup(cfg, paths, init_pid, undo)
+            os.write(go_w, b"g")
+            kind, words = _report(report_r, deadline, cfg.name)
+        os.waitpid(executor, 0)
+        reaped.append(executor)
+    finally:
+        os.close(report_r)
+        os.close(go_w)
+    if kind != "ok":
+        raise _start_error(paths, cfg, " ".join(words) or "the start executor died")
+    return int(words[0]), int(words[1])
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    with open(fd, "wb", closefd=False) as f:
+        f.write(data)
+    return fd
+
+
+def _spawn(argv: list[str], fds: tuple[int, ...]) -> int:
+    """fork + exec of a helper that inherits ``fds``."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            for fd in fds:
+                os.set_inheritable(fd, True)
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    return pid
+
+
+def _report(fd: int, deadline: float, name: str) -> tuple[str, list[str]]:
+    """One line of the executor: ``pid N``, ``ok PID START`` or ``error LINE``."""
+    line = _read_line(fd, deadline, name).decode(errors="replace").strip()
+    kind, _, rest = line.partition(" ")
+    return kind, rest.split(" ") if kind != "error" else [rest]
+
+
+def _start_error(paths: Paths, cfg: Any, line: str) -> VstuiError:
+    """The executor's line as the engine's error; a changed bind source as Python names it."""
+    if line.startswith("source "):
+        from engine import rootfs
+
+        rootfs.binds(cfg, paths)  # a share that now resolves where it must not: its message
+        return StartFailed(f"start: {line}; a bind source changed while the guest was "
+                           "starting: check V_SHARE and start it again", cfg.name)  # fmt: skip
+    if line.startswith("start timed out"):
+        return _Timeout(line, cfg.name)
+    return StartFailed(f"start: {line}", cfg.name)
 
 
 def _net_setup(cfg: Any, paths: Paths, pid: int, undo: _Undo) -> None:
@@ -527,70 +430,3 @@ def _net_setup(cfg: Any, paths: Paths, pid: int, undo: _Undo) -> None:
         return
     undo.add(lambda: net.teardown(cfg, paths))
     net.setup(cfg, paths, pid)
-
-
-def _join_cgroup(cg: Any, rel: str) -> None:
-    """Move this (single-threaded) process into the guest's cgroup everywhere.
-
-    On v1 hierarchies "0" goes to ``tasks``: moving just the calling thread
-    skips the kernel's global threadgroup lock and its RCU grace period
-    (~10-20 ms per start); v2 has only cgroup.procs.
-    """
-    for directory in cg.paths(rel):
-        target = directory / "tasks"
-        if not target.exists():
-            target = directory / "cgroup.procs"
-        fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, b"0")
-        finally:
-            os.close(fd)
-
-
-def _child_a(
-    plan: StartPlan,
-    cg: Any,
-    rel: str,
-    pid_w: int,
-    go_r: int,
-    err_w: int,
-    log_fd: int,
-    boot: child.BootInputs,
-) -> None:
-    """Join the cgroup, unshare, fork PID 1, report it, exit."""
-    code = 1
-    try:
-        _join_cgroup(cg, rel)
-        _libc.unshare(_ns_flags(plan))
-        if HAVE_TIMENS:
-            _zero_clocks()
-        # nothing we mount may reach the host (and host mounts may reach in)
-        _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_SLAVE)
-        b = os.fork()
-        if b == 0:
-            os.close(pid_w)
-            _child_b(go_r, err_w, log_fd, boot)
-        os.write(pid_w, f"{b}\n".encode())
-        code = 0
-    except BaseException as exc:
-        try:
-            os.write(err_w, forked.one_line(exc).encode(errors="replace"))
-        except OSError:
-            pass
-    finally:
-        os._exit(code)
-
-
-def _child_b(go_r: int, err_w: int, log_fd: int, boot: child.BootInputs) -> None:
-    """PID 1 of the guest until exec: wait for the network, then exec vboot."""
-    try:
-        if os.read(go_r, 1) != b"g":
-            os._exit(1)  # the starter gave up
-        os.close(go_r)
-        child.run(boot, log_fd, err_w)
-    except BaseException as exc:
-        try:
-            os.write(err_w, forked.one_line(exc).encode(errors="replace"))
-        except OSError:
-            pass
-    os._exit(1)

@@ -140,10 +140,9 @@ def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> No
     log_file = os.fspath(paths.log_file(name))
     log_fd = _stdio(log_file)
     os.chdir("/")  # a daemon pins no directory
-    _write_identity(run_dir, xid)
     console_r, console_w = os.pipe()
     try:
-        booted = launch(paths, name, console_w, START_TIMEOUT)
+        booted = launch(paths, name, xid, console_w, os.getpid(), START_TIMEOUT)
     except BaseException as exc:
         error = forked.one_line(exc)
         _log(log_fd, name, f"start failed: {error}")
@@ -152,34 +151,34 @@ def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> No
         os._exit(1)
     os.close(console_w)  # the guest's init holds the write end now
     os.set_inheritable(console_r, True)
-    _record_boot(run_dir, booted.init_pid, booted.start)
-    _log(log_fd, name, f"started, init pid {booted.init_pid}")
     os.write(ready_fd, f"ok {booted.init_pid}".encode())
     os.close(ready_fd)
-    command = lean_command(paths, name, xid, run_dir, log_file)
-    if booted.replay:
+    command = lean_command(paths, name, xid, (run_dir, log_file),
+                           (booted.mem_limit, booted.mem_usage_file))  # fmt: skip
+    if booted.cache:
         from engine.runtime import bootcache
 
-        tail = bootcache.supervisor_ops(xid, run_dir, log_file, command)
-        bootcache.write(paths, name, [*booted.replay, *tail])
-    argv = [*command, str(booted.init_pid), str(booted.mem_limit or 0), str(console_r),
-            booted.mem_usage_file or ""]  # fmt: skip
-    os.execv(sys.executable, argv)
+        deps, plan = booted.cache
+        bootcache.write(paths, name, bootcache.entry(deps, run_dir, log_file, plan, command))
+    os.execv(sys.executable, [*command, str(booted.init_pid), str(console_r)])
 
 
-def lean_command(paths: Paths, name: str, xid: int, run_dir: str, log_file: str) -> list[str]:
-    """The lean supervisor's command line, up to the boot's own values.
+def lean_command(
+    paths: Paths, name: str, xid: int, files: tuple[str, str], memory: tuple
+) -> list[str]:
+    """The lean supervisor's command line, but for init's PID and the console fd.
 
-    main() gets init's PID, the memory limit, the console fd and the usage
-    file after these; the compiled start (faststart.h) appends the same.
+    ``files``: (run dir, log file); ``memory``: (limit, usage file) of the
+    meminfo view, or Nones. The compiled start (cache.h) appends the same two.
     """
     import engine
 
     # the package's own parent first: an editable install finds it by a hook -S skips
     here = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
     search = "\n".join(p for p in [here, *sys.path] if p and "\n" not in p)
+    limit, usage = memory
     return [sys.executable, "-S", "-E", "-c", BOOTSTRAP, search, str(paths.root), name,
-            str(xid), run_dir, log_file]  # fmt: skip
+            str(xid), *files, str(limit or 0), usage or ""]  # fmt: skip
 
 
 def _stdio(log_file: str) -> int:
@@ -200,24 +199,8 @@ def _log(log_fd: int, name: str, text: str) -> None:
     os.write(log_fd, f"--- vserver {name}: {text} at {stamp} ---\n".encode())
 
 
-def _write_identity(run_dir: str, xid: int) -> None:
-    os.makedirs(run_dir, exist_ok=True)
-    me = os.getpid()
-    runfiles.write_value(run_dir, "state", "starting")
-    runfiles.write_value(run_dir, "supervisor.pid", me)
-    runfiles.write_value(run_dir, "supervisor.start", runfiles.proc_starttime(me) or 0)
-    runfiles.write_value(run_dir, "xid", xid)
-
-
-def _record_boot(run_dir: str, init_pid: int, start: int) -> None:
-    runfiles.write_value(run_dir, "init.pid", init_pid)
-    runfiles.write_value(run_dir, "init.start", start)
-    runfiles.write_value(run_dir, "started", f"{time.time():.3f}")
-    runfiles.write_value(run_dir, "state", "running")
-
-
 def main(args: list[str]) -> None:
-    root, name, xid, run_dir, log_file, init_pid, mem_limit, console_r, mem_usage = args
+    root, name, xid, run_dir, log_file, mem_limit, mem_usage, init_pid, console_r = args
     code = 1
     try:
         sup = Supervisor(root, name, int(xid), run_dir, log_file)
@@ -298,7 +281,8 @@ class Supervisor:
                 signal.set_wakeup_fd(-1)
                 from engine.runtime.starting import launch
 
-                b = launch(_paths(self.root), self.name, console_w, START_TIMEOUT)
+                paths = _paths(self.root)
+                b = launch(paths, self.name, self.xid, console_w, os.getppid(), START_TIMEOUT)
                 reply = f"ok {b.init_pid} {b.start} {b.mem_limit or 0} {b.mem_usage_file or ''}"
                 os.write(w, reply.encode())
                 code = 0
@@ -315,11 +299,9 @@ class Supervisor:
             os.close(console_r)
             return rest or "the start helper died; see the log"
         self.console_r = console_r
-        pid_text, start_text, limit, *usage = rest.split(" ", 3)
+        pid_text, _start, limit, *usage = rest.split(" ", 3)
         self.adopt(int(pid_text), int(limit) or None, usage[0] if usage and usage[0] else None)
-        _record_boot(self.run_dir, self.init_pid, int(start_text))
-        self._log(f"started, init pid {self.init_pid}")
-        return None
+        return None  # vboot recorded init.pid etc. and logged the start
 
     def _teardown(self) -> None:
         def work() -> None:

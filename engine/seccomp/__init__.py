@@ -1,8 +1,10 @@
 """The guest's seccomp filter: a denylist the engine assembles itself.
 
-Every guest gets it; ``install(cfg)`` is the runtime's very last step before
-the guest's first exec (init, and every ``vserver NAME exec``/``enter``),
-while the process is still privileged. Denied calls fail with EPERM.
+Every guest gets it: ``build_filter(cfg)`` assembles the program at start,
+the start plan carries it, and the C executors install it as their very
+last step before the guest's first exec (init, and every ``vserver NAME
+exec``/``enter``), while the process is still privileged. Denied calls fail
+with EPERM.
 
 Default (comparable to moby's profile where it matters for a system
 container, reference isolation-anchors.md section 1):
@@ -48,9 +50,7 @@ or not, so the guest cannot shed it.
 
 from __future__ import annotations
 
-import ctypes
 import errno
-from typing import Protocol
 
 from engine import _libc
 from engine.errors import ConfigError, KernelError
@@ -106,13 +106,17 @@ LOCK_DENY: frozenset[str] = frozenset({"unshare", "setns"})
 DEFAULT_ENOSYS: frozenset[str] = frozenset({"clone3"})
 
 
-class SeccompConfig(Protocol):
-    """What the filter reads from a guest's configuration (GuestConfig has it)."""
+TYPE_CHECKING = False  # not typing's: this is on every start's path
+if TYPE_CHECKING:
+    from typing import Protocol
 
-    name: str
-    seccomp: tuple[str, ...]
+    class SeccompConfig(Protocol):
+        """What the filter reads from a guest's configuration (GuestConfig has it)."""
 
-    def has_flag(self, flag: str) -> bool: ...
+        name: str
+        seccomp: tuple[str, ...]
+
+        def has_flag(self, flag: str) -> bool: ...
 
 
 def known_name(name: str) -> bool:
@@ -186,21 +190,21 @@ def build_filter(cfg: SeccompConfig, arch: str | None = None) -> bytes:
     return bpf.pack(bpf.assemble(policy(cfg, arch)))
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
 def install_program(program: bytes, guest: str | None = None) -> None:
-    """Load a packed program into the calling thread (inherited by children)."""
+    """Load a packed program into the calling thread (inherited by children).
+
+    For chbind (engine.net.bind), which filters a host command in Python; a
+    guest's program is installed by the C executors (vstui.h vs_confine).
+    """
+    import ctypes  # here: a start only builds programs
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
     buf = ctypes.create_string_buffer(program, len(program))
-    prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    prog = SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
     try:
         _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(prog))
     except OSError as exc:
         hint = "needs CAP_SYS_ADMIN or no_new_privs" if exc.errno == errno.EACCES else ""
         raise KernelError("prctl", "PR_SET_SECCOMP", exc.errno or errno.EIO, guest, hint) from None
-
-
-def install(cfg: SeccompConfig) -> None:
-    """Install ``cfg``'s filter in the calling process, right before exec."""
-    install_program(build_filter(cfg), cfg.name)

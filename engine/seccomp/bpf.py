@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import errno
 import struct
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
+from engine._record import Record
 from engine.seccomp import syscalls
+
+TYPE_CHECKING = False  # not typing's: a start builds the filter
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 # include/uapi/linux/filter.h, bpf_common.h
 BPF_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
@@ -51,18 +54,17 @@ BPF_MAXINSNS = 4096  # include/uapi/linux/bpf_common.h
 _INSN = struct.Struct("=HBBI")  # struct sock_filter {u16 code; u8 jt; u8 jf; u32 k}
 
 
-@dataclass(frozen=True, slots=True)
-class Insn:
+class Insn(Record):
     """One classic BPF instruction."""
 
+    __slots__ = _fields = ("code", "jt", "jf", "k")
     code: int
     jt: int
     jf: int
     k: int
 
 
-@dataclass(frozen=True, slots=True)
-class ArgRule:
+class ArgRule(Record):
     """Refuse ``nr`` with EPERM when argument ``arg`` (its low word) matches.
 
     ``values``: refused exact values (socket domains, ioctl requests);
@@ -70,29 +72,31 @@ class ArgRule:
     flags). Either may be empty.
     """
 
+    __slots__ = _fields = ("name", "values", "mask", "arg", "nested")
+    _defaults = {"values": frozenset(), "mask": 0, "arg": 0, "nested": ()}
     name: str
-    values: frozenset[int] = frozenset()
-    mask: int = 0
-    arg: int = 0
-    nested: tuple[NestedRule, ...] = ()
+    values: frozenset[int]
+    mask: int
+    arg: int
+    nested: tuple[NestedRule, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class NestedRule:
+class NestedRule(Record):
     """When ``arg`` of the ArgRule equals ``when``, fail with ``err`` if
     argument ``arg`` here equals ``value`` (e.g. socket(AF_NETLINK, *,
     NETLINK_AUDIT) -> EPROTONOSUPPORT)."""
 
+    __slots__ = _fields = ("when", "arg", "value", "err")
     when: int
     arg: int
     value: int
     err: int
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
+class Policy(Record):
     """What the filter does, by syscall name, for one architecture."""
 
+    __slots__ = _fields = ("arch", "deny", "enosys", "arg_rules")
     arch: str
     deny: frozenset[str]  # ERRNO(EPERM)
     enosys: frozenset[str]  # ERRNO(ENOSYS)

@@ -148,3 +148,94 @@ def test_two_concurrent_starts_start_it_once(front: str, cached: Paths) -> None:
     assert [r.returncode for r in results] == [0, 0]
     assert sum("already running" in r.stderr for r in results) == 1
     assert state.read(cached, "g").running
+
+
+# -- a stale entry is never replayed (issue 14) ------------------------------------------
+
+
+def start_by(way: str, front: str, paths: Paths) -> subprocess.CompletedProcess[str]:
+    """A start through the Python tool, or through the compiled front end's cache
+    (which must refuse to replay, then hand the start to Python)."""
+    if way == "python":
+        return python_cli(paths, "g", "start")
+    assert compiled(front, paths, "g", "start").returncode == NO_FALLBACK, "replayed"
+    assert not state.read(paths, "g").running
+    return compiled(front, paths, "g", "start", fallback=True)
+
+
+@pytest.mark.parametrize("way", ["python", "cached"])
+@pytest.mark.parametrize("swapped", ["itself", "parent"])
+def test_share_source_swapped_for_a_symlink_is_refused(
+    front: str, vroot: Paths, way: str, swapped: str
+) -> None:
+    share, secret = vroot.root / "srv/s/sub", vroot.root / "etc/sub"
+    share.mkdir(parents=True)
+    secret.mkdir(parents=True)
+    (secret / "SECRET").write_text("host only\n")
+    ok(python_cli(vroot, "g", "build", "-m", "busybox"))
+    update_config(vroot, "g", {"V_SHARE": f"{share}:/mnt/share:ro"})
+    ok(python_cli(vroot, "g", "start"))  # writes the cache
+    ok(python_cli(vroot, "g", "stop"))
+    if swapped == "itself":
+        share.rename(share.with_name("old"))
+        share.symlink_to(secret)
+    else:
+        share.parent.rename(share.parent.with_name("old"))
+        share.parent.symlink_to(secret.parent)
+    try:
+        result = start_by(way, front, vroot)
+        assert result.returncode != 0, "the host's directory was bound into the guest"
+        message = f"'{share}' is a symlink into {secret}; share the real directory explicitly"
+        assert message in result.stderr
+        assert not state.read(vroot, "g").running
+    finally:
+        python_cli(vroot, "g", "stop")
+
+
+def test_in_place_config_edit_with_size_and_times_kept_takes_effect(
+    front: str, cached: Paths
+) -> None:
+    conf = cached.config_file("g")
+    before = conf.stat()
+    text = conf.read_text()
+    assert 'ULIMIT="-H -u 200"' in text
+    with open(conf, "r+") as f:  # same inode, same size (cp -p, an editor, a CM tool)
+        f.write(text.replace('ULIMIT="-H -u 200"', 'ULIMIT="-H -u 100"'))
+    os.utime(conf, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = conf.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino, before.st_size, before.st_mtime_ns)  # fmt: skip
+    ok(start_by("cached", front, cached))
+    from engine.cgroups import manager
+
+    assert manager().stats(cached.cgroup_name("g")).pids_limit == 100  # the stricter limit
+
+
+@pytest.mark.parametrize("binary", ["vinit", "vboot", "vexec", "vserver"])
+def test_a_rebuilt_helper_or_front_end_is_never_replayed(
+    front: str, cached: Paths, binary: str
+) -> None:
+    path = helper_path(binary)
+    saved = path.with_name(f".{binary}.saved")
+    os.link(path, saved)
+    # another build of the same program: other bytes (ELF ignores a tail), a new inode
+    rebuilt = path.with_name(f".{binary}.new")
+    rebuilt.write_bytes(path.read_bytes() + b"\0rebuilt")
+    rebuilt.chmod(0o755)
+    os.replace(rebuilt, path)
+    try:
+        ok(start_by("cached", front, cached))
+        ok(python_cli(cached, "g", "stop"))
+        ok(compiled(front, cached, "g", "start"))  # the Python start recorded the new one
+    finally:
+        os.replace(saved, path)
+
+
+def test_the_one_cache_holds_the_plan_and_its_seccomp_program(front: str, cached: Paths) -> None:
+    state_dir = Path(cached.state_dir)
+    assert sorted(p.name for p in state_dir.iterdir() if p.is_dir()) == ["boot-cache"]
+    entry = Path(bootcache.cache_file(cached, "g")).read_bytes()
+    assert os.listdir(state_dir / "boot-cache") == ["g"]
+    ok(compiled(front, cached, "g", "start"))
+    program = Path(cached.run_dir("g"), "seccomp.bpf").read_bytes()
+    assert len(program) > 8 and program in entry  # inside the cached plan, not beside it

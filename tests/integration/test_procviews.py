@@ -119,7 +119,7 @@ def test_boot_past_its_deadline_is_undone(vroot: Paths) -> None:
     null = os.open(os.devnull, os.O_WRONLY)
     try:
         with pytest.raises(StartFailed, match="timed out"):
-            launch(vroot, g.name, null, timeout=0.0)  # every boot step is already late
+            launch(vroot, g.name, 40000, null, os.getpid(), timeout=0.0)  # already late
     finally:
         os.close(null)
     assert not (run_dir / "meminfo").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def test_default_plan(paths: Paths) -> None:
     cfg = config(paths)
     binds = [Bind(Path("/usr"), "/usr", readonly=True, recursive=True)]
     plan = P.build(cfg, "/vservers/web", binds, has_rc_local=True)
-    assert plan.before == (P.HostBind("/usr", "/usr", True, True),)
+    usr = os.stat("/usr")  # its identity, which the executor checks again when it binds
+    assert plan.before == (P.HostBind("/usr", "/usr", True, True, usr.st_dev, usr.st_ino),)
     assert plan.argv == (P.VINIT_PATH, "/bin/sh", "/etc/rc.local") and plan.vinit
     assert plan.hostname == "web.test" and plan.own_netns
     assert ("container", "vstui") in plan.env

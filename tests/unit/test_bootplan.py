@@ -1,7 +1,8 @@
-"""The boot plan vboot runs: netstring framing, op order, arguments (no root)."""
+"""The boot plan of a guest's PID 1: netstring framing, op order, arguments (no root)."""
 
 from __future__ import annotations
 
+import os
 import resource
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from engine.config import load_guest, write_new_config
 from engine.errors import VstuiError
 from engine.paths import Paths
 from engine.rootfs import Bind
-from engine.runtime import bootplan
+from engine.runtime import bootplan, netstrings
 from engine.runtime import plan as P
 
 
@@ -28,28 +29,16 @@ def default_plan(tmp_path: Path, **values: str) -> P.StartPlan:
     return P.build(config(tmp_path, **values), "/vservers/web", binds, has_rc_local=True)
 
 
-OPS = {"umask": 1, "setsid": 0, "view": 1, "root": 1, "hostbind": 4, "hostmount": 6,
-       "pivot": 0, "mount": 6, "mask": 1, "readonly": 1, "bind": 3, "device": 4,
-       "symlink": 2, "file": 3, "vinit": 1, "viewmount": 1, "hostname": 1,
-       "domainname": 1, "loopback": 0, "stdio": 0, "rlimit": 3, "nice": 1, "caps": 1,
-       "signals": 0, "seccomp": 0}  # fmt: skip
+PROGRAM = bytes(range(16))  # two struct sock_filter
 
 
 def ops(data: bytes) -> list[tuple[str, list[bytes]]]:
-    """Group the fields into (op, args) the way boot.h does."""
-    fields, out, at = bootplan.parse(data), [], 0
-    while at < len(fields):
-        name = fields[at].decode()
-        if name == "nosymlinks":
-            count = 1 + int(fields[at + 1])
-        elif name == "exec":
-            n = int(fields[at + 1])
-            count = n + 2 + int(fields[at + 2 + n])
-        else:
-            count = OPS[name]
-        out.append((name, fields[at + 1 : at + 1 + count]))
-        at += 1 + count
-    return out
+    """Group the fields into (op, args) by the op table boot.h is built from."""
+    return netstrings.ops(data, bootplan.BOOT_OPS)
+
+
+def serialize(plan: P.StartPlan) -> bytes:
+    return bootplan.serialize(plan, PROGRAM)
 
 
 def names(data: bytes) -> list[str]:
@@ -58,11 +47,12 @@ def names(data: bytes) -> list[str]:
 
 def test_default_plan_order(tmp_path: Path) -> None:
     plan = default_plan(tmp_path)
-    steps = ops(bootplan.serialize(plan))
+    steps = ops(serialize(plan))
     seen = [name for name, _ in steps]
     assert seen[:4] == ["umask", "setsid", "root", "hostbind"]
-    assert steps[0][1] == [b"22"] and steps[2][1] == [b"/vservers/web"]
-    assert steps[3][1] == [b"/usr", b"/usr", b"1", b"1"]
+    assert steps[0][1] == [b"22"] and steps[2][1] == [b"/vservers/web", b"0", b"0"]  # no tree
+    usr = os.stat("/usr")  # the identity the executor checks again
+    assert steps[3][1] == [b"/usr", b"%d" % usr.st_dev, b"%d" % usr.st_ino, b"/usr", b"1", b"1"]
     assert seen.index("pivot") == 4 and steps[5] == (
         "nosymlinks",
         [b"4", b"/proc", b"/sys", b"/dev", b"/run"],
@@ -73,20 +63,26 @@ def test_default_plan_order(tmp_path: Path) -> None:
              P.Device: "device", P.Symlink: "symlink", P.File: "file"}  # fmt: skip
     assert after == [kinds[type(step)] for step in plan.after]
     tail = seen[6 + len(plan.after) :]
-    assert tail == ["vinit", "hostname", "loopback", "stdio", "caps", "signals", "seccomp",
-                    "exec"]  # fmt: skip
+    assert tail == ["vinit", "hostname", "loopback", "stdio", "signals", "confine", "exec"]
     assert dict(steps)["vinit"] == [P.VINIT_PATH.encode()]
 
 
-def test_seccomp_is_the_last_step_before_exec(tmp_path: Path) -> None:
-    seen = names(bootplan.serialize(default_plan(tmp_path, S_NICE="5", ULIMIT="-H -n 512")))
-    assert seen[-2:] == ["seccomp", "exec"]
-    assert seen.index("stdio") < seen.index("rlimit") < seen.index("nice") < seen.index("caps")
+def test_confinement_is_the_last_step_before_exec(tmp_path: Path) -> None:
+    steps = ops(serialize(default_plan(tmp_path, S_NICE="5", ULIMIT="-H -n 512")))
+    seen = [name for name, _ in steps]
+    assert seen[-2:] == ["confine", "exec"]
+    assert seen.index("stdio") < seen.index("rlimit") < seen.index("nice") < seen.index("signals")
+    assert dict(steps)["confine"][1] == PROGRAM  # the seccomp program travels in the plan
+
+
+def test_a_filtered_plan_needs_its_program(tmp_path: Path) -> None:
+    with pytest.raises(VstuiError, match="never starts unfiltered"):
+        bootplan.serialize(default_plan(tmp_path), None)
 
 
 def test_exec_argv_and_env(tmp_path: Path) -> None:
     plan = default_plan(tmp_path)
-    name, args = ops(bootplan.serialize(plan))[-1]
+    name, args = ops(serialize(plan))[-1]
     assert name == "exec"
     n = int(args[0])
     assert [a.decode() for a in args[1 : 1 + n]] == list(plan.argv)
@@ -97,14 +93,14 @@ def test_exec_argv_and_env(tmp_path: Path) -> None:
 
 def test_mount_fields(tmp_path: Path) -> None:
     plan = default_plan(tmp_path)
-    mounts = {args[1]: args for name, args in ops(bootplan.serialize(plan)) if name == "mount"}
+    mounts = {args[1]: args for name, args in ops(serialize(plan)) if name == "mount"}
     dev = mounts[b"/dev"]
     assert dev[0] == b"tmpfs" and dev[2] == b"tmpfs"
     assert int(dev[3]) == _libc.MS_NOSUID | _libc.MS_NOEXEC | _libc.MS_STRICTATIME
     assert dev[4] == b"1" and dev[5].startswith(b"mode=755")
     mqueue = mounts[b"/dev/mqueue"]
     assert mqueue[4:] == [b"0", b""]  # no data: NULL, not ""
-    devices = {args[0]: args for name, args in ops(bootplan.serialize(plan)) if name == "device"}
+    devices = {args[0]: args for name, args in ops(serialize(plan)) if name == "device"}
     assert devices[b"/dev/null"] == [b"/dev/null", b"1", b"3", b"666"]  # mode in octal
 
 
@@ -114,12 +110,12 @@ def test_file_content_keeps_nul_and_commas() -> None:
                        hostname="h", domainname="example.org", own_netns=False, rlimits=(),
                        nice=None, caps=frozenset(), argv=("/sbin/init",), env=(), vinit=False,
                        seccomp=False)  # fmt: skip
-    steps = ops(bootplan.serialize(plan))
+    steps = ops(serialize(plan))
     assert ("file", [b"/etc/x", b"640", content]) in steps
     seen = [name for name, _ in steps]
-    assert "domainname" in seen and "loopback" not in seen and "seccomp" not in seen
+    assert "domainname" in seen and "loopback" not in seen
     assert "vinit" not in seen and "view" not in seen
-    assert dict(steps)["caps"] == [b"0"]
+    assert dict(steps)["confine"] == [b"0", b""]  # seccomp=False: no program
 
 
 def test_host_mount_options_become_flags_and_data() -> None:
@@ -133,14 +129,14 @@ def test_host_mount_options_become_flags_and_data() -> None:
     plan = P.StartPlan(name="web", root="/t", before=(step,), after=(), hostname="h",
                        domainname=None, own_netns=True, rlimits=(), nice=None,
                        caps=frozenset(), argv=("/sbin/init",), env=(), vinit=False)  # fmt: skip
-    args = dict(ops(bootplan.serialize(plan)))["hostmount"]
+    args = dict(ops(serialize(plan)))["hostmount"]
     assert args == [b"none", b"/mnt/t", b"tmpfs", b"%d" % _libc.MS_RDONLY, b"1", b"size=1m"]
 
 
 def test_limits_caps_and_meminfo_view(tmp_path: Path) -> None:
     plan = default_plan(tmp_path, S_NICE="5", ULIMIT="-HS -n 1024 -H -u 100", V_MEMORY="32M")
     plan = P.StartPlan(**{**plan._asdict(), "meminfo_view": "/run/vservers/web/meminfo"})
-    steps = ops(bootplan.serialize(plan))
+    steps = ops(serialize(plan))
     seen = [name for name, _ in steps]
     # the host file is opened before the tree is entered, attached after /proc exists
     assert seen.index("view") < seen.index("root") < seen.index("pivot")
@@ -151,7 +147,7 @@ def test_limits_caps_and_meminfo_view(tmp_path: Path) -> None:
     nproc = next(a for a in limits if a[0] == b"%d" % resource.RLIMIT_NPROC)
     assert nproc[2] == b"100" and nproc[1] in (b"-1", b"100")  # soft unlimited or equal
     assert dict(steps)["nice"] == [b"5"]
-    assert int(dict(steps)["caps"][0], 16) == to_mask(plan.caps)
+    assert int(dict(steps)["confine"][0], 16) == to_mask(plan.caps)
 
 
 def test_nul_in_a_path_is_refused() -> None:
@@ -159,7 +155,7 @@ def test_nul_in_a_path_is_refused() -> None:
                        hostname="h", domainname=None, own_netns=True, rlimits=(), nice=None,
                        caps=frozenset(), argv=("/sbin/init",), env=(), vinit=False)  # fmt: skip
     with pytest.raises(VstuiError, match="NUL byte"):
-        bootplan.serialize(plan)
+        serialize(plan)
 
 
 def test_parse_refuses_malformed_input() -> None:
@@ -167,3 +163,13 @@ def test_parse_refuses_malformed_input() -> None:
     for bad in (b"3:ab,", b"x:abc,", b"3:abc;", b"-1:,"):
         with pytest.raises(ValueError):
             bootplan.parse(bad)
+
+
+def test_every_op_written_is_in_the_table_the_executor_is_built_from(tmp_path: Path) -> None:
+    plan = default_plan(tmp_path, S_NICE="5", V_MEMORY="32M", S_DOMAINNAME="d")
+    plan = P.StartPlan(**{**plan._asdict(), "meminfo_view": "/run/x/meminfo"})
+    used = {name for name, _ in ops(serialize(plan))}
+    assert used - {"hostmount", "domainname"} <= set(bootplan.BOOT_OPS)
+    header = (Path(bootplan.__file__).parents[1] / "helpers" / "consts.h").read_text()
+    for name, arity in bootplan.BOOT_OPS.items():
+        assert f"X({name}, {arity})" in header

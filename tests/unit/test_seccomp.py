@@ -60,10 +60,18 @@ def call(name: str, *args: int) -> int:
     return -ctypes.get_errno() if result == -1 else result
 
 
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
 def install(cfg: GuestConfig) -> None:
+    """What the executors' vs_confine does with the program (PR_SET_SECCOMP)."""
     if not ROOT:
         _libc.set_no_new_privs()
-    sc.install(cfg)
+    program = sc.build_filter(cfg)
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    _libc.prctl(22, 2, ctypes.addressof(prog))  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
 
 
 def in_child(probe: Callable[[], Any], cfg: GuestConfig | None = DEFAULT) -> Any:

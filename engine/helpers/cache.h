@@ -1,0 +1,353 @@
+/*
+ * cache.h: `vserver NAME start` replayed from the boot cache, without Python.
+ *
+ * engine/runtime/bootcache.py writes the cache after a successful Python
+ * start: bootcache.CACHE_OPS, the format version first. It holds the start
+ * plan exactly as the Python start handed it to vboot (seccomp program
+ * included), the lean supervisor's command, and a record of everything the
+ * plan depends on, each with the value it had when the plan was made:
+ *
+ *   content PATH SHA256          NAME.conf, the context-id table: by content
+ *   binary PATH SHA256 DEV INO SIZE MTIME CTIME
+ *                                the helpers and this front end: by content,
+ *                                the stat (ctime included) only as a shortcut
+ *   code PATH DEV INO SIZE MTIME CTIME   the engine's sources (the planner)
+ *   inroot ROOT PATH PRESENT     a guest file whose presence decides the plan
+ *   source PATH DEV INO          a host bind source, reached without symlinks
+ *
+ * The plan is replayed only when every record still holds and this very
+ * binary is one of the recorded ones; anything else, or any failure on the
+ * way (undone by start.h), hands the start to the Python tool, which plans
+ * again, names what is wrong and writes a fresh entry.
+ */
+#ifndef VSTUI_CACHE_H
+#define VSTUI_CACHE_H
+
+#include "start.h" /* first: vstui.h defines _GNU_SOURCE */
+
+#include <linux/openat2.h>
+#include <sys/file.h>
+
+/* -- SHA-256 (FIPS 180-4), for content records ----------------------------------- */
+
+struct ch_sha {
+    uint32_t h[8];
+    uint64_t bytes;
+    unsigned char block[64];
+};
+
+#define CH_ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void ch_sha_block(struct ch_sha *c, const unsigned char *p) {
+    static const uint32_t k[64] = {
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2};
+    uint32_t w[64], v[8];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (int i = 16; i < 64; i++) {
+        uint32_t s0 = CH_ROR(w[i - 15], 7) ^ CH_ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
+        uint32_t s1 = CH_ROR(w[i - 2], 17) ^ CH_ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
+        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    memcpy(v, c->h, sizeof v);
+    for (int i = 0; i < 64; i++) {
+        uint32_t t1 = v[7] + (CH_ROR(v[4], 6) ^ CH_ROR(v[4], 11) ^ CH_ROR(v[4], 25)) +
+                      ((v[4] & v[5]) ^ (~v[4] & v[6])) + k[i] + w[i];
+        uint32_t t2 = (CH_ROR(v[0], 2) ^ CH_ROR(v[0], 13) ^ CH_ROR(v[0], 22)) +
+                      ((v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]));
+        memmove(v + 1, v, 7 * sizeof *v);
+        v[4] += t1;
+        v[0] = t1 + t2;
+    }
+    for (int i = 0; i < 8; i++)
+        c->h[i] += v[i];
+}
+
+/* The hex SHA-256 of data (out: 65 bytes). */
+static void ch_sha256(const void *data, size_t len, char *out) {
+    struct ch_sha c = {{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c,
+                        0x1f83d9ab, 0x5be0cd19},
+                       0,
+                       {0}};
+    const unsigned char *p = data;
+    size_t left = len;
+    for (; left >= 64; p += 64, left -= 64)
+        ch_sha_block(&c, p);
+    unsigned char tail[128] = {0};
+    memcpy(tail, p, left);
+    tail[left] = 0x80;
+    size_t end = left < 56 ? 64 : 128;
+    for (int i = 0; i < 8; i++)
+        tail[end - 1 - i] = (unsigned char)((uint64_t)len * 8 >> (8 * i));
+    for (size_t at = 0; at < end; at += 64)
+        ch_sha_block(&c, tail + at);
+    for (int i = 0; i < 32; i++)
+        sprintf(out + 2 * i, "%02x", c.h[i / 4] >> (24 - 8 * (i % 4)) & 0xff);
+}
+
+/* -- the dependency records ---------------------------------------------------------- */
+
+struct ch {
+    struct vs_field *f;
+    long count;
+    struct vs_field *rundir, *log, *plan, *super;
+    struct stat self;
+    int self_ok;
+};
+
+static int ch_file_sha(const char *path, char *hex) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    size_t len = 0;
+    char *data = fd < 0 ? NULL : vs_read_fd(fd, &len);
+    if (fd >= 0)
+        close(fd);
+    if (!data)
+        return -1;
+    ch_sha256(data, len, hex);
+    free(data);
+    return 0;
+}
+
+/* dev ino size mtime ctime (ns) of st against five fields */
+static int ch_same_stat(const struct stat *st, const struct vs_field *a) {
+    long long want[5], have[5] = {(long long)st->st_dev, (long long)st->st_ino,
+                                  (long long)st->st_size,
+                                  st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec,
+                                  st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec};
+    for (int k = 0; k < 5; k++)
+        if (vs_ll(a[k].s, 10, &want[k]) < 0 || want[k] != have[k])
+            return 0;
+    return 1;
+}
+
+static int ch_content(struct ch *c, struct vs_field *a) {
+    char hex[65];
+    (void)c;
+    return ch_file_sha(a[0].s, hex) == 0 && strcmp(hex, a[1].s) == 0 ? 0 : -1;
+}
+
+static int ch_binary(struct ch *c, struct vs_field *a) {
+    struct stat st;
+    char hex[65];
+    if (stat(a[0].s, &st) < 0)
+        return -1;
+    if (!ch_same_stat(&st, &a[2]) && (ch_file_sha(a[0].s, hex) < 0 || strcmp(hex, a[1].s)))
+        return -1;
+    if (st.st_dev == c->self.st_dev && st.st_ino == c->self.st_ino)
+        c->self_ok = 1;
+    return 0;
+}
+
+static int ch_code(struct ch *c, struct vs_field *a) {
+    struct stat st;
+    (void)c;
+    return stat(a[0].s, &st) == 0 && ch_same_stat(&st, &a[1]) ? 0 : -1;
+}
+
+static int ch_open(int dirfd, const char *path, int flags, uint64_t resolve) {
+    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC), .resolve = resolve};
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+static int ch_inroot(struct ch *c, struct vs_field *a) {
+    (void)c;
+    int root = ch_open(AT_FDCWD, a[0].s, O_PATH | O_DIRECTORY, RESOLVE_NO_SYMLINKS);
+    if (root < 0)
+        return -1;
+    int fd = ch_open(root, a[1].s, O_PATH, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+    int err = errno;
+    close(root);
+    if (fd >= 0)
+        close(fd);
+    if (fd < 0 && err != ENOENT)
+        return -1;
+    return (fd >= 0) == (strcmp(a[2].s, "1") == 0) ? 0 : -1;
+}
+
+static int ch_source(struct ch *c, struct vs_field *a) {
+    struct stat st;
+    long long dev, ino;
+    (void)c;
+    int fd = ch_open(AT_FDCWD, a[0].s, O_PATH | O_DIRECTORY,
+                     RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+    int ok = fd >= 0 && fstat(fd, &st) == 0 && vs_ll(a[1].s, 10, &dev) == 0 &&
+             vs_ll(a[2].s, 10, &ino) == 0 && (long long)st.st_dev == dev &&
+             (long long)st.st_ino == ino;
+    if (fd >= 0)
+        close(fd);
+    return ok ? 0 : -1;
+}
+
+#define CH_KEEP(slot)                                                                          \
+    static int ch_##slot(struct ch *c, struct vs_field *a) {                                   \
+        c->slot = a;                                                                           \
+        return 0;                                                                              \
+    }
+CH_KEEP(rundir)
+CH_KEEP(log)
+CH_KEEP(plan)
+CH_KEEP(super)
+
+/* the table is bootcache.CACHE_OPS (consts.h): a new record needs its ch_NAME here */
+typedef int (*ch_fn)(struct ch *, struct vs_field *);
+#define CH_FN(name, n) ch_##name,
+#define CH_OP(name, n) {#name, n},
+static const ch_fn ch_fns[] = {VS_CACHE_OPS(CH_FN)};
+static const struct vs_op ch_ops[] = {VS_CACHE_OPS(CH_OP)};
+#define CH_NOPS ((int)(sizeof ch_ops / sizeof ch_ops[0]))
+
+/* Root's own file only (anything else could smuggle a plan in), every record
+ * still true; 0 when the entry may be replayed. */
+static int ch_load(struct ch *c, const char *path) {
+    struct stat st;
+    size_t len = 0;
+    const char *bad;
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    char *buf = NULL;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == 0 &&
+        !(st.st_mode & 077) && st.st_size < (64 << 20))
+        buf = vs_read_fd(fd, &len);
+    if (fd >= 0)
+        close(fd);
+    if (!buf || !(c->f = vs_fields(buf, len, &c->count)) || c->count < 1 ||
+        strcmp(c->f[0].s, VS_CACHE_VERSION) ||
+        vs_check(ch_ops, CH_NOPS, c->f + 1, c->count - 1, &bad) < 0 ||
+        stat("/proc/self/exe", &c->self) < 0)
+        return -1;
+    for (long at = 1; at < c->count;) {
+        int k = vs_op_index(ch_ops, CH_NOPS, c->f[at].s);
+        if (ch_fns[k](c, c->f + at + 1) < 0)
+            return -1;
+        at += 1 + vs_arity(&ch_ops[k], c->f + at + 1, c->count - at - 1);
+    }
+    return c->self_ok && c->rundir && c->log && c->plan && c->super ? 0 : -1;
+}
+
+/* -- the replay ------------------------------------------------------------------------ */
+
+/* run_dir/lock (RunLock's file), taken without waiting; -1 when busy or odd. */
+static int ch_lock(const char *run_dir) {
+    char path[4200];
+    struct stat mine, now;
+    snprintf(path, sizeof path, "%s/" VS_LOCK_FILE, run_dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0 || fstat(fd, &mine) < 0 || stat(path, &now) < 0 ||
+        mine.st_ino != now.st_ino || mine.st_dev != now.st_dev) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Run files left by a dead guest: Python cleans those up. */
+static int ch_leftovers(const char *run_dir) {
+    static const char *const values[] = {VS_RUN_FILES};
+    char path[4200];
+    struct stat st;
+    for (size_t k = 0; k < sizeof values / sizeof values[0]; k++) {
+        snprintf(path, sizeof path, "%s/%s", run_dir, values[k]);
+        if (lstat(path, &st) == 0 || errno != ENOENT)
+            return 1;
+    }
+    return 0;
+}
+
+static int ch_mkdirs(char *path) {
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        int bad = mkdir(path, 0755) < 0 && errno != EEXIST;
+        *p = '/';
+        if (bad)
+            return -1;
+    }
+    return mkdir(path, 0755) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+/* S: a subreaper with its stdio on the log; boot, answer the CLI, become the supervisor. */
+static void ch_supervise(struct ch *c, int ready_w) {
+    int console[2];
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    int log = open(c->log->s, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    int null = open("/dev/null", O_RDONLY);
+    if (log < 0 || null < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0 ||
+        chdir("/") < 0 || pipe2(console, O_CLOEXEC) < 0)
+        _exit(1);
+    struct st_io io = {.report = -1, .go = -1, .console = console[1], .supervisor = getpid()};
+    pid_t b = vs_start(c->plan->s, c->plan->n, &io);
+    if (b < 0) {
+        dprintf(2, "vserver: cached start refused (%s); starting through Python\n", io.error);
+        (void)!write(ready_w, "fallback", 8);
+        _exit(1);
+    }
+    close(console[1]); /* the guest's init holds the write end now */
+    dprintf(ready_w, "ok %d", (int)b);
+    close(ready_w);
+    /* the lean supervisor: its command, then init's PID and the console fd */
+    long long n;
+    vs_ll(c->super[0].s, 10, &n);
+    char **argv = calloc((size_t)n + 3, sizeof *argv), pid[32], fd[32];
+    for (long long k = 0; argv && k < n; k++)
+        argv[k] = c->super[1 + k].s;
+    snprintf(pid, sizeof pid, "%d", (int)b);
+    snprintf(fd, sizeof fd, "%d", console[0]);
+    if (argv) {
+        argv[n] = pid, argv[n + 1] = fd;
+        fcntl(console[0], F_SETFD, 0);
+        execv(argv[0], argv);
+    }
+    dprintf(2, "vserver: cannot exec the supervisor: %s\n", strerror(errno));
+    _exit(1);
+}
+
+/* 0 when the guest was started here; -1: nothing done, let Python start it. */
+static int cache_start(const char *root, const char *name) {
+    static struct ch c;
+    char path[4200], reply[64] = {0};
+    int ready[2];
+    snprintf(path, sizeof path, "%s/" VS_STATE_DIR "/" VS_CACHE_DIR "/%s",
+             strcmp(root, "/") == 0 ? "" : root, name);
+    if (geteuid() != 0 || ch_load(&c, path) < 0 || ch_mkdirs(c.rundir->s) < 0)
+        return -1;
+    int lock = ch_lock(c.rundir->s);
+    if (lock < 0)
+        return -1;
+    if (ch_leftovers(c.rundir->s) || pipe2(ready, O_CLOEXEC) < 0) {
+        close(lock);
+        return -1;
+    }
+    pid_t middle = fork();
+    if (middle == 0) {
+        close(ready[0]);
+        close(lock);
+        setsid();
+        if (fork() == 0)
+            ch_supervise(&c, ready[1]);
+        _exit(0);
+    }
+    close(ready[1]);
+    if (middle > 0)
+        waitpid(middle, NULL, 0);
+    ssize_t n = middle > 0 ? st_read(ready[0], reply, sizeof reply - 1,
+                                     st_now_ms() + VS_START_TIMEOUT_MS + 15000, 0)
+                           : -1;
+    close(ready[0]);
+    flock(lock, LOCK_UN);
+    close(lock);
+    return n > 3 && strncmp(reply, "ok ", 3) == 0 ? 0 : -1;
+}
+
+#endif /* VSTUI_CACHE_H */
