@@ -29,10 +29,20 @@ def _table(macro: str, table: dict[str, int]) -> str:
     return f"#define {macro}(X)" + "".join(f" \\\n    X({name}, {n})" for name, n in table.items())
 
 
+def _refusals(table: dict[str, tuple[str, str]]) -> str:
+    """vexec's refusals: X(kind, "EngineError", "printf format of the message")."""
+
+    def c_format(text: str) -> str:
+        return _c_string(text.replace("%", "%%").replace("{name}", "%1$s"))
+
+    rows = [f"X({kind}, {_c_string(cls)}, {c_format(text)})" for kind, (cls, text) in table.items()]
+    return "#define VS_REFUSALS(X)" + "".join(f" \\\n    {row}" for row in rows)
+
+
 def constants() -> str:
     """consts.h: what the C helpers must agree on with the Python side."""
     from engine.paths import Paths
-    from engine.runtime import bootcache, bootplan, enter, runfiles, supervisor
+    from engine.runtime import bootcache, bootplan, enter, profile, runfiles, supervisor
 
     host = Paths.from_root("/")
     env = " ".join(_c_string(f"{k}={v}") + "," for k, v in enter.environment(None, False).items())
@@ -45,6 +55,7 @@ def constants() -> str:
         f"#define VS_CACHE_DIR {_c_string(bootcache.CACHE_DIR)}",
         f"#define VS_CACHE_VERSION {_c_string(bootcache.VERSION)}",
         f"#define VS_LOCK_FILE {_c_string(runfiles.LOCK_FILE)}",
+        f"#define VS_FROZEN_FILE {_c_string(runfiles.FROZEN_FILE)}",
         "#define VS_RUN_FILES " + ", ".join(map(_c_string, runfiles.VALUE_FILES)),
         f"#define VS_START_TIMEOUT_MS {int(supervisor.START_TIMEOUT * 1000)}",
         f"#define VS_EXEC_ENV {env} NULL",
@@ -52,7 +63,9 @@ def constants() -> str:
         f"#define VS_TWO_COUNTED ({bootplan.TWO_COUNTED})",
         _table("VS_BOOT_OPS", bootplan.BOOT_OPS),
         _table("VS_START_OPS", bootplan.START_OPS),
+        _table("VS_EXEC_OPS", profile.EXEC_OPS),
         _table("VS_CACHE_OPS", bootcache.CACHE_OPS),
+        _refusals(enter.REFUSALS),
         "#endif",
     ]
     return "\n".join(lines) + "\n"

@@ -1,273 +1,283 @@
 /*
- * vexec: the last step of `vserver NAME exec|enter|suexec`.
+ * vexec: the one executor of `vserver NAME exec|enter|suexec`.
  *
- * Python (engine/runtime/enter.py) checks init's identity, opens the
- * namespace fds of /proc/INIT/ns, the guest's seccomp program and its
- * cgroup2 directory, joins the v1 cgroups (the cheap `tasks` file), then
- * execs this helper from a sealed memfd copy with those fds. vexec, in order:
+ * The Python exec_in and the compiled front end both exec this with the
+ * same arguments: the guest's run directory, the user (for suexec and
+ * enter) and the command. Everything the guest runs under was decided by
+ * the start and written as run_dir/exec.plan (bootplan.EXEC_OPS): the
+ * rlimits, the nice floor, the capability mask and seccomp program
+ * (`confine`, the very routine boot.h ends with, vstui.h vs_confine), the
+ * cgroups to join and the private flag. vexec, in order:
  *
- *  1. reads the seccomp program (-S FD), a host file, and closes it;
- *  2. joins the namespaces of -s FD in the order given (ipc, uts, net, mnt,
- *     then pid and time, which only decide where *children* go: a time
- *     namespace is joined as time_for_children, and only while the caller
- *     is single-threaded, as vexec is), chdir("/"). The guest's seccomp
- *     filter (which may deny setns) is installed only after the clone;
- *  3. applies the rlimits (-r) and the nice floor (-i);
- *  4. creates a middle process with clone3(CLONE_INTO_CGROUP) straight into
- *     the guest's cgroup2 group (-C FD): no cgroup.procs write, whose
- *     migration waits out an RCU grace period (~14 ms). The middle process
- *     is still in the HOST's PID namespace: no guest process can see or
- *     ptrace it while it is unconfined. It joins the PID and time
- *     namespaces (for its child), the cgroup namespace (-a FD: after the
- *     clone, as the kernel refuses a move from outside the caller's cgroup
- *     namespace root), installs the seccomp filter and cuts the bounding
- *     set, permitted and effective to -c MASK (inheritable and ambient
- *     empty), and only then forks the command's process, born confined;
- *     on a kernel without clone3 it writes cgroup.procs itself;
- *  5. the waiter (this process) confines itself the same way.
+ *  1. re-execs itself from a sealed memfd copy unless it runs from one: a
+ *     guest reading /proc/PID/exe of anything vexec forks into it finds a
+ *     private, unwritable copy, never a host file a guest root holding
+ *     CAP_SYS_PTRACE could grab and rewrite (CVE-2019-5736, runc's exeseal);
+ *  2. checks init's identity (PID + start time from the run directory) and
+ *     reads the exec plan; refuses a private or a frozen guest (the messages
+ *     are Python's, generated into consts.h);
+ *  3. opens init's namespaces, then checks the identity again (a reused
+ *     PID); joins the plan's v1 cgroups (the thread's `tasks`: no RCU grace
+ *     period) and opens its cgroup2 group;
+ *  4. joins ipc, uts, net, mnt (the kernel then sets root and cwd to the
+ *     guest's /), applies the rlimits and the nice floor;
+ *  5. creates a middle process with clone3(CLONE_INTO_CGROUP) straight into
+ *     the guest's cgroup2 group (no cgroup.procs migration, ~14 ms). The
+ *     middle process is still in the HOST's PID namespace: no guest process
+ *     can see or ptrace it while it is unconfined. It joins the PID and time
+ *     namespaces (for its child) and the cgroup namespace (after the clone:
+ *     the kernel refuses a move from outside the caller's cgroup namespace
+ *     root), confines itself and only then forks the command's process,
+ *     born confined; the waiter (this process) confines itself the same way.
  *
- * The command's process is the first in the guest's PID namespace; its
- * /proc/PID/exe is the sealed memfd, never a host file a guest root with
- * CAP_SYS_PTRACE could grab and rewrite (CVE-2019-5736). The child starts a
- * new session (no host terminal as controlling tty: TIOCSTI), takes the pty
- * on fd 0 as its terminal with -t, becomes the user with -u/-g/-G, resets
- * signals, closes every fd above 2 and execs the command inside the guest.
- * The waiter and the middle process forward SIGINT/SIGTERM/SIGHUP/SIGQUIT/
- * SIGWINCH down and exit with its status (128+N when killed by signal N).
+ * The command's process starts a new session (no host terminal as its
+ * controlling tty: TIOCSTI), takes the pty on fd 0 as its terminal with -t,
+ * becomes the user with -u/-g/-G, resets signals, closes every fd above 2
+ * and execs the command. The waiter and the middle process forward
+ * SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGWINCH/SIGUSR1/SIGUSR2 down and exit with
+ * its status (128+N when killed by signal N). A refusal or failure before
+ * the command runs is one line, "vserver: NAME: message" on stderr or
+ * "KIND message" on -E FD (Python raises the engine error of that kind),
+ * and exit status 125.
  *
- * usage: vexec [-t] [-u UID -g GID] [-G G1,G2,...] [-d DIR] [-n GUEST]
- *              [-s NSFD]... [-a NSFD]... [-C CGROUP2FD] [-S BPFFD] [-c HEXMASK]
- *              [-r RES,SOFT,HARD]... [-i NICE] -- CMD [ARGS...]
+ * usage: vexec -R RUN_DIR -n GUEST [-t] [-u UID -g GID [-G G1,G2,...] [-d DIR]]
+ *              [-E ERRFD] -- CMD [ARGS...]
  * The environment is the command's (PATH included: execvp searches it).
  */
-#define _GNU_SOURCE
-#include "vstui.h" /* vs_clone_into */
-#include <errno.h>
-#include <fcntl.h>
+#include "vstui.h" /* first: it defines _GNU_SOURCE */
+
 #include <grp.h>
-#include <linux/filter.h>
+#include <stdarg.h>
+#include <limits.h>
 #include <linux/nsfs.h>
-#include <linux/sched.h>
-#include <linux/seccomp.h>
 #include <sched.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/ioctl.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
-
-
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x10U /* kernel >= 6.3: say so, or vm.memfd_noexec may refuse */
+#endif
+#define SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
 #define MAX_GROUPS 256
-#define MAX_NS 8
-#define MAX_LIMITS 32
-#define MAX_FILTER (1 << 20)
+#define MAX_JOINS 32
 
 static const char *guest = "guest";
+static int err_fd = -1; /* -E: "KIND message" for Python, else stderr */
 
-static void say(const char *what, const char *detail) {
-    /* one line, one write(2): no stdio buffers to flush */
-    char line[512];
-    int n = snprintf(line, sizeof line, "vserver: %s: %s: %s\n", guest, what, detail);
+static void say(const char *kind, const char *fmt, ...) {
+    char text[1024], line[1200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    int n = err_fd >= 0 ? snprintf(line, sizeof line, "%s %s\n", kind, text)
+                        : snprintf(line, sizeof line, "vserver: %s: %s\n", guest, text);
     if (n > 0)
-        (void)!write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+        (void)!write(err_fd >= 0 ? err_fd : 2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
 static void die(const char *what) {
-    say(what, strerror(errno));
+    say("KernelError", "%s: %s", what, strerror(errno));
     _exit(125);
 }
 
-static int parse_groups(const char *text, gid_t *out) {
-    int n = 0;
-    while (*text && n < MAX_GROUPS) {
-        char *end;
-        out[n++] = (gid_t)strtoul(text, &end, 10);
-        text = *end == ',' ? end + 1 : end;
-        if (end == text && *text)
-            break;
+/* the refusals, worded by the engine (enter.REFUSALS -> consts.h) */
+#define REFUSE(kind, cls, text)                                                                   \
+    static void refuse_##kind(void) {                                                             \
+        say(cls, text, guest);                                                                    \
+        _exit(1);                                                                                 \
     }
-    return n;
-}
-
-struct limit {
-    int resource;
-    rlim_t soft, hard;
-};
+VS_REFUSALS(REFUSE)
 
 struct opts {
-    int tty;
+    const char *run_dir, *dir;
+    int tty, ngroups;
     long uid, gid;
-    int ngroups;
     gid_t groups[MAX_GROUPS];
-    const char *dir;
     char **argv;
-    int ns_before[MAX_NS], n_before; /* joined before the clone, in order */
-    int ns_after[MAX_NS], n_after;   /* joined after it (the cgroup namespace) */
-    int cgroup2;                     /* the guest's cgroup2 directory, or -1 */
-    int filter_fd;                   /* the packed seccomp program, or -1 */
-    struct sock_filter *filter;
-    unsigned short filter_len;
-    int cut_caps;
-    uint64_t caps;
-    struct limit limits[MAX_LIMITS];
-    int nlimits;
-    int nice_set, nice;
 };
 
-static rlim_t to_rlim(long long value) {
-    return value < 0 ? RLIM_INFINITY : (rlim_t)value;
-}
+struct plan {
+    int private_, nice_set, ntasks;
+    long long nice;
+    struct vs_field *rlimits[64], *tasks[MAX_JOINS], *cgroup2, *confine;
+    int nrlimits;
+};
 
-static int parse_limit(const char *text, struct limit *out) {
-    char *end;
-    out->resource = (int)strtol(text, &end, 10);
-    if (*end != ',')
-        return -1;
-    out->soft = to_rlim(strtoll(end + 1, &end, 10));
-    if (*end != ',')
-        return -1;
-    out->hard = to_rlim(strtoll(end + 1, &end, 10));
-    return *end ? -1 : 0;
-}
+/* -- 1. the sealed copy ----------------------------------------------------------- */
 
-static void read_filter(struct opts *o) {
-    static unsigned char buf[MAX_FILTER];
-    size_t done = 0;
-    for (;;) {
-        ssize_t n = read(o->filter_fd, buf + done, sizeof buf - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            die("read seccomp program");
-        if (n == 0 || (done += (size_t)n) == sizeof buf)
-            break;
+static void run_sealed(char **argv, char **envp) {
+    int self = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    if (self < 0)
+        die("open /proc/self/exe");
+    int seals = fcntl(self, F_GET_SEALS);
+    if (seals >= 0 && (seals & SEALS) == SEALS) {
+        close(self); /* already the sealed copy */
+        return;
     }
-    close(o->filter_fd);
-    if (done % sizeof(struct sock_filter) || done / sizeof(struct sock_filter) > 0xffff) {
-        errno = EINVAL;
-        die("seccomp program");
+    unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
+    int memfd = memfd_create("vexec", flags | MFD_EXEC);
+    if (memfd < 0 && errno == EINVAL) /* a kernel before 6.3 */
+        memfd = memfd_create("vexec", flags);
+    struct stat st;
+    if (memfd < 0 || fstat(self, &st) < 0)
+        die("seal helper copy");
+    for (off_t at = 0; at < st.st_size;) {
+        ssize_t sent = sendfile(memfd, self, &at, (size_t)(st.st_size - at));
+        if (sent <= 0 && errno != EINTR)
+            die("seal helper copy");
     }
-    o->filter = (struct sock_filter *)buf;
-    o->filter_len = (unsigned short)(done / sizeof(struct sock_filter));
+    if (fcntl(memfd, F_ADD_SEALS, SEALS) < 0)
+        die("seal helper copy");
+    fexecve(memfd, argv, envp);
+    die("exec sealed helper copy");
 }
 
-static void join(const int *fds, int n) {
-    for (int k = 0; k < n; k++) {
-        /* nstype 0: the fd names the namespace (ipc ... pid, time, cgroup) */
-        if (setns(fds[k], 0) < 0)
-            die("setns");
-        close(fds[k]);
+/* -- 2. the running guest and its exec plan -------------------------------------------- */
+
+static char *value(const struct opts *o, const char *key, char *buf, size_t size) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", o->run_dir, key);
+    ssize_t n = vs_read_small(path, buf, size);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    return n > 0 ? buf : NULL;
+}
+
+/* init's (pid, start), alive; refuses otherwise */
+static long long init_pid(const struct opts *o, long long *start) {
+    char a[64], b[64];
+    long long pid;
+    if (!value(o, "init.pid", a, sizeof a) || !value(o, "init.start", b, sizeof b) ||
+        vs_ll(a, 10, &pid) < 0 || vs_ll(b, 10, start) < 0 || pid <= 0 ||
+        vs_starttime(pid) != *start)
+        refuse_not_running();
+    return pid;
+}
+
+typedef void (*plan_fn)(struct plan *, struct vs_field *);
+
+static void x_private(struct plan *p, struct vs_field *a) {
+    p->private_ = strcmp(a[0].s, "0") != 0;
+}
+static void x_fakeinit(struct plan *p, struct vs_field *a) {
+    (void)p, (void)a; /* the supervisor's: which signal stops init */
+}
+static void x_rlimit(struct plan *p, struct vs_field *a) {
+    if (p->nrlimits < 64)
+        p->rlimits[p->nrlimits++] = a;
+}
+static void x_nice(struct plan *p, struct vs_field *a) {
+    p->nice_set = vs_ll(a[0].s, 10, &p->nice) == 0;
+}
+static void x_confine(struct plan *p, struct vs_field *a) {
+    p->confine = a;
+}
+static void x_tasks(struct plan *p, struct vs_field *a) {
+    if (p->ntasks < MAX_JOINS)
+        p->tasks[p->ntasks++] = a;
+}
+static void x_cgroup2(struct plan *p, struct vs_field *a) {
+    p->cgroup2 = a;
+}
+
+/* the table is bootplan.EXEC_OPS (consts.h) */
+#define X_FN(name, n) x_##name,
+#define X_OP(name, n) {#name, n},
+static const plan_fn x_fns[] = {VS_EXEC_OPS(X_FN)};
+static const struct vs_op x_ops[] = {VS_EXEC_OPS(X_OP)};
+#define X_NOPS ((int)(sizeof x_ops / sizeof x_ops[0]))
+
+static void read_plan(const struct opts *o, struct plan *p) {
+    char path[PATH_MAX];
+    const char *bad;
+    size_t len = 0;
+    long count;
+    snprintf(path, sizeof path, "%s/exec.plan", o->run_dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char *data = fd < 0 ? NULL : vs_read_fd(fd, &len);
+    struct vs_field *f = data ? vs_fields(data, len, &count) : NULL;
+    if (fd >= 0)
+        close(fd);
+    if (!f || vs_check(x_ops, X_NOPS, f, count, &bad) < 0)
+        refuse_no_plan();
+    for (long at = 0; at < count;) {
+        int k = vs_op_index(x_ops, X_NOPS, f[at].s);
+        x_fns[k](p, f + at + 1);
+        at += 1 + vs_arity(&x_ops[k], f + at + 1, count - at - 1);
+    }
+    if (!p->confine || !p->confine[1].n) /* never a command without the guest's filter */
+        refuse_no_plan();
+    if (p->private_)
+        refuse_private();
+    snprintf(path, sizeof path, "%s/" VS_FROZEN_FILE, o->run_dir);
+    if (access(path, F_OK) == 0) /* joining its frozen cgroup would hang */
+        refuse_frozen();
+}
+
+/* -- 3. host-side fds ---------------------------------------------------------------- */
+
+static const char *const NAMESPACES[] = {"ipc", "uts", "net", "mnt", "pid", "cgroup", "time"};
+enum { NS_PID = 4, NS_CGROUP = 5, NS_TIME = 6, N_NS = 7 };
+
+/* init's namespaces; time is -1 when it is ours (nothing to join) */
+static void open_namespaces(long long pid, int *fds) {
+    char path[64];
+    struct stat theirs, ours;
+    for (int k = 0; k < N_NS; k++) {
+        snprintf(path, sizeof path, "/proc/%lld/ns/%s", pid, NAMESPACES[k]);
+        fds[k] = open(path, O_RDONLY | O_CLOEXEC);
+        if (fds[k] < 0 && !(k == NS_TIME && errno == ENOENT)) /* no time ns before 5.6 */
+            refuse_not_running();
+    }
+    if (fds[NS_TIME] >= 0 && fstat(fds[NS_TIME], &theirs) == 0 &&
+        stat("/proc/self/ns/time", &ours) == 0 && theirs.st_ino == ours.st_ino &&
+        theirs.st_dev == ours.st_dev) {
+        close(fds[NS_TIME]);
+        fds[NS_TIME] = -1;
     }
 }
 
-/* PID and time namespaces decide only where the caller's *children* go. */
-static int for_children(int fd) {
-    int type = ioctl(fd, NS_GET_NSTYPE);
-    if (type < 0)
-        die("namespace type");
-    return type == CLONE_NEWPID || type == CLONE_NEWTIME;
+static void join(int fd) {
+    if (fd >= 0 && setns(fd, 0) < 0) /* nstype 0: the fd names the namespace */
+        die("setns");
+    if (fd >= 0)
+        close(fd);
 }
 
-/* Join the fds of one kind (children's namespaces or the caller's own), in order. */
-static void join_some(int *fds, int n, int children) {
-    for (int k = 0; k < n; k++) {
-        if (fds[k] < 0 || for_children(fds[k]) != children)
-            continue;
-        if (setns(fds[k], 0) < 0)
-            die("setns");
-        close(fds[k]);
-        fds[k] = -1;
-    }
+/* -- 5. confinement and the processes ------------------------------------------------- */
+
+static void confine(const struct plan *p) {
+    unsigned long long keep;
+    const char *step;
+    if (vs_ull(p->confine[0].s, 16, &keep) < 0)
+        refuse_no_plan();
+    if (vs_confine(keep, p->confine[1].s, p->confine[1].n, &step) < 0)
+        die(step);
 }
 
-static void apply_limits(const struct opts *o) {
-    for (int k = 0; k < o->nlimits; k++) {
-        struct rlimit rl = {o->limits[k].soft, o->limits[k].hard};
-        if (setrlimit(o->limits[k].resource, &rl) < 0)
+static void limits(const struct plan *p) {
+    for (int k = 0; k < p->nrlimits; k++) {
+        long long res, soft, hard;
+        struct vs_field *a = p->rlimits[k];
+        if (vs_ll(a[0].s, 10, &res) < 0 || vs_ll(a[1].s, 10, &soft) < 0 ||
+            vs_ll(a[2].s, 10, &hard) < 0 || vs_rlimit(res, soft, hard) < 0)
             die("limit: rlimit");
     }
-    if (!o->nice_set)
-        return;
-    errno = 0;
-    int now = getpriority(PRIO_PROCESS, 0);
-    if (errno == 0 && now < o->nice && setpriority(PRIO_PROCESS, 0, o->nice) < 0)
+    if (p->nice_set && vs_nice(p->nice) < 0)
         die("limit: nice");
-    /* the floor: RLIMIT_NICE allows a nice value down to 20 - rlim_cur */
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NICE, &rl) < 0)
-        die("limit: RLIMIT_NICE");
-    long wanted = 20L - o->nice;
-    rlim_t ceiling = wanted < 0 ? 0 : (rlim_t)wanted;
-    if (ceiling > rl.rlim_max)
-        ceiling = rl.rlim_max;
-    rl.rlim_cur = rl.rlim_max = ceiling;
-    if (setrlimit(RLIMIT_NICE, &rl) < 0)
-        die("limit: RLIMIT_NICE");
-}
-
-struct cap_header {
-    uint32_t version;
-    int pid;
-};
-struct cap_data {
-    uint32_t effective, permitted, inheritable;
-};
-
-/* The guest's seccomp filter, then the bounding set, permitted and effective
- * cut to its mask; inheritable and ambient empty. The filter first: installing
- * one without no_new_privs needs CAP_SYS_ADMIN, which the cut may remove. */
-static void confine(const struct opts *o) {
-    if (o->filter_len) {
-        struct sock_fprog prog = {o->filter_len, o->filter};
-        if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
-            die("limit: seccomp");
-    }
-    if (!o->cut_caps)
-        return;
-    for (int cap = 0; cap < 64; cap++) {
-        if (o->caps >> cap & 1)
-            continue;
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-            die("limit: bounding set");
-    }
-    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
-        die("limit: ambient capabilities");
-    struct cap_header header = {0x20080522, 0}; /* _LINUX_CAPABILITY_VERSION_3 */
-    struct cap_data data[2];
-    for (int k = 0; k < 2; k++) {
-        uint32_t word = (uint32_t)(o->caps >> (32 * k));
-        data[k].effective = data[k].permitted = word;
-        data[k].inheritable = 0;
-    }
-    if (syscall(SYS_capset, &header, data) < 0)
-        die("limit: capset");
 }
 
 /* The command's process: the first one in the guest's PID namespace, born
  * confined (filter and capabilities inherited from the middle process). */
 static void child(const struct opts *o) {
-    if (setsid() < 0) {
-        say("setsid", strerror(errno));
-        _exit(126);
-    }
-    if (o->tty && ioctl(0, TIOCSCTTY, 0) < 0) {
-        say("controlling terminal", strerror(errno));
-        _exit(126);
-    }
-    if (o->uid >= 0) {
-        if (setgroups((size_t)o->ngroups, o->groups) < 0 || setgid((gid_t)o->gid) < 0 ||
-            setuid((uid_t)o->uid) < 0) {
-            say("become user", strerror(errno));
-            _exit(126);
-        }
-    }
+    if (setsid() < 0 || (o->tty && ioctl(0, TIOCSCTTY, 0) < 0))
+        die(o->tty ? "controlling terminal" : "setsid");
+    if (o->uid >= 0 && (setgroups((size_t)o->ngroups, o->groups) < 0 ||
+                        setgid((gid_t)o->gid) < 0 || setuid((uid_t)o->uid) < 0))
+        die("become user");
     if (o->dir && chdir(o->dir) < 0)
         (void)!chdir("/");
     /* ignored signals survive exec (the interpreter ignored SIGPIPE, SIGXFSZ) */
@@ -276,82 +286,69 @@ static void child(const struct opts *o) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
-        for (int fd = 3; fd < 65536; fd++)
-            close(fd);
+    int keep[3] = {0, 1, 2};
+    vs_close_except(keep, 3);
     execvp(o->argv[0], o->argv);
     int err = errno;
-    say(o->argv[0], strerror(err));
+    err_fd = -1; /* closed above: the command's own stderr */
+    say("KernelError", "%s: %s", o->argv[0], strerror(err));
     _exit(err == ENOENT ? 127 : 126);
-}
-
-/* fork, or clone3 straight into the cgroup2 group; *moved says which. */
-static pid_t spawn(const struct opts *o, int *moved) {
-    return vs_clone_into(o->cgroup2, moved);
 }
 
 /* Forward the waited signals to pid until it ends; its status as an exit code. */
 static int relay(pid_t pid, const sigset_t *waited) {
     for (;;) {
-        int sig = sigwaitinfo(waited, NULL);
+        int sig = sigwaitinfo(waited, NULL), status;
         if (sig < 0)
             continue;
         if (sig != SIGCHLD) {
             kill(pid, sig);
             continue;
         }
-        int status;
-        pid_t done;
-        while ((done = waitpid(-1, &status, WNOHANG)) > 0) {
-            if (done != pid)
-                continue;
-            if (WIFSIGNALED(status))
-                return 128 + WTERMSIG(status);
-            return WEXITSTATUS(status);
-        }
+        for (pid_t done; (done = waitpid(-1, &status, WNOHANG)) > 0;)
+            if (done == pid)
+                return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
     }
 }
 
 /* The middle process: born in the guest's cgroup2 group but in the HOST's PID
- * namespace, so no guest process can see (or ptrace) it while it still holds
- * every capability and no filter. It joins the PID and time namespaces for
- * its child, confines itself, and only then forks the command's process. */
-static void middle(struct opts *o, int moved, const sigset_t *waited) {
-    if (o->cgroup2 >= 0) {
-        if (!moved) {
-            int fd = openat(o->cgroup2, "cgroup.procs", O_WRONLY | O_CLOEXEC);
-            if (fd < 0 || write(fd, "0", 1) != 1)
-                die("join cgroup");
-            close(fd);
-        }
-        close(o->cgroup2);
-    }
-    join_some(o->ns_before, o->n_before, 1);
-    join(o->ns_after, o->n_after);
-    confine(o);
+ * namespace; joins the PID and time namespaces for its child and the cgroup
+ * namespace, confines itself, and only then forks the command's process. */
+static void middle(const struct opts *o, const struct plan *p, int *ns, int cg2, int moved,
+                   const sigset_t *waited) {
+    if (cg2 >= 0 && !moved && vs_enter_cgroup2(cg2) < 0)
+        die("join cgroup");
+    if (cg2 >= 0)
+        close(cg2);
+    join(ns[NS_PID]);
+    join(ns[NS_TIME]);
+    join(ns[NS_CGROUP]);
+    confine(p);
     pid_t pid = fork();
-    if (pid < 0) {
-        say("fork", strerror(errno));
-        _exit(125);
-    }
+    if (pid < 0)
+        die("fork");
     if (pid == 0)
         child(o);
     _exit(relay(pid, waited));
 }
 
-static int add_fd(int *fds, int *n, const char *text) {
-    if (*n >= MAX_NS)
-        return -1;
-    fds[(*n)++] = (int)strtol(text, NULL, 10);
-    return 0;
+/* -- the arguments ------------------------------------------------------------------------ */
+
+static int parse_groups(const char *text, gid_t *out) {
+    int n = 0;
+    for (char *end; *text && n < MAX_GROUPS; text = *end == ',' ? end + 1 : end) {
+        out[n++] = (gid_t)strtoul(text, &end, 10);
+        if (end == text)
+            break;
+    }
+    return n;
 }
 
 static int parse(int argc, char **argv, struct opts *o) {
-    int i = 1;
-    for (; i < argc; i++) {
+    for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--"))
-            return i + 1;
+            return i + 1 < argc && o->run_dir && (o->uid >= 0) == (o->gid >= 0) ? i + 1 : -1;
         if (!strcmp(a, "-t")) {
             o->tty = 1;
             continue;
@@ -360,68 +357,66 @@ static int parse(int argc, char **argv, struct opts *o) {
             return -1;
         const char *v = argv[++i];
         switch (a[1]) {
+        case 'R': o->run_dir = v; break;
+        case 'n': guest = v; break;
         case 'u': o->uid = strtol(v, NULL, 10); break;
         case 'g': o->gid = strtol(v, NULL, 10); break;
         case 'G': o->ngroups = parse_groups(v, o->groups); break;
         case 'd': o->dir = v; break;
-        case 'n': guest = v; break;
-        case 's': if (add_fd(o->ns_before, &o->n_before, v) < 0) return -1; break;
-        case 'a': if (add_fd(o->ns_after, &o->n_after, v) < 0) return -1; break;
-        case 'C': o->cgroup2 = (int)strtol(v, NULL, 10); break;
-        case 'S': o->filter_fd = (int)strtol(v, NULL, 10); break;
-        case 'c': o->cut_caps = 1; o->caps = strtoull(v, NULL, 16); break;
-        case 'i': o->nice_set = 1; o->nice = (int)strtol(v, NULL, 10); break;
-        case 'r':
-            if (o->nlimits >= MAX_LIMITS || parse_limit(v, &o->limits[o->nlimits++]) < 0)
-                return -1;
-            break;
+        case 'E': err_fd = (int)strtol(v, NULL, 10); break;
         default: return -1;
         }
     }
     return -1;
 }
 
-int main(int argc, char **argv) {
-    static struct opts o = {.uid = -1, .gid = -1, .cgroup2 = -1, .filter_fd = -1};
-    int i = parse(argc, argv, &o);
-    if (i < 0 || i >= argc || (o.uid >= 0) != (o.gid >= 0)) {
-        say("vexec", "usage: vexec [-t] [-u UID -g GID] [-G GIDS] [-d DIR] [-n GUEST] "
-                     "[-s FD]... [-a FD]... [-C FD] [-S FD] [-c MASK] [-r R,S,H]... [-i N] "
-                     "-- CMD...");
+int main(int argc, char **argv, char **envp) {
+    static struct opts o = {.uid = -1, .gid = -1};
+    static struct plan p;
+    int i = parse(argc, argv, &o), ns[N_NS], moved, cg2 = -1;
+    if (i < 0) {
+        say("VstuiError", "usage: vexec -R RUN_DIR -n GUEST [-t] [-u UID -g GID [-G GIDS] "
+                          "[-d DIR]] [-E FD] -- CMD...");
         return 125;
     }
     o.argv = argv + i;
-    if (o.filter_fd >= 0)
-        read_filter(&o); /* a host file: read before leaving the host's mounts */
-    join_some(o.ns_before, o.n_before, 0); /* ipc, uts, net, mnt: PID and time later */
-    if (o.n_before && chdir("/") < 0)
+    run_sealed(argv, envp);
+    if (err_fd >= 0)
+        fcntl(err_fd, F_SETFD, FD_CLOEXEC); /* closes when the command runs */
+    long long start, pid = init_pid(&o, &start);
+    read_plan(&o, &p);
+    open_namespaces(pid, ns);
+    if (vs_starttime(pid) != start) /* the PID was reused meanwhile */
+        refuse_not_running();
+    for (int k = 0; k < p.ntasks; k++) /* host paths: before leaving the host's mounts */
+        if (vs_join_tasks(p.tasks[k]->s) < 0)
+            die("join cgroup");
+    if (p.cgroup2 && (cg2 = open(p.cgroup2->s, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        die("join cgroup");
+    for (int k = 0; k < NS_PID; k++) /* ipc, uts, net, mnt: PID, cgroup and time later */
+        join(ns[k]);
+    if (chdir("/") < 0)
         die("chdir /");
-    apply_limits(&o);
-
+    limits(&p);
     /* blocked before the clone: no signal is lost before sigwaitinfo */
     sigset_t waited;
     sigemptyset(&waited);
-    int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH, SIGUSR1, SIGUSR2};
+    int forwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH, SIGUSR1, SIGUSR2, SIGCHLD};
     for (size_t k = 0; k < sizeof forwarded / sizeof *forwarded; k++)
         sigaddset(&waited, forwarded[k]);
-    sigaddset(&waited, SIGCHLD);
     sigprocmask(SIG_BLOCK, &waited, NULL);
-
-    int moved;
-    pid_t pid = spawn(&o, &moved);
-    if (pid < 0) {
-        say("fork", strerror(errno));
-        return 125;
-    }
-    if (pid == 0)
-        middle(&o, moved, &waited);
+    pid_t middle_pid = vs_clone_into(cg2, &moved);
+    if (middle_pid < 0)
+        die("fork");
+    if (middle_pid == 0)
+        middle(&o, &p, ns, cg2, moved, &waited);
     /* the waiter: as confined as the command, holding no host fd */
-    if (o.cgroup2 >= 0)
-        close(o.cgroup2);
-    for (int k = 0; k < o.n_before; k++)
-        if (o.ns_before[k] >= 0)
-            close(o.ns_before[k]); /* the PID and time fds: the middle's now */
-    join(o.ns_after, o.n_after);
-    confine(&o);
-    return relay(pid, &waited);
+    if (cg2 >= 0)
+        close(cg2);
+    close(ns[NS_PID]);
+    if (ns[NS_TIME] >= 0)
+        close(ns[NS_TIME]);
+    join(ns[NS_CGROUP]);
+    confine(&p);
+    return relay(middle_pid, &waited);
 }

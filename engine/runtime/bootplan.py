@@ -21,6 +21,10 @@ this module, its ``op_NAME`` in the C executor.
   records, cgroup directories and limits, run files, then process A (joins,
   unshare) and B (``boot``), whether the plan was just made or replayed
   from the boot cache.
+- ``EXEC_OPS`` (engine.runtime.profile): run_dir/exec.plan, what every
+  later exec applies (engine/helpers/vexec.c): the same ``rlimit``, ``nice``
+  and ``confine`` as the boot plan, the same ``tasks``/``cgroup2`` joins as
+  the start plan, and the private flag.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from engine.caps import to_mask
 from engine.errors import VstuiError
 from engine.runtime import netstrings
 from engine.runtime import plan as P
+from engine.runtime.profile import EXEC_OPS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -181,7 +186,7 @@ def _after(w: Writer, step: P.Step) -> None:
 
 
 def limits(w: Writer, plan: Any) -> None:
-    """rlimits and the nice floor (a StartPlan's, or an exec profile's)."""
+    """rlimits and the nice floor: the same ops in the boot plan and the exec plan."""
     for res, soft, hard in plan.rlimits:
         w.op("rlimit", res, soft, hard)
     if plan.nice is not None:
@@ -258,6 +263,21 @@ def serialize_start(plan: P.StartPlan, host: HostSide, boot: bytes) -> bytes:
     if host.vinit:
         w.op("vinit", host.vinit)
     w.blob("boot", data=boot)
+    return w.bytes()
+
+
+def serialize_exec(plan: P.StartPlan, flags: Any, program: bytes, joins: list) -> bytes:
+    """run_dir/exec.plan (EXEC_OPS): what every exec into the running guest applies.
+
+    ``flags``: has_flag of the guest's config; ``joins``: the start's cgroup joins.
+    """
+    w = Writer(plan.name, EXEC_OPS)
+    w.op("private", flags("private"))
+    w.op("fakeinit", flags("fakeinit"))
+    limits(w, plan)
+    w.blob("confine", format(to_mask(plan.caps), "x"), data=program)
+    for kind, path in joins:
+        w.op(kind, path)
     return w.bytes()
 
 

@@ -1,73 +1,55 @@
-"""The exec profile: what ``exec``/``enter``/``suexec`` apply, saved by the start.
+"""The exec plan: what ``exec``/``enter``/``suexec`` apply, saved by the start.
 
-``start.write_exec_profile`` writes ``run_dir/exec.profile`` (one ``key
-value...`` line each: ``caps HEXMASK``, ``private 0|1``, ``nice N``,
-``rlimit RES SOFT HARD``) and the guest's packed seccomp program in
-``run_dir/seccomp.bpf``. The exec path reads only these and init's identity:
-no config parse, no dataclasses, no seccomp assembly, and exec gets exactly
-what the running guest was started with. Imports: os and runfiles only.
+The start writes ``run_dir/exec.plan`` (EXEC_OPS, netstrings like every plan
+of engine.runtime.bootplan): the private and fakeinit flags, the rlimits and
+nice floor, ``confine MASK PROGRAM`` (the capability mask and the packed
+seccomp program), and the v1 ``tasks`` files and the cgroup2 group to join.
+engine/helpers/vexec executes it, for the Python exec_in and the compiled
+front end alike: exec gets exactly what the running guest was started with,
+without parsing the config again. Python reads it only for its flags (the
+supervisor: which signal stops init). Imports: os, netstrings, runfiles.
 """
 
 from __future__ import annotations
 
 import os
 
+from engine.runtime import netstrings
 from engine.runtime.runfiles import alive, read_value
 
-PROFILE_FILE = "exec.profile"
-SECCOMP_FILE = "seccomp.bpf"
+PLAN_FILE = "exec.plan"
+
+EXEC_OPS: dict[str, int] = {
+    "private": 1,  # 0|1: enter/exec from the host refused
+    "fakeinit": 1,  # 0|1: init is the guest's own (its stop signal differs)
+    "rlimit": 3,  # RES SOFT HARD (-1 = unlimited)
+    "nice": 1,  # N: the nice value and its floor
+    "confine": 2,  # MASK PROGRAM: bounding set, seccomp, permitted/effective
+    "tasks": 1,  # PATH: a v1 cgroup joined through the thread's `tasks`
+    "cgroup2": 1,  # DIR: the cgroup2 group the command is cloned into
+}
 
 
-class Profile:
-    """The running guest's capability mask, rlimits, nice floor, private flag, filter."""
-
-    __slots__ = ("caps_mask", "nice", "private", "rlimits", "seccomp")
-
-    def __init__(self) -> None:
-        self.caps_mask = 0
-        self.private = False
-        self.nice: int | None = None
-        self.rlimits: list[tuple[int, int, int]] = []
-        self.seccomp: bytes | None = None
-
-
-def parse(text: str) -> Profile:
-    """``exec.profile`` text -> Profile (unknown keys are skipped: newer starts)."""
-    profile = Profile()
-    for line in text.splitlines():
-        words = line.split()
-        if not words:
-            continue
-        key = words[0]
-        if key == "caps":
-            profile.caps_mask = int(words[1], 16)
-        elif key == "private":
-            profile.private = words[1] == "1"
-        elif key == "nice":
-            profile.nice = int(words[1])
-        elif key == "rlimit":
-            profile.rlimits.append((int(words[1]), int(words[2]), int(words[3])))
-    return profile
-
-
-def read(run_dir: str, program: bool = True) -> Profile | None:
-    """The saved profile of a running guest; None when the start wrote none.
-
-    ``program=False`` leaves ``seccomp`` None: exec passes vexec an fd of
-    ``seccomp.bpf`` instead of reading it.
-    """
-    text = read_value(run_dir, PROFILE_FILE)
-    if text is None:
-        return None
-    profile = parse(text)
-    if not program:
-        return profile
+def read(run_dir: str) -> dict[str, list[list[bytes]]] | None:
+    """The running guest's exec plan, op -> argument lists; None when there is none."""
     try:
-        with open(os.path.join(run_dir, SECCOMP_FILE), "rb") as f:
-            profile.seccomp = f.read() or None
-    except FileNotFoundError:
-        pass
-    return profile
+        with open(os.path.join(run_dir, PLAN_FILE), "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    plan: dict[str, list[list[bytes]]] = {}
+    for name, args in netstrings.ops(data, EXEC_OPS):
+        plan.setdefault(name, []).append(args)
+    return plan
+
+
+def flag(run_dir: str, key: str) -> bool:
+    """A ``private``/``fakeinit`` flag of the guest's exec plan (False when none)."""
+    try:
+        plan = read(run_dir)
+    except ValueError:
+        return False
+    return bool(plan) and [b"1"] in plan.get(key, [])
 
 
 def _int(text: str | None) -> int | None:
@@ -84,8 +66,3 @@ def init_identity(run_dir: str) -> tuple[int, int] | None:
     if pid is None or not alive(pid, start):
         return None
     return pid, start or 0
-
-
-def init_identity_matches(pid: int, start: int) -> bool:
-    """True while ``pid`` is still the init that started at ``start``."""
-    return alive(pid, start or None)

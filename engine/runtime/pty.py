@@ -1,9 +1,9 @@
 """A pty from the guest's own devpts, relayed to the caller's terminal.
 
-Called after joining the guest's mount namespace: /dev/ptmx is the guest's
-(its devpts instance), so the command's terminal is a guest pty, numbered
-and visible inside the guest. The caller's terminal stays in this process:
-nothing in the guest can inject input into it with TIOCSTI.
+The guest's /dev/ptmx is opened through its root (/proc/INIT/root, openat2
+RESOLVE_IN_ROOT): its devpts instance, so the command's terminal is a guest
+pty, numbered and visible inside the guest. The caller's terminal stays in
+this process: nothing in the guest can inject input into it with TIOCSTI.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ TTYAUX_MAJOR = 5  # /dev/ptmx is 5:2 (devpts' own ptmx too)
 CHUNK = 16384
 
 
-def open_guest_pty(guest: str) -> tuple[int, int]:
-    """(master, slave) of a new pty in the guest's devpts."""
+def open_guest_pty(root: int, guest: str) -> tuple[int, int]:
+    """(master, slave) of a new pty in the devpts of the guest whose / is ``root``."""
+    from engine import safepath
+
     try:
-        master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK)
+        master = safepath.open_in_root(root, "/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as exc:
         raise VstuiError(f"cannot open the guest's /dev/ptmx: {exc.strerror}", guest) from None
     st = os.fstat(master)
@@ -68,14 +70,13 @@ def wait_status(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
-def run_on_pty(child: Callable[[], None], guest: str, parent_closes: tuple[int, ...] = ()) -> int:
-    """Fork ``child`` with a new guest pty as stdio, relay until it exits; its exit code.
+def run_on_pty(pty: tuple[int, int], child: Callable[[], None], guest: str) -> int:
+    """Fork ``child`` with the guest pty ``pty`` as stdio, relay until it exits; its code.
 
     ``child`` execs vexec, whose own child (inside the guest's PID namespace)
-    starts a session and takes the pty as its controlling terminal; the
-    relaying parent closes ``parent_closes`` (fds only the child needs).
+    starts a session and takes the pty as its controlling terminal.
     """
-    master, slave = open_guest_pty(guest)
+    master, slave = pty
     stdin_tty = os.isatty(0)
     if stdin_tty:
         _copy_winsize(0, master)
@@ -94,8 +95,6 @@ def run_on_pty(child: Callable[[], None], guest: str, parent_closes: tuple[int, 
             os.write(2, f"vserver: {guest}: {text}\r\n".encode(errors="replace"))
         finally:
             os._exit(code)
-    for fd in parent_closes:
-        os.close(fd)
     os.close(slave)
     saved = termios.tcgetattr(0) if stdin_tty else None
     if saved is not None:

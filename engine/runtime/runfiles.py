@@ -15,7 +15,7 @@ import time
 LOCK_FILE = "lock"
 FROZEN_FILE = "frozen"  # epoch seconds of `vserver NAME freeze` (engine.runtime.freezing)
 VALUE_FILES = ("state", "xid", "init.pid", "init.start", "supervisor.pid",
-               "supervisor.start", "started", "exec.profile", "seccomp.bpf", "meminfo",
+               "supervisor.start", "started", "exec.plan", "meminfo",
                FROZEN_FILE)  # fmt: skip
 
 
@@ -154,12 +154,3 @@ def stop_signal(pid: int, fakeinit: bool) -> int:
     except OSError:
         exe = ""
     return signal.SIGRTMIN + 3 if "systemd" in exe else signal.SIGPWR
-
-
-def profile_flag(run_dir: str, key: str) -> bool:
-    """A ``key 0|1`` line of the guest's exec.profile (written at start)."""
-    try:
-        with open(os.path.join(run_dir, "exec.profile")) as f:
-            return any(line.split() == [key, "1"] for line in f)
-    except OSError:
-        return False

@@ -9,7 +9,7 @@ executor does:
 1. Python checks the barrier, prepares the tree (``rootfs.prepare_root``)
    and decides everything: the StartPlan (engine.runtime.plan), the cgroup
    directories and limits (engine.cgroups ``setup_ops``/``join_ops``), the
-   exec profile, the seccomp program, the meminfo view. bootplan writes it
+   exec plan (engine.runtime.profile), the seccomp program, the meminfo view. bootplan writes it
    all down as one start plan (START_OPS, with the boot plan of the guest's
    PID 1 inside);
 2. ``vboot`` (engine/helpers/start.h) executes it: run records, cgroups,
@@ -50,15 +50,13 @@ from engine.errors import GuestRunning, VstuiError, require_root
 from engine.paths import Paths, check_name
 from engine.runtime import bootplan, forked, runfiles, state
 from engine.runtime.plan import StartPlan
+from engine.runtime.profile import PLAN_FILE
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms of every start
 if TYPE_CHECKING:
     from typing import Any
 
 START_LOCK_TIMEOUT = 120.0
-
-EXEC_PROFILE = "exec.profile"  # what `exec` applies: caps, rlimits, nice, private
-SECCOMP_FILE = "seccomp.bpf"  # the guest's packed seccomp program, for `exec`
 
 
 class StartFailed(VstuiError):
@@ -149,18 +147,6 @@ def _seccomp_program(cfg: Any) -> bytes:
     return seccomp.build_filter(cfg)
 
 
-def exec_profile(cfg: Any, plan: StartPlan) -> str:
-    """What `exec`/`enter` apply, so that they never parse the config again."""
-    from engine.caps import to_mask
-
-    lines = [f"caps {to_mask(plan.caps):x}", f"private {int(cfg.has_flag('private'))}",
-             f"fakeinit {int(cfg.has_flag('fakeinit'))}"]  # fmt: skip
-    if plan.nice is not None:
-        lines.append(f"nice {plan.nice}")
-    lines += [f"rlimit {res} {soft} {hard}" for res, soft, hard in plan.rlimits]
-    return "\n".join(lines) + "\n"
-
-
 class _Undo:
     """Steps to take back, last first, when the boot fails."""
 
@@ -208,8 +194,7 @@ def launch(
         handle = rootfs.prepare_root(cfg, paths)
         undo.add(handle.release)
         root = os.path.realpath(handle.path)
-        plan, host, usage = _plan(paths, cfg, root, xid, undo)
-        program = host.run_files[1][2]  # the seccomp program exec applies too
+        plan, host, usage, program = _plan(paths, cfg, root, xid, undo)
         data = bootplan.serialize_start(plan, host, bootplan.serialize(plan, program))
         pid, start = _execute(paths, cfg, plan, (data, console_w, supervisor), undo, deadline)
         cache = None
@@ -231,7 +216,7 @@ def _rc_local(plan: StartPlan) -> bool:
 
 
 def _plan(paths: Paths, cfg: Any, root: str, xid: int, undo: _Undo) -> tuple:
-    """(StartPlan, bootplan.HostSide, memory usage file): nothing is made yet."""
+    """(StartPlan, bootplan.HostSide, memory usage file, seccomp program): nothing made yet."""
     from engine import rootfs
     from engine.cgroups import manager
     from engine.helpers import helper_path
@@ -246,8 +231,10 @@ def _plan(paths: Paths, cfg: Any, root: str, xid: int, undo: _Undo) -> tuple:
     binds = rootfs.binds(cfg, paths)
     plan = plans.build(cfg, root, binds, _has_rc_local(root),
                        meminfo_view=view[0] if view else None)  # fmt: skip
-    files = [(EXEC_PROFILE, 0o644, exec_profile(cfg, plan).encode()),
-             (SECCOMP_FILE, 0o644, _seccomp_program(cfg))]  # fmt: skip
+    program = _seccomp_program(cfg)
+    joins = cg.join_ops(rel)
+    exec_plan = bootplan.serialize_exec(plan, cfg.has_flag, program, joins)
+    files = [(PLAN_FILE, 0o644, exec_plan)]
     if view:
         files.append((MEMINFO_VIEW, 0o644, view[1]))
     host = bootplan.HostSide(
@@ -255,13 +242,13 @@ def _plan(paths: Paths, cfg: Any, root: str, xid: int, undo: _Undo) -> tuple:
         run_dir=os.fspath(paths.run_dir(cfg.name)),
         xid=xid,
         cgroup_ops=cg.setup_ops(rel, limits_of(cfg)),
-        joins=cg.join_ops(rel),
+        joins=joins,
         run_files=files,
         ns_flags=_ns_flags(plan),
         timens=HAVE_TIMENS,
         vinit=os.fspath(helper_path("vinit")) if plan.vinit else None,
     )
-    return plan, host, view[2] if view else None
+    return plan, host, view[2] if view else None, program
 
 
 MEMINFO_VIEW = "meminfo"  # = supervisor.MEMINFO_VIEW

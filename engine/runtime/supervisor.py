@@ -364,7 +364,9 @@ class Supervisor:
                 if self.stop_requested and not self.stop_sent:
                     self.stop_sent = True
                     # what `vserver stop` would send: systemd and sysvinit ignore SIGTERM
-                    fakeinit = runfiles.profile_flag(self.run_dir, "fakeinit")
+                    from engine.runtime.profile import flag
+
+                    fakeinit = flag(self.run_dir, "fakeinit")
                     _signal(self.init_pid, runfiles.stop_signal(self.init_pid, fakeinit))
                 now = time.monotonic()
                 if now >= next_tick:

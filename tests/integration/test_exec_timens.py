@@ -13,13 +13,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
-from engine import _libc
 from engine.paths import Paths
-from engine.runtime.enter import _open_time_namespace
 from tests.integration.test_runtime import Guest, ok, vserver
 
 pytestmark = pytest.mark.root
@@ -72,36 +69,3 @@ def test_exec_and_suexec_see_the_guests_uptime(vroot: Paths) -> None:
         same = ok(g.sh("readlink /proc/self/ns/time /proc/1/ns/time")).split()
         assert len(same) == 2 and same[0] == same[1]
         assert same[0] != os.readlink("/proc/self/ns/time")
-
-
-@pytest.mark.skipif(not HAVE_TIMENS, reason="kernel without time namespaces")
-def test_a_process_in_our_time_namespace_is_not_joined() -> None:
-    # a guest started before guests had their own time namespace: nothing to join
-    assert _open_time_namespace(os.getpid()) == -1
-    # a process in a time namespace of its own: an inheritable fd to join
-    ready_r, ready_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        code = 1
-        try:
-            _libc.unshare(CLONE_NEWTIME)
-            inner = os.fork()  # the unsharer's children are the ones inside
-            if inner == 0:
-                os.write(ready_w, b"%d\n" % os.getpid())
-                time.sleep(30)
-                os._exit(0)
-            os.waitpid(inner, 0)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(ready_w)
-    inner = int(os.read(ready_r, 32))
-    os.close(ready_r)
-    try:
-        fd = _open_time_namespace(inner)
-        assert fd >= 0 and os.get_inheritable(fd)
-        assert os.fstat(fd).st_ino != os.stat("/proc/self/ns/time").st_ino
-        os.close(fd)
-    finally:
-        os.kill(inner, 9)
-        os.waitpid(pid, 0)

@@ -23,7 +23,7 @@ from engine.config import update_config
 from engine.helpers import helper_path
 from engine.helpers.build import build
 from engine.paths import Paths
-from engine.runtime import bootcache, state
+from engine.runtime import bootcache, profile, state
 
 pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parents[2]
@@ -77,8 +77,8 @@ def test_replayed_start_gives_the_same_guest(front: str, cached: Paths) -> None:
     assert inside(front, cached, "cat", "/proc/1/comm").strip() == ".vinit"
     assert inside(front, cached, "hostname").strip() == "g"
     caps = inside(front, cached, "grep", "CapBnd", "/proc/self/status").split()[1]
-    profile = Path(cached.run_dir("g"), "exec.profile").read_text()
-    assert f"caps {int(caps, 16):x}" in profile
+    plan = profile.read(os.fspath(cached.run_dir("g")))
+    assert int(plan["confine"][0][0], 16) == int(caps, 16)
     assert "262144 kB" in inside(front, cached, "head", "-1", "/proc/meminfo")
     assert inside(front, cached, "cat", "/proc/keys") == ""  # masked
     assert compiled(front, cached, "g", "exec", "touch", "/proc/sys/kernel/x").returncode != 0
@@ -237,5 +237,5 @@ def test_the_one_cache_holds_the_plan_and_its_seccomp_program(front: str, cached
     entry = Path(bootcache.cache_file(cached, "g")).read_bytes()
     assert os.listdir(state_dir / "boot-cache") == ["g"]
     ok(compiled(front, cached, "g", "start"))
-    program = Path(cached.run_dir("g"), "seccomp.bpf").read_bytes()
+    program = profile.read(os.fspath(cached.run_dir("g")))["confine"][0][1]
     assert len(program) > 8 and program in entry  # inside the cached plan, not beside it

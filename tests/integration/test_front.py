@@ -1,9 +1,10 @@
 """The compiled ``vserver`` front end (engine/helpers/vserver.c).
 
-``vserver [--root DIR] NAME exec CMD...`` without a terminal runs the
-command itself, exactly as the Python path would (same vexec argv, same
-environment), and never starts Python; everything else falls back to the
-Python tool with the user's words, so output and exit codes are the same.
+``vserver [--root DIR] NAME exec CMD...`` without a terminal execs vexec
+exactly as the Python path does (same argv, same environment) and never
+starts Python; vexec refuses a stopped or private guest with the engine's
+words. Everything else falls back to the Python tool with the user's words,
+so output and exit codes are the same.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from engine import config
 from engine.helpers import helper_path
 from engine.helpers.build import build
 from engine.paths import Paths
-from engine.runtime import state
+from engine.runtime import profile, state
 
 pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parents[2]
@@ -102,10 +103,10 @@ def host_status(pid: int) -> dict[str, str]:
 
 
 def profile_caps(paths: Paths) -> str:
-    for line in (Path(paths.run_dir_str("g")) / "exec.profile").read_text().splitlines():
-        if line.startswith("caps "):
-            return f"{int(line.split()[1], 16):016x}"
-    raise AssertionError("no caps line in exec.profile")
+    """The capability mask of the guest's exec plan (what exec confines to)."""
+    plan = profile.read(paths.run_dir_str("g"))
+    assert plan is not None, "no exec plan"
+    return f"{int(plan['confine'][0][0], 16):016x}"
 
 
 PROBE = (
@@ -125,7 +126,8 @@ def test_fast_exec_runs_in_the_guest_without_python(front: str, running) -> None
     result, trace = traced(front, *root, "g", "exec", "sh", "-c", PROBE)
     out = ok(result)
     assert not started_python(trace), trace
-    assert "execveat(" in trace and '["vexec", "-n", "g", ' in trace, trace
+    # vexec, then its sealed copy (execveat of the memfd), with the Python path's words
+    assert "execveat(" in trace and '["vexec", "-R", ' in trace, trace
     # exactly what the Python path gives (but the PID it got in the guest)
     expected = ok(python_tool(paths, "g", "exec", "sh", "-c", PROBE))
     assert without_pid(out) == without_pid(expected)
@@ -219,9 +221,12 @@ def test_terminal_falls_back_to_python(front: str, running) -> None:
 def test_stopped_guest_and_other_commands_are_pythons(front: str, built: Paths) -> None:
     paths = built
     root = ["--root", str(paths.root)]
+    for args in (["g", "exec", "/bin/true"], ["nosuch", "exec", "/bin/true"]):
+        result, trace = traced(front, *root, *args)  # vexec refuses, in the engine's words
+        same(result, python_tool(paths, *args))
+        assert result.returncode == 1 and "is not running; start it first" in result.stderr
+        assert not started_python(trace), args
     for args in (
-        ["g", "exec", "/bin/true"],
-        ["nosuch", "exec", "/bin/true"],
         ["g", "exec"],
         ["g", "exec", "--"],
         ["g", "status"],
@@ -233,7 +238,7 @@ def test_stopped_guest_and_other_commands_are_pythons(front: str, built: Paths) 
         same(result, python_tool(paths, *args))
         assert started_python(trace), args
     no_fallback = {**os.environ, "VSTUI_FALLBACK": "0"}
-    assert run([front, *root, "g", "exec", "true"], env=no_fallback).returncode == 125
+    assert run([front, *root, "g", "status"], env=no_fallback).returncode == 125
     # a root spelled unnormalised is Python's to resolve: same words, same answer
     result, trace = traced(front, "--root", f"{paths.root}/", "g", "exec", "true")
     same(result, python_tool(paths, "g", "exec", "true"))
@@ -249,6 +254,6 @@ def test_private_guest_is_refused_as_python_refuses(front: str, built: Paths) ->
         expected = python_tool(paths, "g", "exec", "/bin/true")
         same(result, expected)
         assert result.returncode == 1 and "private" in result.stderr
-        assert started_python(trace)
+        assert not started_python(trace)  # vexec refuses it, with the engine's message
     finally:
         python_tool(paths, "g", "stop")
