@@ -340,3 +340,13 @@ def test_the_audit_names_a_wildcard_listener_a_veth_guest_reaches(vroot, spaces,
     assert len(findings) == 1, findings
     assert findings[0].title.endswith(f"listens on 0.0.0.0:{port}/tcp")
     assert findings[0].details[0].startswith("web (routed veth) reaches it through ")
+
+
+def test_a_routed_guests_router_advertisement_changes_nothing_on_the_host(vroot, spaces):
+    """IPv6: the host end takes no RA (accept_ra=0) and no forged advertisement."""
+    a = guest(vroot, spaces, "a", "198.18.40.1/24", "2001:2:40::1/64")
+    host_end = vroot.link_name("a")
+    before = ra_state(None, host_end)
+    a.run(PY, "-c", FORGE, "ra", link_local_of(a))
+    a.run(PY, "-c", FORGE, "na", link_local_of(a), "fe80::1")
+    assert ra_state(None, host_end) == before
