@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import ipaddress
 import subprocess
@@ -192,3 +193,40 @@ def test_chbind_options():
         chbind.parse(["true"])
     with pytest.raises(Exception, match="not an IPv4 or IPv6"):
         chbind.parse(["--ip", "300.1.1.1", "true"])
+
+
+def test_routed_guest_rules_follow_its_configuration():
+    from engine.net import policy
+
+    base = policy.Routed(table="vstui-web", host_link="vs-web", guests="vs-*",
+                         v4=("198.18.0.5",), v6=())  # fmt: skip
+    text = policy.routed_script(base)
+    assert 'iifname "vs-web" ip saddr != { 198.18.0.5 } drop' in text
+    assert 'iifname "vs-web" meta nfproto ipv6 drop' in text  # no IPv6 address: no IPv6
+    assert 'oifname "vs-*" accept' in text and "reject with icmpx" in text
+    assert "hops4" not in text and "masquerade" not in text  # no V_ROUTE: no way out
+    exits = (policy.Exit("eth0", nat=True), policy.Exit(None))
+    out = policy.routed_script(dataclasses.replace(base, exits=exits, neigh_limit=8))
+    assert "size 8;" in out
+    assert 'oifname "eth0" meta nfproto ipv4 add @hops4 { rt ip nexthop } accept' in out
+    assert 'iifname "vs-web" meta nfproto ipv4 add @hops4 { rt ip nexthop } accept' in out
+    assert 'iifname "eth0" ct state established,related accept' in out
+    assert 'oifname "eth0" ip saddr { 198.18.0.5 } masquerade' in out
+    unfiltered = policy.routed_script(dataclasses.replace(base, filtered=False))
+    assert "sources" not in unfiltered
+
+
+def test_bridged_guest_rules_and_link_local_address():
+    from engine.net import policy
+
+    assert policy.link_local("02:00:5e:10:00:01") == "fe80::5eff:fe10:1"
+    text = policy.bridged_script(policy.Bridged(
+        table="vstui-web", port="vs-web", mac="02:00:5e:10:00:01", v4=("198.18.0.5",),
+        v6=("2001:2::5", "fe80::5eff:fe10:1")))  # fmt: skip
+    assert "ether saddr != 02:00:5e:10:00:01 drop" in text
+    assert "arp saddr ip != { 198.18.0.5, 0.0.0.0 } drop" in text
+    assert "@th,64,128 != { 0x20010002000000000000000000000005, " in text
+    assert "udp sport 67 drop" in text and "nd-router-advert" in text
+    v4_only = policy.bridged_script(policy.Bridged(
+        table="t", port="p", mac="02:00:5e:10:00:01", v4=("198.18.0.5",), v6=()))  # fmt: skip
+    assert "ether type ip6 drop" in v4_only and "icmpv6" not in v4_only
