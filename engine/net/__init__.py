@@ -280,8 +280,6 @@ def _undo(paths: Paths, recorded: net_state.NetState) -> None:
         return
     from engine.net import links, nl, policy
 
-    policy.remove(recorded.nft_tables)
-
     if host_side:
         with nl.host() as host:
             for route in recorded.host_routes:
@@ -296,6 +294,7 @@ def _undo(paths: Paths, recorded: net_state.NetState) -> None:
                     links.delete_link(guest, link)
         except VstuiError:
             pass  # the namespace died meanwhile, and its links with it
+    policy.remove(recorded.nft_tables)  # last: if this fails, net.json keeps them for a retry
     net_state.remove(paths, recorded.name)
 
 

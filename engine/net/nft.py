@@ -82,8 +82,19 @@ def table_names(family: str) -> list[str]:
     return found
 
 
+def available() -> bool:
+    """Whether libnftables can be loaded (without it no table can exist)."""
+    try:
+        _library()
+    except NetError:
+        return False
+    return True
+
+
 def delete_table(family: str, name: str) -> bool:
     """Remove a table and everything in it; False when it was not there."""
+    if not available():
+        return False
     try:
         run(f"delete table {family} {name}")
     except NftError as exc:

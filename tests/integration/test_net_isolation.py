@@ -350,3 +350,16 @@ def test_a_routed_guests_router_advertisement_changes_nothing_on_the_host(vroot,
     a.run(PY, "-c", FORGE, "ra", link_local_of(a))
     a.run(PY, "-c", FORGE, "na", link_local_of(a), "fe80::1")
     assert ra_state(None, host_end) == before
+
+
+def test_without_libnftables_a_start_fails_cleanly(vroot, spaces, monkeypatch):
+    from engine.errors import NetError
+    from engine.net import nft
+
+    monkeypatch.setattr(nft, "LIBRARY", "libnftables-missing.so.0")
+    monkeypatch.setattr(nft, "_lib", None)
+    ns = new_ns(spaces)
+    with pytest.raises(NetError, match=r"apt-get install libnftables1"):
+        net.setup(cfg("a", "198.18.40.1/24"), vroot, ns.pid)
+    assert not (vroot.run_dir("a") / "net.json").exists()
+    assert test_net.footprint(vroot) == []
