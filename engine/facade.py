@@ -51,6 +51,13 @@ MUTATING = frozenset(
         "kill",
         "save_config",
         "apply_limits",
+        "freeze",
+        "thaw",
+        "snapshot_create",
+        "snapshot_restore",
+        "snapshot_delete",
+        "clone",
+        "export",
         "vserver",
     }
 )
@@ -256,6 +263,43 @@ class Engine:
         if op is not None:
             self._refuse(op, guest)
         return [sys.executable, "-m", TOOLS[tool], "--root", str(self.paths.root), *args]
+
+    # -- freeze, snapshots, clones, backups --------------------------------
+    def freeze(self, name: str) -> None:
+        self._refuse("freeze", name)
+        self._mod("engine.runtime.freezing").freeze(self.paths, name)
+
+    def thaw(self, name: str) -> None:
+        self._refuse("thaw", name)
+        self._mod("engine.runtime.freezing").thaw(self.paths, name)
+
+    def snapshots(self, name: str) -> list[Any]:
+        """The guest's snapshots, oldest first (engine.rootfs.snapshots.Snapshot)."""
+        return list(self._mod("engine.rootfs.snapshots").list_snapshots(self.paths, name))
+
+    def snapshot_create(self, name: str, snap: str | None = None) -> Any:
+        self._refuse("snapshot_create", name)
+        return self._mod("engine.rootfs.snapshots").create(self.paths, name, snap)
+
+    def snapshot_restore(self, name: str, snap: str) -> None:
+        self._refuse("snapshot_restore", name)
+        self._mod("engine.rootfs.snapshots").restore(self.paths, name, snap)
+
+    def snapshot_delete(self, name: str, snap: str) -> None:
+        self._refuse("snapshot_delete", name)
+        self._mod("engine.rootfs.snapshots").delete(self.paths, name, snap)
+
+    def clone(self, name: str, target: str, addresses: Iterable[str] = (),
+              hostname: str | None = None, snapshot: str | None = None) -> Any:  # fmt: skip
+        self._refuse("clone", target)
+        return self._mod("engine.rootfs.clone").clone(
+            self.paths, name, target, tuple(addresses), hostname, snapshot
+        )
+
+    def export(self, name: str, out: Any, snapshot: str | None = None) -> Any:
+        """engine.rootfs.archive.export_guest: a path, a binary file object or an fd."""
+        self._refuse("export", name)
+        return self._mod("engine.rootfs.archive").export_guest(self.paths, name, out, snapshot)
 
     # -- processes -----------------------------------------------------
     def kill(self, pid: int, starttime: int, sig: int = _signal.SIGTERM, guest: str = "") -> None:

@@ -379,6 +379,11 @@ RULES: dict[str, Rule] = {
            "at the limit its programs fail (out of memory, fork or write errors)",
            "raise the limit (e.g. V_MEMORY=1G, V_PIDS=1000, `vserver NAME quota 4G`) or "
            "free space in the guest"),
+        _R("RUN-FROZEN", "medium", "running",
+           "a guest has been frozen (vserver NAME freeze) for more than an hour",
+           "its services answer nobody while it looks up in every list; a freeze taken for "
+           "a backup and forgotten is an outage",
+           "vserver NAME thaw"),
         _R("RUN-STALE", "low", "running",
            "a guest's run directory says it runs but its init is gone",
            "status, vps and the console show a guest that is not there",

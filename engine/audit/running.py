@@ -19,6 +19,7 @@ from engine.config import GuestConfig
 from engine.errors import VstuiError
 
 NEAR = 0.9  # share of a limit that counts as near it
+FROZEN_TOO_LONG = 3600.0  # seconds
 PAGE = 4096  # v1 rounds memory limits down to whole pages
 ACTIVE = ("running", "starting", "stopping")
 
@@ -34,11 +35,31 @@ def check(audit: Audit) -> None:
             continue
         if rs.running:
             running_guest(audit, cfg, rs.init_pid)
+            frozen_too_long(audit, cfg, rs.frozen_since)
         elif rs.stale and state.read_value(audit.paths.run_dir(cfg.name), "state") in ACTIVE:
             audit.col.add("RUN-STALE", f"run directory says {cfg.name} runs, but its init is "
                           "gone", f"vserver {cfg.name} stop", guest=cfg.name)  # fmt: skip
         disk_near_limit(audit, cfg)
     host_listeners(audit)
+
+
+def frozen_too_long(audit: Audit, cfg: GuestConfig, since: float | None) -> None:
+    """RUN-FROZEN: run_dir/frozen older than an hour, and the freezer agrees."""
+    import time
+
+    if since is None or time.time() - since < FROZEN_TOO_LONG:
+        return
+    from engine.cgroups import manager
+
+    try:
+        kernel = manager().freezer_state(audit.paths.cgroup_name(cfg.name))
+    except VstuiError:
+        kernel = None
+    if kernel not in ("frozen", "freezing"):
+        return  # thawed behind our back: the record is stale, the guest runs
+    hours = (time.time() - since) / 3600
+    audit.col.add("RUN-FROZEN", f"{cfg.name} has been frozen for {hours:.1f} hours",
+                  f"vserver {cfg.name} thaw", guest=cfg.name)  # fmt: skip
 
 
 def running_guest(audit: Audit, cfg: GuestConfig, pid: int) -> None:

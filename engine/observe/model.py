@@ -101,7 +101,7 @@ class GuestStatus:
 
     name: str
     xid: int
-    state: str  # running, stopped, starting, stopping, unknown
+    state: str  # running, frozen, stopped, starting, stopping, unknown
     init_pid: int | None
     addresses: tuple[str, ...]
     flags: tuple[str, ...]

@@ -208,7 +208,7 @@ class Observer:
         return GuestStatus(
             name=run.name,
             xid=xid if xid is not None else UNKNOWN_XID,
-            state=run.state if run.state else "unknown",
+            state=self._state(run, running),
             init_pid=run.init_pid if running else None,
             addresses=tuple(str(a.interface) for a in getattr(cfg, "addresses", ())),
             flags=tuple(sorted(getattr(cfg, "flags", ()))),
@@ -224,6 +224,12 @@ class Observer:
             uptime=max(wall - run.started, 0.0) if running and run.started else None,
             missing=tuple(missing),
         )
+
+    def _state(self, run: Any, running: bool) -> str:
+        """The run state; ``frozen`` for a running guest with run_dir/frozen (no cgroup read)."""
+        if running and os.path.exists(os.path.join(self.paths.run_dir_str(run.name), "frozen")):
+            return "frozen"
+        return run.state if run.state else "unknown"
 
     def _config(self, name: str) -> object | None:
         """load_config, parsed again only when NAME.conf changed (it is read

@@ -178,3 +178,17 @@ def run_tool(tool: str, paths: Paths) -> str:
                             capture_output=True, text=True, timeout=30)  # fmt: skip
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def test_audit_reports_a_guest_frozen_for_hours(running: Paths) -> None:
+    from engine.audit import run_audit
+
+    paths = running
+    ok(vserver(paths, "g", "freeze"))
+    assert "RUN-FROZEN" not in {f.rule_id for f in run_audit(paths).findings}  # just now
+    (paths.run_dir("g") / "frozen").write_text(f"{time.time() - 7200:.3f}\n")
+    found = [f for f in run_audit(paths).findings if f.rule_id == "RUN-FROZEN"]
+    assert len(found) == 1 and found[0].guest == "g"
+    assert found[0].title == "g has been frozen for 2.0 hours" and found[0].fix == "vserver g thaw"
+    ok(vserver(paths, "g", "thaw"))
+    assert "RUN-FROZEN" not in {f.rule_id for f in run_audit(paths).findings}

@@ -158,6 +158,7 @@ class Recorder:
     calls: list[tuple] = field(default_factory=list)
     configs: dict[str, FakeConfig] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)  # parts to report as not built
+    snapshots: dict[str, list] = field(default_factory=dict)  # guest -> Snapshot records
 
     def module(self, dotted: str) -> types.SimpleNamespace:
         rec = self
@@ -195,6 +196,16 @@ class Recorder:
             return types.SimpleNamespace(Limits=lambda **k: k, manager=lambda: mgr)
         if dotted == "engine.net":
             return types.SimpleNamespace(set_bandwidth=record("set_bandwidth"))
+        if dotted == "engine.runtime.freezing":
+            return types.SimpleNamespace(freeze=record("freeze"), thaw=record("thaw"))
+        if dotted == "engine.rootfs.snapshots":
+            return types.SimpleNamespace(
+                list_snapshots=lambda paths, name: list(rec.snapshots.get(name, ())),
+                create=record("snapshot_create"), restore=record("snapshot_restore"),
+                delete=record("snapshot_delete"),
+            )  # fmt: skip
+        if dotted == "engine.rootfs.clone":
+            return types.SimpleNamespace(clone=record("clone"))
         raise ModuleNotFoundError(dotted, name=dotted)
 
     def ops(self) -> list[str]:

@@ -180,6 +180,13 @@ CALLS = {
     "save_config": lambda e: e.save_config("web", {"V_MEMORY": "1G"}),
     "apply_limits": lambda e: e.apply_limits("web"),
     "vserver": lambda e: e.tool_argv("vserver", ["web", "quota", "2G"]),
+    "freeze": lambda e: e.freeze("web"),
+    "thaw": lambda e: e.thaw("web"),
+    "snapshot_create": lambda e: e.snapshot_create("web", "s1"),
+    "snapshot_restore": lambda e: e.snapshot_restore("web", "s1"),
+    "snapshot_delete": lambda e: e.snapshot_delete("web", "s1"),
+    "clone": lambda e: e.clone("web", "web2"),
+    "export": lambda e: e.export("web", "/tmp/web.tar.zst"),
 }
 
 

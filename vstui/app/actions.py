@@ -34,6 +34,7 @@ class ActionSpec:
 
 
 GUESTS, DETAIL, PROCS, EDITOR, AUDIT = "guests", "detail", "processes", "editor", "audit"
+SNAPSHOTS = "snapshots"  # the detail screen's Snapshots pane
 TABLES = (GUESTS, DETAIL, PROCS)
 
 REGISTRY: tuple[ActionSpec, ...] = (
@@ -67,6 +68,7 @@ REGISTRY: tuple[ActionSpec, ...] = (
     ActionSpec("guest_filter", "g", "Guest", (PROCS,)),
     ActionSpec("log", "l", "Log", (GUESTS, DETAIL)),
     ActionSpec("edit", "e", "Edit", (GUESTS, DETAIL)),
+    ActionSpec("snapshots", "S", "Snapshots", (DETAIL,), hide_in=(DETAIL,)),
     # dangerous: hidden and refused in read-only mode
     ActionSpec("start", "plus", "Start", (GUESTS, DETAIL), dangerous=True, key_display="+"),
     ActionSpec("stop", "minus", "Stop", (GUESTS, DETAIL), dangerous=True, key_display="-"),
@@ -76,6 +78,12 @@ REGISTRY: tuple[ActionSpec, ...] = (
     ActionSpec("exec", "x", "Exec", (GUESTS, DETAIL, PROCS), dangerous=True),
     ActionSpec("kill", "f9,k", "Kill", (PROCS, DETAIL), dangerous=True, key_display="k"),
     ActionSpec("delete", "D", "Delete", (GUESTS,), dangerous=True),
+    ActionSpec("freeze", "f", "Freeze", (GUESTS, DETAIL), dangerous=True, hide_in=(GUESTS, DETAIL)),
+    ActionSpec("thaw", "u", "Thaw", (GUESTS, DETAIL), dangerous=True, hide_in=(GUESTS, DETAIL)),
+    ActionSpec("clone", "c", "Clone", (GUESTS, DETAIL), dangerous=True, hide_in=(GUESTS, DETAIL)),
+    ActionSpec("snap_create", "n", "New snapshot", (SNAPSHOTS,), dangerous=True),
+    ActionSpec("snap_restore", "r", "Restore", (SNAPSHOTS,), dangerous=True),
+    ActionSpec("snap_delete", "d", "Delete snapshot", (SNAPSHOTS,), dangerous=True),
     ActionSpec("save", "ctrl+s", "Save", (EDITOR,), dangerous=True, key_display="^s"),
 )
 

@@ -13,6 +13,7 @@ from textual.widgets import Input, Static
 
 from engine.observe.model import Snapshot
 from vstui.app.actions import allowed
+from vstui.app.screens.storage_actions import StorageActions
 from vstui.app.widgets.dialogs import PickDialog
 from vstui.app.widgets.filterbox import FilterBox
 from vstui.app.widgets.linetable import LineTable
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from vstui.app.app import VstuiApp
 
 
-class VstuiScreen(Screen):
+class VstuiScreen(StorageActions, Screen):
     """Base screen: ``check_action`` is the read-only gate for its keys."""
 
     SCOPE: ClassVar[str] = ""

@@ -19,6 +19,7 @@ from vstui.app.history import Series
 from vstui.app.procview import ProcIndex, ViewSpec
 from vstui.app.screens.procs import GUEST_PROC_COLUMNS, ProcActions, format_guest_proc
 from vstui.app.widgets.linetable import LineTable
+from vstui.app.widgets.snapshots import SnapshotsPane
 from vstui.app.widgets.textlines import TextLines
 from vstui.app.widgets.topbar import TopBar
 
@@ -71,7 +72,10 @@ def header_text(g: GuestStatus | None, cfg: object | None, cfg_error: str, hist:
         return Text("not in the last snapshot (deleted, or the observer failed)", style="yellow")
     out = Text()
     out.append(f"{g.name}  ", style="bold")
-    out.append(g.state, style="green" if g.state == "running" else "dim")
+    if g.state == "frozen":
+        out.append("FROZEN", style="bold cyan")
+    else:
+        out.append(g.state, style="green" if g.state == "running" else "dim")
     out.append(f"  xid {g.xid}  up {fmt.duration(g.uptime)}  init {g.init_pid or '-'}\n")
     out.append(_config_summary(cfg, cfg_error) + "\n")
     out.append("addr " + (" ".join(g.addresses) or "none") + "\n")
@@ -140,6 +144,7 @@ class DetailScreen(ProcActions):
         with ContentSwitcher(initial="procs"):
             yield LineTable(GUEST_PROC_COLUMNS, format_guest_proc, id="procs")
             yield Log(id="log", max_lines=2000)
+            yield SnapshotsPane(self.guest, id="snapshots")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -210,6 +215,18 @@ class DetailScreen(ProcActions):
             log.write_lines(lines)
 
     _said_no_log = False
+
+    def action_snapshots(self) -> None:
+        """The Snapshots pane in place of the process tree (S again: back)."""
+        switcher = self.query_one(ContentSwitcher)
+        if switcher.current == "snapshots":
+            switcher.current = "procs"
+            self.procs_table.focus()
+            return
+        switcher.current = "snapshots"
+        pane = self.query_one(SnapshotsPane)
+        pane.reload()
+        pane.focus_table()
 
     def action_log(self) -> None:
         switcher = self.query_one(ContentSwitcher)

@@ -39,7 +39,8 @@ COLUMNS = (
     Column("flags", "FLAGS", 18, hide=10),
 )
 
-STATE_STYLE = {"running": "green", "stopped": "dim", "starting": "yellow", "stopping": "yellow"}
+STATE_STYLE = {"running": "green", "stopped": "dim", "starting": "yellow", "stopping": "yellow",
+               "frozen": "bold cyan"}  # fmt: skip
 
 SORTS = (
     ("name", "name"), ("state", "state"), ("cpu", "CPU%"), ("memory", "memory used"),
@@ -61,7 +62,8 @@ def format_guest(
 ) -> list[Cell]:
     """One guest row; '?' where the engine could not measure (never a guess)."""
     g, cpu_hist, net_hist = item
-    state = Text(g.state, style=STATE_STYLE.get(g.state, "yellow"))
+    label = "FROZEN" if g.state == "frozen" else g.state  # stands out even without colour
+    state = Text(label, style=STATE_STYLE.get(g.state, "yellow"))
     live = g.state == "running" and not unknown(g, "cpu")
     return [
         guest_label(g),
