@@ -30,6 +30,7 @@ from engine.errors import (
     VstuiError,
 )
 from engine.paths import Paths, check_name
+from engine.text import log_lines
 
 T = TypeVar("T")
 
@@ -176,7 +177,7 @@ class Engine:
         with open(path, "rb") as f:
             f.seek(offset)
             data = f.read(min(size - offset, 1 << 20))
-        return offset + len(data), data.decode("utf-8", "replace").splitlines(), False
+        return offset + len(data), log_lines(data), False
 
     def config_text(self, name: str) -> tuple[str, bytes]:
         """NAME.conf's path and bytes, read as load_config reads them (for a remote editor)."""
@@ -444,8 +445,7 @@ def tail_file(path: Path, lines: int) -> list[str]:
         return []
     except OSError as exc:
         raise KernelError.from_oserror("read", exc) from exc
-    text = data.decode("utf-8", "replace").splitlines()
-    return text[-lines:]
+    return log_lines(data)[-lines:]  # what the guest wrote, control characters made visible
 
 
 __all__ = [

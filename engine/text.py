@@ -41,6 +41,21 @@ def visible_bytes(data: bytes) -> str:
     return visible(data.decode("utf-8", "surrogateescape"))
 
 
+def visible_lines(text: str) -> str:
+    """``visible`` for text of several lines: the newlines are kept."""
+    return "\n".join(map(visible, text.split("\n")))
+
+
+def log_lines(data: bytes) -> list[str]:
+    """A console log's bytes as visible lines: split at newlines only (a CR or
+    form feed from the guest is shown, not obeyed), each line made visible."""
+    text = data.decode("utf-8", "replace")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [visible(line) for line in lines]
+
+
 def excerpt(text: str, limit: int = 24) -> str:
     """A short, visible piece of ``text`` for an error message, never a whole line."""
     shown = visible(text)

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.text import visible
+
 SEVERITIES = ("critical", "high", "medium", "low", "info")  # worst first
 _RANK = {name: len(SEVERITIES) - i for i, name in enumerate(SEVERITIES)}
 
@@ -123,13 +125,15 @@ class Collector:
         why: str | None = None,
     ) -> None:
         rule = RULES[rule_id]
+        # titles and details quote what guests chose (file names, commands,
+        # process names): made visible once, here, for every front end
         self.findings.append(
-            Finding(rule_id, severity or rule.severity, guest, title, why or rule.why, fix,
-                    tuple(details))
+            Finding(rule_id, severity or rule.severity, guest, visible(title),
+                    visible(why or rule.why), visible(fix), tuple(map(visible, details)))
         )  # fmt: skip
 
     def cannot_read(self, what: str, exc: BaseException | str, guest: str | None = None) -> None:
-        self.unreadable.append(Unreadable(str(what), reason_of(exc), guest))
+        self.unreadable.append(Unreadable(visible(str(what)), visible(reason_of(exc)), guest))
 
     def report(self) -> AuditReport:
         findings = sorted(

@@ -36,6 +36,7 @@ from engine.procs.attribution import (
 )
 from engine.procs.collect import ProcessTable
 from engine.procs.scan import pid_max, read_meminfo, read_uptime
+from engine.text import visible
 
 # seconds between two readings of a guest's disk use: every backend's reading is
 # cheap (statvfs, sysfs, a cache file); a `none` tree is walked in the background
@@ -96,7 +97,7 @@ class Observer:
             guests=tuple(guests),
             procs=table.rows,
             ncpu=self.ncpu,
-            errors=tuple(errors),
+            errors=tuple(map(visible, errors)),  # they quote paths and messages
         )
 
     # ------------------------------------------------------------ host

@@ -27,6 +27,7 @@ from engine.procs.scan import (
     Scanner,
     tty_name,
 )
+from engine.text import visible
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs vps ~5 ms
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def user_name(uid: int) -> str:
         users: dict[int, str] = {}
         try:
             for entry in pwd.getpwall():
-                users.setdefault(entry.pw_uid, entry.pw_name)
+                users.setdefault(entry.pw_uid, visible(entry.pw_name))
         except OSError:
             pass
         _USERS = users

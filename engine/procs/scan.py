@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 
+from engine.text import visible
+
 CLK_TCK: int = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE: int = os.sysconf("SC_PAGE_SIZE")
 PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
@@ -139,7 +141,9 @@ def parse_stat(data: bytes, pid: int) -> Proc | None:
         v = list(map(int, f[1:22]))  # one C loop: ppid (v[0]) .. rss (v[20])
     except ValueError:
         return None
-    return Proc(pid, head[open_at + 1 :].decode("utf-8", "replace"), f[0].decode(),
+    # comm is whatever the process chose (a guest's too): made visible here,
+    # where it enters, so no tool, console screen or JSON carries it raw
+    return Proc(pid, visible(head[open_at + 1 :].decode("utf-8", "replace")), f[0].decode(),
                 v[0], v[1], v[2], v[3], v[4], v[5], v[10], v[11], v[12], v[13], v[14],
                 v[15], v[16], v[18], v[19], v[20] * PAGE_SIZE)  # fmt: skip
 
@@ -286,7 +290,9 @@ class Scanner:
                     except PermissionError:
                         raw = b""
                     reads += 1
-                cmdline = raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+                # argv too: control characters visible, newlines included
+                # (one process, one line), as ps shows them
+                cmdline = visible(raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace"))
                 have |= NEED_CMDLINE
         except OSError:  # gone (ENOENT, ESRCH) or unreadable: skip it this time
             return None

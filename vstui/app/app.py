@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Iterable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App
@@ -25,6 +25,7 @@ from textual.worker import Worker, WorkerState
 from engine.errors import VstuiError
 from engine.facade import Engine, SaveResult
 from engine.observe.model import ProcRow, Snapshot
+from engine.text import visible
 from vstui.app.actions import allowed, bindings
 from vstui.app.commands import VstuiCommands
 from vstui.app.history import History
@@ -116,6 +117,11 @@ class VstuiApp(App[int]):
     @property
     def read_only(self) -> bool:
         return self.engine.read_only
+
+    def notify(self, message: str, *, title: str = "", **kw: Any) -> None:
+        """Every notification, made safe once: messages quote guests' names,
+        paths and commands (engine.text.visible; the data is visible already)."""
+        super().notify(visible(str(message)), title=visible(title), **kw)
 
     # -- start-up ------------------------------------------------------
     def on_mount(self) -> None:

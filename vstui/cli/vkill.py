@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from engine.errors import VstuiError
 from engine.paths import Paths
+from engine.text import visible
 from vstui.cli.common import run_tool, split_hosts, split_root
 
 TOOL = "vkill"
@@ -87,7 +88,7 @@ def _body(argv: Sequence[str]) -> int:
             continue
         failed += 1
         who = f"{outcome.target.guest}: " if outcome.target.guest else ""
-        print(f"{TOOL}: {who}{outcome.target.nspid}: {outcome.error}", file=sys.stderr)
+        print(visible(f"{TOOL}: {who}{outcome.target.nspid}: {outcome.error}"), file=sys.stderr)
     return 1 if failed else 0
 
 

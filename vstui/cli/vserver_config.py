@@ -29,6 +29,7 @@ from engine.config.legacy import import_guest
 from engine.config.writer import new_text
 from engine.errors import ConfigError, VstuiError
 from engine.paths import Paths
+from engine.text import visible, visible_lines
 
 TOOL = "vserver"
 
@@ -187,7 +188,7 @@ def _table(rows: list[list[str]]) -> str:
 def _warn(name: str | None, messages: Sequence[str]) -> None:
     who = f"{name}: " if name else ""
     for message in messages:
-        print(f"{TOOL}: {who}warning: {message}", file=sys.stderr)
+        print(visible(f"{TOOL}: {who}warning: {message}"), file=sys.stderr)
 
 
 # -- commands -------------------------------------------------------------------------
@@ -208,7 +209,7 @@ def cmd_config(paths: Paths, name: str, args: Sequence[str]) -> int:
     rows.append(["caps (effective)", _caps.show(cfg.effective_caps())])
     rows.append(["pids limit", _opt(cfg.pids_limit(), empty="unlimited")])
     rows.extend([key, f"{value}  (unknown key)"] for key, value, _ in cfg.unknown)
-    print(_table(rows))
+    print(visible_lines(_table(rows)))  # values as written: control characters shown
     return 0
 
 
@@ -222,7 +223,7 @@ def cmd_check(paths: Paths, name: str, args: Sequence[str]) -> int:
 
     _warn(name, guestinit.warnings(cfg, paths.guest_root(name)))
     for err in errors:
-        print(f"{TOOL}: {name}: {err.message}", file=sys.stderr)
+        print(visible(f"{TOOL}: {name}: {err.message}"), file=sys.stderr)
     if errors:
         count = len(errors)
         print(f"{TOOL}: {name}: {count} error{'s' if count > 1 else ''}", file=sys.stderr)
@@ -244,16 +245,16 @@ def cmd_import(paths: Paths, name: str, args: Sequence[str]) -> int:
     comments += [f"note: {n}" for n in result.warnings]
     comments += [f"not imported: {u}" for u in result.unmapped]
     if "--dry-run" in opts:
-        print(new_text(name, result.as_dict(), comments), end="")
+        print(visible_lines(new_text(name, result.as_dict(), comments)), end="")
         return 0
     written = write_new_config(
         paths, name, result.as_dict(), comments=comments, overwrite="--force" in opts
     )
-    print(f"imported {result.source} -> {written}")
+    print(visible(f"imported {result.source} -> {written}"))
     for note in result.warnings:
-        print(f"  note: {note}")
+        print(visible(f"  note: {note}"))
     for item in result.unmapped:
-        print(f"  not imported: {item}")
+        print(visible(f"  not imported: {item}"))
     return 0
 
 
@@ -319,5 +320,5 @@ def cmd_list(paths: Paths, args: Sequence[str]) -> int:
             ]
         )
     if len(rows) > 1:
-        print(_table(rows))
+        print(visible_lines(_table(rows)))
     return status

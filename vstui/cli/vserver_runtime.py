@@ -13,13 +13,14 @@ from collections.abc import Sequence
 
 from engine.errors import VstuiError
 from engine.paths import Paths
+from engine.text import visible
 
 TOOL = "vserver"
 EXIT_STOPPED = 3  # util-vserver: `status` of a stopped guest
 
 
 def _warn(text: str) -> None:
-    print(text, file=sys.stderr)
+    print(visible(text), file=sys.stderr)
 
 
 def _usage(name: str, text: str) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from engine.errors import VstuiError
 from engine.paths import Paths
+from engine.text import visible
 from vstui.cli.common import run_tool, split_hosts, split_root
 
 TOOL = "vserver-stat"
@@ -44,7 +45,7 @@ def _body(argv: Sequence[str]) -> int:
 
     table = ProcessTable(paths, need=0, one_shot=True).refresh()  # stat is enough
     for err in table.attribution.errors:
-        print(f"{TOOL}: {err}", file=sys.stderr)
+        print(visible(f"{TOOL}: {err}"), file=sys.stderr)
     try:
         uptime = read_uptime()
     except OSError:

@@ -13,6 +13,7 @@ from textual.widgets import ContentSwitcher, Footer, Log
 
 from engine.errors import VstuiError
 from engine.observe.model import GuestStatus, Snapshot
+from engine.text import log_lines
 from vstui.app import fmt
 from vstui.app.actions import DETAIL, bindings
 from vstui.app.history import Series
@@ -50,7 +51,7 @@ class LogTail:
             f.seek(self.offset)
             data = f.read(size - self.offset)
         self.offset = size
-        return data.decode("utf-8", "replace").splitlines(), False
+        return log_lines(data), False  # a guest's bytes: never raw to the terminal
 
 
 def gauge_line(label: str, used: int | None, limit: int | None, unit=fmt.size) -> Text:

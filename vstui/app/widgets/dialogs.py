@@ -19,6 +19,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Log, OptionList, Static
 from textual.widgets.option_list import Option
 
+from engine.text import log_lines
+
 DIALOG_CSS = """
 .dialog { width: 70; max-width: 95%; height: auto; max-height: 90%; padding: 1 2;
           border: thick $primary; background: $surface; }
@@ -212,8 +214,9 @@ class ExecOutput(ModalScreen[int | None]):
             self.app.call_from_thread(self._finish, 127, f"cannot run: {exc}")
             return
         assert self._proc.stdout is not None
-        for raw in self._proc.stdout:
-            self.app.call_from_thread(log.write_line, raw.decode("utf-8", "replace").rstrip("\n"))
+        for raw in self._proc.stdout:  # what the guest's command printed: made visible
+            for line in log_lines(raw):
+                self.app.call_from_thread(log.write_line, line)
         self.app.call_from_thread(self._finish, self._proc.wait(), "")
 
     def _finish(self, status: int, note: str) -> None:

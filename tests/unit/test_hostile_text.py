@@ -1,0 +1,84 @@
+"""Issue 19, terminal safety: a process's argv and comm never write to the
+admin's terminal, whatever they hold; one process is one line.
+
+Real processes on this host (no guest needed): one with every control
+character in its argv, several whose comm carries them (set with prctl).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.hostile_text import COMMS, raw_controls, spawn, stop
+
+
+@pytest.fixture(scope="module")
+def marker() -> Iterator[str]:
+    """Processes with hostile argv and comm; their argv carries the marker."""
+    mark = f"HOSTILE{uuid.uuid4().hex[:8]}"
+    procs = spawn(mark)
+    try:
+        yield mark
+    finally:
+        stop(procs)
+
+
+def run(*argv: str) -> bytes:
+    done = subprocess.run([sys.executable, "-m", *argv], capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["ax"], ["aux"], ["-ef"], ["axf"], ["-eo", "pid,ctx,user,comm,args"], ["-e", "-o", "comm"],
+     ["axww"]],
+)  # fmt: skip
+def test_vps_shows_controls_visibly_one_process_per_line(marker: str, args: list[str]) -> None:
+    out = run("vstui.cli.vps", *args)
+    assert raw_controls(out) == []
+    if args[-1] not in ("comm",):
+        lines = [line for line in out.splitlines() if marker.encode() in line]
+        assert len(lines) == len(COMMS), out[-2000:]
+        assert all(b"^[]0;PWNED^G" in line for line in lines)
+
+
+def test_vps_comm_is_visible(marker: str) -> None:
+    out = run("vstui.cli.vps", "-eo", "comm")
+    assert raw_controls(out) == []
+    assert b"^[]0;PWNED^G" in out
+
+
+def test_vps_json_escapes_everything(marker: str) -> None:
+    out = run("vstui.cli.vps", "ax", "--json")
+    assert raw_controls(out) == []
+    rows = [r for r in json.loads(out) if marker in r["cmdline"]]
+    assert len(rows) == len(COMMS)
+
+
+def test_vtop_batch(marker: str) -> None:
+    out = run("vstui.cli.vtop", "-b", "-n", "1", "-d", "0.5")
+    assert raw_controls(out) == []
+
+
+@pytest.mark.parametrize("tool", ["vserver_stat"])
+def test_other_text_tools(marker: str, tool: str) -> None:
+    assert raw_controls(run(f"vstui.cli.{tool}")) == []
+
+
+def test_the_supervisors_multi_line_argv_is_one_line() -> None:
+    argv = [sys.executable, "-c", "import time\n\n# a second line\ntime.sleep(1000)"]
+    p = subprocess.Popen(argv)
+    try:
+        out = run("vstui.cli.vps", "axww")
+        lines = [line for line in out.splitlines() if line.split()[:1] == [str(p.pid).encode()]]
+        assert len(lines) == 1 and b"a second line" in lines[0], out[-3000:]
+    finally:
+        p.kill()
+        p.wait()
