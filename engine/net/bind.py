@@ -73,7 +73,6 @@ V4_SRC, V4_DST, V6_SRC, V6_DST = 12, 16, 8, 24
 # processes (SYS_PTRACE), the kernel itself (SYS_MODULE, SYS_RAWIO, SYS_BOOT).
 UNDOING_CAPS = frozenset({"SYS_ADMIN", "NET_ADMIN", "BPF", "SYS_PTRACE", "SYS_MODULE",
                           "SYS_RAWIO", "SYS_BOOT"})  # fmt: skip
-CGROUP2_MAGIC = 0x63677270
 
 
 def mapped(addr: ipaddress.IPv4Address) -> ipaddress.IPv6Address:
