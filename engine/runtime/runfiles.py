@@ -41,11 +41,16 @@ def alive(pid: int | None, start: int | None) -> bool:
 
 
 def write_value(run_dir: str | os.PathLike[str], key: str, value: object) -> None:
-    """Write one value atomically (temp file + rename)."""
+    """Write one value atomically (temp file + rename); a failed write (a full
+    disk) leaves the old value and no temporary file."""
     tmp = os.path.join(run_dir, f".{key}.tmp")
-    with open(tmp, "w") as f:
-        f.write(f"{value}\n")
-    os.replace(tmp, os.path.join(run_dir, key))
+    try:
+        with open(tmp, "w") as f:
+            f.write(f"{value}\n")
+        os.replace(tmp, os.path.join(run_dir, key))
+    except OSError:
+        _unlink(tmp)
+        raise
 
 
 def read_value(run_dir: str | os.PathLike[str], key: str) -> str | None:

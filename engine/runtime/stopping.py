@@ -61,7 +61,7 @@ def stop(paths: Paths, name: str, timeout: float | None = None) -> bool:
         current = state.read(paths, name)
         was_running = current.init_pid is not None
         if was_running:
-            state.write_value(paths.run_dir(name), "state", state.STOPPING)
+            _say_stopping(paths, name)
             if current.frozen_since is not None:  # a frozen init cannot halt
                 from engine.runtime.freezing import thaw_for_stop
 
@@ -73,6 +73,16 @@ def stop(paths: Paths, name: str, timeout: float | None = None) -> bool:
         return was_running
     finally:
         lock.release()
+
+
+def _say_stopping(paths: Paths, name: str) -> None:
+    """Tell observers the guest is stopping, if the disk lets us: a guest that
+    filled the file system holding its run directory must still be stoppable,
+    so stopping never needs a free block (the rest only unlinks files)."""
+    try:
+        state.write_value(paths.run_dir(name), "state", state.STOPPING)
+    except OSError:
+        pass  # advisory only: the init PID and its start time say what runs
 
 
 def _shutdown(paths: Paths, name: str, cfg: Any, timeout: float) -> None:

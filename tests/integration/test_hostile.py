@@ -141,3 +141,46 @@ def test_delete_without_force_refuses_a_running_guest(vroot: Paths) -> None:
         done = vserver(vroot, web.name, "delete")
         assert done.returncode == 1 and "is running" in done.stderr
         assert web.init_pid is not None and vroot.config_file(web.name).exists()
+
+
+# -- stop never needs free disk space ---------------------------------------------
+def _fill(directory: Path) -> None:
+    """Use every block and every inode of the file system holding ``directory``."""
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"x" * 65536)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    n = 0
+    try:
+        while True:
+            os.close(os.open(directory / f"inode{n}", os.O_WRONLY | os.O_CREAT, 0o600))
+            n += 1
+    except OSError:
+        pass
+
+
+def test_stop_needs_no_free_disk_space(vroot: Paths) -> None:
+    small = [vroot.run_base, vroot.log_dir]
+    for where in small:
+        where.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,nr_inodes=64", "vstui-test",
+                        str(where)], check=True)  # fmt: skip
+    try:
+        name = build(vroot)
+        ok(vserver(vroot, name, "start"))
+        ident = state.init_identity(vroot, name)
+        assert ident is not None
+        for where in small:
+            _fill(where)
+        done = vserver(vroot, name, "stop", timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert not state.alive(*ident)
+        assert [d for d in cgroup_dirs(vroot) if d.endswith("/" + name)] == []
+        assert not vroot.run_dir(name).exists()
+    finally:
+        for where in small:
+            subprocess.run(["umount", "-l", str(where)], check=False)
