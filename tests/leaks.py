@@ -97,6 +97,19 @@ def links(paths: Paths) -> list[str]:
     return sorted(n for n in os.listdir("/sys/class/net") if pattern.match(n))
 
 
+ANY_ROOT_LINK = re.compile(r"^[a-z][0-9a-f]{4}-")
+
+
+def links_seen_by(paths: Paths) -> list[str]:
+    """Every link on the machine but other test roots' (which come and go beside us)."""
+    own = link_pattern(paths) if paths.root_id else None
+    return sorted(
+        n
+        for n in os.listdir("/sys/class/net")
+        if not ANY_ROOT_LINK.match(n) or (own is not None and own.match(n))
+    )
+
+
 def netns(paths: Paths) -> list[str]:
     if not paths.root_id or not os.path.isdir("/run/netns"):
         return []

@@ -17,6 +17,7 @@ import pytest
 from engine.audit import AuditReport, run_audit
 from engine.config import update_config
 from engine.paths import Paths
+from tests import leaks
 from vstui.cli.audit import main as audit_main
 
 pytestmark = pytest.mark.root
@@ -139,7 +140,7 @@ def kernel_objects(paths: Paths) -> tuple:
     netns = sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []
     with open("/proc/self/mountinfo") as f:
         mounts = sorted(line.split()[4] for line in f if str(paths.root) in line)
-    return cgroups, sorted(os.listdir("/sys/class/net")), netns, mounts
+    return cgroups, leaks.links_seen_by(paths), netns, mounts
 
 
 def test_audit_writes_nothing(

@@ -19,6 +19,7 @@ from engine.audit.model import AuditReport, rank, rules_markdown
 from engine.errors import GuestNotFound, VstuiError
 from engine.net.sockets import Listener
 from engine.paths import Paths
+from tests import leaks
 
 ME = os.geteuid()
 DOCS = Path(__file__).parents[2] / "docs" / "audit.md"
@@ -608,7 +609,7 @@ def tree_state(base: Path) -> dict[str, tuple[int, int, int, int]]:
 
 def cgroup_and_links(paths: Paths) -> tuple[list[str], list[str]]:
     cg = sorted(str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{paths.cgroup_base}"))
-    return cg, sorted(os.listdir("/sys/class/net"))
+    return cg, leaks.links_seen_by(paths)
 
 
 def test_audit_writes_nothing(root: Paths) -> None:
