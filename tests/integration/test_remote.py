@@ -28,7 +28,8 @@ pytestmark = [
 ]
 
 GUEST_A, GUEST_B = "ra", "rb"
-SLEEP = {GUEST_A: "sleep 7101", GUEST_B: "sleep 7102"}  # seen by each host's vps
+# unique per test run: suites running side by side on one machine see each other on host "a"
+SLEEP = {GUEST_A: f"sleep 71{os.getpid()}", GUEST_B: f"sleep 72{os.getpid()}"}
 
 
 def tool(fleet: TestSshd, name: str, *args: str, stdin: str | None = None,
