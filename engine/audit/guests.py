@@ -156,10 +156,9 @@ def dac_read_search(audit: Audit, cfg: GuestConfig, live: frozenset[str]) -> Non
 def seccomp(audit: Audit, cfg: GuestConfig) -> None:
     from engine import seccomp as sc
 
-    guarded = sc.DEFAULT_DENY | sc.LOCK_DENY | sc.DEFAULT_ENOSYS | {
-        "socket", "clone", "unshare", "ioctl"}  # fmt: skip
+    checked = {d.name for d in sc.arg_denials(cfg)}
     for call in _allowed_calls(cfg):
-        if call in guarded:
+        if call not in sc.DEFAULT_ALLOW or call in checked | sc.LOCK_DENY:
             audit.col.add(
                 "GUEST-SECCOMP-ALLOW",
                 f"V_SECCOMP allows {call}, which the default filter refuses or restricts",

@@ -122,8 +122,9 @@ KEYS: dict[str, Key] = {
             "extra /proc entries hidden from the guest"),
         Key("V_PROC_SHOW", "/proc/sysrq-trigger", "/proc paths", "none",
             "/proc entries the default mask would hide, shown anyway"),
-        Key("V_SECCOMP", "-keyctl +ptrace", "`+name`/`-name` words", "none",
-            "system calls allowed (`+`) or denied (`-` or bare) on top of the default filter"),
+        Key("V_SECCOMP", "-keyctl +perf_event_open", "`+name`/`-name` words", "none",
+            "system calls allowed (`+`) or denied (`-` or bare, EPERM) on top of the default "
+            "allowlist (listed in docs/escapes.md)"),
     )
 }  # fmt: skip
 

@@ -375,12 +375,10 @@ def confine_self(raw: bool) -> None:
 
 def _refuse_packet_sockets() -> None:
     from engine import seccomp
-    from engine.seccomp import bpf, syscalls
 
-    arch = syscalls.native_arch()
-    rule = bpf.ArgRule("socket", values=frozenset({AF_PACKET, AF_XDP}))
-    policy = bpf.Policy(arch, frozenset({"io_uring_setup"}), frozenset(), (rule,))
-    seccomp.install_program(bpf.pack(bpf.assemble(policy)))
+    refused = tuple(seccomp.Denial("socket", errno.EPERM, ((0, seccomp.LOW_WORD, family),))
+                    for family in (AF_PACKET, AF_XDP))  # fmt: skip
+    seccomp.install_program(seccomp.denylist_program(frozenset({"io_uring_setup"}), refused))
 
 
 def what_could_undo(raw: bool) -> str | None:

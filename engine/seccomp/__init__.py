@@ -1,51 +1,42 @@
-"""The guest's seccomp filter: a denylist the engine assembles itself.
+"""The guest's seccomp filter: default-deny, built with libseccomp at plan time.
 
-Every guest gets it: ``build_filter(cfg)`` assembles the program at start,
-the start plan carries it, and the C executors install it as their very
-last step before the guest's first exec (init, and every ``vserver NAME
-exec``/``enter``), while the process is still privileged. Denied calls fail
-with EPERM.
+``build_filter(cfg)`` returns the finished, packed classic-BPF program; the
+plan carries it and the executor loads it as the very last step before the
+guest's first exec (init, and every ``vserver NAME exec``/``enter``), while
+the process still holds CAP_SYS_ADMIN over the guest.
 
-Default (comparable to moby's profile where it matters for a system
-container, reference isolation-anchors.md section 1):
+What it does (the families and their reasons: engine.seccomp.families,
+shown in docs/escapes.md):
 
-- refused: the kernel keyring (not namespaced), userfaultfd, kexec, module
-  loading, bpf, perf_event_open, open_by_handle_at ("Shocker") and
-  name_to_handle_at, io_uring, swap, acct, iopl/ioperm, lookup_dcookie and
-  the new mount API (fsopen, fsconfig, fsmount, fspick, move_mount,
-  open_tree, open_tree_attr, mount_setattr);
-- socket(AF_NETLINK, *, NETLINK_AUDIT) fails with EPROTONOSUPPORT unless
-  the guest has CAP_AUDIT_WRITE: guests are not in a user namespace, so
-  their audit records would land in the host's audit log; sshd and libaudit
-  read this error as "no audit in this kernel" and carry on (with EPERM,
-  sshd kills every login that asks for a terminal);
-- socket(AF_ALG) and socket(AF_VSOCK) refused; ioctl TIOCSTI and TIOCLINUX
-  refused (a guest process holding a host terminal cannot type into it);
-- ioctl BTRFS_IOC_SUBVOL_CREATE(_V2) and BTRFS_IOC_SNAP_CREATE(_V2) refused:
-  they need no capability, and a new subvolume is not counted in its parent's
-  qgroup, so a btrfs guest could write past its V_DISK (canonical/lxd#3135);
-- new user namespaces refused (clone/unshare with CLONE_NEWUSER): the only
-  namespace an unprivileged process may create, and the classic amplifier
-  for kernel bugs. The other namespace flags need CAP_SYS_ADMIN, which
-  guests lack. clone3 gets ENOSYS (its flags live in memory the filter
-  cannot read); glibc then falls back to clone;
-- foreign system call entry points (i386 ``int 0x80``, x32) kill the
-  process;
-- allowed on purpose: reboot (a guest's reboot only signals its own PID
-  namespace), ptrace and kcmp (PID namespace + capabilities), quotactl,
-  mount/umount/pivot_root (capabilities decide), personality.
-
-With the ``lock`` flag: unshare and setns are refused, and clone with any
-namespace flag.
+- a system call in the allowlist is allowed (capabilities and namespaces
+  still decide what it may do);
+- the known-dangerous ones (keyring, modules and kexec, bpf, perf,
+  userfaultfd, io_uring, file handles, swap, acct, iopl, the new mount API)
+  fail with EPERM;
+- any other call, and any a future kernel adds, fails with ENOSYS, so libc
+  and systemd take their fallback (clone3 is one: glibc then uses clone,
+  whose flags the filter can read);
+- argument checks on allowed calls (``ARG_DENIALS``): socket(AF_ALG) and
+  socket(AF_VSOCK) EPERM, socket(AF_NETLINK, *, NETLINK_AUDIT)
+  EPROTONOSUPPORT unless the guest has CAP_AUDIT_WRITE (sshd reads it as
+  "no audit in this kernel"; with EPERM it would end terminal logins),
+  ioctl TIOCSTI/TIOCLINUX EPERM (typing into a terminal, CVE-2017-5226),
+  ioctl BTRFS_IOC_SUBVOL_CREATE/SNAP_CREATE (and _V2) EPERM (a new subvolume
+  escapes its parent's qgroup, so a btrfs guest could pass its V_DISK),
+  clone/unshare with CLONE_NEWUSER EPERM (with ``lock``: any namespace flag,
+  and unshare and setns entirely). Each compares the argument's low 32
+  bits only, under a mask: the kernel truncates these arguments to int
+  itself, so a value with high bits set cannot slip past the check;
+- a call through a foreign entry point (i386 ``int 0x80``, x32) kills the
+  process: a 32-bit program that got an error from exit(2) would spin.
 
 ``V_SECCOMP`` words adjust it per guest, in order: ``+name`` allows a call
-(removes it from every rule, including the socket/clone/unshare/ioctl
-argument checks and clone3's ENOSYS), ``-name`` or ``name`` refuses it with EPERM.
+(and drops its argument checks), ``-name`` or ``name`` refuses it with
+EPERM.
 
 no_new_privs is NOT set: a system container runs setuid programs (su,
-passwd, sudo, ping) that must keep working. The filter is installed with
-CAP_SYS_ADMIN instead, and it is inherited across fork and execve, setuid
-or not, so the guest cannot shed it.
+passwd, sudo, ping). The filter is installed with CAP_SYS_ADMIN instead and
+is inherited across fork and execve, setuid or not.
 """
 
 from __future__ import annotations
@@ -53,8 +44,9 @@ from __future__ import annotations
 import errno
 
 from engine import _libc
+from engine._record import Record
 from engine.errors import ConfigError, KernelError
-from engine.seccomp import bpf, syscalls
+from engine.seccomp import families, libseccomp, syscalls
 
 PR_SET_SECCOMP = 22  # include/uapi/linux/prctl.h
 SECCOMP_MODE_FILTER = 2  # include/uapi/linux/seccomp.h
@@ -63,7 +55,9 @@ SECCOMP_MODE_FILTER = 2  # include/uapi/linux/seccomp.h
 # a terminal's input queue, the injection behind CVE-2017-5226 / CVE-2023-1523
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
-# include/uapi/linux/btrfs.h: _IOW(0x94, nr, struct btrfs_ioctl_vol_args[_v2]), 4096 bytes
+# include/uapi/linux/btrfs.h: _IOW(0x94, nr, struct btrfs_ioctl_vol_args[_v2]), 4096 bytes.
+# They need no capability, and a new subvolume is not counted in its parent's
+# qgroup, so a btrfs guest could write past its V_DISK (canonical/lxd#3135).
 BTRFS_SUBVOLUME_MAKERS = frozenset(
     0x40000000 | 4096 << 16 | 0x94 << 8 | nr
     for nr in (1, 14, 23, 24)  # SNAP_CREATE, SUBVOL_CREATE, SNAP_CREATE_V2, SUBVOL_CREATE_V2
@@ -86,27 +80,34 @@ NAMESPACE_FLAGS = (
     | _libc.CLONE_NEWPID
     | _libc.CLONE_NEWNET
 )
+LOW_WORD = 0xFFFFFFFF
 
-DEFAULT_DENY: frozenset[str] = frozenset(
-    {
-        # kernel keyring: one keyring per uid for the whole host
-        "add_key", "keyctl", "request_key",
-        "userfaultfd",  # widens kernel race windows
-        "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-        "bpf", "perf_event_open",
-        "open_by_handle_at", "name_to_handle_at",  # "Shocker": opens files by inode
-        "io_uring_setup", "io_uring_enter", "io_uring_register",
-        "swapon", "swapoff", "acct", "iopl", "ioperm", "lookup_dcookie",
-        # new mount API: needs CAP_SYS_ADMIN anyway; fsconfig was CVE-2022-0185
-        "fsopen", "fsconfig", "fsmount", "fspick", "move_mount", "open_tree",
-        "open_tree_attr", "mount_setattr",
-    }
-)  # fmt: skip
-LOCK_DENY: frozenset[str] = frozenset({"unshare", "setns"})
-DEFAULT_ENOSYS: frozenset[str] = frozenset({"clone3"})
+DEFAULT_ALLOW: frozenset[str] = families.names(families.ALLOWED)
+DEFAULT_DENY: frozenset[str] = families.names(families.DENIED)
+LOCK_DENY: frozenset[str] = frozenset(families.LOCK_DENIED.calls)
 
 
-TYPE_CHECKING = False  # not typing's: this is on every start's path
+class Denial(Record):
+    """Refuse allowed call ``name`` with ``err`` when, for every (arg, mask, value),
+    ``args[arg] & mask == value``."""
+
+    __slots__ = _fields = ("name", "err", "conds")
+    name: str
+    err: int
+    conds: tuple[tuple[int, int, int], ...]
+
+
+class Policy(Record):
+    """What the filter does, by system call name, for one architecture."""
+
+    __slots__ = _fields = ("arch", "allow", "deny", "denials")
+    arch: str
+    allow: frozenset[str]
+    deny: frozenset[str]  # EPERM; everything in neither set: ENOSYS
+    denials: tuple[Denial, ...]  # argument checks on allowed calls
+
+
+TYPE_CHECKING = False  # not typing's: a fresh start plan builds the filter
 if TYPE_CHECKING:
     from typing import Protocol
 
@@ -121,7 +122,7 @@ if TYPE_CHECKING:
 
 def known_name(name: str) -> bool:
     """True if any supported architecture has a system call called ``name``."""
-    return any(name in table for table in syscalls.TABLES.values())
+    return syscalls.known_name(name)
 
 
 def _word_error(cfg: SeccompConfig, word: str, reason: str) -> ConfigError:
@@ -152,42 +153,72 @@ def _has_cap(cfg: SeccompConfig, cap: str) -> bool:
     return callable(effective) and cap in effective()
 
 
-def policy(cfg: SeccompConfig, arch: str | None = None) -> bpf.Policy:
+def _bits(mask: int) -> list[int]:
+    return [1 << i for i in range(32) if mask >> i & 1]
+
+
+def arg_denials(cfg: SeccompConfig) -> tuple[Denial, ...]:
+    """The argument checks of ``cfg``'s filter (before V_SECCOMP words)."""
+    locked = cfg.has_flag("lock")
+    clone_mask = NAMESPACE_FLAGS if locked else _libc.CLONE_NEWUSER
+    unshare_mask = clone_mask | (CLONE_NEWTIME if locked else 0)
+    out = [Denial("socket", errno.EPERM, ((0, LOW_WORD, family),)) for family in (AF_ALG, AF_VSOCK)]
+    if not _has_cap(cfg, "AUDIT_WRITE"):
+        audit = ((0, LOW_WORD, AF_NETLINK), (2, LOW_WORD, NETLINK_AUDIT))
+        out.append(Denial("socket", errno.EPROTONOSUPPORT, audit))
+    out += [Denial("clone", errno.EPERM, ((0, bit, bit),)) for bit in _bits(clone_mask)]
+    out += [Denial("unshare", errno.EPERM, ((0, bit, bit),)) for bit in _bits(unshare_mask)]
+    requests = sorted({TIOCSTI, TIOCLINUX} | BTRFS_SUBVOLUME_MAKERS)
+    out += [Denial("ioctl", errno.EPERM, ((1, LOW_WORD, req),)) for req in requests]
+    return tuple(out)
+
+
+def policy(cfg: SeccompConfig, arch: str | None = None) -> Policy:
     """The filter's rules for ``cfg`` on ``arch`` (default: this machine)."""
     arch = arch or syscalls.native_arch()
-    if arch not in syscalls.TABLES:
+    if arch not in syscalls.AUDIT_ARCH:
         raise KernelError("seccomp", arch, errno.ENOSYS, cfg.name, "no syscall table")
-    locked = cfg.has_flag("lock")
-    deny = set(DEFAULT_DENY | (LOCK_DENY if locked else frozenset()))
-    enosys = set(DEFAULT_ENOSYS)
-    ns_mask = NAMESPACE_FLAGS if locked else _libc.CLONE_NEWUSER
-    no_audit = (
-        ()
-        if _has_cap(cfg, "AUDIT_WRITE")
-        else (bpf.NestedRule(AF_NETLINK, 2, NETLINK_AUDIT, errno.EPROTONOSUPPORT),)
-    )
-    rules = {
-        "socket": bpf.ArgRule("socket", values=frozenset({AF_ALG, AF_VSOCK}), nested=no_audit),
-        "clone": bpf.ArgRule("clone", mask=ns_mask),
-        "unshare": bpf.ArgRule("unshare", mask=ns_mask | (CLONE_NEWTIME if locked else 0)),
-        "ioctl": bpf.ArgRule(
-            "ioctl", values=frozenset({TIOCSTI, TIOCLINUX}) | BTRFS_SUBVOLUME_MAKERS, arg=1
-        ),
-    }
-    for allow, name in parse_words(cfg):
-        if allow:
+    allow = set(DEFAULT_ALLOW)
+    deny = set(DEFAULT_DENY | (LOCK_DENY if cfg.has_flag("lock") else frozenset()))
+    denials = list(arg_denials(cfg))
+    for allowed, name in parse_words(cfg):
+        if allowed:
+            allow.add(name)
             deny.discard(name)
-            enosys.discard(name)
-            rules.pop(name, None)
+            denials = [d for d in denials if d.name != name]
         else:
             deny.add(name)
-            enosys.discard(name)
-    return bpf.Policy(arch, frozenset(deny), frozenset(enosys), tuple(rules.values()))
+    allow -= deny
+    denials = [d for d in denials if d.name in allow]
+    return Policy(arch, frozenset(allow), frozenset(deny), tuple(denials))
 
 
 def build_filter(cfg: SeccompConfig, arch: str | None = None) -> bytes:
     """The packed BPF program (``struct sock_filter[]``) for ``cfg``."""
-    return bpf.pack(bpf.assemble(policy(cfg, arch)))
+    return compile_policy(policy(cfg, arch))
+
+
+def _rule_number(name: str, arch: str) -> int | None:
+    """The number libseccomp takes for ``name`` in a filter for ``arch``.
+
+    libseccomp reads rule numbers as this machine's and translates them by
+    name; for another architecture (tests, inspection) a call only our own
+    table knows cannot be translated and is left out.
+    """
+    if arch != syscalls.native_arch():
+        token = syscalls.AUDIT_ARCH[arch]
+        if libseccomp.resolve(name, token) is None:
+            return None
+    return syscalls.number(name)
+
+
+def denylist_program(deny: frozenset[str], denials: tuple[Denial, ...] = ()) -> bytes:
+    """A program that allows everything but ``deny`` (EPERM) and ``denials``.
+
+    For confining a host tool (chbind), never a guest: guests get build_filter().
+    """
+    pol = Policy(syscalls.native_arch(), frozenset(), deny, denials)
+    return compile_policy(pol, default=libseccomp.ACT_ALLOW)
 
 
 def install_program(program: bytes, guest: str | None = None) -> None:
@@ -195,6 +226,7 @@ def install_program(program: bytes, guest: str | None = None) -> None:
 
     For chbind (engine.net.bind), which filters a host command in Python; a
     guest's program is installed by the C executors (vstui.h vs_confine).
+    Needs CAP_SYS_ADMIN or no_new_privs.
     """
     import ctypes  # here: a start only builds programs
 
@@ -208,3 +240,35 @@ def install_program(program: bytes, guest: str | None = None) -> None:
     except OSError as exc:
         hint = "needs CAP_SYS_ADMIN or no_new_privs" if exc.errno == errno.EACCES else ""
         raise KernelError("prctl", "PR_SET_SECCOMP", exc.errno or errno.EIO, guest, hint) from None
+
+
+def compile_policy(pol: Policy, default: int = libseccomp.act_errno(errno.ENOSYS)) -> bytes:
+    """libseccomp's program for ``pol``: ``default`` (ENOSYS), kill on a foreign arch."""
+    numbers = {
+        n: _rule_number(n, pol.arch) for n in pol.allow | pol.deny | {d.name for d in pol.denials}
+    }
+    filt = libseccomp.Filter(default, syscalls.AUDIT_ARCH[pol.arch])
+    try:
+        for name in sorted(pol.deny):
+            if numbers[name] is not None:
+                filt.add(libseccomp.act_errno(errno.EPERM), numbers[name])
+        checked: dict[str, int] = {}
+        for d in pol.denials:
+            if numbers[d.name] is not None:
+                conds = [
+                    (arg, libseccomp.CMP_MASKED_EQ, mask, value) for arg, mask, value in d.conds
+                ]
+                filt.add(libseccomp.act_errno(d.err), numbers[d.name], conds)
+                checked.setdefault(d.name, d.conds[0][0])
+        for name in sorted(pol.allow):
+            if numbers[name] is None:
+                continue
+            # an allowed call with argument checks is allowed through an
+            # always-true comparison on the same argument: libseccomp then
+            # tests the refusals first (an unconditional rule would swallow them)
+            arg = checked.get(name)
+            conds = [(arg, libseccomp.CMP_GE, 0, 0)] if arg is not None else []
+            filt.add(libseccomp.ACT_ALLOW, numbers[name], conds)
+        return filt.export()
+    finally:
+        filt.release()
