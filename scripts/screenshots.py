@@ -33,10 +33,23 @@ SCREENS: dict[str, list[str]] = {
     "help": ["2", "question_mark"],
     "build": ["n"],
     "exec": ["end", "x", *"echo hello from web; ls /", "enter"],
+    "snapshots": ["down", "enter", "S"],
+    "clone": ["down", "c"],
     "read-only": [],
 }
 SIZES = ((80, 24), (160, 48))
 THEMES = ("dark", "ansi")
+
+
+def sample_snapshots() -> list:
+    from engine.rootfs.snapshots import Snapshot
+
+    mib = 1 << 20
+    return [
+        Snapshot("db", "before-upgrade", 1_700_000_000.0, "btrfs", 812 * mib, 64 << 10, 812 * mib),
+        Snapshot("db", "20231115T020000Z", 1_700_013_600.0, "btrfs", 830 * mib, 21 * mib,
+                 809 * mib),
+    ]  # fmt: skip
 
 
 async def shoot(name: str, keys: list[str], size: tuple[int, int], theme: str, out: Path) -> Path:
@@ -46,6 +59,7 @@ async def shoot(name: str, keys: list[str], size: tuple[int, int], theme: str, o
         log = app.engine.paths.log_file("db")
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("vinit: starting /etc/rc.local\npostgres: database system is ready\n")
+        app.engine.recorder.snapshots["db"] = sample_snapshots()
         async with app.run_test(size=size) as pilot:
             await settle(pilot)
             await pilot.press(*keys)

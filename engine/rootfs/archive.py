@@ -383,7 +383,7 @@ def _make(paths: Paths, name: str, conf: str, overrides: Mapping[str, str | None
 
 def _unpack(tar: tarfile.TarFile, tree: Path, label: str, name: str,
             keep_out: list[int]) -> None:  # fmt: skip
-    from engine.rootfs.templates import in_chroot
+    from engine.rootfs.chroot import in_chroot
 
     def work(root: Path) -> None:
         for fd in keep_out:

@@ -101,17 +101,28 @@ def _from(paths: Paths, src: Any, cfg: Any, origin: Path, backend: str) -> None:
 def new_identity(tree: Path, cfg: Any, machine_id: bool = False) -> None:
     """/etc/hostname and /etc/hosts for ``cfg`` (and an empty machine-id), written in a
     chroot of the tree: it is the guest's, a symlink there must not lead onto the host."""
-    from engine.rootfs.templates import in_chroot
+    from engine.rootfs.chroot import in_chroot
 
     in_chroot(tree, lambda root: _rewrite(root, cfg, machine_id), f"{cfg.name}: new identity")
 
 
 def _rewrite(root: Path, cfg: Any, machine_id: bool) -> None:
-    from engine.rootfs.templates import etc_files, write_etc
+    from engine.rootfs.chroot import hosts_text
 
-    (root / "etc").mkdir(mode=0o755, exist_ok=True)
-    files = etc_files(cfg.hostname, cfg.addresses, "/bin/sh")
-    write_etc(root, {k: v for k, v in files.items() if k in ("hostname", "hosts")})
+    etc = root / "etc"
+    etc.mkdir(mode=0o755, exist_ok=True)
+    for name, text in (
+        ("hostname", cfg.hostname + "\n"),
+        ("hosts", hosts_text(cfg.hostname, cfg.addresses)),
+    ):
+        if (etc / name).is_symlink():
+            (etc / name).unlink()  # never write through the guest's link
+        fd = os.open(etc / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, text.encode())
+            os.fchmod(fd, 0o644)
+        finally:
+            os.close(fd)
     if not machine_id:
         return
     for path in (root / "etc/machine-id", root / "var/lib/dbus/machine-id"):

@@ -14,9 +14,9 @@ import fcntl
 import os
 import stat
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from engine._record import Record
 from engine.errors import KernelError
 
 # include/uapi/linux/loop.h
@@ -62,10 +62,10 @@ class LoopConfig(ctypes.Structure):
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class Attached:
+class Attached(Record):
     """A loop device we configured; ``fd`` keeps it alive until closed."""
 
+    __slots__ = _fields = ("device", "fd")
     device: str
     fd: int
 

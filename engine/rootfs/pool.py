@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 from pathlib import Path
 
 from engine import _libc
@@ -120,6 +119,7 @@ def create(paths: Paths, size: int) -> PoolStatus:
 
 
 def _mkfs(image: Path) -> None:
+    import shutil
     import subprocess
 
     tool = shutil.which("mkfs.btrfs")

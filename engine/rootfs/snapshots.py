@@ -24,9 +24,6 @@ import errno
 import fcntl
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,6 +44,9 @@ from engine.rootfs import btrfs, loop, storage, volumes
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+# subprocess, shutil and tempfile (~15 ms together) are imported where copies
+# happen: a btrfs snapshot, the common case, needs none of them
 
 FORMAT = 1
 FIFREEZE = 0xC0045877  # _IOWR('X', 119, int): include/uapi/linux/fs.h
@@ -209,6 +209,9 @@ def _fs_frozen(paths: Paths, cfg: Any) -> Iterator[None]:
 def _cp(argv: list[str], what: str, guest: str, progress: Progress | None = None,
         watch: Path | None = None) -> None:  # fmt: skip
     """Run cp; with ``progress``, report the bytes ``watch``'s file system gained meanwhile."""
+    import shutil
+    import subprocess
+
     tool = shutil.which("cp") or "/bin/cp"
     proc = subprocess.Popen([tool, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
@@ -269,6 +272,8 @@ def _write_meta(target: Path, cfg: Any, snap: str, created: float, size: int | N
 
 def _discard(target: Path) -> None:
     """Remove a snapshot's data and record, whatever state they are in."""
+    import shutil
+
     if btrfs.is_subvolume(target):
         btrfs.delete(target)
     elif target.is_dir() and not target.is_symlink():
@@ -369,6 +374,8 @@ def _swap_tree(current: Path, make: Callable[[Path], None],
 
 
 def _remove_tree(path: Path) -> None:
+    import shutil
+
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
@@ -424,6 +431,8 @@ def _rmdir_empty(path: Path) -> None:
 
 def remove_all(paths: Paths, name: str) -> None:
     """Every snapshot of ``name`` (the guest is being deleted), whatever its backend was."""
+    import shutil
+
     places = [paths.snapshots_dir / name, paths.vservers_dir / volumes.VSERVERS_SNAPSHOTS / name]
     if storage.pool_exists(paths):
         from engine.rootfs import pool
@@ -469,6 +478,8 @@ def readable_tree(paths: Paths, cfg: Any, snap: str | None = None) -> Iterator[P
 @contextmanager
 def mounted_image(paths: Paths, image: Path, guest: str) -> Iterator[Path]:
     """``image`` loop-attached read-only and mounted on a private directory."""
+    import tempfile
+
     paths.state_dir.mkdir(parents=True, exist_ok=True)
     point = Path(tempfile.mkdtemp(prefix=".mnt-", dir=paths.state_dir))
     os.chmod(point, 0o700)

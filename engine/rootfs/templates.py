@@ -10,19 +10,19 @@ self-contained (the host's static busybox and its applet links).
 from __future__ import annotations
 
 import grp
-import ipaddress
 import logging
 import os
 import shutil
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import VstuiError
 from engine.rootfs.binds import SYSTEM_DIRS
+from engine.rootfs.chroot import hosts_text, in_chroot
 
 log = logging.getLogger("vstui.rootfs")
 
@@ -122,20 +122,6 @@ def parse_template(template: str | None) -> Template:
     return Template(kind, arg or None)
 
 
-def address_of(word: object) -> str | None:
-    """The bare IP of an IPROOT word (``eth0:198.18.0.2/24``) or an IPAddr."""
-    iface = getattr(word, "interface", None)
-    if iface is not None:
-        return str(iface.ip)
-    text = str(word)
-    for candidate in (text, text.split(":", 1)[-1]):
-        try:
-            return str(ipaddress.ip_interface(candidate).ip)
-        except ValueError:
-            continue
-    return None
-
-
 def shadow_gid(host: Path = HOST) -> int | None:
     """The host's shadow group id (a skeleton guest shares /usr, hence its tools)."""
     if host != HOST:
@@ -161,9 +147,6 @@ def etc_files(
     if shadow_group is not None:
         groups.append(f"shadow:x:{shadow_group}:")
     groups.append("nogroup:x:65534:")
-    hosts = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{hostname}"]
-    hosts += [f"{ip}\t{hostname}" for ip in filter(None, map(address_of, addresses))]
-    hosts += ["::1\tlocalhost ip6-localhost ip6-loopback"]
     return {
         "passwd": EtcFile(
             f"root:x:0:0:root:/root:{shell}\n"
@@ -176,7 +159,7 @@ def etc_files(
             shadow_group or 0,
         ),
         "hostname": EtcFile(hostname + "\n"),
-        "hosts": EtcFile("\n".join(hosts) + "\n"),
+        "hosts": EtcFile(hosts_text(hostname, addresses)),
         "resolv.conf": EtcFile(RESOLV_CONF),
         "os-release": EtcFile(os_release),
         "nsswitch.conf": EtcFile(NSSWITCH),
@@ -377,33 +360,6 @@ def _open_archive(source: str) -> tarfile.TarFile:
         return tarfile.open(source, "r:*")
     except (OSError, tarfile.TarError) as exc:
         raise VstuiError(f"{source}: cannot read the archive: {exc}") from exc
-
-
-def in_chroot(tree: Path, work: Callable[[Path], None], what: str) -> None:
-    """Run ``work(Path("/"))`` in a child chrooted into ``tree``.
-
-    Whatever a foreign tree holds (an absolute symlink at /etc, at /var ...)
-    then resolves inside the tree, never onto the host.
-    """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        code = 0
-        try:
-            os.chroot(tree)
-            os.chdir("/")
-            work(Path("/"))
-        except BaseException as exc:
-            os.write(write_end, str(exc).encode()[:1000])
-            code = 1
-        os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        error = pipe.read().decode(errors="replace")
-    _, status = os.waitpid(pid, 0)
-    if status != 0:
-        raise VstuiError(f"{what} failed: {error or 'status ' + str(status)}")
 
 
 def populate_tarball(tree: Path, source: str, hostname: str, addresses: Iterable[object]) -> None:

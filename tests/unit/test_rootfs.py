@@ -22,10 +22,10 @@ from engine.rootfs.binds import (
     template_kind,
 )
 from engine.rootfs.build import config_values
+from engine.rootfs.chroot import address_of
 from engine.rootfs.storage import _config_size, _human, read_ext4_super
 from engine.rootfs.templates import (
     Template,
-    address_of,
     etc_files,
     is_static,
     parse_template,
