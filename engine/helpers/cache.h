@@ -288,14 +288,19 @@ static void ch_supervise(struct ch *c, int ready_w) {
         _exit(1);
     struct st_io io = {.report = -1, .go = -1, .console = console[1], .supervisor = getpid()};
     pid_t b = vs_start(c->plan->s, c->plan->n, &io);
+    /* the CLI may have been killed meanwhile: its gone reader must not kill us
+     * (SIGPIPE) before the supervisor's exec. Only now: B, the guest's init,
+     * keeps the default disposition. */
+    signal(SIGPIPE, SIG_IGN);
     if (b < 0) {
         dprintf(2, "vserver: cached start refused (%s); starting through Python\n", io.error);
         (void)!write(ready_w, "fallback", 8);
         _exit(1);
     }
     close(console[1]); /* the guest's init holds the write end now */
-    dprintf(ready_w, "ok %d", (int)b);
+    dprintf(ready_w, "ok %d", (int)b); /* EPIPE when the CLI is gone: go on */
     close(ready_w);
+    signal(SIGPIPE, SIG_DFL);
     /* the lean supervisor: its command, then init's PID and the console fd */
     long long n;
     vs_ll(c->super[0].s, 10, &n);

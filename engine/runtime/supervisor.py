@@ -147,12 +147,11 @@ def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> No
         error = forked.one_line(exc)
         _log(log_fd, name, f"start failed: {error}")
         _remove_run_dir(run_dir)
-        os.write(ready_fd, f"error {error}".encode(errors="replace"))
+        _answer(ready_fd, f"error {error}")
         os._exit(1)
     os.close(console_w)  # the guest's init holds the write end now
     os.set_inheritable(console_r, True)
-    os.write(ready_fd, f"ok {booted.init_pid}".encode())
-    os.close(ready_fd)
+    _answer(ready_fd, f"ok {booted.init_pid}")
     command = lean_command(paths, name, xid, (run_dir, log_file),
                            (booted.mem_limit, booted.mem_usage_file))  # fmt: skip
     if booted.cache:
@@ -161,6 +160,16 @@ def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> No
         deps, plan = booted.cache
         bootcache.write(paths, name, bootcache.entry(deps, run_dir, log_file, plan, command))
     os.execv(sys.executable, [*command, str(booted.init_pid), str(console_r)])
+
+
+def _answer(ready_fd: int, text: str) -> None:
+    """Tell the CLI how the boot went, if it still listens: a `vserver start`
+    killed meanwhile (EPIPE) must not take the guest's supervisor with it."""
+    try:
+        os.write(ready_fd, text.encode(errors="replace"))
+    except OSError:
+        pass
+    os.close(ready_fd)
 
 
 def lean_command(

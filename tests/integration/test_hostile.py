@@ -184,3 +184,85 @@ def test_stop_needs_no_free_disk_space(vroot: Paths) -> None:
     finally:
         for where in small:
             subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+# -- a start killed at any instant leaves no guest or a supervised one -------------
+def _proc_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0].decode()
+    except OSError:
+        return None
+
+
+def _guest_pids(paths: Paths, name: str) -> set[int]:
+    from engine.cgroups import manager
+
+    cg = manager()
+    rel = paths.cgroup_name(name)
+    return set(cg.procs(rel)) if cg.exists(rel) else set()
+
+
+def _settle(paths: Paths, name: str) -> str:
+    """'none' or 'supervised' once the killed start's aftermath has settled;
+    anything else (an unsupervised guest, a zombie supervisor) after 20 s."""
+    import time
+
+    deadline = time.monotonic() + 20
+    seen = ""
+    while time.monotonic() < deadline:
+        run = state.read(paths, name)
+        sup = runfile(paths, name, "supervisor.pid")
+        pids = _guest_pids(paths, name)
+        if run.running and sup and _proc_state(sup) not in (None, "Z"):
+            return "supervised"
+        if not run.running and not pids and (sup is None or _proc_state(sup) in (None,)):
+            return "none"
+        seen = f"running={run.running} supervisor={sup}:{_proc_state(sup) if sup else None} " \
+               f"guest pids={sorted(pids)}"  # fmt: skip
+        time.sleep(0.05)
+    return seen
+
+
+def runfile(paths: Paths, name: str, key: str) -> int | None:
+    try:
+        return int((paths.run_dir(name) / key).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.parametrize("path", ["python", "compiled"])
+def test_a_start_killed_at_any_instant_is_crash_consistent(vroot: Paths, path: str) -> None:
+    import signal
+    import time
+
+    name = build(vroot)
+    ok(vserver(vroot, name, "start"))  # a Python start saves the boot cache
+    ok(vserver(vroot, name, "stop"))
+    argv = {"python": [sys.executable, "-m", "vstui.cli.vserver"], "compiled": [VSERVER_BIN]}
+    env = {**os.environ, "VSTUI_FALLBACK": "0"} if path == "compiled" else None
+    cmd = [*argv[path], "--root", str(vroot.root), name, "start"]
+    began = time.monotonic()
+    subprocess.run(cmd, env=env, check=True, timeout=120)  # how long a whole start takes now
+    whole = time.monotonic() - began
+    ok(vserver(vroot, name, "stop"))
+    outcomes: list[tuple[int, str]] = []
+    step = 0
+    # kill points every 1/12 of a whole start, until two starts got through
+    # (under load a start takes longer than the one measured)
+    while [o for _, o in outcomes].count("supervised") < 2:
+        assert step < 100, outcomes
+        delay = whole * step / 12
+        step += 1
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        outcome = _settle(vroot, name)
+        outcomes.append((round(delay * 1000), outcome))
+        assert outcome in ("none", "supervised"), outcomes
+        stopped = vserver(vroot, name, "stop", timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        assert _guest_pids(vroot, name) == set() and not state.read(vroot, name).running
+    assert outcomes[0][1] == "none", outcomes  # killed before anything happened
