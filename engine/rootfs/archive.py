@@ -368,13 +368,14 @@ def _make(paths: Paths, name: str, conf: str, overrides: Mapping[str, str | None
         if overrides:
             config.update_config(paths, name, dict(overrides))
         cfg = config.load_guest(paths, name)
-        storage.create(cfg, paths)
-        with storage.prepare_root(cfg, paths) as handle:
-            _unpack(tar, handle.path, label, name, keep_out)
-            if "S_HOSTNAME" in overrides or "IPROOT" in overrides:
-                from engine.rootfs.clone import new_identity
+        with storage.full_guard(paths, cfg):
+            storage.create(cfg, paths)
+            with storage.prepare_root(cfg, paths) as handle:
+                _unpack(tar, handle.path, label, name, keep_out)
+                if "S_HOSTNAME" in overrides or "IPROOT" in overrides:
+                    from engine.rootfs.clone import new_identity
 
-                new_identity(handle.path, cfg)
+                    new_identity(handle.path, cfg)
     except BaseException:
         _remove_all(paths, name, cfg)
         raise

@@ -209,9 +209,10 @@ def build(
     cfg = None
     try:
         cfg = config.load_guest(paths, name)
-        storage.create(cfg, paths)
-        with storage.prepare_root(cfg, paths) as handle:
-            populate(chosen, handle.path, cfg.hostname, addresses, args)
+        with storage.full_guard(paths, cfg):
+            storage.create(cfg, paths)
+            with storage.prepare_root(cfg, paths) as handle:
+                populate(chosen, handle.path, cfg.hostname, addresses, args)
     except BaseException:
         _remove_all(paths, name, cfg)  # with cfg: a project-quota id is cleared too
         raise

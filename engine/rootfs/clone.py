@@ -53,9 +53,10 @@ def clone(paths: Paths, source: str, name: str, addresses: Iterable[object] = ()
     try:
         config.atomic_write(paths.config_file(name), src.path.read_text(), guest=name)
         cfg = config.update_config(paths, name, changes)
-        _copy_tree(paths, src, cfg, snapshot)
-        with storage.prepare_root(cfg, paths) as handle:
-            new_identity(handle.path, cfg, machine_id=True)
+        with storage.full_guard(paths, cfg):
+            _copy_tree(paths, src, cfg, snapshot)
+            with storage.prepare_root(cfg, paths) as handle:
+                new_identity(handle.path, cfg, machine_id=True)
     except BaseException:
         _remove_all(paths, name, cfg)
         raise

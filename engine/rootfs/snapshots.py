@@ -148,12 +148,13 @@ def create(paths: Paths, name: str, snap: str | None = None,
                              f"it (vserver {name} snapshot delete {snap})", name)  # fmt: skip
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         created = time.time()
-        try:
-            size = _take(paths, cfg, target, progress)
-            _write_meta(target, cfg, snap, created, size)
-        except BaseException:
-            _discard(target)
-            raise
+        with storage.full_guard(paths, cfg, snapshot=True):
+            try:
+                size = _take(paths, cfg, target, progress)
+                _write_meta(target, cfg, snap, created, size)
+            except BaseException:
+                _discard(target)
+                raise
     return _read(paths, cfg, snap)
 
 
@@ -338,13 +339,14 @@ def restore(paths: Paths, name: str, snap: str) -> None:
         _stopped(paths, name, "restoring a snapshot")
         backend = storage.backend_of(cfg)
         source = _stored(paths, cfg, snap)
-        if backend == "btrfs":
-            _restore_btrfs(paths, cfg, source)
-        elif backend == "image":
-            _restore_image(paths, cfg, source)
-        else:
-            _swap_tree(paths.guest_root(cfg.name),
-                       lambda tmp: copy_tree(source, tmp, cfg.name))  # fmt: skip
+        with storage.full_guard(paths, cfg):
+            if backend == "btrfs":
+                _restore_btrfs(paths, cfg, source)
+            elif backend == "image":
+                _restore_image(paths, cfg, source)
+            else:
+                _swap_tree(paths.guest_root(cfg.name),
+                           lambda tmp: copy_tree(source, tmp, cfg.name))  # fmt: skip
 
 
 def _swap_tree(current: Path, make: Callable[[Path], None],

@@ -281,6 +281,49 @@ def _prepare_image(cfg: Any, paths: Paths) -> RootHandle:
 # -- the contract ----------------------------------------------------------
 
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class FullGuard:
+    """Turns "no space" from any step of a storage operation into one QuotaError that
+    names the guest, the full file system and the fix (a copy's cp, a btrfs ioctl,
+    a write in a chroot child: each says it its own way)."""
+
+    def __init__(self, name: str, pooled: bool, where: Path) -> None:
+        self.name, self.pooled, self.where = name, pooled, where
+
+    def __enter__(self) -> FullGuard:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None or isinstance(exc, QuotaError) or not _no_space(exc):
+            return
+        if self.pooled:
+            text = ("the pool is full; grow it (vserver --pool grow SIZE) or delete snapshots "
+                    "or guests there, then try again")  # fmt: skip
+        else:
+            text = f"the file system holding {self.where} is full; free space there, then try again"
+        raise QuotaError(text, self.name) from exc
+
+
+def _no_space(exc: BaseException) -> bool:
+    if isinstance(exc, OSError | KernelError) and exc.errno in NO_SPACE:
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+def full_guard(paths: Paths, cfg: Any, snapshot: bool = False) -> FullGuard:
+    """FullGuard for an operation writing ``cfg``'s storage: the pool for a btrfs guest,
+    else the snapshots directory (``snapshot``), the images or the guests' directory."""
+    backend = backend_of(cfg)
+    if snapshot:
+        where = paths.snapshots_dir
+    else:
+        where = paths.images_dir if backend == "image" else paths.vservers_dir
+    return FullGuard(cfg.name, backend == "btrfs" and pool_exists(paths), where)
+
+
 def pool_exists(paths: Paths) -> bool:
     """Is there a btrfs pool (engine.rootfs.pool) under this root?"""
     return os.path.exists(paths.pool_image)

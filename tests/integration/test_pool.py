@@ -219,3 +219,36 @@ def test_a_guest_cannot_escape_its_quota_by_a_nested_subvolume(vroot: Paths) -> 
         finally:
             ok(vserver(vroot, "g", "stop"))
         assert not (tree(vroot, "g") / "root/nested").exists()
+
+
+def fill_up(path) -> None:
+    """Write into ``path`` until the file system says ENOSPC."""
+    chunk = os.urandom(1 << 20)
+    try:
+        with open(path, "wb") as f:
+            while True:
+                f.write(chunk)
+                f.flush()
+    except OSError as exc:
+        assert exc.errno == 28, exc
+    os.sync()
+
+
+def test_a_full_pool_refuses_in_one_line_and_leaves_nothing(vroot: Paths) -> None:
+    with pool(vroot, "128M"):
+        ok(vserver(vroot, "g", "build", "-m", "busybox"))
+        fill_up(tree(vroot, "g") / "root/fill")
+        full = "the pool is full; grow it (vserver --pool grow SIZE)"
+        refused(vserver(vroot, "k", "build", "-m", "busybox"), "k", full)
+        assert not vroot.config_file("k").exists() and not (vroot.pool_dir / "guests/k").exists()
+        refused(vserver(vroot, "g", "clone", "h"), "h", full)
+        assert not vroot.config_file("h").exists() and not (vroot.pool_dir / "guests/h").exists()
+        taken = vserver(vroot, "g", "snapshot", "create", "s1")
+        if taken.returncode != 0:  # btrfs may still find metadata room for it
+            refused(taken, "g", full)
+            assert ok(vserver(vroot, "g", "snapshot", "list")) == ""
+            assert not (vroot.pool_dir / "snapshots/g/s1").exists()
+        ok(vserver(vroot, "--pool", "grow", "384M"))
+        ok(vserver(vroot, "g", "snapshot", "create", "s2"))
+        ok(vserver(vroot, "g", "clone", "h"))
+        assert (tree(vroot, "h") / "etc/hostname").read_text() == "h\n"
