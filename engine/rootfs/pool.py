@@ -27,7 +27,7 @@ from engine._record import Record
 from engine.errors import KernelError, QuotaError, VstuiError, require_root
 from engine.paths import Paths
 from engine.rootfs import btrfs, loop
-from engine.rootfs.storage import mounts_under, top_mount
+from engine.rootfs.storage import _human, mounts_under, top_mount
 
 MIN_POOL = 128 << 20  # mkfs.btrfs needs ~110 MiB for its default profiles
 GUESTS = "guests"
@@ -54,13 +54,6 @@ class PoolStatus(Record):
 
 def exists(paths: Paths) -> bool:
     return paths.pool_image.is_file()
-
-
-def _human(size: int) -> str:
-    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
-        if size >= 1 << shift:
-            return f"{size / (1 << shift):.1f}{unit}"
-    return str(size)
 
 
 def _host_free(path: Path) -> int:

@@ -323,6 +323,15 @@ def get(paths: Paths, name: str, snap: str) -> Snapshot:
 # -- restore and delete --------------------------------------------------------------
 
 
+def _existing(paths: Paths, name: str, snap: str, what: str) -> tuple[Any, str]:
+    """(config, name) of an existing snapshot, as root; one-line errors otherwise."""
+    cfg = _load(paths, name)
+    require_root(what, name)
+    snap = _check_snap(snap)
+    _read(paths, cfg, snap)  # VstuiError "no snapshot 'SNAP'" when it is not there
+    return cfg, snap
+
+
 def _stopped(paths: Paths, name: str, what: str) -> None:
     if _running(paths, name):
         raise GuestRunning(f"{what} needs the guest stopped; stop it first "
@@ -331,10 +340,7 @@ def _stopped(paths: Paths, name: str, what: str) -> None:
 
 def restore(paths: Paths, name: str, snap: str) -> None:
     """Bring the guest's tree back to ``snap``; atomic, the guest stopped."""
-    cfg = _load(paths, name)
-    require_root("restoring a snapshot", name)
-    snap = _check_snap(snap)
-    _read(paths, cfg, snap)  # exists?
+    cfg, snap = _existing(paths, name, snap, "restoring a snapshot")
     with _Locked(paths, name):
         _stopped(paths, name, "restoring a snapshot")
         backend = storage.backend_of(cfg)
@@ -415,10 +421,7 @@ def _restore_image(paths: Paths, cfg: Any, source: Path) -> None:
 
 
 def delete(paths: Paths, name: str, snap: str) -> None:
-    cfg = _load(paths, name)
-    require_root("deleting a snapshot", name)
-    snap = _check_snap(snap)
-    _read(paths, cfg, snap)  # exists?
+    cfg, snap = _existing(paths, name, snap, "deleting a snapshot")
     with _Locked(paths, name):
         _discard(_stored(paths, cfg, snap))
     _rmdir_empty(directory(paths, cfg))

@@ -437,7 +437,7 @@ def usage(cfg: Any, paths: Paths) -> DiskUsage:
 
 
 def _human(size: int) -> str:
-    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
         if size >= 1 << shift:
             return f"{size / (1 << shift):.1f}{unit}"
     return str(size)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from engine.errors import VstuiError
 from engine.paths import Paths
+from vstui.cli.vserver_storage import human as _human
 
 TOOL = "vserver"
 SNAPSHOT_USAGE = "snapshot create [SNAP] | list [--json] | restore SNAP | delete SNAP"
@@ -26,15 +27,6 @@ SNAPSHOT_USAGE = "snapshot create [SNAP] | list [--json] | restore SNAP | delete
 def _usage(name: str, text: str) -> int:
     print(f"{TOOL}: {name}: usage: vserver NAME {text}", file=sys.stderr)
     return 2
-
-
-def _human(size: int | None) -> str:
-    if size is None:
-        return "-"
-    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
-        if size >= 1 << shift:
-            return f"{size / (1 << shift):.1f}{unit}"
-    return str(size)
 
 
 def _progress(done: int) -> None:

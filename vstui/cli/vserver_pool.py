@@ -11,18 +11,10 @@ import sys
 from collections.abc import Sequence
 
 from engine.paths import Paths
+from vstui.cli.vserver_storage import human as _human
 
 TOOL = "vserver"
 USAGE = "usage: vserver --pool create SIZE | status [--json] | grow SIZE | mount | remove"
-
-
-def _human(size: int | None) -> str:
-    if size is None:
-        return "-"
-    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
-        if size >= 1 << shift:
-            return f"{size / (1 << shift):.1f}{unit}"
-    return str(size)
 
 
 def _show(status, as_json: bool) -> None:

@@ -17,13 +17,17 @@ from engine.paths import Paths
 USAGE = "usage: vserver NAME quota [--json] | SIZE | --user USER SIZE|none"
 
 
-def _human(size: int | None) -> str:
+def human(size: int | None) -> str:
+    """``1.5G``, ``640.0M``; ``-`` for unknown or unlimited (every vserver storage command)."""
     if size is None:
         return "-"
     for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
         if size >= 1 << shift:
             return f"{size / (1 << shift):.1f}{unit}"
     return str(size)
+
+
+_human = human
 
 
 def _percent(used: int | None, limit: int | None) -> str:

@@ -217,25 +217,26 @@ class DetailScreen(ProcActions):
 
     _said_no_log = False
 
-    def action_snapshots(self) -> None:
-        """The Snapshots pane in place of the process tree (S again: back)."""
+    def _show_pane(self, pane: str) -> bool:
+        """``pane`` in place of the process tree; pressed again, the tree comes back
+        (then False)."""
         switcher = self.query_one(ContentSwitcher)
-        if switcher.current == "snapshots":
+        if switcher.current == pane:
             switcher.current = "procs"
             self.procs_table.focus()
-            return
-        switcher.current = "snapshots"
-        pane = self.query_one(SnapshotsPane)
-        pane.reload()
-        pane.focus_table()
+            return False
+        switcher.current = pane
+        return True
+
+    def action_snapshots(self) -> None:
+        if self._show_pane("snapshots"):
+            pane = self.query_one(SnapshotsPane)
+            pane.reload()
+            pane.focus_table()
 
     def action_log(self) -> None:
-        switcher = self.query_one(ContentSwitcher)
-        if switcher.current == "log":
-            switcher.current = "procs"
-            self.procs_table.focus()
+        if not self._show_pane("log"):
             return
-        switcher.current = "log"
         if self.tail is not None:
             self.tail.offset = 0
         self.query_one(Log).clear()
