@@ -259,6 +259,9 @@ def _prepare_image(cfg: Any, paths: Paths) -> RootHandle:
         if current in attached:
             return RootHandle(root, mounted=True, image=image)  # a supervisor before us did
         raise VstuiError(f"{current} is mounted on {root}; unmount it (umount {root})", cfg.name)
+    for device in attached:  # an unmount a moment ago: autoclear frees it from a work queue
+        loop.wait_detached(device, 10.0)
+    attached = loop.devices_for(image)
     if attached:
         raise VstuiError(
             f"{image} is attached to {', '.join(attached)} but not mounted; "
