@@ -21,6 +21,7 @@ from vstui.app.widgets.dialogs import (
     ConfirmDialog,
     ExecOutput,
     FormDialog,
+    KillDialog,
     PickDialog,
     TypeNameDialog,
 )
@@ -212,7 +213,10 @@ def test_help_lists_keys_of_the_current_screen(tmp_path):
         await settle(pilot)
         assert isinstance(app.screen, HelpScreen)
         text = screen_text(app)
-        assert "Kill" in text and "f9 k" in text and "Tree" in text and "Pause" in text
+        assert "Kill" in text and "f9 ctrl+k" in text and "Tree" in text and "Pause" in text
+        await pilot.press("end")
+        await pilot.pause()
+        assert "↑ ↓ k j" in screen_text(app)  # k moves up
         await pilot.press("escape")
         assert isinstance(app.screen, ProcessesScreen)
 
@@ -243,7 +247,12 @@ def test_start_stop_restart_with_confirm(tmp_path):
         await pilot.press("down", "down")  # mail
         await pilot.press("plus")
         await settle(pilot)
-        await pilot.press("minus")
+        await pilot.press("minus")  # stop asks, like restart
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("enter")  # Cancel is focused: nothing happens
+        await settle(pilot)
+        assert rec.ops() == ["start"]
+        await pilot.press("minus", "y")
         await settle(pilot)
         assert rec.ops() == ["start", "stop"]
         assert rec.calls[0][2] == ("mail",)
@@ -287,7 +296,9 @@ def test_build_and_delete(tmp_path):
         assert isinstance(app.screen, TypeNameDialog)
         await pilot.press("backspace", "backspace", *"db", "enter")
         await settle(pilot)
+        # db is running: the dialog offered (ticked) to stop it first
         assert rec.calls[-1][1] == "delete" and rec.calls[-1][2] == ("db",)
+        assert rec.calls[-1][3] == {"force": True}
 
     drive(app, scenario)
 
@@ -351,7 +362,7 @@ def _with_sleepers(n: int, sleepers: list):
     return replace(snap, procs=snap.procs + extra)
 
 
-def test_kill_through_picker_and_confirm_kills_the_process(tmp_path):
+def test_kill_dialog_lists_the_target_and_enter_sends_term(tmp_path):
     sleepers: list[subprocess.Popen] = []
     try:
         snap = _with_sleepers(1, sleepers)
@@ -361,17 +372,16 @@ def test_kill_through_picker_and_confirm_kills_the_process(tmp_path):
             await pilot.press("2")
             await settle(pilot)
             assert app.screen.table.cursor_item.pid == sleepers[0].pid
-            await pilot.press("k")
-            assert isinstance(app.screen, PickDialog)
-            assert app.screen.query_one("OptionList").highlighted == 0  # TERM preselected
-            await pilot.press("enter")
-            assert isinstance(app.screen, ConfirmDialog)
+            await pilot.press("k")  # k moves up: no dialog
+            assert not isinstance(app.screen, KillDialog)
+            await pilot.press("f9")
+            assert isinstance(app.screen, KillDialog)
+            assert app.screen.query_one("KeyList").highlighted == 0  # TERM preselected
             await pilot.pause()
             text = screen_text(app)
-            assert f"PID {sleepers[0].pid}" in text and "sleep 300" in text
-            assert "on the host" in text
-            assert app.screen.focused.id == "cancel"
-            await pilot.press("tab", "enter")
+            assert str(sleepers[0].pid) in text and "sleep 300" in text and "(host)" in text
+            assert "Send TERM" in text
+            await pilot.press("enter")  # the default is the action
             await settle(pilot)
 
         drive(app, scenario)
@@ -391,18 +401,18 @@ def test_kill_cancel_and_bulk_kill_of_marked_rows(tmp_path):
         async def scenario(pilot):
             await pilot.press("2")
             await settle(pilot)
-            await pilot.press("k", "enter", "enter")  # picker, then Cancel (focused)
+            await pilot.press("ctrl+k", "escape")  # the dialog, cancelled
             await settle(pilot)
             assert all(s.poll() is None for s in sleepers)
             await pilot.press("space", "space")  # mark the two busiest sleepers
+            assert "2 marked" in screen_text(app)
             await pilot.press("f9")
-            app.screen.query_one("OptionList").highlighted = 4  # KILL
-            await pilot.press("enter")
+            app.screen.query_one("KeyList").highlighted = 4  # KILL
             await pilot.pause()
             text = screen_text(app)
-            assert "SIGKILL" in text and f"PID {sleepers[0].pid}" in text
-            assert f"PID {sleepers[2].pid}" not in text
-            await pilot.press("tab", "enter")
+            assert "Send KILL" in text and str(sleepers[0].pid) in text
+            assert str(sleepers[1].pid) in text and str(sleepers[2].pid) not in text
+            await pilot.press("enter")
             await settle(pilot)
 
         drive(app, scenario)
@@ -452,7 +462,7 @@ def test_editor_saves_changes_and_offers_restart(tmp_path):
 # -- read-only mode -------------------------------------------------------
 DANGEROUS_KEYS = {
     GuestsScreen: ["plus", "minus", "R", "n", "s", "x", "D"],
-    ProcessesScreen: ["k", "f9", "s", "x"],
+    ProcessesScreen: ["ctrl+k", "f9", "s", "x"],
 }
 
 
@@ -477,8 +487,10 @@ def test_read_only_hides_dangerous_keys_and_refuses_them(tmp_path):
                 await pilot.press(key)
                 await settle(pilot)
                 assert isinstance(app.screen, GuestsScreen | ProcessesScreen), key
-        for action in DANGEROUS:
-            assert await app.run_action(action, app.screen) is False
+                footer = screen_text(app).splitlines()[-1]
+                assert "read-only" in footer and "changes the host" in footer, (key, footer)
+        for action in DANGEROUS:  # handled (explained), never run
+            assert await app.run_action(action, app.screen) is True
         assert app.engine.recorder.calls == [] and runner.calls == []
 
     drive(app, scenario)

@@ -111,3 +111,21 @@ def _console():
     from rich.console import Console
 
     return Console(color_system="256", force_terminal=True, width=80)
+
+
+def test_control_characters_never_reach_the_terminal(tmp_path: Path):
+    """A newline in a command line moved the terminal's cursor to the next row."""
+    snap = small_snapshot()
+    evil = replace(snap.procs[-1], cmdline="sleep\n30\x1b[2J\x07")
+    app = make_app(tmp_path, snap=replace(snap, procs=(*snap.procs[:-1], evil)),
+                   first_screen="processes", interval=3600)  # fmt: skip
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            table = app.screen.query_one("#procs", LineTable)
+            drawn = "".join(table.render_line(y).text for y in range(table.size.height))
+            assert "sleep?30?[2J?" in drawn
+            assert not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in drawn)
+
+    asyncio.run(main())

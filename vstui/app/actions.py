@@ -65,6 +65,7 @@ REGISTRY: tuple[ActionSpec, ...] = (
     ActionSpec("follow", "F", "Follow", (PROCS, DETAIL), show=False),
     ActionSpec("kernel", "K", "Kernel threads", (PROCS,), show=False),
     ActionSpec("mark", "space", "Mark", (PROCS, DETAIL), show=False),
+    ActionSpec("unmark", "U", "Unmark all", (PROCS, DETAIL), show=False),
     ActionSpec("guest_filter", "g", "Guest", (PROCS,)),
     ActionSpec("log", "l", "Log", (GUESTS, DETAIL)),
     ActionSpec("edit", "e", "Edit", (GUESTS, DETAIL)),
@@ -76,7 +77,8 @@ REGISTRY: tuple[ActionSpec, ...] = (
     ActionSpec("build", "n", "New", (GUESTS,), dangerous=True),
     ActionSpec("enter", "s", "Shell", (GUESTS, DETAIL, PROCS), dangerous=True),
     ActionSpec("exec", "x", "Exec", (GUESTS, DETAIL, PROCS), dangerous=True),
-    ActionSpec("kill", "f9,k", "Kill", (PROCS, DETAIL), dangerous=True, key_display="k"),
+    # F9 as in htop, ctrl+k as in k9s; never plain k, which moves up (vi)
+    ActionSpec("kill", "f9,ctrl+k", "Kill", (PROCS, DETAIL), dangerous=True, key_display="F9"),
     ActionSpec("delete", "D", "Delete", (GUESTS,), dangerous=True),
     ActionSpec("freeze", "f", "Freeze", (GUESTS, DETAIL), dangerous=True, hide_in=(GUESTS, DETAIL)),
     ActionSpec("thaw", "u", "Thaw", (GUESTS, DETAIL), dangerous=True, hide_in=(GUESTS, DETAIL)),
@@ -89,6 +91,11 @@ REGISTRY: tuple[ActionSpec, ...] = (
 
 BY_ID: dict[str, ActionSpec] = {spec.id: spec for spec in REGISTRY}
 DANGEROUS: frozenset[str] = frozenset(spec.id for spec in REGISTRY if spec.dangerous)
+
+
+def refused(action: str, read_only: bool) -> bool:
+    """True for a key the read-only gate refuses (its key then explains why)."""
+    return read_only and action in DANGEROUS
 
 
 def allowed(action: str, read_only: bool) -> bool:

@@ -12,13 +12,17 @@ refuses it in read-only mode before touching anything.
 
 from __future__ import annotations
 
+import os
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from textual import work
+from textual.actions import ActionParseResult
+from textual.actions import parse as parse_action
 from textual.app import App
 from textual.binding import Binding
+from textual.dom import DOMNode
 from textual.message import Message
 from textual.worker import Worker, WorkerState
 
@@ -26,7 +30,7 @@ from engine.errors import VstuiError
 from engine.facade import Engine, SaveResult
 from engine.observe.model import ProcRow, Snapshot
 from engine.text import visible
-from vstui.app.actions import allowed, bindings
+from vstui.app.actions import BY_ID, allowed, bindings, refused
 from vstui.app.commands import VstuiCommands
 from vstui.app.history import History
 from vstui.app.poller import Poller
@@ -205,6 +209,29 @@ class VstuiApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return allowed(action, self.read_only)
 
+    async def run_action(
+        self, action: str | ActionParseResult, default_namespace: DOMNode | None = None,
+        namespaces: Mapping[str, DOMNode] | None = None,
+    ) -> bool:  # fmt: skip
+        """Every key and command comes here: one the read-only gate refuses
+        says why in the footer instead of doing nothing."""
+        name = (parse_action(action) if isinstance(action, str) else action)[1]
+        if refused(name, self.read_only):
+            self.explain_refusal(name)
+            return True
+        return await super().run_action(action, default_namespace, namespaces)
+
+    def explain_refusal(self, action: str) -> None:
+        spec = BY_ID[action]
+        why = "not root" if os.geteuid() != 0 else "--read-only"
+        text = (f"read-only ({why}): {spec.description} changes the host and is off; "
+                "vstui as root without --read-only can")  # fmt: skip
+        screen = self.screen
+        if isinstance(screen, VstuiScreen):
+            screen.say(text)
+        else:
+            self.notify(text, severity="warning")
+
     # -- navigation ----------------------------------------------------
     def action_help(self) -> None:
         screen = self.screen
@@ -263,6 +290,13 @@ class VstuiApp(App[int]):
         self._run(f"start {name}", lambda: self.engine.start(name), None)
 
     def op_stop(self, name: str) -> None:
+        """Stop asks, as restart does: ``-`` is also htop's fold key."""
+        dialog = ConfirmDialog(
+            f"Stop {name}?", f"Every process of {name} is stopped (TERM, then KILL).", "Stop"
+        )
+        self.push_screen(dialog, lambda ok: ok and self.op_stop_now(name))
+
+    def op_stop_now(self, name: str) -> None:
         self._run(f"stop {name}", lambda: self.engine.stop(name), None)
 
     def op_restart(self, name: str) -> None:
@@ -292,10 +326,15 @@ class VstuiApp(App[int]):
 
     def op_delete(self, name: str) -> None:
         body = f"Deletes {name}'s tree, image, configuration and state. This cannot be undone."
-        self.push_screen(
-            TypeNameDialog(f"Delete {name}?", body, name),
-            lambda ok: ok and self._run(f"delete {name}", lambda: self.engine.delete(name), None),
-        )
+        status = self.snapshot.guest(name) if self.snapshot is not None else None
+        running = status is not None and status.state not in ("stopped", "unknown")
+        dialog = TypeNameDialog(f"Delete {name}?", body, name, running=running)
+        self.push_screen(dialog, lambda choice: self._delete(name, choice))
+
+    def _delete(self, name: str, choice: str | None) -> None:
+        if choice:
+            force = choice == "stop+delete"  # the engine stops it first, then deletes
+            self._run(f"delete {name}", lambda: self.engine.delete(name, force=force), None)
 
     def op_enter(self, name: str) -> None:
         """A login shell in the guest on the real terminal, then back."""

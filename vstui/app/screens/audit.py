@@ -10,7 +10,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from engine.errors import VstuiError
 from engine.facade import Finding
@@ -63,7 +63,7 @@ class AuditScreen(VstuiScreen):
         yield self.notice()
         with VerticalScroll():
             yield Static("running the audit…", id="findings", markup=False)
-        yield Footer(compact=True, show_command_palette=False)
+        yield from self.footer()
 
     def on_mount(self) -> None:
         if not self.vapp.engine.available("engine.audit"):

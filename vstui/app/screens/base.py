@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Input, Static
+from textual.timer import Timer
+from textual.widgets import Footer, Input, Static
 
 from engine.observe.model import Snapshot
 from vstui.app.actions import allowed
@@ -34,6 +35,11 @@ class VstuiScreen(StorageActions, Screen):
     VstuiScreen #notice.-empty { display: none; }
     VstuiScreen #filter { dock: bottom; display: none; height: 3; }
     VstuiScreen #filter.-shown { display: block; }
+    VstuiScreen #footnote { dock: bottom; height: 1; display: none; padding: 0 1;
+                            background: $warning; color: $background; text-style: bold; }
+    VstuiScreen.-footnote #footnote { display: block; }
+    VstuiScreen.-footnote Footer { display: none; }
+    VstuiScreen:nocolor #footnote { text-style: bold reverse; }
     """
 
     def __init__(self) -> None:
@@ -50,6 +56,22 @@ class VstuiScreen(StorageActions, Screen):
 
     def top_bar(self) -> TopBar:
         return TopBar(self.TITLE_TEXT, id="topbar")
+
+    def footer(self) -> ComposeResult:
+        """The key footer, and the line that replaces it for a moment to say
+        why a key did nothing (``say``)."""
+        yield Footer(compact=True, show_command_palette=False)
+        yield Static("", id="footnote", markup=False)
+
+    _footnote_timer: Timer | None = None
+
+    def say(self, text: str, seconds: float = 5.0) -> None:
+        """Show ``text`` where the footer is, for ``seconds``."""
+        self.query_one("#footnote", Static).update(text)
+        self.add_class("-footnote")
+        if self._footnote_timer is not None:
+            self._footnote_timer.stop()
+        self._footnote_timer = self.set_timer(seconds, lambda: self.remove_class("-footnote"))
 
     def notice(self) -> Static:
         return Static("", id="notice", classes="-empty", markup=False)
@@ -90,7 +112,7 @@ class VstuiScreen(StorageActions, Screen):
 
     def action_stop(self) -> None:
         if name := self._guest_or_say():
-            self.vapp.op_stop(name)
+            self.vapp.op_stop(name)  # asks first
 
     def action_restart(self) -> None:
         if name := self._guest_or_say():

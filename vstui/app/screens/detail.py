@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import ContentSwitcher, Footer, Log
+from textual.widgets import ContentSwitcher, Log
 
 from engine.errors import VstuiError
 from engine.observe.model import GuestStatus, Snapshot
@@ -20,6 +20,7 @@ from vstui.app.history import Series
 from vstui.app.procview import ProcIndex, ViewSpec
 from vstui.app.screens.procs import GUEST_PROC_COLUMNS, ProcActions, format_guest_proc
 from vstui.app.widgets.linetable import LineTable
+from vstui.app.widgets.lists import KeyLog
 from vstui.app.widgets.snapshots import SnapshotsPane
 from vstui.app.widgets.textlines import TextLines
 from vstui.app.widgets.topbar import TopBar
@@ -144,9 +145,9 @@ class DetailScreen(ProcActions):
         yield TextLines(id="header")
         with ContentSwitcher(initial="procs"):
             yield LineTable(GUEST_PROC_COLUMNS, format_guest_proc, id="procs")
-            yield Log(id="log", max_lines=2000)
+            yield KeyLog(id="log", max_lines=2000)
             yield SnapshotsPane(self.guest, id="snapshots")
-        yield Footer(compact=True, show_command_palette=False)
+        yield from self.footer()
 
     def on_mount(self) -> None:
         self.query_one(TopBar).title = f"Guest {self.guest}"

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.widgets import Footer, Input, Label, SelectionList, Static
+from textual.widgets import Input, Label, SelectionList, Static
 from textual.widgets.selection_list import Selection
 
 from engine import caps as capmod
@@ -21,6 +21,7 @@ from vstui.app import fmt
 from vstui.app.actions import EDITOR, bindings
 from vstui.app.screens.base import VstuiScreen
 from vstui.app.widgets.dialogs import ConfirmDialog
+from vstui.app.widgets.lists import CheckList
 
 FLAGS: tuple[tuple[str, str], ...] = (
     ("lock", "no new contexts from inside (no nested guests)"),
@@ -88,16 +89,16 @@ class EditorScreen(VstuiScreen):
         with VerticalScroll(id="form"):
             yield Static("", id="hint", markup=False)
             yield Label("Capabilities  (* = in the default guest set)", classes="section")
-            yield SelectionList[str](id="caps")
+            yield CheckList(id="caps")
             yield Label("Flags  (need a restart)", classes="section")
-            yield SelectionList[str](id="flags")
+            yield CheckList(id="flags")
             yield Label("Limits  (applied at once to a running guest; empty = none)",
                         classes="section")  # fmt: skip
             for key, label, _attr, _f in LIMITS:
                 with Horizontal(classes="limit"):
                     yield Label(f"{label}", markup=False)
                     yield Input(id=f"limit-{key}", placeholder=key)
-        yield Footer(compact=True, show_command_palette=False)
+        yield from self.footer()
 
     def on_mount(self) -> None:
         from vstui.app.widgets.topbar import TopBar

@@ -7,7 +7,6 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import Footer
 
 from engine.observe.model import HOST_NAME, GuestStatus, Snapshot
 from vstui.app import fmt
@@ -123,7 +122,7 @@ class GuestsScreen(TableScreen):
     def compose(self) -> ComposeResult:
         yield from self.compose_table()
         yield LineTable(COLUMNS, format_guest, id="guests")
-        yield Footer(compact=True, show_command_palette=False)
+        yield from self.footer()
 
     def on_mount(self) -> None:
         self.table.sort_key = "name"

@@ -7,14 +7,14 @@ from typing import ClassVar
 from rich.table import Table
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from vstui.app.actions import ActionSpec, allowed, specs
+from vstui.app.widgets.lists import KeyScroll
 
 NAV = (
-    ("↑ ↓ j", "move (k moves up where it does not kill)"),
+    ("↑ ↓ k j", "move (k is never kill: that is F9 or ctrl+k)"),
     ("PgUp PgDn Home End", "page, first, last"),
     ("← →", "scroll sideways"),
     ("esc", "back / clear the filter"),
@@ -47,9 +47,9 @@ def _keys(spec: ActionSpec, keymap: dict[str, str]) -> str:
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 76; max-width: 100%; height: auto; max-height: 100%;
+    HelpScreen > KeyScroll { width: 76; max-width: 100%; height: auto; max-height: 100%;
                                   border: thick $primary; background: $surface; padding: 0 1; }
-    HelpScreen:ansi > VerticalScroll { border: solid ansi_blue; background: ansi_default; }
+    HelpScreen:ansi > KeyScroll { border: solid ansi_blue; background: ansi_default; }
     """
     BINDINGS: ClassVar = [Binding("escape,q,question_mark", "dismiss", "Close")]
 
@@ -58,6 +58,6 @@ class HelpScreen(ModalScreen[None]):
         self.scope, self.title_text, self.read_only, self.keymap = scope, title, read_only, keymap
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll():
+        with KeyScroll():
             yield Static(f"[b]Keys: {self.title_text}[/b]  (esc closes)")
             yield Static(keys_table(self.scope, self.read_only, self.keymap))

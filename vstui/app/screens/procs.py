@@ -2,8 +2,9 @@
 
 Also the process pane of the guest detail screen (``ProcPane``): tree or
 flat, sort by any column, filter by text and guest, follow, pause, mark
-rows with space and kill them through a signal picker and a confirmation
-that names PID, command and guest with Cancel focused.
+rows with space (marks stay on their process, PID and start time, through
+filters; the header counts them; U clears them) and signal them through one
+dialog that lists every target and sends the highlighted signal on Enter.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widgets import Footer
 
 from engine.observe.model import HOST_NAME, ProcRow, Snapshot
 from vstui.app import fmt
 from vstui.app.actions import PROCS, bindings
 from vstui.app.procview import ProcIndex, ViewSpec, guest_label
 from vstui.app.screens.base import TableScreen
-from vstui.app.widgets.dialogs import ConfirmDialog, PickDialog
+from vstui.app.widgets.dialogs import KillDialog, PickDialog
 from vstui.app.widgets.linetable import Cell, Column, LineTable
+from vstui.app.widgets.topbar import TopBar
 
 PROC_COLUMNS = (
     Column("pid", "PID", 7, right=True),
@@ -109,7 +110,10 @@ class ProcActions(TableScreen):
         )  # fmt: skip
         self.remember_view(spec)
         view = index.view(spec)
+        if table.marked:  # marks stay on their process until it is gone
+            table.marked &= index.items.keys()
         table.set_data(view.order, index.items, view.prefixes)
+        self._show_marks(view.order if table.marked else [])
 
     def remember_view(self, spec: ViewSpec) -> None:
         """Tell the poll worker what to prepare for the next snapshot."""
@@ -142,16 +146,34 @@ class ProcActions(TableScreen):
 
     def action_mark(self) -> None:
         self.procs_table.toggle_mark()
+        self._show_marks()
+
+    def action_unmark(self) -> None:
+        table = self.procs_table
+        if table.marked:
+            table.marked.clear()
+            table.sync()
+            self._show_marks()
+
+    def _show_marks(self, shown: list | None = None) -> None:
+        """The mark count in the header, with how many the filter hides."""
+        table = self.procs_table
+        hidden = 0
+        if table.marked:
+            on_screen = table.positions if shown is None else set(shown)
+            hidden = sum(1 for key in table.marked if key not in on_screen)
+        self.query_one(TopBar).set_marks(len(table.marked), hidden)
 
     def current_guest(self) -> str | None:
         row = self.procs_table.cursor_item
         return row.guest if row is not None and row.guest != HOST_NAME else None
 
     def kill_targets(self) -> list[ProcRow]:
+        """The marked processes (hidden by the filter or not), else the cursor's."""
         table = self.procs_table
-        marked = [table.items[k] for k in table.order if k in table.marked]
-        if marked:
-            return marked
+        if table.marked and self._snap is not None:
+            items = self.proc_index(self._snap).items
+            return sorted((items[k] for k in table.marked if k in items), key=lambda p: p.pid)
         return [table.cursor_item] if table.cursor_item is not None else []
 
     def action_kill(self) -> None:
@@ -159,26 +181,23 @@ class ProcActions(TableScreen):
         if not targets:
             self.notify("no process selected", severity="warning")
             return
-        title = f"Signal for {len(targets)} process{'es' if len(targets) > 1 else ''}"
-        self.app.push_screen(
-            PickDialog(title, SIGNALS, "TERM"), lambda sig: self._confirm_kill(targets, sig)
-        )
+        many = len(targets) > 1
+        title = f"Send a signal to {len(targets)} process{'es' if many else ''}"
+        rows = [_kill_row(p) for p in targets]
+        dialog = KillDialog(title, KILL_HEADER, rows, SIGNALS, "TERM")
+        self.app.push_screen(dialog, lambda sig: self._kill(targets, sig))
 
-    def _confirm_kill(self, targets: list[ProcRow], sig: str | None) -> None:
-        if not sig:
-            return
-        lines = [_kill_line(p) for p in targets[:8]]
-        if len(targets) > 8:
-            lines.append(f"... and {len(targets) - 8} more")
-        number = signal.Signals[f"SIG{sig}"]
-        dialog = ConfirmDialog(f"Send SIG{sig} ({int(number)})?", "\n".join(lines), f"Send {sig}")
-        self.app.push_screen(dialog, lambda ok: ok and self.vapp.op_kill(targets, number))
+    def _kill(self, targets: list[ProcRow], sig: str | None) -> None:
+        if sig:
+            self.vapp.op_kill(targets, signal.Signals[f"SIG{sig}"])
 
 
-def _kill_line(p: ProcRow) -> str:
-    """``PID 1202 (2 in db)  postgres -D ...`` — who exactly gets the signal."""
-    where = "on the host" if p.guest == HOST_NAME else f"{p.nspid} in {p.guest}"
-    return f"PID {p.pid} ({where})  {p.cmdline[:40]}"
+KILL_HEADER = ("PID", "GUEST", "VPID", "COMMAND")
+
+
+def _kill_row(p: ProcRow) -> tuple[str, str, str, str]:
+    """Who exactly gets the signal: host PID, guest, PID in the guest, command."""
+    return (str(p.pid), guest_label(p.guest), str(p.nspid), p.cmdline)
 
 
 class ProcessesScreen(ProcActions):
@@ -195,7 +214,7 @@ class ProcessesScreen(ProcActions):
     def compose(self) -> ComposeResult:
         yield from self.compose_table()
         yield LineTable(PROC_COLUMNS, format_proc, id="procs")
-        yield Footer(compact=True, show_command_palette=False)
+        yield from self.footer()
 
     def on_mount(self) -> None:
         self.procs_table.sort_key, self.procs_table.sort_reverse = "cpu", True
@@ -205,8 +224,6 @@ class ProcessesScreen(ProcActions):
             self.show_snapshot(self.vapp.snapshot)
 
     def _title(self) -> None:
-        from vstui.app.widgets.topbar import TopBar
-
         bar = self.query_one(TopBar)
         bar.title = "Processes" + (
             f" of {guest_label(self.guest_filter)}" if self.guest_filter is not None else ""

@@ -16,7 +16,7 @@ API instead:
   position, so a list that reorders under the user never swaps the row an
   action will act on (htop#1719, htop#1905).
 
-Keys: up/down/j, page up/down, home/end, left/right scroll sideways.
+Keys: up/down/k/j, page up/down, home/end, left/right scroll sideways.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from vstui.app.widgets.paint import PaintedLines, lean
+from vstui.app.widgets.paint import PaintedLines, lean, printable
 
 Cell = str | Text
 HEADER = ("header",)
@@ -57,7 +57,7 @@ class LineTable(ScrollView, can_focus=True):
     """Rows keyed by a hashable key, drawn one line at a time."""
 
     BINDINGS: ClassVar[list[Binding]] = [
-        Binding("up", "cursor(-1)", "Up", show=False),
+        Binding("up,k", "cursor(-1)", "Up", show=False),
         Binding("down,j", "cursor(1)", "Down", show=False),
         Binding("pageup", "page(-1)", "Page up", show=False),
         Binding("pagedown", "page(1)", "Page down", show=False),
@@ -396,7 +396,11 @@ def _cell_segments(cell: Cell, width: int, right: bool, style: Style, console) -
         text = cell if len(cell) <= width else cell[: max(width - 1, 0)] + "…"
         pad = " " * (width - len(text))
         return [Segment(pad + text if right else text + pad, style)]
-    text = Text(cell) if isinstance(cell, str) else cell.copy()  # wide or control characters
+    if isinstance(cell, str):  # wide or control characters
+        text = Text(printable(cell))
+    else:
+        text = cell.copy()
+        text.plain = printable(text.plain)  # same length: the spans stay put
     text.truncate(width, overflow="ellipsis")
     if right:
         text.pad_left(width - text.cell_len)

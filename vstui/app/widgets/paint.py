@@ -41,6 +41,16 @@ MAX_SHIFTS = 4
 
 Cells = list[tuple[str, Style | None]]
 
+# A control character reaching the terminal moves its cursor (a newline in a
+# command line wrote over the next row), after which the record of what
+# each row shows is wrong and stays wrong: every drawn cell is printable.
+CONTROLS = {c: "?" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character shown as "?" (as ps does)."""
+    return text if text.isprintable() else text.translate(CONTROLS)
+
 
 def cells_of(strip: Strip) -> Cells:
     """One (character, style) per terminal cell; a wide character's second

@@ -17,7 +17,7 @@ from rich.text import Text
 from textual.strip import Strip
 from textual.widget import Widget
 
-from vstui.app.widgets.paint import PaintedLines, lean
+from vstui.app.widgets.paint import PaintedLines, lean, printable
 
 
 class TextLines(Widget):
@@ -34,7 +34,7 @@ class TextLines(Widget):
 
     def show(self, lines: Sequence[Text | str]) -> None:
         """Show ``lines``; repaint what differs from what is on screen."""
-        new = [Text(line) if isinstance(line, str) else line for line in lines]
+        new = [_printable(Text(line) if isinstance(line, str) else line) for line in lines]
         if new == self.lines:
             return
         relayout = len(new) != len(self.lines)
@@ -71,6 +71,14 @@ class TextLines(Widget):
         if y < len(strips):
             return self._painted.drawn(y, strips[y])
         return Strip.blank(self.size.width, self.rich_style)
+
+
+def _printable(text: Text) -> Text:
+    if text.plain.isprintable():
+        return text
+    text = text.copy()
+    text.plain = printable(text.plain)  # same length: the spans stay put
+    return text
 
 
 def _strip(text: Text, width: int, base: Style, console) -> Strip:

@@ -20,6 +20,7 @@ class TopBar(TextLines):
         super().__init__(id=id)
         self.title = title
         self.paused = False
+        self.marks = (0, 0)  # marked processes, of which hidden by the filter
         self._snap: Snapshot | None = None
 
     def on_mount(self) -> None:
@@ -30,6 +31,11 @@ class TopBar(TextLines):
         if paused is not None:
             self.paused = paused
         self._draw()
+
+    def set_marks(self, count: int, hidden: int) -> None:
+        if (count, hidden) != self.marks:
+            self.marks = (count, hidden)
+            self._draw()
 
     def _draw(self) -> None:
         app = self.app
@@ -42,6 +48,11 @@ class TopBar(TextLines):
             guests = [g for g in snap.guests if g.xid != 0]
             running = sum(1 for g in guests if g.state == "running")
             text.append(f" │ {running}/{len(guests)} running │ {len(snap.procs):,} procs")
+        count, hidden = self.marks
+        if count:
+            text.append(" │ ")
+            text.append(f"{count} marked", style="bold")
+            text.append((f", {hidden} hidden by the filter" if hidden else "") + " (U clears)")
         if self.paused:
             text.append(" │ ")
             text.append("PAUSED", style="bold reverse")
