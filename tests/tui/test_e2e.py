@@ -61,9 +61,7 @@ def test_console_kills_a_guest_process_and_enters_a_guest(vroot: Paths):
         # -- kill one `sleep 31337` through the dialog ----------------------
         tmux.keys("2")
         tmux.wait_for(lambda s: "COMMAND" in s, "the process screen")
-        tmux.keys("/")
-        tmux.type(f"sleep {MARK}")
-        tmux.keys("Enter")
+        tmux.filter(f"sleep {MARK}")
         tmux.wait_for(lambda s: _victim_rows(s, names) >= 2, "the victim rows", timeout=60)
         tmux.keys("F9")
         screen = tmux.wait_for(lambda s: "Send TERM" in s, "the kill dialog")

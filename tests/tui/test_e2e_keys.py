@@ -50,26 +50,7 @@ def victims(live, mark: str, count: int, guest: str = A) -> list[int]:
 def processes_filtered(t, text: str) -> str:
     t.keys("2")
     t.wait_for(lambda s: "COMMAND" in s, "the process screen")
-    return filtered(t, text)
-
-
-def filtered(t, text: str) -> str:
-    """Type ``text`` into the / filter and wait until the table has the
-    focus again (else the next letters would go to the box, or the box's
-    letters to the table)."""
-    t.keys("/")
-    t.wait_for(lambda s: "▔" in "".join(s.splitlines()[-5:]), "the filter box")
-    t.type(text)
-    focused = box_border(t)
-    t.keys("Enter")
-    t.wait_for(lambda s: box_border(t) != focused, "the table focused again")
-    return t.screen()
-
-
-def box_border(t) -> str:
-    """The filter box's top border with its colours (they follow the focus)."""
-    lines = t.screen(escapes=True).splitlines()
-    return next((line for line in lines[-6:] if "▔" in line), "")
+    return t.filter(text)
 
 
 def alive(pid: int) -> bool:
@@ -113,6 +94,7 @@ def test_one_confirmation_lists_every_marked_target_and_ctrl_k_opens_it(live):
     with tmux(console(live)) as t:
         t.wait_for(lambda s: A in s, "the guest list")
         processes_filtered(t, "sleep 31338")
+        t.keys("t", "Home")  # PID order (rows do not move), from the first row
         t.keys("Space", "Space", "Space")
         t.wait_for(lambda s: "3 marked" in s, "the mark count in the header")
         t.keys("C-k")
@@ -142,11 +124,12 @@ def test_marks_stay_on_their_process_through_a_filter_and_U_clears_them(live):
     with tmux(console(live)) as t:
         t.wait_for(lambda s: A in s, "the guest list")
         processes_filtered(t, "sleep 3134")
+        t.keys("t", "Home")  # PID order (rows do not move), from the first row
         t.keys("Space", "Space")
         t.wait_for(lambda s: "2 marked" in s, "two marks")
-        filtered(t, "sleep 31341")  # the old filter is selected: typing replaces it
+        t.filter("sleep 31341")  # the old filter is selected: typing replaces it
         t.wait_for(lambda s: "2 marked, 2 hidden by the filter" in s, "marks kept while hidden")
-        filtered(t, "sleep 3134")
+        t.filter("sleep 3134")
         t.wait_for(lambda s: "2 marked" in s and "hidden" not in s, "marks shown again")
         t.keys("U")
         t.wait_for(lambda s: "marked" not in s, "marks cleared")
@@ -161,7 +144,7 @@ def test_deleting_a_running_guest_offers_to_stop_it_first(live):
         ok(vserver(live, name, "start"))
         with tmux(console(live)) as t:
             t.wait_for(lambda s: name in s and "running" in s, "the guest list")
-            filtered(t, name)
+            t.filter(name)
             t.keys("Down")
             t.keys("D")
             t.wait_for(lambda s: f"{name} is running: stop it first" in s and "[x]" in s,

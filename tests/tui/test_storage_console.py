@@ -115,7 +115,9 @@ def test_read_only_refuses_every_storage_key(tmp_path):
         await settle(pilot)
         assert isinstance(app.screen, DetailScreen)
         for action in ("freeze", "thaw", "clone", "snap_create", "snap_restore", "snap_delete"):
-            assert await app.run_action(action, app.screen) is False
+            # refused: handled by saying why in the footer, never run
+            assert await app.run_action(action, app.screen) is True
+            assert "read-only" in screen_text(app).splitlines()[-1]
         assert rec.calls == []
 
     drive(app, scenario, size=(100, 30))

@@ -87,6 +87,23 @@ class Tmux:
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}; screen:\n{text}")
 
+    def filter(self, text: str) -> str:
+        """Type ``text`` into the console's / filter and wait until the table
+        has the focus again (else the next letters would go to the box, or
+        the box's letters to the table as keys)."""
+        self.keys("/")
+        self.wait_for(lambda s: "▔" in "".join(s.splitlines()[-5:]), "the filter box")
+        self.type(text)
+        focused = self._box_border()
+        self.keys("Enter")
+        self.wait_for(lambda s: self._box_border() != focused, "the table focused again")
+        return self.screen()
+
+    def _box_border(self) -> str:
+        """The filter box's top border with its colours (they follow the focus)."""
+        lines = self.screen(escapes=True).splitlines()
+        return next((line for line in lines[-6:] if "▔" in line), "")
+
     def close(self) -> None:
         self.run("kill-server")
 
