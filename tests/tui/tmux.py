@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -105,7 +106,20 @@ class Tmux:
         return next((line for line in lines[-6:] if "▔" in line), "")
 
     def close(self) -> None:
+        """Kill the server, and wait for the program it ran (ours) to be gone,
+        so a test's leak check does not find it still exiting."""
+        pane = self.run("display-message", "-p", "-t", "e2e", "#{pane_pid}").strip()
         self.run("kill-server")
+        if pane.isdigit():
+            _wait_gone(int(pane))
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if os.path.exists(f"/proc/{pid}"):
+        os.kill(pid, signal.SIGKILL)
 
 
 @contextmanager

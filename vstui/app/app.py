@@ -201,6 +201,8 @@ class VstuiApp(App[int]):
         if message.index is not None:
             self._index = (message.snap, message.index)
         self.history.add(message.snap)
+        if not self.screen_stack:  # shutting down: the poller's last word
+            return
         screen = self.screen
         if isinstance(screen, VstuiScreen):
             screen.show_snapshot(message.snap)

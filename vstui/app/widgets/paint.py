@@ -195,13 +195,17 @@ def scroll_lines(widget: Widget, top: int, bottom: int, by: int) -> bool:
 
     A scroll region spans the whole width, so the widget must too, and
     nothing may be drawn over it (a notification would move with the rows).
+    The scroll is written at once, so no earlier repaint may still be on its
+    way: it would land on rows that moved under it.
     """
     app = widget.app
     driver = app._driver
+    screen = widget.screen
     if (
-        driver is None or app.is_headless or app.is_inline or widget.screen is not app.screen
+        driver is None or app.is_headless or app.is_inline or screen is not app.screen
         or widget.region.x != 0 or widget.region.width != app.size.width
-        or any(True for _ in widget.screen.query("Toast"))
+        or widget._repaint_regions or screen._dirty_widgets or screen._compositor._dirty_regions
+        or any(True for _ in screen.query("Toast"))
     ):  # fmt: skip
         return False
     oy = widget.region.y + 1  # terminal rows count from 1
