@@ -26,15 +26,19 @@ CONSOLE: bytes = C0 + b"\x7f" + C1_CSI_UTF8 + C1_CSI_BYTE + OSC52 + TITLE + b"\n
 
 
 def raw_controls(data: bytes | str, allowed: bytes = b"\n") -> list[str]:
-    """Every raw control character in ``data`` that a terminal would act on."""
-    if isinstance(data, str):
-        data = data.encode("utf-8", "surrogateescape")
-    found = sorted({f"0x{b:02x}" for b in data if (b < 0x20 or b == 0x7F) and b not in allowed})
-    if C1_CSI_BYTE in data.replace(C1_CSI_UTF8, b""):
-        found.append("0x9b byte")
-    text = data.decode("utf-8", "replace")
-    found += sorted({f"U+{ord(c):04X}" for c in text if 0x80 <= ord(c) <= 0x9F})
-    return found
+    """Every raw control character in ``data`` that a terminal would act on:
+    C0 (but ``allowed``), DEL, C1 as characters (U+0080..U+009F, UTF-8 C2 80..
+    C2 9F) and as lone bytes 0x80..0x9f that are not part of UTF-8."""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "surrogateescape")
+    found = set()
+    for ch in data:
+        code = ord(ch)
+        if (code < 0x20 and ch.encode() not in allowed) or code == 0x7F or 0x80 <= code <= 0x9F:
+            found.add(f"U+{code:04X}")
+        elif 0xDC80 <= code <= 0xDC9F:  # a raw byte 0x80..0x9f, not UTF-8
+            found.add(f"byte 0x{code - 0xDC00:02x}")
+    return sorted(found)
 
 
 _HOLDER = """\

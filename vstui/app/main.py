@@ -19,8 +19,16 @@ USAGE = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse quotes the bad argument: make it visible
+        from engine.text import visible
+
+        self.print_usage(sys.stderr)
+        self.exit(2, visible(f"{self.prog}: error: {message}") + "\n")
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="vstui", usage=USAGE, description=(
+    parser = _Parser(prog="vstui", usage=USAGE, description=(
         "Console for Linux virtual servers: guests, processes, limits, audit."))  # fmt: skip
     parser.add_argument("--root", metavar="DIR", help="host root prefix (default VSTUI_ROOT or /)")
     parser.add_argument(
@@ -123,7 +131,7 @@ def _on_terminal() -> bool:
 
 
 def _agent(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vstui agent", description=(
+    parser = _Parser(prog="vstui agent", description=(
         "This host's engine behind a JSON-lines protocol on stdin/stdout, for a console "
         "that reaches it with ssh; exits when stdin closes."))  # fmt: skip
     parser.add_argument("--root", metavar="DIR", help="host root prefix (default VSTUI_ROOT or /)")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from engine.errors import VstuiError
+from engine.text import visible
 from vstui.cli.common import report, split_root
 
 TOOL = "vstui audit"
@@ -90,7 +91,7 @@ def _run(argv: Sequence[str]) -> int:
     try:
         args = parse_args(rest)
     except _UsageError as exc:
-        print(f"{TOOL}: {exc}", file=sys.stderr)
+        print(visible(f"{TOOL}: {exc}"), file=sys.stderr)  # it quotes the argument
         return 2
     from engine.audit import run_audit
     from engine.paths import Paths

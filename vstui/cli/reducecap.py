@@ -105,6 +105,8 @@ def drop_to(keep: frozenset[str]) -> None:
 def exec_command(tool: str, command: list[str]) -> int:
     """Replace this process with ``command``; 127/126 with a message when it cannot."""
     try:
+        if not command[0]:
+            raise FileNotFoundError  # execvp refuses "" with ValueError
         os.execvp(command[0], command)
     except FileNotFoundError:
         report(tool, VstuiError(f"{command[0]}: command not found"))

@@ -33,6 +33,9 @@ class Options:
     xid: str | None = None
 
 
+MAX_DELAY = 86400  # a day between frames; more is a typo (and inf overflows time.sleep)
+
+
 def parse_args(args: Sequence[str]) -> Options:
     opts = Options()
     words = list(args)
@@ -66,8 +69,8 @@ def parse_args(args: Sequence[str]) -> Options:
         else:
             raise VstuiError(f"unknown option '{word}' (usage: vtop [-b] [-n N] [-d SECONDS])")
         i += 1
-    if opts.delay < 0:
-        raise VstuiError("option -d: the delay cannot be negative")
+    if not 0 <= opts.delay <= MAX_DELAY:  # also nan; inf overflowed time.sleep
+        raise VstuiError(f"option -d: '{opts.delay}' is not a delay; use 0..{MAX_DELAY} seconds")
     return opts
 
 
