@@ -57,7 +57,7 @@ venv_install() {
 }
 
 build_helpers() {
-    .venv/bin/python -m engine.helpers.build
+    .venv/bin/python -m engine.runtime.build
     # The compiled front end (engine/helpers/vserver.c) replaces pip's
     # `vserver` script: `vserver NAME exec` then runs without starting Python,
     # and everything else is handed to the Python tool (vstui.cli.vserver).
@@ -96,6 +96,8 @@ case "${1:-}" in
         install_all
         .venv/bin/ruff check .
         .venv/bin/ruff format --check .
+        .venv/bin/vulture          # dead code ([tool.vulture] in pyproject.toml)
+        .venv/bin/lint-imports     # the import contracts ([tool.importlinter])
         exec .venv/bin/pytest -q -p no:cacheprovider ;;
     *)
         echo "usage: ./setup.sh demo | test | install | bench" >&2

@@ -1,6 +1,6 @@
 """Thin ctypes wrappers for the syscalls Python 3.11's os module lacks.
 
-unshare, setns, mount, umount2, pivot_root, prctl and capset. Each raises
+unshare, setns, mount, umount2, prctl and capset. Each raises
 OSError with errno and the path involved, like the os module does.
 """
 
@@ -26,9 +26,7 @@ MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
-MS_REMOUNT = 32
 MS_BIND = 4096
-MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
@@ -39,7 +37,6 @@ MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
-PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
@@ -90,10 +87,6 @@ def umount(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(_b(target), flags), target)
 
 
-def pivot_root(new_root: str, put_old: str) -> None:
-    _check(_libc.syscall(_SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), new_root, put_old)
-
-
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_libc.prctl(option, arg2, arg3, arg4, arg5))
 
@@ -139,10 +132,6 @@ def set_pdeathsig(sig: int) -> None:
     prctl(PR_SET_PDEATHSIG, sig)
 
 
-def set_no_new_privs() -> None:
-    prctl(PR_SET_NO_NEW_PRIVS, 1)
-
-
 def setdomainname(name: str) -> None:
     raw = name.encode()
     _check(_libc.setdomainname(raw, len(raw)))
@@ -150,26 +139,3 @@ def setdomainname(name: str) -> None:
 
 # include/uapi/linux/mount.h, fcntl.h; mount_setattr(2) is 442 on every architecture
 _SYS_MOUNT_SETATTR = 442
-AT_EMPTY_PATH = 0x1000
-AT_RECURSIVE = 0x8000
-MOUNT_ATTR_RDONLY = 0x00000001
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]  # fmt: skip
-
-
-def make_tree_readonly(fd: int) -> None:
-    """Read-only for the mount at ``fd`` and every mount below it (kernel 5.12+)."""
-    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
-    _check(
-        _libc.syscall(
-            _SYS_MOUNT_SETATTR,
-            fd,
-            b"",
-            AT_EMPTY_PATH | AT_RECURSIVE,
-            ctypes.byref(attr),
-            ctypes.sizeof(attr),
-        )  # fmt: skip
-    )

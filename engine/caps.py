@@ -158,6 +158,20 @@ def drop_bounding_set(keep: Iterable[str]) -> None:
     _libc.clear_inheritable()
 
 
+def limit_own(keep: Iterable[str]) -> None:
+    """Cut this process's effective and permitted sets to ``keep`` (python-prctl).
+
+    For a process that stays around beside a confined one (chcontext's
+    reaper): it must not be a ptrace target holding capabilities the
+    confined process lacks.
+    """
+    import prctl
+
+    wanted = [getattr(prctl, f"CAP_{name}") for name in keep if hasattr(prctl, f"CAP_{name}")]
+    prctl.cap_effective.limit(*wanted)
+    prctl.cap_permitted.limit(*wanted)
+
+
 def show(caps: Iterable[str]) -> str:
     """Names sorted by number, the way reducecap --show prints them."""
     return " ".join(f"CAP_{n}" for n in sorted(caps, key=number))

@@ -30,6 +30,7 @@ from engine.errors import (
     VstuiError,
 )
 from engine.paths import Paths, check_name
+from engine.procfs import starttime as read_starttime
 from engine.text import log_lines
 
 T = TypeVar("T")
@@ -419,18 +420,6 @@ def _own_words(tool: str, args: Sequence[str]) -> list[str]:
         own.append(word)
         positionals += not word.startswith("-")
     return own
-
-
-def read_starttime(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks after boot), None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # comm may hold spaces and parentheses: split after the last ')'.
-    rest = data[data.rindex(b")") + 2 :].split()
-    return int(rest[19])
 
 
 def tail_file(path: Path, lines: int) -> list[str]:

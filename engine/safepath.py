@@ -23,11 +23,8 @@ import errno
 import os
 import stat
 
-# include/uapi/linux/openat2.h
-RESOLVE_NO_XDEV = 0x01
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_SYMLINKS = 0x04
-RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 DEFAULT_RESOLVE = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 
@@ -99,7 +96,7 @@ def open_in_root(
     """Open ``path`` inside the tree ``root_fd``; symlinks and ``..`` stay inside.
 
     ``flags`` are os.open flags (O_CLOEXEC is always added); ``resolve`` adds
-    RESOLVE_* bits (RESOLVE_NO_SYMLINKS to refuse any symlink, RESOLVE_NO_XDEV).
+    RESOLVE_* bits (RESOLVE_NO_SYMLINKS to refuse any symlink).
     """
     global _have_openat2
     rel = _relative(path)

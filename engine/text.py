@@ -36,11 +36,6 @@ def visible(text: str) -> str:
     return text.translate(_VISIBLE)
 
 
-def visible_bytes(data: bytes) -> str:
-    """Bytes from a guest (a log line, a file name) decoded and made visible."""
-    return visible(data.decode("utf-8", "surrogateescape"))
-
-
 def visible_lines(text: str) -> str:
     """``visible`` for text of several lines: the newlines are kept."""
     return "\n".join(map(visible, text.split("\n")))

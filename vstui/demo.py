@@ -19,7 +19,7 @@ from pathlib import Path
 from engine.errors import VstuiError
 from engine.paths import Paths
 
-MODULES = ("config", "rootfs", "runtime.starting", "runtime.stopping", "runtime.state")
+MODULES = ("config", "rootfs", "runtime.supervisor", "runtime.stopping", "runtime.state")
 DEFAULT_ROOT = "/var/lib/vstui-demo"
 USER_ROOT = "./demo-root"
 

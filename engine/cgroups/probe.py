@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from engine import procfs
 from engine._record import Record
 
 # The controllers a guest's limits and stats use. cpuset is left out on
@@ -55,33 +56,14 @@ class Layout(Record):
         return next((h for h in self.hierarchies if h.version == 2), None)
 
 
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal."""
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
-
-
 def parse_mountinfo(text: str) -> list[CgroupMount]:
-    """Every cgroup/cgroup2 mount, in mountinfo order."""
-    mounts = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
-            continue
-        mounts.append(
-            CgroupMount(
-                mount_point=Path(_unescape(fields[4])),
-                version=2 if tail[0] == "cgroup2" else 1,
-                device=fields[2],
-                root=_unescape(fields[3]),
-                options=frozenset(tail[2].split(",")),
-            )
-        )
-    return mounts
+    """Every cgroup/cgroup2 mount, in mountinfo order (engine.procfs reads the lines)."""
+    return [
+        CgroupMount(mount_point=Path(m.mount_point), version=2 if m.fstype == "cgroup2" else 1,
+                    device=m.device, root=m.root, options=frozenset(m.super_options.split(",")))
+        for m in procfs.parse_mountinfo(text)
+        if m.fstype in ("cgroup", "cgroup2")
+    ]  # fmt: skip
 
 
 def parse_proc_cgroups(text: str) -> frozenset[str]:

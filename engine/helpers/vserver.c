@@ -17,7 +17,7 @@
  * cache cannot replay) is handed to the Python implementation with the
  * user's words unchanged, which prints the proper one-line error or does
  * the work. VSTUI_PYTHON (the venv's interpreter) and VSTUI_HELPERS (this
- * directory) are compiled in by engine/helpers/build.py. VSTUI_FALLBACK=0
+ * directory) are compiled in by engine/runtime/build.py. VSTUI_FALLBACK=0
  * in the environment makes every fallback exit 125 instead (tests: which
  * path ran).
  */
@@ -26,10 +26,10 @@
 #include <limits.h>
 
 #ifndef VSTUI_PYTHON
-#error "build with -DVSTUI_PYTHON=... (python -m engine.helpers.build)"
+#error "build with -DVSTUI_PYTHON=... (python -m engine.runtime.build)"
 #endif
 #ifndef VSTUI_HELPERS
-#error "build with -DVSTUI_HELPERS=... (python -m engine.helpers.build)"
+#error "build with -DVSTUI_HELPERS=... (python -m engine.runtime.build)"
 #endif
 
 /* The words of the command line, as the Python dispatcher would split them. */

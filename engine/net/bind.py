@@ -34,6 +34,7 @@ import signal
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine.cgroups import unified
 from engine.errors import KernelError, NetError
 from engine.net import ebpf
 from engine.net.ebpf import (
@@ -221,20 +222,9 @@ def programs(addrs: Sequence[IPAddress]) -> dict[str, bytes]:
     }
 
 
-def cgroup2_mounts() -> list[Path]:
-    """Every place a cgroup v2 hierarchy is mounted in this mount namespace."""
-    found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            if right.split()[0] == "cgroup2":
-                found.append(Path(left.split()[4].replace("\\040", " ")))
-    return found
-
-
 def cgroup2_mount() -> Path:
     """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup or .../unified)."""
-    mounts = cgroup2_mounts()
+    mounts = unified.cgroup2_mounts()
     if not mounts:
         raise NetError("chbind needs a cgroup v2 hierarchy; mount one: "
                        "mount -t cgroup2 none /sys/fs/cgroup/unified")  # fmt: skip
@@ -245,10 +235,8 @@ class BoundGroup:
     """A cgroup-v2 group whose members may use only ``addrs``; removed by close()."""
 
     def __init__(self, paths: Paths, addrs: Sequence[IPAddress]) -> None:
-        self.base = cgroup2_mount() / f"{paths.cgroup_base}-chbind"
-        self.path = self.base / str(os.getpid())
-        self.base.mkdir(exist_ok=True)
-        self.path.mkdir()
+        cgroup2_mount()  # or the NetError naming the fix
+        self.path = unified.make_group(f"{paths.cgroup_base}-chbind/{os.getpid()}")
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
@@ -265,16 +253,11 @@ class BoundGroup:
             raise
 
     def join(self, pid: int) -> None:
-        (self.path / "cgroup.procs").write_text(str(pid))
+        unified.join_group(self.path, pid)
 
     def close(self) -> None:
         """Remove the group (and its programs); kept while a daemon still lives in it."""
-        for directory in (self.path, self.base):
-            try:
-                directory.rmdir()
-            except OSError as exc:
-                if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EBUSY):
-                    raise
+        unified.remove_group(self.path)
 
 
 # -- addresses the host owns ----------------------------------------------------------
@@ -366,7 +349,7 @@ def confine_self(raw: bool) -> None:
     _libc.unshare(_libc.CLONE_NEWNS | _libc.CLONE_NEWCGROUP)
     _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_SLAVE)
     hide = _libc.MS_RDONLY | _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC
-    for mount_point in cgroup2_mounts():
+    for mount_point in unified.cgroup2_mounts():
         _libc.mount("none", str(mount_point), "tmpfs", hide, "size=4k,mode=555")
     if raw:
         _refuse_packet_sockets()
@@ -388,10 +371,9 @@ def what_could_undo(raw: bool) -> str | None:
     kept = caps.read_bounding_set() & (UNDOING_CAPS | (set() if raw else {"NET_RAW"}))
     if kept:
         return f"it would keep {caps.show(kept)}"
-    with open("/proc/self/cgroup") as f:
-        if "0::/\n" not in f.read().splitlines(keepends=True):
-            return "its cgroup namespace is not rooted at its group"
-    for mount_point in cgroup2_mounts():
+    if unified.own_group() != "/":
+        return "its cgroup namespace is not rooted at its group"
+    for mount_point in unified.cgroup2_mounts():
         if (mount_point / "cgroup.procs").exists():
             return f"the cgroup file system at {mount_point} is still reachable"
     return None

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from engine.datamodel import NetStats
 from engine.net import state as net_state
-from engine.observe.model import NetStats
 from engine.paths import Paths
 
 SYS_NET = Path("/sys/class/net")

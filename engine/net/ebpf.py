@@ -85,10 +85,6 @@ def jne32(dst: int, imm: int, label: str) -> Insn:
     return Insn(0x56, dst, 0, label, imm)
 
 
-def jne64(dst: int, imm: int, label: str) -> Insn:
-    return Insn(0x55, dst, 0, label, imm)
-
-
 def jump(label: str) -> Insn:
     return Insn(0x05, 0, 0, label)
 

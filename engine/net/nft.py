@@ -72,16 +72,6 @@ def run(script: str) -> str:
     return output
 
 
-def table_names(family: str) -> list[str]:
-    """Names of the tables of one family (``inet``, ``bridge``) in this namespace."""
-    found = []
-    for line in run(f"list tables {family}").splitlines():
-        words = line.split()
-        if len(words) == 3 and words[0] == "table":
-            found.append(words[2])
-    return found
-
-
 def available() -> bool:
     """Whether libnftables can be loaded (without it no table can exist)."""
     try:

@@ -115,10 +115,6 @@ def errno_of(exc: BaseException) -> int | None:
     return None
 
 
-def is_netlink_error(exc: BaseException) -> bool:
-    return type(exc).__name__ == "NetlinkError" or isinstance(exc, OSError)
-
-
 def ignore_missing(call, *args: Any, **kwargs: Any) -> bool:
     """Run a netlink delete; True if it removed something, False if already gone."""
     try:

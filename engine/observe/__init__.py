@@ -2,12 +2,12 @@
 
     from engine.observe import Observer, snapshot
     obs = Observer(paths)          # keep it: CPU% and net rates need two samples
-    snap = obs.snapshot()          # engine.observe.model.Snapshot
+    snap = obs.snapshot()          # engine.datamodel.Snapshot
     snap = snapshot(paths)         # one-shot (CPU% 0.0)
 
-The data types live in ``engine.observe.model``; importing them does not
-import the scanner (``Observer``/``snapshot`` are loaded on first use, which
-also keeps engine.procs -> engine.observe.model free of an import cycle).
+The data types live in the leaf ``engine.datamodel`` (shared with
+engine.procs and engine.net, which never import this package);
+``Observer``/``snapshot`` are loaded on first use.
 """
 
 from __future__ import annotations

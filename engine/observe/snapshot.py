@@ -17,7 +17,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from engine.observe.model import (
+from engine.datamodel import (
     HOST_NAME,
     HOST_XID,
     Gauge,

@@ -14,8 +14,9 @@ from collections import namedtuple
 from collections.abc import Iterable
 from pathlib import Path
 
+from engine import procfs
+from engine.contexts import HOST_NAME, HOST_XID, SPECTATOR_XID
 from engine.paths import Paths, check_name, is_name
-from engine.procs.contexts import HOST_NAME, HOST_XID, SPECTATOR_XID
 
 CGROUP_FS = Path("/sys/fs/cgroup")
 # hierarchies to read membership from when engine.cgroups is not there, best first
@@ -79,14 +80,6 @@ def _int_or_none(text: str | None) -> int | None:
         return None
 
 
-def _start_ticks(pid: int, proc_root: str = "/proc") -> int | None:
-    data = _read_value(f"{proc_root}/{pid}/stat")
-    try:
-        return int(data.rsplit(")", 1)[1].split()[19]) if data else None
-    except (IndexError, ValueError):
-        return None
-
-
 def read_run_state(paths: Paths, name: str, proc_root: str = "/proc") -> RunInfo:
     """The run state files of one guest; ``stopped`` when there are none.
 
@@ -103,7 +96,7 @@ def read_run_state(paths: Paths, name: str, proc_root: str = "/proc") -> RunInfo
     init_pid = _int_or_none(_read_value(run / "init.pid"))
     if init_pid is not None and state in ("running", "stopping"):
         expected = _int_or_none(_read_value(run / "init.start"))
-        now = _start_ticks(init_pid, proc_root)
+        now = procfs.starttime(init_pid, proc_root)
         if now is None or (expected is not None and now != expected):
             state, init_pid = "stopped", None
     return RunInfo(name, state, _int_or_none(_read_value(run / "xid")), init_pid, started)

@@ -13,9 +13,9 @@ from collections import namedtuple
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.contexts import HOST_NAME, HOST_XID
 from engine.paths import Paths
 from engine.procs.attribution import Attribution, RunInfo, attribute, running_guests
-from engine.procs.contexts import HOST_NAME, HOST_XID
 from engine.procs.scan import (
     CLK_TCK,
     NEED_ALL,
@@ -31,7 +31,7 @@ from engine.text import visible
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs vps ~5 ms
 if TYPE_CHECKING:
-    from engine.observe.model import ProcRow
+    from engine.datamodel import ProcRow
 
 
 _USERS: dict[int, str] | None = None
@@ -172,7 +172,7 @@ class ProcessTable:
         if one_shot:
             self._make_row: Callable[..., Row] = PsRow
         else:
-            from engine.observe.model import new_proc_row
+            from engine.datamodel import new_proc_row
 
             self._make_row = new_proc_row
         self._prev: dict[int, Proc] = {}

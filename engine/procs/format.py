@@ -11,12 +11,12 @@ import time
 from collections import namedtuple
 from collections.abc import Callable, Iterable, Sequence
 
-from engine.procs.contexts import HOST_XID, SPECTATOR_XID
+from engine.contexts import HOST_XID, SPECTATOR_XID
 from engine.procs.scan import CLK_TCK
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs vps ~5 ms
 if TYPE_CHECKING:
-    from engine.observe.model import ProcRow  # or collect.PsRow: the same fields
+    from engine.datamodel import ProcRow  # or collect.PsRow: the same fields
 
 # The records here are named tuples, not dataclasses: this module is on vps's
 # start path (see engine.procs.attribution).

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 
+from engine.procfs import split_stat
 from engine.text import visible
 
 CLK_TCK: int = os.sysconf("SC_CLK_TCK")
@@ -125,25 +126,18 @@ class Proc:
 
 
 def parse_stat(data: bytes, pid: int) -> Proc | None:
-    """Parse one /proc/PID/stat line; None if it is not one.
-
-    comm may hold spaces and ')' (it is whatever the program set), so the
-    fields start after the LAST ')'.
-    """
-    head, sep, tail = data.rpartition(b")")
-    open_at = head.find(b"(")
-    if not sep or open_at < 0:
+    """Parse one /proc/PID/stat line (engine.procfs.split_stat); None if it is not one."""
+    parsed = split_stat(data, 22)  # state .. rss, then the rest unsplit
+    if parsed is None or len(parsed[1]) < 22:
         return None
-    f = tail.split(None, 22)  # state .. rss, then the rest unsplit
-    if len(f) < 22:
-        return None
+    comm, f = parsed
     try:
         v = list(map(int, f[1:22]))  # one C loop: ppid (v[0]) .. rss (v[20])
     except ValueError:
         return None
     # comm is whatever the process chose (a guest's too): made visible here,
     # where it enters, so no tool, console screen or JSON carries it raw
-    return Proc(pid, visible(head[open_at + 1 :].decode("utf-8", "replace")), f[0].decode(),
+    return Proc(pid, visible(comm.decode("utf-8", "replace")), f[0].decode(),
                 v[0], v[1], v[2], v[3], v[4], v[5], v[10], v[11], v[12], v[13], v[14],
                 v[15], v[16], v[18], v[19], v[20] * PAGE_SIZE)  # fmt: skip
 

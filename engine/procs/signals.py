@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.datamodel import SPECTATOR_XID
 from engine.errors import GuestNotRunning, PrivateGuest, VstuiError
-from engine.observe.model import HOST_XID, SPECTATOR_XID
 from engine.paths import Paths
 from engine.procs.attribution import (
     RunInfo,
@@ -234,11 +234,3 @@ def _send_one(
         return None
     finally:
         os.close(pidfd)
-
-
-def context_of_pid(
-    paths: Paths, pid: int, cgroup_fs: Path | None = None, proc_root: str = "/proc"
-) -> int:
-    """The context a host PID is in (0 for the host)."""
-    ctx = attribute(paths, cgroup_fs, running_guests(paths, proc_root)).by_pid.get(pid)
-    return ctx.xid if ctx else HOST_XID

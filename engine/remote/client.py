@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
+from engine.datamodel import Snapshot
 from engine.errors import ConnectionLost, HostError, ProtocolError, VstuiError
-from engine.observe.model import Snapshot
 from engine.remote import protocol, ssh
 from engine.remote.hosts import Host, config_file
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.datamodel import Snapshot
 from engine.errors import HostError, VstuiError
-from engine.observe.model import Snapshot
 from engine.remote.client import AgentClient
 from engine.remote.hosts import Host
 

@@ -31,8 +31,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from engine import errors
+from engine.datamodel import Gauge, GuestStatus, NetStats, ProcRow, Snapshot
 from engine.errors import ProtocolError, VstuiError
-from engine.observe.model import Gauge, GuestStatus, NetStats, ProcRow, Snapshot
 
 PROTOCOL = 1
 MAX_LINE = 16 << 20  # bytes; a longer line is garbage, not a message

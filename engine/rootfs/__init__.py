@@ -16,7 +16,7 @@ The contract (docs/engine-api.md, "engine.rootfs")::
 
 from __future__ import annotations
 
-from engine.rootfs.binds import Bind, binds, open_source, open_target, resolve_in_guest
+from engine.rootfs.binds import Bind, binds, open_target, resolve_in_guest
 from engine.rootfs.build import build, check_barrier, delete, is_running
 from engine.rootfs.storage import DiskUsage, RootHandle, prepare_root, release, set_quota, usage
 
@@ -48,7 +48,6 @@ __all__ = [
     "check_barrier",
     "delete",
     "is_running",
-    "open_source",
     "open_target",
     "parse_template",
     "prepare_root",

@@ -135,15 +135,6 @@ def check_share_target(guest_path: str, guest: str | None = None) -> str:
     return norm
 
 
-def open_source(bind: Bind) -> int:
-    """O_PATH fd of a bind's host source, checked to still be that directory."""
-    fd = os.open(bind.source, _O_PATH_DIR | os.O_DIRECTORY | os.O_NOFOLLOW)
-    if os.readlink(f"/proc/self/fd/{fd}") != str(bind.source):
-        os.close(fd)
-        raise VstuiError(f"share source {bind.source} changed under us (symlink swapped in)")
-    return fd
-
-
 # -- guest side (engine.safepath: openat2 RESOLVE_IN_ROOT, O_PATH walk fallback) --
 
 

@@ -1,23 +1,22 @@
-"""Per-guest /proc/meminfo and /proc/uptime (Linux-VServer's virt_mem, virt_uptime).
+"""The guest's /proc/meminfo view (Linux-VServer's virt_mem).
 
-The renderers are pure: ``render_meminfo`` shows the guest's memory limit
-as MemTotal and its cgroup usage as what is taken; ``render_uptime`` counts
-from the guest's start. The runtime bind-mounts generated files over the
-guest's /proc entries and refreshes them with ``write_view`` (in place:
-a bind mount pins the inode, so a rename would never be seen).
+``render_meminfo`` is pure: it shows the guest's memory limit as MemTotal
+and its cgroup usage as what is taken. The start bind-mounts the generated
+file over the guest's /proc/meminfo and the supervisor refreshes it with
+``write_view`` (in place: a bind mount pins the inode, so a rename would
+never be seen). /proc/uptime needs no view: each guest has its own time
+namespace, whose boot clock starts at its start.
 """
 
 from __future__ import annotations
 
 import os
-import time
 
 # the supervisor loads this module on its own: nothing heavy at import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from engine.paths import Paths
 
 # Lines that describe memory in use: never more than the guest's usage.
 POOL_KEYS = frozenset(
@@ -69,35 +68,7 @@ def _value(lines: list[str], key: str) -> int | None:
     return None
 
 
-def render_uptime(started: float, now: float, idle: float) -> str:
-    """``/proc/uptime`` for a guest started at ``started`` (epoch seconds)."""
-    up = max(now - started, 0.0)
-    return f"{up:.2f} {max(idle, 0.0):.2f}\n"
-
-
 # -- reading the live values -----------------------------------------------
-
-
-def guest_meminfo(paths: Paths, name: str, host_text: str | None = None) -> str:
-    """meminfo for a running guest from its cgroup (host text if unknown)."""
-    text = host_text if host_text is not None else _read("/proc/meminfo")
-    try:
-        from engine.cgroups import manager
-
-        stats = manager().stats(paths.cgroup_name(name))
-    except Exception:  # no cgroup support or guest gone: show the host's view
-        return text
-    return render_meminfo(stats.memory_limit, stats.memory_used, text)
-
-
-def guest_uptime(paths: Paths, name: str, now: float | None = None) -> str:
-    """uptime since run_dir/started; idle is the host's, scaled to that span."""
-    started = float(_read(os.path.join(paths.run_dir(name), "started")).strip())
-    wall = time.time() if now is None else now
-    host_up, host_idle = (float(w) for w in _read("/proc/uptime").split()[:2])
-    up = max(wall - started, 0.0)
-    idle = host_idle * min(up / host_up, 1.0) if host_up > 0 else 0.0
-    return render_uptime(started, wall, idle)
 
 
 def _read(path: str) -> str:

@@ -17,7 +17,7 @@ import stat
 import struct
 from pathlib import Path
 
-from engine import _libc
+from engine import _libc, procfs
 from engine._record import Record
 from engine.errors import KernelError, QuotaError, VstuiError
 from engine.paths import Paths
@@ -101,22 +101,10 @@ class RootHandle:
 # -- mount table -----------------------------------------------------------
 
 
-def _unescape(field: str) -> str:
-    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n")
-
-
 def mounts_under(path: Path, mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, str]]:
-    """(mount point, source) of every mount at or below ``path``."""
-    base = str(path).rstrip("/")
-    found = []
-    with open(mountinfo) as f:
-        for line in f:
-            fields = line.split()
-            target = _unescape(fields[4])
-            source = _unescape(fields[fields.index("-") + 2])
-            if target == base or target.startswith(base + "/"):
-                found.append((target, source))
-    return found
+    """(mount point, source) of every mount at or below ``path`` (engine.procfs)."""
+    table = procfs.mounts_under(str(path), procfs.mountinfo(mountinfo))
+    return [(m.mount_point, m.source) for m in table]
 
 
 def mounted_source(path: Path) -> str | None:
@@ -138,14 +126,8 @@ class MountEntry(Record):
 def top_mount(path: Path, mountinfo: str = "/proc/self/mountinfo") -> MountEntry | None:
     """The last (top) mount exactly at ``path``, or None."""
     wanted = str(path).rstrip("/")
-    found = None
-    with open(mountinfo) as f:
-        for line in f:
-            fields = line.split()
-            if _unescape(fields[4]) == wanted:
-                rest = fields[fields.index("-") + 1 :]
-                found = MountEntry(_unescape(fields[3]), _unescape(rest[1]), rest[0])
-    return found
+    found = [m for m in procfs.mountinfo(mountinfo) if m.mount_point == wanted]
+    return MountEntry(found[-1].root, found[-1].source, found[-1].fstype) if found else None
 
 
 # -- ext4 images -----------------------------------------------------------

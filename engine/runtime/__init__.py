@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def start(paths: Paths, name: str) -> RunState:
-    from engine.runtime.starting import start as _start
+    from engine.runtime.supervisor import start as _start
 
     return _start(paths, name)
 

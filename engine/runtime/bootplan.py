@@ -29,7 +29,6 @@ this module, its ``op_NAME`` in the C executor.
 
 from __future__ import annotations
 
-from engine import _libc
 from engine._record import Record
 from engine.caps import to_mask
 from engine.errors import VstuiError
@@ -89,28 +88,7 @@ START_OPS: dict[str, int] = {
 
 GUEST_DIRS = ("/proc", "/sys", "/dev", "/run")  # must be real directories (CVE-2019-16884)
 
-_MOUNT_OPTIONS = {
-    "ro": _libc.MS_RDONLY,
-    "nosuid": _libc.MS_NOSUID,
-    "nodev": _libc.MS_NODEV,
-    "noexec": _libc.MS_NOEXEC,
-    "bind": _libc.MS_BIND,
-    "rbind": _libc.MS_BIND | _libc.MS_REC,
-}
-_DEFAULT_OPTIONS = ("rw", "defaults", "suid", "dev", "exec")
-
 Field = str | bytes | int | bool | None
-
-
-def mount_options(options: str) -> tuple[int, str | None]:
-    """``ro,nosuid,size=10m`` -> (MS_* flags, "size=10m")."""
-    flags, data = 0, []
-    for word in filter(None, (options or "").split(",")):
-        if word in _MOUNT_OPTIONS:
-            flags |= _MOUNT_OPTIONS[word]
-        elif word not in _DEFAULT_OPTIONS:
-            data.append(word)
-    return flags, ",".join(data) or None
 
 
 class Writer:
@@ -160,7 +138,7 @@ def _before(w: Writer, step: P.Step) -> None:
         w.op("hostbind", step.source, step.dev, step.ino, step.target, step.readonly,
              step.recursive)  # fmt: skip
     elif isinstance(step, P.HostMount):
-        flags, data = mount_options(step.options)
+        flags, data = P.mount_options(step.options)
         w.op("hostmount", *_mount_args(step.source, step.target, step.fstype, flags, data))
     else:
         raise TypeError(f"not a before-pivot step: {step!r}")

@@ -7,7 +7,7 @@ reads what the start decided (run_dir/exec.plan: engine.runtime.profile)
 and init's identity, joins the guest's namespaces and cgroups, confines
 itself and runs the command (its docstring has the order and the reasons).
 It refuses a guest that is not running, private or frozen with the
-messages below (REFUSALS, generated into engine/helpers/consts.h).
+messages of engine.runtime.profile.REFUSALS (generated into consts.h).
 
 Python adds only what needs the guest's own files, read from the host
 through init's root (/proc/INIT/root, resolved with openat2
@@ -26,25 +26,15 @@ import stat
 
 from engine.errors import GuestFrozen, GuestNotRunning, PrivateGuest, VstuiError
 from engine.runtime import profile as profiles
+from engine.runtime.profile import REFUSALS, environment
 
 TYPE_CHECKING = False  # importing typing costs ~4 ms of `vserver NAME exec`
 if TYPE_CHECKING:
     from engine.paths import Paths
 
-PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LOGIN_SHELLS = (("/bin/bash", "-l"), ("/bin/sh", "-l"))
 HELPER = "vexec"
-HELPERS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "helpers")
 
-# vexec's refusals: kind -> (engine error, message); {name} is the guest
-REFUSALS = {
-    "not_running": ("GuestNotRunning", "vserver '{name}' is not running; start it first"),
-    "no_plan": ("GuestNotRunning", "vserver '{name}' has no exec plan or seccomp program in its "
-                "run directory; restart the guest"),
-    "private": ("PrivateGuest", "vserver '{name}' is private (S_FLAGS private): entering it "
-                "from the host is refused; remove the flag and restart it to allow enter/exec"),
-    "frozen": ("GuestFrozen", "vserver '{name}' is frozen; thaw it first (vserver {name} thaw)"),
-}  # fmt: skip
 ERRORS: dict[str, type[VstuiError]] = {
     "GuestNotRunning": GuestNotRunning, "PrivateGuest": PrivateGuest, "GuestFrozen": GuestFrozen,
 }  # fmt: skip
@@ -57,18 +47,10 @@ def _run_dir(paths: Paths, name: str) -> str:
 
 
 def helper_binary() -> str:
-    """Path of the built vexec, built first when missing or older than its sources."""
-    binary = os.path.join(HELPERS_DIR, HELPER)
-    sources = [f"{binary}.c", os.path.join(HELPERS_DIR, "vstui.h")]
-    try:
-        fresh = os.stat(binary).st_mtime >= max(os.stat(s).st_mtime for s in sources)
-    except FileNotFoundError:
-        fresh = os.path.exists(binary)
-    if not fresh:
-        from engine.helpers.build import build
+    """Path of the built vexec (VstuiError with the fix when it is missing or stale)."""
+    from engine.helpers import require
 
-        build()
-    return binary
+    return require(HELPER)[HELPER]
 
 
 def refusal(kind: str, name: str) -> VstuiError:
@@ -155,17 +137,6 @@ def login_shell(root: int, user: User | None) -> list[str]:
 
 
 # -- the command -----------------------------------------------------------------------
-
-
-def environment(user: User | None, tty: bool) -> dict[str, str]:
-    env = {"container": "vstui", "PATH": PATH_ENV}
-    if tty:
-        env["TERM"] = os.environ.get("TERM", "linux")
-    if user is None:
-        env.update(HOME="/root", USER="root", LOGNAME="root", SHELL="/bin/sh")
-    else:
-        env.update(HOME=user.home, USER=user.name, LOGNAME=user.name, SHELL=user.shell)
-    return env
 
 
 def vexec_argv(run_dir: str, name: str, argv: list[str], user: User | None, tty: bool) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 
-from engine.errors import GuestFrozen, GuestNotRunning, require_root
+from engine.errors import GuestNotRunning, require_root
 from engine.paths import Paths
 from engine.runtime import state
 from engine.runtime.runfiles import FROZEN_FILE
@@ -82,16 +82,6 @@ def state_of(paths: Paths, name: str) -> str | None:
     if state.init_identity(paths, name) is None:
         return None
     return _cgroups().freezer_state(paths.cgroup_name(name))
-
-
-def is_frozen(paths: Paths, name: str) -> bool:
-    return state_of(paths, name) in ("frozen", "freezing")
-
-
-def refuse_if_frozen(paths: Paths, name: str, what: str) -> None:
-    """GuestFrozen for exec/enter: a command joined to a frozen guest would hang."""
-    if state.read_value(paths.run_dir(name), FROZEN_FILE) is not None or is_frozen(paths, name):
-        raise GuestFrozen(f"guest is frozen; thaw it before {what} (vserver {name} thaw)", name)
 
 
 class HeldStill:

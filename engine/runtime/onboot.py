@@ -18,11 +18,6 @@ if TYPE_CHECKING:
     from engine.config import Scanned
 
 
-def onboot_guests(paths: Paths, report: Callable[[str], None]) -> list[tuple[int, str]]:
-    """(priority, name) of every valid ONBOOT guest, start order; broken configs reported."""
-    return sorted(_plan(paths, report)[0])
-
-
 def _plan(paths: Paths, report: Callable[[str], None]) -> tuple[list[tuple[int, str]], list[str]]:
     """(valid ONBOOT guests, broken configs that may be ONBOOT guests)."""
     from engine.config import scan_guests
@@ -69,8 +64,8 @@ def onboot(paths: Paths, action: str, report: Callable[[str], None] = lambda _: 
     A broken config is not started (it cannot be) and counts as a failure;
     ``stop`` still stops such a guest, which needs no valid configuration.
     """
-    from engine.runtime.starting import start
     from engine.runtime.stopping import stop
+    from engine.runtime.supervisor import start
 
     valid, broken = _plan(paths, report)
     guests = sorted(valid)

@@ -294,6 +294,28 @@ def init_env(cfg: Any) -> tuple[tuple[str, str], ...]:
             ("HOSTNAME", cfg.hostname))  # fmt: skip
 
 
+_MOUNT_OPTIONS = {
+    "ro": _libc.MS_RDONLY,
+    "nosuid": _libc.MS_NOSUID,
+    "nodev": _libc.MS_NODEV,
+    "noexec": _libc.MS_NOEXEC,
+    "bind": _libc.MS_BIND,
+    "rbind": _libc.MS_BIND | _libc.MS_REC,
+}
+_DEFAULT_OPTIONS = ("rw", "defaults", "suid", "dev", "exec")
+
+
+def mount_options(options: str) -> tuple[int, str | None]:
+    """``ro,nosuid,size=10m`` -> (MS_* flags, "size=10m")."""
+    flags, data = 0, []
+    for word in filter(None, (options or "").split(",")):
+        if word in _MOUNT_OPTIONS:
+            flags |= _MOUNT_OPTIONS[word]
+        elif word not in _DEFAULT_OPTIONS:
+            data.append(word)
+    return flags, ",".join(data) or None
+
+
 def identity(path: Any) -> tuple[int, int]:
     """(dev, ino) of a host directory now; (0, 0), which nothing matches, when it is missing
     (a plan made for display: a real start has checked its sources exist)."""
@@ -310,8 +332,6 @@ def host_bind(source: Any, target: str, readonly: bool, recursive: bool) -> Host
 
 def extra_mount(mount: Any) -> Step:
     """A V_MOUNT word; a bind of a host directory is a HostBind (checked like a share)."""
-    from engine.runtime.bootplan import mount_options
-
     flags, _ = mount_options(mount.options)
     if not flags & _libc.MS_BIND:
         return HostMount(mount.source, mount.target, mount.fstype, mount.options)

@@ -7,17 +7,36 @@ seccomp program), and the v1 ``tasks`` files and the cgroup2 group to join.
 engine/helpers/vexec executes it, for the Python exec_in and the compiled
 front end alike: exec gets exactly what the running guest was started with,
 without parsing the config again. Python reads it only for its flags (the
-supervisor: which signal stops init). Imports: os, netstrings, runfiles.
+supervisor: which signal stops init). Also here: the environment a command
+starts with and vexec's refusals (the build writes both into consts.h).
+Imports: os, netstrings, procfs, runfiles.
 """
 
 from __future__ import annotations
 
 import os
 
+from engine.procfs import alive
 from engine.runtime import netstrings
-from engine.runtime.runfiles import alive, read_value
+from engine.runtime.runfiles import read_value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 PLAN_FILE = "exec.plan"
+PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# vexec's refusals: kind -> (engine error, message); {name} is the guest
+REFUSALS = {
+    "not_running": ("GuestNotRunning", "vserver '{name}' is not running; start it first"),
+    "no_plan": ("GuestNotRunning", "vserver '{name}' has no exec plan or seccomp program in its "
+                "run directory; restart the guest"),
+    "private": ("PrivateGuest", "vserver '{name}' is private (S_FLAGS private): entering it "
+                "from the host is refused; remove the flag and restart it to allow enter/exec"),
+    "frozen": ("GuestFrozen", "vserver '{name}' is frozen; thaw it first (vserver {name} thaw)"),
+}  # fmt: skip
+
 
 EXEC_OPS: dict[str, int] = {
     "private": 1,  # 0|1: enter/exec from the host refused
@@ -50,6 +69,18 @@ def flag(run_dir: str, key: str) -> bool:
     except ValueError:
         return False
     return bool(plan) and [b"1"] in plan.get(key, [])
+
+
+def environment(user: Any, tty: bool) -> dict[str, str]:
+    """The command's environment (``user``: enter.User or None for root)."""
+    env = {"container": "vstui", "PATH": PATH_ENV}
+    if tty:
+        env["TERM"] = os.environ.get("TERM", "linux")
+    if user is None:
+        env.update(HOME="/root", USER="root", LOGNAME="root", SHELL="/bin/sh")
+    else:
+        env.update(HOME=user.home, USER=user.name, LOGNAME=user.name, SHELL=user.shell)
+    return env
 
 
 def _int(text: str | None) -> int | None:

@@ -19,27 +19,6 @@ VALUE_FILES = ("state", "xid", "init.pid", "init.start", "supervisor.pid",
                FROZEN_FILE)  # fmt: skip
 
 
-def proc_starttime(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks after boot; None when gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data.rsplit(b")", 1)[1].split()
-    if fields[0] == b"Z":  # a zombie is dead for our purposes
-        return None
-    return int(fields[19])
-
-
-def alive(pid: int | None, start: int | None) -> bool:
-    """True when ``pid`` exists and started at ``start`` (when known)."""
-    if pid is None:
-        return False
-    now = proc_starttime(pid)
-    return now is not None and (start is None or now == start)
-
-
 def write_value(run_dir: str | os.PathLike[str], key: str, value: object) -> None:
     """Write one value atomically (temp file + rename); a failed write (a full
     disk) leaves the old value and no temporary file."""

@@ -46,17 +46,15 @@ from collections.abc import Callable
 
 from engine import _libc
 from engine._record import Record
-from engine.errors import GuestRunning, VstuiError, require_root
-from engine.paths import Paths, check_name
-from engine.runtime import bootplan, forked, runfiles, state
+from engine.errors import VstuiError
+from engine.paths import Paths
+from engine.runtime import bootplan, forked, runfiles
 from engine.runtime.plan import StartPlan
 from engine.runtime.profile import PLAN_FILE
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms of every start
 if TYPE_CHECKING:
     from typing import Any
-
-START_LOCK_TIMEOUT = 120.0
 
 
 class StartFailed(VstuiError):
@@ -74,39 +72,6 @@ class Booted(Record):
     mem_usage_file: str | None  # the cgroup file with the guest's memory use
     # (dependency records, start plan) for the boot cache (engine.runtime.bootcache), if cacheable
     cache: tuple[list[bytes], bytes] | None
-
-
-def start(paths: Paths, name: str) -> state.RunState:
-    """Start the guest; GuestRunning (``already running``) when it runs."""
-    boot(paths, name)
-    return state.read(paths, name)
-
-
-def boot(paths: Paths, name: str) -> int:
-    """``start`` without reading the state back: the guest's init PID (for the CLI)."""
-    from engine.config import load_guest
-    from engine.runtime import supervisor, xid
-
-    check_name(name)
-    require_root("starting a guest", name)
-    cfg = load_guest(paths, name)  # GuestNotFound / ConfigError before anything else
-    lock = state.lock(paths, name, START_LOCK_TIMEOUT)
-    try:
-        current = state.read(paths, name)
-        if current.running:
-            raise GuestRunning(f"vserver '{name}' already running", name)
-        if current.stale or _leftovers(paths, name):
-            from engine.runtime.stopping import teardown
-
-            forked.run(lambda: teardown(paths, name), name)
-        context = xid.xid_of(paths, name, cfg)
-        return supervisor.spawn(paths, name, context)
-    finally:
-        lock.release()
-
-
-def _leftovers(paths: Paths, name: str) -> bool:
-    return any((paths.run_dir(name) / key).exists() for key in state.VALUE_FILES)
 
 
 # -- the host-side half of one boot (runs in a child of the supervisor) ---------------
@@ -332,10 +297,10 @@ def _execute(
     paths: Paths, cfg: Any, plan: StartPlan, io: tuple, undo: _Undo, deadline: float
 ) -> tuple[int, int]:
     """Run vboot on the start plan; set the network up when it reports B; (pid, start)."""
-    from engine.helpers.build import ready
+    from engine.helpers import require
 
     data, console_w, supervisor = io
-    vboot = ready(("vboot", "vinit", "vexec"))["vboot"]
+    vboot = require("vboot", "vinit", "vexec")["vboot"]
     plan_fd = _memfd("vstui-plan", data)
     report_r, report_w = os.pipe()
     go_r, go_w = os.pipe()

@@ -18,13 +18,13 @@ import time
 from engine._record import Record
 from engine.errors import GuestBusy
 from engine.paths import Paths
+from engine.procfs import alive
+from engine.procfs import starttime as proc_starttime
 from engine.runtime.runfiles import (
     FROZEN_FILE,
     LOCK_FILE,
     VALUE_FILES,
     RunLock,
-    alive,
-    proc_starttime,
     read_value,
     write_value,
 )

@@ -1,6 +1,7 @@
 """The per-guest supervisor: init's parent outside the guest.
 
-``spawn`` (called by ``vserver NAME start``) double-forks the CLI process:
+``start``/``boot`` (``vserver NAME start``: lock, check, clean a dead guest's
+leftovers) hands the boot to ``spawn``, which double-forks the CLI process:
 the grandchild S, a child subreaper in its own session, boots the guest with
 the modules the CLI already imported (no second interpreter, no second
 import of config, storage, cgroups or network code), answers the CLI, and
@@ -8,7 +9,7 @@ then execs a fresh, lean interpreter (``python -S -E``) running ``main``.
 exec keeps the PID, the children and the subreaper flag, so the guest's
 init stays its child. The lean supervisor:
 
-- imports only os, select, signal and runfiles (plus procview's renderers
+- imports only os, select, signal, procfs and runfiles (plus procview's renderers
   when the guest has a memory limit): a running guest costs a few MB of
   supervisor memory (LXC's monitor: ~3 MB RSS);
 - wakes once a second to refresh the guest's /proc/meminfo view;
@@ -37,6 +38,7 @@ import signal
 import sys
 import time
 
+from engine import procfs
 from engine.runtime import forked, runfiles
 
 LOG_MAX = 8 * 1024 * 1024  # console log cap; the part before goes to NAME.log.1
@@ -56,6 +58,48 @@ BOOTSTRAP = (
 TYPE_CHECKING = False  # not typing's: keep the supervisor's imports minimal
 if TYPE_CHECKING:
     from engine.paths import Paths
+    from engine.runtime.state import RunState
+
+
+START_LOCK_TIMEOUT = 120.0
+
+
+def start(paths: Paths, name: str) -> RunState:
+    """Start the guest; GuestRunning (``already running``) when it runs."""
+    from engine.runtime import state
+
+    boot(paths, name)
+    return state.read(paths, name)
+
+
+def boot(paths: Paths, name: str) -> int:
+    """``start`` without reading the state back: the guest's init PID (for the CLI)."""
+    from engine.config import load_guest
+    from engine.paths import check_name
+    from engine.runtime import state, xid
+
+    check_name(name)
+    from engine.errors import GuestRunning, require_root
+
+    require_root("starting a guest", name)
+    cfg = load_guest(paths, name)  # GuestNotFound / ConfigError before anything else
+    lock = state.lock(paths, name, START_LOCK_TIMEOUT)
+    try:
+        current = state.read(paths, name)
+        if current.running:
+            raise GuestRunning(f"vserver '{name}' already running", name)
+        if current.stale or _leftovers(paths, name):
+            from engine.runtime.stopping import teardown
+
+            forked.run(lambda: teardown(paths, name), name)
+        context = xid.xid_of(paths, name, cfg)
+        return spawn(paths, name, context)
+    finally:
+        lock.release()
+
+
+def _leftovers(paths: Paths, name: str) -> bool:
+    return any((paths.run_dir(name) / key).exists() for key in runfiles.VALUE_FILES)
 
 
 def spawn(paths: Paths, name: str, xid: int) -> int:
@@ -116,7 +160,7 @@ def _abandon(paths: Paths, name: str) -> None:
     run_dir = paths.run_dir(name)
     pid = runfiles.read_value(run_dir, "supervisor.pid")
     start = runfiles.read_value(run_dir, "supervisor.start")
-    if pid and runfiles.alive(int(pid), int(start) if start else None):
+    if pid and procfs.alive(int(pid), int(start) if start else None):
         _signal(int(pid), signal.SIGKILL)
     try:
         forked.run(lambda: teardown(paths, name), name)
@@ -271,7 +315,7 @@ class Supervisor:
     def _log(self, text: str) -> None:
         _log(self.log_fd, self.name, text)
 
-    def _on_signal(self, signum: int, frame: object) -> None:
+    def _on_signal(self, _signum: int, _frame: object) -> None:
         self.stop_requested = True
 
     # -- boot (reboot only: the first boot happened before exec) --------------------------

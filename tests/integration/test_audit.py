@@ -35,8 +35,8 @@ def subnet(paths: Paths) -> str:
 def guests(vroot: Paths) -> Iterator[tuple[Paths, str]]:
     """Two running guests: calm (matches its config) and drift (to be edited)."""
     from engine.rootfs import build
-    from engine.runtime.starting import start
     from engine.runtime.stopping import stop
+    from engine.runtime.supervisor import start
 
     net = subnet(vroot)
     build(vroot, "calm", options={**SAFE, "IPROOT": f"{net}.2/24", "V_DISK": "64M"})

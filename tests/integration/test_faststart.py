@@ -21,9 +21,9 @@ import pytest
 
 from engine.config import update_config
 from engine.helpers import helper_path
-from engine.helpers.build import build
 from engine.paths import Paths
 from engine.runtime import bootcache, profile, state
+from engine.runtime.build import build
 
 pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parents[2]

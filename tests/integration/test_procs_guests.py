@@ -1,6 +1,6 @@
 """vps / vkill / vserver-stat against two real running guests.
 
-Needs the runtime (``engine.runtime.starting``/``stop``) and storage
+Needs the runtime (``engine.runtime`` start/stop) and storage
 (``engine.rootfs.build``) parts; skipped with the reason when they are absent.
 """
 

@@ -114,7 +114,7 @@ def test_planted_symlink_cannot_redirect_a_share_mount(vroot: Paths, guest: Path
     (guest / str(decoy).lstrip("/")).mkdir(parents=True)
     cfg = _share(vroot, f"{share}:/srv/www:ro")
     bind = rootfs.binds(cfg, vroot)[-1]
-    src = rootfs.open_source(bind)
+    src = os.open(bind.source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     dst = rootfs.open_target(guest, bind.target)
     landed = Path(os.readlink(f"/proc/self/fd/{dst}"))
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine import _libc
-from engine.helpers.build import ready
+from engine.helpers import require
 from engine.paths import Paths
 from engine.runtime import bootplan
 from engine.runtime import netstrings as ns
@@ -24,7 +24,7 @@ FLAGS = _libc.CLONE_NEWNS | _libc.CLONE_NEWPID | _libc.CLONE_NEWIPC | _libc.CLON
 
 @pytest.fixture(scope="module")
 def vboot() -> str:
-    return ready(("vboot",))["vboot"]
+    return require("vboot")["vboot"]
 
 
 def netstrings(*fields: str | bytes) -> bytes:

@@ -10,8 +10,7 @@ import importlib
 import types
 from dataclasses import dataclass, field, replace
 
-from engine.facade import Engine
-from engine.observe.model import (
+from engine.datamodel import (
     HOST_NAME,
     Gauge,
     GuestStatus,
@@ -19,6 +18,7 @@ from engine.observe.model import (
     ProcRow,
     Snapshot,
 )
+from engine.facade import Engine
 from engine.paths import Paths
 
 GIB = 1 << 30

@@ -6,8 +6,8 @@ import signal
 import subprocess
 from dataclasses import replace
 
+from engine.datamodel import HOST_NAME
 from engine.facade import read_starttime
-from engine.observe.model import HOST_NAME
 from tests.tui.fakes import big_snapshot, proc, small_snapshot
 from tests.tui.helpers import StubRunner, drive, make_app, screen_text, settle
 from vstui.app.app import SnapshotReady

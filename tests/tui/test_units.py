@@ -255,7 +255,7 @@ def test_runtime_functions_survive_importing_their_modules(tmp_path):
     """engine.runtime.start/stop stay functions once their modules are imported."""
     import importlib
 
-    start_module = importlib.import_module("engine.runtime.starting")
+    start_module = importlib.import_module("engine.runtime.supervisor")
     stop_module = importlib.import_module("engine.runtime.stopping")
     engine = Engine(Paths.from_root(tmp_path))
     assert callable(engine._runtime("start")) and callable(engine._runtime("stop"))

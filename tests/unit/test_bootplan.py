@@ -119,12 +119,12 @@ def test_file_content_keeps_nul_and_commas() -> None:
 
 
 def test_host_mount_options_become_flags_and_data() -> None:
-    assert bootplan.mount_options("ro,nosuid,size=10m,mode=700") == (
+    assert P.mount_options("ro,nosuid,size=10m,mode=700") == (
         _libc.MS_RDONLY | _libc.MS_NOSUID,
         "size=10m,mode=700",
     )
-    assert bootplan.mount_options("defaults,rw") == (0, None)
-    assert bootplan.mount_options("rbind") == (_libc.MS_BIND | _libc.MS_REC, None)
+    assert P.mount_options("defaults,rw") == (0, None)
+    assert P.mount_options("rbind") == (_libc.MS_BIND | _libc.MS_REC, None)
     step = P.HostMount("none", "/mnt/t", "tmpfs", "ro,size=1m")
     plan = P.StartPlan(name="web", root="/t", before=(step,), after=(), hostname="h",
                        domainname=None, own_netns=True, rlimits=(), nice=None,

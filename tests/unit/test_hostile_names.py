@@ -25,7 +25,7 @@ BAD = ["../vservers/web", "../x", "..", ".", "x/..", "web/", "/etc", "-x", "a b"
 def _calls() -> dict[str, Callable[[Paths, str], Any]]:
     from engine import audit, config, facade, rootfs, runtime
     from engine.procs import attribution, signals
-    from engine.runtime import enter, freezing, starting, state, stopping, xid
+    from engine.runtime import enter, freezing, state, stopping, supervisor, xid
 
     def eng(op: str) -> Callable[[Paths, str], Any]:
         return lambda p, n: getattr(facade.Engine(p), op)(n)
@@ -35,7 +35,7 @@ def _calls() -> dict[str, Callable[[Paths, str], Any]]:
         "runtime.restart": runtime.restart, "runtime.status": runtime.status,
         "runtime.is_running": runtime.is_running, "runtime.init_pid": runtime.init_pid,
         "runtime.exec_in": lambda p, n: runtime.exec_in(p, n, ["true"]),
-        "runtime.xid_of": runtime.xid_of, "starting.boot": starting.boot,
+        "runtime.xid_of": runtime.xid_of, "supervisor.boot": supervisor.boot,
         "stopping.stop": stopping.stop, "stopping.teardown": stopping.teardown,
         "state.read": state.read, "state.lock": state.lock,
         "enter.exec_in": lambda p, n: enter.exec_in(p, n, ["true"]),

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.datamodel import HOST_XID
 from engine.errors import GuestNotFound, PrivateGuest, VstuiError
-from engine.observe.model import HOST_XID
 from engine.paths import Paths
 from engine.procs import attribution, scan, signals, tree
 from engine.procs.collect import ProcessTable
@@ -237,7 +237,7 @@ def test_host_tree_and_descendants(proc: Path) -> None:
 
 
 def test_tree_survives_a_parent_loop() -> None:
-    from engine.observe.model import ProcRow
+    from engine.datamodel import ProcRow
 
     def row(pid: int, ppid: int) -> ProcRow:
         return ProcRow(pid, ppid, 1, 0, "", pid, 0, "root", "S", 0, 1, 0, 0, 0, 0, 0, 0, 0.0,
@@ -432,7 +432,7 @@ def test_scanner_reads_only_the_parts_asked_for_and_adds_missing_ones_later(
 def test_one_shot_rows_equal_procrows_field_by_field(proc: Path, host: tuple[Paths, Path]) -> None:
     from dataclasses import fields
 
-    from engine.observe.model import ProcRow
+    from engine.datamodel import ProcRow
     from engine.procs.collect import ROW_FIELDS, PsRow
 
     assert ROW_FIELDS == tuple(f.name for f in fields(ProcRow))
@@ -445,7 +445,7 @@ def test_one_shot_rows_equal_procrows_field_by_field(proc: Path, host: tuple[Pat
 
 
 def test_procrow_fast_constructor_builds_equal_rows() -> None:
-    from engine.observe.model import ProcRow, new_proc_row
+    from engine.datamodel import ProcRow, new_proc_row
 
     values = (7, 1, 5, 0, "", 7, 0, "root", "S", 0, 1, 4096, 4096, 1, 2, 3, 4, 0.5, "?",
               "x", "x -y", 7, 7, -1, 20, False)  # fmt: skip
@@ -458,7 +458,7 @@ def test_procrow_fast_constructor_builds_equal_rows() -> None:
 def test_snapshot_procs_of_index_is_not_carried_over_by_replace() -> None:
     import dataclasses
 
-    from engine.observe.model import ProcRow, Snapshot
+    from engine.datamodel import ProcRow, Snapshot
 
     def row(pid: int, xid: int) -> ProcRow:
         return ProcRow(pid, 1, 1, xid, "g" if xid else "", pid, 0, "root", "S", 0, 1, 0, 0,

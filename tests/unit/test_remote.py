@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.datamodel import Snapshot
 from engine.errors import (
     GuestNotFound,
     HostError,
@@ -19,7 +20,6 @@ from engine.errors import (
     VstuiError,
 )
 from engine.facade import Engine, tool_operation
-from engine.observe.model import Snapshot
 from engine.paths import Paths
 from engine.remote import hosts, protocol, ssh
 from engine.remote.client import AgentClient

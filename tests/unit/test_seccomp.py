@@ -86,7 +86,7 @@ class _SockFprog(ctypes.Structure):
 def install(cfg: GuestConfig) -> None:
     """Load cfg's program into this process, as vboot and vexec do."""
     if not ROOT:
-        _libc.set_no_new_privs()
+        _libc.prctl(38, 1)  # PR_SET_NO_NEW_PRIVS
     program = sc.build_filter(cfg)
     buf = ctypes.create_string_buffer(program, len(program))
     prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))

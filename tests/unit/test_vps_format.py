@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.datamodel import ProcRow
 from engine.errors import VstuiError
-from engine.observe.model import ProcRow
 from engine.paths import Paths
 from engine.procs import format as fmt
 from engine.procs.collect import ProcessTable
@@ -322,7 +322,7 @@ def test_vps_start_path_imports_nothing_heavy(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    heavy = ("dataclasses", "typing", "hashlib", "engine.observe", "engine.observe.model")
+    heavy = ("dataclasses", "typing", "hashlib", "engine.observe", "engine.datamodel")
     code = (
         "import io, sys; from vstui.cli import vps; out = sys.stdout; sys.stdout = io.StringIO(); "
         f"rc = vps.main(['--root', {str(tmp_path)!r}, 'ax']); sys.stdout = out; "

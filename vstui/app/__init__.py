@@ -79,9 +79,9 @@ def run(
 
 def guest_of(paths: Paths, word: str) -> str:
     """The guest name behind ``--xid``: a name as is, a context number looked up."""
+    from engine.contexts import HOST_NAME, HOST_XID
     from engine.errors import VstuiError
     from engine.procs.attribution import all_guests, running_guests
-    from engine.procs.contexts import HOST_NAME, HOST_XID
 
     if not word.isdigit():
         if word not in all_guests(paths):

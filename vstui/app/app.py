@@ -26,9 +26,9 @@ from textual.dom import DOMNode
 from textual.message import Message
 from textual.worker import Worker, WorkerState
 
+from engine.datamodel import ProcRow, Snapshot
 from engine.errors import VstuiError
 from engine.facade import Engine, SaveResult
-from engine.observe.model import ProcRow, Snapshot
 from engine.text import visible
 from vstui.app.actions import BY_ID, allowed, bindings, refused
 from vstui.app.commands import VstuiCommands

@@ -12,7 +12,7 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from engine.observe.model import HOST_NAME
+from engine.datamodel import HOST_NAME
 from vstui.app.actions import allowed, specs
 
 

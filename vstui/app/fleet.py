@@ -19,9 +19,9 @@ import threading
 import time
 from typing import Any
 
+from engine.datamodel import HOST_NAME, HOST_XID, Gauge, GuestStatus, ProcRow, Snapshot
 from engine.errors import HostError, ReadOnlyError, VstuiError
 from engine.facade import READ_ONLY_CONSOLE, Finding, SaveResult
-from engine.observe.model import HOST_NAME, HOST_XID, Gauge, GuestStatus, ProcRow, Snapshot
 from engine.paths import Paths
 from engine.remote import ssh
 from engine.remote.fleet import Fleet, HostView

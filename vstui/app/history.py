@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from engine.observe.model import Snapshot
+from engine.datamodel import Snapshot
 
 DEPTH = 60
 

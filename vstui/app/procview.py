@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
-from engine.observe.model import HOST_NAME, ProcRow
+from engine.datamodel import HOST_NAME, ProcRow
 
 # Values a column sorts by, computed for all rows at once (ties: PID order).
 SORT_VALUES: dict[str, Callable[[Sequence[ProcRow]], list[Any]]] = {
@@ -239,12 +239,6 @@ class ProcIndex:
                 below = "" if is_root else indent + ("   " if last else "│  ")
                 end = len(kids) - 1
                 stack.extend((kids[j], below, j == end, False) for j in range(end, -1, -1))
-
-
-def filter_rows(rows: Iterable[ProcRow], spec: ViewSpec) -> list[ProcRow]:
-    index = ProcIndex(rows)
-    found = index.matches(spec.text, spec.guest, spec.kernel)
-    return list(index.rows) if found is None else [index.rows[i] for i in found]
 
 
 def build_view(rows: Sequence[ProcRow], spec: ViewSpec) -> View:

@@ -12,8 +12,8 @@ import os
 import time
 from typing import Protocol
 
+from engine.datamodel import HOST_NAME, HOST_XID, Gauge, GuestStatus, Snapshot
 from engine.facade import Engine
-from engine.observe.model import HOST_NAME, HOST_XID, Gauge, GuestStatus, Snapshot
 
 NO_OBSERVE = "engine.observe is not available in this build: no live figures"
 

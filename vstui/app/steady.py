@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from engine.observe.model import GuestStatus, NetStats, ProcRow, Snapshot
+from engine.datamodel import GuestStatus, NetStats, ProcRow, Snapshot
 
 
 @dataclass(frozen=True, slots=True)

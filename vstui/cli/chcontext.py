@@ -18,11 +18,9 @@ N (``engine.runtime.exec_in``); ``--xid 0`` is the host itself.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
 import signal
-import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,7 +42,6 @@ XID_COUNTER = ".dynamic-xid"
 # Flags that mean something for a throw-away context; the others belong to guests.
 FLAGS = frozenset({"fakeinit", "namespace", "hideinfo", "sched", "lock"})
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCONT)
-NEW_CONTEXT_NS = 0x00020000 | 0x04000000 | 0x08000000 | 0x20000000  # NS|UTS|IPC|PID
 
 
 @dataclass
@@ -178,37 +175,6 @@ def guest_by_xid(paths: Paths, xid: int) -> str:
 # -- a new context ---------------------------------------------------------------
 
 
-def _setdomainname(name: str) -> None:
-    # Python has socket.sethostname but no setdomainname.
-    libc = ctypes.CDLL(None, use_errno=True)
-    data = name.encode()
-    if libc.setdomainname(data, len(data)) < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), "setdomainname")
-
-
-def _limit_own_caps(keep: frozenset[str]) -> None:
-    """The reaper keeps no more than the command: it must not be a ptrace target
-    holding caps the command lacks (the guest set includes SYS_PTRACE)."""
-    import prctl
-
-    wanted = [getattr(prctl, f"CAP_{name}") for name in keep if hasattr(prctl, f"CAP_{name}")]
-    prctl.cap_effective.limit(*wanted)
-    prctl.cap_permitted.limit(*wanted)
-
-
-def _setup_namespaces(opts: Options) -> None:
-    """Inside the new namespaces, as PID 1: private mounts, fresh /proc, names."""
-    from engine import _libc
-
-    _libc.mount(None, "/", None, _libc.MS_REC | _libc.MS_PRIVATE)
-    _libc.mount("proc", "/proc", "proc", _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC)
-    if opts.hostname is not None:
-        socket.sethostname(opts.hostname)
-    if opts.domainname is not None:
-        _setdomainname(opts.domainname)
-
-
 def _reap(command: list[int]) -> int:
     """PID 1's loop: reap orphans until the command exits; return its status."""
     while True:
@@ -236,13 +202,13 @@ def exit_status(status: int) -> int:
 
 def _context_init(opts: Options, keep: frozenset[str]) -> int:
     """Runs as PID 1 of the new PID namespace; never returns to the caller's code."""
-    from engine import _libc
+    from engine.runtime import context
 
     if opts.disconnect:
         os.setsid()
     else:
-        _libc.set_pdeathsig(signal.SIGKILL)  # chcontext killed: the context goes too
-    _setup_namespaces(opts)
+        context.die_with_parent()
+    context.set_up(opts.hostname, opts.domainname)
     if "fakeinit" in opts.flags:
         _default_signals()
         drop_to(keep)
@@ -257,7 +223,7 @@ def _context_init(opts: Options, keep: frozenset[str]) -> int:
         drop_to(keep)
         os._exit(exec_command(TOOL, opts.command))
     drop_to(keep)
-    _limit_own_caps(keep)
+    caps.limit_own(keep)  # the reaper keeps no more than the command (SYS_PTRACE)
     return _reap(command)
 
 
@@ -290,12 +256,9 @@ def new_context(paths: Paths, opts: Options) -> int:
             print(f"Domain name is now {opts.domainname or 'none'}")
         print(f"New security context is {xid}")
     sys.stdout.flush()
-    from engine import _libc
+    from engine.runtime import context
 
-    try:
-        _libc.unshare(NEW_CONTEXT_NS)
-    except OSError as exc:
-        raise VstuiError(f"cannot create namespaces: {exc.strerror}") from None
+    context.unshare()
     # Like system(3): the terminal's Ctrl-C reaches the command directly.
     for sig in (signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)

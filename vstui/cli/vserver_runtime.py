@@ -111,7 +111,7 @@ def cmd_delete(paths: Paths, name: str, args: Sequence[str]) -> int:
 
 def cmd_start(paths: Paths, name: str, args: Sequence[str]) -> int:
     from engine.errors import GuestRunning
-    from engine.runtime.starting import boot
+    from engine.runtime.supervisor import boot
 
     try:
         boot(paths, name)

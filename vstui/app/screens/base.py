@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Input, Static
 
-from engine.observe.model import Snapshot
+from engine.datamodel import Snapshot
 from vstui.app.actions import allowed
 from vstui.app.screens.storage_actions import StorageActions
 from vstui.app.widgets.dialogs import PickDialog

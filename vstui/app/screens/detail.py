@@ -11,8 +11,8 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import ContentSwitcher, Log
 
+from engine.datamodel import GuestStatus, Snapshot
 from engine.errors import VstuiError
-from engine.observe.model import GuestStatus, Snapshot
 from engine.text import log_lines
 from vstui.app import fmt
 from vstui.app.actions import DETAIL, bindings

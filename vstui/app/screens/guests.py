@@ -8,7 +8,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 
-from engine.observe.model import HOST_NAME, GuestStatus, Snapshot
+from engine.datamodel import HOST_NAME, GuestStatus, Snapshot
 from vstui.app import fmt
 from vstui.app.actions import GUESTS, bindings
 from vstui.app.procview import matcher

@@ -15,7 +15,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 
-from engine.observe.model import HOST_NAME, ProcRow, Snapshot
+from engine.datamodel import HOST_NAME, ProcRow, Snapshot
 from vstui.app import fmt
 from vstui.app.actions import PROCS, bindings
 from vstui.app.procview import ProcIndex, ViewSpec, guest_label

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from engine.observe.model import Snapshot
+from engine.datamodel import Snapshot
 from vstui.app.widgets.textlines import TextLines
 
 

@@ -1,6 +1,6 @@
 """Context ids every part agrees on (util-vserver's numbering).
 
-A leaf module: the scanner, the tools and ``engine.observe.model`` (which
+A leaf module: the scanner, the tools and ``engine.datamodel`` (which
 re-exports these names) import it without importing each other.
 """
 

@@ -1,5 +1,8 @@
-"""Immutable snapshot data for the console and the tools.
+"""Immutable snapshot data for the console and the tools (the observe data model).
 
+A leaf module (stdlib and engine.contexts only): engine.observe builds these,
+engine.procs and engine.net fill parts of them, the console and the remote
+protocol read them, and none of those packages imports another for them.
 Widgets see only these types, never /proc text or netlink messages. Keys:
 a guest by name (the host is ``HOST_NAME`` with xid 0), a process by
 (pid, start time) so that a reused PID is a new row.
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
-from engine.procs.contexts import HOST_NAME, HOST_XID, SPECTATOR_XID
+from engine.contexts import HOST_NAME, HOST_XID, SPECTATOR_XID
 
 __all__ = ["HOST_NAME", "HOST_XID", "SPECTATOR_XID", "Gauge", "GuestStatus", "NetStats",
            "ProcRow", "Snapshot", "new_proc_row"]  # fmt: skip
