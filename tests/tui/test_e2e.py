@@ -77,9 +77,10 @@ def test_console_kills_a_guest_process_and_enters_a_guest(vroot: Paths):
         tmux.keys("Escape", "Escape", "1")
         tmux.wait_for(lambda s: "NAME" in s and "STATE" in s, "the guest list again")
         tmux.keys("Down")
-        time.sleep(0.3)
         tmux.keys("s")
-        time.sleep(1.5)
+        # the console gives the terminal to the shell: wait for it before typing
+        tmux.wait_for(lambda s: "STATE" not in s, "the shell on the terminal")
+        time.sleep(0.5)
         tmux.type("hostname")
         tmux.keys("Enter")
         tmux.wait_for(lambda s: f"{names[0]}.e2e" in s, "the guest's hostname")

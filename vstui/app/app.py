@@ -47,6 +47,7 @@ from vstui.app.source import SnapshotSource
 from vstui.app.steady import Steadier
 from vstui.app.themes import DEFAULT_THEME, load_themes
 from vstui.app.widgets.dialogs import ConfirmDialog, ExecOutput, FormDialog, TypeNameDialog
+from vstui.app.widgets.topbar import TopBar
 
 MIN_INTERVAL = 0.5
 
@@ -139,7 +140,7 @@ class VstuiApp(App[int]):
             self.push_screen(ProcessesScreen(self.guest_filter))
         elif self.first_screen == "audit":
             self.push_screen(AuditScreen())
-        self.poller.start()
+        self.call_after_refresh(self.poller.start)  # the first screen is up by then
 
     def _load_themes(self) -> None:
         themes, failures = load_themes()
@@ -204,7 +205,8 @@ class VstuiApp(App[int]):
         if not self.screen_stack:  # shutting down: the poller's last word
             return
         screen = self.screen
-        if isinstance(screen, VstuiScreen):
+        # A screen still composing shows the newest snapshot from its on_mount.
+        if isinstance(screen, VstuiScreen) and screen.query(TopBar):
             screen.show_snapshot(message.snap)
 
     # -- the gate ------------------------------------------------------
