@@ -92,9 +92,9 @@ def load_defaults(paths: Paths, guest: str | None = None) -> dict[str, str]:
     S_HOSTNAME, IPROOT) are refused.
     """
     path = paths.defaults_file
-    if not path.exists():
+    if not os.path.lexists(path):
         return {}
-    doc = read_document(path, guest)
+    doc = read_document(path, guest, paths.config_dir)
     _, errors = build_config(guest or "defaults", doc, guest)
     if errors:
         raise first_error(errors)

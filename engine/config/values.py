@@ -189,7 +189,7 @@ def parse_domainname(text: str) -> str:
     word = text.strip()
     if word.lower() in ("none", ""):
         return ""
-    if len(word) > 64 or re.search(r"[\s/]", word):
+    if len(word) > 64 or re.search(r"[\s/]", word) or not word.isprintable():
         raise Invalid(
             f"{shown(text)} is not a domain name; use one word of at most 64 characters, or none"
         )

@@ -42,3 +42,10 @@ def test_console_without_a_terminal_says_so_and_points_to_the_text_tools(
     assert "needs a terminal" in done.stderr
     assert "vtop -b" in done.stderr and "vserver-stat" in done.stderr
     assert out.read_text() == ""  # no escape codes written into the file
+
+
+@pytest.mark.parametrize("option", ["--hostname", "--domainname"])
+def test_chcontext_refuses_a_name_with_control_characters(option: str) -> None:
+    done = tool("vstui.cli.chcontext", option, "a\x1b]0;PWNED\x07", "true")
+    assert done.returncode == 1 and done.stdout == ""
+    assert "\x1b" not in done.stderr and "a^[]0;PWNED^G" in done.stderr

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from engine import caps
+from engine.config import values
 from engine.errors import GuestNotRunning, VstuiError, require_root
 from engine.paths import Paths, is_name
 from vstui.cli.common import report, run_tool
@@ -72,12 +73,18 @@ def _apply(opts: Options, option: str, value: str) -> None:
         opts.root = value
     elif option in ("--xid", "--ctx"):
         opts.xid = _xid(value)
-    elif option == "--hostname":
-        if not value or len(value) > 64:
-            raise VstuiError(f"--hostname '{value}' must be 1..64 characters")
-        opts.hostname = value
-    elif option == "--domainname":
-        opts.domainname = "" if value == "none" else value
+    elif option in ("--hostname", "--domainname"):
+        # the rules of S_HOSTNAME and S_DOMAINNAME: no control characters or
+        # blanks in a name every prompt and log line will show
+        parse = values.parse_hostname if option == "--hostname" else values.parse_domainname
+        try:
+            name = parse(value)
+        except values.Invalid as exc:
+            raise VstuiError(f"{option} {exc}") from None
+        if option == "--hostname":
+            opts.hostname = name
+        else:
+            opts.domainname = name
     elif option == "--cap":
         caps.normalize(value.lstrip("!~"))
         opts.cap_words.append(value)
