@@ -130,7 +130,8 @@ class KernelError(VstuiError):
         self.op = op
         self.target = target
         self.errno = err
-        text = f"{op} `{target}`: {os.strerror(err)}"
+        # a call on no file (write(2) to a pipe, a syscall) names none: never "op ``"
+        text = f"{op} `{target}`: {os.strerror(err)}" if target else f"{op}: {os.strerror(err)}"
         if hint:
             text += f" ({hint})"
         super().__init__(text, guest)
@@ -165,6 +166,35 @@ class ProtocolError(HostError):
 
 class ConnectionLost(HostError):
     """The connection dropped during an action: whether it happened is unknown."""
+
+
+class boundary:
+    """The engine's one error boundary, at each entry point (the CLI's commands,
+    the console's facade, the remote agent's calls)::
+
+        with boundary("start", name):
+            ...
+
+    An OSError raised inside leaves as a KernelError naming ``op``, the file
+    (the error's own, else ``path``) and the guest; an engine error without a
+    guest gets this one. Nothing else is caught. (A class, not contextlib:
+    every tool imports this module.)
+    """
+
+    __slots__ = ("guest", "op", "path")
+
+    def __init__(self, op: str, guest: str | None = None, path: str | None = None) -> None:
+        self.op, self.guest, self.path = op, guest, path
+
+    def __enter__(self) -> boundary:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, VstuiError):
+            if exc.guest is None:
+                exc.guest = self.guest
+        elif isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
+            raise KernelError.from_oserror(self.op, exc, self.guest, path=self.path) from exc
 
 
 def require_root(what: str, guest: str | None = None) -> None:

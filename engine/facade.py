@@ -28,6 +28,7 @@ from engine.errors import (
     KernelError,
     ReadOnlyError,
     VstuiError,
+    boundary,
 )
 from engine.paths import Paths, check_name
 from engine.procfs import starttime as read_starttime
@@ -106,6 +107,21 @@ class Finding:
     why: str = ""
 
 
+def _guarded(method: Callable[..., T]) -> Callable[..., T]:
+    """The engine's error boundary around one call of the console's door: an
+    OSError leaves as a KernelError naming the call, the file and the guest
+    (its first argument, or ``guest=``)."""
+    import functools
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kw: Any) -> T:
+        guest = args[0] if args and isinstance(args[0], str) else kw.get("guest")
+        with boundary(method.__name__, guest or None):
+            return method(self, *args, **kw)
+
+    return call
+
+
 @dataclass(slots=True)
 class Engine:
     """The console's single door to the engine."""
@@ -151,13 +167,16 @@ class Engine:
     def list_guests(self) -> list[str]:
         return list(self._mod("engine.config").list_guests(self.paths))
 
+    @_guarded
     def load_config(self, name: str) -> Any:
         return self._mod("engine.config").load_guest(self.paths, name)
 
+    @_guarded
     def log_tail(self, name: str, lines: int = 200) -> list[str]:
         """The last ``lines`` lines of the guest's console log (empty if none)."""
         return tail_file(self.paths.log_file(name), lines)
 
+    @_guarded
     def log_since(self, name: str, offset: int, lines: int = 200) -> tuple[int, list[str], bool]:
         """Follow the guest's console log: (new offset, new lines, reset).
 
@@ -180,6 +199,7 @@ class Engine:
             data = f.read(min(size - offset, 1 << 20))
         return offset + len(data), log_lines(data), False
 
+    @_guarded
     def config_text(self, name: str) -> tuple[str, bytes]:
         """NAME.conf's path and bytes, read as load_config reads them (for a remote editor)."""
         config = self._mod("engine.config")
@@ -203,14 +223,17 @@ class Engine:
         return [*self._vserver(), name, "enter"]
 
     # -- guests --------------------------------------------------------
+    @_guarded
     def start(self, name: str) -> None:
         self._refuse("start", name)
         self._runtime("start")(self.paths, name)
 
+    @_guarded
     def stop(self, name: str) -> None:
         self._refuse("stop", name)
         self._runtime("stop")(self.paths, name)
 
+    @_guarded
     def restart(self, name: str) -> None:
         # stop, then start, here: engine.runtime.restart calls the package's
         # start/stop, which the shadowing below breaks.
@@ -222,6 +245,7 @@ class Engine:
         """engine.runtime's ``op`` (start, stop, ...)."""
         return getattr(self._mod("engine.runtime"), op)
 
+    @_guarded
     def build(
         self, name: str, template: str = "skeleton", hostname: str | None = None,
         addresses: Iterable[str] = (),
@@ -232,6 +256,7 @@ class Engine:
             self.paths, name, template=template, hostname=hostname, addresses=tuple(addresses)
         )
 
+    @_guarded
     def delete(self, name: str, force: bool = False) -> None:
         self._refuse("delete", name)
         # the whole guest, as `vserver NAME delete` does: stopped first with
@@ -267,30 +292,37 @@ class Engine:
         return [sys.executable, "-m", TOOLS[tool], "--root", str(self.paths.root), *args]
 
     # -- freeze, snapshots, clones, backups --------------------------------
+    @_guarded
     def freeze(self, name: str) -> None:
         self._refuse("freeze", name)
         self._mod("engine.runtime.freezing").freeze(self.paths, name)
 
+    @_guarded
     def thaw(self, name: str) -> None:
         self._refuse("thaw", name)
         self._mod("engine.runtime.freezing").thaw(self.paths, name)
 
+    @_guarded
     def snapshots(self, name: str) -> list[Any]:
         """The guest's snapshots, oldest first (engine.rootfs.snapshots.Snapshot)."""
         return list(self._mod("engine.rootfs.snapshots").list_snapshots(self.paths, name))
 
+    @_guarded
     def snapshot_create(self, name: str, snap: str | None = None) -> Any:
         self._refuse("snapshot_create", name)
         return self._mod("engine.rootfs.snapshots").create(self.paths, name, snap)
 
+    @_guarded
     def snapshot_restore(self, name: str, snap: str) -> None:
         self._refuse("snapshot_restore", name)
         self._mod("engine.rootfs.snapshots").restore(self.paths, name, snap)
 
+    @_guarded
     def snapshot_delete(self, name: str, snap: str) -> None:
         self._refuse("snapshot_delete", name)
         self._mod("engine.rootfs.snapshots").delete(self.paths, name, snap)
 
+    @_guarded
     def clone(self, name: str, target: str, addresses: Iterable[str] = (),
               hostname: str | None = None, snapshot: str | None = None) -> Any:  # fmt: skip
         self._refuse("clone", target)
@@ -298,12 +330,14 @@ class Engine:
             self.paths, name, target, tuple(addresses), hostname, snapshot
         )
 
+    @_guarded
     def export(self, name: str, out: Any, snapshot: str | None = None) -> Any:
         """engine.rootfs.archive.export_guest: a path, a binary file object or an fd."""
         self._refuse("export", name)
         return self._mod("engine.rootfs.archive").export_guest(self.paths, name, out, snapshot)
 
     # -- processes -----------------------------------------------------
+    @_guarded
     def kill(self, pid: int, starttime: int, sig: int = _signal.SIGTERM, guest: str = "") -> None:
         """Signal one process, only if it is still the one the user picked.
 
@@ -320,6 +354,7 @@ class Engine:
                 raise VstuiError(f"process {pid}: {outcome.error}", guest or None)
 
     # -- configuration -------------------------------------------------
+    @_guarded
     def save_config(self, name: str, changes: Mapping[str, str | None]) -> SaveResult:
         """Write NAME.conf atomically, then apply what a running guest can take live."""
         self._refuse("save_config", name)
@@ -333,6 +368,7 @@ class Engine:
         applied, errors = self._apply(cfg, live)
         return SaveResult(name, keys, applied, later, errors)
 
+    @_guarded
     def apply_limits(self, name: str) -> SaveResult:
         """Apply every limit of NAME.conf to the running guest."""
         self._refuse("apply_limits", name)

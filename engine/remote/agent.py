@@ -280,7 +280,7 @@ class Agent:
         except OSError as exc:
             from engine.errors import KernelError
 
-            err = KernelError.from_oserror(type(exc).__name__, exc)
+            err = KernelError.from_oserror("request", exc)  # the facade names most
             self.send({"t": "err", "id": ident, "error": protocol.error_to_wire(err)})
         else:
             self.send({"t": "ok", "id": ident, "result": result})

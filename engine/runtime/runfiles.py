@@ -27,8 +27,10 @@ def write_value(run_dir: str | os.PathLike[str], key: str, value: object) -> Non
         with open(tmp, "w") as f:
             f.write(f"{value}\n")
         os.replace(tmp, os.path.join(run_dir, key))
-    except OSError:
+    except OSError as exc:
         _unlink(tmp)
+        if exc.filename is None:  # write(2), close(2): ENOSPC names no file by itself
+            exc.filename = tmp
         raise
 
 

@@ -39,6 +39,7 @@ import sys
 import time
 
 from engine import procfs
+from engine.errors import boundary
 from engine.runtime import forked, runfiles
 
 LOG_MAX = 8 * 1024 * 1024  # console log cap; the part before goes to NAME.log.1
@@ -186,7 +187,8 @@ def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> No
     os.chdir("/")  # a daemon pins no directory
     console_r, console_w = os.pipe()
     try:
-        booted = launch(paths, name, xid, console_w, os.getpid(), START_TIMEOUT)
+        with boundary("start", name):
+            booted = launch(paths, name, xid, console_w, os.getpid(), START_TIMEOUT)
     except BaseException as exc:
         error = forked.one_line(exc)
         _log(log_fd, name, f"start failed: {error}")
@@ -335,7 +337,8 @@ class Supervisor:
                 from engine.runtime.starting import launch
 
                 paths = _paths(self.root)
-                b = launch(paths, self.name, self.xid, console_w, os.getppid(), START_TIMEOUT)
+                with boundary("reboot", self.name):
+                    b = launch(paths, self.name, self.xid, console_w, os.getppid(), START_TIMEOUT)
                 reply = f"ok {b.init_pid} {b.start} {b.mem_limit or 0} {b.mem_usage_file or ''}"
                 os.write(w, reply.encode())
                 code = 0

@@ -106,7 +106,8 @@ def run_tool(tool: str, body: Callable[[], int]) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except OSError as exc:
-        # A kernel or file error the engine did not name: still one line, no trace.
+        # A kernel or file error no command boundary named: still one line, no
+        # trace, the tool as the operation and the file it concerns.
         from engine.errors import KernelError
 
-        return report(tool, KernelError.from_oserror(exc.__class__.__name__, exc))
+        return report(tool, KernelError.from_oserror(tool, exc))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+from engine.errors import boundary
 from engine.paths import Paths, check_name
 from engine.text import visible
 from vstui.cli.common import run_tool, split_hosts, split_root
@@ -106,7 +107,8 @@ def _dispatch(argv: Sequence[str]) -> int:
     except ModuleNotFoundError:
         print(f"{TOOL}: {name}: '{command}' is not available in this build", file=sys.stderr)
         return 2
-    return func(paths, name, rest)
+    with boundary(command, name):  # an OSError names the command, the file and the guest
+        return func(paths, name, rest)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
