@@ -23,7 +23,7 @@ from engine.audit.model import (
     rules_markdown,
 )
 from engine.errors import GuestNotFound, VstuiError
-from engine.paths import Paths
+from engine.paths import Paths, check_name
 
 __all__ = [
     "RULES",
@@ -56,6 +56,8 @@ def run_audit(
     from engine.audit.facts import Facts
     from engine.audit.model import Collector
 
+    if guest is not None:
+        check_name(guest)
     try:
         rank(min_severity)
     except ValueError as exc:

@@ -12,6 +12,8 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from engine.text import visible
+
 TCP_LISTEN = "0A"
 UDP_UNCONNECTED = "07"
 TABLES = (("tcp", "tcp", TCP_LISTEN), ("tcp6", "tcp", TCP_LISTEN),
@@ -89,8 +91,8 @@ def socket_owners() -> dict[int, tuple[int, str]]:
                 continue
             if comm is None:
                 try:
-                    with open(f"/proc/{entry}/comm") as f:
-                        comm = f.read().strip()
+                    with open(f"/proc/{entry}/comm", errors="replace") as f:
+                        comm = visible(f.read().strip())  # the process chose it
                 except OSError:
                     comm = "?"
             owners[inode] = (int(entry), comm)

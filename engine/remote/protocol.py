@@ -33,6 +33,7 @@ from typing import Any
 from engine import errors
 from engine.datamodel import Gauge, GuestStatus, NetStats, ProcRow, Snapshot
 from engine.errors import ProtocolError, VstuiError
+from engine.text import visible
 
 PROTOCOL = 1
 MAX_LINE = 16 << 20  # bytes; a longer line is garbage, not a message
@@ -163,10 +164,16 @@ class RecordReader:
         if nested is not None:
             return lambda v: None if v is None else self.read(nested, v)
         if typing.get_origin(hint) is tuple:
-            return lambda v: tuple(v) if isinstance(v, list) else v
+            return lambda v: tuple(map(_shown, v)) if isinstance(v, list) else v
         if float in (hint, *args):  # a rounded float travels as a whole number
             return lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-        return lambda v: v
+        return _shown
+
+
+def _shown(value: Any) -> Any:
+    """Text from another host's agent enters the console here: made visible
+    like local text (engine.text), whatever that agent sent."""
+    return visible(value) if isinstance(value, str) else value
 
 
 # -- snapshots ------------------------------------------------------------

@@ -82,3 +82,18 @@ def test_the_supervisors_multi_line_argv_is_one_line() -> None:
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_remote_agents_records_are_made_visible_too() -> None:
+    """A hostile agent (or a remote engine of an older version) sends raw
+    control characters in a snapshot: the console still shows none."""
+    from engine.datamodel import ProcRow
+    from engine.remote import protocol
+
+    row = ProcRow(pid=5, ppid=1, starttime=1, xid=40001, guest="web", nspid=1, uid=0,
+                  user="root\x1b[2J", state="S", nice=0, threads=1, vsz=0, rss=0, utime=0,
+                  stime=0, cutime=0, cstime=0, cpu_percent=0.0, tty="?",
+                  comm="\x1b]0;PWNED\x07", cmdline="sleep \x9b2J\nx")  # fmt: skip
+    reader = protocol.RecordReader(protocol.schema())
+    got = reader.read(ProcRow, protocol.to_wire(row))
+    assert (got.comm, got.cmdline, got.user) == ("^[]0;PWNED^G", "sleep \\x9b2J^Jx", "root^[[2J")
