@@ -214,3 +214,15 @@ def test_disk_full_names_the_file_and_keeps_it(paths: Paths) -> None:
         assert sorted(os.listdir(paths.config_dir)) == ["filler", "web.conf"]
     finally:
         subprocess.run(["umount", str(paths.config_dir)], check=True)
+
+
+def _documented_range(key: str) -> str | None:
+    found = re.search(r"(-?[0-9][0-9.]*[A-Za-z%]*)\.\.([0-9][0-9.]*[A-Za-z%]*)", KEYS[key].unit)
+    return found.group(0) if found else None
+
+
+@pytest.mark.parametrize("key", sorted(k for k in KEYS if _documented_range(k)))
+def test_every_key_with_a_documented_range_enforces_it(key: str) -> None:
+    """Keys added later too: a range in KEYS is one the parser says."""
+    (err,) = errors_of(f"{key}={'9' * 400}{SUFFIX.get(key, '')}\n")
+    assert f"use {_documented_range(key)}" in str(err) and len(str(err)) < 200
