@@ -7,7 +7,10 @@
  * included), the lean supervisor's command, and a record of everything the
  * plan depends on, each with the value it had when the plan was made:
  *
- *   content PATH SHA256          NAME.conf, the context-id table: by content
+ *   content PATH SHA256          NAME.conf: by content
+ *   line PATH KEY VALUE          the guest's own line of a table all guests share
+ *                                (its context id): another guest's start never
+ *                                changes it, so it never invalidates this entry
  *   binary PATH SHA256 DEV INO SIZE MTIME CTIME
  *                                the helpers and this front end: by content,
  *                                the stat (ctime included) only as a shortcut
@@ -134,6 +137,27 @@ static int ch_content(struct ch *c, struct vs_field *a) {
     char hex[65];
     (void)c;
     return ch_file_sha(a[0].s, hex) == 0 && strcmp(hex, a[1].s) == 0 ? 0 : -1;
+}
+
+/* The file holds the line "KEY VALUE" (its other lines are other guests'). */
+static int ch_line(struct ch *c, struct vs_field *a) {
+    int fd = open(a[0].s, O_RDONLY | O_CLOEXEC);
+    size_t len = 0, klen = a[1].n, vlen = a[2].n;
+    char *data = fd < 0 ? NULL : vs_read_fd(fd, &len);
+    int found = 0;
+    (void)c;
+    if (fd >= 0)
+        close(fd);
+    for (size_t at = 0; data && at < len && !found;) {
+        char *end = memchr(data + at, '\n', len - at);
+        size_t n = (end ? (size_t)(end - data) : len) - at;
+        const char *l = data + at;
+        found = n == klen + 1 + vlen && memcmp(l, a[1].s, klen) == 0 && l[klen] == ' ' &&
+                memcmp(l + klen + 1, a[2].s, vlen) == 0;
+        at += n + 1;
+    }
+    free(data);
+    return found ? 0 : -1;
 }
 
 static int ch_binary(struct ch *c, struct vs_field *a) {

@@ -9,8 +9,11 @@ netlink), the supervisor then writes that very plan here,
 ``state_dir/boot-cache/NAME``, with the lean supervisor's command and a
 record of everything the plan depends on (CACHE_OPS):
 
-- ``content``: NAME.conf and the context-id table, by SHA-256 of their
-  bytes (an edit that keeps size and times is still an edit);
+- ``content``: NAME.conf, by SHA-256 of its bytes (an edit that keeps size
+  and times is still an edit);
+- ``line``: this guest's own line of a table all guests share (its context
+  id in ``xids``): another guest's first start, build or delete rewrites
+  the table but never this line, so it never invalidates this entry;
 - ``binary``: the helpers and the compiled front end, by SHA-256 (their
   stat, ctime included, is only a shortcut for "unchanged");
 - ``code``: the engine's sources (the planner itself), by stat identity;
@@ -42,10 +45,11 @@ if TYPE_CHECKING:
     from engine.paths import Paths
 
 CACHE_DIR = "boot-cache"
-VERSION = "vstui-boot-3"
+VERSION = "vstui-boot-4"
 
 CACHE_OPS: dict[str, int] = {
     "content": 2,  # PATH SHA256
+    "line": 3,  # PATH KEY VALUE: the shared table PATH has the line "KEY VALUE"
     "binary": 7,  # PATH SHA256 DEV INO SIZE MTIME_NS CTIME_NS
     "code": 6,  # PATH DEV INO SIZE MTIME_NS CTIME_NS
     "inroot": 3,  # ROOT PATH PRESENT
@@ -128,14 +132,20 @@ def sources() -> list[str]:
     return found
 
 
+def table_line(path: str, key: str, value: object) -> bytes:
+    """A ``line`` record: the guest's own entry in a table shared by all guests."""
+    return op("line", path, key, value)
+
+
 def records(
-    conf: bytes, xids: bytes | None, root: str, plan: Any, has_rc_local: bool
+    conf: bytes, lines: list[bytes], root: str, plan: Any, has_rc_local: bool
 ) -> list[bytes]:
-    """What the plan was made from, taken when it was made (``conf``/``xids``: the
-    ``content`` records of the files it read). The binaries are added by ``entry``."""
+    """What the plan was made from, taken when it was made (``conf``: the ``content``
+    record of NAME.conf as parsed; ``lines``: the guest's own lines of shared tables).
+    The binaries are added by ``entry``."""
     from engine.runtime.plan import HostBind
 
-    out = [conf] + ([xids] if xids else [])
+    out = [conf, *lines]
     out += [op("code", path, *_stat(os.stat(path))) for path in sources()]
     out.append(op("inroot", root, "/etc/rc.local", int(has_rc_local)))
     out.append(op("source", root, *plan.root_identity))

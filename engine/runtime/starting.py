@@ -151,7 +151,6 @@ def launch(
     deadline = time.monotonic() + timeout
     conf_path = os.fspath(paths.config_file(name))
     conf = bootcache.content(conf_path)  # the bytes parsed next
-    xids = bootcache.content(os.path.join(os.fspath(paths.state_dir), "xids"))
     cfg = load_guest(paths, name)
     rootfs.check_barrier(paths)
     undo = _Undo()
@@ -165,7 +164,8 @@ def launch(
         cache = None
         unchanged = conf and conf == bootcache.content(conf_path)  # since it was parsed
         if unchanged and bootcache.eligible(cfg, plan.own_netns):
-            deps = bootcache.records(conf, xids, root, plan, _rc_local(plan))
+            deps = bootcache.records(conf, _xid_line(paths, cfg, xid), root, plan,
+                                     _rc_local(plan))  # fmt: skip
             cache = (deps, data)
         else:
             bootcache.forget(paths, name)
@@ -174,6 +174,17 @@ def launch(
         undo.run(exc)
         bootcache.forget(paths, name)  # the next start goes through Python again
         raise
+
+
+def _xid_line(paths: Paths, cfg: Any, xid: int) -> list[bytes]:
+    """The guest's own line of the context-id table (none with a fixed S_CONTEXT,
+    which NAME.conf's content record covers): never the whole shared table."""
+    from engine.runtime import bootcache
+    from engine.runtime import xid as xids
+
+    if cfg.context is not None:
+        return []
+    return [bootcache.table_line(os.fspath(xids.table_path(paths)), cfg.name, xid)]
 
 
 def _rc_local(plan: StartPlan) -> bool:

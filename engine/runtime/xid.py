@@ -23,7 +23,7 @@ FIRST_DYNAMIC = 40000
 LAST_XID = 49151  # util-vserver's static range ends here; dynamic ids above
 
 
-def _table_path(paths: Paths) -> Path:
+def table_path(paths: Paths) -> Path:
     return paths.state_dir / "xids"
 
 
@@ -52,7 +52,7 @@ def _write_table(path: Path, table: dict[str, int]) -> None:
 
 def allocated(paths: Paths) -> dict[str, int]:
     """Every recorded allocation of this root: name -> xid."""
-    return _read_table(_table_path(paths))
+    return _read_table(table_path(paths))
 
 
 def assign(paths: Paths, name: str, fixed: int | None, reserved: set[int] | None = None) -> int:
@@ -62,7 +62,7 @@ def assign(paths: Paths, name: str, fixed: int | None, reserved: set[int] | None
     """
     if fixed is not None:
         return fixed
-    path = _table_path(paths)
+    path = table_path(paths)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name("xids.lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -86,7 +86,7 @@ def assign(paths: Paths, name: str, fixed: int | None, reserved: set[int] | None
 
 def forget(paths: Paths, name: str) -> None:
     """Drop a deleted guest's allocation."""
-    path = _table_path(paths)
+    path = table_path(paths)
     if not path.exists():
         return
     with open(path.with_name("xids.lock"), "a+") as lock:

@@ -41,7 +41,7 @@ def test_content_is_the_sha256_of_the_bytes_not_the_times(tmp_path: Path) -> Non
 
 def test_records_cover_config_sources_tree_and_every_engine_source(tmp_path: Path) -> None:
     conf = bootcache.op("content", "/etc/vserver/g.conf", "0" * 64)
-    deps = bootcache.records(conf, None, "/vservers/g", Plan(), has_rc_local=True)
+    deps = bootcache.records(conf, [], "/vservers/g", Plan(), has_rc_local=True)
     ops = [netstrings.parse(d) for d in deps]
     assert deps[0] == conf
     assert [b"inroot", b"/vservers/g", b"/etc/rc.local", b"1"] in ops

@@ -1,0 +1,115 @@
+"""Many guests on one host: what one guest does never costs the others.
+
+- a guest's boot cache survives other guests' first starts, builds and
+  deletes (the compiled fast path is still taken);
+- vinit and the busybox binary of two running guests are one inode on the
+  host (bound read-only from one copy, page cache shared);
+- killing the supervisors leaves every guest running and manageable;
+- ``vps ax`` shows one line per process (no supervisor spills over lines).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.helpers import helper_path
+from engine.helpers.build import build
+from engine.paths import Paths
+from engine.runtime import state
+from tests.integration.test_faststart import compiled, ok, python_cli
+from tests.integration.test_runtime import wait_for
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def front() -> str:
+    build()
+    return str(helper_path("vserver"))
+
+
+def busybox(paths: Paths, *names: str) -> None:
+    for name in names:
+        ok(python_cli(paths, name, "build", "-m", "busybox"))
+
+
+def test_a_new_guests_first_start_keeps_the_other_caches(front: str, vroot: Paths) -> None:
+    busybox(vroot, "a", "b")
+    for name in ("a", "b"):
+        ok(python_cli(vroot, name, "start"))  # through Python: writes its cache
+        ok(python_cli(vroot, name, "stop"))
+    try:
+        busybox(vroot, "new")
+        ok(python_cli(vroot, "new", "start"))  # allocates a context id: the shared table changes
+        ok(compiled(front, vroot, "a", "start"))  # 125 = the cache was no longer valid
+        ok(python_cli(vroot, "new", "stop"))
+        ok(python_cli(vroot, "new", "delete"))  # the table changes again
+        ok(compiled(front, vroot, "b", "start"))
+    finally:
+        for name in ("a", "b", "new"):
+            python_cli(vroot, name, "stop")
+
+
+def test_a_changed_context_id_is_never_replayed(front: str, vroot: Paths) -> None:
+    busybox(vroot, "a")
+    ok(python_cli(vroot, "a", "start"))
+    ok(python_cli(vroot, "a", "stop"))
+    table = vroot.state_dir / "xids"
+    xid = table.read_text().split()[1]
+    table.write_text(f"a {int(xid) + 7}\n")  # as after a delete and a new allocation
+    assert compiled(front, vroot, "a", "start").returncode == 125
+    table.write_text(f"other 40001\na {xid}\n")  # its own line again, among others
+    try:
+        ok(compiled(front, vroot, "a", "start"))
+    finally:
+        python_cli(vroot, "a", "stop")
+
+
+def test_vps_shows_one_line_per_process(vroot: Paths) -> None:
+    busybox(vroot, "a", "b")
+    try:
+        for name in ("a", "b"):
+            ok(python_cli(vroot, name, "start"))
+        vps = Path(sys.executable).parent / "vps"
+        out = subprocess.run([str(vps), "--root", str(vroot.root), "ax"], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+        lines = out.splitlines()[1:]
+        pids = [line.split()[0] for line in lines]
+        assert all(p.isdigit() for p in pids) and len(pids) == len(set(pids))
+        for name in ("a", "b"):
+            sup = str(state.read(vroot, name).supervisor_pid)
+            assert pids.count(sup) == 1
+    finally:
+        for name in ("a", "b"):
+            python_cli(vroot, name, "stop")
+
+
+def test_killed_supervisors_leave_every_guest_running_and_manageable(
+    front: str, vroot: Paths
+) -> None:
+    names = ("a", "b", "c")
+    busybox(vroot, *names)
+    try:
+        for name in names:
+            ok(python_cli(vroot, name, "start"))
+        runs = {name: state.read(vroot, name) for name in names}
+        for run in runs.values():
+            os.kill(run.supervisor_pid, signal.SIGKILL)
+        for name, run in runs.items():
+            assert wait_for(lambda n=name: state.read(vroot, n).supervisor_pid is None)
+            assert state.read(vroot, name).init_pid == run.init_pid
+            assert ok(compiled(front, vroot, name, "exec", "hostname")).strip() == name
+            assert ok(python_cli(vroot, name, "status"))
+        for name in names:
+            ok(python_cli(vroot, name, "stop"))
+            assert not vroot.run_dir(name).exists()
+            assert not state.alive(runs[name].init_pid, None)
+    finally:
+        for name in names:
+            python_cli(vroot, name, "stop")
