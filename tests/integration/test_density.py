@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from engine.helpers import helper_path
-from engine.helpers.build import build
 from engine.paths import Paths
 from engine.runtime import state
+from engine.runtime.build import build
 from tests.integration.test_faststart import compiled, ok, python_cli
 from tests.integration.test_runtime import wait_for
 
