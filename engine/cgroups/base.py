@@ -20,6 +20,12 @@ from engine.cgroups.probe import Hierarchy
 from engine.errors import KernelError, VstuiError
 
 ENGINE_PREFIX = "vstui"
+# The guest's own part of its cgroup2 tree, one level below the directory that
+# carries its limits: its processes live there, its cgroup namespace is rooted
+# there, and its init (systemd) manages everything below (CGROUP_DELEGATION:
+# a manager takes over the root it is given). v1 hierarchies have none: the
+# guest only ever sees its cgroup2 subtree.
+PAYLOAD = "payload"
 KILL_TIMEOUT = 10.0
 FREEZE_TIMEOUT = 5.0  # a task in uninterruptible sleep can hold a freeze back
 
@@ -74,6 +80,11 @@ def read_int(path: Path) -> int | None:
 # While a start plans its cgroups (Tree.setup_ops), mkdirs and writes are
 # collected here as ops instead of being made: the C executor makes them.
 _planned: list[tuple[str, ...]] | None = None
+
+
+def planning() -> bool:
+    """True while setup_ops records what create/apply would do (nothing is made)."""
+    return _planned is not None
 
 
 def write(path: Path, value: str, guest: str | None, hint: str = "") -> None:
@@ -162,6 +173,11 @@ class Tree:
         # procs/exists/list_guests look here: every guest process is in this one.
         self.primary = primary
 
+    @property
+    def has_cgroup2(self) -> bool:
+        """A cgroup2 hierarchy is in use: each guest gets its own subtree of it (PAYLOAD)."""
+        return any(h.version == 2 for h in self.hierarchies)
+
     # -- hooks -------------------------------------------------------------
     def _enable_below(self, h: Hierarchy, directory: Path, guest: str) -> None:
         """Called for each directory above the guest's; v2 enables controllers there."""
@@ -175,13 +191,14 @@ class Tree:
         return self.primary.mount.joinpath(*check_rel(rel)).is_dir()
 
     def create(self, rel: str) -> None:
-        """Make the guest's directory (and parents) in every hierarchy."""
+        """Make the guest's directory (and parents) in every hierarchy, and its cgroup2 payload."""
         parts = check_rel(rel)
         guest = guest_of(rel)
         for h in self.hierarchies:
+            chain = (*parts, PAYLOAD) if h.version == 2 else parts
             for attempt in range(5):
                 try:
-                    self._make_chain(h, parts, guest)
+                    self._make_chain(h, chain, guest)
                     break
                 except FileNotFoundError:
                     # A parent vanished under us (another guest's remove); retry.
@@ -225,21 +242,25 @@ class Tree:
         the kernel's global threadgroup lock and its RCU grace period (~10-20
         ms); a single-threaded process is then wholly moved. cgroup2 has no
         ``tasks``: the process is cloned straight into the group
-        (clone3 CLONE_INTO_CGROUP), which costs nothing either.
+        (clone3 CLONE_INTO_CGROUP), which costs nothing either. The guest's
+        processes join its cgroup2 ``payload`` (the root its cgroup namespace
+        and its init see), and the limits' directory on v1.
         """
         parts = check_rel(rel)
-        dirs = [(h.version, str(h.mount.joinpath(*parts))) for h in self.hierarchies]
-        return [("tasks", f"{d}/tasks") if v == 1 else ("cgroup2", d) for v, d in dirs]
+        return [(("tasks", str(h.mount.joinpath(*parts, "tasks"))) if h.version == 1
+                 else ("cgroup2", str(h.mount.joinpath(*parts, PAYLOAD))))
+                for h in self.hierarchies]  # fmt: skip
 
-    def usage_file(self, rel: str) -> Path | None:
-        """The file with the guest's memory use in bytes; None without a memory controller."""
+    def memory_dir(self, rel: str) -> Path | None:
+        """The guest's directory in the memory hierarchy (engine.cgroups.memstat reads it)."""
         return None
 
     def attach(self, rel: str, pid: int) -> None:
-        """Move ``pid`` (the whole process) into the guest's cgroup everywhere."""
+        """Move ``pid`` (the whole process) into the guest's cgroup (cgroup2: its payload)."""
         guest = guest_of(rel)
-        for directory in self.paths(rel):
-            write(directory / "cgroup.procs", str(pid), guest, "is the process still alive?")
+        for _, target in self.join_ops(rel):
+            directory = target.removesuffix("/tasks")
+            write(Path(directory) / "cgroup.procs", str(pid), guest, "is the process still alive?")
 
     def procs(self, rel: str) -> list[int]:
         """Every process in the guest's cgroup and its sub-cgroups."""

@@ -93,9 +93,8 @@ class V1Cgroups(Tree):
             quota = quota_to_cfs(limits.cpu_quota) if limits.cpu_quota else -1
             write(cpu / "cpu.cfs_quota_us", str(quota), guest)
 
-    def usage_file(self, rel: str) -> Path | None:
-        memory = self._dir("memory", rel)
-        return memory / "memory.usage_in_bytes" if memory else None
+    def memory_dir(self, rel: str) -> Path | None:
+        return self._dir("memory", rel)
 
     def stats(self, rel: str) -> CgroupStats:
         memory = self._dir("memory", rel)

@@ -15,6 +15,7 @@ from engine.cgroups.base import (
     Tree,
     check_rel,
     guest_of,
+    planning,
     quota_us,
     read_int,
     read_text,
@@ -57,7 +58,9 @@ class V2Cgroups(Tree):
         try:
             enabled = set(read_text(directory / "cgroup.subtree_control").split())
         except OSError:
-            return
+            if not planning() or directory.exists():
+                return
+            enabled = set()  # planned, not made yet: its children get our controllers too
         missing = sorted(h.controllers - enabled)
         if missing:
             write(
@@ -91,8 +94,8 @@ class V2Cgroups(Tree):
             write(directory / "cpu.weight", str(limits.cpu_weight or 100), guest)
             write(directory / "cpu.max", cpu_max(limits.cpu_quota), guest)
 
-    def usage_file(self, rel: str) -> Path | None:
-        return self._dir(rel) / "memory.current" if "memory" in self.hierarchy.controllers else None
+    def memory_dir(self, rel: str) -> Path | None:
+        return self._dir(rel) if "memory" in self.hierarchy.controllers else None
 
     def stats(self, rel: str) -> CgroupStats:
         directory = self._dir(rel)

@@ -97,5 +97,8 @@ def test_cgroup_setup_is_planned_as_ops_and_nothing_is_made(tmp_path: Path) -> N
     assert list(tmp_path.iterdir()) == []  # planned, not made
     joins = cg.join_ops("vstui-1/g")
     assert ("tasks", f"{tmp_path}/pids/vstui-1/g/tasks") in joins
-    assert ("cgroup2", f"{tmp_path}/unified/vstui-1/g") in joins
-    assert cg.usage_file("vstui-1/g") == tmp_path / "memory/vstui-1/g/memory.usage_in_bytes"
+    # the guest's processes live in its cgroup2 payload: the subtree its init manages
+    assert ("cgroup2", f"{tmp_path}/unified/vstui-1/g/payload") in joins
+    assert ("mkdir", f"{tmp_path}/unified/vstui-1/g/payload") in ops
+    assert ("mkdir", f"{tmp_path}/memory/vstui-1/g/payload") not in ops
+    assert cg.memory_dir("vstui-1/g") == tmp_path / "memory/vstui-1/g"
