@@ -56,9 +56,13 @@ struct vb_mount_attr {
 
 #define vb_field vs_field
 
+#define VB_VIEWS 4
+
 struct vb {
     int log_fd, err_fd, vinit_fd;
-    int root_fd, view_fd;
+    int root_fd;
+    int views[VB_VIEWS], nviews, nextview; /* `view` opens them, `viewmount` attaches in order */
+    int console_fd;                        /* `consoleview` opens it, `console` attaches it */
     const char *root; /* the host path `root` bound, for messages */
 };
 
@@ -298,9 +302,12 @@ static int op_setsid(struct vb *b, struct vb_field *a) {
 }
 
 static int op_view(struct vb *b, struct vb_field *a) {
-    b->view_fd = (int)syscall(SYS_open_tree, AT_FDCWD, a[0].s, VB_OPEN_TREE_CLONE | O_CLOEXEC);
-    if (b->view_fd < 0)
+    if (b->nviews == VB_VIEWS)
+        return vb_say(b, "boot plan: more than %d views", VB_VIEWS);
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, a[0].s, VB_OPEN_TREE_CLONE | O_CLOEXEC);
+    if (fd < 0)
         return vb_say(b, "open_tree %s: %s", a[0].s, strerror(errno));
+    b->views[b->nviews++] = fd;
     return 0;
 }
 
@@ -543,17 +550,51 @@ static int op_vinit(struct vb *b, struct vb_field *a) {
 }
 
 static int op_viewmount(struct vb *b, struct vb_field *a) {
-    if (b->view_fd < 0)
+    if (b->nextview >= b->nviews)
         return vb_say(b, "boot plan: viewmount without view");
-    int rc = (int)syscall(SYS_move_mount, b->view_fd, "", AT_FDCWD, a[0].s,
-                          VB_MOVE_MOUNT_F_EMPTY_PATH);
+    int fd = b->views[b->nextview];
+    b->views[b->nextview++] = -1;
+    int rc = (int)syscall(SYS_move_mount, fd, "", AT_FDCWD, a[0].s, VB_MOVE_MOUNT_F_EMPTY_PATH);
     if (rc == 0)
         rc = vb_remount_ro(a[0].s);
     int err = errno;
-    close(b->view_fd);
-    b->view_fd = -1;
+    close(fd);
     if (rc < 0)
         return vb_fail(b, "bind view onto", a[0].s, err);
+    return 0;
+}
+
+/* Before pivot_root: when init's stdout is a terminal (the supervisor's pty), a detached
+ * bind of it, found by its path in this mount namespace and checked to be that terminal. */
+static int op_consoleview(struct vb *b, struct vb_field *a) {
+    char link[64], tty[PATH_MAX];
+    struct stat want, got;
+    (void)a;
+    if (b->log_fd < 0 || !isatty(b->log_fd))
+        return 0;
+    vb_fd_path(link, sizeof link, b->log_fd);
+    ssize_t n = readlink(link, tty, sizeof tty - 1);
+    if (n < 0)
+        return vb_fail(b, "console", link, errno);
+    tty[n] = '\0';
+    b->console_fd = (int)syscall(SYS_open_tree, AT_FDCWD, tty, VB_OPEN_TREE_CLONE | O_CLOEXEC);
+    if (b->console_fd < 0)
+        return vb_fail(b, "console", tty, errno);
+    if (fstat(b->console_fd, &got) < 0 || fstat(b->log_fd, &want) < 0 ||
+        got.st_rdev != want.st_rdev)
+        return vb_say(b, "console %s: not the terminal the supervisor gave", tty);
+    return 0;
+}
+
+/* The console: that terminal on TARGET, which systemd and console-getty open as
+ * /dev/console; /dev/null when init's stdout is no terminal. */
+static int op_console(struct vb *b, struct vb_field *a) {
+    int rc = b->console_fd < 0
+                 ? mount("/dev/null", a[0].s, NULL, MS_BIND, NULL)
+                 : (int)syscall(SYS_move_mount, b->console_fd, "", AT_FDCWD, a[0].s,
+                                VB_MOVE_MOUNT_F_EMPTY_PATH);
+    if (rc < 0)
+        return vb_fail(b, "bind console", a[0].s, errno);
     return 0;
 }
 
@@ -599,7 +640,8 @@ static int op_stdio(struct vb *b, struct vb_field *a) {
     fcntl(b->err_fd, F_SETFD, FD_CLOEXEC);
     int keep[4] = {0, 1, 2, b->err_fd};
     vs_close_except(keep, 4);
-    b->log_fd = b->vinit_fd = b->view_fd = b->root_fd = -1;
+    b->log_fd = b->vinit_fd = b->root_fd = b->console_fd = -1;
+    b->nviews = b->nextview = 0;
     return 0;
 }
 
@@ -677,7 +719,7 @@ static const struct vs_op vb_ops[] = {VS_BOOT_OPS(VB_OP)};
 #define VB_NOPS ((int)(sizeof vb_ops / sizeof vb_ops[0]))
 
 static int vboot_run(char *plan, size_t len, int log_fd, int err_fd, int vinit_fd) {
-    struct vb b = {.root_fd = -1, .view_fd = -1, .root = "?"};
+    struct vb b = {.root_fd = -1, .console_fd = -1, .root = "?"};
     b.err_fd = vb_lift(err_fd);
     b.log_fd = vb_lift(log_fd);
     b.vinit_fd = vb_lift(vinit_fd);

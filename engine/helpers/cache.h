@@ -16,6 +16,7 @@
  *                                the stat (ctime included) only as a shortcut
  *   code PATH DEV INO SIZE MTIME CTIME   the engine's sources (the planner)
  *   inroot ROOT PATH PRESENT     a guest file whose presence decides the plan
+ *   inlink ROOT PATH PRESENT     the same for the entry itself (a symlink not followed)
  *   source PATH DEV INO          a host bind source, reached without symlinks
  *
  * The plan is replayed only when every record still holds and this very
@@ -30,6 +31,7 @@
 
 #include <linux/openat2.h>
 #include <sys/file.h>
+#include <sys/un.h>
 
 /* -- SHA-256 (FIPS 180-4), for content records ----------------------------------- */
 
@@ -183,12 +185,13 @@ static int ch_open(int dirfd, const char *path, int flags, uint64_t resolve) {
     return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
 }
 
-static int ch_inroot(struct ch *c, struct vs_field *a) {
-    (void)c;
+/* Whether PATH resolves inside ROOT as it did (nofollow: the last component itself). */
+static int ch_presence(struct vs_field *a, int nofollow) {
     int root = ch_open(AT_FDCWD, a[0].s, O_PATH | O_DIRECTORY, RESOLVE_NO_SYMLINKS);
     if (root < 0)
         return -1;
-    int fd = ch_open(root, a[1].s, O_PATH, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+    int fd = ch_open(root, a[1].s, O_PATH | (nofollow ? O_NOFOLLOW : 0),
+                     RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
     int err = errno;
     close(root);
     if (fd >= 0)
@@ -196,6 +199,16 @@ static int ch_inroot(struct ch *c, struct vs_field *a) {
     if (fd < 0 && err != ENOENT)
         return -1;
     return (fd >= 0) == (strcmp(a[2].s, "1") == 0) ? 0 : -1;
+}
+
+static int ch_inroot(struct ch *c, struct vs_field *a) {
+    (void)c;
+    return ch_presence(a, 0);
+}
+
+static int ch_inlink(struct ch *c, struct vs_field *a) {
+    (void)c;
+    return ch_presence(a, 1);
 }
 
 static int ch_source(struct ch *c, struct vs_field *a) {
@@ -301,16 +314,45 @@ static int ch_mkdirs(char *path) {
     return mkdir(path, 0755) < 0 && errno != EEXIST ? -1 : 0;
 }
 
-/* S: a subreaper with its stdio on the log; boot, answer the CLI, become the supervisor. */
+/* The guest's console: a pty whose slave init gets (boot.h binds it on /dev/console). */
+static int ch_pty(int *master, int *slave) {
+    *master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (*master < 0 || grantpt(*master) < 0 || unlockpt(*master) < 0)
+        return -1;
+    *slave = ioctl(*master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    return *slave < 0 ? -1 : 0;
+}
+
+/* The sd_notify socket run_dir/notify (supervisor.notify_socket): the guest's READY=1. */
+static int ch_notify(const char *run_dir) {
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if ((size_t)snprintf(addr.sun_path, sizeof addr.sun_path, "%s/" VS_NOTIFY_FILE, run_dir) >=
+        sizeof addr.sun_path)
+        return -1;
+    unlink(addr.sun_path);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    mode_t old = umask(077);
+    int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&addr, sizeof addr);
+    umask(old);
+    if (rc < 0 && fd >= 0)
+        close(fd), fd = -1;
+    return fd;
+}
+
+/* S: a subreaper with its stdio on the log; boot, become the supervisor, which answers
+ * the CLI once the guest's init is up (supervisor.Supervisor._answer). */
 static void ch_supervise(struct ch *c, int ready_w) {
-    int console[2];
+    int master, slave;
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     int log = open(c->log->s, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     int null = open("/dev/null", O_RDONLY);
     if (log < 0 || null < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0 ||
-        chdir("/") < 0 || pipe2(console, O_CLOEXEC) < 0)
+        chdir("/") < 0 || ch_pty(&master, &slave) < 0)
         _exit(1);
-    struct st_io io = {.report = -1, .go = -1, .console = console[1], .supervisor = getpid()};
+    int notify = ch_notify(c->rundir->s);
+    if (notify < 0)
+        _exit(1);
+    struct st_io io = {.report = -1, .go = -1, .console = slave, .supervisor = getpid()};
     pid_t b = vs_start(c->plan->s, c->plan->n, &io);
     /* the CLI may have been killed meanwhile: its gone reader must not kill us
      * (SIGPIPE) before the supervisor's exec. Only now: B, the guest's init,
@@ -321,31 +363,51 @@ static void ch_supervise(struct ch *c, int ready_w) {
         (void)!write(ready_w, "fallback", 8);
         _exit(1);
     }
-    close(console[1]); /* the guest's init holds the write end now */
-    dprintf(ready_w, "ok %d", (int)b); /* EPIPE when the CLI is gone: go on */
-    close(ready_w);
+    close(slave); /* the guest's init holds the terminal now */
     signal(SIGPIPE, SIG_DFL);
-    /* the lean supervisor: its command, then init's PID and the console fd */
+    /* the lean supervisor: its command, then init's PID, the console, notify and ready fds */
     long long n;
     vs_ll(c->super[0].s, 10, &n);
-    char **argv = calloc((size_t)n + 3, sizeof *argv), pid[32], fd[32];
+    char **argv = calloc((size_t)n + 5, sizeof *argv), pid[32], fds[3][32];
+    int pass[3] = {master, notify, ready_w};
     for (long long k = 0; argv && k < n; k++)
         argv[k] = c->super[1 + k].s;
     snprintf(pid, sizeof pid, "%d", (int)b);
-    snprintf(fd, sizeof fd, "%d", console[0]);
     if (argv) {
-        argv[n] = pid, argv[n + 1] = fd;
-        fcntl(console[0], F_SETFD, 0);
+        argv[n] = pid;
+        for (int k = 0; k < 3; k++) {
+            snprintf(fds[k], sizeof fds[k], "%d", pass[k]);
+            argv[n + 1 + k] = fds[k];
+            fcntl(pass[k], F_SETFD, 0);
+        }
         execv(argv[0], argv);
     }
     dprintf(2, "vserver: cannot exec the supervisor: %s\n", strerror(errno));
     _exit(1);
 }
 
-/* 0 when the guest was started here; -1: nothing done, let Python start it. */
+/* The supervisor's answer: 0 started (a warning if still booting), 1 failed (said on
+ * stderr), -1 no answer or a refused replay: let Python start it. */
+static int ch_answer(const char *name, const char *reply, ssize_t n) {
+    if (n > 3 && strncmp(reply, "ok ", 3) == 0) {
+        if (strstr(reply, " booting"))
+            dprintf(2, "vserver: %s: init has not reported its boot finished after %d s; it is "
+                       "still booting\n", name, VS_READY_TIMEOUT_MS / 1000);
+        return 0;
+    }
+    if (n > 6 && strncmp(reply, "error ", 6) == 0) {
+        dprintf(2, "vserver: %s: %s\n", name, reply + 6);
+        return 1;
+    }
+    return -1;
+}
+
+/* 0 when the guest was started here, 1 when its start failed; -1: nothing done, let
+ * Python start it. */
 static int cache_start(const char *root, const char *name) {
     static struct ch c;
-    char path[4200], reply[64] = {0};
+    static char reply[65536];
+    char path[4200];
     int ready[2];
     snprintf(path, sizeof path, "%s/" VS_STATE_DIR "/" VS_CACHE_DIR "/%s",
              strcmp(root, "/") == 0 ? "" : root, name);
@@ -370,13 +432,13 @@ static int cache_start(const char *root, const char *name) {
     close(ready[1]);
     if (middle > 0)
         waitpid(middle, NULL, 0);
-    ssize_t n = middle > 0 ? st_read(ready[0], reply, sizeof reply - 1,
-                                     st_now_ms() + VS_START_TIMEOUT_MS + 15000, 0)
+    long long wait = VS_START_TIMEOUT_MS + VS_READY_TIMEOUT_MS + 15000;
+    ssize_t n = middle > 0 ? st_read(ready[0], reply, sizeof reply - 1, st_now_ms() + wait, 0)
                            : -1;
     close(ready[0]);
     flock(lock, LOCK_UN);
     close(lock);
-    return n > 3 && strncmp(reply, "ok ", 3) == 0 ? 0 : -1;
+    return ch_answer(name, reply, n);
 }
 
 #endif /* VSTUI_CACHE_H */

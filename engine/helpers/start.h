@@ -293,11 +293,13 @@ static int st_launch(struct st *s) {
 static int st_record(struct st *s) {
     struct timespec now;
     char started[64], text[64];
-    long long start = vs_starttime(s->b);
+    /* an init that already exited is recorded too: the supervisor reaps it and the
+     * start fails with its exit status and its last console lines */
+    long long start = vs_proc_starttime(s->b, 1);
     clock_gettime(CLOCK_REALTIME, &now);
     snprintf(started, sizeof started, "%lld.%03ld", (long long)now.tv_sec, now.tv_nsec / 1000000);
     if (start < 0)
-        return st_fail(s, "the guest's init exited right away; see its log");
+        return st_fail(s, "the guest's init is gone; see its log");
     if (vs_value_ll(s->run_dir, "init.pid", s->b) < 0 ||
         vs_value_ll(s->run_dir, "init.start", start) < 0 ||
         vs_value(s->run_dir, "started", started) < 0 ||

@@ -129,9 +129,11 @@ int main(int argc, char **argv) {
     if (parse_request(argc, argv, &req) == 0) {
         if (strcmp(req.command, "exec") == 0)
             try_exec(&req);
-        else if (strcmp(req.command, "start") == 0 && req.nrest == 0 &&
-                 cache_start(req.root, req.name) == 0)
-            return 0; /* replayed from the boot cache */
+        else if (strcmp(req.command, "start") == 0 && req.nrest == 0) {
+            int started = cache_start(req.root, req.name);
+            if (started >= 0)
+                return started; /* replayed from the boot cache (or its init failed) */
+        }
     }
     fallback(argc, argv);
 }

@@ -269,13 +269,13 @@ static inline ssize_t vs_read_small(const char *path, char *buf, size_t size) {
 
 /* Field 22 of /proc/PID/stat (clock ticks after boot); -1 when gone or a zombie
  * (engine/procfs.py's rule: a zombie is dead for every identity check). */
-static inline long long vs_starttime(long long pid) {
+static inline long long vs_proc_starttime(long long pid, int zombie_ok) {
     char path[64], buf[4096];
     snprintf(path, sizeof path, "/proc/%lld/stat", pid);
     if (vs_read_small(path, buf, sizeof buf) < 0)
         return -1;
     char *p = strrchr(buf, ')');
-    if (!p || p[1] != ' ' || p[2] == 'Z')
+    if (!p || p[1] != ' ' || (p[2] == 'Z' && !zombie_ok))
         return -1;
     p += 2;
     for (int field = 3; field < 22; field++) { /* p is at field 3 (state) */
@@ -288,6 +288,11 @@ static inline long long vs_starttime(long long pid) {
     errno = 0;
     long long start = strtoll(p, &end, 10);
     return errno || end == p || (*end != ' ' && *end != '\n' && *end) ? -1 : start;
+}
+
+/* A live process's start time (a zombie is dead for our purposes: -1). */
+static inline long long vs_starttime(long long pid) {
+    return vs_proc_starttime(pid, 0);
 }
 
 /* -- confinement: one implementation for the guest's init and for exec ------------- */

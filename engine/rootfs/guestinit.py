@@ -67,6 +67,39 @@ def inspect(root: str | os.PathLike[str], path: str = FAKEINIT) -> GuestInit:
     return GuestInit(path, target, None)
 
 
+# systemd's tmp.mount enabled for local-fs.target (trixie's default), or masked by the admin
+UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
+TMP_WANTS = tuple(f"{d}/local-fs.target.wants/tmp.mount" for d in UNIT_DIRS)
+TMP_UNIT_OVERRIDE = "/etc/systemd/system/tmp.mount"
+
+
+def present(root: str | os.PathLike[str], path: str) -> bool:
+    """Whether the entry ``path`` exists in the tree (a symlink, even dangling, counts)."""
+    rootfd = safepath.open_root(root)
+    try:
+        os.close(safepath.open_in_root(rootfd, path, os.O_PATH | os.O_NOFOLLOW))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(rootfd)
+
+
+def tmp_facts(root: str | os.PathLike[str]) -> tuple[tuple[str, bool], ...]:
+    """(path, present) of every entry that decides whether the guest wants a tmpfs /tmp."""
+    return tuple((path, present(root, path)) for path in (*TMP_WANTS, TMP_UNIT_OVERRIDE))
+
+
+def wants_tmpfs_tmp(facts: tuple[tuple[str, bool], ...]) -> bool:
+    """The guest's systemd would mount a tmpfs on /tmp (it cannot: no CAP_SYS_ADMIN).
+
+    Its tmp.mount is wanted by local-fs.target and not masked or replaced in
+    /etc; vstui then mounts it, with the unit's options, before init runs.
+    """
+    found = dict(facts)
+    return any(found[p] for p in TMP_WANTS) and not found[TMP_UNIT_OVERRIDE]
+
+
 def tree_present(cfg: Any, root: str | os.PathLike[str]) -> bool:
     """False when the tree lives in an image that is not mounted (nothing to read)."""
     if getattr(cfg, "disk_backend", "none") != "image":

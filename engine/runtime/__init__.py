@@ -8,6 +8,7 @@ The contract (docs/engine-api.md, "engine.runtime")::
     exec_in(paths, name, argv, user=None, tty=False) -> int
     xid_of(paths, name) -> int
     delete(paths, name, force=False)   # stops first with force; every file of the guest
+    console(paths, name) -> str        # attach this terminal to the guest's /dev/console
 
 Every function imports its module lazily: ``vserver NAME exec`` loads only
 state.py and enter.py.
@@ -69,6 +70,17 @@ def delete(paths: Paths, name: str, force: bool = False) -> None:
     _delete(paths, name, force)
 
 
+def console(paths: Paths, name: str, stdin: int = 0, stdout: int = 1) -> str:
+    """Attach to the guest's console (Ctrl-a q detaches): ``"detached"``, ``"stopped"``
+    (the guest ended meanwhile) or ``"busy"`` (attached elsewhere); GuestNotRunning."""
+    from engine.errors import GuestNotRunning
+    from engine.runtime.console import attach
+
+    if not is_running(paths, name):
+        raise GuestNotRunning(f"vserver '{name}' is not running; start it first", name)
+    return attach(paths.run_dir_str(name), stdin, stdout)
+
+
 def xid_of(paths: Paths, name: str) -> int:
     from engine.runtime.xid import xid_of as _xid_of
 
@@ -76,6 +88,7 @@ def xid_of(paths: Paths, name: str) -> int:
 
 
 __all__ = [
+    "console",
     "delete",
     "exec_in",
     "init_pid",

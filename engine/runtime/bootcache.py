@@ -18,6 +18,8 @@ record of everything the plan depends on (CACHE_OPS):
   stat, ctime included, is only a shortcut for "unchanged");
 - ``code``: the engine's sources (the planner itself), by stat identity;
 - ``inroot``: whether the guest's /etc/rc.local exists (init's command);
+- ``inlink``: the guest files that decide whether its systemd wants a tmpfs
+  /tmp (engine.rootfs.guestinit.tmp_facts: a mask is a symlink to /dev/null);
 - ``source``: each host bind source and the tree, by device and inode,
   reached without any symlink.
 
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
     from engine.paths import Paths
 
 CACHE_DIR = "boot-cache"
-VERSION = "vstui-boot-4"
+VERSION = "vstui-boot-5"
 
 CACHE_OPS: dict[str, int] = {
     "content": 2,  # PATH SHA256
@@ -53,6 +55,7 @@ CACHE_OPS: dict[str, int] = {
     "binary": 7,  # PATH SHA256 DEV INO SIZE MTIME_NS CTIME_NS
     "code": 6,  # PATH DEV INO SIZE MTIME_NS CTIME_NS
     "inroot": 3,  # ROOT PATH PRESENT
+    "inlink": 3,  # ROOT PATH PRESENT: the entry itself (a symlink is not followed)
     "source": 3,  # PATH DEV INO
     "rundir": 1,  # PATH
     "log": 1,  # PATH: the supervisor's stdout and stderr
@@ -138,16 +141,23 @@ def table_line(path: str, key: str, value: object) -> bytes:
 
 
 def records(
-    conf: bytes, lines: list[bytes], root: str, plan: Any, has_rc_local: bool
+    conf: bytes,
+    lines: list[bytes],
+    root: str,
+    plan: Any,
+    has_rc_local: bool,
+    links: tuple[tuple[str, bool], ...] = (),
 ) -> list[bytes]:
     """What the plan was made from, taken when it was made (``conf``: the ``content``
-    record of NAME.conf as parsed; ``lines``: the guest's own lines of shared tables).
-    The binaries are added by ``entry``."""
+    record of NAME.conf as parsed; ``lines``: the guest's own lines of shared tables;
+    ``links``: guest entries and whether they existed). The binaries are added by
+    ``entry``."""
     from engine.runtime.plan import HostBind
 
     out = [conf, *lines]
     out += [op("code", path, *_stat(os.stat(path))) for path in sources()]
     out.append(op("inroot", root, "/etc/rc.local", int(has_rc_local)))
+    out += [op("inlink", root, path, int(present)) for path, present in links]
     out.append(op("source", root, *plan.root_identity))
     out += [op("source", s.source, s.dev, s.ino) for s in plan.before if isinstance(s, HostBind)]
     return out

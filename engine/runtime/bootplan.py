@@ -60,7 +60,9 @@ BOOT_OPS: dict[str, int] = {
     "symlink": 2,  # TARGET TO
     "file": 3,  # TARGET MODE CONTENT
     "vinit": 1,  # TARGET
-    "viewmount": 1,  # TARGET
+    "viewmount": 1,  # TARGET: the next view, in plan order, attached read-only
+    "consoleview": 0,  # before pivot: a detached bind of init's stdout, if it is a terminal
+    "console": 1,  # TARGET: that terminal attached there, else /dev/null
     "hostname": 1,
     "domainname": 1,
     "loopback": 0,
@@ -159,6 +161,10 @@ def _after(w: Writer, step: P.Step) -> None:
         w.op("symlink", step.target, step.points_to)
     elif isinstance(step, P.File):
         w.blob("file", step.target, format(step.mode, "o"), data=step.content)
+    elif isinstance(step, P.View):
+        w.op("viewmount", step.target)
+    elif isinstance(step, P.Console):
+        w.op("console", step.target)
     else:
         raise TypeError(f"not an after-pivot step: {step!r}")
 
@@ -181,8 +187,10 @@ def serialize(plan: P.StartPlan, program: bytes | None = None) -> bytes:
     w = Writer(plan.name, BOOT_OPS)
     w.op("umask", "22")
     w.op("setsid")
-    if plan.meminfo_view is not None:  # the host file is out of reach after pivot_root
-        w.op("view", plan.meminfo_view)
+    for view in (step for step in plan.after if isinstance(step, P.View)):
+        w.op("view", view.source)  # host files are out of reach after pivot_root
+    if any(isinstance(step, P.Console) for step in plan.after):
+        w.op("consoleview")
     w.op("root", plan.root, *plan.root_identity)
     for step in plan.before:
         _before(w, step)
@@ -192,8 +200,6 @@ def serialize(plan: P.StartPlan, program: bytes | None = None) -> bytes:
         _after(w, step)
     if plan.vinit:
         w.op("vinit", P.VINIT_PATH)
-    if plan.meminfo_view is not None:
-        w.op("viewmount", P.MEMINFO)
     w.op("hostname", plan.hostname)
     if plan.domainname is not None:
         w.op("domainname", plan.domainname)

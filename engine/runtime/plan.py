@@ -120,12 +120,39 @@ class File(Record):
     mode: int
 
 
-Step = HostBind | HostMount | Mount | Bind | Mask | ReadOnly | Device | Symlink | File
+class View(Record):
+    """A host file the guest sees at ``target`` (read-only).
+
+    Opened before pivot_root (the host is out of reach after it) and
+    attached here, in plan order: e.g. the guest's /proc/meminfo, the
+    supervisor's notify socket.
+    """
+
+    __slots__ = _fields = ("source", "target")
+    source: str
+    target: str
+
+
+class Console(Record):
+    """The console terminal (init's stdout, a pty the supervisor reads) bound onto ``target``.
+
+    /dev/null when init's stdout is no terminal.
+    """
+
+    __slots__ = _fields = ("target",)
+    target: str
+
+
+Step = (
+    HostBind | HostMount | Mount | Bind | Mask | ReadOnly | Device | Symlink | File | View | Console
+)
 
 # -- constants -------------------------------------------------------------------
 
 VINIT_PATH = "/run/.vinit"  # the guest's own copy of engine/helpers/vinit
 MEMINFO = "/proc/meminfo"  # where the host's meminfo view is attached
+NOTIFY_SOCKET = "/run/host/notify"  # the supervisor's sd_notify socket (READY=1), as nspawn's
+LOCK_SIZE = 5 * 1024 * 1024  # Debian's run-lock.mount
 SHM_SIZE = 64 * 1024 * 1024
 DEV_SIZE = 512 * 1024
 PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -142,7 +169,8 @@ PROC_MASKED = (
 )  # fmt: skip
 PROC_READONLY = ("/proc/sys", "/proc/sysrq-trigger", "/proc/bus", "/proc/fs", "/proc/irq")
 SYS_MASKED = ("/sys/firmware", "/sys/devices/virtual/powercap", "/sys/kernel/debug",
-              "/sys/kernel/security", "/sys/fs/cgroup")  # fmt: skip
+              "/sys/kernel/security")  # fmt: skip
+CGROUP = "/sys/fs/cgroup"  # the guest's own cgroup2 tree, or masked without one
 
 # (name, major, minor): drivers/char/mem.c and tty_io.c numbers
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
@@ -177,9 +205,8 @@ class StartPlan(Record):
         "vinit",
         "seccomp",
         "notes",
-        "meminfo_view",
     )
-    _defaults = {"root_identity": (0, 0), "seccomp": True, "notes": (), "meminfo_view": None}
+    _defaults = {"root_identity": (0, 0), "seccomp": True, "notes": ()}
     name: str
     root: str  # host path of the tree pivot_root enters
     root_identity: tuple[int, int]  # its (dev, ino) when planned: checked again at boot
@@ -196,8 +223,6 @@ class StartPlan(Record):
     vinit: bool  # copy vinit to VINIT_PATH before exec
     seccomp: bool
     notes: tuple[str, ...]
-    # host file bind-mounted read-only over /proc/meminfo (V_MEMORY set), else None
-    meminfo_view: str | None
 
 
 # -- building --------------------------------------------------------------------
@@ -237,7 +262,7 @@ def dev_steps(shm_size: int = SHM_SIZE) -> list[Step]:
         Symlink("/dev/stdout", "/proc/self/fd/1"),
         Symlink("/dev/stderr", "/proc/self/fd/2"),
         File("/dev/console", b"", 0o600),
-        Bind("/dev/null", "/dev/console"),  # the console is the log file (init's stdout)
+        Console("/dev/console"),  # the pty whose other end the supervisor logs
     ]
     return steps
 
@@ -257,11 +282,39 @@ def proc_steps(
     return steps
 
 
-def sys_steps() -> list[Step]:
+def sys_steps(cgroup2: bool = True) -> list[Step]:
+    """Read-only sysfs; at /sys/fs/cgroup the guest's own cgroup2 tree (docs/systemd.md).
+
+    B runs in the guest's cgroup namespace, rooted at its payload: the mount
+    shows that subtree only, read-write for the guest's init to manage,
+    while the limits stay on the directory above it, out of sight. Without
+    a cgroup2 hierarchy on the host the path is masked.
+    """
     steps: list[Step] = [
         Mount("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC | _libc.MS_RDONLY),
     ]
     steps += [Mask(p) for p in SYS_MASKED]
+    own = Mount("cgroup2", CGROUP, "cgroup2", NOSUID_NODEV_NOEXEC)
+    steps.append(own if cgroup2 else Mask(CGROUP))
+    return steps
+
+
+def run_steps(memory: int | None, tmp: bool = False) -> list[Step]:
+    """A fresh /run and /run/lock at every start (and /tmp when the guest's systemd wants one).
+
+    systemd mounts these itself, which needs CAP_SYS_ADMIN; for every guest
+    they also mean no pid file or socket of a previous run survives.
+    """
+    run_size = f"{max(memory // 4, 8 << 20)}" if memory else "20%"
+    nosuid_nodev = _libc.MS_NOSUID | _libc.MS_NODEV
+    steps: list[Step] = [
+        Mount("tmpfs", "/run", "tmpfs", nosuid_nodev, f"mode=755,size={run_size}"),
+        Mount("tmpfs", "/run/lock", "tmpfs", NOSUID_NODEV_NOEXEC, f"mode=1777,size={LOCK_SIZE}"),
+    ]
+    if tmp:  # trixie's tmp.mount options (mode=1777,strictatime,nosuid,nodev,size=50%)
+        tmp_size = f"{memory // 2}" if memory else "50%"
+        data = f"mode=1777,size={tmp_size},nr_inodes=1m"
+        steps.append(Mount("tmpfs", "/tmp", "tmpfs", nosuid_nodev | _libc.MS_STRICTATIME, data))
     return steps
 
 
@@ -289,9 +342,11 @@ def init_argv(cfg: Any, has_rc_local: bool) -> tuple[tuple[str, ...], bool]:
     return (VINIT_PATH,), True
 
 
-def init_env(cfg: Any) -> tuple[tuple[str, str], ...]:
-    return (("container", "vstui"), ("PATH", PATH_ENV), ("TERM", "linux"), ("HOME", "/root"),
-            ("HOSTNAME", cfg.hostname))  # fmt: skip
+def init_env(cfg: Any, notify: bool = False) -> tuple[tuple[str, str], ...]:
+    """Init's environment: CONTAINER_INTERFACE's ``container``; NOTIFY_SOCKET for a real init."""
+    env = (("container", "vstui"), ("PATH", PATH_ENV), ("TERM", "linux"), ("HOME", "/root"),
+           ("HOSTNAME", cfg.hostname))  # fmt: skip
+    return (*env, ("NOTIFY_SOCKET", NOTIFY_SOCKET)) if notify else env
 
 
 _MOUNT_OPTIONS = {
@@ -340,25 +395,43 @@ def extra_mount(mount: Any) -> Step:
     return host_bind(source, mount.target, readonly, recursive)
 
 
-def build(
-    cfg: Any,
-    root: str,
-    binds: list[Any],
-    has_rc_local: bool = False,
-    meminfo_view: str | None = None,
-) -> StartPlan:
-    """The start plan for ``cfg`` with its tree at ``root`` and rootfs ``binds``.
+class Facts(Record):
+    """What a start found that the plan depends on, besides the config and the binds.
 
-    ``meminfo_view``: a host file the guest sees as its /proc/meminfo.
+    ``meminfo_view``: a host file the guest sees as /proc/meminfo; ``notify``:
+    the supervisor's notify socket (a host path), given to a guest booting
+    its own init; ``cgroup2``: the host has a cgroup2 hierarchy (the guest's
+    /sys/fs/cgroup); ``tmp``: the guest's systemd mounts a tmpfs on /tmp
+    (engine.rootfs.guestinit.wants_tmpfs_tmp).
     """
+
+    __slots__ = _fields = ("meminfo_view", "notify", "cgroup2", "tmp")
+    _defaults = {"meminfo_view": None, "notify": None, "cgroup2": True, "tmp": False}
+    meminfo_view: str | None
+    notify: str | None
+    cgroup2: bool
+    tmp: bool
+
+
+def build(
+    cfg: Any, root: str, binds: list[Any], has_rc_local: bool = False, facts: Facts | None = None
+) -> StartPlan:
+    """The start plan for ``cfg`` with its tree at ``root`` and rootfs ``binds``."""
+    facts = facts or Facts()
     own_netns = cfg.netmode != "host"
     before: list[Step] = [host_bind(b.source, b.target, b.readonly, b.recursive) for b in binds]
     before += [extra_mount(m) for m in cfg.mounts]
     shm = SHM_SIZE if not cfg.memory else min(SHM_SIZE, max(cfg.memory // 2, 1 << 20))
     proc = proc_steps(own_netns, tuple(cfg.proc_hide), tuple(cfg.proc_show))
-    after: list[Step] = [*dev_steps(shm), *proc, *sys_steps()]
+    after: list[Step] = [*dev_steps(shm), *proc, *sys_steps(facts.cgroup2)]
+    if facts.meminfo_view is not None:
+        after.append(View(facts.meminfo_view, MEMINFO))
+    after += run_steps(cfg.memory, facts.tmp)
     after.append(File("/run/systemd/container", b"vstui\n"))
     argv, vinit = init_argv(cfg, has_rc_local)
+    notify = facts.notify is not None and not vinit
+    if notify:
+        after += [File(NOTIFY_SOCKET, b"", 0o600), View(facts.notify, NOTIFY_SOCKET)]
     return StartPlan(
         name=cfg.name,
         root=str(root),
@@ -372,7 +445,6 @@ def build(
         nice=cfg.nice,
         caps=frozenset(cfg.effective_caps()),
         argv=argv,
-        env=init_env(cfg),
+        env=init_env(cfg, notify),
         vinit=vinit,
-        meminfo_view=meminfo_view,
     )

@@ -14,9 +14,11 @@ import time
 
 LOCK_FILE = "lock"
 FROZEN_FILE = "frozen"  # epoch seconds of `vserver NAME freeze` (engine.runtime.freezing)
+NOTIFY_FILE = "notify"  # the supervisor's sd_notify socket (the guest's /run/host/notify)
+CONSOLE_FILE = "console"  # the console pump's socket (`vserver NAME console`)
 VALUE_FILES = ("state", "xid", "init.pid", "init.start", "supervisor.pid",
                "supervisor.start", "started", "exec.plan", "meminfo",
-               FROZEN_FILE)  # fmt: skip
+               FROZEN_FILE, NOTIFY_FILE, CONSOLE_FILE)  # fmt: skip
 
 
 def write_value(run_dir: str | os.PathLike[str], key: str, value: object) -> None:

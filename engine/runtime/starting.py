@@ -64,12 +64,11 @@ class StartFailed(VstuiError):
 class Booted(Record):
     """A guest whose init runs: what the supervisor needs to watch it."""
 
-    __slots__ = _fields = ("init_pid", "start", "mem_limit", "mem_usage_file", "cache")
-    _defaults = {"mem_limit": None, "mem_usage_file": None, "cache": None}
+    __slots__ = _fields = ("init_pid", "start", "memory_dir", "cache")
+    _defaults = {"memory_dir": None, "cache": None}
     init_pid: int
     start: int  # init's start time in clock ticks
-    mem_limit: int | None  # bytes, when /proc/meminfo is the guest's view
-    mem_usage_file: str | None  # the cgroup file with the guest's memory use
+    memory_dir: str | None  # the guest's memory cgroup, when /proc/meminfo is its view
     # (dependency records, start plan) for the boot cache (engine.runtime.bootcache), if cacheable
     cache: tuple[list[bytes], bytes] | None
 
@@ -158,18 +157,18 @@ def launch(
         handle = rootfs.prepare_root(cfg, paths)
         undo.add(handle.release)
         root = os.path.realpath(handle.path)
-        plan, host, usage, program = _plan(paths, cfg, root, xid, undo)
+        plan, host, (memory, links), program = _plan(paths, cfg, root, xid, undo)
         data = bootplan.serialize_start(plan, host, bootplan.serialize(plan, program))
         pid, start = _execute(paths, cfg, plan, (data, console_w, supervisor), undo, deadline)
         cache = None
         unchanged = conf and conf == bootcache.content(conf_path)  # since it was parsed
         if unchanged and bootcache.eligible(cfg, plan.own_netns):
             deps = bootcache.records(conf, _xid_line(paths, cfg, xid), root, plan,
-                                     _rc_local(plan))  # fmt: skip
+                                     _rc_local(plan), links)  # fmt: skip
             cache = (deps, data)
         else:
             bootcache.forget(paths, name)
-        return Booted(pid, start, cfg.memory if usage else None, usage, cache)
+        return Booted(pid, start, memory, cache)
     except BaseException as exc:
         undo.run(exc)
         bootcache.forget(paths, name)  # the next start goes through Python again
@@ -192,7 +191,8 @@ def _rc_local(plan: StartPlan) -> bool:
 
 
 def _plan(paths: Paths, cfg: Any, root: str, xid: int, undo: _Undo) -> tuple:
-    """(StartPlan, bootplan.HostSide, memory usage file, seccomp program): nothing made yet."""
+    """(StartPlan, bootplan.HostSide, (memory cgroup dir, guest entries read), seccomp
+    program): nothing made yet."""
     from engine import rootfs
     from engine.cgroups import manager
     from engine.helpers import helper_path
@@ -205,8 +205,8 @@ def _plan(paths: Paths, cfg: Any, root: str, xid: int, undo: _Undo) -> tuple:
     undo.add(lambda: _remove_cgroup(cg, rel))
     view = _meminfo_view(paths, cfg, cg, rel)
     binds = rootfs.binds(cfg, paths)
-    plan = plans.build(cfg, root, binds, _has_rc_local(root),
-                       meminfo_view=view[0] if view else None)  # fmt: skip
+    facts, links = _facts(paths, cfg, cg, root, view)
+    plan = plans.build(cfg, root, binds, _has_rc_local(root), facts)
     program = _seccomp_program(cfg)
     joins = cg.join_ops(rel)
     exec_plan = bootplan.serialize_exec(plan, cfg.has_flag, program, joins)
@@ -224,23 +224,42 @@ def _plan(paths: Paths, cfg: Any, root: str, xid: int, undo: _Undo) -> tuple:
         timens=HAVE_TIMENS,
         vinit=os.fspath(helper_path("vinit")) if plan.vinit else None,
     )
-    return plan, host, view[2] if view else None, program
+    return plan, host, (view[2] if view else None, links), program
 
 
 MEMINFO_VIEW = "meminfo"  # = supervisor.MEMINFO_VIEW
+NOTIFY = "notify"  # = supervisor.NOTIFY: the supervisor's sd_notify socket in the run dir
+
+
+def _facts(paths: Paths, cfg: Any, cg: Any, root: str, view: tuple | None) -> tuple:
+    """(plan.Facts, guest entries read with their presence) for the plan and the boot cache."""
+    from engine.rootfs import guestinit
+    from engine.runtime.plan import Facts
+
+    fakeinit = cfg.has_flag("fakeinit")
+    links = guestinit.tmp_facts(root) if fakeinit else ()
+    notify = os.fspath(paths.run_dir(cfg.name) / NOTIFY) if fakeinit else None
+    tmp = bool(links) and guestinit.wants_tmpfs_tmp(links)
+    facts = Facts(view[0] if view else None, notify, cg.has_cgroup2, tmp)
+    return facts, links
 
 
 def _meminfo_view(paths: Paths, cfg: Any, cg: Any, rel: str) -> tuple[str, bytes, str] | None:
-    """With V_MEMORY: (the view file, its first text, the cgroup's usage file), else None."""
-    usage_file = cg.usage_file(rel) if cfg.memory else None
-    if usage_file is None:
+    """(the view file, its first text, the memory cgroup); None without a memory controller.
+
+    Every line is the guest's (engine.rootfs.procview.render_guest_meminfo):
+    the supervisor renders it again from the cgroup once a second.
+    """
+    memory = cg.memory_dir(rel)
+    if memory is None:
         return None  # no memory controller: the guest sees the host's meminfo
     from engine.rootfs import procview
 
     with open("/proc/meminfo") as f:
-        text = procview.render_meminfo(cfg.memory, 0, f.read())
+        figures = {"limit": cfg.memory} if cfg.memory else {}
+        text = procview.render_guest_meminfo(figures, f.read())
     view = os.fspath(paths.run_dir(cfg.name) / MEMINFO_VIEW)
-    return view, text.encode(), os.fspath(usage_file)
+    return view, text.encode(), os.fspath(memory)
 
 
 def _remove_cgroup(cg: Any, rel: str) -> None:

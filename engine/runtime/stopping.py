@@ -96,11 +96,27 @@ def _shutdown(paths: Paths, name: str, cfg: Any, timeout: float) -> None:
     except ProcessLookupError:
         return
     if not wait_gone(pid, start, timeout):
+        _note(paths, name, f"init did not stop within {timeout:g} s of the halt signal; "
+                           "killing the guest")  # fmt: skip
         try:
             os.kill(pid, signal.SIGKILL)  # PID 1 dies: the kernel kills the rest
         except ProcessLookupError:
             pass
         wait_gone(pid, start, 5.0)
+
+
+def _note(paths: Paths, name: str, text: str) -> None:
+    """One line in the guest's console log, as the supervisor writes them."""
+    from engine.runtime.supervisor import _log
+
+    try:
+        fd = os.open(paths.log_file(name), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        _log(fd, name, text)
+    finally:
+        os.close(fd)
 
 
 def _end_supervisor(current: state.RunState) -> None:

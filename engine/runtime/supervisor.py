@@ -49,6 +49,10 @@ TICK = 1.0  # seconds between meminfo refreshes
 START_TIMEOUT = 30.0  # a boot (every step up to init's exec) must finish within this
 SPAWN_GRACE = 15.0  # the CLI kills a supervisor whose boot overran by this much
 MEMINFO_VIEW = "meminfo"  # run_dir file bind-mounted over the guest's /proc/meminfo
+NOTIFY = runfiles.NOTIFY_FILE  # run_dir socket: the guest's /run/host/notify (READY=1)
+READY_TIMEOUT = 30.0  # a systemd guest's boot: `start` waits this long for READY=1
+INIT_GRACE = 1.0  # another init must live this long for the start to count
+CONSOLE_TAIL = 8  # console lines a failed start shows
 
 # the lean interpreter's whole program: sys.path from the CLI, then main()
 BOOTSTRAP = (
@@ -126,14 +130,29 @@ def spawn(paths: Paths, name: str, xid: int) -> int:
             os._exit(0)
     os.close(w)
     os.waitpid(pid, 0)
-    reply = _read_until(r, START_TIMEOUT + SPAWN_GRACE)
+    reply = _read_until(r, START_TIMEOUT + READY_TIMEOUT + SPAWN_GRACE)
     if reply is None:
         _abandon(paths, name)
         raise VstuiError(f"start timed out after {START_TIMEOUT:.0f} s (a hung boot step, "
                          "e.g. an unreachable V_MOUNT); everything was undone", name)  # fmt: skip
-    kind, _, rest = reply.decode(errors="replace").strip().partition(" ")
+    return answer(reply.decode(errors="replace"), name)
+
+
+def answer(reply: str, name: str) -> int:
+    """The supervisor's answer to the CLI: init's PID, else the start's error.
+
+    ``ok PID``, ``ok PID booting`` (not ready within READY_TIMEOUT: a warning)
+    or ``error LINE`` with the console's last lines after it.
+    """
+    from engine.errors import VstuiError
+
+    kind, _, rest = reply.strip().partition(" ")
     if kind == "ok":
-        return int(rest)
+        pid, _, note = rest.partition(" ")
+        if note:
+            print(f"vserver: {name}: init has not reported its boot finished after "
+                  f"{READY_TIMEOUT:.0f} s; it is still booting", file=sys.stderr)  # fmt: skip
+        return int(pid)
     raise VstuiError(rest or "the supervisor died before the guest started; see its log", name)
 
 
@@ -178,34 +197,54 @@ def _remove_run_dir(run_dir: str) -> None:
 
 
 def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> None:
-    """In S: boot with the CLI's modules, answer the CLI, become the lean supervisor."""
+    """In S: boot with the CLI's modules, become the lean supervisor, which answers the CLI."""
+    from engine.runtime.console import open_pty
     from engine.runtime.starting import launch
 
     run_dir = os.fspath(paths.run_dir(name))
     log_file = os.fspath(paths.log_file(name))
     log_fd = _stdio(log_file)
     os.chdir("/")  # a daemon pins no directory
-    console_r, console_w = os.pipe()
+    master, slave = open_pty()
+    notify = notify_socket(run_dir)
     try:
         with boundary("start", name):
-            booted = launch(paths, name, xid, console_w, os.getpid(), START_TIMEOUT)
+            booted = launch(paths, name, xid, slave, os.getpid(), START_TIMEOUT)
     except BaseException as exc:
         error = forked.one_line(exc)
         _log(log_fd, name, f"start failed: {error}")
         _remove_run_dir(run_dir)
         _answer(ready_fd, f"error {error}")
         os._exit(1)
-    os.close(console_w)  # the guest's init holds the write end now
-    os.set_inheritable(console_r, True)
-    _answer(ready_fd, f"ok {booted.init_pid}")
-    command = lean_command(paths, name, xid, (run_dir, log_file),
-                           (booted.mem_limit, booted.mem_usage_file))  # fmt: skip
+    os.close(slave)  # the guest's init holds the terminal now
+    command = lean_command(paths, name, xid, (run_dir, log_file), booted.memory_dir)
     if booted.cache:
         from engine.runtime import bootcache
 
         deps, plan = booted.cache
         bootcache.write(paths, name, bootcache.entry(deps, run_dir, log_file, plan, command))
-    os.execv(sys.executable, [*command, str(booted.init_pid), str(console_r)])
+    fds = (master, notify, ready_fd)
+    for fd in fds:
+        os.set_inheritable(fd, True)
+    os.execv(sys.executable, [*command, str(booted.init_pid), *map(str, fds)])
+
+
+def notify_socket(run_dir: str) -> int:
+    """The sd_notify datagram socket at run_dir/notify (the guest's /run/host/notify)."""
+    import socket
+
+    path = os.path.join(run_dir, NOTIFY)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    old = os.umask(0o077)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    return sock.detach()
 
 
 def _answer(ready_fd: int, text: str) -> None:
@@ -219,21 +258,21 @@ def _answer(ready_fd: int, text: str) -> None:
 
 
 def lean_command(
-    paths: Paths, name: str, xid: int, files: tuple[str, str], memory: tuple
+    paths: Paths, name: str, xid: int, files: tuple[str, str], memory: str | None
 ) -> list[str]:
-    """The lean supervisor's command line, but for init's PID and the console fd.
+    """The lean supervisor's command line, but for init's PID and the console, notify and
+    ready fds.
 
-    ``files``: (run dir, log file); ``memory``: (limit, usage file) of the
-    meminfo view, or Nones. The compiled start (cache.h) appends the same two.
+    ``files``: (run dir, log file); ``memory``: the memory cgroup the meminfo
+    view is made from, or None. The compiled start (cache.h) appends the same four.
     """
     import engine
 
     # the package's own parent first: an editable install finds it by a hook -S skips
     here = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
     search = "\n".join(p for p in [here, *sys.path] if p and "\n" not in p)
-    limit, usage = memory
     return [sys.executable, "-S", "-E", "-c", BOOTSTRAP, search, str(paths.root), name,
-            str(xid), *files, str(limit or 0), usage or ""]  # fmt: skip
+            str(xid), *files, memory or ""]  # fmt: skip
 
 
 def _stdio(log_file: str) -> int:
@@ -255,13 +294,14 @@ def _log(log_fd: int, name: str, text: str) -> None:
 
 
 def main(args: list[str]) -> None:
-    root, name, xid, run_dir, log_file, mem_limit, mem_usage, init_pid, console_r = args
+    root, name, xid, run_dir, log_file, memory, init_pid, console, notify, ready = args
     code = 1
     try:
         sup = Supervisor(root, name, int(xid), run_dir, log_file)
-        sup.adopt(int(init_pid), int(mem_limit) or None, mem_usage or None)
-        sup.console_r = int(console_r)
-        os.set_inheritable(sup.console_r, False)
+        sup.adopt(int(init_pid), memory or None)
+        sup.console, sup.notify, sup.ready = int(console), int(notify), int(ready)
+        for fd in (sup.console, sup.notify, sup.ready):
+            os.set_inheritable(fd, False)
         code = sup.run()
     except BaseException:
         import traceback
@@ -277,17 +317,29 @@ def _paths(root: str) -> Paths:
     return Paths.from_root(root)
 
 
-def _load_procview() -> object:
-    """engine/rootfs/procview.py alone: the package's __init__ imports storage code."""
+def _load(module: str, rel: str) -> object:
+    """One engine module alone (``rel`` from engine/): their packages import heavier code."""
     import importlib.util
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location(
-        "engine.rootfs.procview", os.path.join(here, "rootfs", "procview.py")
-    )
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+    spec = importlib.util.spec_from_file_location(module, os.path.join(here, rel))
+    loaded = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(loaded)  # type: ignore[union-attr]
+    return loaded
+
+
+def how_init_ended(status: int) -> str:
+    """The log's words for init's wait status (kernel/reboot.c: reboot(2) in a PID
+    namespace kills init with SIGHUP for a restart, SIGINT for a halt or power-off)."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGHUP:
+            return "init asked for a reboot"
+        if sig == signal.SIGINT:
+            return "init halted"
+        return f"init killed by signal {signal.Signals(sig).name}"
+    code = os.WEXITSTATUS(status)
+    return "init halted" if code == 0 else f"init exited with status {code}"
 
 
 class Supervisor:
@@ -298,20 +350,24 @@ class Supervisor:
         self.run_dir = run_dir
         self.log_file = log_file
         self.log_fd = -1
-        self.console_r = -1
+        self.console = -1  # the pty's master: the guest's /dev/console
+        self.notify = -1  # the sd_notify socket
+        self.ready = -1  # the CLI waiting for the start's answer, until it has it
+        self.listen = -1  # the console socket
         self.wake_r = -1
         self.init_pid = 0
-        self.mem_limit: int | None = None
-        self.mem_usage: str | None = None
-        self.procview: object = None
+        self.memory: str | None = None
+        self.views: tuple = ()  # (procview, memstat), loaded at the first refresh
         self.stop_requested = False
         self.stop_sent = False
+        self.booted_at = 0.0
+        self.log_mark = 0  # the log's size when this boot started (a failed start's tail)
 
-    def adopt(self, init_pid: int, mem_limit: int | None, mem_usage: str | None) -> None:
-        """The guest booted before exec: its init, and what feeds its meminfo view."""
+    def adopt(self, init_pid: int, memory: str | None) -> None:
+        """The guest booted before exec: its init, and the memory cgroup its meminfo shows."""
         self.init_pid = init_pid
-        self.mem_limit = mem_limit
-        self.mem_usage = mem_usage
+        self.memory = memory
+        self.booted_at = time.monotonic()
 
     # -- plumbing ---------------------------------------------------------------
     def _log(self, text: str) -> None:
@@ -323,41 +379,51 @@ class Supervisor:
     # -- boot (reboot only: the first boot happened before exec) --------------------------
     def _boot(self) -> str | None:
         """One boot through a child; None on success (init_pid set), else the error."""
+        from engine.runtime.console import open_pty
+
         runfiles.write_value(self.run_dir, "state", "starting")
-        console_r, console_w = os.pipe()
+        self.log_mark = os.fstat(self.log_fd).st_size
+        master, slave = open_pty()
+        os.close(self.notify)
+        self.notify = notify_socket(self.run_dir)
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
             code = 1
             try:
                 os.close(r)
-                os.close(console_r)
-                os.close(self.wake_r)
+                os.close(master)
+                self._close_own_fds()
                 signal.set_wakeup_fd(-1)
                 from engine.runtime.starting import launch
 
                 paths = _paths(self.root)
                 with boundary("reboot", self.name):
-                    b = launch(paths, self.name, self.xid, console_w, os.getppid(), START_TIMEOUT)
-                reply = f"ok {b.init_pid} {b.start} {b.mem_limit or 0} {b.mem_usage_file or ''}"
-                os.write(w, reply.encode())
+                    b = launch(paths, self.name, self.xid, slave, os.getppid(), START_TIMEOUT)
+                os.write(w, f"ok {b.init_pid} {b.memory_dir or ''}".encode())
                 code = 0
             except BaseException as exc:
                 os.write(w, f"error {forked.one_line(exc)}".encode(errors="replace"))
             finally:
                 os._exit(code)
         os.close(w)
-        os.close(console_w)
+        os.close(slave)
         reply = forked.read_all(r).decode(errors="replace")
         os.waitpid(pid, 0)
         kind, _, rest = reply.partition(" ")
         if kind != "ok":
-            os.close(console_r)
+            os.close(master)
             return rest or "the start helper died; see the log"
-        self.console_r = console_r
-        pid_text, _start, limit, *usage = rest.split(" ", 3)
-        self.adopt(int(pid_text), int(limit) or None, usage[0] if usage and usage[0] else None)
+        self.console = master
+        pid_text, _, memory = rest.partition(" ")
+        self.adopt(int(pid_text), memory or None)
         return None  # vboot recorded init.pid etc. and logged the start
+
+    def _close_own_fds(self) -> None:
+        """In a forked child: what only the supervisor may hold."""
+        for fd in (self.ready, self.notify, self.wake_r):
+            if fd >= 0:
+                os.close(fd)
 
     def _teardown(self) -> None:
         def work() -> None:
@@ -372,6 +438,8 @@ class Supervisor:
 
     # -- main ---------------------------------------------------------------------------
     def run(self) -> int:
+        from engine.runtime.console import listen
+
         os.chdir("/")
         self.log_fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                               0o640)  # fmt: skip
@@ -380,40 +448,106 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         self.wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        self.listen = listen(self.run_dir)
+        if self._init_kind() == "vinit":
+            self._answer(f"ok {self.init_pid}")  # our own init: running is ready
         while True:
             status = self._wait_init()
-            reboot = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGHUP
-            if not self._finish(reboot and not self.stop_requested):
+            ended = how_init_ended(status)
+            reboot = ended == "init asked for a reboot" and not self.stop_requested
+            if not self._finish(ended, reboot):
                 return 0
 
-    def _finish(self, reboot: bool) -> bool:
-        """After init's exit: teardown, then reboot (True) or end (False)."""
+    def _finish(self, ended: str, reboot: bool) -> bool:
+        """After init's exit: teardown, then reboot (True) or end (False).
+
+        While `vserver NAME start` still waits for its answer, it holds the
+        guest's lock for this start: everything is undone first, then the
+        start is told it failed, with init's end and the console's last lines.
+        """
+        self._log(ended)
         self._log("rebooting" if reboot else "stopped")
+        waiting = self.ready >= 0
+        failure = f"{ended}{self._console_tail()}"
         lock = runfiles.RunLock(self.run_dir)
-        if not lock.acquire(timeout=0):
+        if not waiting and not lock.acquire(timeout=0):
             return False  # a `vserver stop` holds the lock and cleans up itself
         try:
             self._teardown()
-            if not reboot:
-                _remove_run_dir(self.run_dir)
-                return False
-            error = self._boot()
-            if error is not None:
+            if reboot:
+                error = self._boot()
+                if error is None:
+                    return True
                 self._log(f"restart failed: {error}")
-                _remove_run_dir(self.run_dir)
-                return False
-            return True
+                failure = error
+            _remove_run_dir(self.run_dir)
+            self._answer(f"error {failure}")
+            return False
         finally:
-            lock.release()
+            if not waiting:
+                lock.release()
+
+    # -- answering the start --------------------------------------------------------------
+    def _init_kind(self) -> str:
+        """vinit (ready once it runs), systemd (READY=1 on the notify socket) or init."""
+        try:
+            exe = os.path.basename(os.readlink(f"/proc/{self.init_pid}/exe"))
+        except OSError:
+            return "init"  # gone already: the wait sees it at once
+        return {".vinit": "vinit", "systemd": "systemd"}.get(exe, "init")
+
+    def _answer(self, text: str) -> None:
+        """Tell the waiting `vserver NAME start` how the start went (once)."""
+        if self.ready < 0:
+            return
+        try:
+            os.write(self.ready, text.encode(errors="replace")[:65536])
+        except OSError:
+            pass  # the CLI gave up waiting
+        os.close(self.ready)
+        self.ready = -1
+
+    def _ready_deadline(self) -> float | None:
+        """When to answer ``ok`` without READY=1 (systemd) or after the grace (others)."""
+        if self.ready < 0:
+            return None
+        wait = READY_TIMEOUT if self._init_kind() == "systemd" else INIT_GRACE
+        return self.booted_at + wait
+
+    def _on_notify(self) -> None:
+        """One sd_notify datagram: READY=1 answers the start; STOPPING=1 is logged."""
+        try:
+            data = os.read(self.notify, 4096)
+        except OSError:
+            return
+        lines = data.decode(errors="replace").splitlines()
+        if "READY=1" in lines:
+            self._answer(f"ok {self.init_pid}")
+        if "STOPPING=1" in lines:
+            self._log("init is shutting down")
+
+    def _console_tail(self) -> str:
+        """The console's last lines of this boot, for a failed start's message."""
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(self.log_mark)
+                text = f.read()[-16384:].decode(errors="replace")
+        except OSError:
+            return ""
+        lines = [ln.strip() for ln in text.replace("\\r", "\\n").splitlines()]
+        lines = [ln for ln in lines if ln and not ln.startswith("--- vserver ")]
+        if not lines:
+            return ""
+        return "; the console said: " + " | ".join(lines[-CONSOLE_TAIL:])
 
     def _wait_init(self) -> int:
-        """Tick once a second, keep a console pump, until init exits; its wait status."""
+        """Tick once a second, keep a console pump, answer the start, until init exits."""
         pidfd = os.pidfd_open(self.init_pid)
         poller = select.poll()
-        poller.register(pidfd, select.POLLIN)
-        poller.register(self.wake_r, select.POLLIN)
+        for fd in (pidfd, self.wake_r, self.notify):
+            poller.register(fd, select.POLLIN)
         next_tick = 0.0
-        pump, pump_fd = self._start_pump()
+        pump, pump_fd = self._start_pump(pidfd)
         poller.register(pump_fd, select.POLLIN)
         try:
             while True:
@@ -428,10 +562,18 @@ class Supervisor:
                 if now >= next_tick:
                     self._tick()
                     next_tick = now + TICK
-                events = poller.poll(max(next_tick - time.monotonic(), 0.0) * 1000)
+                deadline = self._ready_deadline()
+                if deadline is not None and now >= deadline:
+                    slow = " booting" if self._init_kind() == "systemd" else ""
+                    self._answer(f"ok {self.init_pid}{slow}")
+                    deadline = None
+                wake = min(next_tick, deadline) if deadline is not None else next_tick
+                events = poller.poll(max(wake - time.monotonic(), 0.0) * 1000)
                 for fd, _ in events:
                     if fd == self.wake_r:
                         _drain_quietly(self.wake_r)
+                    if fd == self.notify:
+                        self._on_notify()
                 if any(fd == pidfd for fd, _ in events):
                     _, status = os.waitpid(self.init_pid, 0)
                     self._end_console(pump, pump_fd)
@@ -442,7 +584,7 @@ class Supervisor:
                     poller.unregister(pump_fd)
                     os.close(pump_fd)
                     _reap_quietly(pump)
-                    pump, pump_fd = self._start_pump()
+                    pump, pump_fd = self._start_pump(pidfd)
                     poller.register(pump_fd, select.POLLIN)
         finally:
             os.close(pidfd)
@@ -450,8 +592,8 @@ class Supervisor:
                 os.close(pump_fd)
 
     # -- the console --------------------------------------------------------------------
-    def _start_pump(self) -> tuple[int, int]:
-        """Fork the console pump; (pid, pidfd)."""
+    def _start_pump(self, init_pidfd: int) -> tuple[int, int]:
+        """Fork the console pump (engine.runtime.console.serve); (pid, pidfd)."""
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
             code = 0
@@ -459,27 +601,31 @@ class Supervisor:
                 signal.set_wakeup_fd(-1)
                 for sig in (signal.SIGTERM, signal.SIGPIPE):
                     signal.signal(sig, signal.SIG_DFL)
-                _pump(self.console_r, self.log_fd, self.log_file)
+                self._close_own_fds()  # the CLI waits for the end of `ready`: only ours
+                from engine.runtime.console import serve
+
+                serve(self.console, self.listen, init_pidfd, self._write_log)
             except BaseException:
                 code = 1
             finally:
                 os._exit(code)
         return pid, os.pidfd_open(pid)
 
+    def _write_log(self, data: bytes) -> None:
+        """The pump's copy of the console into the log, capped at LOG_MAX."""
+        os.write(self.log_fd, data)
+        if os.fstat(self.log_fd).st_size > LOG_MAX:
+            _cap_log(self.log_fd, self.log_file)
+            self.log_mark = 0
+
     def _end_console(self, pump: int, pump_fd: int) -> None:
-        """After init's exit: the pump ends at EOF (the guest is gone); then close."""
+        """After init's exit: the pump drains the terminal and ends; then close it."""
         if not select.select([pump_fd], [], [], PUMP_GRACE)[0]:
-            _signal(pump, signal.SIGKILL)  # a leftover writer (or a stuck pump)
+            _signal(pump, signal.SIGKILL)  # a stuck pump
         _reap_quietly(pump)
         os.close(pump_fd)
-        os.set_blocking(self.console_r, False)
-        try:
-            while data := os.read(self.console_r, LOG_CHUNK):
-                os.write(self.log_fd, data)
-        except OSError:
-            pass
-        os.close(self.console_r)
-        self.console_r = -1
+        os.close(self.console)
+        self.console = -1
 
     # -- once a second ----------------------------------------------------------------
     def _tick(self) -> None:
@@ -489,17 +635,18 @@ class Supervisor:
             pass  # the cgroup went away under a dying guest: keep the last view
 
     def _refresh_meminfo(self) -> None:
-        if self.mem_limit is None or self.mem_usage is None:
+        """The guest's /proc/meminfo, every line from its memory cgroup (a live limit too)."""
+        if self.memory is None:
             return
-        if self.procview is None:
-            self.procview = _load_procview()
-        pv = self.procview
-        with open(self.mem_usage, "rb") as f:
-            usage = int(f.read())
+        if not self.views:
+            self.views = (_load("engine.rootfs.procview", "rootfs/procview.py"),
+                          _load("engine.cgroups.memstat", "cgroups/memstat.py"))  # fmt: skip
+        procview, memstat = self.views
         with open("/proc/meminfo") as f:
             host = f.read()
-        text = pv.render_meminfo(self.mem_limit, usage, host)  # type: ignore[attr-defined]
-        pv.write_view(os.path.join(self.run_dir, MEMINFO_VIEW), text)  # type: ignore[attr-defined]
+        figures = memstat.read(self.memory)  # type: ignore[attr-defined]
+        text = procview.render_guest_meminfo(figures, host)  # type: ignore[attr-defined]
+        procview.write_view(os.path.join(self.run_dir, MEMINFO_VIEW), text)  # type: ignore[attr-defined]
 
     @staticmethod
     def _reap() -> None:
@@ -508,14 +655,6 @@ class Supervisor:
                 pass
         except ChildProcessError:
             pass
-
-
-def _pump(console_r: int, log_fd: int, log_file: str) -> None:
-    """Copy the guest's console to its log until end of file, capping the log."""
-    while data := os.read(console_r, LOG_CHUNK):
-        os.write(log_fd, data)
-        if os.fstat(log_fd).st_size > LOG_MAX:
-            _cap_log(log_fd, log_file)
 
 
 def older_log(log_file: str) -> str:

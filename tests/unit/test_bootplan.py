@@ -24,9 +24,10 @@ def config(tmp_path: Path, **values: str):
     return load_guest(paths, "web")
 
 
-def default_plan(tmp_path: Path, **values: str) -> P.StartPlan:
+def default_plan(tmp_path: Path, facts: P.Facts | None = None, **values: str) -> P.StartPlan:
     binds = [Bind(Path("/usr"), "/usr", readonly=True, recursive=True)]
-    return P.build(config(tmp_path, **values), "/vservers/web", binds, has_rc_local=True)
+    cfg = config(tmp_path, **values)
+    return P.build(cfg, "/vservers/web", binds, has_rc_local=True, facts=facts)
 
 
 PROGRAM = bytes(range(16))  # two struct sock_filter
@@ -49,20 +50,22 @@ def test_default_plan_order(tmp_path: Path) -> None:
     plan = default_plan(tmp_path)
     steps = ops(serialize(plan))
     seen = [name for name, _ in steps]
-    assert seen[:4] == ["umask", "setsid", "root", "hostbind"]
-    assert steps[0][1] == [b"22"] and steps[2][1] == [b"/vservers/web", b"0", b"0"]  # no tree
+    # the console terminal is found before pivot_root (its host path), attached in /dev
+    assert seen[:5] == ["umask", "setsid", "consoleview", "root", "hostbind"]
+    assert steps[0][1] == [b"22"] and steps[3][1] == [b"/vservers/web", b"0", b"0"]  # no tree
     usr = os.stat("/usr")  # the identity the executor checks again
-    assert steps[3][1] == [b"/usr", b"%d" % usr.st_dev, b"%d" % usr.st_ino, b"/usr", b"1", b"1"]
-    assert seen.index("pivot") == 4 and steps[5] == (
+    assert steps[4][1] == [b"/usr", b"%d" % usr.st_dev, b"%d" % usr.st_ino, b"/usr", b"1", b"1"]
+    assert seen.index("pivot") == 5 and steps[6] == (
         "nosymlinks",
         [b"4", b"/proc", b"/sys", b"/dev", b"/run"],
     )
     # one op per after-pivot step, in the plan's order
-    after = seen[6 : 6 + len(plan.after)]
+    after = seen[7 : 7 + len(plan.after)]
     kinds = {P.Mount: "mount", P.Mask: "mask", P.ReadOnly: "readonly", P.Bind: "bind",
-             P.Device: "device", P.Symlink: "symlink", P.File: "file"}  # fmt: skip
+             P.Device: "device", P.Symlink: "symlink", P.File: "file", P.View: "viewmount",
+             P.Console: "console"}  # fmt: skip
     assert after == [kinds[type(step)] for step in plan.after]
-    tail = seen[6 + len(plan.after) :]
+    tail = seen[7 + len(plan.after) :]
     assert tail == ["vinit", "hostname", "loopback", "stdio", "signals", "confine", "exec"]
     assert dict(steps)["vinit"] == [P.VINIT_PATH.encode()]
 
@@ -134,8 +137,9 @@ def test_host_mount_options_become_flags_and_data() -> None:
 
 
 def test_limits_caps_and_meminfo_view(tmp_path: Path) -> None:
-    plan = default_plan(tmp_path, S_NICE="5", ULIMIT="-HS -n 1024 -H -u 100", V_MEMORY="32M")
-    plan = P.StartPlan(**{**plan._asdict(), "meminfo_view": "/run/vservers/web/meminfo"})
+    facts = P.Facts(meminfo_view="/run/vservers/web/meminfo")
+    plan = default_plan(tmp_path, facts, S_NICE="5", ULIMIT="-HS -n 1024 -H -u 100",
+                        V_MEMORY="32M")  # fmt: skip
     steps = ops(serialize(plan))
     seen = [name for name, _ in steps]
     # the host file is opened before the tree is entered, attached after /proc exists
@@ -166,9 +170,11 @@ def test_parse_refuses_malformed_input() -> None:
 
 
 def test_every_op_written_is_in_the_table_the_executor_is_built_from(tmp_path: Path) -> None:
-    plan = default_plan(tmp_path, S_NICE="5", V_MEMORY="32M", S_DOMAINNAME="d")
-    plan = P.StartPlan(**{**plan._asdict(), "meminfo_view": "/run/x/meminfo"})
+    facts = P.Facts(meminfo_view="/run/x/meminfo", notify="/run/x/notify", tmp=True)
+    plan = default_plan(tmp_path, facts, S_NICE="5", V_MEMORY="32M", S_DOMAINNAME="d",
+                        S_FLAGS="fakeinit")  # fmt: skip
     used = {name for name, _ in ops(serialize(plan))}
+    assert {"view", "viewmount", "console"} <= used
     assert used - {"hostmount", "domainname"} <= set(bootplan.BOOT_OPS)
     header = (Path(bootplan.__file__).parents[1] / "helpers" / "consts.h").read_text()
     for name, arity in bootplan.BOOT_OPS.items():

@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "enter": "vstui.cli.vserver_exec:cmd_enter",
     "exec": "vstui.cli.vserver_exec:cmd_exec",
     "suexec": "vstui.cli.vserver_exec:cmd_suexec",
+    "console": "vstui.cli.vserver_exec:cmd_console",
     "quota": "vstui.cli.vserver_storage:cmd_quota",
     "snapshot": "vstui.cli.vserver_backup:cmd_snapshot",
     "clone": "vstui.cli.vserver_backup:cmd_clone",

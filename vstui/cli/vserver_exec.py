@@ -53,3 +53,21 @@ def cmd_enter(paths: Paths, name: str, args: Sequence[str]) -> int:
 
     words = _command(args)
     return exec_in(paths, name, words or None, tty=None)
+
+
+def cmd_console(paths: Paths, name: str, args: Sequence[str]) -> int:
+    """Attach to the guest's /dev/console, as lxc-console does; Ctrl-a q detaches."""
+    from engine.runtime import console
+
+    if args:
+        return _usage(name, "console")
+    if sys.stdin.isatty():
+        print(f"Connected to the console of '{name}'; type Ctrl-a q to detach\r",
+              file=sys.stderr)  # fmt: skip
+    how = console(paths, name)
+    if how == "busy":
+        print(f"{TOOL}: {name}: the console is attached elsewhere", file=sys.stderr)
+        return 1
+    if how == "stopped":
+        print(f"\r\n{TOOL}: {name}: the guest stopped", file=sys.stderr)
+    return 0
