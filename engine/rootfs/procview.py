@@ -1,9 +1,9 @@
 """The guest's /proc/meminfo view (Linux-VServer's virt_mem).
 
-``render_meminfo`` is pure: it shows the guest's memory limit as MemTotal
-and its cgroup usage as what is taken. The start bind-mounts the generated
-file over the guest's /proc/meminfo and the supervisor refreshes it with
-``write_view`` (in place: a bind mount pins the inode, so a rename would
+``render_guest_meminfo`` is pure: every line from the guest's memory cgroup
+(engine.cgroups.memstat), MemTotal its limit. The start bind-mounts the
+generated file over the guest's /proc/meminfo and the supervisor refreshes it
+with ``write_view`` (in place: a bind mount pins the inode, so a rename would
 never be seen). /proc/uptime needs no view: each guest has its own time
 namespace, whose boot clock starts at its start.
 """
@@ -18,54 +18,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-# Lines that describe memory in use: never more than the guest's usage.
-POOL_KEYS = frozenset(
-    {"Buffers", "Cached", "SwapCached", "Active", "Inactive", "Active(anon)",
-     "Inactive(anon)", "Active(file)", "Inactive(file)", "Unevictable", "Mlocked", "Dirty",
-     "Writeback", "AnonPages", "Mapped", "Shmem", "KReclaimable", "Slab", "SReclaimable",
-     "SUnreclaim", "KernelStack", "PageTables", "SecPageTables", "NFS_Unstable", "Bounce",
-     "WritebackTmp", "AnonHugePages", "ShmemHugePages", "ShmemPmdMapped", "FileHugePages",
-     "FilePmdMapped", "Zswap", "Zswapped", "Percpu"}
-)  # fmt: skip
-
-
 def _line(key: str, kib: int) -> str:
     return f"{key + ':':<16}{kib:>8} kB"
-
-
-def render_meminfo(limit: int | None, usage: int | None, host_meminfo_text: str) -> str:
-    """The host's meminfo with MemTotal = ``limit`` and free = limit - usage (bytes).
-
-    Without a limit, or with one above the host's memory, the host's text
-    is returned unchanged: the guest really may use all of it.
-    """
-    lines = host_meminfo_text.splitlines()
-    host_total = _value(lines, "MemTotal")
-    if limit is None or (host_total is not None and limit // 1024 >= host_total):
-        return host_meminfo_text
-    total = limit // 1024
-    used = min(max(usage or 0, 0) // 1024, total)
-    free = total - used
-    fixed = {"MemTotal": total, "MemFree": free, "MemAvailable": free}
-    out = []
-    for line in lines:
-        key, _, rest = line.partition(":")
-        words = rest.split()
-        if key in fixed:
-            out.append(_line(key, fixed[key]))
-        elif key in POOL_KEYS and len(words) == 2 and words[1] == "kB":
-            out.append(_line(key, min(int(words[0]), used)))
-        else:
-            out.append(line)
-    return "\n".join(out) + "\n"
-
-
-def _value(lines: list[str], key: str) -> int | None:
-    for line in lines:
-        name, _, rest = line.partition(":")
-        if name == key and rest.split():
-            return int(rest.split()[0])
-    return None
 
 
 # /proc/meminfo line -> the cgroup figure it shows (engine.cgroups.memstat's names)
@@ -149,12 +103,6 @@ def render_guest_meminfo(figures: dict[str, int], host_meminfo_text: str) -> str
         else:
             out.append(f"{key + ':':<16}{0:>8}")  # a count (HugePages_*): no pool in a guest
     return "\n".join(out) + "\n"
-
-
-def render_uptime(started: float, now: float, idle: float) -> str:
-    """``/proc/uptime`` for a guest started at ``started`` (epoch seconds)."""
-    up = max(now - started, 0.0)
-    return f"{up:.2f} {max(idle, 0.0):.2f}\n"
 
 
 # -- reading the live values -----------------------------------------------

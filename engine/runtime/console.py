@@ -28,7 +28,9 @@ import socket
 import struct
 import termios
 
-SOCKET = "console"  # in the guest's run directory
+from engine.runtime.runfiles import CONSOLE_FILE, bind_socket
+
+SOCKET = CONSOLE_FILE  # in the guest's run directory
 TIOCGPTPEER = 0x5441  # include/uapi/asm-generic/ioctls.h, Linux 4.13: the slave of a master
 ESCAPE = 0x01  # Ctrl-a
 DETACH = ord("q")
@@ -54,19 +56,10 @@ def open_pty() -> tuple[int, int]:
 
 def listen(run_dir: str) -> int:
     """The console socket's listening fd, root's only."""
-    path = os.path.join(run_dir, SOCKET)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    old = os.umask(0o077)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-    sock.listen(4)
-    return sock.detach()
+    fd = bind_socket(run_dir, SOCKET, socket.SOCK_STREAM)
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        sock.listen(4)
+    return fd
 
 
 # -- the pump --------------------------------------------------------------------------------

@@ -51,6 +51,21 @@ def _unlink(path: str) -> None:
         pass
 
 
+def bind_socket(run_dir: str, name: str, kind: int) -> int:
+    """A unix socket bound at run_dir/NAME (a stale one replaced), root's only; its fd."""
+    import socket
+
+    path = os.path.join(run_dir, name)
+    _unlink(path)
+    sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_CLOEXEC)
+    old = os.umask(0o077)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    return sock.detach()
+
+
 def clear_dir(run_dir: str | os.PathLike[str]) -> None:
     """Remove the value files (not the lock: others may wait on it)."""
     for key in VALUE_FILES:

@@ -135,7 +135,22 @@ def spawn(paths: Paths, name: str, xid: int) -> int:
         _abandon(paths, name)
         raise VstuiError(f"start timed out after {START_TIMEOUT:.0f} s (a hung boot step, "
                          "e.g. an unreachable V_MOUNT); everything was undone", name)  # fmt: skip
+    if not reply:  # it died without a word: its traceback is the log's end
+        said = _last_line(os.fspath(paths.log_file(name)))
+        _abandon(paths, name)
+        raise VstuiError(f"the supervisor died before the guest started ({said}); "
+                         "everything was undone", name)  # fmt: skip
     return answer(reply.decode(errors="replace"), name)
+
+
+def _last_line(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(os.fstat(f.fileno()).st_size - 4096, 0))
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1].strip() if lines else "nothing in the log"
 
 
 def answer(reply: str, name: str) -> int:
@@ -233,18 +248,7 @@ def notify_socket(run_dir: str) -> int:
     """The sd_notify datagram socket at run_dir/notify (the guest's /run/host/notify)."""
     import socket
 
-    path = os.path.join(run_dir, NOTIFY)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    old = os.umask(0o077)
-    try:
-        sock.bind(path)
-    finally:
-        os.umask(old)
-    return sock.detach()
+    return runfiles.bind_socket(run_dir, NOTIFY, socket.SOCK_DGRAM)
 
 
 def _answer(ready_fd: int, text: str) -> None:

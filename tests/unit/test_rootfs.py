@@ -32,16 +32,6 @@ from engine.rootfs.templates import (
     safe_members,
 )
 
-HOST_MEMINFO = """\
-MemTotal:       16384000 kB
-MemFree:         8000000 kB
-MemAvailable:   12000000 kB
-Buffers:          500000 kB
-Cached:          3000000 kB
-SwapTotal:             0 kB
-HugePages_Total:       0
-"""
-
 
 def test_etc_files_for_a_skeleton_guest() -> None:
     files = etc_files("web", ["eth0:198.18.0.2/24", "2001:db8::5/64"], "/bin/bash",
@@ -223,24 +213,6 @@ def test_guest_paths_stay_in_the_root(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 # -- procview --------------------------------------------------------------------
-
-
-def test_render_meminfo_with_a_limit() -> None:
-    text = procview.render_meminfo(256 << 20, 100 << 20, HOST_MEMINFO)
-    lines = dict(line.split(":", 1) for line in text.splitlines())
-    assert lines["MemTotal"].split() == ["262144", "kB"]
-    assert lines["MemFree"].split()[0] == str(262144 - 102400)
-    assert lines["MemAvailable"].split()[0] == str(262144 - 102400)
-    assert int(lines["Cached"].split()[0]) <= 102400
-    assert lines["HugePages_Total"].strip() == "0"
-    assert text.splitlines()[0] == "MemTotal:         262144 kB"
-
-
-def test_render_meminfo_without_a_useful_limit() -> None:
-    assert procview.render_meminfo(None, 5, HOST_MEMINFO) == HOST_MEMINFO
-    assert procview.render_meminfo(1 << 50, 5, HOST_MEMINFO) == HOST_MEMINFO
-    over = procview.render_meminfo(64 << 20, 128 << 20, HOST_MEMINFO)
-    assert "MemFree:               0 kB" in over
 
 
 def test_write_view_keeps_the_inode(tmp_path: Path) -> None:
