@@ -51,6 +51,14 @@ def _unlink(path: str) -> None:
         pass
 
 
+def log_line(log_fd: int, name: str, text: str) -> None:
+    """One ``--- vserver NAME: TEXT at TIME ---`` line in a guest's console log."""
+    import time
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.write(log_fd, f"--- vserver {name}: {text} at {stamp} ---\n".encode())
+
+
 def bind_socket(run_dir: str, name: str, kind: int) -> int:
     """A unix socket bound at run_dir/NAME (a stale one replaced), root's only; its fd."""
     import socket

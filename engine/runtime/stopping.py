@@ -107,14 +107,12 @@ def _shutdown(paths: Paths, name: str, cfg: Any, timeout: float) -> None:
 
 def _note(paths: Paths, name: str, text: str) -> None:
     """One line in the guest's console log, as the supervisor writes them."""
-    from engine.runtime.supervisor import _log
-
     try:
         fd = os.open(paths.log_file(name), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
     except OSError:
         return
     try:
-        _log(fd, name, text)
+        runfiles.log_line(fd, name, text)
     finally:
         os.close(fd)
 

@@ -43,7 +43,6 @@ from engine.errors import boundary
 from engine.runtime import forked, runfiles
 
 LOG_MAX = 8 * 1024 * 1024  # console log cap; the part before goes to NAME.log.1
-LOG_CHUNK = 65536
 PUMP_GRACE = 2.0  # seconds the pump gets to reach end of file after init's exit
 TICK = 1.0  # seconds between meminfo refreshes
 START_TIMEOUT = 30.0  # a boot (every step up to init's exec) must finish within this
@@ -292,9 +291,7 @@ def _stdio(log_file: str) -> int:
     return log_fd
 
 
-def _log(log_fd: int, name: str, text: str) -> None:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    os.write(log_fd, f"--- vserver {name}: {text} at {stamp} ---\n".encode())
+_log = runfiles.log_line
 
 
 def main(args: list[str]) -> None:
