@@ -165,6 +165,10 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench_storage: run as root", file=sys.stderr)
         return 2
+    # as ./setup.sh leaves it: with PYTHONDONTWRITEBYTECODE set, an edited module
+    # would be compiled again by every command timed here
+    repo = Path(__file__).resolve().parents[2]
+    run([sys.executable, "-m", "compileall", "-q", str(repo / "engine"), str(repo / "vstui")])
     root = Path(tempfile.mkdtemp(prefix="vstui-bench-storage-", dir="/var/tmp"))
     bench = Bench(root, args.runs, args.size_mib)
     label, small = f"{args.size_mib} MiB guest", "empty guest"
