@@ -121,3 +121,22 @@ def test_read_only_refuses_every_storage_key(tmp_path):
         assert rec.calls == []
 
     drive(app, scenario, size=(100, 30))
+
+
+def test_detail_help_lists_the_snapshot_pane_keys(tmp_path):
+    from vstui.app.screens.help import HelpScreen
+
+    app = make_app(tmp_path)
+
+    async def scenario(pilot):
+        app.open_detail("web")
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        assert isinstance(app.screen, HelpScreen)
+        text = screen_text(app)
+        for words in ("Snapshots", "New snapshot", "Restore", "Delete snapshot", "Freeze",
+                      "Thaw", "Clone"):  # fmt: skip
+            assert words in text, words
+
+    drive(app, scenario, size=(120, 60))

@@ -120,6 +120,11 @@ def bindings(scope: str) -> list[Binding]:
     ]
 
 
+# panes whose keys the help of their screen lists too
+PANES = {DETAIL: (SNAPSHOTS,)}
+
+
 def specs(scope: str) -> list[ActionSpec]:
-    """Actions bound on a screen plus the global ones (for the help screen)."""
-    return [spec for spec in REGISTRY if scope in spec.scopes or "app" in spec.scopes]
+    """Actions bound on a screen (and its panes) plus the global ones (for the help screen)."""
+    wanted = {scope, "app", *PANES.get(scope, ())}
+    return [spec for spec in REGISTRY if wanted & set(spec.scopes)]
