@@ -17,6 +17,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+from engine import hoststats
 from engine.datamodel import (
     HOST_NAME,
     HOST_XID,
@@ -35,7 +36,7 @@ from engine.procs.attribution import (
     read_run_state,
 )
 from engine.procs.collect import ProcessTable
-from engine.procs.scan import pid_max, read_meminfo, read_uptime
+from engine.procs.scan import pid_max
 from engine.text import visible
 
 # seconds between two readings of a guest's disk use: every backend's reading is
@@ -103,25 +104,19 @@ class Observer:
     # ------------------------------------------------------------ host
     def _host(self, rows: list[ProcRow], taken: float, errors: list[str]) -> GuestStatus:
         missing: list[str] = []
-        memory = Gauge()
-        try:
-            info = read_meminfo(self.proc_root)
-            total = info["MemTotal"]
-            memory = Gauge(total - info.get("MemAvailable", info.get("MemFree", 0)), total)
-        except (OSError, KeyError, ValueError) as exc:
+        memory, uptime = Gauge(), None
+        try:  # psutil: host-wide totals (engine.hoststats says why)
+            memory = Gauge(*hoststats.memory(self.proc_root))
+            uptime = hoststats.uptime(self.proc_root)
+        except (OSError, RuntimeError) as exc:
             missing.append(f"memory: {exc}")
-        disk = Gauge()
+        disk = inodes = Gauge()
         try:
-            st = os.statvfs(self.paths.root)
-            disk = Gauge((st.f_blocks - st.f_bfree) * st.f_frsize, st.f_blocks * st.f_frsize)
+            disk = Gauge(*hoststats.disk(os.fspath(self.paths.root)))
+            st = os.statvfs(self.paths.root)  # inodes: psutil has no figure for them
             inodes = Gauge(st.f_files - st.f_ffree, st.f_files)
         except OSError as exc:
-            inodes = Gauge()
             missing.append(f"disk: {exc}")
-        try:
-            uptime: float | None = read_uptime(self.proc_root)
-        except (OSError, ValueError):
-            uptime = None
         net = self._host_net(taken, missing)
         return GuestStatus(
             name=HOST_NAME,

@@ -314,12 +314,6 @@ def read_meminfo(proc_root: str = "/proc") -> dict[str, int]:
     return out
 
 
-def read_loadavg(proc_root: str = "/proc") -> tuple[float, float, float]:
-    with open(os.path.join(proc_root, "loadavg"), "rb") as f:
-        parts = f.read().split()
-    return float(parts[0]), float(parts[1]), float(parts[2])
-
-
 def boot_time(proc_root: str = "/proc") -> float:
     """Epoch seconds of boot (btime in /proc/stat)."""
     with open(os.path.join(proc_root, "stat"), "rb") as f:

@@ -75,17 +75,12 @@ def parse_args(args: Sequence[str]) -> Options:
 
 
 # ------------------------------------------------------------------ CPU line
-def _cpu_times() -> list[int]:
-    with open("/proc/stat", "rb") as f:
-        return [int(x) for x in f.readline().split()[1:]]
-
-
-def _cpu_line(before: list[int], after: list[int]) -> str:
-    d = [b - a for a, b in zip(before, after, strict=False)] + [0] * 8
+def _cpu_line(before: tuple[float, ...], after: tuple[float, ...]) -> str:
+    d = [b - a for a, b in zip(before, after, strict=False)] + [0.0] * 8
     user, nice, system, idle, iowait, irq, softirq, steal = d[:8]
     total = sum(d[:8]) or 1
 
-    def pct(x: int) -> float:
+    def pct(x: float) -> float:
         return x * 100.0 / total
 
     return (
@@ -95,34 +90,29 @@ def _cpu_line(before: list[int], after: list[int]) -> str:
     )
 
 
-def _frame(table, cpu_before, cpu_after, xid_filter) -> list[str]:
+def _frame(table, host, cpu_before, xid_filter) -> list[str]:
     from engine.procs.format import top_header, top_row, top_uptime
-    from engine.procs.scan import pid_max, read_loadavg, read_meminfo, read_uptime
+    from engine.procs.scan import pid_max
 
     rows = table.rows
     counts = {"R": 0, "S": 0, "T": 0, "Z": 0}
     for r in rows:
         key = "S" if r.state in "SDI" else ("T" if r.state in "tT" else r.state)
         counts[key] = counts.get(key, 0) + 1
-    load = read_loadavg()
-    mem = read_meminfo()
-    mib = 1024 * 1024
-    total, free = mem.get("MemTotal", 0), mem.get("MemFree", 0)
-    cache = mem.get("Buffers", 0) + mem.get("Cached", 0) + mem.get("SReclaimable", 0)
-    used = total - mem.get("MemAvailable", free)  # as procps 4 counts it
-    swap_total, swap_free = mem.get("SwapTotal", 0), mem.get("SwapFree", 0)
+    load, mib, total = host.load, 1024 * 1024, host.mem_total
+    swap_total, swap_free = host.swap_total, host.swap_total - host.swap_used
     lines = [
         f"top - {time.strftime('%H:%M:%S', time.localtime(table.wall))} "
-        f"up {top_uptime(read_uptime())},  "
+        f"up {top_uptime(host.uptime)},  "
         f"load average: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}",
         f"Tasks: {len(rows):3d} total, {counts['R']:3d} running, {counts['S']:3d} sleeping, "
         f"{counts['T']:3d} stopped, {counts['Z']:3d} zombie",
-        _cpu_line(cpu_before, cpu_after),
-        f"MiB Mem : {total / mib:8.1f} total, {free / mib:8.1f} free, "
-        f"{used / mib:8.1f} used, {cache / mib:8.1f} buff/cache",
+        _cpu_line(cpu_before, host.cpu),
+        f"MiB Mem : {total / mib:8.1f} total, {host.mem_free / mib:8.1f} free, "
+        f"{host.mem_used / mib:8.1f} used, {host.mem_cached / mib:8.1f} buff/cache",
         f"MiB Swap: {swap_total / mib:8.1f} total, {swap_free / mib:8.1f} free, "
         f"{(swap_total - swap_free) / mib:8.1f} used. "
-        f"{mem.get('MemAvailable', 0) / mib:8.1f} avail Mem",
+        f"{host.mem_available / mib:8.1f} avail Mem",
         "",
     ]
     width = max(5, len(str(pid_max())))
@@ -135,21 +125,22 @@ def _frame(table, cpu_before, cpu_after, xid_filter) -> list[str]:
 
 
 def batch(paths: Paths, opts: Options) -> int:
+    from engine import hoststats
     from engine.procs.collect import ProcessTable
 
     procs = ProcessTable(paths)
     xid_filter = _resolve_xid(paths, opts.xid)
     procs.refresh()
-    cpu_before = _cpu_times()
+    cpu_before = hoststats.totals().cpu  # the header's totals: psutil (engine.hoststats)
     time.sleep(FIRST_INTERVAL)
     shown = 0
     while opts.frames is None or shown < opts.frames:
         if shown:
             time.sleep(opts.delay)
         table = procs.refresh()
-        cpu_after = _cpu_times()
-        lines = _frame(table, cpu_before, cpu_after, xid_filter)
-        cpu_before = cpu_after
+        host = hoststats.totals()
+        lines = _frame(table, host, cpu_before, xid_filter)
+        cpu_before = host.cpu
         sys.stdout.write("\n".join(lines) + "\n\n")
         sys.stdout.flush()
         shown += 1
