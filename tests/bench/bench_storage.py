@@ -71,10 +71,10 @@ class Bench:
         self.root, self.runs, self.mib = root, runs, mib
         self.paths = Paths.from_root(root)
         self.vs = [*vserver_command(), "--root", str(root)]
-        self.rows: list[tuple[str, str, float]] = []  # (what, tool, ms)
+        self.rows: list[tuple[str, str, float, float]] = []  # (what, tool, median, min)
 
     def record(self, what: str, tool: str, times: list[float]) -> None:
-        self.rows.append((what, tool, statistics.median(times)))
+        self.rows.append((what, tool, statistics.median(times), min(times)))
 
     # -- ours ----------------------------------------------------------------
     def build(self, name: str, backend: str, mib: int) -> None:
@@ -150,11 +150,11 @@ class Bench:
             subprocess.run(["lxc-destroy", *lp, "-n", name, "-s"], capture_output=True)
 
     def show(self) -> None:
-        base = {what: ms for what, tool, ms in self.rows if tool.startswith("cp -a")}
-        print(f"{'operation':<26} {'tool':<26} {'median ms':>10} {'x cp -a':>8}")
-        for what, tool, ms in self.rows:
+        base = {what: ms for what, tool, ms, _ in self.rows if tool.startswith("cp -a")}
+        print(f"{'operation':<26} {'tool':<26} {'median ms':>10} {'min ms':>8} {'x cp -a':>8}")
+        for what, tool, ms, least in self.rows:
             ratio = f"{ms / base[what]:.3f}" if base.get(what) else "-"
-            print(f"{what:<26} {tool:<26} {ms:>10.1f} {ratio:>8}")
+            print(f"{what:<26} {tool:<26} {ms:>10.1f} {least:>8.1f} {ratio:>8}")
 
 
 def main() -> int:
