@@ -140,6 +140,10 @@ class Engine:
         if self.read_only and op in MUTATING:
             raise ReadOnlyError(f"{op} refused: {self.read_only_reason}", name)
 
+    def check(self, op: str, name: str | None = None) -> None:
+        """The read-only gate alone: ReadOnlyError for a mutating ``op`` (see MUTATING)."""
+        self._refuse(op, name)
+
     def _mod(self, dotted: str) -> ModuleType:
         """Import an engine part on first use; say plainly if it is not built."""
         if dotted not in self._modules:
@@ -254,6 +258,24 @@ class Engine:
         rootfs = self._mod("engine.rootfs")
         return rootfs.build(
             self.paths, name, template=template, hostname=hostname, addresses=tuple(addresses)
+        )
+
+    @_guarded
+    def receive_check(self, name: str, xid: int | None, addresses: Sequence[str]) -> list[str]:
+        """Why guest ``name`` with this context id and these addresses cannot
+        arrive here (migrate's preflight, reading only); [] when it can."""
+        return self._mod("engine.remote.migrate").target_problems(
+            self.paths, name, xid, list(addresses)
+        )
+
+    @_guarded
+    def receive_guest(self, name: str, source_fd: int, overrides: Mapping[str, str | None],
+                      xid: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """Make guest ``name`` from an export stream read from ``source_fd``
+        (migrate's receiving end); ``xid``: the dynamic context id it keeps."""
+        self._refuse("build", name)
+        return self._mod("engine.remote.migrate").receive(
+            self.paths, name, source_fd, dict(overrides), xid
         )
 
     @_guarded

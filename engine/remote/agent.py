@@ -31,6 +31,7 @@ from engine.facade import Engine
 from engine.remote import protocol
 
 STOP_GRACE = 5.0  # seconds a stream's process gets after SIGTERM when the console goes
+INPUT_QUEUE = 64  # chunks (of up to 64 KiB) of a stream's input held before reading stops
 MIN_INTERVAL = 0.2
 
 
@@ -70,6 +71,28 @@ def hello(engine: Engine) -> dict[str, Any]:
             "schema": protocol.schema(), "host": host_facts(engine)}  # fmt: skip
 
 
+class Input:
+    """Bytes the console sends for a stream, written to a pipe by a thread of
+    their own. The queue is bounded: when the reader is slow, the agent stops
+    reading the connection, and ssh's flow control slows the console down."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=INPUT_QUEUE)
+        self.thread = threading.Thread(target=self._feed, daemon=True)
+        self.thread.start()
+
+    def _feed(self) -> None:
+        broken = False
+        while (data := self.queue.get()) is not None:
+            while data and not broken:
+                try:
+                    data = data[os.write(self.fd, data) :]
+                except OSError:
+                    broken = True  # the reader closed its end: drop the rest, as a pipe would
+        os.close(self.fd)
+
+
 class Stream:
     """A process whose output goes to the console as it comes, then its exit status."""
 
@@ -79,42 +102,31 @@ class Stream:
             argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
         )  # fmt: skip
-        self._input: queue.Queue[bytes | None] = queue.Queue()
-        pumps = [(self._pump, (self.proc.stdout, 1)), (self._pump, (self.proc.stderr, 2))]
-        if stdin:
-            pumps.append((self._feed, ()))
-        self._threads = [threading.Thread(target=f, args=a, daemon=True) for f, a in pumps]
+        self._input = Input(os.dup(self.proc.stdin.fileno())) if self.proc.stdin else None
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        pumps = [(self.proc.stdout, 1), (self.proc.stderr, 2)]
+        self._threads = [threading.Thread(target=self._pump, args=a, daemon=True) for a in pumps]
         for t in self._threads:
             t.start()
         threading.Thread(target=self._finish, daemon=True).start()
 
     def _pump(self, pipe: IO[bytes], fd: int) -> None:
         while data := os.read(pipe.fileno(), 65536):
-            self.agent.send({"t": "out", "id": self.id, "fd": fd,
-                             "data": protocol.bytes_to_wire(data)})  # fmt: skip
+            self.agent.send({"t": "out", "id": self.id, "fd": fd, **protocol.pack(data)})
         pipe.close()
-
-    def _feed(self) -> None:
-        stdin = self.proc.stdin
-        assert stdin is not None
-        try:
-            while (data := self._input.get()) is not None:
-                stdin.write(data)
-                stdin.flush()
-        except OSError:
-            pass  # the process closed its input: drop the rest, as a pipe would
-        finally:
-            stdin.close()
 
     def _finish(self) -> None:
         status = self.proc.wait()
-        for t in self._threads[:2]:
+        for t in self._threads:
             t.join()
-        self._input.put(None)
+        if self._input is not None:
+            self._input.queue.put(None)
         self.agent.stream_done(self.id, 128 - status if status < 0 else status)
 
     def write(self, data: bytes | None) -> None:
-        self._input.put(data)
+        if self._input is not None:
+            self._input.queue.put(data)
 
     def signal(self, signo: int) -> None:
         try:
@@ -129,6 +141,35 @@ class Stream:
         except subprocess.TimeoutExpired:
             self.signal(signal.SIGKILL)
             self.proc.wait()
+
+
+class Receive:
+    """Bytes from the console into an engine call that reads them from a pipe
+    (the receiving end of ``vserver NAME migrate``); answers ok or err."""
+
+    def __init__(self, agent: Agent, ident: int, work: Callable[[int], Any]) -> None:
+        self.agent, self.id = agent, ident
+        read_end, write_end = os.pipe()
+        self._input = Input(write_end)
+        self.thread = threading.Thread(target=self._run, args=(work, read_end), daemon=True)
+        self.thread.start()
+
+    def _run(self, work: Callable[[int], Any], read_end: int) -> None:
+        try:
+            self.agent.answer(self.id, lambda: work(read_end))
+        finally:
+            os.close(read_end)  # a writer still sending learns it (EPIPE) and drops the rest
+            self.agent.stream_gone(self.id)
+
+    def write(self, data: bytes | None) -> None:
+        self._input.queue.put(data)
+
+    def signal(self, signo: int) -> None:
+        self._input.queue.put(None)  # the reader sees the end of a cut stream and gives up
+
+    def stop(self, grace: float) -> None:
+        self._input.queue.put(None)
+        self.thread.join()
 
 
 class Watch:
@@ -190,7 +231,7 @@ class Agent:
         self.engine = engine
         self._inp, self._out = inp, out
         self._send_lock = threading.Lock()
-        self._streams: dict[int, Stream] = {}
+        self._streams: dict[int, Stream | Receive] = {}
         self._calls: list[threading.Thread] = []
         self._watch: Watch | None = None
         self._gone = False
@@ -210,6 +251,9 @@ class Agent:
     def stream_done(self, ident: int, status: int) -> None:
         self._streams.pop(ident, None)
         self.send({"t": "exit", "id": ident, "status": status})
+
+    def stream_gone(self, ident: int) -> None:
+        self._streams.pop(ident, None)
 
     # -- the loop ------------------------------------------------------
     def serve(self) -> int:
@@ -250,12 +294,14 @@ class Agent:
         elif not isinstance(ident, int) or not isinstance(op, str):
             raise ProtocolError(f"a request needs an integer id and an op: {msg!r:.80}")
         elif op == "watch":
-            self._run_call(ident, lambda: self._start_watch(msg))
+            self.answer(ident, lambda: self._start_watch(msg))
+        elif op == "receive":
+            self._start_receive(ident, msg)
         elif op in ("exec", "tool"):
             self._start_stream(ident, op, msg)
         elif op in self.calls:
             call = self.calls[op]
-            thread = threading.Thread(target=self._run_call, args=(ident, lambda: call(msg)))
+            thread = threading.Thread(target=self.answer, args=(ident, lambda: call(msg)))
             self._calls = [t for t in self._calls if t.is_alive()] + [thread]
             thread.start()
         else:
@@ -269,7 +315,8 @@ class Agent:
                 }
             )
 
-    def _run_call(self, ident: int, call: Callable[[], Any]) -> None:
+    def answer(self, ident: int, call: Callable[[], Any]) -> None:
+        """Run ``call`` and send its result, or its error as one engine error."""
         try:
             result = call()
         except VstuiError as exc:
@@ -304,6 +351,7 @@ class Agent:
                                      int(m.get("sig", signal.SIGTERM)), str(m.get("guest", ""))),
             "save_config": lambda m: _saved(e.save_config(_name(m), _changes(m))),
             "apply_limits": lambda m: _saved(e.apply_limits(_name(m))),
+            "migrate_check": lambda m: e.receive_check(_name(m), _xid(m), _words(m, "addresses")),
         }  # fmt: skip
 
     def _start_watch(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -327,12 +375,23 @@ class Agent:
                 exc = VstuiError(f"bad request: {type(exc).__name__}: {exc}")
             self.send({"t": "err", "id": ident, "error": protocol.error_to_wire(exc)})
 
+    def _start_receive(self, ident: int, msg: dict[str, Any]) -> None:
+        """A guest arriving as a stream (migrate): refused at once when read-only."""
+        try:
+            name, overrides, xid = _name(msg), _changes(msg, "overrides"), _xid(msg)
+            self.engine.check("build", name)
+        except VstuiError as exc:
+            self.send({"t": "err", "id": ident, "error": protocol.error_to_wire(exc)})
+            return
+        work = lambda fd: self.engine.receive_guest(name, fd, overrides, xid)  # noqa: E731
+        self._streams[ident] = Receive(self, ident, work)
+
     def _control(self, op: str, msg: dict[str, Any]) -> None:
         stream = self._streams.get(msg.get("to"))  # type: ignore[arg-type]
         if stream is None:
             return  # it ended meanwhile: its exit is on the way
         if op == "stdin":
-            stream.write(protocol.wire_to_bytes(str(msg.get("data", ""))))
+            stream.write(protocol.unpack(msg))
         elif op == "eof":
             stream.write(None)
         else:
@@ -346,11 +405,25 @@ def _name(msg: dict[str, Any]) -> str:
     return name
 
 
-def _changes(msg: dict[str, Any]) -> dict[str, str | None]:
-    changes = msg.get("changes")
+def _changes(msg: dict[str, Any], key: str = "changes") -> dict[str, str | None]:
+    changes = msg.get(key, {} if key == "overrides" else None)
     if not isinstance(changes, dict):
-        raise VstuiError("bad request: changes must be an object")
+        raise VstuiError(f"bad request: {key} must be an object")
     return {str(k): (None if v is None else str(v)) for k, v in changes.items()}
+
+
+def _xid(msg: dict[str, Any]) -> int | None:
+    xid = msg.get("xid")
+    if xid is not None and (not isinstance(xid, int) or isinstance(xid, bool) or xid <= 0):
+        raise VstuiError("bad request: xid must be a positive integer")
+    return xid
+
+
+def _words(msg: dict[str, Any], key: str) -> list[str]:
+    words = msg.get(key, [])
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise VstuiError(f"bad request: {key} must be a list of strings")
+    return words
 
 
 def _finding(f: Any) -> dict[str, Any]:
@@ -364,7 +437,7 @@ def _saved(result: Any) -> dict[str, Any]:
 
 
 def _config(path: str, data: bytes) -> dict[str, Any]:
-    return {"path": path, "text": protocol.bytes_to_wire(data)}
+    return {"path": path, **protocol.pack(data)}
 
 
 def main(root: str | None, read_only: bool) -> int:

@@ -208,7 +208,7 @@ class AgentClient:
             raise ProtocolError(f"an answer to no request: {protocol.excerpt(str(msg))}")
         if kind == "out":
             if pending.output is not None:
-                pending.output(int(msg.get("fd", 1)), protocol.wire_to_bytes(str(msg["data"])))
+                pending.output(int(msg.get("fd", 1)), protocol.unpack(msg))
             return
         with self._lock:
             self._pending.pop(ident, None)  # type: ignore[arg-type]
@@ -330,6 +330,30 @@ class AgentClient:
             raise pending.error
         return int(pending.result)
 
+    def send_stream(self, op: str, args: dict[str, Any], source: int) -> int:
+        """Send the bytes of ``source`` (a descriptor, to its end) as the input
+        of ``op`` there and return how many were sent once it answered ok;
+        its error (raised) as soon as it gives up."""
+        ident, pending = self._request(op, {**args, "stdin": True}, None)
+        sent = 0
+        while not pending.done.is_set():
+            data = os.read(source, 1 << 16)
+            self.send_input(ident, data or None)
+            if not data:
+                break
+            sent += len(data)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return sent
+
+    def send_input(self, ident: int, data: bytes | None) -> None:
+        """Bytes for a stream's stdin; None closes it."""
+        if data is None:
+            self._send({"op": "eof", "to": ident})
+        else:
+            self._send({"op": "stdin", "to": ident, **protocol.pack(data)})
+
     def cancel(self, ident: int, sig: int = 15) -> None:
         try:
             self._send({"op": "cancel", "to": ident, "sig": sig})
@@ -339,7 +363,7 @@ class AgentClient:
     def _copy_stdin(self, ident: int, fd: int) -> None:
         try:
             while data := os.read(fd, 65536):
-                self._send({"op": "stdin", "to": ident, "data": protocol.bytes_to_wire(data)})
+                self.send_input(ident, data)
             self._send({"op": "eof", "to": ident})
         except (OSError, HostError):
             pass
@@ -356,8 +380,8 @@ class AgentClient:
 
         answer = self.call("config", name=name)
         try:
-            path, data = Path(answer["path"]), protocol.wire_to_bytes(answer["text"])
-        except (TypeError, KeyError):
+            path, data = Path(answer["path"]), protocol.unpack(answer)
+        except (TypeError, KeyError, AttributeError):
             raise ProtocolError("a malformed config answer", self.host.name) from None
         cfg, errors = build_config(name, parse_bytes(data, path, name), name)
         if errors:

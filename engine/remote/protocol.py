@@ -7,8 +7,8 @@ Agent -> console::
     {"t":"hello","protocol":1,"vstui":"0.1.0","schema":{...},"host":{...}}
     {"t":"ok","id":7,"result":...}            a call's result
     {"t":"err","id":7,"error":{"type":"GuestNotFound","message":"...","guest":"web"}}
-    {"t":"out","id":8,"fd":1,"data":"..."}    a stream's output (bytes as
-                                              UTF-8 with surrogateescape)
+    {"t":"out","id":8,"fd":1,"data":"..."}    a stream's output (UTF-8 text as
+                                              "data", anything else as "b64")
     {"t":"exit","id":8,"status":0}            a stream's end and exit status
     {"t":"snap","s":12,"w":1733.5,...}        a snapshot (a delta after the first)
 
@@ -24,6 +24,7 @@ go out, and an idle host costs a few dozen bytes a second.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import typing
@@ -68,12 +69,23 @@ def excerpt(data: bytes | str, size: int = 60) -> str:
     return repr(short)
 
 
-def bytes_to_wire(data: bytes) -> str:
-    return data.decode("utf-8", "surrogateescape")
+def pack(data: bytes) -> dict[str, str]:
+    """Bytes for a message: as text when they are UTF-8 (command output), else
+    base64 (an archive: escaping binary in JSON would triple it)."""
+    try:
+        return {"data": data.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(data).decode("ascii")}
 
 
-def wire_to_bytes(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
+def unpack(msg: dict[str, Any]) -> bytes:
+    """The bytes ``pack`` put in a message."""
+    try:
+        if "b64" in msg:
+            return base64.b64decode(msg["b64"], validate=True)
+        return str(msg.get("data", "")).encode("utf-8", "surrogateescape")
+    except (ValueError, TypeError):
+        raise ProtocolError("bad data in a message") from None
 
 
 # -- errors ---------------------------------------------------------------

@@ -84,6 +84,21 @@ def assign(paths: Paths, name: str, fixed: int | None, reserved: set[int] | None
         return xid
 
 
+def claim(paths: Paths, name: str, xid: int) -> None:
+    """Record ``xid`` as the dynamic id of ``name`` (a guest that arrived with
+    its id: migrate); VstuiError when another guest has it."""
+    path = table_path(paths)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name("xids.lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        table = _read_table(path)
+        owner = next((n for n, x in table.items() if x == xid and n != name), None)
+        if owner is not None:
+            raise VstuiError(f"context id {xid} is taken here by guest {owner}", name)
+        table[name] = xid
+        _write_table(path, table)
+
+
 def forget(paths: Paths, name: str) -> None:
     """Drop a deleted guest's allocation."""
     path = table_path(paths)

@@ -303,3 +303,88 @@ def _is_agent(pid: int) -> bool:
             return b"agent" in f.read()
     except OSError:
         return False
+
+
+# -- migrate -----------------------------------------------------------------
+def test_migrate_moves_a_running_guest_with_its_files(
+    fleet: TestSshd, vroot: Paths, vroot2: Paths
+) -> None:
+    from engine import config, runtime
+
+    build_and_start(vroot, GUEST_A)
+    moved = False
+    try:
+        (vroot.guest_root(GUEST_A) / "root" / "mine.txt").write_text("kept\n")
+        xid = runtime.xid_of(vroot, GUEST_A)
+        out = tool(fleet, "vserver", "--root", str(vroot.root), GUEST_A, "migrate", "b")
+        assert out.returncode == 0, out.stderr
+        moved = True
+        assert runtime.is_running(vroot2, GUEST_A)
+        assert runtime.xid_of(vroot2, GUEST_A) == xid
+        assert GUEST_A not in config.list_guests(vroot)
+        assert not vroot.guest_root(GUEST_A).exists()
+        seen = tool(fleet, "vserver", "--host", "b", GUEST_A, "exec", "cat", "/root/mine.txt")
+        assert (seen.returncode, seen.stdout) == (0, "kept\n")
+    finally:
+        fleet.exit_masters()
+        stop_and_delete(vroot2 if moved else vroot, GUEST_A)
+
+
+def test_migrate_refusals_leave_both_hosts_as_they_were(
+    fleet: TestSshd, vroot: Paths, vroot2: Paths
+) -> None:
+    from engine import config, runtime
+
+    build_and_start(vroot, GUEST_A)
+    try:
+        config.write_new_config(vroot2, GUEST_A, {"S_CONTEXT": str(runtime.xid_of(vroot, GUEST_A)),
+                                                  "IPROOT": "198.18.0.77/24"})  # fmt: skip
+        before = config.update_config(vroot, GUEST_A, {"IPROOT": "198.18.0.77/24"})
+        runs = {
+            "b": ("exists there", "is taken there", "is used there"),
+            "ro": ("read-only",),
+        }
+        for host, words in runs.items():
+            out = tool(fleet, "vserver", "--root", str(vroot.root), GUEST_A, "migrate", host)
+            line = one_line(out.stderr)
+            assert out.returncode == 1 and all(w in line for w in words), line
+            assert runtime.is_running(vroot, GUEST_A)
+        assert config.load_guest(vroot, GUEST_A) == before
+        assert not vroot2.guest_root(GUEST_A).exists()  # the other's config only, untouched
+    finally:
+        fleet.exit_masters()
+        stop_and_delete(vroot, GUEST_A)
+        config_file = vroot2.config_file(GUEST_A)
+        config_file.unlink(missing_ok=True)
+
+
+def test_migrate_cut_off_midway_restarts_the_source_and_leaves_the_target_clean(
+    fleet: TestSshd, vroot: Paths, vroot2: Paths
+) -> None:
+    from engine import config, runtime
+
+    build_and_start(vroot, GUEST_A)
+    try:
+        with open(vroot.guest_root(GUEST_A) / "root" / "big", "wb") as f:
+            f.write(os.urandom(256 << 20))  # time to cut the connection while it travels
+        proc = subprocess.Popen([str(VENV_BIN / "vserver"), "--root", str(vroot.root), GUEST_A,
+                                 "migrate", "b"], env=fleet.env(), stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "sending" in line:
+                break
+        time.sleep(0.3)
+        fleet.kill()  # sshd and the connection, mid-transfer
+        rest = proc.stderr.read()
+        assert proc.wait(120) == 1, rest
+        assert "connection lost" in rest or "may be left" in rest, rest
+        assert runtime.is_running(vroot, GUEST_A)
+        assert (vroot.guest_root(GUEST_A) / "root" / "big").stat().st_size == 256 << 20
+        deadline = time.monotonic() + 30  # the target's agent saw the end and undid the import
+        while vroot2.config_file(GUEST_A).exists() or vroot2.guest_root(GUEST_A).exists():
+            assert time.monotonic() < deadline, "the target kept a half-received guest"
+            time.sleep(0.1)
+        assert GUEST_A not in config.list_guests(vroot2)
+    finally:
+        stop_and_delete(vroot, GUEST_A)

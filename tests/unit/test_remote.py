@@ -304,10 +304,11 @@ def test_errors_cross_as_the_same_class_marked_with_the_host() -> None:
 
 
 def test_bytes_travel_exactly() -> None:
-    data = bytes(range(256)) + "é".encode()
-    line = protocol.encode({"data": protocol.bytes_to_wire(data[:100] + data[100:])})
-    assert line.isascii()
-    assert protocol.wire_to_bytes(protocol.decode(line)["data"]) == data
+    for data in (bytes(range(256)) + "é".encode(), "text é\n".encode()):
+        line = protocol.encode(protocol.pack(data))
+        assert line.isascii()
+        assert protocol.unpack(protocol.decode(line)) == data
+    assert "data" in protocol.pack(b"plain\n") and "b64" in protocol.pack(b"\xff\x00")
 
 
 # -- a real agent, locally (no ssh) -------------------------------------------
@@ -454,3 +455,39 @@ def test_a_remote_config_is_parsed_here(tmp_path) -> None:
         assert client.call("log_since", name="web", offset=0) == [0, [], False]
     finally:
         client.close()
+
+
+# -- migrate's checks ----------------------------------------------------------
+def test_migrate_options() -> None:
+    from vstui.cli.vserver_migrate import parse
+
+    assert parse(["b", "--as", "web2", "--keep", "--xid=40100", "--ip", "198.18.0.9/24"]) == {
+        "host": "b", "new_name": "web2", "keep": True, "xid": 40100,
+        "addresses": ["198.18.0.9/24"]}  # fmt: skip
+    bad_args = [(["b", "--xid", "x"], "not a context id"), ([], "usage"),
+                (["b", "c"], "unexpected 'c'"), (["b", "--as"], "needs a value")]  # fmt: skip
+    for bad, words in bad_args:
+        with pytest.raises(VstuiError, match=words):
+            parse(bad)
+
+
+def test_target_problems_name_what_is_taken(tmp_path) -> None:
+    from engine.config import write_new_config
+    from engine.remote.migrate import target_problems
+    from engine.runtime import xid as xids
+
+    paths = Paths.from_root(tmp_path)
+    write_new_config(paths, "db", {"S_CONTEXT": "40123", "IPROOT": "198.18.0.7/24"})
+    write_new_config(paths, "web", {})
+    xids.assign(paths, "web", None)  # 40000, dynamic
+    assert target_problems(paths, "new", 40200, ["198.18.0.8"]) == []
+    problems = target_problems(paths, "web", 40123, ["198.18.0.7"])
+    assert problems == [
+        "a guest named web exists there (choose another name with --as)",
+        "context id 40123 is taken there by db (choose one with --xid)",
+        "address 198.18.0.7 is used there by db (choose one with --ip)",
+    ]
+    assert "taken there by web" in target_problems(paths, "new", 40000, [])[0]
+    xids.claim(paths, "new", 40200)
+    with pytest.raises(VstuiError, match="taken here by guest new"):
+        xids.claim(paths, "other", 40200)

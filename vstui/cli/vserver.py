@@ -48,6 +48,7 @@ COMMANDS: dict[str, str] = {
     "snapshot": "vstui.cli.vserver_backup:cmd_snapshot",
     "clone": "vstui.cli.vserver_backup:cmd_clone",
     "export": "vstui.cli.vserver_backup:cmd_export",
+    "migrate": "vstui.cli.vserver_migrate:cmd_migrate",
 }
 
 # commands whose remaining words belong to a program run in the guest
