@@ -124,6 +124,11 @@ def migrate(paths: Paths, name: str, host: Host, *, new_name: str | None = None,
     """Move guest ``name`` of ``paths`` to ``host`` (see the module's doc)."""
     from engine import runtime
 
+    try:
+        import engine.rootfs.archive  # noqa: F401  (the export stream both ends speak)
+    except ImportError:
+        raise VstuiError("migrate needs the export stream (engine.rootfs.archive), which is "
+                         "not in this build", name) from None  # fmt: skip
     plan = Plan(paths, name, new_name, xid, addresses)
     client = AgentClient(host)
     client.connect()

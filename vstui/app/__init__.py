@@ -94,3 +94,40 @@ def guest_of(paths: Paths, word: str) -> str:
         if info.xid == int(word):
             return info.name
     raise VstuiError(f"no running guest has context {word}; `vserver-stat` lists the running ones")
+
+
+def run_fleet(
+    hosts: list[str],
+    read_only: bool = False,
+    theme: str | None = None,
+    interval: float = 1.0,
+    screen: str | None = None,
+) -> int:
+    """Open the console on several hosts (``vstui --host A --host B``).
+
+    Each host is reached through its agent (ssh, or ``local``); the console
+    opens at once and fills in as hosts answer. Read-only here (the flag, or
+    a non-root user) refuses every change on every host; a host of
+    hosts.toml marked read_only refuses them too, there as well.
+    """
+    from engine.remote.hosts import resolve_all
+    from vstui.app.app import VstuiApp
+    from vstui.app.fleet import FleetEngine
+    from vstui.app.keymap import load_keymap
+
+    engine = FleetEngine(resolve_all(hosts), max(0.5, interval), read_only=read_only)
+    keymap, problems = load_keymap()
+    engine.connect()
+    try:
+        app = VstuiApp(
+            engine,  # type: ignore[arg-type]
+            engine.source,
+            interval=interval,
+            theme=theme,
+            first_screen=screen or "guests",
+            keymap=keymap,
+            notices=problems,
+        )
+        return int(app.run() or 0)
+    finally:
+        engine.close()

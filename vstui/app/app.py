@@ -32,12 +32,13 @@ from engine.facade import Engine, SaveResult
 from engine.text import visible
 from vstui.app.actions import BY_ID, allowed, bindings, refused
 from vstui.app.commands import VstuiCommands
+from vstui.app.fleet import FleetEngine
 from vstui.app.history import History
 from vstui.app.poller import Poller
 from vstui.app.procview import ProcIndex, ViewSpec
 from vstui.app.screens.audit import AuditScreen
 from vstui.app.screens.base import VstuiScreen
-from vstui.app.screens.detail import DetailScreen
+from vstui.app.screens.detail import DetailScreen, LogTail
 from vstui.app.screens.editor import EditorScreen
 from vstui.app.screens.guests import GuestsScreen
 from vstui.app.screens.help import HelpScreen
@@ -135,8 +136,9 @@ class VstuiApp(App[int]):
             self.set_keymap(self.keymap)
         for text in self._notices:
             self.notify(text, severity="warning", timeout=8)
-        self.push_screen(GuestsScreen())
+        self.push_screen(self._guests_screen())
         if self.first_screen == "processes":
+            self.focus_host(self.guest_filter)
             self.push_screen(ProcessesScreen(self.guest_filter))
         elif self.first_screen == "audit":
             self.push_screen(AuditScreen())
@@ -187,6 +189,49 @@ class VstuiApp(App[int]):
 
     def on_unmount(self) -> None:
         self.poller.stop()
+        if self.fleet is not None:
+            self.fleet.close()
+
+    # -- many hosts (vstui --host) ---------------------------------------
+    @property
+    def fleet(self) -> FleetEngine | None:
+        """The engine door of many hosts, when the console has them."""
+        return self.engine if isinstance(self.engine, FleetEngine) else None
+
+    def _guests_screen(self) -> GuestsScreen:
+        if self.fleet is None:
+            return GuestsScreen()
+        from vstui.app.screens.fleet import FleetGuestsScreen
+
+        return FleetGuestsScreen()
+
+    def focus_host(self, name: str | None) -> None:
+        """Processes travel for one host at a time: the one of ``name`` (HOST/NAME),
+        else the guests screen's current row, else the first host."""
+        fleet = self.fleet
+        if fleet is None:
+            return
+        host = name.partition("/")[0] if name else self.default_host()
+        fleet.source.watch_processes(host)
+
+    def log_tail_for(self, name: str) -> LogTail:
+        """How the detail screen follows a guest's console log (the agent's, on a host)."""
+        if self.fleet is not None:
+            from vstui.app.fleet import RemoteLogTail
+
+            return RemoteLogTail(self.fleet, name)  # type: ignore[return-value]
+        return LogTail(self.engine.paths.log_file(name))
+
+    def default_host(self) -> str:
+        """The host of the guests screen's current row (else the first host)."""
+        fleet = self.fleet
+        assert fleet is not None
+        for screen in self.screen_stack:
+            if isinstance(screen, GuestsScreen) and screen.is_mounted:
+                key = screen.table.cursor_key
+                if key:
+                    return str(key).partition("/")[0]
+        return next(iter(fleet.hosts))
 
     @property
     def suspended(self) -> bool:
@@ -265,9 +310,11 @@ class VstuiApp(App[int]):
             self.pop_screen()
 
     def open_detail(self, name: str, log: bool = False) -> None:
+        self.focus_host(name)
         self.push_screen(DetailScreen(name, log=log))
 
     def open_processes(self, guest: str | None = None) -> None:
+        self.focus_host(guest)
         self._base()
         self.push_screen(ProcessesScreen(guest))
 
@@ -322,6 +369,8 @@ class VstuiApp(App[int]):
         if not values or not values.get("name"):
             return
         name = values["name"]
+        if self.fleet is not None and "/" not in name:
+            name = f"{self.default_host()}/{name}"  # HOST/NAME: the current row's host
         addresses = [values["address"]] if values.get("address") else []
         call = lambda: self.engine.build(  # noqa: E731
             name, values.get("template") or "skeleton", values.get("hostname") or None, addresses

@@ -279,3 +279,63 @@ def _saved(wire: dict[str, Any]) -> SaveResult:
     return SaveResult(str(wire["name"]), tuple(wire.get("changed", ())),
                       tuple(wire.get("applied", ())), tuple(wire.get("needs_restart", ())),
                       tuple(wire.get("errors", ())))  # fmt: skip
+
+
+class RemoteLogTail:
+    """A guest's console log on its host, followed by offset through the agent.
+
+    ``read_new`` never waits for the network: it returns what the last fetch
+    brought and starts the next one in a thread (the detail screen calls it
+    on every snapshot, on the UI thread).
+    """
+
+    def __init__(self, engine: FleetEngine, guest: str) -> None:
+        self.engine, self.guest = engine, guest
+        self.path = f"the console log of {guest}"
+        self._offset = 0
+        self._generation = 0  # a fetch for an older offset is dropped
+        self._arrived: list[tuple[list[str], bool]] = []
+        self._busy = False
+        self._lock = threading.Lock()
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    @offset.setter
+    def offset(self, value: int) -> None:
+        with self._lock:
+            self._offset, self._arrived = value, []
+            self._generation += 1
+
+    def exists(self) -> bool:
+        return True  # the agent answers an empty log when there is none
+
+    def wants_first(self) -> bool:
+        return False  # the first fetch (offset 0) brings the last lines itself
+
+    def read_new(self, first: list[str]) -> tuple[list[str], bool]:
+        with self._lock:
+            arrived, self._arrived = self._arrived, []
+            start = not self._busy
+            self._busy = True
+            offset, generation = self._offset, self._generation
+        if start:
+            threading.Thread(target=self._fetch, args=(offset, generation), daemon=True).start()
+        lines: list[str] = []
+        reset = False
+        for new, was_reset in arrived:
+            lines = list(new) if was_reset else lines + list(new)
+            reset = reset or was_reset
+        return [ssh.safe_line(x) for x in lines], reset
+
+    def _fetch(self, offset: int, generation: int) -> None:
+        try:
+            new, lines, reset = self.engine.log_since(self.guest, offset)
+        except VstuiError as exc:
+            new, lines, reset = offset, [f"(cannot read the log: {exc.message})"], False
+        with self._lock:
+            self._busy = False
+            if generation == self._generation:
+                self._offset = new
+                self._arrived.append((lines, reset))

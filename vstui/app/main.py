@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 
 USAGE = (
-    "vstui [--root DIR] [--read-only] [--theme NAME] [-d SECONDS] [--demo] [--demo-clean]"
-    " [audit ...]"
+    "vstui [--root DIR | --host NAME...] [--read-only] [--theme NAME] [-d SECONDS] [--demo]"
+    " [--demo-clean] [audit ...|agent]"
 )
 
 
@@ -31,6 +31,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = _Parser(prog="vstui", usage=USAGE, description=(
         "Console for Linux virtual servers: guests, processes, limits, audit."))  # fmt: skip
     parser.add_argument("--root", metavar="DIR", help="host root prefix (default VSTUI_ROOT or /)")
+    parser.add_argument("--host", action="append", default=[], metavar="NAME",
+                        help="a host of hosts.toml or an ssh destination (repeatable; "
+                        "'local' is this machine)")  # fmt: skip
     parser.add_argument(
         "--read-only",
         action="store_true",
@@ -77,7 +80,7 @@ def _audit(argv: Sequence[str]) -> int:
     return int(module.main(list(argv)) or 0)
 
 
-WITH_VALUE = frozenset({"--root", "--theme", "-d", "--delay", "--screen"})
+WITH_VALUE = frozenset({"--root", "--theme", "-d", "--delay", "--screen", "--host"})
 
 
 def _first_word(args: list[str]) -> int | None:
@@ -108,6 +111,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.demo_clean:
         return _demo_clean(args.root)
+    if args.host:
+        from vstui.app import run_fleet
+
+        if args.root or args.demo:
+            return report(
+                "vstui",
+                VstuiError(
+                    "--host does not mix with --root or --demo: a "
+                    'host\'s root is root = "DIR" in hosts.toml'
+                ),
+            )
+        try:
+            return run_fleet(args.host, read_only=args.read_only, theme=args.theme,
+                             interval=args.delay, screen=args.screen)  # fmt: skip
+        except VstuiError as exc:
+            return report("vstui", exc)
     if not _on_terminal():
         return 1
     try:

@@ -248,4 +248,6 @@ def build_view(rows: Sequence[ProcRow], spec: ViewSpec) -> View:
 
 def guest_label(guest: str) -> str:
     """How a process's context reads in the GUEST column."""
+    if guest.endswith("/"):  # a host of a console with several: HOST/
+        return f"{guest}(host)"
     return "(host)" if guest == HOST_NAME else guest

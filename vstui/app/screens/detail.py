@@ -37,6 +37,13 @@ class LogTail:
         self.lines = lines
         self.offset = 0
 
+    def exists(self) -> bool:
+        return os.path.exists(self.path)
+
+    def wants_first(self) -> bool:
+        """Whether the caller should hand read_new() the log's last lines."""
+        return self.offset == 0
+
     def read_new(self, first: list[str]) -> tuple[list[str], bool]:
         """(new lines, reset) where reset means the log was rotated or truncated."""
         try:
@@ -152,7 +159,7 @@ class DetailScreen(ProcActions):
     def on_mount(self) -> None:
         self.query_one(TopBar).title = f"Guest {self.guest}"
         self.procs_table.sort_key, self.procs_table.sort_reverse = "pid", False
-        self.tail = LogTail(self.vapp.engine.paths.log_file(self.guest))
+        self.tail = self.vapp.log_tail_for(self.guest)
         self.load_config()
         self.procs_table.focus()
         if self.start_with_log:
@@ -198,13 +205,13 @@ class DetailScreen(ProcActions):
         if switcher.current != "log" or self.tail is None:
             return
         log = self.query_one(Log)
-        if not os.path.exists(self.tail.path):
+        if not self.tail.exists():
             if not self._said_no_log:
                 self._said_no_log = True
                 log.write_line(f"(no console log yet at {self.tail.path})")
             return
         try:
-            first = self.vapp.engine.log_tail(self.guest, 200) if self.tail.offset == 0 else []
+            first = self.vapp.engine.log_tail(self.guest, 200) if self.tail.wants_first() else []
         except VstuiError as exc:
             first = [f"cannot read the log: {exc.message}"]
         lines, reset = self.tail.read_new(first)

@@ -121,8 +121,14 @@ class GuestsScreen(TableScreen):
 
     def compose(self) -> ComposeResult:
         yield from self.compose_table()
-        yield LineTable(COLUMNS, format_guest, id="guests")
+        yield LineTable(self.columns(), self.formatter(), id="guests")
         yield from self.footer()
+
+    def columns(self) -> tuple[Column, ...]:
+        return COLUMNS
+
+    def formatter(self):  # type: ignore[no-untyped-def]
+        return format_guest
 
     def on_mount(self) -> None:
         self.table.sort_key = "name"
@@ -156,7 +162,7 @@ class GuestsScreen(TableScreen):
     def _visible(self, guests: Sequence[GuestStatus]) -> list[GuestStatus]:
         match = matcher(self.filter_text)
         host = [g for g in guests if g.name == HOST_NAME]
-        rest = [g for g in guests if g.name != HOST_NAME and match(_search_text(g))]
+        rest = [g for g in guests if g.name != HOST_NAME and match(search_text(g))]
         key = self.table.sort_key or "name"
         rest.sort(key=lambda g: (sort_value(g, key), g.name), reverse=self.table.sort_reverse)
         return host + rest  # the host row stays on top for context
@@ -183,5 +189,5 @@ class GuestsScreen(TableScreen):
             self.vapp.op_delete(name)
 
 
-def _search_text(g: GuestStatus) -> str:
+def search_text(g: GuestStatus) -> str:
     return f"{g.name} {g.state} {' '.join(g.addresses)} {' '.join(g.flags)}"

@@ -250,5 +250,6 @@ class ProcessesScreen(ProcActions):
         if choice is None:
             return
         self.guest_filter = None if choice == "*" else ("" if choice == "@host" else choice)
+        self.vapp.focus_host(self.guest_filter)  # with several hosts: that host's processes
         self._title()
         self.redraw()
