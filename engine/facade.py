@@ -261,21 +261,31 @@ class Engine:
         )
 
     @_guarded
-    def receive_check(self, name: str, xid: int | None, addresses: Sequence[str]) -> list[str]:
-        """Why guest ``name`` with this context id and these addresses cannot
-        arrive here (migrate's preflight, reading only); [] when it can."""
-        return self._mod("engine.remote.migrate").target_problems(
+    def receive_check(self, name: str, xid: int | None,
+                      addresses: Sequence[str]) -> dict[str, Any]:  # fmt: skip
+        """migrate's preflight (reading only): ``problems``, why guest ``name``
+        with this context id and these addresses cannot arrive here ([] when it
+        can), and ``btrfs``, whether btrfs guests can live here."""
+        return self._mod("engine.remote.migrate").target_check(
             self.paths, name, xid, list(addresses)
         )
 
     @_guarded
-    def receive_guest(self, name: str, source_fd: int, overrides: Mapping[str, str | None],
-                      xid: int | None = None) -> dict[str, Any]:  # fmt: skip
-        """Make guest ``name`` from an export stream read from ``source_fd``
-        (migrate's receiving end); ``xid``: the dynamic context id it keeps."""
+    def receive_guest(
+        self,
+        name: str,
+        source: Any,
+        overrides: Mapping[str, str | None],
+        xid: int | None = None,
+        config_text: str | None = None,
+    ) -> dict[str, Any]:
+        """Make guest ``name`` from ``source`` (a descriptor or a binary file
+        object: migrate's receiving end): an export stream, or a ``btrfs send``
+        stream with NAME.conf's ``config_text``; ``xid``: the dynamic context
+        id it keeps."""
         self._refuse("build", name)
         return self._mod("engine.remote.migrate").receive(
-            self.paths, name, source_fd, dict(overrides), xid
+            self.paths, name, source, dict(overrides), xid, config_text
         )
 
     @_guarded

@@ -161,6 +161,22 @@ class TestSshd:
         self.proc.wait()
         self.proc = None
 
+    def drop(self) -> None:
+        """sshd and its connection processes, but not the commands they run: those
+        see their connection end (stdin closed), as when the network goes."""
+        if self.proc is None:
+            return
+        for pid in [self.proc.pid, *children(self.proc.pid)]:
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    if f.read().strip() != "sshd":
+                        continue
+                os.kill(pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+        self.proc.wait()
+        self.proc = None
+
     def exit_masters(self) -> None:
         """Ask every master connection of ours to exit (ssh -O exit)."""
         for sock in self.control.iterdir() if self.control.is_dir() else []:

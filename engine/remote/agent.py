@@ -46,6 +46,26 @@ def protect_stdio() -> tuple[IO[bytes], IO[bytes]]:
     return inp, out
 
 
+class _Diagnostics:
+    """stderr that never raises: when the connection is gone, so is the pipe
+    behind it, and a warning must not stop the agent from cleaning up."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except (OSError, ValueError):
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
 def host_facts(engine: Engine) -> dict[str, Any]:
     """What the console shows about a host before the first snapshot."""
     u = os.uname()
@@ -143,32 +163,64 @@ class Stream:
             self.proc.wait()
 
 
-class Receive:
-    """Bytes from the console into an engine call that reads them from a pipe
-    (the receiving end of ``vserver NAME migrate``); answers ok or err."""
+class Inbox:
+    """Bytes from the console as a file object (``read``) for a reader in this
+    process. No pipe: a child the reader forks (the unpacking chroot) would
+    inherit its write end and the reader would never see the end."""
 
-    def __init__(self, agent: Agent, ident: int, work: Callable[[int], Any]) -> None:
+    def __init__(self) -> None:
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=INPUT_QUEUE)
+        self.closed = False  # the reader is done: what still comes is dropped
+        self._rest = b""
+        self._ended = False
+
+    def put(self, data: bytes | None) -> None:
+        while not self.closed:
+            try:
+                self.queue.put(data, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._rest and not self._ended:
+            chunk = self.queue.get()
+            self._ended = chunk is None
+            self._rest = chunk or b""
+        if size < 0:
+            size = len(self._rest)
+        data, self._rest = self._rest[:size], self._rest[size:]
+        return data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Receive:
+    """Bytes from the console into an engine call that reads them (the receiving
+    end of ``vserver NAME migrate``); answers ok or err."""
+
+    def __init__(self, agent: Agent, ident: int, work: Callable[[Inbox], Any]) -> None:
         self.agent, self.id = agent, ident
-        read_end, write_end = os.pipe()
-        self._input = Input(write_end)
-        self.thread = threading.Thread(target=self._run, args=(work, read_end), daemon=True)
+        self.inbox = Inbox()
+        self.thread = threading.Thread(target=self._run, args=(work,), daemon=True)
         self.thread.start()
 
-    def _run(self, work: Callable[[int], Any], read_end: int) -> None:
+    def _run(self, work: Callable[[Inbox], Any]) -> None:
         try:
-            self.agent.answer(self.id, lambda: work(read_end))
+            self.agent.answer(self.id, lambda: work(self.inbox))
         finally:
-            os.close(read_end)  # a writer still sending learns it (EPIPE) and drops the rest
+            self.inbox.close()  # a sender still sending: the rest is dropped
             self.agent.stream_gone(self.id)
 
     def write(self, data: bytes | None) -> None:
-        self._input.queue.put(data)
+        self.inbox.put(data)
 
     def signal(self, signo: int) -> None:
-        self._input.queue.put(None)  # the reader sees the end of a cut stream and gives up
+        self.inbox.put(None)  # the reader sees the end of a cut stream and gives up
 
     def stop(self, grace: float) -> None:
-        self._input.queue.put(None)
+        self.inbox.put(None)
         self.thread.join()
 
 
@@ -234,6 +286,7 @@ class Agent:
         self._streams: dict[int, Stream | Receive] = {}
         self._calls: list[threading.Thread] = []
         self._watch: Watch | None = None
+        self._arrived: set[str] = set()  # guests received and not yet committed
         self._gone = False
         self.calls: dict[str, Callable[[dict[str, Any]], Any]] = self._call_table()
 
@@ -286,6 +339,26 @@ class Agent:
             stream.stop(STOP_GRACE)
         for thread in self._calls:
             thread.join()
+        for name in sorted(self._arrived):
+            self._send_back(name)
+
+    def _send_back(self, name: str) -> None:
+        """A guest that arrived (migrate) but was never committed: the console
+        that sent it is gone, so it is removed, as if it had never come."""
+        try:
+            if name not in self.engine.list_guests():
+                return  # the sender removed it already
+        except VstuiError:
+            pass
+        print(f"vstui agent: {name} arrived but was not committed; removing it", file=sys.stderr)
+        try:
+            self.engine.stop(name)
+        except VstuiError:
+            pass  # not running
+        try:
+            self.engine.delete(name, force=True)
+        except VstuiError as exc:
+            print(f"vstui agent: {name}: {exc.message}", file=sys.stderr)
 
     def dispatch(self, msg: dict[str, Any]) -> None:
         op, ident = msg.get("op"), msg.get("id")
@@ -352,6 +425,7 @@ class Agent:
             "save_config": lambda m: _saved(e.save_config(_name(m), _changes(m))),
             "apply_limits": lambda m: _saved(e.apply_limits(_name(m))),
             "migrate_check": lambda m: e.receive_check(_name(m), _xid(m), _words(m, "addresses")),
+            "commit": lambda m: self._commit(_name(m)),
         }  # fmt: skip
 
     def _start_watch(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -375,15 +449,30 @@ class Agent:
                 exc = VstuiError(f"bad request: {type(exc).__name__}: {exc}")
             self.send({"t": "err", "id": ident, "error": protocol.error_to_wire(exc)})
 
+    def _commit(self, name: str) -> dict[str, Any]:
+        """The sender is done (the guest started here): the guest stays."""
+        if name not in self._arrived:
+            raise VstuiError("nothing to commit: no guest of that name arrived here", name)
+        self._arrived.discard(name)
+        return {}
+
     def _start_receive(self, ident: int, msg: dict[str, Any]) -> None:
         """A guest arriving as a stream (migrate): refused at once when read-only."""
         try:
             name, overrides, xid = _name(msg), _changes(msg, "overrides"), _xid(msg)
+            text = msg.get("config")
+            if text is not None and not isinstance(text, str):
+                raise VstuiError("bad request: config must be NAME.conf's text")
             self.engine.check("build", name)
         except VstuiError as exc:
             self.send({"t": "err", "id": ident, "error": protocol.error_to_wire(exc)})
             return
-        work = lambda fd: self.engine.receive_guest(name, fd, overrides, xid)  # noqa: E731
+
+        def work(inbox: Inbox) -> Any:
+            result = self.engine.receive_guest(name, inbox, overrides, xid, text)
+            self._arrived.add(name)  # until "commit": removed again if the console goes
+            return result
+
         self._streams[ident] = Receive(self, ident, work)
 
     def _control(self, op: str, msg: dict[str, Any]) -> None:
@@ -443,6 +532,7 @@ def _config(path: str, data: bytes) -> dict[str, Any]:
 def main(root: str | None, read_only: bool) -> int:
     """``vstui agent [--root DIR] [--read-only]``."""
     inp, out = protect_stdio()
+    sys.stderr = _Diagnostics(sys.stderr)  # type: ignore[assignment]
     original = os.environ.get("SSH_ORIGINAL_COMMAND")
     if original is not None and " agent" not in f" {original}":
         # a forced command (authorized_keys command="vstui agent ...") met a

@@ -473,7 +473,7 @@ def test_migrate_options() -> None:
 
 def test_target_problems_name_what_is_taken(tmp_path) -> None:
     from engine.config import write_new_config
-    from engine.remote.migrate import target_problems
+    from engine.remote.migrate import target_check, target_problems
     from engine.runtime import xid as xids
 
     paths = Paths.from_root(tmp_path)
@@ -481,6 +481,7 @@ def test_target_problems_name_what_is_taken(tmp_path) -> None:
     write_new_config(paths, "web", {})
     xids.assign(paths, "web", None)  # 40000, dynamic
     assert target_problems(paths, "new", 40200, ["198.18.0.8"]) == []
+    assert target_check(paths, "new", None, []) == {"problems": [], "btrfs": False}
     problems = target_problems(paths, "web", 40123, ["198.18.0.7"])
     assert problems == [
         "a guest named web exists there (choose another name with --as)",
