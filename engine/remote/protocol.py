@@ -34,6 +34,7 @@ from typing import Any
 from engine import errors
 from engine.datamodel import Gauge, GuestStatus, NetStats, ProcRow, Snapshot
 from engine.errors import ProtocolError, VstuiError
+from engine.text import excerpt as text_excerpt
 from engine.text import visible
 
 PROTOCOL = 1
@@ -64,9 +65,7 @@ def decode(line: bytes) -> dict[str, Any]:
 def excerpt(data: bytes | str, size: int = 60) -> str:
     """A short, terminal-safe quote of what arrived."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    text = text.strip()
-    short = text[:size] + ("..." if len(text) > size else "")
-    return repr(short)
+    return "'" + text_excerpt(text.strip(), size) + "'"
 
 
 def pack(data: bytes) -> dict[str, str]:
@@ -317,7 +316,7 @@ class SnapshotDecoder:
         wall = float(frame["w"])
         self._ncpu = int(frame.get("n", self._ncpu))
         if "e" in frame:
-            self._errors = tuple(str(e) for e in frame["e"])
+            self._errors = tuple(visible(str(e)) for e in frame["e"])
         self._guests_from(frame, wall)
         if "go" in frame:
             self._order = [str(n) for n in frame["go"]]

@@ -21,6 +21,7 @@ import sys
 
 from engine.errors import HostError
 from engine.remote.hosts import Host
+from engine.text import visible
 
 CONTROL_ENV = "VSTUI_SSH_DIR"
 PERSIST = 60  # seconds a master outlives its last session
@@ -102,7 +103,7 @@ def exit_master(host: Host) -> None:
 
 def explain(text: str) -> str:
     """ssh's own words for a failure, as one line (its banners dropped)."""
-    lines = [safe_line(x) for x in text.splitlines()]
+    lines = [visible(x.strip()) for x in text.splitlines()]
     lines = [x for x in lines if x and not x.startswith("@") and not x.startswith("Warning:")]
     for phrase in TELLING:
         found = [x for x in lines if phrase in x]
@@ -112,18 +113,6 @@ def explain(text: str) -> str:
                 return f"{first.rstrip('.')}: Host key verification failed"
             return first
     return lines[-1] if lines else ""
-
-
-def safe_line(text: str) -> str:
-    """One line of another host's text, control characters made visible."""
-    out = []
-    for ch in text.strip():
-        code = ord(ch)
-        if code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def is_mux_race(text: str) -> bool:

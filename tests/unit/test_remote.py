@@ -128,7 +128,7 @@ def test_ssh_failures_become_ssh_s_own_line() -> None:
         "root@h: Permission denied (publickey).")  # fmt: skip
     assert ssh.explain("ssh: connect to host h port 22: Connection refused\r\n") == (
         "ssh: connect to host h port 22: Connection refused")  # fmt: skip
-    assert ssh.explain("\x1b]0;owned\x07odd\n") == "\\x1b]0;owned\\x07odd"
+    assert ssh.explain("\x1b]0;owned\x07odd\n") == "^[]0;owned^Godd"
 
 
 def test_control_dir_is_private_and_short(monkeypatch) -> None:
@@ -492,3 +492,19 @@ def test_target_problems_name_what_is_taken(tmp_path) -> None:
     xids.claim(paths, "new", 40200)
     with pytest.raises(VstuiError, match="taken here by guest new"):
         xids.claim(paths, "other", 40200)
+
+
+def test_another_host_s_text_arrives_made_visible() -> None:
+    """A hostile (or older) agent's snapshot cannot write control characters to
+    the console's terminal: every text field is made visible as it is decoded."""
+    snap = small_snapshot()
+    evil = "\x1b]0;PWNED\x07\x9b2J"
+    proc = dataclasses.replace(snap.procs[0], cmdline=evil, comm=evil, user=evil)
+    guest = dataclasses.replace(snap.guests[1], flags=(evil,), addresses=(evil,))
+    bad = dataclasses.replace(snap, procs=(proc,), guests=(snap.guests[0], guest),
+                              errors=(evil,))  # fmt: skip
+    got, _ = roundtrip([bad])
+    row = got[0].procs[0]
+    shown = [row.cmdline, row.comm, row.user, *got[0].guests[1].flags,
+             *got[0].guests[1].addresses, *got[0].errors]  # fmt: skip
+    assert all(x == "^[]0;PWNED^G\\x9b2J" for x in shown), shown

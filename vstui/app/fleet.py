@@ -26,6 +26,7 @@ from engine.paths import Paths
 from engine.remote import ssh
 from engine.remote.fleet import Fleet, HostView
 from engine.remote.hosts import Host
+from engine.text import visible
 
 SEP = "/"
 
@@ -264,15 +265,15 @@ class FleetEngine:
                               stdin=subprocess.DEVNULL, check=False)  # fmt: skip
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-            raise HostError(ssh.safe_line(last), host, name)
+            raise HostError(visible(last), host, name)
         return done.stdout
 
 
 def _finding(host: str, wire: dict[str, Any]) -> Finding:
     guest = wire.get("guest")
-    return Finding(str(wire.get("severity", "info")), ssh.safe_line(str(wire.get("title", ""))),
-                   ssh.safe_line(str(wire.get("fix", ""))),
-                   qualify(host, guest or ""), ssh.safe_line(str(wire.get("why", ""))))  # fmt: skip
+    return Finding(str(wire.get("severity", "info")), visible(str(wire.get("title", ""))),
+                   visible(str(wire.get("fix", ""))),
+                   qualify(host, guest or ""), visible(str(wire.get("why", ""))))  # fmt: skip
 
 
 def _saved(wire: dict[str, Any]) -> SaveResult:
@@ -327,7 +328,7 @@ class RemoteLogTail:
         for new, was_reset in arrived:
             lines = list(new) if was_reset else lines + list(new)
             reset = reset or was_reset
-        return [ssh.safe_line(x) for x in lines], reset
+        return [visible(x) for x in lines], reset
 
     def _fetch(self, offset: int, generation: int) -> None:
         try:

@@ -20,6 +20,7 @@ from engine.errors import HostError, VstuiError
 from engine.remote import ssh
 from engine.remote.client import AgentClient
 from engine.remote.hosts import Host, resolve_all
+from engine.text import visible
 
 
 class HostRun:
@@ -91,7 +92,7 @@ def report_failures(tool: str, runs: list[HostRun]) -> int:
 
 
 def _host_line(tool: str, host: str, line: str) -> str:
-    line = ssh.safe_line(line)
+    line = visible(line)
     prefix = f"{tool}: "
     rest = line[len(prefix) :] if line.startswith(prefix) else line
     return f"{tool}: host '{host}': {rest}"
@@ -109,7 +110,7 @@ def merge_columns(runs: list[HostRun], header: bool = True) -> list[str]:
         if header and text:
             head = head or text[0]
             text = text[1:]
-        lines += [f"{run.host.name:<{width}} {line}" for line in text]
+        lines += [f"{run.host.name:<{width}} {visible(line)}" for line in text]
     if head is not None:
         lines.insert(0, f"{'HOST':<{width}} {head}")
     return lines
