@@ -166,8 +166,14 @@ def test_pilot_remote_guest_detail_processes_enter_filter_and_audit(
         assert argv[-1].endswith(f"vserver --root {vroot2.root} {GUEST_B} enter")
         # the processes screen of host b shows b's guest processes with their host
         await pilot.press("escape", "2")
-        await wait_screen(pilot, lambda t: SLEEP[GUEST_B] in t and f"b/{GUEST_B}" in t,
-                          "host b's processes")  # fmt: skip
+
+        def b_guest_rows(_text: str) -> bool:
+            rows = getattr(app.screen, "procs_table", None)
+            return rows is not None and any(
+                p.guest == f"b/{GUEST_B}" and SLEEP[GUEST_B] in p.cmdline
+                for p in rows.items.values())  # fmt: skip
+
+        await wait_screen(pilot, b_guest_rows, "host b's guest processes")
         # the audit covers every host
         await pilot.press("3")
         text = await wait_screen(pilot, lambda t: "a/" in t and "b/" in t, "both hosts' findings",
