@@ -35,7 +35,7 @@ import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -385,22 +385,21 @@ def _make(paths: Paths, name: str, conf: str, overrides: Mapping[str, str | None
 def _unpack(tar: tarfile.TarFile, tree: Path, label: str, name: str,
             keep_out: list[int]) -> None:  # fmt: skip
     from engine.rootfs.chroot import in_chroot
+    from engine.rootfs.templates import check_member
 
     def work(root: Path) -> None:
-        for fd in keep_out:
-            os.close(fd)
-        _extract_all(tar, root, label)
+        _extract_all(tar, root, label, check_member)
 
     try:
-        in_chroot(tree, work, "import")
+        in_chroot(tree, work, "import", close_fds=keep_out)
     except VstuiError as exc:
         raise VstuiError(exc.message, name) from None
 
 
-def _extract_all(tar: tarfile.TarFile, root: Path, label: str) -> None:
-    """In the chroot: every member checked, then made, xattrs after owner and mode."""
-    from engine.rootfs.templates import check_member
-
+def _extract_all(tar: tarfile.TarFile, root: Path, label: str,
+                 check_member: Callable[[tarfile.TarInfo, str], bool]) -> None:  # fmt: skip
+    """In the chroot: every member checked, then made, xattrs after owner and mode.
+    Nothing is imported here: after chroot the engine's files are out of reach."""
     dirs: list[tarfile.TarInfo] = []
     while (member := tar.next()) is not None:  # after the header and NAME.conf, read before
         if not _in_tree(member, label):

@@ -266,7 +266,7 @@ def test_migrate_moves_a_running_guest_with_its_files(
         assert GUEST_A not in config.list_guests(vroot)
         assert not vroot.guest_root(GUEST_A).exists()
         seen = tool(fleet, "vserver", "--host", "b", GUEST_A, "exec", "cat", "/root/mine.txt")
-        assert (seen.returncode, seen.stdout) == (0, "kept\n")
+        assert (seen.returncode, seen.stdout) == (0, "kept\n"), seen.stderr
     finally:
         fleet.exit_masters()
         stop_and_delete(vroot2 if moved else vroot, GUEST_A)
