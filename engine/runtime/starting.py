@@ -164,7 +164,7 @@ def launch(
         unchanged = conf and conf == bootcache.content(conf_path)  # since it was parsed
         if unchanged and bootcache.eligible(cfg, plan.own_netns):
             deps = bootcache.records(conf, _xid_line(paths, cfg, xid), root, plan,
-                                     _rc_local(plan), links)  # fmt: skip
+                                     _has_rc_local(root), links)  # fmt: skip
             cache = (deps, data)
         else:
             bootcache.forget(paths, name)
@@ -184,10 +184,6 @@ def _xid_line(paths: Paths, cfg: Any, xid: int) -> list[bytes]:
     if cfg.context is not None:
         return []
     return [bootcache.table_line(os.fspath(xids.table_path(paths)), cfg.name, xid)]
-
-
-def _rc_local(plan: StartPlan) -> bool:
-    return plan.vinit and plan.argv[1:] == ("/bin/sh", "/etc/rc.local")
 
 
 def _plan(paths: Paths, cfg: Any, root: str, xid: int, undo: _Undo) -> tuple:

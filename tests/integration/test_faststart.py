@@ -239,3 +239,24 @@ def test_the_one_cache_holds_the_plan_and_its_seccomp_program(front: str, cached
     ok(compiled(front, cached, "g", "start"))
     program = profile.read(os.fspath(cached.run_dir("g")))["confine"][0][1]
     assert len(program) > 8 and program in entry  # inside the cached plan, not beside it
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"S_FLAGS": "fakeinit"}, {"V_INIT": "/bin/sh -c 'exec sleep 1000'"}],
+    ids=["fakeinit", "V_INIT"],
+)
+def test_guests_not_run_by_rc_local_are_replayed_too(
+    front: str, vroot: Paths, values: dict[str, str]
+) -> None:
+    """The boot cache recorded rc.local as absent for these (the plan does not run it)
+    while the file exists, so their every start went back to Python."""
+    ok(python_cli(vroot, "g", "build", "-m", "busybox"))
+    assert (vroot.guest_root("g") / "etc/rc.local").exists()
+    update_config(vroot, "g", values)
+    ok(python_cli(vroot, "g", "start"))
+    ok(python_cli(vroot, "g", "stop"))
+    try:
+        ok(compiled(front, vroot, "g", "start"))  # VSTUI_FALLBACK=0: replayed or exit 125
+    finally:
+        python_cli(vroot, "g", "stop")
