@@ -74,7 +74,7 @@ def console(paths: Paths, name: str, stdin: int = 0, stdout: int = 1) -> str:
     """Attach to the guest's console (Ctrl-a q detaches): ``"detached"``, ``"stopped"``
     (the guest ended meanwhile) or ``"busy"`` (attached elsewhere); GuestNotRunning."""
     from engine.errors import GuestNotRunning
-    from engine.runtime.console import attach
+    from engine.runtime.ptyconsole import attach
 
     if not is_running(paths, name):
         raise GuestNotRunning(f"vserver '{name}' is not running; start it first", name)

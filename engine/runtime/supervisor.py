@@ -212,7 +212,7 @@ def _remove_run_dir(run_dir: str) -> None:
 
 def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> None:
     """In S: boot with the CLI's modules, become the lean supervisor, which answers the CLI."""
-    from engine.runtime.console import open_pty
+    from engine.runtime.ptyconsole import open_pty
     from engine.runtime.starting import launch
 
     run_dir = os.fspath(paths.run_dir(name))
@@ -380,7 +380,7 @@ class Supervisor:
     # -- boot (reboot only: the first boot happened before exec) --------------------------
     def _boot(self) -> str | None:
         """One boot through a child; None on success (init_pid set), else the error."""
-        from engine.runtime.console import open_pty
+        from engine.runtime.ptyconsole import open_pty
 
         runfiles.write_value(self.run_dir, "state", "starting")
         self.log_mark = os.fstat(self.log_fd).st_size
@@ -439,7 +439,7 @@ class Supervisor:
 
     # -- main ---------------------------------------------------------------------------
     def run(self) -> int:
-        from engine.runtime.console import listen
+        from engine.runtime.ptyconsole import listen
 
         os.chdir("/")
         self.log_fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
@@ -594,7 +594,7 @@ class Supervisor:
 
     # -- the console --------------------------------------------------------------------
     def _start_pump(self, init_pidfd: int) -> tuple[int, int]:
-        """Fork the console pump (engine.runtime.console.serve); (pid, pidfd)."""
+        """Fork the console pump (engine.runtime.ptyconsole.serve); (pid, pidfd)."""
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child
             code = 0
@@ -603,7 +603,7 @@ class Supervisor:
                 for sig in (signal.SIGTERM, signal.SIGPIPE):
                     signal.signal(sig, signal.SIG_DFL)
                 self._close_own_fds()  # the CLI waits for the end of `ready`: only ours
-                from engine.runtime.console import serve
+                from engine.runtime.ptyconsole import serve
 
                 serve(self.console, self.listen, init_pidfd, self._write_log)
             except BaseException:
