@@ -105,7 +105,7 @@ static void ch_sha256(const void *data, size_t len, char *out) {
 struct ch {
     struct vs_field *f;
     long count;
-    struct vs_field *rundir, *log, *plan, *super;
+    struct vs_field *rundir, *log, *plan, *super, *ready;
     struct stat self;
     int self_ok;
 };
@@ -234,6 +234,7 @@ CH_KEEP(rundir)
 CH_KEEP(log)
 CH_KEEP(plan)
 CH_KEEP(super)
+CH_KEEP(ready)
 
 /* the table is bootcache.CACHE_OPS (consts.h): a new record needs its ch_NAME here */
 typedef int (*ch_fn)(struct ch *, struct vs_field *);
@@ -323,17 +324,21 @@ static int ch_pty(int *master, int *slave) {
     return *slave < 0 ? -1 : 0;
 }
 
-/* The sd_notify socket run_dir/notify (supervisor.notify_socket): the guest's READY=1. */
-static int ch_notify(const char *run_dir) {
+/* A socket bound at run_dir/FILE, root's only (runfiles.bind_socket): the sd_notify
+ * datagrams (the guest's READY=1) or the console's stream, listening before the start
+ * is answered, so `vserver NAME console` right after it finds the guest's console. */
+static int ch_socket(const char *run_dir, const char *file, int type) {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if ((size_t)snprintf(addr.sun_path, sizeof addr.sun_path, "%s/" VS_NOTIFY_FILE, run_dir) >=
+    if ((size_t)snprintf(addr.sun_path, sizeof addr.sun_path, "%s/%s", run_dir, file) >=
         sizeof addr.sun_path)
         return -1;
     unlink(addr.sun_path);
-    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
     mode_t old = umask(077);
     int rc = fd < 0 ? -1 : bind(fd, (struct sockaddr *)&addr, sizeof addr);
     umask(old);
+    if (rc == 0 && type == SOCK_STREAM)
+        rc = listen(fd, 4);
     if (rc < 0 && fd >= 0)
         close(fd), fd = -1;
     return fd;
@@ -349,8 +354,9 @@ static void ch_supervise(struct ch *c, int ready_w) {
     if (log < 0 || null < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0 ||
         chdir("/") < 0 || ch_pty(&master, &slave) < 0)
         _exit(1);
-    int notify = ch_notify(c->rundir->s);
-    if (notify < 0)
+    int notify = ch_socket(c->rundir->s, VS_NOTIFY_FILE, SOCK_DGRAM);
+    int listening = ch_socket(c->rundir->s, VS_CONSOLE_FILE, SOCK_STREAM);
+    if (notify < 0 || listening < 0)
         _exit(1);
     struct st_io io = {.report = -1, .go = -1, .console = slave, .supervisor = getpid()};
     pid_t b = vs_start(c->plan->s, c->plan->n, &io);
@@ -364,21 +370,28 @@ static void ch_supervise(struct ch *c, int ready_w) {
         _exit(1);
     }
     close(slave); /* the guest's init holds the terminal now */
+    if (c->ready) { /* the plan says vinit: running is ready, answer now */
+        dprintf(ready_w, "ok %d", (int)b);
+        close(ready_w);
+        ready_w = -1;
+    }
     signal(SIGPIPE, SIG_DFL);
-    /* the lean supervisor: its command, then init's PID, the console, notify and ready fds */
+    /* the lean supervisor: its command, then init's PID, the console, notify, console
+     * socket and ready fds (supervisor.main) */
     long long n;
     vs_ll(c->super[0].s, 10, &n);
-    char **argv = calloc((size_t)n + 5, sizeof *argv), pid[32], fds[3][32];
-    int pass[3] = {master, notify, ready_w};
+    char **argv = calloc((size_t)n + 6, sizeof *argv), pid[32], fds[4][32];
+    int pass[4] = {master, notify, listening, ready_w};
     for (long long k = 0; argv && k < n; k++)
         argv[k] = c->super[1 + k].s;
     snprintf(pid, sizeof pid, "%d", (int)b);
     if (argv) {
         argv[n] = pid;
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 4; k++) {
             snprintf(fds[k], sizeof fds[k], "%d", pass[k]);
             argv[n + 1 + k] = fds[k];
-            fcntl(pass[k], F_SETFD, 0);
+            if (pass[k] >= 0)
+                fcntl(pass[k], F_SETFD, 0);
         }
         execv(argv[0], argv);
     }

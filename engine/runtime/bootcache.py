@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from engine.paths import Paths
 
 CACHE_DIR = "boot-cache"
-VERSION = "vstui-boot-5"
+VERSION = "vstui-boot-6"
 
 CACHE_OPS: dict[str, int] = {
     "content": 2,  # PATH SHA256
@@ -61,6 +61,7 @@ CACHE_OPS: dict[str, int] = {
     "log": 1,  # PATH: the supervisor's stdout and stderr
     "plan": 1,  # START_PLAN, exactly as vboot executed it
     "super": COUNTED,  # N ARGV...: the lean supervisor (init's PID and the console fd follow)
+    "ready": 0,  # init is vinit: the start is answered once it runs, not by the supervisor
 }
 
 
@@ -163,14 +164,17 @@ def records(
     return out
 
 
-def entry(deps: list[bytes], run_dir: str, log: str, plan: bytes, command: list[str]) -> bytes:
+def entry(
+    deps: list[bytes], run_dir: str, log: str, plan: bytes, command: list[str], ready: bool
+) -> bytes:
     """The whole cache file: version, records, where to run, the plan, the supervisor.
 
-    The binaries are hashed here, after the guest runs: not on the start's path.
+    ``ready``: the start is answered once init runs (Booted.ready). The binaries
+    are hashed here, after the guest runs: not on the start's path.
     """
     deps = [*deps, *(binary(path) for path in binaries())]
     tail = [op("rundir", run_dir), op("log", log), op("plan", plan),
-            op("super", len(command), *command)]  # fmt: skip
+            op("super", len(command), *command), *([op("ready")] if ready else [])]  # fmt: skip
     return b"".join([netstrings.encode(VERSION.encode()), *deps, *tail])
 
 

@@ -57,6 +57,7 @@ def constants() -> str:
         f"#define VS_LOCK_FILE {_c_string(runfiles.LOCK_FILE)}",
         f"#define VS_FROZEN_FILE {_c_string(runfiles.FROZEN_FILE)}",
         f"#define VS_NOTIFY_FILE {_c_string(runfiles.NOTIFY_FILE)}",
+        f"#define VS_CONSOLE_FILE {_c_string(runfiles.CONSOLE_FILE)}",
         "#define VS_RUN_FILES " + ", ".join(map(_c_string, runfiles.VALUE_FILES)),
         f"#define VS_START_TIMEOUT_MS {int(supervisor.START_TIMEOUT * 1000)}",
         f"#define VS_READY_TIMEOUT_MS {int(supervisor.READY_TIMEOUT * 1000)}",

@@ -64,13 +64,16 @@ class StartFailed(VstuiError):
 class Booted(Record):
     """A guest whose init runs: what the supervisor needs to watch it."""
 
-    __slots__ = _fields = ("init_pid", "start", "memory_dir", "cache")
-    _defaults = {"memory_dir": None, "cache": None}
+    __slots__ = _fields = ("init_pid", "start", "memory_dir", "cache", "ready")
+    _defaults = {"memory_dir": None, "cache": None, "ready": False}
     init_pid: int
     start: int  # init's start time in clock ticks
     memory_dir: str | None  # the guest's memory cgroup, when /proc/meminfo is its view
     # (dependency records, start plan) for the boot cache (engine.runtime.bootcache), if cacheable
     cache: tuple[list[bytes], bytes] | None
+    # init is vstui's vinit: running is ready, the start is answered at once
+    # (another init is watched by the supervisor: READY=1, or alive after a grace)
+    ready: bool
 
 
 # -- the host-side half of one boot (runs in a child of the supervisor) ---------------
@@ -168,7 +171,7 @@ def launch(
             cache = (deps, data)
         else:
             bootcache.forget(paths, name)
-        return Booted(pid, start, memory, cache)
+        return Booted(pid, start, memory, cache, plan.vinit)
     except BaseException as exc:
         undo.run(exc)
         bootcache.forget(paths, name)  # the next start goes through Python again

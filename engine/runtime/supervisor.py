@@ -212,7 +212,7 @@ def _remove_run_dir(run_dir: str) -> None:
 
 def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> None:
     """In S: boot with the CLI's modules, become the lean supervisor, which answers the CLI."""
-    from engine.runtime.ptyconsole import open_pty
+    from engine.runtime.ptyconsole import listen, open_pty
     from engine.runtime.starting import launch
 
     run_dir = os.fspath(paths.run_dir(name))
@@ -221,6 +221,7 @@ def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> No
     os.chdir("/")  # a daemon pins no directory
     master, slave = open_pty()
     notify = notify_socket(run_dir)
+    listening = listen(run_dir)  # before any answer: `vserver NAME console` right after it
     try:
         with boundary("start", name):
             booted = launch(paths, name, xid, slave, os.getpid(), START_TIMEOUT)
@@ -228,7 +229,7 @@ def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> No
         error = forked.one_line(exc)
         _log(log_fd, name, f"start failed: {error}")
         _remove_run_dir(run_dir)
-        _answer(ready_fd, f"error {error}")
+        _answer(ready_fd, f"error {error}", last=True)
         os._exit(1)
     os.close(slave)  # the guest's init holds the terminal now
     command = lean_command(paths, name, xid, (run_dir, log_file), booted.memory_dir)
@@ -236,11 +237,17 @@ def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> No
         from engine.runtime import bootcache
 
         deps, plan = booted.cache
-        bootcache.write(paths, name, bootcache.entry(deps, run_dir, log_file, plan, command))
-    fds = (master, notify, ready_fd)
+        entry = bootcache.entry(deps, run_dir, log_file, plan, command, booted.ready)
+        bootcache.write(paths, name, entry)
+    if booted.ready:  # vinit runs: that is ready (no wait for the lean interpreter's start)
+        _answer(ready_fd, f"ok {booted.init_pid}")
+        ready_fd = -1
+    fds = (master, notify, listening, ready_fd)
     for fd in fds:
-        os.set_inheritable(fd, True)
-    os.execv(sys.executable, [*command, str(booted.init_pid), *map(str, fds)])
+        if fd >= 0:
+            os.set_inheritable(fd, True)
+    # the command's own program, as cache.h runs the recorded one
+    os.execv(command[0], [*command, str(booted.init_pid), *map(str, fds)])
 
 
 def notify_socket(run_dir: str) -> int:
@@ -250,24 +257,29 @@ def notify_socket(run_dir: str) -> int:
     return runfiles.bind_socket(run_dir, NOTIFY, socket.SOCK_DGRAM)
 
 
-def _answer(ready_fd: int, text: str) -> None:
+def _answer(ready_fd: int, text: str, last: bool = False) -> None:
     """Tell the CLI how the boot went, if it still listens: a `vserver start`
-    killed meanwhile (EPIPE) must not take the guest's supervisor with it."""
+    killed meanwhile (EPIPE) must not take the guest's supervisor with it.
+
+    ``last``: this process's final word; the pipe ends with its exit, so a failed
+    start returns when nothing of the guest is left, this process included.
+    """
     try:
         os.write(ready_fd, text.encode(errors="replace"))
     except OSError:
         pass
-    os.close(ready_fd)
+    if not last:
+        os.close(ready_fd)
 
 
 def lean_command(
     paths: Paths, name: str, xid: int, files: tuple[str, str], memory: str | None
 ) -> list[str]:
-    """The lean supervisor's command line, but for init's PID and the console, notify and
-    ready fds.
+    """The lean supervisor's command line, but for init's PID and the console, notify,
+    console socket and ready fds.
 
     ``files``: (run dir, log file); ``memory``: the memory cgroup the meminfo
-    view is made from, or None. The compiled start (cache.h) appends the same four.
+    view is made from, or None. The compiled start (cache.h) appends the same five.
     """
     import engine
 
@@ -295,14 +307,16 @@ _log = runfiles.log_line
 
 
 def main(args: list[str]) -> None:
-    root, name, xid, run_dir, log_file, memory, init_pid, console, notify, ready = args
+    root, name, xid, run_dir, log_file, memory, init_pid, console, notify, listening, ready = args
     code = 1
     try:
         sup = Supervisor(root, name, int(xid), run_dir, log_file)
         sup.adopt(int(init_pid), memory or None)
         sup.console, sup.notify, sup.ready = int(console), int(notify), int(ready)
-        for fd in (sup.console, sup.notify, sup.ready):
-            os.set_inheritable(fd, False)
+        sup.listen = int(listening)
+        for fd in (sup.console, sup.notify, sup.listen, sup.ready):
+            if fd >= 0:  # ready: -1 when the start was answered before the exec
+                os.set_inheritable(fd, False)
         code = sup.run()
     except BaseException:
         import traceback
@@ -439,8 +453,6 @@ class Supervisor:
 
     # -- main ---------------------------------------------------------------------------
     def run(self) -> int:
-        from engine.runtime.ptyconsole import listen
-
         os.chdir("/")
         self.log_fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                               0o640)  # fmt: skip
@@ -449,7 +461,6 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         self.wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        self.listen = listen(self.run_dir)
         if self._init_kind() == "vinit":
             self._answer(f"ok {self.init_pid}")  # our own init: running is ready
         while True:
@@ -482,7 +493,7 @@ class Supervisor:
                 self._log(f"restart failed: {error}")
                 failure = error
             _remove_run_dir(self.run_dir)
-            self._answer(f"error {failure}")
+            self._answer(f"error {failure}", last=True)
             return False
         finally:
             if not waiting:
@@ -497,15 +508,12 @@ class Supervisor:
             return "init"  # gone already: the wait sees it at once
         return {".vinit": "vinit", "systemd": "systemd"}.get(exe, "init")
 
-    def _answer(self, text: str) -> None:
-        """Tell the waiting `vserver NAME start` how the start went (once)."""
+    def _answer(self, text: str, last: bool = False) -> None:
+        """Tell the waiting `vserver NAME start` how the start went (once); ``last``
+        as for the module's ``_answer`` (the supervisor exits right after)."""
         if self.ready < 0:
             return
-        try:
-            os.write(self.ready, text.encode(errors="replace")[:65536])
-        except OSError:
-            pass  # the CLI gave up waiting
-        os.close(self.ready)
+        _answer(self.ready, text[:65536], last)
         self.ready = -1
 
     def _ready_deadline(self) -> float | None:

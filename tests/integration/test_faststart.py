@@ -260,3 +260,56 @@ def test_guests_not_run_by_rc_local_are_replayed_too(
         ok(compiled(front, vroot, "g", "start"))  # VSTUI_FALLBACK=0: replayed or exit 125
     finally:
         python_cli(vroot, "g", "stop")
+
+
+# The Python start with its lean supervisor held before its interpreter starts (a shell
+# that waits on a FIFO, then execs it); the boot cache records the same held command.
+HELD_SUPERVISOR = (
+    "import sys; import engine.runtime.supervisor as s; lean = s.lean_command; "
+    "s.lean_command = lambda *a: ['/bin/sh', '-c', 'read _ < \"$0\"; exec \"$@\"', "
+    "sys.argv[1], *lean(*a)]; from vstui.cli.vserver import main; sys.exit(main(sys.argv[2:]))"
+)
+
+
+def release(fifo: Path) -> None:
+    """Let a held supervisor go on (nothing happens when none waits)."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    os.write(fd, b"\n")
+    os.close(fd)
+
+
+def test_a_vinit_guest_is_started_once_init_runs_with_its_console_served(
+    front: str, vroot: Paths, tmp_path: Path
+) -> None:
+    """vinit running is ready: neither start waits for the supervisor's interpreter
+    (it cost the cached start 20 ms, slower than lxc-start), and the console socket
+    listens before the answer, so `vserver NAME console` right after a start finds it."""
+    from engine.runtime.ptyconsole import connect
+
+    fifo = tmp_path / "hold"
+    os.mkfifo(fifo)
+    ok(python_cli(vroot, "g", "build", "-m", "busybox"))
+    held = [sys.executable, "-c", HELD_SUPERVISOR, str(fifo), "--root", str(vroot.root), "g"]
+    try:
+        for way in ("python", "cached"):
+            if way == "python":
+                start = subprocess.run([*held, "start"], cwd=REPO, capture_output=True,
+                                       text=True, timeout=60)  # fmt: skip
+            else:
+                start = compiled(front, vroot, "g", "start")
+            ok(start)
+            run = state.read(vroot, "g")
+            assert run.running and run.supervisor_pid is not None, way
+            held_by = os.readlink(f"/proc/{run.supervisor_pid}/exe")
+            assert "python" not in held_by, f"{way}: answered by the supervisor ({held_by})"
+            sock = connect(os.fspath(vroot.run_dir("g")))
+            assert sock is not None, f"{way}: no console served right after the start"
+            sock.close()
+            release(fifo)
+            ok(python_cli(vroot, "g", "stop"))
+    finally:
+        release(fifo)
+        python_cli(vroot, "g", "stop")

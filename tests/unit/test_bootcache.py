@@ -53,7 +53,8 @@ def test_records_cover_config_sources_tree_and_every_engine_source(tmp_path: Pat
 
 
 def test_entry_records_the_binaries_by_content_and_ends_with_the_plan(tmp_path: Path) -> None:
-    data = bootcache.entry([], "/run/vservers/g", "/var/log/vservers/g.log", b"PLAN", ["sv", "x"])
+    data = bootcache.entry([], "/run/vservers/g", "/var/log/vservers/g.log", b"PLAN", ["sv", "x"],
+                           ready=True)  # fmt: skip
     fields = netstrings.parse(data)
     assert fields[0] == bootcache.VERSION.encode()
     ops = netstrings.ops(data[len(netstrings.encode(fields[0])) :], bootcache.CACHE_OPS)
@@ -61,7 +62,7 @@ def test_entry_records_the_binaries_by_content_and_ends_with_the_plan(tmp_path: 
     vexec = str(Path(bootcache.__file__).resolve().parents[1] / "helpers" / "vexec")
     assert binaries[vexec] == hashlib.sha256(Path(vexec).read_bytes()).hexdigest().encode()
     assert any(path.endswith("/vserver") for path in binaries)  # the front end itself
-    assert ops[-2:] == [("plan", [b"PLAN"]), ("super", [b"2", b"sv", b"x"])]
+    assert ops[-3:] == [("plan", [b"PLAN"]), ("super", [b"2", b"sv", b"x"]), ("ready", [])]
 
 
 def test_write_is_private_and_atomic_and_forget_removes_it(tmp_path: Path) -> None:
