@@ -66,13 +66,13 @@ def openat2(
 
 
 def identity(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(st_dev, st_ino) of a host directory reached without any symlink.
+    """(st_dev, st_ino) of a host directory (or file) reached without any symlink.
 
     What a plan records for a bind source: the executor opens the same path
     the same way (openat2 RESOLVE_NO_SYMLINKS) and binds only that object.
     ELOOP when a component is a symlink (now).
     """
-    fd = openat2(-100, os.fspath(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+    fd = openat2(-100, os.fspath(path), os.O_PATH | os.O_CLOEXEC,
                  resolve=RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)  # fmt: skip
     try:
         st = os.fstat(fd)

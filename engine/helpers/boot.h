@@ -171,24 +171,28 @@ static int vb_openat2(int dirfd, const char *path, int flags) {
     return vb_open(dirfd, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
 }
 
-/* A host directory the plan names: opened without following any symlink and
- * still the (dev, ino) the plan was made for; an O_PATH fd, or -1 (said). */
+/* A host directory (or file) the plan names: opened without following any
+ * symlink and still the (dev, ino) the plan was made for; an O_PATH fd, or -1
+ * (said). `dir` (may be NULL) tells which of the two it is. */
 static int vb_open_checked(struct vb *b, const char *path, struct vb_field *dev,
-                           struct vb_field *ino) {
+                           struct vb_field *ino, int *dir) {
     unsigned long long want_dev, want_ino;
     struct stat st;
     if (vb_unsigned(b, dev, 10, &want_dev) < 0 || vb_unsigned(b, ino, 10, &want_ino) < 0)
         return -1;
-    int fd = vb_open(AT_FDCWD, path, O_PATH | O_DIRECTORY,
-                     RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+    int fd = vb_open(AT_FDCWD, path, O_PATH, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
     if (fd < 0 && errno == ELOOP)
         return vb_say(b, "source %s: a component is a symlink now", path);
     if (fd < 0)
         return vb_say(b, "source %s: %s", path, strerror(errno));
-    if (fstat(fd, &st) < 0 || st.st_dev != want_dev || st.st_ino != want_ino) {
+    int ok = fstat(fd, &st) == 0 && st.st_dev == want_dev && st.st_ino == want_ino;
+    if (!ok || !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode))) {
         close(fd);
-        return vb_say(b, "source %s: not the directory the start was planned for", path);
+        return vb_say(b, "source %s: not the %s the start was planned for", path,
+                      S_ISDIR(st.st_mode) ? "directory" : "file");
     }
+    if (dir)
+        *dir = S_ISDIR(st.st_mode);
     return fd;
 }
 
@@ -258,6 +262,38 @@ static int vb_mkdirs_in_root(int root_fd, const char *path) {
     return cur;
 }
 
+/* A regular file at PATH inside the tree to bind a host file onto (made empty,
+ * with its parents, when missing); an O_PATH fd of it. Symlinks resolve inside
+ * the tree; anything but a regular file is refused (ENOTDIR/EISDIR style). */
+static int vb_file_in_root(int root_fd, const char *path) {
+    char parent[PATH_MAX];
+    struct stat st;
+    const char *slash = strrchr(path, '/');
+    size_t len = slash ? (size_t)(slash - path) : 0;
+    if (len >= sizeof parent) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(parent, path, len);
+    parent[len] = '\0';
+    int dir = vb_mkdirs_in_root(root_fd, len ? parent : ".");
+    if (dir < 0)
+        return -1;
+    struct open_how how = {.flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, .mode = 0755,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS};
+    int made = (int)syscall(SYS_openat2, dir, slash ? slash + 1 : path, &how, sizeof how);
+    close(dir);
+    if (made >= 0)
+        close(made);
+    int fd = vb_openat2(root_fd, path, O_PATH);
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
+        errno = EISDIR;
+        return -1;
+    }
+    return fd;
+}
+
 /* Read-only for the mount now on TARGET (a fresh lookup lands on the mount
  * itself, not the directory under it); with `recursive` every submount too. */
 static int vb_remount_ro_in_root(int root_fd, const char *target, int recursive) {
@@ -314,7 +350,11 @@ static int op_view(struct vb *b, struct vb_field *a) {
 /* The tree, bound onto itself (a mount pivot_root can enter); root_fd is that mount. */
 static int op_root(struct vb *b, struct vb_field *a) {
     b->root = a[0].s;
-    int fd = vb_open_checked(b, a[0].s, &a[1], &a[2]);
+    int dir = 0, fd = vb_open_checked(b, a[0].s, &a[1], &a[2], &dir);
+    if (fd >= 0 && !dir) {
+        close(fd);
+        return vb_say(b, "guest tree %s: not a directory", a[0].s);
+    }
     if (fd < 0)
         return -1;
     int tree = vb_clone_tree(fd, 1, 0);
@@ -343,10 +383,10 @@ static int op_hostbind(struct vb *b, struct vb_field *a) {
     int ro = strcmp(a[4].s, "0") != 0, rec = strcmp(a[5].s, "0") != 0;
     if (vb_need_root(b, "hostbind") < 0)
         return -1;
-    int source = vb_open_checked(b, src, &a[1], &a[2]);
+    int dir = 0, source = vb_open_checked(b, src, &a[1], &a[2], &dir);
     if (source < 0)
         return -1;
-    int fd = vb_mkdirs_in_root(b->root_fd, target);
+    int fd = dir ? vb_mkdirs_in_root(b->root_fd, target) : vb_file_in_root(b->root_fd, target);
     if (fd < 0) {
         close(source);
         return vb_fail(b, "bind target", target, errno);

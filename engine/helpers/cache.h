@@ -17,7 +17,8 @@
  *   code PATH DEV INO SIZE MTIME CTIME   the engine's sources (the planner)
  *   inroot ROOT PATH PRESENT     a guest file whose presence decides the plan
  *   inlink ROOT PATH PRESENT     the same for the entry itself (a symlink not followed)
- *   source PATH DEV INO          a host bind source, reached without symlinks
+ *   source PATH DEV INO          a host bind source (directory or file), reached
+ *                                without symlinks
  *
  * The plan is replayed only when every record still holds and this very
  * binary is one of the recorded ones; anything else, or any failure on the
@@ -215,8 +216,7 @@ static int ch_source(struct ch *c, struct vs_field *a) {
     struct stat st;
     long long dev, ino;
     (void)c;
-    int fd = ch_open(AT_FDCWD, a[0].s, O_PATH | O_DIRECTORY,
-                     RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+    int fd = ch_open(AT_FDCWD, a[0].s, O_PATH, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
     int ok = fd >= 0 && fstat(fd, &st) == 0 && vs_ll(a[1].s, 10, &dev) == 0 &&
              vs_ll(a[2].s, 10, &ino) == 0 && (long long)st.st_dev == dev &&
              (long long)st.st_ino == ino;

@@ -1,7 +1,8 @@
 """Host directories bound into a guest at start, and safe guest-side targets.
 
-Two kinds of binds, in this order: a skeleton guest's host system dirs
-(/usr and the real /bin, /sbin, /lib* directories, read-only), then the
+Two kinds of binds, in this order: what the guest's template shares with
+the host, read-only (a skeleton's /usr and real /bin, /sbin, /lib*
+directories; a busybox guest's /bin/busybox binary), then the
 guest's ``V_SHARE`` shares. Host sources are checked here; guest-side
 targets are resolved by the runtime at mount time with ``open_target``,
 inside the guest tree, so a symlink the guest plants at a share's target
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 # Host system directories a skeleton guest shares with the host, read-only.
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32")
+# Where a busybox guest sees the host's busybox (its applet links point here).
+BUSYBOX = "/bin/busybox"
 
 # A share reached through a symlink must not land in (or under) one of these.
 SENSITIVE = ("/etc", "/boot", "/root", "/run", "/var/run")
@@ -36,7 +39,7 @@ _O_PATH_DIR = os.O_PATH | os.O_CLOEXEC
 
 
 class Bind(Record):
-    """One host directory bound onto a guest path."""
+    """One host directory (or file) bound onto a guest path."""
 
     __slots__ = _fields = ("source", "target", "readonly", "recursive")
     source: Path
@@ -61,10 +64,46 @@ def system_binds(host: Path = Path("/")) -> list[Bind]:
     return found
 
 
+def host_busybox() -> Path:
+    """The host's static busybox (its real path: binds never follow symlinks)."""
+    for candidate in ("/bin/busybox", "/usr/bin/busybox"):
+        path = Path(candidate)
+        if path.is_file() and is_static(path):
+            return path.resolve()
+    raise VstuiError("template busybox needs a static busybox; apt-get install busybox-static")
+
+
+def is_static(binary: Path) -> bool:
+    """True for an ELF without a program interpreter (PT_INTERP)."""
+    import struct
+
+    with open(binary, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only
+            return False
+        (phoff,) = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    kinds = (struct.unpack_from("<I", table, i * phentsize)[0] for i in range(phnum))
+    return 3 not in kinds  # PT_INTERP
+
+
+def template_binds(template: str | None) -> list[Bind]:
+    """What a template's guests share with the host, read-only: a skeleton the
+    host's system dirs, a busybox guest the host's one busybox binary (one inode
+    and one page cache for every guest; the tree holds an empty placeholder)."""
+    kind = template_kind(template or "none")
+    if kind == "skeleton":  # only an explicit one: an imported tree keeps its own /usr
+        return system_binds()
+    if kind == "busybox":
+        return [Bind(host_busybox(), BUSYBOX, readonly=True, recursive=False)]
+    return []
+
+
 def binds(cfg: Any, paths: Paths) -> list[Bind]:
-    """Host dirs to bind into ``cfg``'s guest at start, in mount order."""
-    # only an explicit skeleton: an imported full tree (no V_TEMPLATE) keeps its own /usr
-    found = system_binds() if template_kind(cfg.template or "none") == "skeleton" else []
+    """Host dirs (and files) to bind into ``cfg``'s guest at start, in mount order."""
+    found = template_binds(cfg.template)
     for share in cfg.shares:
         source = check_share_source(share.host, paths, cfg.name)
         target = check_share_target(share.guest, cfg.name)

@@ -3,8 +3,9 @@
 Every template writes the guest's own /etc (never a copy of the host's
 secrets: no host shadow, no ssh host keys, nothing of /root). ``skeleton``
 downloads nothing: it makes mount points for the host's /usr and system
-dirs, which ``binds()`` fills read-only at start. ``busybox`` is
-self-contained (the host's static busybox and its applet links).
+dirs, which ``binds()`` fills read-only at start. ``busybox`` holds its
+applet links and an empty /bin/busybox, over which every start binds the
+host's static busybox read-only (one inode for all guests).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import VstuiError
-from engine.rootfs.binds import SYSTEM_DIRS
+from engine.rootfs.binds import BUSYBOX, SYSTEM_DIRS, host_busybox
 from engine.rootfs.chroot import hosts_text, in_chroot
 
 log = logging.getLogger("vstui.rootfs")
@@ -267,30 +268,6 @@ def populate_skeleton(tree: Path, hostname: str, addresses: Iterable[object]) ->
 # -- busybox ---------------------------------------------------------------
 
 
-def find_busybox() -> Path:
-    for candidate in ("/bin/busybox", "/usr/bin/busybox"):
-        path = Path(candidate)
-        if path.is_file() and is_static(path):
-            return path
-    raise VstuiError("template busybox needs a static busybox; apt-get install busybox-static")
-
-
-def is_static(binary: Path) -> bool:
-    """True for an ELF without a program interpreter (PT_INTERP)."""
-    import struct
-
-    with open(binary, "rb") as f:
-        head = f.read(64)
-        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only
-            return False
-        (phoff,) = struct.unpack_from("<Q", head, 32)
-        phentsize, phnum = struct.unpack_from("<HH", head, 54)
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-    kinds = (struct.unpack_from("<I", table, i * phentsize)[0] for i in range(phnum))
-    return 3 not in kinds  # PT_INTERP
-
-
 def busybox_applets(busybox: Path) -> list[str]:
     out = subprocess.run(
         [str(busybox), "--list-full"], capture_output=True, text=True, check=True
@@ -299,12 +276,13 @@ def busybox_applets(busybox: Path) -> list[str]:
 
 
 def populate_busybox(tree: Path, hostname: str, addresses: Iterable[object]) -> None:
-    busybox = find_busybox()
+    busybox = host_busybox()
     make_dirs(tree)
     for rel in ("bin", "sbin", "usr", "usr/bin", "usr/sbin"):
         (tree / rel).mkdir(mode=0o755, exist_ok=True)
-    shutil.copy2(busybox, tree / "bin/busybox")
-    os.chmod(tree / "bin/busybox", 0o755)
+    # a placeholder: every start binds the host's one copy over it, read-only
+    # (binds.template_binds), so N guests share one inode, on disk and in memory
+    (tree / BUSYBOX[1:]).touch(mode=0o755)
     for rel in busybox_applets(busybox):
         link = tree / rel
         if rel == "bin/busybox" or os.path.lexists(link):

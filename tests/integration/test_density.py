@@ -71,6 +71,36 @@ def test_a_changed_context_id_is_never_replayed(front: str, vroot: Paths) -> Non
         python_cli(vroot, "a", "stop")
 
 
+def host_inode(pid: int, guest_path: str) -> tuple[int, int]:
+    """(dev, ino) on the host of what ``pid`` sees at ``guest_path``."""
+    st = os.stat(f"/proc/{pid}/root{guest_path}")
+    return st.st_dev, st.st_ino
+
+
+def test_busybox_of_two_running_guests_is_one_host_inode(front: str, vroot: Paths) -> None:
+    busybox(vroot, "a", "b")
+    assert vroot.guest_root("a").joinpath("bin/busybox").stat().st_size == 0  # no copy
+    try:
+        for name in ("a", "b"):
+            ok(python_cli(vroot, name, "start"))
+        inits = [state.read(vroot, name).init_pid for name in ("a", "b")]
+        seen = {host_inode(pid, "/bin/busybox") for pid in inits}
+        real = os.stat(os.path.realpath("/bin/busybox"))
+        assert seen == {(real.st_dev, real.st_ino)}
+        for name in ("a", "b"):
+            out = compiled(front, vroot, name, "exec", "sh", "-c",
+                           "echo x > /bin/busybox; rm -f /bin/busybox; echo still")  # fmt: skip
+            assert out.stdout.strip() == "still" and "Read-only" in out.stderr
+        assert os.stat("/bin/busybox").st_size == real.st_size
+        ok(python_cli(vroot, "a", "stop"))
+        ok(compiled(front, vroot, "a", "start"))  # the cached start binds the same copy
+        pid = state.read(vroot, "a").init_pid
+        assert host_inode(pid, "/bin/busybox") == (real.st_dev, real.st_ino)
+    finally:
+        for name in ("a", "b"):
+            python_cli(vroot, name, "stop")
+
+
 def test_vps_shows_one_line_per_process(vroot: Paths) -> None:
     busybox(vroot, "a", "b")
     try:

@@ -16,6 +16,7 @@ from engine.rootfs import procview
 from engine.rootfs.binds import (
     check_share_source,
     check_share_target,
+    is_static,
     open_target,
     resolve_in_guest,
     system_binds,
@@ -27,7 +28,6 @@ from engine.rootfs.storage import _config_size, _human, read_ext4_super
 from engine.rootfs.templates import (
     Template,
     etc_files,
-    is_static,
     parse_template,
     safe_members,
 )
