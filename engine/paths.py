@@ -43,13 +43,14 @@ def check_name(name: str, guest_word: str = "guest") -> str:
     call can be steered outside its directories (``../vservers/web`` once
     stopped the real guest web, ``../x`` made ``run/x/lock``).
     """
-    from engine.errors import InvalidName
-
     if is_name(name):
         if guest_word == "guest" and name in RESERVED:
+            from engine.errors import InvalidName
+
             raise InvalidName(f"'{name}' is reserved (/etc/vserver/{name}.conf holds the "
                               "defaults for new guests); choose another name")  # fmt: skip
         return name
+    from engine.errors import InvalidName
     from engine.text import excerpt
 
     shown = excerpt(name, 40) if isinstance(name, str) else repr(name)

@@ -172,6 +172,7 @@ class Tree:
         self.hierarchies = hierarchies
         # procs/exists/list_guests look here: every guest process is in this one.
         self.primary = primary
+        self._gauge_files: dict[str, tuple[str | None, ...]] = {}
 
     @property
     def has_cgroup2(self) -> bool:
@@ -264,11 +265,63 @@ class Tree:
 
     def procs(self, rel: str) -> list[int]:
         """Every process in the guest's cgroup and its sub-cgroups."""
-        top = self.primary.mount.joinpath(*check_rel(rel))
+        return self.members(rel) or []
+
+    def members(self, rel: str) -> list[int] | None:
+        """``procs``, None when the guest has no cgroup: one read and one listing per
+        directory, string paths (a console asks for every guest every second)."""
+        top = os.path.join(self.primary.mount, *check_rel(rel))
         pids: list[int] = []
-        for directory in walk_dirs(top):
-            pids.extend(read_pids(directory / "cgroup.procs"))
+        stack = [top]
+        while stack:
+            directory = stack.pop()
+            try:
+                with open(directory + "/cgroup.procs", "rb") as f:
+                    data = f.read()
+                if os.stat(directory).st_nlink > 2:  # kernfs: 2 + its subdirectories
+                    with os.scandir(directory) as it:
+                        stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
+            except FileNotFoundError:
+                if directory == top:
+                    return None
+                continue  # a sub-cgroup removed meanwhile
+            except OSError:
+                continue
+            pids.extend(int(pid) for pid in data.split())
         return pids
+
+    def memory_used(self, rel: str) -> int | None:
+        """The guest's memory use in bytes (one read; a console asks every second)."""
+        path = self._gauges(rel)[0]
+        return read_int(path) if path else None
+
+    def limit_gauges(self, rel: str) -> tuple[int | None, int | None]:
+        """(memory limit, process limit) in two reads; None = unlimited or not controlled."""
+        _, memory, pids = self._gauges(rel)
+        limit = self.unlimited_as_none(read_int(memory)) if memory else None
+        return limit, read_int(pids) if pids else None
+
+    def _gauges(self, rel: str) -> tuple[str | None, ...]:
+        files = self._gauge_files.get(rel)
+        if files is None:
+            files = self._gauge_files[rel] = self.gauge_files(rel)
+        return files
+
+    def gauge_files(self, rel: str) -> tuple[str | None, ...]:
+        """Paths of (memory use, memory limit, process limit); None: not controlled."""
+        raise NotImplementedError
+
+    @staticmethod
+    def unlimited_as_none(limit: int | None) -> int | None:
+        return limit
+
+    def location(self, pid: int) -> str | None:
+        """``pid``'s cgroup in the hierarchy ``procs`` reads, from /proc/PID/cgroup
+        (e.g. ``/vstui-1a2b/web/payload``); None when it is gone."""
+        from engine import procfs
+
+        h = self.primary
+        return procfs.cgroups(pid).get("" if h.version == 2 else ",".join(sorted(h.controllers)))
 
     def list_guests(self, base: str) -> list[str]:
         top = self.primary.mount.joinpath(*check_rel(base))

@@ -96,6 +96,13 @@ class V1Cgroups(Tree):
     def memory_dir(self, rel: str) -> Path | None:
         return self._dir("memory", rel)
 
+    def gauge_files(self, rel: str) -> tuple[str | None, ...]:
+        memory, pids = self._dir("memory", rel), self._dir("pids", rel)
+        mem = (f"{memory}/memory.usage_in_bytes", f"{memory}/memory.limit_in_bytes")
+        return (*(mem if memory else (None, None)), f"{pids}/pids.max" if pids else None)
+
+    unlimited_as_none = staticmethod(memory_limit)
+
     def stats(self, rel: str) -> CgroupStats:
         memory = self._dir("memory", rel)
         pids = self._dir("pids", rel)

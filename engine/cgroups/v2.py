@@ -97,6 +97,12 @@ class V2Cgroups(Tree):
     def memory_dir(self, rel: str) -> Path | None:
         return self._dir(rel) if "memory" in self.hierarchy.controllers else None
 
+    def gauge_files(self, rel: str) -> tuple[str | None, ...]:
+        directory, have = self._dir(rel), self.hierarchy.controllers
+        mem = (f"{directory}/memory.current", f"{directory}/memory.max")
+        return (*(mem if "memory" in have else (None, None)),
+                f"{directory}/pids.max" if "pids" in have else None)  # fmt: skip
+
     def stats(self, rel: str) -> CgroupStats:
         directory = self._dir(rel)
         have = self.hierarchy.controllers

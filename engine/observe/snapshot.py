@@ -31,9 +31,9 @@ from engine.paths import Paths
 from engine.procs.attribution import (
     UNKNOWN_XID,
     RunInfo,
+    RunStates,
     all_guests,
     config_or_error,
-    read_run_state,
 )
 from engine.procs.collect import ProcessTable
 from engine.procs.scan import pid_max
@@ -42,6 +42,9 @@ from engine.text import visible
 # seconds between two readings of a guest's disk use: every backend's reading is
 # cheap (statvfs, sysfs, a cache file); a `none` tree is walked in the background
 DISK_EVERY = 2.0
+# seconds between two readings of a guest's memory and process limits (they change
+# only when an administrator changes them; the use is read at every snapshot)
+LIMITS_EVERY = 5.0
 
 
 def _optional(module: str) -> Any | None:
@@ -66,8 +69,12 @@ class Observer:
         self.paths = paths
         self.proc_root = os.fspath(proc_root)
         self.table = ProcessTable(paths, proc_root, cgroup_fs)
+        self.runs = RunStates(paths, self.proc_root)
+        self._config_dir = os.fspath(paths.config_dir)  # names come from all_guests: checked
         self._prev_net: dict[str, tuple[float, NetStats]] = {}
         self._disk: dict[str, tuple[float, Gauge, Gauge, str | None]] = {}
+        self._limits: dict[str, tuple[float, int | None, int | None]] = {}  # name -> (when, ...)
+        self._memory: dict[str, tuple[float, tuple[ProcRow, ...], int | None]] = {}
         # name -> (stat key of NAME.conf, config or None, why it could not be loaded)
         self._configs: dict[str, tuple[tuple[int, ...] | None, object | None, str | None]] = {}
         self.ncpu = os.cpu_count() or 1
@@ -76,7 +83,8 @@ class Observer:
     def snapshot(self) -> Snapshot:
         errors: list[str] = []
         names = all_guests(self.paths)
-        runs = {name: read_run_state(self.paths, name, self.proc_root) for name in names}
+        seen = self.table.last_scan
+        runs = {name: self.runs.read(name, seen) for name in names}
         active = [info for info in runs.values() if info.active]
         table = self.table.refresh(active)
         errors.extend(table.attribution.errors)
@@ -92,6 +100,10 @@ class Observer:
             why = self._configs.get(name, (None, None, None))[2]
             if why:  # one line per broken NAME.conf; the other guests go on
                 errors.append(f"{name}: configuration skipped: {why}")
+        if len(self._memory) > len(names):  # deleted guests: forget what was kept for them
+            for cache in (self._memory, self._limits, self._disk, self._configs):
+                for gone in cache.keys() - set(names):
+                    del cache[gone]
         return Snapshot(
             taken=table.taken,
             wall=table.wall,
@@ -192,7 +204,7 @@ class Observer:
         if cfg is None:
             missing.append("config: configuration part not available or config unreadable")
         running = run.active
-        memory, pids = self._cgroup_gauges(run.name, running, missing)
+        memory, pids = self._cgroup_gauges(run.name, running, rows, taken, missing)
         disk, inodes = self._disk_gauges(run.name, cfg, taken, missing)
         guest_net: NetStats | None = None
         if running and getattr(cfg, "netmode", None) != "host":
@@ -223,7 +235,7 @@ class Observer:
 
     def _state(self, run: Any, running: bool) -> str:
         """The run state; ``frozen`` for a running guest with run_dir/frozen (no cgroup read)."""
-        if running and os.path.exists(os.path.join(self.paths.run_dir_str(run.name), "frozen")):
+        if running and self.runs.frozen(run.name):
             return "frozen"
         return run.state if run.state else "unknown"
 
@@ -231,7 +243,7 @@ class Observer:
         """load_config, parsed again only when NAME.conf changed (it is read
         for every guest every second otherwise)."""
         try:
-            st = os.stat(self.paths.config_file(name))
+            st = os.stat(os.path.join(self._config_dir, name + ".conf"))
             key: tuple[int, ...] | None = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         except OSError:
             key = None
@@ -242,7 +254,11 @@ class Observer:
         self._configs[name] = (key, cfg, why)
         return cfg
 
-    def _cgroup_gauges(self, name: str, running: bool, missing: list[str]) -> tuple[Gauge, Gauge]:
+    def _cgroup_gauges(
+        self, name: str, running: bool, rows: list[ProcRow], taken: float, missing: list[str]
+    ) -> tuple[Gauge, Gauge]:
+        """Memory used, tasks counted from the guest's rows (the cgroup's pids.current),
+        limits read again every LIMITS_EVERY seconds."""
         if not running:
             return Gauge(), Gauge()
         cgroups = _optional("engine.cgroups")
@@ -250,11 +266,34 @@ class Observer:
             missing.append("memory, pids: cgroups part not available")
             return Gauge(), Gauge()
         try:
-            st = cgroups.manager().stats(self.paths.cgroup_name(name))
+            cg, rel = cgroups.manager(), self.paths.cgroup_name(name)
+            used = self._memory_used(cg, rel, name, rows, taken)
+            cached = self._limits.get(name)
+            if cached is None or taken - cached[0] >= LIMITS_EVERY:
+                cached = self._limits[name] = (taken, *cg.limit_gauges(rel))
         except Exception as exc:
             missing.append(f"memory, pids: {exc}")
             return Gauge(), Gauge()
-        return Gauge(st.memory_used, st.memory_limit), Gauge(st.pids_current, st.pids_limit)
+        return Gauge(used, cached[1]), Gauge(sum(r.threads for r in rows), cached[2])
+
+    def _memory_used(
+        self, cg: Any, rel: str, name: str, rows: list[ProcRow], taken: float
+    ) -> int | None:
+        """The guest's memory use: read again when one of its processes ran, came or
+        went (its rows are not the very objects of the last snapshot), else at least
+        every LIMITS_EVERY seconds (what changes it without its processes running,
+        the host reclaiming its page cache or socket buffers filling, is slow)."""
+        last = self._memory.get(name)
+        if (
+            last is not None
+            and taken - last[0] < LIMITS_EVERY
+            and len(last[1]) == len(rows)
+            and all(a is b for a, b in zip(last[1], rows, strict=True))
+        ):
+            return last[2]
+        used = cg.memory_used(rel)
+        self._memory[name] = (taken, tuple(rows), used)
+        return used
 
     def _disk_gauges(
         self, name: str, cfg: object | None, taken: float, missing: list[str]

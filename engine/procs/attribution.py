@@ -10,13 +10,18 @@ directory for guests that are not running.
 from __future__ import annotations
 
 import os
+import time
 from collections import namedtuple
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
 from engine import procfs
 from engine.contexts import HOST_NAME, HOST_XID, SPECTATOR_XID
 from engine.paths import Paths, check_name, is_name
+
+TYPE_CHECKING = False  # not typing's: vps's start path
+if TYPE_CHECKING:
+    from typing import Any
 
 CGROUP_FS = Path("/sys/fs/cgroup")
 # hierarchies to read membership from when engine.cgroups is not there, best first
@@ -86,20 +91,86 @@ def read_run_state(paths: Paths, name: str, proc_root: str = "/proc") -> RunInfo
     A state that says running while init (pid + ``init.start``) is gone is
     reported as ``stopped``: the guest died without its supervisor cleaning up.
     """
-    run = paths.run_dir(name)
-    state = _read_value(run / "state") or "stopped"
-    started_text = _read_value(run / "started")
+    return _checked(name, _recorded(paths.run_dir_str(name)), proc_root)
+
+
+# (state, started, init_pid, init_start, xid, frozen): what the run files say
+_Recorded = tuple
+
+
+def _recorded(run: str) -> _Recorded:
+    state = _read_value(os.path.join(run, "state")) or "stopped"
+    started_text = _read_value(os.path.join(run, "started"))
     try:
         started = float(started_text) if started_text else None
     except ValueError:
         started = None
-    init_pid = _int_or_none(_read_value(run / "init.pid"))
+    init_pid = _int_or_none(_read_value(os.path.join(run, "init.pid")))
+    init_start = _int_or_none(_read_value(os.path.join(run, "init.start")))
+    xid = _int_or_none(_read_value(os.path.join(run, "xid")))
+    return state, started, init_pid, init_start, xid, os.path.exists(os.path.join(run, "frozen"))
+
+
+def _checked(
+    name: str, recorded: _Recorded, proc_root: str, seen: Mapping[int, Any] | None = None
+) -> RunInfo:
+    """The recorded state, ``stopped`` when init (pid + start time) is gone.
+
+    ``seen``: a scan of /proc (pid -> Proc) taken a moment ago, which spares
+    reading init's stat again; a PID it lacks is read."""
+    state, started, init_pid, expected, xid, _frozen = recorded
     if init_pid is not None and state in ("running", "stopping"):
-        expected = _int_or_none(_read_value(run / "init.start"))
-        now = procfs.starttime(init_pid, proc_root)
+        proc = seen.get(init_pid) if seen else None
+        if proc is not None and proc.state != "Z":
+            now = proc.starttime
+        else:
+            now = procfs.starttime(init_pid, proc_root)
         if now is None or (expected is not None and now != expected):
             state, init_pid = "stopped", None
-    return RunInfo(name, state, _int_or_none(_read_value(run / "xid")), init_pid, started)
+    return RunInfo(name, state, xid, init_pid, started)
+
+
+class RunStates:
+    """``read_run_state`` for a caller that asks every second (the console).
+
+    Every run file is written by rename, which changes the run directory: a
+    guest's files are read again only when its directory changed, or changed
+    less than RACY seconds ago (a timestamp is coarse: two renames within one
+    tick look alike). Init's liveness is checked at every read (one read).
+    """
+
+    RACY = 1.0
+
+    def __init__(self, paths: Paths, proc_root: str = "/proc") -> None:
+        self.paths = paths
+        self.proc_root = proc_root
+        self._seen: dict[str, tuple[tuple[int, int, int], _Recorded]] = {}
+
+    def _record(self, name: str) -> _Recorded:
+        run = self.paths.run_dir_str(name)
+        try:
+            st = os.stat(run)
+        except OSError:
+            self._seen.pop(name, None)
+            return _recorded(run)
+        key = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        hit = self._seen.get(name)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        recorded = _recorded(run)
+        if time.time() - st.st_mtime > self.RACY:
+            self._seen[name] = (key, recorded)
+        return recorded
+
+    def read(self, name: str, seen: Mapping[int, Any] | None = None) -> RunInfo:
+        """The guest's run state; ``seen``: the caller's last scan of /proc (init
+        found there alive counts as alive: a guest that died since is seen at the
+        next read)."""
+        return _checked(name, self._record(name), self.proc_root, seen)
+
+    def frozen(self, name: str) -> bool:
+        """run_dir/frozen exists (``vserver NAME freeze``)."""
+        return bool(self._record(name)[5])
 
 
 def configured_guests(paths: Paths) -> list[str]:
@@ -170,9 +241,8 @@ def cgroup_members(paths: Paths, name: str, cgroup_fs: Path | None = None) -> se
             manager = None
         if manager is not None:
             try:
-                cgroups = manager()
-                rel = paths.cgroup_name(name)
-                return set(cgroups.procs(rel)) if cgroups.exists(rel) else None
+                members = manager().members(paths.cgroup_name(name))
+                return None if members is None else set(members)
             except Exception:  # a broken cgroup part must not break vps: read files
                 pass
         cgroup_fs = CGROUP_FS
@@ -224,6 +294,29 @@ def attribute(
         for pid in members:
             by_pid[pid] = ctx
     return Attribution(by_pid, running, tuple(errors))
+
+
+def attribute_new(
+    paths: Paths, previous: Attribution, new_pids: Iterable[int], alive: Collection[int]
+) -> Attribution:
+    """``previous`` (same running guests) with the processes seen for the first time.
+
+    A process stays in the cgroup it was forked into (vexec clones new ones
+    into a guest; nothing of vstui moves a running process into one), so a
+    repeated refresh looks up only new PIDs, each by its own /proc/PID/cgroup
+    line of the hierarchy ``attribute`` reads; ``alive`` prunes the gone.
+    """
+    from engine.cgroups import manager
+
+    cgroups = manager()
+    by_rel = {paths.cgroup_name(g.name): g for g in previous.guests}
+    by_pid = {pid: ctx for pid, ctx in previous.by_pid.items() if pid in alive}
+    for pid in new_pids:
+        where = cgroups.location(pid)
+        info = by_rel.get("/".join(where.strip("/").split("/")[:2])) if where else None
+        if info is not None:
+            by_pid[pid] = Context(info.xid if info.xid is not None else UNKNOWN_XID, info.name)
+    return Attribution(by_pid, previous.guests, previous.errors)
 
 
 def context_label(xid: int, names: dict[int, str]) -> str:

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from engine.contexts import HOST_NAME, HOST_XID
 from engine.paths import Paths
-from engine.procs.attribution import Attribution, RunInfo, attribute, running_guests
+from engine.procs.attribution import (
+    Attribution,
+    RunInfo,
+    attribute,
+    attribute_new,
+    running_guests,
+)
 from engine.procs.scan import (
     CLK_TCK,
     NEED_ALL,
@@ -28,6 +34,10 @@ from engine.procs.scan import (
     tty_name,
 )
 from engine.text import visible
+
+# a repeated refresh reads every guest's cgroup again at least this often (seconds);
+# in between only new PIDs are attributed (a process keeps its cgroup unless moved)
+FULL_EVERY = 10.0
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs vps ~5 ms
 if TYPE_CHECKING:
@@ -175,22 +185,53 @@ class ProcessTable:
             from engine.datamodel import new_proc_row
 
             self._make_row = new_proc_row
+        self.one_shot = one_shot
         self._prev: dict[int, Proc] = {}
         self._prev_time: float | None = None
+        self._attribution: Attribution | None = None
+        self._guests_key: tuple = ()
+        self._full_at = 0.0
 
     def refresh(self, guests: list[RunInfo] | None = None) -> Table:
         if guests is None:
             guests = running_guests(self.paths, self.scanner.proc_root)
-        attribution = attribute(self.paths, self.cgroup_fs, guests)
         wall = time.time()
-        want_nspid = attribution.by_pid.keys() if self.need & NEED_NSPID else ()
-        procs = self.scanner.scan(want_nspid, self.need & ~NEED_NSPID)
+        if self.one_shot:
+            attribution = attribute(self.paths, self.cgroup_fs, guests)
+            want_nspid = attribution.by_pid.keys() if self.need & NEED_NSPID else ()
+            procs = self.scanner.scan(want_nspid, self.need & ~NEED_NSPID)
+        else:
+            procs, attribution = self._scan_attributed(guests)
         now = self.clock()
         elapsed = None if self._prev_time is None else max(now - self._prev_time, 1e-6)
         rows = self._rows(procs, attribution, elapsed)
         self._prev = procs
         self._prev_time = now
         return Table(now, wall, rows, attribution, elapsed)
+
+    @property
+    def last_scan(self) -> dict[int, Proc]:
+        """The processes of the last refresh (pid -> Proc)."""
+        return self._prev
+
+    def _scan_attributed(self, guests: list[RunInfo]) -> tuple[dict[int, Proc], Attribution]:
+        """Scan, then attribute: every guest's cgroup is read again when the running
+        guests changed or FULL_EVERY seconds passed, else only new PIDs are looked up
+        (engine.procs.attribution.attribute_new)."""
+        prev, last = self._prev, self._attribution
+        want = _NewOrMember(last.by_pid if last else {}, prev) if self.need & NEED_NSPID else ()
+        procs = self.scanner.scan(want, self.need & ~NEED_NSPID)
+        key = tuple((g.name, g.xid, g.init_pid) for g in guests)
+        now = self.clock()
+        full = last is None or key != self._guests_key or now - self._full_at >= FULL_EVERY
+        if full or self.cgroup_fs is not None:  # cgroup_fs: files laid out by a test
+            attribution = attribute(self.paths, self.cgroup_fs, guests)
+            self._guests_key, self._full_at = key, now
+        else:
+            new = (pid for pid in procs if pid not in prev)
+            attribution = attribute_new(self.paths, last, new, procs)
+        self._attribution = attribution
+        return procs, attribution
 
     def _rows(
         self, procs: dict[int, Proc], attribution: Attribution, elapsed: float | None
@@ -232,6 +273,19 @@ class ProcessTable:
             p.memo = row
             append(row)
         return tuple(rows)
+
+
+class _NewOrMember:
+    """The PIDs whose NSpid a refresh wants: guest members, and every PID seen for the
+    first time (it may be a guest's; its status is read for its uid anyway)."""
+
+    __slots__ = ("members", "seen")
+
+    def __init__(self, members: dict[int, object], seen: dict[int, Proc]) -> None:
+        self.members, self.seen = members, seen
+
+    def __contains__(self, pid: object) -> bool:
+        return pid in self.members or pid not in self.seen
 
 
 def _ascending(procs: dict[int, Proc]) -> bool:

@@ -191,3 +191,32 @@ def test_observer_sees_guests_with_stats(guests: Paths) -> None:
         assert g.memory.used is not None and g.memory.used > 0  # from the cgroup
         assert g.pids.used is not None and g.pids.used >= g.nproc
         assert g.uptime is not None and g.uptime >= 0
+
+
+def test_a_console_attributes_new_guest_processes_between_full_reads(guests: Paths) -> None:
+    """The observer reads every cgroup once, then looks up only new PIDs: a process
+    started in a guest afterwards is still the guest's, with its guest PID."""
+    from engine import runtime
+    from engine.observe import Observer
+    from engine.procs.collect import FULL_EVERY
+
+    observer = Observer(guests)
+    observer.snapshot()  # the full read
+    full_at = observer.table._full_at
+    name = next(iter(GUESTS))
+    proc = subprocess.Popen([sys.executable, "-m", "vstui.cli.vserver", "--root",
+                             str(guests.root), name, "exec", "sleep", "4242"])  # fmt: skip
+    try:
+
+        def mine() -> list:
+            rows = observer.snapshot().procs
+            return [r for r in rows if r.cmdline == "sleep 4242" and r.guest == name]
+
+        assert _wait(mine), "the new process was not attributed to its guest"
+        row = mine()[0]
+        assert row.xid == runtime.xid_of(guests, name) and row.nspid != row.pid
+        if time.monotonic() - full_at < FULL_EVERY:  # found by the new-PID lookup
+            assert observer.table._full_at == full_at
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

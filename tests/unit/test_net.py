@@ -230,3 +230,10 @@ def test_bridged_guest_rules_and_link_local_address():
     v4_only = policy.bridged_script(policy.Bridged(
         table="t", port="p", mac="02:00:5e:10:00:01", v4=("198.18.0.5",), v6=()))  # fmt: skip
     assert "ether type ip6 drop" in v4_only and "icmpv6" not in v4_only
+
+
+def test_host_ends_are_one_read_of_net_dev_seen_from_the_guest():
+    ends = counters.host_ends(NET_DEV)
+    row = ends["eth1"]  # the host end's rx is what the guest sent
+    assert (row.rx_bytes, row.tx_bytes, row.rx_packets, row.tx_packets) == (2000, 1000, 20, 10)
+    assert set(ends) >= {"eth0", "eth1"}

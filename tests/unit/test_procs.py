@@ -493,3 +493,64 @@ def test_observer_reloads_a_guest_config_only_when_it_changes(
     conf.write_text('S_FLAGS="lock nproc"\n')
     assert obs.snapshot().guest("db1").flags == ("lock", "nproc")
     assert loads == ["db1", "db1"]
+
+
+def test_run_states_read_a_guest_again_only_when_its_run_dir_changed(
+    proc: Path, host: tuple[Paths, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths, _ = host
+    run = paths.run_dir("db1")
+    old = os.stat(run).st_mtime - 10  # changed long ago: not racy
+    os.utime(run, (old, old))
+    states = attribution.RunStates(paths, str(proc))
+    first = states.read("db1")
+    assert (first.xid, first.init_pid) == (40001, 2211) and not states.frozen("db1")
+    reads = []
+    real = attribution._recorded
+    monkeypatch.setattr(attribution, "_recorded", lambda d: reads.append(d) or real(d))
+    assert states.read("db1") == first and reads == []  # one stat, no file read
+    (run / ".xid.tmp").write_text("40002\n")
+    os.replace(run / ".xid.tmp", run / "xid")  # how the runtime writes: a rename
+    (run / "frozen").write_text("1\n")
+    assert states.read("db1").xid == 40002 and states.frozen("db1")  # seen at once
+    assert reads  # read again: the directory changed (and is racy now)
+    assert attribution.RunStates(paths, str(proc)).read("db2").state == "stopped"
+
+
+class _CountingCgroups:
+    """engine.cgroups' manager as the observer sees it, counting the reads."""
+
+    def __init__(self) -> None:
+        self.used = self.limits = 0
+
+    def memory_used(self, rel: str) -> int:
+        self.used += 1
+        return 1000 * self.used
+
+    def limit_gauges(self, rel: str) -> tuple[int, int]:
+        self.limits += 1
+        return 1 << 30, 500
+
+
+def test_an_idle_guests_memory_is_not_read_again_until_one_of_its_processes_runs(
+    proc: Path, host: tuple[Paths, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+
+    import engine.cgroups
+
+    snapshot = importlib.import_module("engine.observe.snapshot")
+    paths, cgfs = host
+    counting = _CountingCgroups()
+    monkeypatch.setattr(engine.cgroups, "manager", lambda: counting)
+    observer = snapshot.Observer(paths, proc, cgfs)
+
+    def db1():
+        return next(g for g in observer.snapshot().guests if g.name == "db1")
+
+    first = db1()
+    assert (first.memory.used, first.memory.limit, first.pids.limit) == (1000, 1 << 30, 500)
+    assert db1().memory.used == 1000 and counting.used == 1  # nothing ran: no read
+    _set_stat_field(proc, 2300, 11, "999999")  # a guest process used CPU
+    assert db1().memory.used == 2000 and counting.used == 2
+    assert counting.limits == 1  # limits: every LIMITS_EVERY seconds
