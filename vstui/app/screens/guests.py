@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import ClassVar
 
 from rich.text import Text
@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from engine.datamodel import HOST_NAME, GuestStatus, Snapshot
 from vstui.app import fmt
 from vstui.app.actions import GUESTS, bindings
+from vstui.app.history import History
 from vstui.app.procview import matcher
 from vstui.app.screens.base import TableScreen
 from vstui.app.widgets.linetable import Cell, Column, LineTable
@@ -102,13 +103,17 @@ def _flags(g: GuestStatus) -> str:
     return " ".join(words)
 
 
+_SORT_VALUES = {
+    "name": lambda g: g.name, "state": lambda g: g.state, "cpu": lambda g: g.cpu_percent,
+    "memory": lambda g: g.memory.used or 0, "nproc": lambda g: g.nproc,
+    "disk": lambda g: g.disk.used or 0, "rx": lambda g: g.net.rx_rate if g.net else 0.0,
+    "tx": lambda g: g.net.tx_rate if g.net else 0.0, "uptime": lambda g: g.uptime or 0.0,
+    "xid": lambda g: g.xid,
+}  # fmt: skip
+
+
 def sort_value(g: GuestStatus, key: str) -> object:
-    values = {
-        "name": g.name, "state": g.state, "cpu": g.cpu_percent, "memory": g.memory.used or 0,
-        "nproc": g.nproc, "disk": g.disk.used or 0, "rx": g.net.rx_rate if g.net else 0.0,
-        "tx": g.net.tx_rate if g.net else 0.0, "uptime": g.uptime or 0.0, "xid": g.xid,
-    }  # fmt: skip
-    return values.get(key, g.name)
+    return _SORT_VALUES.get(key, _SORT_VALUES["name"])(g)
 
 
 class GuestsScreen(TableScreen):
@@ -151,13 +156,7 @@ class GuestsScreen(TableScreen):
         if self._snap is None:
             return
         guests = self._visible(self._snap.guests)
-        history = self.vapp.history
-        items = {}
-        for g in guests:
-            series = history.of(g.name)
-            net = tuple(a + b for a, b in zip(series.rx, series.tx, strict=False))
-            items[g.name] = (g, tuple(series.cpu)[-SPARK_WIDTH:], net[-SPARK_WIDTH:])
-        self.table.set_data([g.name for g in guests], items)
+        self.table.set_data([g.name for g in guests], _Rows(guests, self.vapp.history))
 
     def _visible(self, guests: Sequence[GuestStatus]) -> list[GuestStatus]:
         match = matcher(self.filter_text)
@@ -187,6 +186,27 @@ class GuestsScreen(TableScreen):
     def action_delete(self) -> None:
         if name := self._guest_or_say():
             self.vapp.op_delete(name)
+
+
+class _Rows(Mapping[str, tuple]):
+    """A guest's row item (status and sparkline histories), made only when the table
+    draws that row: a thousand guests cost their sort, not a thousand sparklines."""
+
+    def __init__(self, guests: Sequence[GuestStatus], history: History) -> None:
+        self.guests = {g.name: g for g in guests}
+        self.history = history
+
+    def __getitem__(self, name: str) -> tuple:
+        series = self.history.of(name)
+        cpu = tuple(series.cpu)[-SPARK_WIDTH:]
+        net = [a + b for a, b in zip(series.rx, series.tx, strict=False)][-SPARK_WIDTH:]
+        return self.guests[name], cpu, tuple(net)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.guests)
+
+    def __len__(self) -> int:
+        return len(self.guests)
 
 
 def search_text(g: GuestStatus) -> str:
