@@ -14,7 +14,11 @@ Prints the median wall time of:
   /bin/true`` on an LXC busybox container with ``lxc.net.0.type = empty``;
 - ``runc run`` of /bin/true on a bundle made from the same busybox tree;
 
-plus the supervisor's and vinit's memory per running guest (RSS/USS).
+plus the supervisor's and vinit's memory per running guest (RSS/USS); then
+the ratios the issue names (cached start against lxc-start and ``runc run``,
+exec against lxc-attach) from alternating rounds, one of each in turn, with
+each median its floor beside it: on a shared machine, load that comes and
+goes then falls on every contender alike.
 Everything lives under a temporary root and is removed at the end.
 """
 
@@ -100,51 +104,56 @@ def bench_ours(root: Path, runs: int, netmode: str | None) -> dict[str, float]:
 # -- peers --------------------------------------------------------------------------------
 
 
-def bench_lxc(base: Path, runs: int) -> dict[str, float] | None:
-    if not shutil.which("lxc-create"):
-        return None
+def make_lxc(base: Path) -> list[str]:
+    """A busybox container without a network device; its -P/-n arguments."""
     lxcpath = base / "lxc"
     lxcpath.mkdir()
-    name = "bb"
-    p = ["-P", str(lxcpath), "-n", name]
+    p = ["-P", str(lxcpath), "-n", "bb"]
     subprocess.run(["lxc-create", *p, "-t", "busybox"], check=True, capture_output=True)
-    config = lxcpath / name / "config"
+    config = lxcpath / "bb" / "config"
     text = "\n".join(
         line for line in config.read_text().splitlines() if not line.startswith("lxc.net.")
     )
     config.write_text(text + "\nlxc.net.0.type = empty\n")
+    return p
+
+
+def destroy_lxc(p: list[str], pivots_before: set[Path]) -> None:
+    subprocess.run(["lxc-destroy", *p, "-f"], capture_output=True)
+    # lxc-start leaves an empty lxc.pivot group in every hierarchy: ours to remove
+    for pivot in set(Path("/sys/fs/cgroup").glob("*/lxc.pivot")) - pivots_before:
+        try:
+            pivot.rmdir()
+        except OSError:
+            pass
+
+
+def lxc_start(p: list[str]) -> float:
+    took = timed(["lxc-start", *p, "-d"])
+    subprocess.run(["lxc-wait", *p, "-s", "RUNNING", "-t", "10"], check=True)
+    return took
+
+
+def bench_lxc(p: list[str], runs: int) -> dict[str, float]:
     out: dict[str, float] = {}
-    pivots_before = set(Path("/sys/fs/cgroup").glob("*/lxc.pivot"))
-    try:
-        out["execute"] = median_ms(lambda: timed(["lxc-execute", *p, "--", "/bin/true"]), runs)
-        starts, stops = [], []
-        for _ in range(runs):
-            starts.append(timed(["lxc-start", *p, "-d"]))
-            subprocess.run(["lxc-wait", *p, "-s", "RUNNING", "-t", "10"], check=True)
-            stops.append(timed(["lxc-stop", *p, "-k"]))
-        out["start"], out["stop"] = statistics.median(starts), statistics.median(stops)
-        subprocess.run(["lxc-start", *p, "-d"], check=True)
-        subprocess.run(["lxc-wait", *p, "-s", "RUNNING", "-t", "10"], check=True)
-        out["attach"] = median_ms(lambda: timed(["lxc-attach", *p, "--", "/bin/true"]), runs * 3)
-        monitor = subprocess.run(["pgrep", "-f", f"lxc monitor.*{lxcpath}"],
-                                 capture_output=True, text=True).stdout.split()  # fmt: skip
-        if monitor:
-            out["monitor_rss"], out["monitor_uss"] = memory_kib(int(monitor[0]))
-        subprocess.run(["lxc-stop", *p, "-k"], check=True)
-    finally:
-        subprocess.run(["lxc-destroy", *p, "-f"], capture_output=True)
-        # lxc-start leaves an empty lxc.pivot group in every hierarchy: ours to remove
-        for pivot in set(Path("/sys/fs/cgroup").glob("*/lxc.pivot")) - pivots_before:
-            try:
-                pivot.rmdir()
-            except OSError:
-                pass
+    out["execute"] = median_ms(lambda: timed(["lxc-execute", *p, "--", "/bin/true"]), runs)
+    starts, stops = [], []
+    for _ in range(runs):
+        starts.append(lxc_start(p))
+        stops.append(timed(["lxc-stop", *p, "-k"]))
+    out["start"], out["stop"] = statistics.median(starts), statistics.median(stops)
+    lxc_start(p)
+    out["attach"] = median_ms(lambda: timed(["lxc-attach", *p, "--", "/bin/true"]), runs * 3)
+    monitor = subprocess.run(["pgrep", "-f", f"lxc monitor.*{p[1]}"],
+                             capture_output=True, text=True).stdout.split()  # fmt: skip
+    if monitor:
+        out["monitor_rss"], out["monitor_uss"] = memory_kib(int(monitor[0]))
+    subprocess.run(["lxc-stop", *p, "-k"], check=True)
     return out
 
 
-def bench_runc(base: Path, busybox_tree: Path, runs: int) -> float | None:
-    if not shutil.which("runc"):
-        return None
+def make_runc(base: Path, busybox_tree: Path) -> Callable[[], float]:
+    """A bundle of the same busybox tree; the timed `runc run` of /bin/true in it."""
     bundle = base / "bundle"
     bundle.mkdir()
     shutil.copytree(busybox_tree, bundle / "rootfs", symlinks=True)
@@ -155,21 +164,67 @@ def bench_runc(base: Path, busybox_tree: Path, runs: int) -> float | None:
     spec["root"]["readonly"] = True
     (bundle / "config.json").write_text(json.dumps(spec))
     counter = iter(range(10**6))
-    root = base / "runc-state"
-    return median_ms(
-        lambda: timed(
-            [
-                "runc",
-                "--root",
-                str(root),
-                "run",
-                "-b",
-                str(bundle),
-                f"bench{os.getpid()}-{next(counter)}",
-            ]
-        ),  # fmt: skip
-        runs,
-    )
+    state_root = str(base / "runc-state")
+    return lambda: timed(["runc", "--root", state_root, "run", "-b", str(bundle),
+                          f"bench{os.getpid()}-{next(counter)}"])  # fmt: skip
+
+
+# -- the ratios the issue names, in alternating rounds -----------------------------------
+
+
+def alternate(runs: int, steps: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Every step once per round, in turn: load that comes and goes on a shared
+    machine falls on every contender alike (phases one after the other did not)."""
+    out: dict[str, list[float]] = {key: [] for key in steps}
+    for _ in range(runs):
+        for key, step in steps.items():
+            out[key].append(step())
+    return out
+
+
+def rounds(
+    root: Path, p: list[str] | None, runc: Callable[[], float] | None, runs: int
+) -> list[str]:
+    """Cached start vs lxc-start vs runc run; exec vs lxc-attach: medians and floors."""
+    vs = [*vserver_command(), "--root", str(root), "benchveth"]
+
+    def ours() -> float:
+        took = timed([*vs, "start"])  # replayed from the boot cache bench_ours wrote
+        subprocess.run([*vs, "stop"], check=True)
+        return took
+
+    def lxc() -> float:
+        took = lxc_start(p or [])
+        subprocess.run(["lxc-stop", *(p or []), "-k"], check=True)
+        return took
+
+    steps = {"vserver start": ours, **({"lxc-start": lxc} if p else {}),
+             **({"runc run": runc} if runc else {})}  # fmt: skip
+    starts = alternate(runs, steps)
+    subprocess.run([*vs, "start"], check=True)
+    if p:
+        lxc_start(p)
+    try:
+        execs = alternate(runs * 3, {"vserver exec": lambda: timed([*vs, "exec", "/bin/true"]),
+                                     **({"lxc-attach": lambda: timed(["lxc-attach", *p, "--",
+                                                                      "/bin/true"])}
+                                        if p else {})})  # fmt: skip
+    finally:
+        subprocess.run([*vs, "stop"], check=True)
+        if p:
+            subprocess.run(["lxc-stop", *p, "-k"], check=True)
+    out = [f"alternating rounds ({runs}; exec/attach {runs * 3}): median, fastest, ms"]
+    for key, times in {**starts, **execs}.items():
+        out.append(f"  {key:<16}{statistics.median(times):>8.1f}{min(times):>8.1f}")
+    mine = statistics.median(starts["vserver start"])
+    for peer in ("lxc-start", "runc run"):
+        if peer in starts:
+            ratio = mine / statistics.median(starts[peer])
+            out.append(f"  ratio cached start / {peer}: {ratio:.2f}x")
+    if "lxc-attach" in execs:
+        ratio = statistics.median(execs["vserver exec"]) / statistics.median(execs["lxc-attach"])
+        out.append(f"  ratio exec / lxc-attach: {ratio:.2f}x")
+    return out
 
 
 def main() -> None:
@@ -177,13 +232,20 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     runs = parser.parse_args().runs
     base = Path(tempfile.mkdtemp(prefix="vstui-bench-", dir="/tmp"))
+    pivots_before = set(Path("/sys/fs/cgroup").glob("*/lxc.pivot"))
+    p = None
     try:
         ours = bench_ours(base / "root", runs, None)
         host = bench_ours(base / "root", runs, "host")
         tree = Paths.from_root(base / "root").guest_root("benchveth")
-        lxc = bench_lxc(base, runs)
-        runc = bench_runc(base, tree, runs)
+        p = make_lxc(base) if shutil.which("lxc-create") else None
+        lxc = bench_lxc(p, runs) if p else None
+        run_runc = make_runc(base, tree) if shutil.which("runc") else None
+        runc = median_ms(run_runc, runs) if run_runc else None
+        alternating = rounds(base / "root", p, run_runc, runs)
     finally:
+        if p:
+            destroy_lxc(p, pivots_before)
         subprocess.run([sys.executable, "-m", "vstui.cli.vserver", "--root", str(base / "root"),
                         "benchveth", "stop"], capture_output=True)  # fmt: skip
         shutil.rmtree(base, ignore_errors=True)
@@ -206,6 +268,8 @@ def main() -> None:
           f"vinit RSS {ours['init_rss']} KiB, USS {ours['init_uss']} KiB"
           + (f"; lxc monitor RSS {lx['monitor_rss']} KiB, USS {lx['monitor_uss']} KiB"
              if "monitor_rss" in lx else ""))  # fmt: skip
+
+    print("\n".join(["", *alternating]))
 
 
 if __name__ == "__main__":
