@@ -38,6 +38,7 @@ from pathlib import Path
 
 from engine.config import update_config
 from engine.paths import Paths
+from engine.rootfs.binds import BUSYBOX, host_busybox
 from engine.runtime import bootcache, state
 
 
@@ -157,6 +158,8 @@ def make_runc(base: Path, busybox_tree: Path) -> Callable[[], float]:
     bundle = base / "bundle"
     bundle.mkdir()
     shutil.copytree(busybox_tree, bundle / "rootfs", symlinks=True)
+    # the guest's /bin/busybox is empty: every start binds the host's over it
+    shutil.copy2(host_busybox(), bundle / "rootfs" / BUSYBOX.lstrip("/"))
     subprocess.run(["runc", "spec"], cwd=bundle, check=True)
     spec = json.loads((bundle / "config.json").read_text())
     spec["process"]["terminal"] = False
