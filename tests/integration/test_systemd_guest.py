@@ -32,7 +32,8 @@ from engine.runtime import state
 from tests.integration.test_debian_guest import authorize_root_key, ssh_argv, wait_for_banner
 from tests.integration.test_runtime import ok, vserver
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+# the first run on a machine downloads each suite (debootstrap): more than the usual 300 s
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 CACHE = "/var/cache/vstui-tests"  # outside the repo: survives runs, CI pays once
 SUITES = ("bookworm", "trixie")
