@@ -15,6 +15,12 @@ from engine import rootfs
 from engine.config import load_guest
 from engine.errors import BarrierError, GuestNotFound, GuestRunning, VstuiError
 from engine.paths import Paths
+from engine.rootfs import guestinit
+from engine.rootfs.debootstrap import cache_dir, parse_include
+from engine.rootfs.templates import TemplateArgs
+from tests.integration.test_systemd_guest import CACHE as SYSTEMD_CACHE
+from tests.integration.test_systemd_guest import INCLUDE as SYSTEMD_INCLUDE
+from tests.integration.test_systemd_guest import SUITES as SYSTEMD_SUITES
 
 pytestmark = pytest.mark.root
 
@@ -245,13 +251,20 @@ def test_tarball_with_escaping_members_is_refused(vroot: Paths, tmp_path: Path, 
     assert not (tmp_path / "evil").exists() and not Path("/abs").exists()
 
 
-@pytest.mark.skipif(
-    os.environ.get("VSTUI_TEST_DEBOOTSTRAP") != "1",
-    reason="debootstrap downloads a distribution; set VSTUI_TEST_DEBOOTSTRAP=1",
-)
-def test_debootstrap_guest(vroot: Paths) -> None:  # fmt: skip
-    cfg = rootfs.build(vroot, "deb", "debootstrap:bookworm")
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a machine's first run downloads the suite (then it is cached)
+@pytest.mark.parametrize("suite", SYSTEMD_SUITES)
+def test_debootstrap_guest_is_a_bootable_system(vroot: Paths, suite: str) -> None:
+    """The template's tree boots systemd: the shared test cache, as test_systemd_guest."""
+    args = TemplateArgs(
+        include=parse_include([SYSTEMD_INCLUDE]), cache=cache_dir(Path(SYSTEMD_CACHE))
+    )
+    cfg = rootfs.build(vroot, "deb", f"debootstrap:{suite}", template_args=args)
     tree = vroot.guest_root("deb")
-    assert (tree / "usr/bin/apt-get").exists()
+    assert (tree / "usr/bin/apt-get").exists() and (tree / "usr/sbin/nginx").exists()
     assert (tree / "etc/hostname").read_text() == "deb\n"
     assert load_guest(vroot, "deb").template == cfg.template
+    assert "fakeinit" in cfg.flags and guestinit.inspect(tree).systemd
+    assert guestinit.warnings(cfg, tree) == []
+    assert (tree / "etc/machine-id").read_text() == ""  # the guest's systemd makes its own
+    assert (tree / "etc/ssh/ssh_host_ed25519_key").stat().st_mode & 0o777 == 0o600
