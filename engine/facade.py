@@ -443,6 +443,7 @@ class Engine:
             cpu_quota=cfg.cpu_quota,
         )  # fmt: skip
         cgroups.manager().apply(self.paths.cgroup_name(cfg.name), limits)
+        self._mod("engine.runtime").refresh_meminfo(self.paths, cfg.name)
 
 
 def tool_operation(tool: str, args: Sequence[str]) -> tuple[str | None, str | None]:

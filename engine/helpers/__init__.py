@@ -1,7 +1,8 @@
 """The C executors and their sources (engine.runtime.build compiles them).
 
 ``vboot`` (a start, start.h with boot.h), ``vexec`` (every exec), ``vinit``
-(a guest's small PID 1) and ``vserver`` (the compiled front end).
+(a guest's small PID 1), ``vsuper`` (a running guest's supervisor) and
+``vserver`` (the compiled front end).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ The contract (docs/engine-api.md, "engine.runtime")::
     xid_of(paths, name) -> int
     delete(paths, name, force=False)   # stops first with force; every file of the guest
     console(paths, name) -> str        # attach this terminal to the guest's /dev/console
+    refresh_meminfo(paths, name)       # the guest's /proc/meminfo view again (a live limit)
 
 Every function imports its module lazily: ``vserver NAME exec`` loads only
 state.py and enter.py.
@@ -81,6 +82,24 @@ def console(paths: Paths, name: str, stdin: int = 0, stdout: int = 1) -> str:
     return attach(paths.run_dir_str(name), stdin, stdout)
 
 
+def refresh_meminfo(paths: Paths, name: str) -> None:
+    """Render the running guest's /proc/meminfo view now: its supervisor renders it
+    when the guest's use moves, not when the host changes its limit."""
+    import os
+
+    from engine.cgroups import manager
+    from engine.runtime.supervisor import MEMINFO_VIEW
+    from engine.runtime.supervisor import refresh_meminfo as _refresh
+
+    memory = manager().memory_dir(paths.cgroup_name(name))
+    view = paths.run_dir(name) / MEMINFO_VIEW
+    if memory is not None and view.exists():
+        try:
+            _refresh(os.fspath(memory), os.fspath(view))
+        except OSError:
+            pass  # the guest stopped meanwhile: no view left to refresh
+
+
 def xid_of(paths: Paths, name: str) -> int:
     from engine.runtime.xid import xid_of as _xid_of
 
@@ -93,6 +112,7 @@ __all__ = [
     "exec_in",
     "init_pid",
     "is_running",
+    "refresh_meminfo",
     "restart",
     "start",
     "status",

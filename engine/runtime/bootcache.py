@@ -117,7 +117,8 @@ def binaries() -> list[str]:
 
     from engine.helpers import HELPERS_DIR
 
-    found = [os.fspath(HELPERS_DIR / name) for name in ("vboot", "vinit", "vexec", "vserver")]
+    names = ("vboot", "vinit", "vexec", "vsuper", "vserver")
+    found = [os.fspath(HELPERS_DIR / name) for name in names]
     installed = os.path.join(sys.prefix, "bin", "vserver")  # setup.sh's copy
     if os.path.isfile(installed) and not os.path.islink(installed):
         found.append(installed)

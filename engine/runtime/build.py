@@ -25,6 +25,11 @@ def _c_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _c_bytes(data: bytes) -> str:
+    """A C string of ASCII bytes, control characters escaped."""
+    return '"' + "".join(f"\\{b:03o}" if b < 32 else chr(b) for b in data) + '"'
+
+
 def _table(macro: str, table: dict[str, int]) -> str:
     return f"#define {macro}(X)" + "".join(f" \\\n    X({name}, {n})" for name, n in table.items())
 
@@ -43,6 +48,7 @@ def constants() -> str:
     """consts.h: what the C helpers must agree on with the Python side."""
     from engine.paths import Paths
     from engine.runtime import bootcache, bootplan, profile, runfiles, supervisor
+    from engine.runtime.ptyconsole import BUSY
 
     host = Paths.from_root("/")
     env = " ".join(_c_string(f"{k}={v}") + "," for k, v in profile.environment(None, False).items())
@@ -61,6 +67,12 @@ def constants() -> str:
         "#define VS_RUN_FILES " + ", ".join(map(_c_string, runfiles.VALUE_FILES)),
         f"#define VS_START_TIMEOUT_MS {int(supervisor.START_TIMEOUT * 1000)}",
         f"#define VS_READY_TIMEOUT_MS {int(supervisor.READY_TIMEOUT * 1000)}",
+        f"#define VS_INIT_GRACE_MS {int(supervisor.INIT_GRACE * 1000)}",
+        f"#define VS_PUMP_GRACE_MS {int(supervisor.PUMP_GRACE * 1000)}",
+        f"#define VS_LOG_MAX {supervisor.LOG_MAX}LL",
+        f"#define VS_MEMINFO_FILE {_c_string(supervisor.MEMINFO_VIEW)}",
+        f"#define VS_CONSOLE_BUSY {_c_bytes(BUSY)}",
+        f"#define VS_SUPERVISOR_BOOTSTRAP {_c_string(supervisor.BOOTSTRAP)}",
         f"#define VS_EXEC_ENV {env} NULL",
         f"#define VS_COUNTED ({bootplan.COUNTED})",
         f"#define VS_TWO_COUNTED ({bootplan.TWO_COUNTED})",

@@ -4,22 +4,21 @@ The guest's init gets the slave end of a pty as its stdout and stderr, and
 the boot plan binds that terminal onto the guest's /dev/console (systemd
 writes its boot and shutdown there; console-getty needs a terminal). The
 master end stays outside with the console pump, a child of the supervisor
-(``serve``): it copies everything the guest writes into the console log and
-serves one attached client at a time on ``run_dir/console``, a unix stream
-socket only root reaches, as lxc-console attaches to a container:
+(engine/helpers/vsuper.c): it copies everything the guest writes into the
+console log and serves one attached client at a time on ``run_dir/console``,
+a unix stream socket only root reaches, as lxc-console attaches to a
+container:
 
 - pump -> client: the guest's output, as it comes;
 - client -> pump: frames of ``b"d" LEN(2) BYTES`` (keys typed) and
   ``b"w" ROWS(2) COLS(2)`` (the client's window size, set on the pty).
 
 ``attach`` is the client: its terminal goes raw, Ctrl-a q detaches (Ctrl-a
-Ctrl-a sends one Ctrl-a), as in lxc-console. Standard library only: the
-pump runs in the lean supervisor.
+Ctrl-a sends one Ctrl-a), as in lxc-console.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import select
@@ -31,16 +30,11 @@ import termios
 from engine.runtime.runfiles import CONSOLE_FILE, bind_socket
 
 SOCKET = CONSOLE_FILE  # in the guest's run directory
-TIOCGPTPEER = 0x5441  # include/uapi/asm-generic/ioctls.h, Linux 4.13: the slave of a master
 ESCAPE = 0x01  # Ctrl-a
 DETACH = ord("q")
 CHUNK = 65536
 FRAME = struct.Struct("!cH")
 BUSY = b"\r\n[vstui: this console is attached elsewhere; try again later]\r\n"
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 
 # -- the pty ---------------------------------------------------------------------------------
@@ -60,106 +54,6 @@ def listen(run_dir: str) -> int:
     with socket.socket(fileno=os.dup(fd)) as sock:
         sock.listen(4)
     return fd
-
-
-# -- the pump --------------------------------------------------------------------------------
-
-
-class _Pump:
-    def __init__(self, master: int, listen_fd: int, log: Callable[[bytes], None]) -> None:
-        self.master = master
-        self.listener = socket.socket(fileno=os.dup(listen_fd))
-        self.log = log
-        self.client: socket.socket | None = None
-        self.pending = b""  # a client frame not complete yet
-
-    def output(self) -> bool:
-        """Copy what the guest wrote; False when there is nothing (more) to read."""
-        try:
-            data = os.read(self.master, CHUNK)
-        except BlockingIOError:
-            return False
-        except OSError as exc:
-            if exc.errno != errno.EIO:  # EIO: no process holds the terminal right now
-                raise
-            return False
-        self.log(data)
-        if self.client is not None:
-            try:
-                self.client.sendall(data)
-            except OSError:
-                self._drop()
-        return bool(data)
-
-    def accept(self) -> None:
-        conn = self.listener.accept()[0]
-        if self.client is not None:
-            conn.sendall(BUSY)
-            conn.close()
-            return
-        self.client, self.pending = conn, b""
-
-    def keys(self) -> None:
-        assert self.client is not None
-        try:
-            data = self.client.recv(CHUNK)
-        except OSError:
-            data = b""
-        if not data:
-            self._drop()
-            return
-        self.pending += data
-        while len(self.pending) >= FRAME.size:
-            kind, size = FRAME.unpack_from(self.pending)
-            if len(self.pending) < FRAME.size + size:
-                break
-            body = self.pending[FRAME.size : FRAME.size + size]
-            self.pending = self.pending[FRAME.size + size :]
-            self._frame(kind, body)
-
-    def _frame(self, kind: bytes, body: bytes) -> None:
-        if kind == b"d":
-            try:
-                os.write(self.master, body)
-            except OSError:
-                pass  # nobody reads the console's input now: typed keys are dropped
-        elif kind == b"w" and len(body) == 4:
-            rows, cols = struct.unpack("!HH", body)
-            fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-    def _drop(self) -> None:
-        if self.client is not None:
-            self.client.close()
-        self.client = None
-
-
-def serve(master: int, listen_fd: int, init_pidfd: int, log: Callable[[bytes], None]) -> None:
-    """The console pump: until the guest's init is gone, master -> log (and the client).
-
-    The pump keeps the slave open itself, so the master never reads end of
-    file while the guest reopens its console (agetty's vhangup, systemd's
-    reopening): the end is init's exit (``init_pidfd``), then what is left in
-    the terminal is drained.
-    """
-    peer = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    os.set_blocking(master, False)
-    pump = _Pump(master, listen_fd, log)
-    try:
-        while True:
-            fds = [master, listen_fd, init_pidfd] + ([pump.client.fileno()] if pump.client else [])
-            ready = select.select(fds, [], [])[0]
-            if master in ready:
-                pump.output()
-            if listen_fd in ready:
-                pump.accept()
-            if pump.client is not None and pump.client.fileno() in ready:
-                pump.keys()
-            if init_pidfd in ready:
-                while pump.output():
-                    pass
-                return
-    finally:
-        os.close(peer)
 
 
 # -- the client: vserver NAME console ----------------------------------------------------------

@@ -140,16 +140,6 @@ class RunLock:
             self.fd = None
 
 
-def copy_fd(src: int, dst: int, size: int) -> None:
-    """Copy ``size`` bytes from the start of ``src`` to ``dst`` in the kernel (sendfile)."""
-    done = 0
-    while done < size:
-        sent = os.sendfile(dst, src, done, size - done)
-        if sent == 0:  # the source shrank meanwhile
-            break
-        done += sent
-
-
 def stop_signal(pid: int, fakeinit: bool) -> int:
     """The signal that asks init to shut the guest down.
 

@@ -33,7 +33,8 @@ boot cache (engine.runtime.bootcache) through the same executor.
 
 With a memory limit, run_dir/meminfo (rendered by engine.rootfs.procview)
 is bind-mounted read-only over the guest's /proc/meminfo; the supervisor
-refreshes it once a second from the cgroup's usage file.
+renders it again when the cgroup's use moves (vsuper.c), a live limit
+change through engine.runtime.refresh_meminfo.
 """
 
 from __future__ import annotations
@@ -247,7 +248,7 @@ def _meminfo_view(paths: Paths, cfg: Any, cg: Any, rel: str) -> tuple[str, bytes
     """(the view file, its first text, the memory cgroup); None without a memory controller.
 
     Every line is the guest's (engine.rootfs.procview.render_guest_meminfo):
-    the supervisor renders it again from the cgroup once a second.
+    the supervisor has it rendered again when the guest's use moves (vsuper.c).
     """
     memory = cg.memory_dir(rel)
     if memory is None:

@@ -3,31 +3,33 @@
 ``start``/``boot`` (``vserver NAME start``: lock, check, clean a dead guest's
 leftovers) hands the boot to ``spawn``, which double-forks the CLI process:
 the grandchild S, a child subreaper in its own session, boots the guest with
-the modules the CLI already imported (no second interpreter, no second
-import of config, storage, cgroups or network code), answers the CLI, and
-then execs a fresh, lean interpreter (``python -S -E``) running ``main``.
-exec keeps the PID, the children and the subreaper flag, so the guest's
-init stays its child. The lean supervisor:
+the modules the CLI already imported (no second interpreter), answers the
+CLI through vsuper, and execs ``engine/helpers/vsuper`` (C, static): exec
+keeps the PID, the children and the subreaper flag, so the guest's init
+stays its child. vsuper (see its header) is all a running guest costs
+outside it: no interpreter, no periodic wake-up. It
 
-- imports only os, select, signal, procfs and runfiles (plus procview's renderers
-  when the guest has a memory limit): a running guest costs a few MB of
-  supervisor memory (LXC's monitor: ~3 MB RSS);
-- wakes once a second to refresh the guest's /proc/meminfo view;
-- waits for init: killed by SIGHUP means reboot(2) inside the guest's PID
-  namespace (kernel/reboot.c reboot_pid_ns) -> full teardown and a new boot
-  through a short-lived child (``start.launch``); SIGINT (halt/poweroff) or
-  any other exit -> teardown and stop. SIGTERM asks init to stop the guest.
+- answers the waiting start (vinit at once, systemd at READY=1 on the
+  notify socket or READY_TIMEOUT, other inits after INIT_GRACE);
+- forks the console pump, which copies the guest's /dev/console into
+  ``paths.log_file(NAME)`` capped at LOG_MAX (the part before goes to
+  NAME.log.1) and serves ``vserver NAME console``; a SIGKILLed supervisor
+  leaves the pump running, so the guest's writes never meet EPIPE and still
+  reach the log; the pump exits at init's exit;
+- has the guest's /proc/meminfo view rendered again (``main(["meminfo",
+  ...])``, engine.rootfs.procview) when the guest's memory use moves;
+- at init's exit execs this module once more (``main(["finish", ...])``):
+  killed by SIGHUP means reboot(2) inside the guest's PID namespace
+  (kernel/reboot.c reboot_pid_ns) -> full teardown and a new boot through a
+  short-lived child (``start.launch``), then vsuper again; SIGINT (halt or
+  power-off) or any other exit -> teardown and stop. SIGTERM asks init to
+  stop the guest.
 
-The guest's console (init's stdout/stderr) is a pipe (never a host file: a
-guest could reopen that through /proc/1/fd, escape class 11) with two
-holders of its read end: a console pump, a forked child of the supervisor
-that copies it to ``paths.log_file(NAME)`` and caps the log at ``LOG_MAX``
-(the previous part goes to NAME.log.1), and the supervisor, which re-forks a
-pump that died. A SIGKILLed supervisor leaves the pump running: the guest's
-writes never meet EPIPE/SIGPIPE and still reach the log; the pump exits when
-the last guest process is gone (end of file). If the supervisor
-dies the guest keeps running (init has no parent-death signal) and
-``stop``/``enter``/``status`` work from the run directory and the cgroup.
+The guest's console is a pty whose master only the pump holds (never a
+host file: a guest could reopen that through /proc/1/fd, escape class 11).
+If the supervisor dies the guest keeps running (init has no parent-death
+signal) and ``stop``/``enter``/``status`` work from the run directory and
+the cgroup.
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from engine.runtime import forked, runfiles
 
 LOG_MAX = 8 * 1024 * 1024  # console log cap; the part before goes to NAME.log.1
 PUMP_GRACE = 2.0  # seconds the pump gets to reach end of file after init's exit
-TICK = 1.0  # seconds between meminfo refreshes
 START_TIMEOUT = 30.0  # a boot (every step up to init's exec) must finish within this
 SPAWN_GRACE = 15.0  # the CLI kills a supervisor whose boot overran by this much
 MEMINFO_VIEW = "meminfo"  # run_dir file bind-mounted over the guest's /proc/meminfo
@@ -53,7 +54,7 @@ READY_TIMEOUT = 30.0  # a systemd guest's boot: `start` waits this long for READ
 INIT_GRACE = 1.0  # another init must live this long for the start to count
 CONSOLE_TAIL = 8  # console lines a failed start shows
 
-# the lean interpreter's whole program: sys.path from the CLI, then main()
+# the Python supervisor's whole program (run by vsuper): sys.path from the CLI, then main()
 BOOTSTRAP = (
     "import sys; sys.path[:] = sys.argv[1].split('\\n'); "
     "from engine.runtime.supervisor import main; main(sys.argv[2:])"
@@ -211,7 +212,7 @@ def _remove_run_dir(run_dir: str) -> None:
 
 
 def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> None:
-    """In S: boot with the CLI's modules, become the lean supervisor, which answers the CLI."""
+    """In S: boot with the CLI's modules, then exec vsuper, which answers the CLI."""
     from engine.runtime.ptyconsole import listen, open_pty
     from engine.runtime.starting import launch
 
@@ -239,15 +240,19 @@ def _boot_then_supervise(paths: Paths, name: str, xid: int, ready_fd: int) -> No
         deps, plan = booted.cache
         entry = bootcache.entry(deps, run_dir, log_file, plan, command, booted.ready)
         bootcache.write(paths, name, entry)
-    if booted.ready:  # vinit runs: that is ready (no wait for the lean interpreter's start)
+    if booted.ready:  # vinit runs: that is ready (no wait for the supervisor's start)
         _answer(ready_fd, f"ok {booted.init_pid}")
         ready_fd = -1
-    fds = (master, notify, listening, ready_fd)
+    _exec_vsuper(command, booted.init_pid, (master, notify, listening, ready_fd))
+
+
+def _exec_vsuper(command: list[str], init_pid: int, fds: tuple[int, ...], *more: str) -> None:
+    """Become vsuper: init's PID and the console, notify, console socket and ready fds
+    follow its command (ready: -1 when the start was answered already)."""
     for fd in fds:
         if fd >= 0:
             os.set_inheritable(fd, True)
-    # the command's own program, as cache.h runs the recorded one
-    os.execv(command[0], [*command, str(booted.init_pid), *map(str, fds)])
+    os.execv(command[0], [*command, str(init_pid), *map(str, fds), *more])
 
 
 def notify_socket(run_dir: str) -> int:
@@ -275,19 +280,25 @@ def _answer(ready_fd: int, text: str, last: bool = False) -> None:
 def lean_command(
     paths: Paths, name: str, xid: int, files: tuple[str, str], memory: str | None
 ) -> list[str]:
-    """The lean supervisor's command line, but for init's PID and the console, notify,
-    console socket and ready fds.
+    """vsuper's command line, but for init's PID and the console, notify, console socket
+    and ready fds.
 
     ``files``: (run dir, log file); ``memory``: the memory cgroup the meminfo
-    view is made from, or None. The compiled start (cache.h) appends the same five.
+    view is made from, or None. The compiled start (cache.h) appends the same
+    five. vsuper runs this interpreter with BOOTSTRAP and the search path for
+    ``main``; the stop signal depends on the fakeinit flag of the exec plan.
     """
     import engine
+    from engine.helpers import require
+    from engine.runtime.profile import flag
 
+    vsuper = require("vsuper")["vsuper"]
     # the package's own parent first: an editable install finds it by a hook -S skips
     here = os.path.dirname(os.path.dirname(os.path.abspath(engine.__file__)))
     search = "\n".join(p for p in [here, *sys.path] if p and "\n" not in p)
-    return [sys.executable, "-S", "-E", "-c", BOOTSTRAP, search, str(paths.root), name,
-            str(xid), *files, memory or ""]  # fmt: skip
+    fakeinit = "1" if flag(files[0], "fakeinit") else "0"
+    return [vsuper, sys.executable, search, str(paths.root), name, str(xid), *files,
+            memory or "", fakeinit]  # fmt: skip
 
 
 def _stdio(log_file: str) -> int:
@@ -307,23 +318,57 @@ _log = runfiles.log_line
 
 
 def main(args: list[str]) -> None:
-    root, name, xid, run_dir, log_file, memory, init_pid, console, notify, listening, ready = args
+    """What vsuper runs Python for: ``finish`` (init ended) or ``meminfo`` (render the view)."""
     code = 1
     try:
-        sup = Supervisor(root, name, int(xid), run_dir, log_file)
-        sup.adopt(int(init_pid), memory or None)
-        sup.console, sup.notify, sup.ready = int(console), int(notify), int(ready)
-        sup.listen = int(listening)
-        for fd in (sup.console, sup.notify, sup.listen, sup.ready):
-            if fd >= 0:  # ready: -1 when the start was answered before the exec
-                os.set_inheritable(fd, False)
-        code = sup.run()
+        if args[0] == "meminfo":
+            refresh_meminfo(args[1], args[2])
+            code = 0
+        else:
+            code = _finish_main(args[1:])
     except BaseException:
         import traceback
 
         traceback.print_exc()
     finally:
         os._exit(code)
+
+
+def _finish_main(args: list[str]) -> int:
+    """After init's exit (vsuper has drained the console): teardown, then reboot or end."""
+    # memory and fakeinit (args 5, 6): the next boot finds both anew
+    root, name, xid, run_dir, log_file, _, _, status, reboot, notify, listening, ready, mark = args
+    sup = Supervisor(root, name, int(xid), run_dir, log_file)
+    sup.notify, sup.listen, sup.ready = int(notify), int(listening), int(ready)
+    sup.log_mark = int(mark)
+    for fd in (sup.notify, sup.listen, sup.ready):
+        if fd >= 0:
+            os.set_inheritable(fd, False)
+    sup.log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    for sig in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, sup.on_signal)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # vsuper kept it blocked
+    if sup.finish(how_init_ended(int(status)), reboot == "1"):
+        sup.supervise()  # rebooted: vsuper again (does not return)
+    return 0
+
+
+def refresh_meminfo(memory: str, view: str) -> None:
+    """The guest's /proc/meminfo, every line from its memory cgroup (a live limit too).
+
+    procview and memstat loaded on their own: their packages import heavier code.
+    """
+    procview = _load("engine.rootfs.procview", "rootfs/procview.py")
+    memstat = _load("engine.cgroups.memstat", "cgroups/memstat.py")
+    with open("/proc/meminfo") as f:
+        host = f.read()
+    try:
+        figures = memstat.read(memory)  # type: ignore[attr-defined]
+    except (OSError, ValueError):
+        return  # the cgroup went away under a dying guest: keep the last view
+    text = procview.render_guest_meminfo(figures, host)  # type: ignore[attr-defined]
+    procview.write_view(view, text)  # type: ignore[attr-defined]
 
 
 def _paths(root: str) -> Paths:
@@ -345,7 +390,8 @@ def _load(module: str, rel: str) -> object:
 
 def how_init_ended(status: int) -> str:
     """The log's words for init's wait status (kernel/reboot.c: reboot(2) in a PID
-    namespace kills init with SIGHUP for a restart, SIGINT for a halt or power-off)."""
+    namespace kills init with SIGHUP for a restart, SIGINT for a halt or power-off).
+    vsuper.c's how_init_ended says the same when a `vserver stop` cleans up."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig == signal.SIGHUP:
@@ -358,6 +404,8 @@ def how_init_ended(status: int) -> str:
 
 
 class Supervisor:
+    """The Python half of a guest's supervision: what follows init's end."""
+
     def __init__(self, root: str, name: str, xid: int, run_dir: str, log_file: str) -> None:
         self.root = root
         self.name = name
@@ -367,31 +415,20 @@ class Supervisor:
         self.log_fd = -1
         self.console = -1  # the pty's master: the guest's /dev/console
         self.notify = -1  # the sd_notify socket
-        self.ready = -1  # the CLI waiting for the start's answer, until it has it
         self.listen = -1  # the console socket
-        self.wake_r = -1
+        self.ready = -1  # the CLI waiting for the start's answer, until it has it
         self.init_pid = 0
         self.memory: str | None = None
-        self.views: tuple = ()  # (procview, memstat), loaded at the first refresh
         self.stop_requested = False
-        self.stop_sent = False
-        self.booted_at = 0.0
         self.log_mark = 0  # the log's size when this boot started (a failed start's tail)
 
-    def adopt(self, init_pid: int, memory: str | None) -> None:
-        """The guest booted before exec: its init, and the memory cgroup its meminfo shows."""
-        self.init_pid = init_pid
-        self.memory = memory
-        self.booted_at = time.monotonic()
-
-    # -- plumbing ---------------------------------------------------------------
     def _log(self, text: str) -> None:
         _log(self.log_fd, self.name, text)
 
-    def _on_signal(self, _signum: int, _frame: object) -> None:
-        self.stop_requested = True
+    def on_signal(self, _signum: int, _frame: object) -> None:
+        self.stop_requested = True  # during a reboot: the guest stops after it
 
-    # -- boot (reboot only: the first boot happened before exec) --------------------------
+    # -- boot (reboot only: the first boot happened before vsuper) ------------------------
     def _boot(self) -> str | None:
         """One boot through a child; None on success (init_pid set), else the error."""
         from engine.runtime.ptyconsole import open_pty
@@ -409,7 +446,6 @@ class Supervisor:
                 os.close(r)
                 os.close(master)
                 self._close_own_fds()
-                signal.set_wakeup_fd(-1)
                 from engine.runtime.starting import launch
 
                 paths = _paths(self.root)
@@ -431,12 +467,12 @@ class Supervisor:
             return rest or "the start helper died; see the log"
         self.console = master
         pid_text, _, memory = rest.partition(" ")
-        self.adopt(int(pid_text), memory or None)
+        self.init_pid, self.memory = int(pid_text), memory or None
         return None  # vboot recorded init.pid etc. and logged the start
 
     def _close_own_fds(self) -> None:
         """In a forked child: what only the supervisor may hold."""
-        for fd in (self.ready, self.notify, self.wake_r):
+        for fd in (self.ready, self.notify, self.listen):
             if fd >= 0:
                 os.close(fd)
 
@@ -451,32 +487,27 @@ class Supervisor:
         except Exception as exc:
             self._log(f"teardown: {forked.one_line(exc)}")
 
-    # -- main ---------------------------------------------------------------------------
-    def run(self) -> int:
-        os.chdir("/")
-        self.log_fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                              0o640)  # fmt: skip
-        for sig in (signal.SIGHUP, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        self.wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-        if self._init_kind() == "vinit":
-            self._answer(f"ok {self.init_pid}")  # our own init: running is ready
-        while True:
-            status = self._wait_init()
-            ended = how_init_ended(status)
-            reboot = ended == "init asked for a reboot" and not self.stop_requested
-            if not self._finish(ended, reboot):
-                return 0
+    def supervise(self) -> None:
+        """The rebooted guest's supervision: vsuper, with this boot's log mark."""
+        paths = _paths(self.root)
+        command = lean_command(paths, self.name, self.xid, (self.run_dir, self.log_file),
+                               self.memory)  # fmt: skip
+        # vsuper takes SIGTERM from a signalfd: blocked across the exec, one that
+        # came during the reboot stays pending for it
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        if self.stop_requested:
+            os.kill(os.getpid(), signal.SIGTERM)
+        fds = (self.console, self.notify, self.listen, self.ready)
+        _exec_vsuper(command, self.init_pid, fds, str(self.log_mark))
 
-    def _finish(self, ended: str, reboot: bool) -> bool:
+    def finish(self, ended: str, reboot: bool) -> bool:
         """After init's exit: teardown, then reboot (True) or end (False).
 
         While `vserver NAME start` still waits for its answer, it holds the
         guest's lock for this start: everything is undone first, then the
         start is told it failed, with init's end and the console's last lines.
         """
+        reboot = reboot and not self.stop_requested
         self._log(ended)
         self._log("rebooting" if reboot else "stopped")
         waiting = self.ready >= 0
@@ -499,15 +530,6 @@ class Supervisor:
             if not waiting:
                 lock.release()
 
-    # -- answering the start --------------------------------------------------------------
-    def _init_kind(self) -> str:
-        """vinit (ready once it runs), systemd (READY=1 on the notify socket) or init."""
-        try:
-            exe = os.path.basename(os.readlink(f"/proc/{self.init_pid}/exe"))
-        except OSError:
-            return "init"  # gone already: the wait sees it at once
-        return {".vinit": "vinit", "systemd": "systemd"}.get(exe, "init")
-
     def _answer(self, text: str, last: bool = False) -> None:
         """Tell the waiting `vserver NAME start` how the start went (once); ``last``
         as for the module's ``_answer`` (the supervisor exits right after)."""
@@ -515,25 +537,6 @@ class Supervisor:
             return
         _answer(self.ready, text[:65536], last)
         self.ready = -1
-
-    def _ready_deadline(self) -> float | None:
-        """When to answer ``ok`` without READY=1 (systemd) or after the grace (others)."""
-        if self.ready < 0:
-            return None
-        wait = READY_TIMEOUT if self._init_kind() == "systemd" else INIT_GRACE
-        return self.booted_at + wait
-
-    def _on_notify(self) -> None:
-        """One sd_notify datagram: READY=1 answers the start; STOPPING=1 is logged."""
-        try:
-            data = os.read(self.notify, 4096)
-        except OSError:
-            return
-        lines = data.decode(errors="replace").splitlines()
-        if "READY=1" in lines:
-            self._answer(f"ok {self.init_pid}")
-        if "STOPPING=1" in lines:
-            self._log("init is shutting down")
 
     def _console_tail(self) -> str:
         """The console's last lines of this boot, for a failed start's message."""
@@ -549,160 +552,11 @@ class Supervisor:
             return ""
         return "; the console said: " + " | ".join(lines[-CONSOLE_TAIL:])
 
-    def _wait_init(self) -> int:
-        """Tick once a second, keep a console pump, answer the start, until init exits."""
-        pidfd = os.pidfd_open(self.init_pid)
-        poller = select.poll()
-        for fd in (pidfd, self.wake_r, self.notify):
-            poller.register(fd, select.POLLIN)
-        next_tick = 0.0
-        pump, pump_fd = self._start_pump(pidfd)
-        poller.register(pump_fd, select.POLLIN)
-        try:
-            while True:
-                if self.stop_requested and not self.stop_sent:
-                    self.stop_sent = True
-                    # what `vserver stop` would send: systemd and sysvinit ignore SIGTERM
-                    from engine.runtime.profile import flag
-
-                    fakeinit = flag(self.run_dir, "fakeinit")
-                    _signal(self.init_pid, runfiles.stop_signal(self.init_pid, fakeinit))
-                now = time.monotonic()
-                if now >= next_tick:
-                    self._tick()
-                    next_tick = now + TICK
-                deadline = self._ready_deadline()
-                if deadline is not None and now >= deadline:
-                    slow = " booting" if self._init_kind() == "systemd" else ""
-                    self._answer(f"ok {self.init_pid}{slow}")
-                    deadline = None
-                wake = min(next_tick, deadline) if deadline is not None else next_tick
-                events = poller.poll(max(wake - time.monotonic(), 0.0) * 1000)
-                for fd, _ in events:
-                    if fd == self.wake_r:
-                        _drain_quietly(self.wake_r)
-                    if fd == self.notify:
-                        self._on_notify()
-                if any(fd == pidfd for fd, _ in events):
-                    _, status = os.waitpid(self.init_pid, 0)
-                    self._end_console(pump, pump_fd)
-                    pump_fd = -1
-                    self._reap()
-                    return status
-                if any(fd == pump_fd for fd, _ in events):  # the pump died: a new one
-                    poller.unregister(pump_fd)
-                    os.close(pump_fd)
-                    _reap_quietly(pump)
-                    pump, pump_fd = self._start_pump(pidfd)
-                    poller.register(pump_fd, select.POLLIN)
-        finally:
-            os.close(pidfd)
-            if pump_fd >= 0:
-                os.close(pump_fd)
-
-    # -- the console --------------------------------------------------------------------
-    def _start_pump(self, init_pidfd: int) -> tuple[int, int]:
-        """Fork the console pump (engine.runtime.ptyconsole.serve); (pid, pidfd)."""
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - child
-            code = 0
-            try:
-                signal.set_wakeup_fd(-1)
-                for sig in (signal.SIGTERM, signal.SIGPIPE):
-                    signal.signal(sig, signal.SIG_DFL)
-                self._close_own_fds()  # the CLI waits for the end of `ready`: only ours
-                from engine.runtime.ptyconsole import serve
-
-                serve(self.console, self.listen, init_pidfd, self._write_log)
-            except BaseException:
-                code = 1
-            finally:
-                os._exit(code)
-        return pid, os.pidfd_open(pid)
-
-    def _write_log(self, data: bytes) -> None:
-        """The pump's copy of the console into the log, capped at LOG_MAX."""
-        os.write(self.log_fd, data)
-        if os.fstat(self.log_fd).st_size > LOG_MAX:
-            _cap_log(self.log_fd, self.log_file)
-            self.log_mark = 0
-
-    def _end_console(self, pump: int, pump_fd: int) -> None:
-        """After init's exit: the pump drains the terminal and ends; then close it."""
-        if not select.select([pump_fd], [], [], PUMP_GRACE)[0]:
-            _signal(pump, signal.SIGKILL)  # a stuck pump
-        _reap_quietly(pump)
-        os.close(pump_fd)
-        os.close(self.console)
-        self.console = -1
-
-    # -- once a second ----------------------------------------------------------------
-    def _tick(self) -> None:
-        try:
-            self._refresh_meminfo()
-        except (OSError, ValueError):
-            pass  # the cgroup went away under a dying guest: keep the last view
-
-    def _refresh_meminfo(self) -> None:
-        """The guest's /proc/meminfo, every line from its memory cgroup (a live limit too)."""
-        if self.memory is None:
-            return
-        if not self.views:
-            self.views = (_load("engine.rootfs.procview", "rootfs/procview.py"),
-                          _load("engine.cgroups.memstat", "cgroups/memstat.py"))  # fmt: skip
-        procview, memstat = self.views
-        with open("/proc/meminfo") as f:
-            host = f.read()
-        figures = memstat.read(self.memory)  # type: ignore[attr-defined]
-        text = procview.render_guest_meminfo(figures, host)  # type: ignore[attr-defined]
-        procview.write_view(os.path.join(self.run_dir, MEMINFO_VIEW), text)  # type: ignore[attr-defined]
-
-    @staticmethod
-    def _reap() -> None:
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0] > 0:
-                pass
-        except ChildProcessError:
-            pass
-
 
 def older_log(log_file: str) -> str:
-    """Where the capped part of a console log goes (``vserver delete`` removes it)."""
+    """Where the capped part of a console log goes (``vserver delete`` removes it;
+    vsuper's pump writes it)."""
     return f"{log_file}.1"
-
-
-def _cap_log(log_fd: int, log_file: str) -> None:
-    """The log moves to NAME.log.1 and starts again (same inode: copy, then truncate)."""
-    size = os.fstat(log_fd).st_size
-    older = older_log(log_file)
-    src = os.open(log_file, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        dst = os.open(older, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-        try:
-            runfiles.copy_fd(src, dst, size)
-        finally:
-            os.close(dst)
-    finally:
-        os.close(src)
-    os.ftruncate(log_fd, 0)
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    os.write(log_fd, f"--- log reached {size} bytes at {stamp}; the part before is in "
-             f"{os.path.basename(older)} ---\n".encode())  # fmt: skip
-
-
-def _reap_quietly(pid: int) -> None:
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
-def _drain_quietly(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -5,6 +5,8 @@
 - vinit and the busybox binary of two running guests are one inode on the
   host (bound read-only from one copy, page cache shared);
 - killing the supervisors leaves every guest running and manageable;
+- an idle guest's supervision (the supervisor and its console pump) costs
+  under 1 MB PSS and wakes up never;
 - ``vps ax`` shows one line per process (no supervisor spills over lines).
 """
 
@@ -14,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -140,6 +143,50 @@ def test_killed_supervisors_leave_every_guest_running_and_manageable(
             ok(python_cli(vroot, name, "stop"))
             assert not vroot.run_dir(name).exists()
             assert not state.alive(runs[name].init_pid, None)
+    finally:
+        for name in names:
+            python_cli(vroot, name, "stop")
+
+
+def children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return {int(w) for w in f.read().split()}
+
+
+def pss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("Pss:"))
+
+
+def switches(pid: int) -> int:
+    """Context switches so far: every wake-up of an idle process is one."""
+    with open(f"/proc/{pid}/status") as f:
+        return sum(int(ln.split()[1]) for ln in f if "ctxt_switches" in ln)
+
+
+def test_an_idle_guests_supervision_costs_under_a_megabyte_and_no_wakeup(vroot: Paths) -> None:
+    names = ("a", "b")
+    busybox(vroot, *names)
+    try:
+        for name in names:
+            ok(python_cli(vroot, name, "start"))
+        runs = [state.read(vroot, name) for name in names]
+        views = [vroot.run_dir(name) / "meminfo" for name in names]
+        first = [view.stat().st_mtime_ns for view in views]
+
+        def settled() -> bool:  # the view rendered after the boot, the render child gone
+            rendered = [view.stat().st_mtime_ns for view in views]
+            quiet = all(len(children(run.supervisor_pid)) == 2 for run in runs)
+            return quiet and all(now != then for now, then in zip(rendered, first, strict=True))
+
+        assert wait_for(settled)
+        ours = {run.supervisor_pid for run in runs}
+        ours |= {pid for run in runs for pid in children(run.supervisor_pid) - {run.init_pid}}
+        assert len(ours) == 4  # a supervisor and a console pump per guest
+        assert sum(pss_kib(pid) for pid in ours) <= 1024 * len(runs)
+        before = {pid: switches(pid) for pid in ours}
+        time.sleep(3.0)  # the window watched, not a wait for something
+        assert {pid: switches(pid) for pid in ours} == before
     finally:
         for name in names:
             python_cli(vroot, name, "stop")

@@ -187,6 +187,7 @@ class Recorder:
             return types.SimpleNamespace(
                 start=record("start"), stop=record("stop"), restart=record("restart"),
                 delete=record("delete"), is_running=lambda paths, name: True,
+                refresh_meminfo=record("refresh_meminfo"),
             )  # fmt: skip
         if dotted == "engine.rootfs":
             return types.SimpleNamespace(build=record("build"), delete=record("delete"),
