@@ -175,6 +175,30 @@ class Engine:
     def load_config(self, name: str) -> Any:
         return self._mod("engine.config").load_guest(self.paths, name)
 
+    def host_link(self, name: str) -> str:
+        """The host end of a veth guest's link, as `ip link` names it."""
+        return self.paths.link_name(name)
+
+    @_guarded
+    def restart_pending(self, name: str, cfg: Any) -> tuple[str, ...]:
+        """What of ``cfg`` (NAME.conf now) the running guest does not have yet:
+        "+CAP_X" / "-CAP_X" capabilities and "+flag" / "-flag" flags, which a
+        restart applies; () for a stopped guest or one started before this
+        was recorded."""
+        from engine.runtime.runfiles import read_applied
+
+        applied = read_applied(self.paths.run_dir(name))
+        if applied is None:
+            return ()
+        caps, flags = applied
+        want_caps, want_flags = frozenset(cfg.effective_caps()), frozenset(cfg.flags)
+        return (
+            *(f"+CAP_{c}" for c in sorted(want_caps - caps)),
+            *(f"-CAP_{c}" for c in sorted(caps - want_caps)),
+            *(f"+{f}" for f in sorted(want_flags - flags)),
+            *(f"-{f}" for f in sorted(flags - want_flags)),
+        )
+
     @_guarded
     def log_tail(self, name: str, lines: int = 200) -> list[str]:
         """The last ``lines`` lines of the guest's console log (empty if none)."""
@@ -252,13 +276,15 @@ class Engine:
     @_guarded
     def build(
         self, name: str, template: str = "skeleton", hostname: str | None = None,
-        addresses: Iterable[str] = (),
+        addresses: Iterable[str] = (), options: Mapping[str, str] | None = None,
     ) -> Any:  # fmt: skip
+        """``options``: NAME.conf keys written at build (V_MEMORY, V_DISK, S_CAPS...)."""
         self._refuse("build", name)
         rootfs = self._mod("engine.rootfs")
         return rootfs.build(
-            self.paths, name, template=template, hostname=hostname, addresses=tuple(addresses)
-        )
+            self.paths, name, template=template, hostname=hostname,
+            addresses=tuple(addresses), options=dict(options or {}),
+        )  # fmt: skip
 
     @_guarded
     def receive_check(self, name: str, xid: int | None,

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shlex
 from pathlib import Path
 
 from engine import caps as _caps
+from engine.audit import fixes
 from engine.audit.context import Audit
 from engine.config import GuestConfig, Share
 from engine.errors import VstuiError
@@ -68,7 +70,7 @@ def config_errors(audit: Audit, cfg: GuestConfig) -> None:
         "GUEST-CONFIG-ERROR",
         f"{count} configuration error{'s' if count > 1 else ''}"
         + (" in a guest started at boot" if cfg.onboot else ""),
-        f"fix {errors[0].message}, then run `vserver {cfg.name} check`",
+        fixes.vserver(audit.paths, cfg.name, "check"),  # names each line to fix
         guest=cfg.name,
         details=[e.message for e in errors],
         severity=None if cfg.onboot else "low",
@@ -89,7 +91,7 @@ def capabilities(audit: Audit, cfg: GuestConfig) -> None:
         audit.col.add(
             rule,
             f"S_CAPS adds CAP_{cap} ({_caps.explain(cap)})",
-            f"remove CAP_{cap} from S_CAPS in {_at(cfg)}",
+            fixes.drop_cap(cfg, audit.paths, cap),
             guest=cfg.name,
             severity=severity,
             why=why,
@@ -145,12 +147,16 @@ def dac_read_search(audit: Audit, cfg: GuestConfig, live: frozenset[str]) -> Non
         "GUEST-CAP-DAC_READ_SEARCH",
         "keeps CAP_DAC_READ_SEARCH with host directories shared"
         + (" and open_by_handle_at allowed" if shocker else ""),
-        "remove +open_by_handle_at from V_SECCOMP" if shocker
-        else f"add !CAP_DAC_READ_SEARCH to S_CAPS in {_at(cfg)} if the guest does not need it",
+        _drop_call(audit, cfg, "open_by_handle_at") if shocker
+        else fixes.add_cap(cfg, audit.paths, "!CAP_DAC_READ_SEARCH"),
         guest=cfg.name,
         details=[f"shared: {', '.join(shared)}"],
         severity=None if shocker else "low",
     )  # fmt: skip
+
+
+def _drop_call(audit: Audit, cfg: GuestConfig, call: str) -> str:
+    return fixes.edit(audit.paths, cfg.name, f"V_SECCOMP-=+{call}")
 
 
 def seccomp(audit: Audit, cfg: GuestConfig) -> None:
@@ -162,7 +168,7 @@ def seccomp(audit: Audit, cfg: GuestConfig) -> None:
             audit.col.add(
                 "GUEST-SECCOMP-ALLOW",
                 f"V_SECCOMP allows {call}, which the default filter refuses or restricts",
-                f"remove +{call} from V_SECCOMP in {_at(cfg)}",
+                _drop_call(audit, cfg, call),
                 guest=cfg.name,
             )
 
@@ -174,20 +180,37 @@ def flags_and_limits(audit: Audit, cfg: GuestConfig) -> None:
     add = audit.col.add
     n = cfg.name
     if not cfg.has_flag("lock"):
-        flags = " ".join(sorted({*cfg.flags, "lock"}))
-        add("GUEST-NO-LOCK", "S_FLAGS has no lock flag", f'S_FLAGS="{flags}"', guest=n)
+        add("GUEST-NO-LOCK", "S_FLAGS has no lock flag", fixes.flags(cfg, audit.paths, "lock"),
+            guest=n)  # fmt: skip
+    put = lambda key, value: fixes.set_keys(audit.paths, n, {key: value})  # noqa: E731
     if cfg.pids_limit() is None:
-        add("GUEST-NO-PROC-LIMIT", "no process limit", "V_PIDS=500", guest=n)
+        add("GUEST-NO-PROC-LIMIT", "no process limit", put("V_PIDS", "500"), guest=n)
     if cfg.memory is None:
-        add("GUEST-NO-MEMORY-LIMIT", "no memory limit", "V_MEMORY=512M", guest=n)
+        add("GUEST-NO-MEMORY-LIMIT", "no memory limit", put("V_MEMORY", "512M"), guest=n)
     if cfg.cpu_quota is None and cfg.cpu_weight is None:
-        add("GUEST-NO-CPU-LIMIT", "no CPU limit", "V_CPU_QUOTA=100%", guest=n)
+        add("GUEST-NO-CPU-LIMIT", "no CPU limit", put("V_CPU_QUOTA", "100%"), guest=n)
     if cfg.disk is None:
-        add("GUEST-NO-DISK-LIMIT", "no disk limit", "V_DISK=2G", guest=n)
+        # without a backend the limit needs a tree of its own: an image
+        fix = put("V_DISK", "2G") if cfg.disk_backend != "none" else _rebuild_with_image(
+            audit, cfg, "V_DISK=2G")  # fmt: skip
+        add("GUEST-NO-DISK-LIMIT", "no disk limit", fix, guest=n)
     elif cfg.disk_backend == "none":
         add("GUEST-NO-DISK-LIMIT", "V_DISK is set but not enforced (V_DISK_BACKEND=none)",
-            "V_DISK_BACKEND=image (rebuild the guest) or V_DISK_BACKEND=project",
+            _rebuild_with_image(audit, cfg),
             guest=n)  # fmt: skip
+
+
+def _rebuild_with_image(audit: Audit, cfg: GuestConfig, *settings: str) -> str:
+    """A tree cannot change its backend in place: export, delete, build again
+    from the export on a disk image (its configuration, context id and files
+    come back)."""
+    archive = str(audit.paths.state_dir / f"{cfg.name}.export.tar.zst")
+    run = lambda *words: fixes.vserver(audit.paths, cfg.name, *words)  # noqa: E731
+    sets = [w for s in ("V_DISK_BACKEND=image", *settings) for w in ("--set", s)]
+    steps = (shlex.join(["mkdir", "-p", str(audit.paths.state_dir)]), run("export", archive),
+             run("delete", "--force"),
+             run("build", "-t", f"export:{archive}", *sets))  # fmt: skip
+    return " && ".join(steps)
 
 
 INIT_RULES = {"missing": "GUEST-INIT-MISSING", "setpcap": "GUEST-SYSTEMD-SETPCAP"}
@@ -198,27 +221,30 @@ def guest_init(audit: Audit, cfg: GuestConfig) -> None:
     from engine.rootfs import guestinit
 
     for kind, message in guestinit.findings(cfg, audit.paths.guest_root(cfg.name)):
-        audit.col.add(INIT_RULES[kind], message, guestinit.FIXES[kind], guest=cfg.name)
+        fix = (fixes.flags(cfg, audit.paths, remove="fakeinit") if kind == "missing"
+               else fixes.add_cap(cfg, audit.paths, "SETPCAP"))  # fmt: skip
+        audit.col.add(INIT_RULES[kind], message, fix, guest=cfg.name)
 
 
 def network(audit: Audit, cfg: GuestConfig) -> None:
     if cfg.netmode == "host":
         audit.col.add("GUEST-NETMODE-HOST", "V_NETMODE=host shares the host's network stack",
-                      "V_NETMODE=veth", guest=cfg.name)  # fmt: skip
+                      fixes.set_keys(audit.paths, cfg.name, {"V_NETMODE": "veth"}),
+                      guest=cfg.name)  # fmt: skip
         return
     if cfg.netmode != "veth":
         return
     if not cfg.net_filter:
         audit.col.add("GUEST-NET-FILTER-OFF",
                       f"V_NET_FILTER=no: {'bridge' if cfg.bridge else 'host end'} filtering off",
-                      f"remove V_NET_FILTER=no from {_at(cfg)}", guest=cfg.name,
+                      fixes.set_keys(audit.paths, cfg.name, {"V_NET_FILTER": ""}), guest=cfg.name,
                       severity=None if cfg.bridge else "low")  # fmt: skip
     if cfg.routes and not cfg.bridge:
         words = " ".join((r.dev or "any") + (":nat" if r.nat else "") for r in cfg.routes)
         anywhere = any(r.dev is None for r in cfg.routes)
         audit.col.add("GUEST-NET-ROUTE", f"V_ROUTE={words}: the guest leaves through host "
                       "devices" + (" (every network the host reaches)" if anywhere else ""),
-                      f"name only the devices the guest needs in V_ROUTE in {_at(cfg)}",
+                      fixes.set_keys(audit.paths, cfg.name, {"V_ROUTE": ""}),  # host, guests
                       guest=cfg.name, severity="medium" if anywhere else None)  # fmt: skip
 
 
@@ -253,6 +279,19 @@ def sensitive_hit(host: str, own: list[str]) -> str | None:
     return None
 
 
+def _share_as_written(cfg: GuestConfig, share: Share) -> str:
+    """The V_SHARE word that made ``share``."""
+    for word in fixes.raw(cfg, "V_SHARE").split():
+        if word.split(":")[:2] == [share.host, share.guest]:
+            return word
+    return _share_word(share, share.readonly)
+
+
+def _shares_without(audit: Audit, cfg: GuestConfig, gone: Share) -> str:
+    """V_SHARE without ``gone`` (share a dedicated directory instead)."""
+    return fixes.edit(audit.paths, cfg.name, f"V_SHARE-={_share_as_written(cfg, gone)}")
+
+
 def _share_word(s: Share, readonly: bool) -> str:
     return f"{s.host}:{s.guest}" + (":ro" if readonly else ":rw")
 
@@ -271,17 +310,20 @@ def shares(audit: Audit, cfg: GuestConfig) -> None:
                 "GUEST-SHARE-SENSITIVE",
                 f"V_SHARE {share.host} -> {share.guest} ({'ro' if share.readonly else 'rw'}) "
                 f"exposes the host's {hit}",
-                f"remove {share.host}:{share.guest} from V_SHARE in {_at(cfg)}; share a "
-                f"dedicated directory such as /srv/{cfg.name} instead",
+                _shares_without(audit, cfg, share),
                 guest=cfg.name,
                 severity=None if critical else "high",
             )
         elif not share.readonly:
-            words = [_share_word(s, s.readonly or s == share) for s in cfg.shares]
             audit.col.add(
                 "GUEST-SHARE-RW",
                 f"V_SHARE {share.host} -> {share.guest} is read-write",
-                f'V_SHARE="{" ".join(words)}"',
+                fixes.edit(
+                    audit.paths,
+                    cfg.name,
+                    f"V_SHARE-={_share_as_written(cfg, share)}",
+                    f"V_SHARE+={_share_word(share, True)}",
+                ),  # fmt: skip
                 guest=cfg.name,
             )
 
@@ -301,13 +343,34 @@ def duplicates(audit: Audit) -> None:
     for ip, names in sorted(by_ip.items()):
         for name, others in _pairs(audit, names):
             audit.col.add("GUEST-DUP-ADDRESS", f"address {ip} is also configured for {others}",
-                          f"give {name} another address in IPROOT", guest=name)  # fmt: skip
+                          _readdress(audit, name, ip, by_ip), guest=name)  # fmt: skip
     for xid, names in sorted(by_xid.items()):
         for name, others in _pairs(audit, names):
-            conf = _at(audit.configs[name])
+            # without S_CONTEXT an id is allocated at the next start
             audit.col.add("GUEST-DUP-CONTEXT", f"context id {xid} (S_CONTEXT) is also used by "
-                          f"{others}", f"remove S_CONTEXT from {conf} (an id is then allocated) "
-                          "or set another", guest=name)  # fmt: skip
+                          f"{others}", fixes.set_keys(audit.paths, name, {"S_CONTEXT": ""}),
+                          guest=name)  # fmt: skip
+
+
+def _readdress(audit: Audit, name: str, ip: str, by_ip: dict[str, list[str]]) -> str:
+    """IPROOT with ``ip`` replaced by the first free address of its subnet."""
+    cfg = audit.configs[name]
+    taken = {ipaddress.ip_address(a) for a in by_ip}
+    words = []
+    for addr in cfg.addresses:
+        iface = addr.interface
+        if str(iface.ip) == ip:
+            free = next((h for h in iface.network.hosts() if h not in taken), None)
+            if free is not None:
+                taken.add(free)
+                iface = ipaddress.ip_interface(f"{free}/{iface.network.prefixlen}")
+        words.append((f"{addr.dev}:" if addr.dev else "") + str(iface))
+    return fixes.set_keys(audit.paths, name, {"IPROOT": " ".join(words)})
+
+
+def _routed(audit: Audit, cfg: GuestConfig) -> str:
+    """A routed veth guest needs no host device on its subnet."""
+    return fixes.set_keys(audit.paths, cfg.name, {"V_NETMODE": "veth", "IPROOTDEV": ""})
 
 
 def _pairs(audit: Audit, names: list[str]) -> list[tuple[str, str]]:
@@ -330,13 +393,12 @@ def subnet(audit: Audit, cfg: GuestConfig) -> None:
         ip = addr.interface.ip
         if dev is None:
             audit.col.add("GUEST-ADDR-SUBNET", f"address {ip} has no host device for "
-                          f"V_NETMODE={cfg.netmode}", "IPROOTDEV=DEVICE (the device carrying "
-                          f"the subnet of {ip})", guest=cfg.name)  # fmt: skip
+                          f"V_NETMODE={cfg.netmode}", _routed(audit, cfg),
+                          guest=cfg.name)  # fmt: skip
             continue
         if dev not in devices and not Path(f"/sys/class/net/{dev}").exists():
             audit.col.add("GUEST-ADDR-SUBNET", f"host device {dev} of address {ip} does not "
-                          "exist", f"IPROOTDEV=DEVICE (an existing device), or create {dev}",
-                          guest=cfg.name)  # fmt: skip
+                          "exist", _routed(audit, cfg), guest=cfg.name)  # fmt: skip
             continue
         nets = [a.network for a in devices.get(dev, ()) if a.version == ip.version]
         if not any(ip in net for net in nets):
@@ -344,8 +406,7 @@ def subnet(audit: Audit, cfg: GuestConfig) -> None:
             audit.col.add(
                 "GUEST-ADDR-SUBNET",
                 f"address {ip} is not on a subnet of host device {dev}",
-                f"use an address from {shown} in IPROOT, or set IPROOTDEV to the device "
-                f"carrying {addr.interface.network}",
+                _routed(audit, cfg),
                 guest=cfg.name,
                 details=[f"{dev}: {shown}"],
             )

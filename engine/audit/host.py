@@ -9,11 +9,13 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shlex
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.audit import fixes
 from engine.audit.context import (
     Audit,
     guest_pids,
@@ -43,7 +45,11 @@ def check(audit: Audit) -> None:
 
 
 def _chown_fix(path: Path, mode: str) -> str:
-    return f"chown root:root {path} && chmod {mode} {path}"
+    return (
+        shlex.join(["chown", "root:root", str(path)])
+        + " && "
+        + shlex.join(["chmod", mode, str(path)])
+    )
 
 
 def barrier(audit: Audit) -> None:
@@ -53,7 +59,8 @@ def barrier(audit: Audit) -> None:
         return  # no guest tree yet: `vserver NAME build` creates it mode 000
     if not stat.S_ISDIR(st.st_mode):
         audit.col.add("HOST-BARRIER", f"{top} is not a directory",
-                      f"rm {top} && mkdir -m 000 {top}")  # fmt: skip
+                      shlex.join(["rm", str(top)]) + " && "
+                      + shlex.join(["mkdir", "-m", "000", str(top)]))  # fmt: skip
         return
     if stat.S_IMODE(st.st_mode) != 0 or st.st_uid != audit.owner_uid:
         audit.col.add(
@@ -70,7 +77,7 @@ def guest_root(audit: Audit, name: str) -> None:
         return
     if stat.S_ISLNK(st.st_mode):
         audit.col.add("HOST-GUEST-ROOT-PERMS", f"guest root {root} is a symlink",
-                      f"replace {root} with the real tree (mv its target to {root})",
+                      _unlink_fix(root),
                       guest=name)  # fmt: skip
     elif stat.S_ISDIR(st.st_mode) and writable_by_others(st, audit.owner_uid):
         audit.col.add(
@@ -208,7 +215,7 @@ def wildcard_listeners(audit: Audit) -> None:
         audit.col.add(
             "HOST-WILDCARD-LISTENER",
             f"{who} listens on {shown}:{sock.port}/{sock.proto}",
-            _listener_fix(sock),
+            _listener_fix(audit, sock, sharing, veth),
             details=details,
             severity=None if severe else "medium",
         )
@@ -277,8 +284,7 @@ def bridges_taking_router_adverts(audit: Audit) -> None:
             "HOST-BRIDGE-ACCEPT-RA",
             f"bridge {bridge} takes router advertisements (accept_ra={accept}) and carries "
             f"guests {', '.join(sorted(c.name for c in cfgs))}",
-            f"sysctl -w net.ipv6.conf.{bridge}.accept_ra=0 (and in /etc/sysctl.d), unless the "
-            "host takes its IPv6 configuration from that LAN",
+            _accept_ra_fix(bridge),
             details=[f"unfiltered (V_NET_FILTER=no): {', '.join(sorted(unfiltered))}"]
             if unfiltered
             else [],
@@ -286,12 +292,43 @@ def bridges_taking_router_adverts(audit: Audit) -> None:
         )
 
 
-def _listener_fix(sock: Any) -> str:
-    if sock.process == "sshd":
-        return "`ListenAddress HOST-ADDRESS` in /etc/ssh/sshd_config, then reload sshd"
-    name = sock.process or "the service"
-    return f"bind {name} to 127.0.0.1 or the host address it serves instead of the " \
-           "wildcard (veth guests reach every host address)"  # fmt: skip
+def _unlink_fix(root: Path) -> str:
+    """The symlinked guest root replaced by the tree it points to."""
+    q = shlex.quote(str(root))
+    return f't=$(readlink -f {q}) && rm {q} && mv "$t" {q}'
+
+
+def _accept_ra_fix(bridge: str) -> str:
+    key = f"net.ipv6.conf.{bridge}.accept_ra"
+    return (f"sysctl -w {key}=0 && echo {key}=0 > "
+            f"/etc/sysctl.d/90-vstui-{bridge}.conf")  # fmt: skip
+
+
+def _listener_fix(audit: Audit, sock: Any, sharing: dict[str, str], veth: dict[str, Any]) -> str:
+    """Commands that take the listener out of the guests' reach: guests on a
+    host device get their own link (veth); veth guests' packets to that port
+    are dropped on the host (an nftables table of this root's own)."""
+    commands = [fixes.set_keys(audit.paths, name, {"V_NETMODE": "veth"})
+                for name in sorted(sharing) if audit.configs[name].netmode != "veth"]  # fmt: skip
+    families = (4,) if sock.address == "0.0.0.0" else (4, 6)
+    sources = {4: set(), 6: set()}
+    for cfg in veth.values():
+        for a in cfg.addresses:
+            if a.interface.version in families:
+                sources[a.interface.version].add(str(a.interface.ip))
+    proto = "udp" if sock.proto.startswith("udp") else "tcp"
+    table = f"inet {audit.paths.nft_table('_guard')}"  # "_": never a guest's table
+    rules = [
+        f"{'ip' if version == 4 else 'ip6'} saddr {{ {', '.join(sorted(ips))} }} "
+        f"{proto} dport {sock.port} drop"
+        for version, ips in sorted(sources.items())
+        if ips
+    ]
+    if rules:
+        chain = f"add chain {table} input {{ type filter hook input priority 0; }}"
+        commands += [f"nft add table {table}", shlex.join(["nft", chain])]
+        commands += [shlex.join(["nft", f"add rule {table} input {r}"]) for r in rules]
+    return " && ".join(commands)
 
 
 # -- sshd --------------------------------------------------------------------------------
@@ -383,29 +420,35 @@ def sshd(audit: Audit) -> None:
     if not (by_pw or by_kbd):
         return
     details = [f"PasswordAuthentication {pw.value} ({pw.where})"]
-    fixes = []
+    commands = []
     if by_pw:
-        fixes.append(_ssh_fix("PasswordAuthentication no", pw, main))
+        commands.append(_ssh_fix("PasswordAuthentication no", pw, main))
     if by_kbd:
         details.append(f"KbdInteractiveAuthentication {kbd.value} ({kbd.where}) with UsePAM yes "
                        f"({pam.where})")  # fmt: skip
-        fixes.append(_ssh_fix("KbdInteractiveAuthentication no", kbd, main))
+        commands.append(_ssh_fix("KbdInteractiveAuthentication no", kbd, main))
     audit.col.add("HOST-SSHD-PASSWORD", "sshd accepts password logins",
-                  "; ".join(fixes) + ", then reload sshd", details=details)  # fmt: skip
+                  " && ".join([*commands, SSHD_RELOAD]), details=details)  # fmt: skip
     root_login = _effective(values, "permitrootlogin")
     if root_login.value == "yes":
         audit.col.add(
             "HOST-SSHD-ROOT-PASSWORD",
             "sshd lets root log in with a password",
-            _ssh_fix("PermitRootLogin prohibit-password", root_login, main) + ", then reload sshd",
+            _ssh_fix("PermitRootLogin prohibit-password", root_login, main) + " && " + SSHD_RELOAD,
             details=[f"PermitRootLogin yes ({root_login.where})", *details],
         )
 
 
+SSHD_RELOAD = 'kill -HUP "$(cat /run/sshd.pid)"'  # sshd reads its config again on SIGHUP
+
+
 def _ssh_fix(line: str, current: SshValue, main: Path) -> str:
+    """A sed command: the setting's own line replaced, or the line added first
+    (sshd takes the first value it reads)."""
     if current.where == "default":
-        return f"add `{line}` at the top of {main}"
-    return f"change {current.where} to `{line}`"
+        return shlex.join(["sed", "-i", f"1i {line}", str(main)])
+    where, _, number = current.where.rpartition(":")
+    return shlex.join(["sed", "-i", f"{number}c {line}", where])
 
 
 # -- kernel features ---------------------------------------------------------------------
@@ -437,10 +480,26 @@ def cgroup_controllers(audit: Audit) -> None:
             audit.col.add(
                 "HOST-CGROUP-CONTROLLER",
                 f"{key} is set but the host has no {controller} cgroup controller",
-                f"mount -t cgroup -o {controller} cgroup /sys/fs/cgroup/{controller} "
-                f"(cgroup2: echo +{controller} > /sys/fs/cgroup/cgroup.subtree_control)",
+                _controller_fix(controller),
                 guest=cfg.name,
             )
+
+
+def _controller_fix(controller: str) -> str:
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):  # a cgroup2-only host
+        return f"echo +{controller} > /sys/fs/cgroup/cgroup.subtree_control"
+    where = f"/sys/fs/cgroup/{controller}"
+    return f"mkdir -p {where} && mount -t cgroup -o {controller} cgroup {where}"
+
+
+def _lock_every_guest(audit: Audit) -> str:
+    """lock on every guest without it (what a real root in the guest is then
+    held by); "" when every guest has it: nothing to run, the note stands."""
+    return " && ".join(
+        fixes.flags(cfg, audit.paths, add="lock")
+        for cfg in sorted(audit.configs.values(), key=lambda c: c.name)
+        if not cfg.has_flag("lock")
+    )
 
 
 def user_namespaces(audit: Audit) -> None:
@@ -453,6 +512,6 @@ def user_namespaces(audit: Audit) -> None:
     audit.col.add(
         "HOST-USERNS",
         "guests run as real root (no user namespace)",
-        'S_FLAGS="lock" and S_CAPS without additions on every guest',
+        _lock_every_guest(audit),
         details=details,
     )

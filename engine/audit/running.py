@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import caps as _caps
+from engine.audit import fixes
 from engine.audit.context import Audit, guest_pids
 from engine.audit.facts import netns_addresses
 from engine.config import GuestConfig
@@ -38,7 +39,8 @@ def check(audit: Audit) -> None:
             frozen_too_long(audit, cfg, rs.frozen_since)
         elif rs.stale and state.read_value(audit.paths.run_dir(cfg.name), "state") in ACTIVE:
             audit.col.add("RUN-STALE", f"run directory says {cfg.name} runs, but its init is "
-                          "gone", f"vserver {cfg.name} stop", guest=cfg.name)  # fmt: skip
+                          "gone", fixes.vserver(audit.paths, cfg.name, "stop"),
+                          guest=cfg.name)  # fmt: skip
         disk_near_limit(audit, cfg)
     host_listeners(audit)
 
@@ -59,7 +61,7 @@ def frozen_too_long(audit: Audit, cfg: GuestConfig, since: float | None) -> None
         return  # thawed behind our back: the record is stale, the guest runs
     hours = (time.time() - since) / 3600
     audit.col.add("RUN-FROZEN", f"{cfg.name} has been frozen for {hours:.1f} hours",
-                  f"vserver {cfg.name} thaw", guest=cfg.name)  # fmt: skip
+                  fixes.vserver(audit.paths, cfg.name, "thaw"), guest=cfg.name)  # fmt: skip
 
 
 def running_guest(audit: Audit, cfg: GuestConfig, pid: int) -> None:
@@ -71,8 +73,8 @@ def running_guest(audit: Audit, cfg: GuestConfig, pid: int) -> None:
         addresses_drift(audit, cfg, pid)
 
 
-def _restart(cfg: GuestConfig) -> str:
-    return f"vserver {cfg.name} restart"
+def _restart(audit: Audit, cfg: GuestConfig) -> str:
+    return fixes.vserver(audit.paths, cfg.name, "restart")
 
 
 # -- capabilities ---------------------------------------------------------------------------
@@ -104,7 +106,7 @@ def caps_drift(audit: Audit, cfg: GuestConfig, pid: int) -> None:
     audit.col.add(
         "RUN-CAPS-DRIFT",
         f"init (pid {pid}) has a capability bounding set other than S_CAPS gives",
-        _restart(cfg),
+        _restart(audit, cfg),
         guest=cfg.name,
         details=details,
         severity=None if extra else "low",
@@ -139,7 +141,7 @@ def limits_drift(audit: Audit, cfg: GuestConfig) -> Any | None:
         rel = audit.paths.cgroup_name(cfg.name)
         if not cg.exists(rel):
             audit.col.add("RUN-LIMIT-DRIFT", f"running guest has no cgroup {rel}: no limit "
-                          "is enforced", _restart(cfg), guest=cfg.name)  # fmt: skip
+                          "is enforced", _restart(audit, cfg), guest=cfg.name)  # fmt: skip
             return None
         stats = cg.stats(rel)
         has_cpu, live_cpu = _cpu_quota(cg.paths(rel))
@@ -158,7 +160,7 @@ def limits_drift(audit: Audit, cfg: GuestConfig) -> Any | None:
         drift.append(f"cpu quota: configured {_pct(cfg.cpu_quota)}, in force {_pct(live_cpu)}")
     if drift:
         audit.col.add("RUN-LIMIT-DRIFT", "cgroup limits differ from the configuration",
-                      _restart(cfg), guest=cfg.name, details=drift)  # fmt: skip
+                      _restart(audit, cfg), guest=cfg.name, details=drift)  # fmt: skip
     return stats
 
 
@@ -195,10 +197,15 @@ def _near(used: int | None, limit: int | None) -> bool:
 def near_limit(audit: Audit, cfg: GuestConfig, stats: Any) -> None:
     if _near(stats.memory_used, stats.memory_limit):
         _near_finding(audit, cfg, "memory", stats.memory_used, stats.memory_limit,
-                      "V_MEMORY=" + _size(_double(stats.memory_limit)), _size)  # fmt: skip
+                      _set(audit, cfg, "V_MEMORY", _size(_double(stats.memory_limit))),
+                      _size)  # fmt: skip
     if _near(stats.pids_current, stats.pids_limit):
         _near_finding(audit, cfg, "processes", stats.pids_current, stats.pids_limit,
-                      f"V_PIDS={stats.pids_limit * 2}", str)  # fmt: skip
+                      _set(audit, cfg, "V_PIDS", str(stats.pids_limit * 2)), str)  # fmt: skip
+
+
+def _set(audit: Audit, cfg: GuestConfig, key: str, value: str) -> str:
+    return fixes.set_keys(audit.paths, cfg.name, {key: value})
 
 
 def _double(value: int) -> int:
@@ -229,10 +236,10 @@ def disk_near_limit(audit: Audit, cfg: GuestConfig) -> None:
     if _near(du.bytes_used, du.bytes_limit):
         grow = _size(_double(du.bytes_limit))
         _near_finding(audit, cfg, "disk", du.bytes_used, du.bytes_limit,
-                      f"vserver {cfg.name} quota {grow}", _size)  # fmt: skip
+                      fixes.vserver(audit.paths, cfg.name, "quota", grow), _size)  # fmt: skip
     if _near(du.inodes_used, du.inodes_limit):
         _near_finding(audit, cfg, "files (inodes)", du.inodes_used, du.inodes_limit,
-                      f"V_INODES={du.inodes_limit * 2}", str)  # fmt: skip
+                      _set(audit, cfg, "V_INODES", str(du.inodes_limit * 2)), str)  # fmt: skip
 
 
 # -- addresses --------------------------------------------------------------------------------
@@ -263,7 +270,7 @@ def addresses_drift(audit: Audit, cfg: GuestConfig, pid: int) -> None:
     if missing:
         details.append("in IPROOT, not in the namespace: " + " ".join(missing))
     audit.col.add("RUN-ADDR-DRIFT", "addresses in the guest's network namespace differ from "
-                  "IPROOT", _restart(cfg), guest=cfg.name, details=details)  # fmt: skip
+                  "IPROOT", _restart(audit, cfg), guest=cfg.name, details=details)  # fmt: skip
 
 
 def _ip_key(text: str) -> tuple[int, int]:

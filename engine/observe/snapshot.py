@@ -92,7 +92,7 @@ class Observer:
         for row in table.rows:
             by_guest.setdefault(row.guest, []).append(row)
         net = self._net_counters([i.name for i in active], table.taken, errors)
-        guests = [self._host(by_guest.get(HOST_NAME, []), table.taken, errors)]
+        guests = [self._host(by_guest.get(HOST_NAME, []), table.taken, names)]
         for name in names:
             guests.append(
                 self._guest(runs[name], by_guest.get(name, []), net, table.wall, table.taken)
@@ -114,7 +114,7 @@ class Observer:
         )
 
     # ------------------------------------------------------------ host
-    def _host(self, rows: list[ProcRow], taken: float, errors: list[str]) -> GuestStatus:
+    def _host(self, rows: list[ProcRow], taken: float, names: list[str]) -> GuestStatus:
         missing: list[str] = []
         memory, uptime = Gauge(), None
         try:  # psutil: host-wide totals (engine.hoststats says why)
@@ -129,7 +129,7 @@ class Observer:
             inodes = Gauge(st.f_files - st.f_ffree, st.f_files)
         except OSError as exc:
             missing.append(f"disk: {exc}")
-        net = self._host_net(taken, missing)
+        net = self._host_net(taken, missing, names)
         return GuestStatus(
             name=HOST_NAME,
             xid=HOST_XID,
@@ -150,8 +150,10 @@ class Observer:
             missing=tuple(missing),
         )
 
-    def _host_net(self, taken: float, missing: list[str]) -> NetStats | None:
-        """Totals of the host's network namespace from /proc/net/dev (no loopback)."""
+    def _host_net(self, taken: float, missing: list[str], names: list[str]) -> NetStats | None:
+        """Totals of the host's network namespace from /proc/net/dev, without
+        loopback and without the guests' own links (their veth host ends and
+        ingress ifbs): a guest's traffic is its row's, not the host's too."""
         from engine.net.counters import parse_net_dev
 
         try:
@@ -160,7 +162,10 @@ class Observer:
         except OSError as exc:
             missing.append(f"net: {exc}")
             return None
-        return self._rated(HOST_NAME, parse_net_dev(text, None, exclude=("lo",)), taken)
+        links = {"lo"}
+        for name in names:
+            links.update((self.paths.link_name(name), self.paths.link_name(name, kind="ifb")))
+        return self._rated(HOST_NAME, parse_net_dev(text, None, exclude=links), taken)
 
     def _rated(self, key: str, now: NetStats, taken: float) -> NetStats:
         prev = self._prev_net.get(key)

@@ -11,14 +11,16 @@ import errno
 import fcntl
 import os
 import time
+from collections.abc import Iterable
 
 LOCK_FILE = "lock"
 FROZEN_FILE = "frozen"  # epoch seconds of `vserver NAME freeze` (engine.runtime.freezing)
 NOTIFY_FILE = "notify"  # the supervisor's sd_notify socket (the guest's /run/host/notify)
 CONSOLE_FILE = "console"  # the console pump's socket (`vserver NAME console`)
+APPLIED_FILE = "applied"  # the capabilities and flags the guest was started with
 VALUE_FILES = ("state", "xid", "init.pid", "init.start", "supervisor.pid",
                "supervisor.start", "started", "exec.plan", "meminfo",
-               FROZEN_FILE, NOTIFY_FILE, CONSOLE_FILE)  # fmt: skip
+               FROZEN_FILE, NOTIFY_FILE, CONSOLE_FILE, APPLIED_FILE)  # fmt: skip
 
 
 def write_value(run_dir: str | os.PathLike[str], key: str, value: object) -> None:
@@ -72,6 +74,25 @@ def bind_socket(run_dir: str, name: str, kind: int) -> int:
     finally:
         os.umask(old)
     return sock.detach()
+
+
+def applied_record(caps: Iterable[str], flags: Iterable[str]) -> bytes:
+    """The ``applied`` run file: what a later edit of NAME.conf is compared
+    with to say what waits for a restart (written by the start plan, so a
+    start replayed from the boot cache writes it too)."""
+    return f"caps {' '.join(sorted(caps))}\nflags {' '.join(sorted(flags))}\n".encode()
+
+
+def read_applied(run_dir: str | os.PathLike[str]) -> tuple[frozenset[str], frozenset[str]] | None:
+    """(capabilities, flags) the running guest started with; None if unrecorded."""
+    try:
+        with open(os.path.join(run_dir, APPLIED_FILE)) as f:
+            lines = dict(line.rstrip("\n").partition(" ")[::2] for line in f)
+    except OSError:
+        return None
+    if "caps" not in lines or "flags" not in lines:
+        return None
+    return frozenset(lines["caps"].split()), frozenset(lines["flags"].split())
 
 
 def clear_dir(run_dir: str | os.PathLike[str]) -> None:

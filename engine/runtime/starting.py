@@ -210,7 +210,10 @@ def _plan(paths: Paths, cfg: Any, root: str, xid: int, undo: _Undo) -> tuple:
     program = _seccomp_program(cfg)
     joins = cg.join_ops(rel)
     exec_plan = bootplan.serialize_exec(plan, cfg.has_flag, program, joins)
-    files = [(PLAN_FILE, 0o644, exec_plan)]
+    files = [
+        (PLAN_FILE, 0o644, exec_plan),
+        (runfiles.APPLIED_FILE, 0o644, runfiles.applied_record(plan.caps, cfg.flags)),
+    ]
     if view:
         files.append((MEMINFO_VIEW, 0o644, view[1]))
     host = bootplan.HostSide(

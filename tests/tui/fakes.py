@@ -229,6 +229,9 @@ class RecordingEngine(Engine):
 
             raise VstuiError(f"{dotted} is not available in this build") from exc
 
+    def host_link(self, name: str) -> str:
+        return f"vs-{name}"  # the default root's name (a test root's id varies)
+
     def exec_argv(self, name: str, command: str) -> list[str]:
         argv = super().exec_argv(name, command)
         self.exec_command = argv

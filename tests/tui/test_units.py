@@ -27,7 +27,9 @@ def test_size(value, text):
 
 
 def test_rate_duration_bar_sparkline():
-    assert fmt.rate(1250) == "10k" and fmt.rate(0) == "0b"
+    assert fmt.rate(1250) == "10kb/s" and fmt.rate(0) == "0b/s"  # rates carry their unit
+    assert fmt.rate(125_000) == "1.0Mb/s" and fmt.rate(60) == "480b/s" and fmt.rate(None) == "-"
+    assert fmt.gauge(0.62, 10) == "██░░   62%" and fmt.gauge(None, 10) == " " * 10
     assert fmt.bits(10_000_000) == "10Mbit/s" and fmt.bits(None) == "unlimited"
     assert [fmt.duration(s) for s in (None, 5, 125, 3725, 90000)] == [
         "-",

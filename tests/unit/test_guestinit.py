@@ -75,7 +75,9 @@ def test_check_warns_when_fakeinit_has_no_init(root: Paths) -> None:  # noqa: F8
 def test_systemd_guest_without_setpcap(root: Paths) -> None:  # noqa: F811
     guest(root, "deb", 'S_FLAGS="lock fakeinit"\n')
     systemd_tree(root.guest_root("deb"))
-    assert one(audit(root), "GUEST-SYSTEMD-SETPCAP").fix == "add S_CAPS=SETPCAP"
+    assert one(audit(root), "GUEST-SYSTEMD-SETPCAP").fix == (
+        f"vserver --root {root.root} deb set S_CAPS+=SETPCAP"  # a command, --root and all
+    )
     cfg = load_guest(root, "deb")
     assert "218/CAPABILITIES" in guestinit.warnings(cfg, root.guest_root("deb"))[0]
     root.config_file("deb").write_text(SYSTEMD_CONF)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from engine.paths import Paths
 
+ESC_DELAY_MS = 25
+
 
 def run(
     root: str | None = None,
@@ -59,6 +61,11 @@ def run(
     forced = os.geteuid() != 0 and not read_only
     engine = Engine(paths, read_only=read_only or os.geteuid() != 0)
 
+    # A lone Esc is told from the start of a key's escape sequence by
+    # waiting this long for more bytes: Textual's default 100 ms made Esc
+    # (back) take 125-160 ms. 25 ms still holds an arrow key's bytes
+    # together (one write by the terminal); ESCDELAY set by the user wins.
+    os.environ.setdefault("ESCDELAY", str(ESC_DELAY_MS))
     from vstui.app.app import VstuiApp
     from vstui.app.keymap import load_keymap
     from vstui.app.source import real_source

@@ -23,6 +23,8 @@ from textual.actions import parse as parse_action
 from textual.app import App
 from textual.binding import Binding
 from textual.dom import DOMNode
+from textual.driver import Driver
+from textual.drivers.linux_driver import LinuxDriver
 from textual.message import Message
 from textual.worker import Worker, WorkerState
 
@@ -33,7 +35,9 @@ from engine.text import visible
 from vstui.app.actions import BY_ID, allowed, bindings, refused
 from vstui.app.commands import VstuiCommands
 from vstui.app.fleet import FleetEngine
+from vstui.app.driver import QuickEscDriver
 from vstui.app.history import History
+from vstui.app.nocolor import NOCOLOR_CSS, strip_colors
 from vstui.app.poller import Poller
 from vstui.app.procview import ProcIndex, ViewSpec
 from vstui.app.screens.audit import AuditScreen
@@ -51,6 +55,18 @@ from vstui.app.widgets.dialogs import ConfirmDialog, ExecOutput, FormDialog, Typ
 from vstui.app.widgets.topbar import TopBar
 
 MIN_INTERVAL = 0.5
+
+# The new-guest dialog: (field, hint, default); the last three are NAME.conf keys.
+BUILD_FIELDS = (
+    ("name", "a hostname label, e.g. web2", ""),
+    ("template", "skeleton, busybox, debootstrap[:SUITE], tarball:PATH", "skeleton"),
+    ("hostname", "default: the name", ""),
+    ("address", "e.g. 198.18.0.20/24 (none: no network address)", ""),
+    ("memory", "V_MEMORY, e.g. 256M (empty: unlimited)", ""),
+    ("disk", "V_DISK, e.g. 2G (empty: unlimited)", ""),
+    ("capabilities", "S_CAPS: added or !removed, e.g. NET_RAW !SYS_CHROOT", ""),
+)
+BUILD_KEYS = {"memory": "V_MEMORY", "disk": "V_DISK", "capabilities": "S_CAPS"}
 
 
 class SnapshotReady(Message):
@@ -81,7 +97,7 @@ class VstuiApp(App[int]):
     """Linux virtual servers at a glance, with start/enter/exec/kill."""
 
     TITLE = "vstui"
-    CSS = "Screen { background: $background; }"
+    CSS = "Screen { background: $background; }" + NOCOLOR_CSS
     BINDINGS: ClassVar = [*bindings("app"), Binding("ctrl+c", "quit", show=False)]
     COMMANDS = App.COMMANDS | {VstuiCommands}
     ENABLE_COMMAND_PALETTE = True
@@ -100,6 +116,8 @@ class VstuiApp(App[int]):
         guest: str | None = None,
     ) -> None:
         super().__init__()
+        if self.no_color:
+            self._filters = strip_colors(self._filters)
         self.engine = engine
         self.source = source
         self.interval = max(MIN_INTERVAL, interval)
@@ -117,6 +135,8 @@ class VstuiApp(App[int]):
         self.view_hint: ViewSpec | None = None
         self._index: tuple[Snapshot, ProcIndex] | None = None
         self.steady = Steadier()  # used by the poller's thread only
+        # per kind of screen: (sort column, reversed, tree), kept across visits
+        self.views: dict[str, tuple[str, bool, bool]] = {}
         self.poller = Poller(self.take_snapshot, self.interval,
                              lambda exc: self.post_message(PollFailed(exc)))  # fmt: skip
 
@@ -128,6 +148,10 @@ class VstuiApp(App[int]):
         """Every notification, made safe once: messages quote guests' names,
         paths and commands (engine.text.visible; the data is visible already)."""
         super().notify(visible(str(message)), title=visible(title), **kw)
+
+    def get_driver_class(self) -> type[Driver]:
+        driver = super().get_driver_class()
+        return QuickEscDriver if driver is LinuxDriver else driver
 
     # -- start-up ------------------------------------------------------
     def on_mount(self) -> None:
@@ -360,10 +384,7 @@ class VstuiApp(App[int]):
         self._run(f"restart {name}", lambda: self.engine.restart(name), None)
 
     def op_build(self) -> None:
-        fields = [("name", "name (a hostname label)", ""), ("template", "template", "skeleton"),
-                  ("hostname", "hostname (default: the name)", ""),
-                  ("address", "address, e.g. 198.18.0.20/24 (optional)", "")]  # fmt: skip
-        self.push_screen(FormDialog("Build a new guest", fields, "Build"), self._build)
+        self.push_screen(FormDialog("Build a new guest", BUILD_FIELDS, "Build"), self._build)
 
     def _build(self, values: dict[str, str] | None) -> None:
         if not values or not values.get("name"):
@@ -371,10 +392,12 @@ class VstuiApp(App[int]):
         name = values["name"]
         if self.fleet is not None and "/" not in name:
             name = f"{self.default_host()}/{name}"  # HOST/NAME: the current row's host
-        addresses = [values["address"]] if values.get("address") else []
+        addresses = values.get("address", "").split()
+        options = {key: values[fid] for fid, key in BUILD_KEYS.items() if values.get(fid)}
         call = lambda: self.engine.build(  # noqa: E731
-            name, values.get("template") or "skeleton", values.get("hostname") or None, addresses
-        )
+            name, values.get("template") or "skeleton", values.get("hostname") or None,
+            addresses, options,
+        )  # fmt: skip
         self._run(f"build {name}", call, lambda _cfg: self.notify(f"built {name}"))
 
     def op_delete(self, name: str) -> None:

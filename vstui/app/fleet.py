@@ -169,6 +169,12 @@ class FleetEngine:
         host, name = split(qualified)
         return self.fleet.client(host).load_config(name)
 
+    def host_link(self, qualified: str) -> str:
+        return ""  # a link is named on its own host: the detail screen leaves it out
+
+    def restart_pending(self, qualified: str, cfg: Any) -> tuple[str, ...]:
+        return ()  # the agent does not report it (yet)
+
     def log_tail(self, qualified: str, lines: int = 200) -> list[str]:
         return list(self._call("log_tail", qualified, lines=lines))
 
@@ -215,11 +221,13 @@ class FleetEngine:
         self._call("delete", qualified, force=force)
 
     def build(self, qualified: str, template: str = "skeleton", hostname: str | None = None,
-              addresses: Any = ()) -> Any:  # fmt: skip
+              addresses: Any = (), options: Any = None) -> Any:  # fmt: skip
         self._refuse("build", qualified)
         args = ["build", "-t", template] + (["--hostname", hostname] if hostname else [])
         for address in addresses:
             args += ["--ip", address]
+        for key, value in (options or {}).items():
+            args += ["--set", f"{key}={value}"]
         return self._cli(qualified, args)
 
     def kill(self, pid: int, starttime: int, sig: int = _signal.SIGTERM, guest: str = "") -> None:

@@ -28,20 +28,25 @@ def size(value: int | float | None) -> str:
 
 
 def rate(bytes_per_s: float | None) -> str:
-    """A byte rate as bits per second (the unit of bandwidth limits)."""
+    """A byte rate in bits per second, with its unit (the unit of bandwidth
+    limits): 0b/s, 480b/s, 9.6kb/s, 12Mb/s, 1.0Gb/s ('-' when unknown)."""
     if bytes_per_s is None:
         return "-"
-    bits = bytes_per_s * 8
-    for unit in ("b", "k", "M", "G"):
-        if bits < 1000 or unit == "G":
-            return f"{bits:.0f}{unit}" if bits >= 10 or unit == "b" else f"{bits:.1f}{unit}"
+    return _bits(bytes_per_s * 8) + "b/s"
+
+
+def _bits(bits: float) -> str:
+    """bits as 480, 9.6k, 12M, 1.0G (SI steps, as tc and ip print them)."""
+    for unit in ("", "k", "M"):
+        if bits < 999.5:
+            return f"{bits:.0f}{unit}" if bits >= 9.95 or not unit else f"{bits:.1f}{unit}"
         bits /= 1000
-    return "-"
+    return f"{bits:.0f}G" if bits >= 9.95 else f"{bits:.1f}G"
 
 
 def bits(limit: int | None) -> str:
-    """A bandwidth limit in bits/s ('unlimited' for None)."""
-    return "unlimited" if limit is None else rate(limit / 8) + "bit/s"
+    """A bandwidth limit in bits/s ('unlimited' for None): 10Mbit/s."""
+    return "unlimited" if limit is None else _bits(limit) + "bit/s"
 
 
 def duration(seconds: float | None) -> str:
@@ -71,6 +76,16 @@ def bar(ratio: float | None, width: int) -> str:
         return " " * max(width, 0)
     filled = round(min(max(ratio, 0.0), 1.0) * width)
     return BAR_FULL * filled + BAR_EMPTY * (width - filled)
+
+
+def gauge(ratio: float | None, width: int) -> str:
+    """A bar that carries its number, ``███░░  62%``; blank when unknown or
+    unlimited. The number reads without colour (a monochrome terminal, a
+    copy-paste), the bar at a glance."""
+    if ratio is None or width < 6:
+        return " " * max(width, 0)
+    number = f"{min(ratio * 100, 999):4.0f}%"
+    return bar(ratio, width - len(number) - 1) + " " + number
 
 
 def sparkline(values: Sequence[float], width: int, top: float | None = None) -> str:

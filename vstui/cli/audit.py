@@ -67,7 +67,8 @@ def render(rep: Any, root: str, out: Any = None) -> None:
         head.append(f.title)
         console.print(head)
         console.print(Text("    why: ", style="dim") + Text(f.why))
-        console.print(Text("    fix: ", style="dim") + Text(f.fix, style="green"))
+        if f.fix:  # a command that works as printed; none for a note with nothing to run
+            console.print(Text("    fix: ", style="dim") + Text(f.fix, style="green"))
         for line in f.details:
             console.print(Text(f"      {line}", style="dim"))
     if rep.unreadable:

@@ -30,6 +30,7 @@ TOOL = "vserver"
 COMMANDS: dict[str, str] = {
     "config": "vstui.cli.vserver_config:cmd_config",
     "check": "vstui.cli.vserver_config:cmd_check",
+    "set": "vstui.cli.vserver_config:cmd_set",
     "import": "vstui.cli.vserver_config:cmd_import",
     "build": "vstui.cli.vserver_runtime:cmd_build",
     "delete": "vstui.cli.vserver_runtime:cmd_delete",

@@ -213,6 +213,60 @@ def cmd_config(paths: Paths, name: str, args: Sequence[str]) -> int:
     return 0
 
 
+def cmd_set(paths: Paths, name: str, args: Sequence[str]) -> int:
+    """``vserver NAME set KEY=VALUE | KEY+=WORD | KEY-=WORD ...``: write NAME.conf
+    atomically (comments kept; an empty VALUE removes the key; += adds a word
+    to a list key such as S_CAPS or S_FLAGS, -= removes it), apply the limits
+    a running guest can take at once, and say what waits for a restart."""
+    from engine.facade import Engine
+
+    _, words = _options(args, set(), name, "set")
+    if not words:
+        raise VstuiError("set: give KEY=VALUE words, e.g. vserver NAME set V_MEMORY=512M", name)
+    raw = dict(load_guest(paths, name).raw) if any("+=" in w or "-=" in w for w in words) else {}
+    changes: dict[str, str | None] = {}
+    for word in words:
+        key, op, value = _assignment(word, name)
+        current = changes.get(key, raw.get(key, "")) or ""
+        if op == "+=":
+            value = " ".join([*current.split(), value])
+        elif op == "-=":
+            value = " ".join(w for w in current.split() if not _same_word(key, w, value))
+        changes[key] = value or None
+    result = Engine(paths).save_config(name, changes)
+    print(f"{name}: saved {', '.join(result.changed)}")
+    if result.applied:
+        print(f"{name}: applied to the running guest: {', '.join(result.applied)}")
+    for error in result.errors:
+        print(f"vserver: {name}: not applied: {error}", file=sys.stderr)
+    if result.needs_restart and _state(paths, name)[0] != "stopped":
+        print(f"{name}: {', '.join(result.needs_restart)} take effect at the next start "
+              f"(vserver {name} restart)")  # fmt: skip
+    return 1 if result.errors else 0
+
+
+def _assignment(word: str, name: str) -> tuple[str, str, str]:
+    """(KEY, "=" or "+=" or "-=", VALUE) of one ``set`` word."""
+    key, eq, value = word.partition("=")
+    op = "="
+    if key.endswith(("+", "-")):
+        key, op = key[:-1], key[-1] + "="
+    if not eq or not key:
+        raise VstuiError(f"set: '{word}' is not KEY=VALUE, KEY+=WORD or KEY-=WORD", name)
+    if op != "=" and not value:
+        raise VstuiError(f"set: '{word}': {op} needs a word", name)
+    return key, op, value
+
+
+def _same_word(key: str, word: str, other: str) -> bool:
+    """Whether two words of ``key`` name the same thing (S_CAPS: CAP_ prefix
+    and case do not matter; elsewhere the words as written)."""
+    if key != "S_CAPS":
+        return word == other
+    bare = lambda w: (w[:1] if w[:1] in "!~" else "") + w.lstrip("!~").upper().removeprefix("CAP_")  # noqa: E731
+    return bare(word).replace("~", "!") == bare(other).replace("~", "!")
+
+
 def cmd_check(paths: Paths, name: str, args: Sequence[str]) -> int:
     _, words = _options(args, set(), name, "check")
     if words:
@@ -264,15 +318,17 @@ def disk_figures(paths: Paths, name: str, cfg: object) -> dict[str, object]:
     return figures(paths, name, cfg)
 
 
-def _state(paths: Paths, name: str) -> str:
-    """running, stopped or frozen (the freezer's word for a running guest)."""
+def _state(paths: Paths, name: str) -> tuple[str, int | None]:
+    """(running, stopped or frozen -- the freezer's word for a running guest;
+    the context id it runs with, None when stopped)."""
     from engine.runtime.freezing import state_of
     from engine.runtime.state import read
 
     current = read(paths, name)
     if not current.running:
-        return "stopped"
-    return "frozen" if state_of(paths, name) in ("frozen", "freezing") else current.state
+        return "stopped", None
+    frozen = state_of(paths, name) in ("frozen", "freezing")
+    return ("frozen" if frozen else current.state), current.xid
 
 
 def cmd_list(paths: Paths, args: Sequence[str]) -> int:
@@ -289,11 +345,13 @@ def cmd_list(paths: Paths, args: Sequence[str]) -> int:
             entries.append({"name": found.name, "error": message})
             status = 1
             continue
+        state, xid = _state(paths, found.name)
         entries.append(
             {
                 "name": found.name,
-                "state": _state(paths, found.name),
-                "context": cfg.context,
+                "state": state,
+                # a running guest's own context id, else the fixed one (S_CONTEXT)
+                "context": xid if xid is not None else cfg.context,
                 "hostname": cfg.hostname,
                 "addresses": [str(a.interface) for a in cfg.addresses],
                 "onboot": cfg.onboot,

@@ -185,13 +185,29 @@ class TableScreen(VstuiScreen):
     def _sorted(self, key: str | None) -> None:
         if key:
             self.table.sort_key = key
+            self.keep_view()
             self.redraw()
             self.table.refresh()
 
     def action_invert_sort(self) -> None:
         self.table.sort_reverse = not self.table.sort_reverse
+        self.keep_view()
         self.redraw()
         self.table.refresh()
+
+    tree = False
+
+    def restore_view(self, sort: str, reverse: bool, tree: bool = False) -> None:
+        """This kind of screen's last sort and tree mode (or the defaults):
+        a sort chosen once stays when the user leaves and comes back."""
+        table = self.table
+        table.sort_key, table.sort_reverse, self.tree = self.vapp.views.get(
+            self.SCOPE, (sort, reverse, tree)
+        )
+
+    def keep_view(self) -> None:
+        table = self.table
+        self.vapp.views[self.SCOPE] = (table.sort_key or "", table.sort_reverse, self.tree)
 
     def action_pause(self) -> None:
         self.paused = not self.paused

@@ -75,7 +75,10 @@ def gauge_line(label: str, used: int | None, limit: int | None, unit=fmt.size) -
     return text + Text(f" {ratio * 100:3.0f}%")
 
 
-def header_text(g: GuestStatus | None, cfg: object | None, cfg_error: str, hist: Series) -> Text:
+def header_text(
+    g: GuestStatus | None, cfg: object | None, cfg_error: str, hist: Series,
+    pending: tuple[str, ...] = (), link: str = "",
+) -> Text:  # fmt: skip
     """The detail header: what the guest is, then one gauge per resource."""
     if g is None:
         return Text("not in the last snapshot (deleted, or the observer failed)", style="yellow")
@@ -87,7 +90,11 @@ def header_text(g: GuestStatus | None, cfg: object | None, cfg_error: str, hist:
         out.append(g.state, style="green" if g.state == "running" else "dim")
     out.append(f"  xid {g.xid}  up {fmt.duration(g.uptime)}  init {g.init_pid or '-'}\n")
     out.append(_config_summary(cfg, cfg_error) + "\n")
-    out.append("addr " + (" ".join(g.addresses) or "none") + "\n")
+    if pending and g.state == "running":
+        out.append("waits for a restart (R): " + " ".join(pending) + "\n", style="bold yellow")
+    out.append("addr " + (" ".join(g.addresses) or "none"))
+    shown = link and g.state == "running" and g.addresses
+    out.append(f"  host link {link}\n" if shown else "\n")
     if g.missing:
         out.append(f"not measured: {', '.join(g.missing)}\n", style="yellow")
     out.append(gauge_line("MEM", g.memory.used, g.memory.limit))
@@ -104,11 +111,11 @@ def _net_line(g: GuestStatus, hist: Series) -> Text:
     if g.net is None:
         return Text("NET  no network figures" + (" (host mode)" if g.state == "running" else ""))
     limit = g.bandwidth_out
-    text = Text(f"NET  rx {fmt.rate(g.net.rx_rate):>6} tx {fmt.rate(g.net.tx_rate):>6}")
+    text = Text(f"NET  rx {fmt.rate(g.net.rx_rate):>8} tx {fmt.rate(g.net.tx_rate):>8}")
     text.append(f" / {fmt.bits(limit)} ")
     if limit:
         ratio = g.net.tx_rate * 8 / limit
-        text.append(fmt.bar(ratio, 8), "green" if ratio < 0.7 else "yellow")
+        text.append(fmt.gauge(ratio, 13), "green" if ratio < 0.7 else "yellow")
     top = limit / 8 if limit else None
     text.append(" " + fmt.sparkline(hist.tx, SPARK, top=top), "magenta")
     return text
@@ -141,7 +148,6 @@ class DetailScreen(ProcActions):
     def __init__(self, name: str, log: bool = False) -> None:
         super().__init__()
         self.guest = name
-        self.tree = True
         self.start_with_log = log
         self.cfg: object | None = None
         self.cfg_error = ""
@@ -158,7 +164,7 @@ class DetailScreen(ProcActions):
 
     def on_mount(self) -> None:
         self.query_one(TopBar).title = f"Guest {self.guest}"
-        self.procs_table.sort_key, self.procs_table.sort_reverse = "pid", False
+        self.restore_view("pid", False, tree=True)
         self.tail = self.vapp.log_tail_for(self.guest)
         self.load_config()
         self.procs_table.focus()
@@ -167,11 +173,35 @@ class DetailScreen(ProcActions):
         if self.vapp.snapshot is not None:
             self.show_snapshot(self.vapp.snapshot)
 
-    def load_config(self) -> None:
+    pending: tuple[str, ...] = ()
+    _conf_stat: tuple[float, int] | None = None
+
+    def _config_changed(self) -> None:
+        """Read NAME.conf again when it changed (an edit elsewhere, a save)."""
+        paths = getattr(self.vapp.engine, "paths", None)  # none for a remote guest
         try:
-            self.cfg, self.cfg_error = self.vapp.engine.load_config(self.guest), ""
+            st = os.stat(paths.config_file(self.guest)) if paths is not None else None
+            key = (st.st_mtime, st.st_size) if st is not None else None
+        except OSError:
+            key = None
+        if key != self._conf_stat:
+            self._conf_stat = key
+            self.load_config()
+
+    def _host_link(self) -> str:
+        """The veth's host end (as `ip link` names it), for veth guests."""
+        if getattr(self.cfg, "netmode", "") != "veth":
+            return ""
+        return self.vapp.engine.host_link(self.guest)
+
+    def load_config(self) -> None:
+        """NAME.conf, and what of it the running guest waits a restart for."""
+        engine = self.vapp.engine
+        try:
+            self.cfg, self.cfg_error = engine.load_config(self.guest), ""
+            self.pending = engine.restart_pending(self.guest, self.cfg)
         except VstuiError as exc:
-            self.cfg, self.cfg_error = None, exc.message
+            self.cfg, self.cfg_error, self.pending = None, exc.message, ()
 
     def on_screen_resume(self) -> None:
         self.load_config()
@@ -196,7 +226,9 @@ class DetailScreen(ProcActions):
             return
         super().show_snapshot(snap)
         guest = snap.guest(self.guest)
-        text = header_text(guest, self.cfg, self.cfg_error, self.vapp.history.of(self.guest))
+        self._config_changed()
+        text = header_text(guest, self.cfg, self.cfg_error, self.vapp.history.of(self.guest),
+                           self.pending, self._host_link())  # fmt: skip
         self.query_one("#header", TextLines).show(text.split("\n"))
         self._update_log()
 

@@ -26,12 +26,12 @@ COLUMNS = (
     Column("cpu", "CPU%", 5, right=True),
     Column("cpu_hist", "CPU", SPARK_WIDTH, hide=6),
     Column("memory", "MEM", 11, right=True),
-    Column("mem_bar", "MEM%", 6, hide=7),
-    Column("nproc", "PROCS", 9, right=True, hide=1),
+    Column("mem_bar", "MEM%", 10, hide=7),
+    Column("nproc", "PROCS", 8, right=True, hide=1),
     Column("disk", "DISK", 11, right=True, hide=4),
-    Column("disk_bar", "DISK%", 6, hide=8),
-    Column("rx", "RX", 6, right=True, hide=2),
-    Column("tx", "TX", 6, right=True, hide=2),
+    Column("disk_bar", "DISK%", 10, hide=8),
+    Column("rx", "RX", 7, right=True, hide=2),
+    Column("tx", "TX", 7, right=True, hide=2),
     Column("net_hist", "NET", SPARK_WIDTH, hide=9),
     Column("uptime", "UP", 7, right=True, hide=3),
     Column("xid", "XID", 5, right=True, hide=3),
@@ -93,7 +93,7 @@ def _bar(ratio: float | None) -> Text | str:
     if ratio is None:
         return ""
     style = "red" if ratio > 0.9 else "yellow" if ratio > 0.7 else "green"
-    return Text(fmt.bar(ratio, 6), style=style)
+    return Text(fmt.gauge(ratio, 10), style=style)
 
 
 def _flags(g: GuestStatus) -> str:
@@ -136,8 +136,7 @@ class GuestsScreen(TableScreen):
         return format_guest
 
     def on_mount(self) -> None:
-        self.table.sort_key = "name"
-        self.table.sort_reverse = False
+        self.restore_view("name", False)
         self.table.focus()
         if self.vapp.snapshot is not None:
             self.show_snapshot(self.vapp.snapshot)

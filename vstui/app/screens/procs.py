@@ -82,7 +82,6 @@ class ProcActions(TableScreen):
     """Shared by the processes screen and the guest detail's process pane."""
 
     SORTS = SORTS
-    tree = False
     show_kernel = False  # kernel threads hidden, as in htop (K shows them)
     guest_filter: str | None = None
     _snap: Snapshot | None = None
@@ -131,6 +130,7 @@ class ProcActions(TableScreen):
         self.tree = not self.tree
         if self.tree:
             self.procs_table.sort_key, self.procs_table.sort_reverse = "pid", False
+        self.keep_view()
         self.redraw()
         self.procs_table.refresh()
 
@@ -217,7 +217,7 @@ class ProcessesScreen(ProcActions):
         yield from self.footer()
 
     def on_mount(self) -> None:
-        self.procs_table.sort_key, self.procs_table.sort_reverse = "cpu", True
+        self.restore_view("cpu", True)
         self.procs_table.focus()
         self._title()
         if self.vapp.snapshot is not None:

@@ -117,9 +117,21 @@ class PickDialog(ModalScreen[str | None]):
 
 
 class FormDialog(ModalScreen[dict[str, str] | None]):
-    """A few labelled inputs; returns their values by field id."""
+    """A few labelled inputs, one line each (seven fit 80x24 with room to
+    spare); returns their values by field id. Each field is (id, hint,
+    default): the id names the line, the hint is the empty input's text."""
 
-    DEFAULT_CSS = "FormDialog { align: center middle; }" + DIALOG_CSS
+    DEFAULT_CSS = (
+        "FormDialog { align: center middle; }" + DIALOG_CSS + """
+    FormDialog .dialog { width: 80; }
+    FormDialog .field { height: 1; margin-bottom: 1; }
+    FormDialog .field Label { width: 14; }
+    FormDialog .field Input { width: 1fr; height: 1; border: none; padding: 0 1;
+                              margin: 0; background: $boost; }
+    FormDialog .field Input:focus { background: $primary 30%; }
+    FormDialog .buttons Button { min-width: 10; }
+    """
+    )  # fmt: skip
     BINDINGS: ClassVar = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(
@@ -133,11 +145,13 @@ class FormDialog(ModalScreen[dict[str, str] | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="title", markup=False)
-            for fid, label, default in self.fields:
-                yield Input(value=default, placeholder=label, id=f"field-{fid}")
+            for fid, hint, default in self.fields:
+                with Horizontal(classes="field"):
+                    yield Label(fid.replace("_", " "), markup=False)
+                    yield Input(value=default, placeholder=hint, id=f"field-{fid}")
             with Horizontal(classes="buttons"):
-                yield Button("Cancel", id="cancel")
-                yield Button(self.submit, id="submit", variant="primary")
+                yield Button("Cancel", id="cancel", compact=True)
+                yield Button(self.submit, id="submit", variant="primary", compact=True)
 
     def values(self) -> dict[str, str]:
         return {
