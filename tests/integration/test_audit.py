@@ -75,7 +75,7 @@ def test_running_guests_match_then_drift(guests: tuple[Paths, str]) -> None:
     update_config(paths, "drift", {"S_CAPS": None, "V_MEMORY": "128M", "IPROOT": f"{net}.9/24"})
     found = rules(run_audit(paths), "drift")
     (caps,) = found["RUN-CAPS-DRIFT"]
-    assert caps.severity == "high" and caps.fix == "vserver drift restart"
+    assert caps.severity == "high" and caps.fix == f"vserver --root {paths.root} drift restart"
     assert caps.details == ("running with, not configured: CAP_NET_RAW",)
     (limits,) = found["RUN-LIMIT-DRIFT"]
     assert limits.details == ("memory: configured 128M, in force 64M",)

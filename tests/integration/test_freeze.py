@@ -189,6 +189,9 @@ def test_audit_reports_a_guest_frozen_for_hours(running: Paths) -> None:
     (paths.run_dir("g") / "frozen").write_text(f"{time.time() - 7200:.3f}\n")
     found = [f for f in run_audit(paths).findings if f.rule_id == "RUN-FROZEN"]
     assert len(found) == 1 and found[0].guest == "g"
-    assert found[0].title == "g has been frozen for 2.0 hours" and found[0].fix == "vserver g thaw"
+    assert (
+        found[0].title == "g has been frozen for 2.0 hours"
+        and found[0].fix == f"vserver --root {paths.root} g thaw"
+    )
     ok(vserver(paths, "g", "thaw"))
     assert "RUN-FROZEN" not in {f.rule_id for f in run_audit(paths).findings}
