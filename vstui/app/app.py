@@ -34,8 +34,8 @@ from engine.facade import Engine, SaveResult
 from engine.text import visible
 from vstui.app.actions import BY_ID, allowed, bindings, refused
 from vstui.app.commands import VstuiCommands
-from vstui.app.fleet import FleetEngine
 from vstui.app.driver import QuickEscDriver
+from vstui.app.fleet import FleetEngine
 from vstui.app.history import History
 from vstui.app.nocolor import NOCOLOR_CSS, strip_colors
 from vstui.app.poller import Poller

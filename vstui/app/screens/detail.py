@@ -178,11 +178,10 @@ class DetailScreen(ProcActions):
 
     def _config_changed(self) -> None:
         """Read NAME.conf again when it changed (an edit elsewhere, a save)."""
-        paths = getattr(self.vapp.engine, "paths", None)  # none for a remote guest
-        try:
-            st = os.stat(paths.config_file(self.guest)) if paths is not None else None
-            key = (st.st_mtime, st.st_size) if st is not None else None
-        except OSError:
+        try:  # a remote guest (HOST/NAME) has no local file: read once
+            st = os.stat(self.vapp.engine.paths.config_file(self.guest))
+            key = (st.st_mtime, st.st_size)
+        except (OSError, VstuiError):
             key = None
         if key != self._conf_stat:
             self._conf_stat = key
