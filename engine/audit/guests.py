@@ -57,10 +57,6 @@ def check(audit: Audit) -> None:
     duplicates(audit)
 
 
-def _at(cfg: GuestConfig) -> str:
-    return str(cfg.path) if cfg.path else f"{cfg.name}.conf"
-
-
 def config_errors(audit: Audit, cfg: GuestConfig) -> None:
     errors = audit.errors.get(cfg.name) or []
     if not errors:
