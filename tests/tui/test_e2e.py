@@ -21,12 +21,14 @@ from tests.tui.tmux import Tmux, console, guest_pids, ok, vserver
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-MARK = "31337"  # the argument that makes the victim process easy to find
+# The argument that makes the victim process easy to find, this run's own: the
+# process screen shows every process of the host, another run's victims too.
+MARK = str(1_000_000 + uuid.uuid4().int % 9_000_000)
 REPO = Path(__file__).resolve().parents[2]
 
 
 def victims(paths: Paths) -> list[int]:
-    """Host PIDs of every `sleep 31337` in this root's guests (not another run's)."""
+    """Host PIDs of every `sleep MARK` in this root's guests (not another run's)."""
     return guest_pids(paths, b"sleep\0" + MARK.encode() + b"\0")
 
 
@@ -58,7 +60,7 @@ def test_console_kills_a_guest_process_and_enters_a_guest(vroot: Paths):
         tmux = Tmux(console(vroot))
         tmux.wait_for(lambda s: all(n in s for n in names) and "running" in s, "the guest list")
 
-        # -- kill one `sleep 31337` through the dialog ----------------------
+        # -- kill one `sleep MARK` through the dialog -----------------------
         tmux.keys("2")
         tmux.wait_for(lambda s: "COMMAND" in s, "the process screen")
         tmux.filter(f"sleep {MARK}")

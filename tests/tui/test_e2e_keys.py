@@ -30,6 +30,10 @@ pytestmark = [
 
 A, B = f"ka{uuid.uuid4().hex[:4]}", f"kb{uuid.uuid4().hex[:4]}"
 INIT = "/bin/sh -c 'exec sleep 100000'"
+# The victims' `sleep` arguments start with this run's own digits: the process
+# screen shows every process of the host, and another run of these tests
+# beside this one must not be listed, marked or killed by this one.
+RUN = str(10_000 + uuid.uuid4().int % 90_000)
 
 
 @pytest.fixture(scope="module")
@@ -77,23 +81,23 @@ def test_stop_asks_first_and_enter_keeps_the_guest_running(live):
 
 
 def test_kill_dialog_lists_the_target_and_enter_sends_the_signal(live):
-    pid = victims(live, "31337", 1)[0]
+    pid = victims(live, RUN + "37", 1)[0]
     with tmux(console(live)) as t:
         t.wait_for(lambda s: A in s, "the guest list")
-        processes_filtered(t, "sleep 31337")
+        processes_filtered(t, f"sleep {RUN}37")
         t.keys("F9")
         screen = t.wait_for(lambda s: "Send TERM" in s, "the kill dialog")
         row = next(line for line in screen.splitlines() if str(pid) in line)
-        assert A in row and "sleep 31337" in row  # host PID, guest, command
+        assert A in row and f"sleep {RUN}37" in row  # host PID, guest, command
         t.keys("Enter")  # the default is the action
         wait_until(lambda: not alive(pid), "the victim to die", timeout=10)
 
 
 def test_one_confirmation_lists_every_marked_target_and_ctrl_k_opens_it(live):
-    pids = victims(live, "31338", 3, guest=B)
+    pids = victims(live, RUN + "38", 3, guest=B)
     with tmux(console(live)) as t:
         t.wait_for(lambda s: A in s, "the guest list")
-        processes_filtered(t, "sleep 31338")
+        processes_filtered(t, f"sleep {RUN}38")
         t.keys("t", "Home")  # PID order (rows do not move), from the first row
         t.keys("Space", "Space", "Space")
         t.wait_for(lambda s: "3 marked" in s, "the mark count in the header")
@@ -107,10 +111,10 @@ def test_one_confirmation_lists_every_marked_target_and_ctrl_k_opens_it(live):
 
 
 def test_k_moves_up_and_never_kills(live):
-    pids = victims(live, "31339", 2)
+    pids = victims(live, RUN + "39", 2)
     with tmux(console(live)) as t:
         t.wait_for(lambda s: A in s, "the guest list")
-        processes_filtered(t, "sleep 31339")
+        processes_filtered(t, f"sleep {RUN}39")
         t.keys("j")
         t.wait_for(lambda s: " 2/2 " in s or "2/2" in s.splitlines()[1], "the cursor on row 2")
         t.keys("k", "k", "Enter")
@@ -120,16 +124,16 @@ def test_k_moves_up_and_never_kills(live):
 
 
 def test_marks_stay_on_their_process_through_a_filter_and_U_clears_them(live):
-    victims(live, "31340", 2)
+    victims(live, RUN + "40", 2)
     with tmux(console(live)) as t:
         t.wait_for(lambda s: A in s, "the guest list")
-        processes_filtered(t, "sleep 3134")
+        processes_filtered(t, f"sleep {RUN}4")
         t.keys("t", "Home")  # PID order (rows do not move), from the first row
         t.keys("Space", "Space")
         t.wait_for(lambda s: "2 marked" in s, "two marks")
-        t.filter("sleep 31341")  # the old filter is selected: typing replaces it
+        t.filter(f"sleep {RUN}41")  # the old filter is selected: typing replaces it
         t.wait_for(lambda s: "2 marked, 2 hidden by the filter" in s, "marks kept while hidden")
-        t.filter("sleep 3134")
+        t.filter(f"sleep {RUN}4")
         t.wait_for(lambda s: "2 marked" in s and "hidden" not in s, "marks shown again")
         t.keys("U")
         t.wait_for(lambda s: "marked" not in s, "marks cleared")
