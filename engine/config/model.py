@@ -53,7 +53,9 @@ KEYS: dict[str, Key] = {
             "fixed context id (xid); 0 (host) and 1 (spectator) are reserved"),
         Key("IPROOT", "eth0:10.0.0.5/24 10.0.0.6", "`[dev:]addr[/mask]` words", "none",
             "guest addresses, IPv4 or IPv6; prefix or dotted mask; empty or "
-            "`0.0.0.0` = no address; IPv4 without mask gets IPROOTMASK or /24, IPv6 /64"),
+            "`0.0.0.0` = no address; IPv4 without mask gets IPROOTMASK or /24, IPv6 /64; "
+            "unicast addresses of the guest's own only (no wildcard, loopback, multicast, "
+            "broadcast, link-local, v4-mapped or host address)"),
         Key("IPROOTDEV", "eth0", "interface", "none",
             "device for addresses written without `dev:`"),
         Key("IPROOTMASK", "255.255.255.0", "mask or prefix", "/24",

@@ -339,10 +339,54 @@ def _address(
     else:
         prefix = 64
     interface = ipaddress.ip_interface(f"{ip}/{prefix}")
+    unusable = unusable_address(interface, bcast if ip.version == 4 else None)
+    if unusable:
+        raise Invalid(f"{shown(word)} is {unusable}; give the guest a unicast address of "
+                      "its own (for tests: 198.18.0.0/15, 2001:2::/48)")  # fmt: skip
     device = dev or default_dev
     # Linux has alias labels for IPv4 only
     label = f"{device}:{name}{index or ''}"[:IFNAMSIZ] if device and ip.version == 4 else None
     return IPAddr(dev, interface, label, bcast if ip.version == 4 else None)
+
+
+def unusable_address(interface: IPInterface, bcast: str | None = None) -> str | None:
+    """Why a guest cannot own this address, or None.
+
+    The kernel takes most of these on a link and then routes traffic for
+    the whole host through the guest: a host route to 255.255.255.255 or
+    224.0.0.1 via the guest's veth, a loopback or wildcard address that
+    every host service answers on. Link-local ones are made by vstui itself
+    (the IPv6 one from the MAC, 169.254.0.1 / fe80::1 on the host end).
+    """
+    ip = interface.ip
+    if ip.is_unspecified:
+        return "the unspecified (wildcard) address"
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_link_local:
+        return "a link-local address (vstui makes those itself)"
+    if isinstance(ip, ipaddress.IPv6Address) and (ip.ipv4_mapped or ip in _V4_COMPATIBLE):
+        return "an IPv4 address written as IPv6 (write it as IPv4)"
+    broadcast = _broadcast(interface, bcast) if ip.version == 4 else None
+    if broadcast:
+        return broadcast
+    return "a reserved address" if ip.is_reserved else None
+
+
+_V4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d (RFC 4291 2.5.5.1)
+
+
+def _broadcast(interface: ipaddress.IPv4Interface, bcast: str | None) -> str | None:
+    ip, network = interface.ip, interface.network
+    if str(ip) == bcast or ip == ipaddress.IPv4Address("255.255.255.255"):
+        return "a broadcast address"
+    if network.prefixlen <= 30 and ip == network.broadcast_address:
+        return f"the broadcast address of {network}"
+    if network.prefixlen <= 30 and ip == network.network_address:
+        return f"the network address of {network} (not a host address)"
+    return None
 
 
 # -- ULIMIT --------------------------------------------------------------------

@@ -12,7 +12,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import NetError
+from engine.errors import ConfigError, NetError
 
 IFA_F_NODAD = 0x02  # include/uapi/linux/if_addr.h
 IFA_F_NOPREFIXROUTE = 0x200
@@ -102,3 +102,32 @@ def gateway_for(addresses: list[GuestAddr], gateways: list[str]) -> str | None:
             if addr.version == ip.version and ip in addr.interface.network:
                 return gateway
     return None
+
+
+def host_addresses() -> dict[str, str]:
+    """Every local address of this network namespace -> the device that carries it."""
+    from engine.net import nl
+
+    with nl.host() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        return {(a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")): names.get(a["index"], "?")
+                for a in ipr.get_addr()}  # fmt: skip
+
+
+def refuse_host_owned(cfg: Any, config_file: Any) -> None:
+    """ConfigError when a guest address is one of the host's own (start and check).
+
+    The host would answer for it and the guest would then send as the host
+    towards every other guest; the kernel lets both have it, so we ask.
+    """
+    if (cfg.netmode or "veth") == "host" or not cfg.addresses:
+        return
+    owned = {ipaddress.ip_address(a.split("%")[0]): dev for a, dev in host_addresses().items()}
+    for item in cfg.addresses:
+        dev = owned.get(item.interface.ip)
+        if dev is not None:
+            raise ConfigError(
+                f"{item.address} is an address of this host (on {dev}); give the guest an "
+                f"address of its own, or remove {item.address} from {dev}",
+                config_file, key="IPROOT", guest=cfg.name,
+            )  # fmt: skip

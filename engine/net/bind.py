@@ -261,18 +261,10 @@ class BoundGroup:
 
 
 # -- addresses the host owns ----------------------------------------------------------
-def host_addresses() -> dict[str, str]:
-    """Every address of this network namespace -> the device that carries it."""
-    from engine.net import nl
-
-    with nl.host() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        return {a.get_attr("IFA_ADDRESS"): names.get(a["index"], "?")
-                for a in ipr.get_addr()}  # fmt: skip
-
-
 def check_owned(wanted: Sequence[IPAddress]) -> dict[IPAddress, str]:
     """Map each wanted address to its host device, or refuse with the fix."""
+    from engine.net.addrs import host_addresses
+
     owned = {ipaddress.ip_address(a.split("%")[0]): dev for a, dev in host_addresses().items()}
     found = {}
     for addr in wanted:

@@ -155,6 +155,7 @@ def launch(
     conf_path = os.fspath(paths.config_file(name))
     conf = bootcache.content(conf_path)  # the bytes parsed next
     cfg = load_guest(paths, name)
+    _refuse_host_addresses(cfg, paths)
     rootfs.check_barrier(paths)
     undo = _Undo()
     try:
@@ -177,6 +178,14 @@ def launch(
         undo.run(exc)
         bootcache.forget(paths, name)  # the next start goes through Python again
         raise
+
+
+def _refuse_host_addresses(cfg: Any, paths: Paths) -> None:
+    """Before anything is made: no guest address may be one of the host's own."""
+    if cfg.addresses:
+        from engine.net import addrs
+
+        addrs.refuse_host_owned(cfg, paths.config_file(cfg.name))
 
 
 def _xid_line(paths: Paths, cfg: Any, xid: int) -> list[bytes]:

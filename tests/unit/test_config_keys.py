@@ -256,13 +256,13 @@ def test_iproot_single_address() -> None:
 def test_iproot_words_with_devices_masks_and_labels() -> None:
     cfg = cfg_of(
         'IPROOT="eth0:10.0.0.5 eth1:172.16.3.1/255.255.255.192 10.0.0.6 2001:db8::1 '
-        'eth2:fe80::2/10"\nIPROOTDEV=eth0\nIPROOTMASK=255.255.0.0\nIPROOTBCAST=10.0.255.255\n',
+        'eth2:2001:db8:2::2/48"\nIPROOTDEV=eth0\nIPROOTMASK=255.255.0.0\nIPROOTBCAST=10.0.255.255\n',
         "multi",
     )
     a = cfg.addresses
     assert [str(x) for x in a] == [
         "eth0:10.0.0.5/16", "eth1:172.16.3.1/26", "10.0.0.6/16", "2001:db8::1/64",
-        "eth2:fe80::2/10",
+        "eth2:2001:db8:2::2/48",
     ]  # fmt: skip
     assert [x.label for x in a] == ["eth0:multi", "eth1:multi1", "eth0:multi2", None, None]
     assert [x.bcast for x in a] == ["10.0.255.255"] * 3 + [None, None]
@@ -272,6 +272,47 @@ def test_iproot_words_with_devices_masks_and_labels() -> None:
 @pytest.mark.parametrize("value", ["", "0.0.0.0", '""', "' '"])
 def test_iproot_empty_or_zero_means_no_address(value: str) -> None:
     assert cfg_of(f"IPROOT={value}\n").addresses == ()
+
+
+# Addresses a guest must not own: the kernel takes most of them on a link and
+# then routes them for the whole host through the guest (qa.md finding 4).
+UNUSABLE = [
+    ("0.0.0.0/24", "the unspecified (wildcard) address"),
+    ("eth0:0.0.0.0", "the unspecified (wildcard) address"),
+    ("::", "the unspecified (wildcard) address"),
+    ("127.0.0.1", "a loopback address"),
+    ("127.8.9.10/8", "a loopback address"),
+    ("::1", "a loopback address"),
+    ("224.0.0.1", "a multicast address"),
+    ("239.1.2.3/32", "a multicast address"),
+    ("ff02::1", "a multicast address"),
+    ("ff02::2/16", "a multicast address"),
+    ("ff05::1:3", "a multicast address"),
+    ("255.255.255.255", "a broadcast address"),
+    ("198.18.7.255/24", "the broadcast address of 198.18.7.0/24"),
+    ("198.18.7.0/24", "the network address of 198.18.7.0/24"),
+    ("169.254.0.1/16", "a link-local address"),
+    ("fe80::1", "a link-local address"),
+    ("fe80::", "a link-local address"),
+    ("febf::9/64", "a link-local address"),
+    ("::ffff:198.18.0.1", "an IPv4 address written as IPv6"),
+    ("::198.18.0.1", "an IPv4 address written as IPv6"),
+    ("240.0.0.1", "a reserved address"),
+]
+
+
+@pytest.mark.parametrize(("word", "why"), UNUSABLE)
+def test_iproot_refuses_addresses_a_guest_cannot_own(word: str, why: str) -> None:
+    message = error_of(f'IPROOT="198.18.7.5 {word}"\n', "web")
+    assert message.startswith(f"{PATH}:1: IPROOT: '{word}' is {why}"), message
+    assert "give the guest a unicast address of its own" in message and "\n" not in message
+
+
+def test_iproot_broadcast_refusal_follows_the_mask() -> None:
+    assert error_of("IPROOT=198.18.7.0/25\nIPROOTBCAST=198.18.7.0\n")
+    assert cfg_of("IPROOT=198.18.6.255/23\n").addresses[0].address == "198.18.6.255"
+    assert cfg_of("IPROOT=198.18.7.0/31\n").addresses[0].address == "198.18.7.0"
+    assert "broadcast" in error_of("IPROOT=198.18.7.9\nIPROOTBCAST=198.18.7.9\n")
 
 
 def test_long_labels_are_cut_to_an_interface_name() -> None:

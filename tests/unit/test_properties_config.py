@@ -78,8 +78,10 @@ VALID: dict[str, st.SearchStrategy[str]] = {
     "S_CONTEXT": _ranged(2, 49151),
     "IPROOT": st.lists(ipv4, min_size=1, max_size=3, unique=True).map(" ".join),
     "IPROOTDEV": ifname,
-    "IPROOTMASK": _ranged(0, 32),
-    "IPROOTBCAST": ipv4,
+    # masks and a broadcast that never make a drawn address the network's own
+    # network or broadcast address (refused: qa.md finding 4)
+    "IPROOTMASK": st.one_of(_ranged(0, 24), _ranged(31, 32)),
+    "IPROOTBCAST": ipv4.map(lambda a: a.replace("198.", "192.", 1)),
     "ONBOOT": yes_no,
     "PRIORITY": _ranged(-100000, 100000),
     "S_NICE": _ranged(-20, 19),

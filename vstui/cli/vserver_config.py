@@ -272,6 +272,7 @@ def cmd_check(paths: Paths, name: str, args: Sequence[str]) -> int:
     if words:
         raise VstuiError(f"check: unexpected argument '{words[0]}'", name)
     cfg, errors = check_guest(paths, name)
+    errors += _host_owned(paths, cfg)
     _warn(name, cfg.warnings)
     from engine.rootfs import guestinit
 
@@ -284,6 +285,19 @@ def cmd_check(paths: Paths, name: str, args: Sequence[str]) -> int:
         return 1
     print(f"{paths.config_file(name)}: ok")
     return 0
+
+
+def _host_owned(paths: Paths, cfg: Any) -> list[ConfigError]:
+    """A guest address the host itself carries (checked against the live host)."""
+    if not cfg.addresses:
+        return []
+    from engine.net import addrs
+
+    try:
+        addrs.refuse_host_owned(cfg, paths.config_file(cfg.name))
+    except ConfigError as err:
+        return [err]
+    return []
 
 
 def cmd_import(paths: Paths, name: str, args: Sequence[str]) -> int:
