@@ -27,7 +27,9 @@ addresses; IPv4/IPv6 sources must be its own (IPv6: its link-local, and
 ``::`` only for duplicate address detection and MLD); neighbour
 advertisements only for its own addresses; router advertisements,
 redirects, multicast listener queries and DHCP/DHCPv6 server replies are
-dropped, and so is every other ethertype (VLAN tags, STP, ...).
+dropped (anything to the client ports 68/546, which is all dhclient, udhcpc
+and systemd-networkd look at, and anything from the server ports 67/547),
+and so is every other ethertype (VLAN tags, STP, ...).
 
 The host itself stays reachable (its own addresses are delivered locally,
 not forwarded): the audit lists host services a guest reaches that way.
@@ -151,6 +153,7 @@ def bridged_script(b: Bridged) -> str:
                   f"{rule} arp saddr ip != {_set([*b.v4, '0.0.0.0'])} drop",
                   f"{rule} ip saddr != {_set(b.v4)} drop",
                   f"{rule} udp sport 67 drop",
+                  f"{rule} udp dport 68 drop",  # what a client takes as an offer
                   f"{rule} icmp type redirect drop",
                   f"{rule} igmp type membership-query drop"]  # fmt: skip
     else:
@@ -162,6 +165,7 @@ def bridged_script(b: Bridged) -> str:
                   f"{rule} icmpv6 type {{ nd-router-advert, nd-redirect, mld-listener-query }} "
                   "drop",
                   f"{rule} udp sport 547 drop",
+                  f"{rule} udp dport 546 drop",
                   # the target address of a neighbour advertisement (RFC 4861 4.4)
                   f"{rule} icmpv6 type nd-neighbor-advert @th,64,128 != "
                   f"{_set(_hex(a) for a in b.v6)} drop"]  # fmt: skip

@@ -227,6 +227,8 @@ def test_bridged_guest_rules_and_link_local_address():
     assert "arp saddr ip != { 198.18.0.5, 0.0.0.0 } drop" in text
     assert "@th,64,128 != { 0x20010002000000000000000000000005, " in text
     assert "udp sport 67 drop" in text and "nd-router-advert" in text
+    # clients take any datagram to their port as a server's (qa.md finding 3)
+    assert "udp dport 68 drop" in text and "udp dport 546 drop" in text
     v4_only = policy.bridged_script(policy.Bridged(
         table="t", port="p", mac="02:00:5e:10:00:01", v4=("198.18.0.5",), v6=()))  # fmt: skip
     assert "ether type ip6 drop" in v4_only and "icmpv6" not in v4_only
