@@ -135,31 +135,50 @@ def _build_veth(cfg, paths, netns_pid, rec, host, guest, addresses) -> None:
                               gateways=gateways, default_route=True,
                               link_local=link_local)  # fmt: skip
         return
-    _filter_routed(cfg, paths, rec, link, addresses)  # before anything can pass the link
+    link_local = _own_link_local(cfg, netns_pid, guest, addresses)
+    _filter_routed(cfg, paths, rec, link, addresses, link_local)  # before anything can pass
     links.set_up(host, link)
     links.routed_host_end(link, ipv6)
     if ipv6:
         links.host_ipv6_gateway(host, link)
     links.configure_guest(guest, links.GUEST_IFNAME, list(addresses), routed=True, gateways=[],
-                          default_route=True, host_mac=links.mac_of(host, link))  # fmt: skip
+                          default_route=True, host_mac=links.mac_of(host, link),
+                          link_local=link_local)  # fmt: skip
     for addr in addresses:
         links.add_host_route(host, addr, link, cfg.name)
         rec.add(host_routes=(net_state.HostRoute(addr.host_route, link),))
 
 
-def _filter_routed(cfg: Any, paths: Paths, rec: _Recorder, link: str, addresses) -> None:
-    """The guest's nftables table: its sources, where it may forward to (V_ROUTE)."""
+def _filter_routed(cfg: Any, paths: Paths, rec: _Recorder, link: str, addresses,
+                   link_local: str | None) -> None:  # fmt: skip
+    """The guest's nftables tables: its sources, where it may forward to (V_ROUTE)."""
     from engine.net import policy
 
     table = paths.nft_table(cfg.name)
-    rec.add(nft_tables=(f"inet {table}",))  # recorded first: undo deletes it
-    policy.apply(policy.routed_script(policy.Routed(
+    rec.add(nft_tables=(f"inet {table}", f"arp {table}"))  # recorded first: undo deletes them
+    routed = policy.Routed(
         table=table, host_link=link, guests=paths.link_name("") + "*",
         v4=tuple(a.address for a in addresses if a.version == 4),
         v6=tuple(a.address for a in addresses if a.version == 6),
         exits=tuple(policy.Exit(r.dev, r.nat) for r in getattr(cfg, "routes", ())),
         neigh_limit=getattr(cfg, "neigh_limit", 64),
-        filtered=getattr(cfg, "net_filter", True))))  # fmt: skip
+        filtered=getattr(cfg, "net_filter", True), link_local=link_local)  # fmt: skip
+    policy.apply(policy.routed_script(routed) + policy.routed_arp_script(routed))
+
+
+def _own_link_local(cfg: Any, netns_pid: int, guest: Any, addresses) -> str | None:
+    """With IPv6, the guest's link-local address, made by us from its MAC.
+
+    addr_gen_mode none (before the link comes up) + the EUI-64 address, so
+    the host's filter can name the one link-local source the guest has.
+    """
+    from engine.net import links, nl, policy
+
+    if not any(a.version == 6 for a in addresses):
+        return None
+    nl.write_sysctl_in(netns_pid, f"ipv6/conf/{links.GUEST_IFNAME}/addr_gen_mode", "1",
+                       cfg.name)  # fmt: skip
+    return policy.link_local(links.mac_of(guest, links.GUEST_IFNAME))
 
 
 def _filter_bridged(cfg, paths, rec, port, netns_pid, guest, addresses) -> str | None:
@@ -169,14 +188,11 @@ def _filter_bridged(cfg, paths, rec, port, netns_pid, guest, addresses) -> str |
     (addr_gen_mode none + the EUI-64 address), so the filter knows it.
     Returns that address, or None without IPv6.
     """
-    from engine.net import links, nl, policy
+    from engine.net import links, policy
 
     mac = links.mac_of(guest, links.GUEST_IFNAME)
     v6 = [a.address for a in addresses if a.version == 6]
-    link_local = policy.link_local(mac) if v6 else None
-    if link_local:
-        nl.write_sysctl_in(netns_pid, f"ipv6/conf/{links.GUEST_IFNAME}/addr_gen_mode", "1",
-                           cfg.name)  # fmt: skip
+    link_local = _own_link_local(cfg, netns_pid, guest, addresses)
     table = paths.nft_table(cfg.name)
     rec.add(nft_tables=(f"bridge {table}",))  # recorded first: undo deletes it
     policy.apply(policy.bridged_script(policy.Bridged(

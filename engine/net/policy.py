@@ -10,8 +10,17 @@ difference (a drop in any table is final, an accept only ends that table).
 Routed guest (``inet`` family):
 
 * ``sources`` (prerouting, raw): from the host end, IPv4 and IPv6 sources
-  other than the guest's addresses (and IPv6 link-local) are dropped, the
-  IPv6 counterpart of the host end's rp_filter (V_NET_FILTER=no: none);
+  other than the guest's addresses and its one link-local address (made by
+  vstui from its MAC) are dropped, the IPv6 counterpart of the host end's
+  rp_filter; ``::`` only for duplicate address detection and MLD
+  (V_NET_FILTER=no: none of this). Whatever the filter, no other
+  link-local source (no guest routes those) and no neighbour or router
+  solicitation or advertisement from another address: they, and the
+  host's replies to their sources, are what make neighbour entries on the
+  host end (the table is one per host, gc_thresh3 entries in all);
+* table ``arp`` (same name): ARP from the host end must carry one of the
+  guest's IPv4 addresses (or 0.0.0.0, a probe) as sender, for the same
+  reason, whatever V_NET_FILTER says (rp_filter is off without it);
 * ``forwarding`` (forward): the guest's packets may go to other guests of
   this root (host ends ``vs-*``) and, per V_ROUTE word, out through a named
   host device, each new next hop taken from a set of at most V_NEIGH_LIMIT
@@ -66,6 +75,11 @@ class Routed:
     exits: tuple[Exit, ...] = ()
     neigh_limit: int = 64
     filtered: bool = True
+    link_local: str | None = None  # the guest's IPv6 link-local address (with v6)
+
+    @property
+    def own6(self) -> tuple[str, ...]:
+        return (*self.v6, self.link_local) if self.link_local and self.v6 else self.v6
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +104,7 @@ def _q(name: str) -> str:
 def routed_script(r: Routed) -> str:
     """The nft commands that make the routed guest's table (one transaction)."""
     t = f"inet {r.table}"
-    lines = [f"add table {t}", f"flush table {t}"]
-    if r.filtered:
-        lines += _sources(t, r)
-    lines += _forwarding(t, r)
+    lines = [f"add table {t}", f"flush table {t}", *_sources(t, r), *_forwarding(t, r)]
     nat = [e for e in r.exits if e.nat and e.dev]
     if nat and r.v4 + r.v6:
         lines.append(f"add chain {t} leaving {{ type nat hook postrouting priority srcnat; }}")
@@ -104,14 +115,41 @@ def routed_script(r: Routed) -> str:
     return "\n".join(lines) + "\n"
 
 
+NEIGHBOUR_MAKERS = "{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }"
+
+
 def _sources(t: str, r: Routed) -> list[str]:
     lines = [f"add chain {t} sources {{ type filter hook prerouting priority raw; }}"]
     from_guest = f"add rule {t} sources iifname {_q(r.host_link)}"
+    if r.own6:  # whatever the filter: the host's neighbour table stays bounded
+        lines += [f"{from_guest} ip6 saddr fe80::/10 ip6 saddr != {r.link_local} drop",
+                  f"{from_guest} icmpv6 type {NEIGHBOUR_MAKERS} "
+                  f"ip6 saddr != {_set([*r.own6, '::'])} drop"]  # fmt: skip
+    if not r.filtered:
+        return lines
     lines.append(f"{from_guest} ip saddr != {_set(r.v4)} drop" if r.v4
                  else f"{from_guest} meta nfproto ipv4 drop")  # fmt: skip
-    lines.append(f"{from_guest} ip6 saddr != {_set([*r.v6, 'fe80::/10'])} drop" if r.v6
-                 else f"{from_guest} meta nfproto ipv6 drop")  # fmt: skip
-    return lines
+    if not r.own6:
+        return [*lines, f"{from_guest} meta nfproto ipv6 drop"]
+    return [*lines,
+            f"{from_guest} ip6 saddr :: icmpv6 type != "
+            "{ nd-neighbor-solicit, mld2-listener-report } drop",
+            f"{from_guest} ip6 saddr != {_set([*r.own6, '::'])} drop"]  # fmt: skip
+
+
+def routed_arp_script(r: Routed) -> str:
+    """The ``arp`` table of a routed guest: ARP senders are its own IPv4 addresses.
+
+    An ARP request for any host address makes a neighbour entry for its
+    sender (net/ipv4/arp.c, arp_process: neigh_event_ns) once the sender
+    passes the reverse-path check, which V_NET_FILTER=no turns off.
+    """
+    t = f"arp {r.table}"
+    rule = f"add rule {t} sources iifname {_q(r.host_link)}"
+    return "\n".join([f"add table {t}", f"flush table {t}",
+                      f"add chain {t} sources {{ type filter hook input priority filter; }}",
+                      f"{rule} arp saddr ip != {_set([*r.v4, '0.0.0.0'])} drop" if r.v4
+                      else f"{rule} drop"]) + "\n"  # fmt: skip
 
 
 def _forwarding(t: str, r: Routed) -> list[str]:

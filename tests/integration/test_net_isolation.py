@@ -169,6 +169,52 @@ def test_500_datagrams_to_unused_addresses_leave_a_bounded_neighbour_table(
         assert neighbours(a, family) <= 2
 
 
+# One datagram from each of N link-local sources to the host end (IPV6_FREEBIND:
+# no capability needed), and N ARP requests for a host address from as many
+# IPv4 senders (a guest's root has CAP_NET_RAW).
+SPRAY_LINK_LOCAL = r"""
+import socket, sys
+index = socket.if_nametoindex("eth0")
+for i in range(int(sys.argv[1])):
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, 78, 1)  # IPV6_FREEBIND
+        s.bind((f"fe80::{i + 0x100:x}", 0, 0, index))
+        try:
+            s.sendto(b"x", (sys.argv[2], 9, 0, index))
+        except OSError:
+            pass
+"""
+SPRAY_ARP = r"""
+import fcntl, socket, struct, sys
+mac = fcntl.ioctl(socket.socket(), 0x8927, struct.pack("16s16x", b"eth0"))[18:24]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0806))
+for i in range(int(sys.argv[1])):
+    sender = socket.inet_aton(f"198.18.{41 + i // 250}.{1 + i % 250}")
+    body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac, sender, b"\0" * 6,
+                       socket.inet_aton(sys.argv[2]))
+    s.sendto(body, ("eth0", 0x0806, 0, 0, b"\xff" * 6))
+"""
+
+
+@pytest.mark.parametrize("filtered", [True, False])
+def test_forged_sources_leave_a_bounded_neighbour_table_on_the_host_end(
+    vroot, spaces, lan, filtered
+):
+    """qa.md finding 2: 300 fe80:: sources made 103 neighbour entries on the host
+    (all of fe80::/10 was let in); ARP senders did the same once rp_filter is off
+    (V_NET_FILTER=no). The table is one per host: the bound holds either way."""
+    a = guest(vroot, spaces, "a", "198.18.40.1/24", "2001:2:40::1/64", net_filter=filtered)
+    link = vroot.link_name("a")
+    before = {f: neighbours(None, f, "dev", link) for f in ("-4", "-6")}
+    a.run(PY, "-c", SPRAY_LINK_LOCAL, "300", "fe80::1")
+    a.run(PY, "-c", SPRAY_ARP, "300", "198.18.44.1")
+    # one link delivers in order: once this arrived, the sprays have been handled
+    assert arrived(a, None, "2001:2:44::1") == ["2001:2:40::1"]
+    for family in ("-4", "-6"):
+        grown = neighbours(None, family, "dev", link) - before[family]
+        assert grown <= 2, f"{grown} new {family} neighbour entries on the host end"
+
+
 # -- bridged guests -----------------------------------------------------------------------
 
 # Run as root inside a guest's namespace: forged frames a guest with CAP_NET_RAW can send.

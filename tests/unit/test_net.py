@@ -213,7 +213,27 @@ def test_routed_guest_rules_follow_its_configuration():
     assert 'iifname "eth0" ct state established,related accept' in out
     assert 'oifname "eth0" ip saddr { 198.18.0.5 } masquerade' in out
     unfiltered = policy.routed_script(dataclasses.replace(base, filtered=False))
-    assert "sources" not in unfiltered
+    assert "198.18.0.5 } drop" not in unfiltered
+    assert policy.routed_arp_script(base).endswith(
+        'iifname "vs-web" arp saddr ip != { 198.18.0.5, 0.0.0.0 } drop\n'
+    )
+
+
+def test_routed_guest_sources_are_its_addresses_and_its_one_link_local():
+    """Not all of fe80::/10: each source is a neighbour entry on the host (qa.md finding 2)."""
+    from engine.net import policy
+
+    r = policy.Routed(table="t", host_link="vs-web", guests="vs-*", v4=(),
+                      v6=("2001:2::5",), link_local="fe80::5eff:fe10:1")  # fmt: skip
+    text = policy.routed_script(r)
+    assert "fe80::/10 }" not in text  # the whole range was let in
+    own = "{ 2001:2::5, fe80::5eff:fe10:1, :: }"
+    assert f'iifname "vs-web" ip6 saddr != {own} drop' in text
+    unfiltered = policy.routed_script(dataclasses.replace(r, filtered=False))
+    for guard in (f"{policy.NEIGHBOUR_MAKERS} ip6 saddr != {own} drop",
+                  "ip6 saddr fe80::/10 ip6 saddr != fe80::5eff:fe10:1 drop"):  # fmt: skip
+        assert guard in text and guard in unfiltered
+    assert policy.routed_arp_script(r).endswith('iifname "vs-web" drop\n')  # no IPv4: no ARP
 
 
 def test_bridged_guest_rules_and_link_local_address():
