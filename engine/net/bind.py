@@ -17,6 +17,11 @@ and all its children run in, in two layers:
   unbound UDP socket) and raw sockets call no sock_addr hook, and are held
   here.
 
+The programs only ever hold the group's own sockets: the kernel finds them
+through the cgroup a socket was made in, so chbind refuses to run a command
+that would inherit a network socket (see inherited_socket) and takes away
+pidfd_getfd, which copies one from another process.
+
 The command also loses what could undo this: CAP_SYS_ADMIN, CAP_NET_ADMIN,
 CAP_BPF, CAP_SYS_PTRACE, CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_BOOT and,
 unless asked, CAP_NET_RAW (raw and packet sockets); it runs in its own cgroup
@@ -28,9 +33,12 @@ root can still do.
 from __future__ import annotations
 
 import errno
+import fcntl
 import ipaddress
 import os
 import signal
+import socket
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -311,7 +319,7 @@ def _exec_confined(argv: Sequence[str], raw: bool) -> None:
     """In the forked child: give up what could undo the group, check, exec (never returns)."""
     try:
         confine_self(raw)
-        refusal = what_could_undo(raw)
+        refusal = what_could_undo(raw) or inherited_socket()
         if refusal:
             os.write(2, f"chbind: refusing to run {argv[0]}: {refusal}\n".encode())
             os._exit(126)
@@ -343,17 +351,61 @@ def confine_self(raw: bool) -> None:
     hide = _libc.MS_RDONLY | _libc.MS_NOSUID | _libc.MS_NODEV | _libc.MS_NOEXEC
     for mount_point in unified.cgroup2_mounts():
         _libc.mount("none", str(mount_point), "tmpfs", hide, "size=4k,mode=555")
-    if raw:
-        _refuse_packet_sockets()
+    _refuse_foreign_sockets(raw)
     caps.drop_bounding_set(caps.all_caps() - UNDOING_CAPS - ({"NET_RAW"} if not raw else set()))
 
 
-def _refuse_packet_sockets() -> None:
+def _refuse_foreign_sockets(raw: bool) -> None:
+    """seccomp: no pidfd_getfd (it copies another process's socket, made outside
+    the group); with ``raw`` no packet sockets and no io_uring either."""
     from engine import seccomp
 
     refused = tuple(seccomp.Denial("socket", errno.EPERM, ((0, seccomp.LOW_WORD, family),))
-                    for family in (AF_PACKET, AF_XDP))  # fmt: skip
-    seccomp.install_program(seccomp.denylist_program(frozenset({"io_uring_setup"}), refused))
+                    for family in (AF_PACKET, AF_XDP)) if raw else ()  # fmt: skip
+    calls = {"pidfd_getfd", "io_uring_setup"} if raw else {"pidfd_getfd"}
+    seccomp.install_program(seccomp.denylist_program(frozenset(calls), refused))
+
+
+def inherited_socket() -> str | None:
+    """Why this process may not exec: a network socket it would keep, or None.
+
+    A socket belongs to the cgroup of the task that made it, recorded once
+    at creation (net/core/sock.c sk_alloc -> cgroup_sk_alloc, which takes
+    current's css_set in kernel/cgroup/cgroup.c), and the kernel runs the
+    programs of that cgroup for it (__cgroup_bpf_run_filter_skb and
+    __cgroup_bpf_run_filter_sock_addr read sock_cgroup_ptr(&sk->sk_cgrp_data)).
+    A socket made before the fork, and passed down without close-on-exec, is
+    not held by our group at all: it would listen and send on every address.
+    Unix sockets carry no addresses and may pass.
+    """
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        try:
+            if fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
+                continue  # closed by the exec
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                continue
+        except OSError:
+            continue  # the listing's own descriptor, closed by now
+        family, where = _socket_family(fd)
+        if family != socket.AF_UNIX:
+            return (f"it would inherit descriptor {fd}, a {family.name} socket{where} "
+                    f"made outside the group, which no filter sees; close it first "
+                    f"({fd}<&-)")  # fmt: skip
+    return None
+
+
+def _socket_family(fd: int) -> tuple[socket.AddressFamily, str]:
+    """The family of socket ``fd`` and ' on ADDR' where it is bound, fd left open."""
+    probe = socket.socket(fileno=fd)
+    try:
+        try:
+            where = f" on {probe.getsockname()}"
+        except OSError:
+            where = ""
+        return probe.family, where
+    finally:
+        probe.detach()
 
 
 def what_could_undo(raw: bool) -> str | None:

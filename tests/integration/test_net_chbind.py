@@ -351,3 +351,93 @@ def test_a_command_that_could_leave_the_group_is_refused(vroot, lan):
     assert done.returncode == 126
     assert done.stderr.startswith("chbind: refusing to run true: it would keep CAP_NET_ADMIN")
     assert "CAP_SYS_ADMIN" in done.stderr and "CAP_NET_RAW" in done.stderr
+
+
+# -- sockets made outside the group (qa.md finding 1) ------------------------------------
+# The holder makes a TCP listener on 0.0.0.0:PORT outside the group, prints
+# its pid and descriptor and either execs chbind with the descriptor left
+# open (inherit) or stays alive holding it (grab: the command takes it with
+# pidfd_getfd). "accept" under chbind serves one connection on whatever it got.
+HOLDER = r"""
+import os, socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(4)
+print(os.getpid(), s.fileno(), flush=True)
+if sys.argv[2] == "inherit":
+    os.set_inheritable(s.fileno(), True)
+    os.execvp(sys.argv[3], sys.argv[3:] + [str(s.fileno())])
+time.sleep(30)
+"""
+TAKE = r"""
+import ctypes, os, socket, sys
+how, pid, fd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if how == "grab":
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(438, os.pidfd_open(pid), fd, 0)  # pidfd_getfd
+    if fd < 0:
+        print("refused", ctypes.get_errno(), flush=True); sys.exit(0)
+s = socket.socket(fileno=fd); s.settimeout(5)
+print("serving", flush=True)
+s.accept()[0].close(); print("accepted", flush=True)
+"""
+
+
+def chbind_cmd(vroot, *args: str) -> list[str]:
+    """chbind's own argv, for a program already inside the host namespace to exec."""
+    return [sys.executable, "-m", "vstui.cli.chbind", "--root", str(vroot.root), *args]
+
+
+def test_an_inherited_socket_is_refused_not_run_unfiltered(vroot, lan):
+    host, client = lan
+    argv = chbind_cmd(vroot, "--silent", "--ip", "198.18.12.1", "--", sys.executable, "-c",
+                      TAKE, "inherit", "0")  # fmt: skip
+    holder = host.argv(sys.executable, "-c", HOLDER, "7100", "inherit", *argv)
+    run = subprocess.Popen(holder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout is not None and run.stderr is not None
+        _, fd = run.stdout.readline().split()
+        if run.stdout.readline().strip() == "serving":  # the hole: 198.18.12.2 reaches it
+            client.run(sys.executable, "-c", CONNECT, "connect", "198.18.12.2", "7100")
+        assert run.wait(timeout=30) == 126, run.stdout.read()
+        error = run.stderr.read()
+        assert f"it would inherit descriptor {fd}, a AF_INET socket on ('0.0.0.0', 7100)" in error
+        assert f"close it first ({fd}<&-)" in error and len(error.splitlines()) == 1
+    finally:
+        run.kill()
+        run.wait()
+    # a Unix socket carries no address: it passes
+    unix = (
+        "import os, socket, sys\na, b = socket.socketpair()\n"
+        "os.set_inheritable(a.fileno(), True)\nos.execvp(sys.argv[1], sys.argv[1:])"
+    )
+    done = subprocess.run(host.argv(sys.executable, "-c", unix, *chbind_cmd(
+        vroot, "--silent", "--ip", "198.18.12.1", "--", "true")), capture_output=True, text=True,
+        timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_socket_of_another_process_cannot_be_taken(vroot, lan):
+    host, client = lan
+    # root with no capabilities left: a process chbind's command may otherwise trace
+    holder = subprocess.Popen(host.argv("setpriv", "--bounding-set", "-all", sys.executable,
+                                        "-c", HOLDER, "7101", "hold"),
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        pid, fd = holder.stdout.readline().split()
+        take = subprocess.Popen(chbind(vroot, host, "--silent", "--ip", "198.18.12.1", "--",
+                                       sys.executable, "-c", TAKE, "grab", pid, fd),
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            assert take.stdout is not None
+            first = take.stdout.readline().strip()
+            if first == "serving":  # the hole: its accept answers on 198.18.12.2
+                client.run(sys.executable, "-c", CONNECT, "connect", "198.18.12.2", "7101")
+            assert first == f"refused {errno.EPERM}", take.stdout.read()
+            assert take.wait(timeout=30) == 0  # and chbind removes its group
+        finally:
+            take.kill()
+            take.wait()
+    finally:
+        holder.kill()
+        holder.wait()
