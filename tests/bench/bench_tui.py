@@ -142,14 +142,17 @@ def pty_bytes(argv: list[str], seconds: float, warmup: float = 12.0) -> float:
     return counted / seconds
 
 
-# Screen -> (vstui --screen, keys typed once it is up, htop options).
-LIVE_SCREENS: dict[str, tuple[str, str, list[str]]] = {
-    "guests": ("guests", "", []),
-    "processes": ("processes", "", []),
-    "tree": ("processes", "t\x1b[H", ["-t"]),  # t, then Home: htop -t starts at the top
-    "detail": ("guests", "j\r", []),
-    "editor": ("guests", "je", []),
-    "audit": ("audit", "", []),
+# Screen -> (vstui --screen, keys typed once it is up, htop options, keys for htop).
+LIVE_SCREENS: dict[str, tuple[str, str, list[str], str]] = {
+    "guests": ("guests", "", [], ""),
+    "processes": ("processes", "", [], ""),
+    "tree": ("processes", "t\x1b[H", ["-t"], ""),  # t, then Home: htop -t starts at the top
+    # htop's tree lists threads too: at the top of it, PID 1's threads, which
+    # never change. With H it lists processes only, the rows the console shows.
+    "tree-H": ("processes", "t\x1b[H", ["-t"], "H"),
+    "detail": ("guests", "j\r", [], ""),
+    "editor": ("guests", "je", [], ""),
+    "audit": ("audit", "", [], ""),
 }
 
 
@@ -169,7 +172,7 @@ def live(args: argparse.Namespace) -> None:
             load = Load(8, guests.addresses()) if mode == "busy" else None
             try:
                 for screen in screens:
-                    first, keys, htop_opts = LIVE_SCREENS[screen]
+                    first, keys, htop_opts, htop_keys = LIVE_SCREENS[screen]
                     for cols, rows in sizes:
                         vstui = [sys.executable, "-m", "vstui.app.main", "--root", guests.root,
                                  "--screen", first, "-d", "1"]  # fmt: skip
@@ -177,9 +180,8 @@ def live(args: argparse.Namespace) -> None:
                         env = {"PYTHONPATH": str(REPO), "HOME": home}
                         programs = [PtyProgram(vstui, cols, rows, env),
                                     PtyProgram(htop, cols, rows, env)]  # fmt: skip
-                        ours, theirs = side_by_side(
-                            programs, args.warmup, args.seconds, [(0, keys)] if keys else []
-                        )
+                        typed = [(i, k) for i, k in ((0, keys), (1, htop_keys)) if k]
+                        ours, theirs = side_by_side(programs, args.warmup, args.seconds, typed)
                         ratio = ours.bytes_per_s / theirs.bytes_per_s if theirs.bytes_per_s else 0
                         print(f"{screen:10} {cols}x{rows:<4} {mode:5} {ours.bytes_per_s:10.0f}"
                               f" {theirs.bytes_per_s:9.0f} {ratio:6.2f} {ours.cpu_percent:10.1f}"
