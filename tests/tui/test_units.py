@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -264,3 +266,49 @@ def test_runtime_functions_survive_importing_their_modules(tmp_path):
     assert engine._runtime("start").__module__ == "engine.runtime"
     assert start_module.start is not engine._runtime("start")
     assert stop_module.stop is not None
+
+
+# -- the poller and news from the hosts of a fleet --------------------------------------
+def polls_into(times: list[float], seen: threading.Event, count: int):
+    def take() -> None:
+        times.append(time.monotonic())
+        if len(times) >= count:
+            seen.set()
+
+    return take
+
+
+def test_news_from_a_host_polls_the_fleet_console_at_once() -> None:
+    """A host's frame wakes the console's poll: a change shows within the host's
+    frame and half an interval, not a whole console interval later."""
+    from engine.remote.hosts import Host
+    from vstui.app.fleet import FleetEngine
+    from vstui.app.poller import Poller
+
+    engine = FleetEngine([Host("a", "root@a.invalid")], interval=60)  # never connected
+    times: list[float] = []
+    seen = threading.Event()
+    poller = Poller(polls_into(times, seen, 2), 60, lambda exc: None)
+    engine.wake = poller.wake
+    poller.start()
+    try:
+        engine.fleet.changed()  # what a host's link calls when a frame arrived
+        assert seen.wait(30), "the news did not poll before the 60 s interval"
+    finally:
+        poller.stop()
+
+
+def test_wakes_are_paced_by_the_min_gap() -> None:
+    """Ten hosts' news a second polls at most once per ``min_gap``."""
+    from vstui.app.poller import Poller
+
+    times: list[float] = []
+    seen = threading.Event()
+    poller = Poller(polls_into(times, seen, 4), 60, lambda exc: None, min_gap=0.2)
+    poller.start()
+    try:
+        while not seen.wait(0.01):
+            poller.wake()
+    finally:
+        poller.stop()
+    assert all(b - a >= 0.2 for a, b in itertools.pairwise(times))

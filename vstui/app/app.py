@@ -167,6 +167,9 @@ class VstuiApp(App[int]):
         elif self.first_screen == "audit":
             self.push_screen(AuditScreen())
         self.call_after_refresh(self.poller.start)  # the first screen is up by then
+        if self.fleet is not None:  # a host's news polls at once, twice an interval at most
+            self.poller.min_gap = self.interval / 2
+            self.fleet.wake = self.poller.wake
 
     def _load_themes(self) -> None:
         themes, failures = load_themes()

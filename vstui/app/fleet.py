@@ -17,6 +17,7 @@ import signal as _signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from engine.datamodel import HOST_NAME, HOST_XID, Gauge, GuestStatus, ProcRow, Snapshot
@@ -120,11 +121,20 @@ class FleetEngine:
     def __init__(self, hosts: list[Host], interval: float = 1.0, read_only: bool = False) -> None:
         self.hosts = {h.name: h for h in hosts}
         self.read_only = read_only
-        self.fleet = Fleet(hosts, interval)
+        self.fleet = Fleet(hosts, interval, on_change=self._changed)
         self.source = FleetSource(self.fleet)
+        self.wake: Callable[[], None] | None = None  # the console's poller, to poll now
         self.paths = Paths.from_root(None)  # nothing local is read in this mode
 
     # -- plumbing ------------------------------------------------------
+    def _changed(self) -> None:
+        """A host sent news: the console polls now (its poller paces the wakes),
+        so a change shows within the host's frame and half a console interval,
+        not a whole console interval after the frame came."""
+        wake = self.wake
+        if wake is not None:
+            wake()
+
     def connect(self) -> None:
         """Start keeping every host connected (in the background)."""
         self.fleet.start()
