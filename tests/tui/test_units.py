@@ -312,3 +312,26 @@ def test_wakes_are_paced_by_the_min_gap() -> None:
     finally:
         poller.stop()
     assert all(b - a >= 0.2 for a, b in itertools.pairwise(times))
+
+
+def test_storage_actions_on_a_remote_guest_say_the_command_to_run() -> None:
+    """freeze, thaw, clone and snapshots are not routed to other hosts by the
+    console: each says so in one line with the vserver --host command."""
+    from engine.remote.hosts import Host
+    from vstui.app.fleet import FleetEngine
+
+    engine = FleetEngine([Host("a", "root@a.invalid")])  # never connected
+    calls = {
+        "vserver --host a web freeze": lambda: engine.freeze("a/web"),
+        "vserver --host a web thaw": lambda: engine.thaw("a/web"),
+        "vserver --host a web clone web2": lambda: engine.clone("a/web", "web2", (), None, None),
+        "vserver --host a web snapshot list": lambda: engine.snapshots("a/web"),
+        "vserver --host a web snapshot create": lambda: engine.snapshot_create("a/web"),
+        "vserver --host a web snapshot restore s1": lambda: engine.snapshot_restore("a/web", "s1"),
+        "vserver --host a web snapshot delete s1": lambda: engine.snapshot_delete("a/web", "s1"),
+    }
+    for command, call in calls.items():
+        with pytest.raises(VstuiError) as caught:
+            call()
+        assert caught.value.message.endswith(f"run {command}"), caught.value.message
+        assert "\n" not in caught.value.message

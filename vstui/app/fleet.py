@@ -274,6 +274,34 @@ class FleetEngine:
         return [sys.executable, "-m", "vstui.cli.vserver", "--host", host, name, "exec",
                 "/bin/sh", "-c", command]  # fmt: skip
 
+    # -- not routed to other hosts (yet): a plain refusal naming the command ------
+    def _not_routed(self, qualified: str, *words: str) -> VstuiError:
+        host, name = split(qualified)
+        command = " ".join(["vserver", "--host", host, name, *words])
+        return VstuiError(f"{words[0]} of a guest on another host is not in the console yet: "
+                          f"run {command}", name or None)  # fmt: skip
+
+    def freeze(self, qualified: str) -> None:
+        raise self._not_routed(qualified, "freeze")
+
+    def thaw(self, qualified: str) -> None:
+        raise self._not_routed(qualified, "thaw")
+
+    def clone(self, qualified: str, target: str, *args: Any) -> Any:
+        raise self._not_routed(qualified, "clone", target)
+
+    def snapshots(self, qualified: str) -> list[Any]:
+        raise self._not_routed(qualified, "snapshot", "list")
+
+    def snapshot_create(self, qualified: str, snap: str | None = None) -> Any:
+        raise self._not_routed(qualified, "snapshot", "create")
+
+    def snapshot_restore(self, qualified: str, snap: str) -> None:
+        raise self._not_routed(qualified, "snapshot", "restore", snap)
+
+    def snapshot_delete(self, qualified: str, snap: str) -> None:
+        raise self._not_routed(qualified, "snapshot", "delete", snap)
+
     def _cli(self, qualified: str, args: list[str]) -> Any:
         import subprocess
 
