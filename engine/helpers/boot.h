@@ -13,8 +13,8 @@
  *
  * never returns on success (it execs the guest's init); on failure it writes
  * ONE line to err_fd and returns 1. The plan buffer is cut in place. log_fd
- * becomes init's stdout and stderr; vinit_fd holds the vinit binary to copy
- * into the guest (read with pread from offset 0); -1 = none. The whole plan
+ * becomes init's stdout and stderr; vinit_fd holds the host's vinit binary,
+ * bound read-only into the guest (one inode for every guest); -1 = none. The whole plan
  * is parsed and checked (names, arities) before the first op runs.
  *
  * Checks made here, because only execution time can make them: the tree and
@@ -49,6 +49,8 @@
 #define VB_MOVE_MOUNT_T_EMPTY_PATH 0x40
 #define VB_AT_RECURSIVE 0x8000
 #define VB_MOUNT_ATTR_RDONLY 0x1
+#define VB_MOUNT_ATTR_NOSUID 0x2
+#define VB_MOUNT_ATTR_NODEV 0x4
 
 struct vb_mount_attr {
     uint64_t attr_set, attr_clr, propagation, userns_fd;
@@ -520,10 +522,8 @@ static int op_symlink(struct vb *b, struct vb_field *a) {
     return 0;
 }
 
-/* Replace TARGET by a fresh file (never write through a planted symlink).
- * Content comes from `data` or, when it is NULL, from `src_fd`. */
-static int vb_write_file(const char *target, const char *data, size_t len, int src_fd,
-                         mode_t mode) {
+/* Replace TARGET by a fresh file with `data` (never write through a planted symlink). */
+static int vb_write_file(const char *target, const char *data, size_t len, mode_t mode) {
     char dir[PATH_MAX], tmp[PATH_MAX];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.vstui-tmp", target) >= sizeof tmp) {
         errno = ENAMETOOLONG;
@@ -541,23 +541,7 @@ static int vb_write_file(const char *target, const char *data, size_t len, int s
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0)
         return -1;
-    int rc = 0;
-    if (data) {
-        rc = vs_write_all(fd, data, len);
-    } else {
-        char buf[65536];
-        off_t at = 0;
-        for (;;) {
-            ssize_t n = pread(src_fd, buf, sizeof buf, at);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0 || (rc = vs_write_all(fd, buf, (size_t)n)) < 0) {
-                rc = n < 0 ? -1 : rc;
-                break;
-            }
-            at += n;
-        }
-    }
+    int rc = vs_write_all(fd, data, len);
     if (rc == 0)
         rc = fchmod(fd, mode);
     int err = errno;
@@ -572,15 +556,50 @@ static int op_file(struct vb *b, struct vb_field *a) {
     unsigned long long mode;
     if (vb_unsigned(b, &a[1], 8, &mode) < 0)
         return -1;
-    if (vb_write_file(a[0].s, a[2].s, a[2].n, -1, (mode_t)(mode & 07777)) < 0)
+    if (vb_write_file(a[0].s, a[2].s, a[2].n, (mode_t)(mode & 07777)) < 0)
         return vb_fail(b, "file", a[0].s, errno);
     return 0;
 }
 
+/* Before pivot_root: a detached read-only, nosuid bind of the host's vinit, found by
+ * its path in this mount namespace and checked to be the file vinit_fd holds. Every
+ * guest runs that one inode (one copy on disk and in the page cache); /proc/1/exe
+ * reaches it only through a read-only mount (writing it fails with EROFS). */
+static int vb_vinit_tree(int vinit_fd) {
+    char link[64], path[PATH_MAX];
+    struct stat want, got;
+    vb_fd_path(link, sizeof link, vinit_fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n < 0)
+        return -1;
+    path[n] = '\0';
+    int tree = (int)syscall(SYS_open_tree, AT_FDCWD, path, VB_OPEN_TREE_CLONE | O_CLOEXEC);
+    struct vb_mount_attr attr = {.attr_set = VB_MOUNT_ATTR_RDONLY | VB_MOUNT_ATTR_NOSUID |
+                                             VB_MOUNT_ATTR_NODEV};
+    if (tree >= 0 && (fstat(tree, &got) < 0 || fstat(vinit_fd, &want) < 0 ||
+                      got.st_dev != want.st_dev || got.st_ino != want.st_ino)) {
+        close(tree);
+        errno = ESTALE; /* another file at that path now */
+        return -1;
+    }
+    if (tree >= 0 &&
+        syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
+        int err = errno;
+        close(tree);
+        errno = err;
+        return -1;
+    }
+    return tree;
+}
+
+/* vinit at TARGET (in the guest's fresh /run): the detached bind on an empty file. */
 static int op_vinit(struct vb *b, struct vb_field *a) {
     if (b->vinit_fd < 0)
         return vb_say(b, "install init %s: no vinit binary was given", a[0].s);
-    int rc = vb_write_file(a[0].s, NULL, 0, b->vinit_fd, 0755);
+    int rc = vb_write_file(a[0].s, "", 0, 0755);
+    if (rc == 0)
+        rc = (int)syscall(SYS_move_mount, b->vinit_fd, "", AT_FDCWD, a[0].s,
+                          VB_MOVE_MOUNT_F_EMPTY_PATH);
     int err = errno;
     close(b->vinit_fd);
     b->vinit_fd = -1;
@@ -762,7 +781,9 @@ static int vboot_run(char *plan, size_t len, int log_fd, int err_fd, int vinit_f
     struct vb b = {.root_fd = -1, .console_fd = -1, .root = "?"};
     b.err_fd = vb_lift(err_fd);
     b.log_fd = vb_lift(log_fd);
-    b.vinit_fd = vb_lift(vinit_fd);
+    b.vinit_fd = vinit_fd >= 0 ? vb_vinit_tree(vinit_fd) : -1;
+    if (vinit_fd >= 0 && b.vinit_fd < 0)
+        return vb_fail(&b, "install init: bind", "the host's vinit", errno), 1;
     long count;
     const char *bad;
     struct vb_field *f = vs_fields(plan, len, &count);

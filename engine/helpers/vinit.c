@@ -6,8 +6,9 @@
  * (kill(-1) inside a PID namespace reaches only the guest), waits for them
  * (at most VINIT_STOP_TIMEOUT seconds, then SIGKILL) and exits 0. Static and
  * tiny, so that a guest's own helper costs well under 1 MB RSS and no host
- * interpreter runs inside the guest. Copied into the guest tree at start:
- * /proc/1/exe never points at a host-owned file.
+ * interpreter runs inside the guest. Bound read-only (and nosuid) from the
+ * host's one copy at start (boot.h op_vinit): every guest runs one inode, and
+ * /proc/1/exe reaches it only through a read-only mount.
  *
  * All signals stay blocked and are taken with sigwaitinfo/sigtimedwait: no
  * handler races, no polling. SIGCHLD wakes it to reap; when the start

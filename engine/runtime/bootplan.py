@@ -84,7 +84,7 @@ START_OPS: dict[str, int] = {
     "cgroup2": 1,  # DIR: A is cloned straight into this cgroup2 group
     "unshare": 1,  # FLAGS
     "timens": 0,  # A's new time namespace starts its clocks at 0
-    "vinit": 1,  # PATH of the host's vinit, copied into the guest by B
+    "vinit": 1,  # PATH of the host's vinit, bound read-only into the guest by B
     "boot": 1,  # PLAN: BOOT_OPS, run by B
 }
 

@@ -149,7 +149,7 @@ Step = (
 
 # -- constants -------------------------------------------------------------------
 
-VINIT_PATH = "/run/.vinit"  # the guest's own copy of engine/helpers/vinit
+VINIT_PATH = "/run/.vinit"  # engine/helpers/vinit, bound read-only
 MEMINFO = "/proc/meminfo"  # where the host's meminfo view is attached
 NOTIFY_SOCKET = "/run/host/notify"  # the supervisor's sd_notify socket (READY=1), as nspawn's
 LOCK_SIZE = 5 * 1024 * 1024  # Debian's run-lock.mount
@@ -220,7 +220,7 @@ class StartPlan(Record):
     caps: frozenset[str]
     argv: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
-    vinit: bool  # copy vinit to VINIT_PATH before exec
+    vinit: bool  # bind vinit at VINIT_PATH before exec
     seccomp: bool
     notes: tuple[str, ...]
 

@@ -3,7 +3,7 @@
 - a guest's boot cache survives other guests' first starts, builds and
   deletes (the compiled fast path is still taken);
 - vinit and the busybox binary of two running guests are one inode on the
-  host (bound read-only from one copy, page cache shared);
+  host each (bound read-only from one copy, page cache shared);
 - killing the supervisors leaves every guest running and manageable;
 - an idle guest's supervision (the supervisor and its console pump) costs
   under 1 MB PSS and wakes up never;
@@ -80,25 +80,33 @@ def host_inode(pid: int, guest_path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def test_busybox_of_two_running_guests_is_one_host_inode(front: str, vroot: Paths) -> None:
+def test_busybox_and_vinit_of_two_running_guests_are_one_host_inode(
+    front: str, vroot: Paths
+) -> None:
     busybox(vroot, "a", "b")
     assert vroot.guest_root("a").joinpath("bin/busybox").stat().st_size == 0  # no copy
+    real = os.stat(os.path.realpath("/bin/busybox"))
+    vinit = os.stat(helper_path("vinit"))
+    ours = {"/bin/busybox": (real.st_dev, real.st_ino), "/run/.vinit": (vinit.st_dev, vinit.st_ino)}
     try:
         for name in ("a", "b"):
             ok(python_cli(vroot, name, "start"))
         inits = [state.read(vroot, name).init_pid for name in ("a", "b")]
-        seen = {host_inode(pid, "/bin/busybox") for pid in inits}
-        real = os.stat(os.path.realpath("/bin/busybox"))
-        assert seen == {(real.st_dev, real.st_ino)}
+        for path, inode in ours.items():
+            assert {host_inode(pid, path) for pid in inits} == {inode}, path
         for name in ("a", "b"):
-            out = compiled(front, vroot, name, "exec", "sh", "-c",
-                           "echo x > /bin/busybox; rm -f /bin/busybox; echo still")  # fmt: skip
-            assert out.stdout.strip() == "still" and "Read-only" in out.stderr
+            for path in ours:
+                out = compiled(front, vroot, name, "exec", "sh", "-c",
+                               f"echo x > {path}; rm -f {path}; echo still")  # fmt: skip
+                assert out.stdout.strip() == "still" and "Read-only" in out.stderr, path
+            out = compiled(front, vroot, name, "exec", "sh", "-c", "echo x > /proc/1/exe")
+            assert out.returncode != 0
         assert os.stat("/bin/busybox").st_size == real.st_size
+        assert os.stat(helper_path("vinit")).st_size == vinit.st_size
         ok(python_cli(vroot, "a", "stop"))
-        ok(compiled(front, vroot, "a", "start"))  # the cached start binds the same copy
+        ok(compiled(front, vroot, "a", "start"))  # the cached start binds the same copies
         pid = state.read(vroot, "a").init_pid
-        assert host_inode(pid, "/bin/busybox") == (real.st_dev, real.st_ino)
+        assert {path: host_inode(pid, path) for path in ours} == ours
     finally:
         for name in ("a", "b"):
             python_cli(vroot, name, "stop")
