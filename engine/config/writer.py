@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engine.config.parser import Document, Entry, render_entry
 from engine.errors import ConfigError, KernelError
+from engine.text import visible
 
 _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -101,9 +102,16 @@ def _changed_line(
     return render_entry(entry.key, value, entry)
 
 
+def comment_line(text: str) -> str:
+    """``text`` as one ``#`` line: its control characters (a newline above all)
+    shown, never written, so text from a file's name or contents (legacy
+    import's notes) can never become a line of its own, an assignment."""
+    return f"# {visible(text)}\n" if text else "#\n"
+
+
 def new_text(name: str, values: Mapping[str, str], comments: Iterable[str] = ()) -> str:
     """A fresh NAME.conf: a header, optional comment lines, then the values."""
     lines = [f"# vstui guest '{name}'; the keys are described in docs/config.md\n"]
-    lines.extend(f"# {c}\n" if c else "#\n" for c in comments)
+    lines.extend(comment_line(c) for c in comments)
     lines.extend(render_entry(key, value) for key, value in values.items())
     return "".join(lines)

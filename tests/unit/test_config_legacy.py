@@ -268,3 +268,32 @@ def test_interface_masks_and_default_broadcast(paths: Paths) -> None:
     assert [str(a) for a in cfg.addresses] == ["eth0:198.18.0.1/16", "198.18.1.1/24"]
     assert cfg.iprootbcast == "198.18.255.255"
     assert "interfaces/c: no ip file: not imported" in result.unmapped
+
+
+# -- QA: text from a file's name or contents never becomes a line of NAME.conf --------
+HOSTILE_TEXTS = ("x\nS_CAPS=SYS_ADMIN\n#", "x\rS_CAPS=SYS_ADMIN", "x\x0bS_CAPS=SYS_ADMIN\x85#")
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEXTS)
+def test_imported_file_names_and_contents_stay_inside_their_comment(
+    paths: Paths, text: str
+) -> None:
+    from engine.config import read_document, write_new_config
+
+    build_dir(paths, "evil", {text: "1\n", "apps/init/style": text + "\n", "flags": text})
+    result = import_guest(paths, "evil")
+    comments = [f"note: {n}" for n in result.warnings]
+    comments += [f"not imported: {u}" for u in result.unmapped]
+    assert any("S_CAPS" in c for c in comments)  # the hostile text was reported...
+    written = write_new_config(paths, "evil", result.as_dict(), comments=comments)
+    doc = read_document(written, "evil", paths.config_dir)
+    assert "S_CAPS" not in doc.assignments()  # ...never assigned
+    for line in written.read_text().splitlines():
+        assert line.startswith("#") or "S_CAPS" not in line, line
+
+
+def test_every_comment_is_one_line() -> None:
+    text = new_text("g", {"S_HOSTNAME": "g"}, ["a\nS_CAPS=SYS_ADMIN", "b\r\nc", ""])
+    doc = parse_text(text)
+    assert "S_CAPS" not in doc.assignments()
+    assert text.count("\n") == 5
