@@ -212,3 +212,62 @@ def fd_path(fd: int) -> str:
     link to that dentry without looking at the guest's tree again.
     """
     return f"/proc/self/fd/{fd}"
+
+
+# -- a guest's own files, opened by the host ------------------------------
+
+# Every open of a file the guest owns: never through a final symlink, never
+# blocking on a FIFO the guest planted (open(2) of a FIFO waits for its other
+# end: O_NONBLOCK), never making a tty the caller's controlling terminal.
+GUEST_FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+GUEST_FILE_LIMIT = 1 << 20  # passwd, group, hostname: a bigger one is hostile
+
+
+def _regular_only(fd: int, path: str | os.PathLike[str]) -> int:
+    """``fd`` if it holds a regular file; closed and EINVAL otherwise."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+    return fd
+
+
+def read_regular(root_fd: int, path: str, limit: int = GUEST_FILE_LIMIT) -> bytes:
+    """A small regular file of the guest tree ``root_fd``, read from the host.
+
+    The object is looked at through an O_PATH fd before anything opens it for
+    reading, so a FIFO, device or socket is refused without side effects;
+    OSError (EINVAL for them) otherwise; at most ``limit`` bytes.
+    """
+    probe = _regular_only(open_in_root(root_fd, path, os.O_PATH), path)
+    try:
+        reopen = os.O_RDONLY | (GUEST_FILE_FLAGS & ~os.O_NOFOLLOW)  # fd_path is a magic link
+        fd = _regular_only(os.open(fd_path(probe), reopen), path)
+    finally:
+        os.close(probe)
+    try:
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def open_regular(path: str | os.PathLike[str], flags: int, dir_fd: int | None = None) -> int:
+    """os.open of a guest's file with GUEST_FILE_FLAGS added, refusing (EINVAL)
+    anything that turns out not to be a regular file."""
+    return _regular_only(os.open(path, flags | GUEST_FILE_FLAGS, 0o644, dir_fd=dir_fd), path)
+
+
+def replace_regular(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` as the regular file ``path`` of a tree the host is
+    preparing (a clone, an import): whatever else the guest left there (a
+    symlink, FIFO, device, socket) is removed first, never written through."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)

@@ -40,6 +40,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from engine import safepath
 from engine._record import Record
 from engine.errors import VstuiError, require_root
 from engine.paths import Paths
@@ -205,15 +206,16 @@ def _tar(stream: IO[bytes], cfg: Any, tree: Path) -> tuple[int, int]:
                 continue  # a socket: it means nothing in a backup
             _owners_and_xattrs(info, source)
             if info.isreg():
-                with open(source, "rb", opener=_nofollow) as f:
+                with open(source, "rb", opener=_guest_file) as f:
                     tar.addfile(info, f)
             else:
                 tar.addfile(info)
     return counts
 
 
-def _nofollow(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+def _guest_file(path: str, flags: int) -> int:
+    """A running guest may swap a file for a FIFO after gettarinfo: never wait on it."""
+    return safepath.open_regular(path, flags)
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:

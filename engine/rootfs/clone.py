@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from engine import safepath
 from engine.errors import VstuiError, require_root
 from engine.paths import Paths
 from engine.rootfs import snapshots, storage, volumes
@@ -116,16 +117,11 @@ def _rewrite(root: Path, cfg: Any, machine_id: bool) -> None:
         ("hostname", cfg.hostname + "\n"),
         ("hosts", hosts_text(cfg.hostname, cfg.addresses)),
     ):
-        if (etc / name).is_symlink():
-            (etc / name).unlink()  # never write through the guest's link
-        fd = os.open(etc / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        try:
-            os.write(fd, text.encode())
-            os.fchmod(fd, 0o644)
-        finally:
-            os.close(fd)
+        safepath.replace_regular(etc / name, text.encode())  # never through the guest's link
     if not machine_id:
         return
     for path in (root / "etc/machine-id", root / "var/lib/dbus/machine-id"):
-        if path.is_file() and not path.is_symlink():
-            os.truncate(path, 0)  # systemd makes a new one at first boot
+        try:  # systemd makes a new one at first boot
+            os.close(safepath.open_regular(path, os.O_WRONLY | os.O_TRUNC))
+        except OSError:
+            pass  # none, or not a file: nothing of the source's to forget

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 import struct
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from engine import _libc, procfs
 from engine._record import Record
 from engine.errors import KernelError, QuotaError, VstuiError
 from engine.paths import Paths
+from engine.text import visible
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms of every start
 if TYPE_CHECKING:
@@ -574,23 +574,24 @@ def remove(cfg: Any | None, paths: Paths, name: str) -> None:
 
 def _guest_uid(root: Path, user: str, guest: str) -> int:
     """``user`` (name or number) looked up in the guest's own /etc/passwd."""
-    if user.isdigit():
-        return int(user)
-    from engine.rootfs.binds import open_target
+    from engine import guestusers, safepath
 
-    fd = open_target(root, "/etc/passwd", create_dir=False)
+    uid = guestusers.parse_id(user)
+    if uid is not None:
+        return uid
+    rootfd = safepath.open_root(root)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a guest's FIFO would hang us
-            raise QuotaError("the guest's /etc/passwd is not a regular file; give a uid", guest)
-        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-        with open(os.open(f"/proc/self/fd/{fd}", flags)) as f:  # resolved inside the tree
-            for line in f:
-                fields = line.split(":")
-                if fields[0] == user and len(fields) > 2 and fields[2].isdigit():
-                    return int(fields[2])
+        text = safepath.read_regular(rootfd, "/etc/passwd").decode(errors="replace")
+    except OSError as exc:  # a FIFO the guest planted would hang a plain open
+        raise QuotaError(f"the guest's /etc/passwd cannot be read ({exc.strerror}); "
+                         "give a uid", guest) from None  # fmt: skip
     finally:
-        os.close(fd)
-    raise QuotaError(f"no user '{user}' in the guest's /etc/passwd; give a uid instead", guest)
+        os.close(rootfd)
+    found = guestusers.find_user(text, user)
+    if found is None:
+        raise QuotaError(f"no user '{visible(user)}' in the guest's /etc/passwd; "
+                         f"give a uid 0..{guestusers.MAX_ID}", guest)  # fmt: skip
+    return found.uid
 
 
 def set_user_quota(cfg: Any, paths: Paths, user: str, size: int | None) -> None:

@@ -22,7 +22,6 @@ engine.errors, engine.runtime.profile/runfiles/netstrings.
 from __future__ import annotations
 
 import os
-import stat
 
 from engine.errors import GuestFrozen, GuestNotRunning, PrivateGuest, VstuiError
 from engine.runtime import profile as profiles
@@ -30,6 +29,7 @@ from engine.runtime.profile import REFUSALS, environment
 
 TYPE_CHECKING = False  # importing typing costs ~4 ms of `vserver NAME exec`
 if TYPE_CHECKING:
+    from engine.guestusers import User
     from engine.paths import Paths
 
 LOGIN_SHELLS = (("/bin/bash", "-l"), ("/bin/sh", "-l"))
@@ -77,43 +77,33 @@ def _guest_root(run_dir: str, name: str) -> int:
     raise refusal("not_running", name)
 
 
-def _read_guest_file(root: int, path: str, limit: int = 1 << 20) -> str:
-    """A small regular file of the guest (never block on a planted FIFO); "" if none."""
+def _read_guest_file(root: int, path: str) -> str:
+    """A small regular file of the guest (never a planted FIFO or device); "" if none."""
     from engine import safepath
 
     try:
-        fd = safepath.open_in_root(root, path, os.O_RDONLY | os.O_NONBLOCK)
+        return safepath.read_regular(root, path).decode(errors="replace")
     except OSError:
         return ""
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return ""
-        return os.read(fd, limit).decode(errors="replace")
-    finally:
-        os.close(fd)
-
-
-class User:
-    def __init__(self, name: str, uid: int, gid: int, home: str, shell: str) -> None:
-        self.name, self.uid, self.gid, self.home, self.shell = name, uid, gid, home, shell
-        self.groups: list[int] = []
 
 
 def guest_user(root: int, who: str, guest: str) -> User:
     """Look ``who`` (name or number) up in the guest's /etc/passwd and /etc/group."""
-    for line in _read_guest_file(root, "/etc/passwd").splitlines():
-        f = line.split(":")
-        if len(f) >= 7 and (f[0] == who or f[2] == who) and f[2].isdigit() and f[3].isdigit():
-            user = User(f[0], int(f[2]), int(f[3]), f[5] or "/", f[6] or "/bin/sh")
-            break
-    else:
-        if not who.isdigit():
-            raise VstuiError(f"no user '{who}' in the guest's /etc/passwd", guest)
-        user = User(who, int(who), int(who), "/", "/bin/sh")
-    for line in _read_guest_file(root, "/etc/group").splitlines():
-        f = line.split(":")
-        if len(f) >= 4 and user.name in f[3].split(",") and f[2].isdigit():
-            user.groups.append(int(f[2]))
+    from engine import guestusers
+    from engine.guestusers import User
+    from engine.text import visible
+
+    user = guestusers.find_user(_read_guest_file(root, "/etc/passwd"), who)
+    if user is None:
+        uid = guestusers.parse_id(who)
+        if uid is None:
+            raise VstuiError(
+                f"no user '{visible(who)}' in the guest's /etc/passwd; give a name "
+                f"it lists or a number 0..{guestusers.MAX_ID}",
+                guest,
+            )
+        user = User(who, uid, uid)
+    user.groups = guestusers.groups_of(_read_guest_file(root, "/etc/group"), user.name)
     return user
 
 

@@ -72,7 +72,7 @@ def flag(run_dir: str, key: str) -> bool:
 
 
 def environment(user: Any, tty: bool) -> dict[str, str]:
-    """The command's environment (``user``: enter.User or None for root)."""
+    """The command's environment (``user``: guestusers.User or None for root)."""
     env = {"container": "vstui", "PATH": PATH_ENV}
     if tty:
         env["TERM"] = os.environ.get("TERM", "linux")
