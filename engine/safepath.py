@@ -271,3 +271,92 @@ def replace_regular(path: str | os.PathLike[str], data: bytes, mode: int = 0o644
         os.fchmod(fd, mode)
     finally:
         os.close(fd)
+
+
+# -- removing a guest's tree ------------------------------------------------------
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    """``rm -rf path`` for a tree a guest wrote (a missing path is fine).
+
+    Iterative: shutil.rmtree of Python 3.11 recurses, and a guest's directories
+    nested 1200 deep ended `vserver NAME delete` in RecursionError, half done.
+    fd-based like it: every step is relative to an O_NOFOLLOW directory fd, so
+    no symlink of the guest's is ever followed.
+    """
+    path = os.fspath(path)
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            os.unlink(path)
+            return
+    except FileNotFoundError:
+        return
+    _empty(os.open(path, _DIR_FLAGS))
+    os.rmdir(path)
+
+
+def _empty(fd: int) -> None:
+    """Remove everything below the directory ``fd`` (closed at the end).
+
+    Depth first with an explicit stack of (name, subdirectories still to
+    remove, identity) and one fd at a time: the depth is bounded neither by
+    the recursion limit nor by RLIMIT_NOFILE. Going back up is openat("..")
+    checked against the identity recorded on the way down.
+    """
+    stack = [("", _clear_files(fd), _identity(fd))]
+    try:
+        while stack:
+            name, todo, _ = stack[-1]
+            if todo:
+                fd = _descend(fd, todo.pop(), stack)
+                continue
+            stack.pop()
+            if stack:
+                fd = _ascend(fd, stack[-1][2])
+                os.rmdir(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _descend(fd: int, sub: str, stack: list[tuple[str, list[str], tuple[int, int]]]) -> int:
+    try:
+        child = os.open(sub, _DIR_FLAGS, dir_fd=fd)
+    except FileNotFoundError:
+        return fd  # gone meanwhile
+    try:
+        frame = (sub, _clear_files(child), _identity(child))
+    except BaseException:
+        os.close(child)
+        raise
+    os.close(fd)  # only now: the caller closes the fd it holds on any error
+    stack.append(frame)
+    return child
+
+
+def _ascend(fd: int, expected: tuple[int, int]) -> int:
+    parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+    if _identity(parent) != expected:
+        os.close(parent)
+        raise OSError(errno.ESTALE, "the tree was moved while it was being removed")
+    os.close(fd)
+    return parent
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _clear_files(fd: int) -> list[str]:
+    """Unlink every entry of directory ``fd`` that is not a directory; the
+    names of its subdirectories."""
+    subdirs = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    return subdirs

@@ -442,11 +442,18 @@ def _walk(top: Path, rel: str) -> list[str]:
     found = [rel] if rel else []
     if not top.is_dir() or top.is_symlink():
         return found
-    for root, dirs, files in os.walk(top):
-        here = os.path.relpath(root, top)
-        for entry in dirs + files:
-            parts = [p for p in (rel, "" if here == "." else here, entry) if p]
-            found.append("/".join(parts))
+    stack = [(top, rel)]  # iterative: os.walk of 3.11 recurses (RecursionError when deep)
+    while stack:
+        folder, here = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    below = f"{here}/{entry.name}" if here else entry.name
+                    found.append(below)
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append((Path(entry.path), below))
+        except OSError:
+            continue  # unreadable: os.walk skipped it too
     return found
 
 

@@ -216,13 +216,14 @@ def _fallback_members(paths: Paths, name: str, cgroup_fs: Path) -> set[int] | No
         if not top.is_dir():
             continue
         pids: set[int] = set()
-        for folder, _dirs, files in os.walk(top):
-            if "cgroup.procs" in files:
-                try:
-                    with open(os.path.join(folder, "cgroup.procs"), "rb") as f:
-                        pids.update(int(x) for x in f.read().split())
-                except (OSError, ValueError):
-                    continue
+        from engine.cgroups.base import walk_dirs  # iterative: a guest may nest its cgroups deep
+
+        for folder in walk_dirs(top):
+            try:
+                with open(folder / "cgroup.procs", "rb") as f:
+                    pids.update(int(x) for x in f.read().split())
+            except (OSError, ValueError):
+                continue
         return pids
     return None
 

@@ -273,12 +273,12 @@ def _write_meta(target: Path, cfg: Any, snap: str, created: float, size: int | N
 
 def _discard(target: Path) -> None:
     """Remove a snapshot's data and record, whatever state they are in."""
-    import shutil
+    from engine import safepath
 
     if btrfs.is_subvolume(target):
         btrfs.delete(target)
     elif target.is_dir() and not target.is_symlink():
-        shutil.rmtree(target)
+        safepath.remove_tree(target)
     elif os.path.lexists(target):
         target.unlink()
     _meta(target).unlink(missing_ok=True)
@@ -382,10 +382,10 @@ def _swap_tree(current: Path, make: Callable[[Path], None],
 
 
 def _remove_tree(path: Path) -> None:
-    import shutil
+    from engine import safepath
 
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        safepath.remove_tree(path)
     else:
         path.unlink()
 
@@ -436,7 +436,7 @@ def _rmdir_empty(path: Path) -> None:
 
 def remove_all(paths: Paths, name: str) -> None:
     """Every snapshot of ``name`` (the guest is being deleted), whatever its backend was."""
-    import shutil
+    from engine import safepath
 
     places = [paths.snapshots_dir / name, paths.vservers_dir / volumes.VSERVERS_SNAPSHOTS / name]
     if storage.pool_exists(paths):
@@ -450,7 +450,7 @@ def remove_all(paths: Paths, name: str) -> None:
         for entry in sorted(place.iterdir()):
             if entry.suffix != ".json":
                 _discard(entry)
-        shutil.rmtree(place)
+        safepath.remove_tree(place)
     _rmdir_empty(paths.vservers_dir / volumes.VSERVERS_SNAPSHOTS)  # /vservers stays clean
 
 

@@ -559,7 +559,9 @@ def remove(cfg: Any | None, paths: Paths, name: str) -> None:
     if root.is_symlink():
         root.unlink()
     elif root.exists():
-        shutil.rmtree(root)  # fd-based on Linux: never follows the guest's symlinks
+        from engine import safepath
+
+        safepath.remove_tree(root)  # iterative, never follows the guest's symlinks
     image = paths.guest_image(name)
     if os.path.lexists(image):
         devices = loop.devices_for(image)

@@ -113,3 +113,55 @@ def test_clone_identity_replaces_a_planted_fifo_and_links(tree: Path) -> None:
     assert stat.S_ISREG(os.lstat(tree / "etc/hosts").st_mode)
     assert outside.read_text() == "host\n"
     assert stat.S_ISFIFO(os.lstat(tree / "etc/machine-id").st_mode)  # left, never opened
+
+
+# -- walks of guest trees: iterative (3.11's shutil.rmtree and os.walk recurse) ---------
+DEPTH = 1500  # > sys.getrecursionlimit() and > a soft RLIMIT_NOFILE of 1024
+
+
+def _deep(top: Path, depth: int = DEPTH) -> None:
+    """``top``/d/d/... ``depth`` deep, a file and a link out at every level."""
+    top.mkdir(parents=True, exist_ok=True)
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.close(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+        os.symlink("/etc", "out", dir_fd=fd)
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+
+
+def test_deleting_a_deep_guest_tree(tmp_path: Path) -> None:
+    from engine.paths import Paths
+    from engine.rootfs import storage
+
+    paths = Paths.from_root(tmp_path)
+    _deep(paths.guest_root("deep"))
+    (paths.guest_root("deep") / "wide").mkdir()
+    for i in range(300):
+        (paths.guest_root("deep") / "wide" / str(i)).mkdir()
+    storage.remove(None, paths, "deep")
+    assert not paths.guest_root("deep").exists()
+    assert Path("/etc/passwd").exists()  # the links were removed, never followed
+
+
+def test_remove_tree_takes_files_links_and_missing_paths(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "l").symlink_to(tmp_path / "keep")
+    (tmp_path / "keep").mkdir()
+    for name in ("f", "l", "missing"):
+        safepath.remove_tree(tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+
+
+def test_legacy_import_walks_a_deep_directory(tmp_path: Path) -> None:
+    from engine.config.legacy import import_guest
+    from engine.paths import Paths
+
+    paths = Paths.from_root(tmp_path)
+    top = paths.legacy_guest_dir("deep")
+    _deep(top / "apps", 1100)
+    result = import_guest(paths, "deep")
+    assert any(u.startswith("apps") for u in result.unmapped)
