@@ -14,7 +14,7 @@ from pathlib import Path
 
 from engine._record import Record
 from engine.config import values as _values
-from engine.config.files import read_config_bytes
+from engine.config.files import read_config_bytes, read_toml
 from engine.config.model import KEYS, GuestConfig, Key, build_config, keys_markdown, validate_name
 from engine.config.parser import Document, parse_bytes, parse_text
 from engine.config.values import ExtraMount, IPAddr, Route, Share, ULimit
@@ -228,6 +228,7 @@ __all__ = [
     "parse_size",
     "parse_text",
     "read_document",
+    "read_toml",
     "scan_guests",
     "update_config",
     "validate_name",

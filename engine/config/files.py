@@ -16,6 +16,10 @@ from engine.errors import ConfigError, GuestNotFound, KernelError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
     from pathlib import Path
 
 MAX_SIZE = 1 << 20  # a configuration is a few hundred bytes; 1M is generous
@@ -117,3 +121,28 @@ def _missing(path: Path, guest: str | None) -> str:
         f"no configuration for guest '{name}': {path} does not exist; create it with "
         f"`vserver {name} build` or `vserver {name} import`"
     )
+
+
+def read_toml(path: Path) -> dict[str, Any] | None:
+    """A TOML file of the host's own configuration (hosts.toml, keymap.toml,
+    themes), read as safely as NAME.conf: regular files only (a FIFO hung every
+    `--host` command), at most 1M, strict UTF-8, nesting that the parser's
+    recursion cannot follow refused. None when there is no file; otherwise a
+    ConfigError or KernelError that names it."""
+    import tomllib
+
+    try:
+        data = read_config_bytes(path, None)
+    except GuestNotFound:
+        return None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError("is not UTF-8 text; save it as UTF-8", path, line) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{exc}; fix the TOML syntax", path) from None
+    except RecursionError:  # tomllib recurses into nested arrays and tables
+        raise ConfigError("is nested too deep to read; fix the TOML syntax", path) from None

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import HostError
+from engine.errors import HostError, VstuiError
 
 LOCAL = "local"
 KEYS = {"ssh": str, "ssh_options": list, "root": str, "command": str, "read_only": bool}
@@ -81,18 +81,15 @@ def config_file() -> Path:
 
 def load(path: Path | None = None) -> dict[str, Host]:
     """Every host of ``hosts.toml`` by name ({} when the file does not exist)."""
-    import tomllib
+    from engine.config.files import read_toml
 
     path = path or config_file()
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
+        data = read_toml(path)
+    except VstuiError as exc:
+        raise HostError(exc.message) from None  # names the file and the fix
+    if data is None:
         return {}
-    except OSError as exc:
-        raise HostError(f"{path}: {exc.strerror}; fix its permissions or remove it") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise HostError(f"{path}: {exc}; fix the TOML syntax") from exc
     table = data.get("hosts", {})
     extra = sorted(set(data) - {"hosts"})
     if extra or not isinstance(table, dict):

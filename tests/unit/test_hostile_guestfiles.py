@@ -142,8 +142,11 @@ def test_deleting_a_deep_guest_tree(tmp_path: Path) -> None:
     (paths.guest_root("deep") / "wide").mkdir()
     for i in range(300):
         (paths.guest_root("deep") / "wide" / str(i)).mkdir()
-    storage.remove(None, paths, "deep")
-    assert not paths.guest_root("deep").exists()
+    try:
+        storage.remove(None, paths, "deep")
+        assert not paths.guest_root("deep").exists()
+    finally:
+        safepath.remove_tree(paths.guest_root("deep"))  # pytest's own clean-up recurses
     assert Path("/etc/passwd").exists()  # the links were removed, never followed
 
 
@@ -163,5 +166,8 @@ def test_legacy_import_walks_a_deep_directory(tmp_path: Path) -> None:
     paths = Paths.from_root(tmp_path)
     top = paths.legacy_guest_dir("deep")
     _deep(top / "apps", 1100)
-    result = import_guest(paths, "deep")
+    try:
+        result = import_guest(paths, "deep")
+    finally:
+        safepath.remove_tree(top)  # pytest's own clean-up of tmp_path recurses
     assert any(u.startswith("apps") for u in result.unmapped)

@@ -12,9 +12,10 @@ Unknown ids and bad values are reported, not fatal.
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
+from engine.config import read_toml
+from engine.errors import VstuiError
 from vstui.app.actions import BY_ID
 
 
@@ -42,12 +43,11 @@ def parse_keymap(data: dict) -> tuple[dict[str, str], list[str]]:
 
 def load_keymap(path: Path | None = None) -> tuple[dict[str, str], list[str]]:
     path = path or keymap_path()
-    if not path.is_file():
-        return {}, []
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        return {}, [f"{path}: {exc}"]
+        data = read_toml(path)
+    except VstuiError as exc:
+        return {}, [exc.message]
+    if data is None:
+        return {}, []
     keymap, problems = parse_keymap(data)
     return keymap, [f"{path}: {p}" for p in problems]

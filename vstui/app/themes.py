@@ -19,11 +19,13 @@ the caller shows one notification for all of them (posting's themes.py).
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
 from textual.color import ColorParseError
 from textual.theme import Theme
+
+from engine.config import read_toml
+from engine.errors import VstuiError
 
 COLOR_KEYS = (
     "primary", "secondary", "accent", "foreground", "background", "surface", "panel",
@@ -71,9 +73,10 @@ def load_themes(dirs: list[Path] | None = None) -> tuple[dict[str, Theme], list[
             continue
         for path in sorted(folder.glob("*.toml")):
             try:
-                with open(path, "rb") as f:
-                    themes[path.stem] = parse_theme(path.stem, tomllib.load(f))
-            except (OSError, ValueError, TypeError, ColorParseError) as exc:
+                themes[path.stem] = parse_theme(path.stem, read_toml(path) or {})
+            except VstuiError as exc:
+                failures.append((path, exc.message))
+            except (ValueError, TypeError, ColorParseError) as exc:
                 failures.append(
                     (path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
                 )
