@@ -292,6 +292,7 @@ class Engine:
         """migrate's preflight (reading only): ``problems``, why guest ``name``
         with this context id and these addresses cannot arrive here ([] when it
         can), and ``btrfs``, whether btrfs guests can live here."""
+        check_name(name)
         return self._mod("engine.remote.migrate").target_check(
             self.paths, name, xid, list(addresses)
         )

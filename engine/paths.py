@@ -167,10 +167,10 @@ class Paths:
         return self._under("/etc/vservers")
 
     def legacy_config_file(self, name: str) -> Path:
-        return self.legacy_config_dir / f"{name}.conf"
+        return self.legacy_config_dir / f"{check_name(name)}.conf"
 
     def legacy_guest_dir(self, name: str) -> Path:
-        return self.legacy_config_dir / name
+        return self.legacy_config_dir / check_name(name)
 
     # -- guest trees ---------------------------------------------------
     @property
@@ -234,6 +234,10 @@ class Paths:
         """Persistent engine state (context id allocation)."""
         return self._under("/var/lib/vservers")
 
+    def state_file(self, kind: str, name: str) -> str:
+        """The guest's file in the state directory ``kind`` (du, boot cache)."""
+        return os.path.join(self._under_str("/var/lib/vservers"), kind, check_name(name))
+
     @property
     def cache_dir(self) -> Path:
         """Downloaded template trees (debootstrap), kept between builds."""
@@ -260,7 +264,7 @@ class Paths:
         two guests never share a link name.
         """
         prefix = f"{kind}-" if not self.root_id else f"{kind[0]}{self.root_id[:4]}-"
-        full = prefix + name
+        full = prefix + check_name(name)
         if len(full) <= IFNAMSIZ:
             return full
         tail = _sha1_hex(f"{self._root}\0{name}".encode())[:4]
@@ -268,8 +272,9 @@ class Paths:
 
     def nft_table(self, name: str) -> str:
         """nftables table of a guest's filtering (``vstui-web``, ``vstui-ROOTID-web``)."""
-        return f"{self.cgroup_base}-{name}"
+        return f"{self.cgroup_base}-{check_name(name)}"
 
     def netns_name(self, name: str) -> str:
         """Name of the guest's network namespace as shown by ``ip netns``."""
+        check_name(name)
         return f"vs-{name}" if not self.root_id else f"vs{self.root_id}-{name}"

@@ -25,7 +25,7 @@ from engine.config.model import KEYS, build_config
 from engine.config.parser import parse_bytes, parse_text
 from engine.config.writer import new_text
 from engine.errors import GuestNotFound
-from engine.paths import Paths
+from engine.paths import Paths, check_name
 
 # the order keys are written in
 _ORDER = tuple(KEYS)
@@ -59,6 +59,7 @@ def default_source(paths: Paths, name: str) -> Path:
 
 def import_guest(paths: Paths, name: str, source: Path | None = None) -> ImportResult:
     """Read util-vserver's configuration of ``name`` (file or directory)."""
+    check_name(name)  # the name of the NAME.conf it becomes
     src = Path(source) if source is not None else default_source(paths, name)
     if src.is_dir():
         return import_directory(src, name, paths, _within(paths, src))
@@ -82,6 +83,7 @@ def _within(paths: Paths, src: Path) -> Path:
 # -- legacy NAME.conf -----------------------------------------------------------------
 def import_conf(path: Path, name: str, within: Path | None = None) -> ImportResult:
     """Map a legacy sh-fragment NAME.conf; shell code is reported, not run."""
+    check_name(name)  # the name of the NAME.conf it becomes
     doc = parse_bytes(read_config_bytes(path, within, name), path, name)
     unmapped = [str(err) for err in doc.errors]
     values = {key: entry.value for key, entry in doc.assignments().items()}
@@ -180,6 +182,7 @@ def import_directory(
     top: Path, name: str, paths: Paths | None = None, within: Path | None = None
 ) -> ImportResult:
     """Map a util-vserver ``/etc/vservers/NAME/`` directory to NAME.conf values."""
+    check_name(name)  # the name of the NAME.conf it becomes
     d = _Dir(top, name, within)
     _identity(d)
     _interfaces(d)

@@ -388,6 +388,7 @@ def load_config(paths: Paths, name: str) -> object | None:
 
 def config_or_error(paths: Paths, name: str) -> tuple[object | None, str | None]:
     """(engine.config.load_guest, None), or (None, why) for a broken NAME.conf."""
+    check_name(name)
     try:
         from engine.config import load_guest
     except ImportError:

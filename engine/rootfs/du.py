@@ -32,7 +32,7 @@ class Measured(Record):
 
 
 def _cache(paths: Paths, name: str) -> str:
-    return os.path.join(os.fspath(paths.state_dir), CACHE_DIR, name)
+    return paths.state_file(CACHE_DIR, name)
 
 
 def cached(paths: Paths, name: str) -> Measured | None:

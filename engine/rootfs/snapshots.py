@@ -38,7 +38,7 @@ from engine.errors import (
     VstuiError,
     require_root,
 )
-from engine.paths import Paths
+from engine.paths import Paths, check_name
 from engine.rootfs import btrfs, loop, storage, volumes
 
 TYPE_CHECKING = False
@@ -436,6 +436,7 @@ def _rmdir_empty(path: Path) -> None:
 
 def remove_all(paths: Paths, name: str) -> None:
     """Every snapshot of ``name`` (the guest is being deleted), whatever its backend was."""
+    check_name(name)
     from engine import safepath
 
     places = [paths.snapshots_dir / name, paths.vservers_dir / volumes.VSERVERS_SNAPSHOTS / name]

@@ -21,7 +21,7 @@ from pathlib import Path
 from engine import _libc
 from engine._record import Record
 from engine.errors import KernelError, QuotaError, VstuiError
-from engine.paths import Paths
+from engine.paths import Paths, check_name
 from engine.rootfs import btrfs, pool
 from engine.rootfs.storage import DiskUsage, RootHandle, top_mount
 
@@ -88,6 +88,7 @@ def store_of(paths: Paths, name: str) -> Store:
 
 def find(paths: Paths, name: str) -> Path | None:
     """The guest's subvolume, or None (for existence checks and removal)."""
+    check_name(name)
     try:
         return store_of(paths, name).guests / name
     except VstuiError:
@@ -166,6 +167,7 @@ def _is_ours(paths: Paths, name: str, entry: Any) -> bool:
 
 def release(name: str, paths: Paths) -> None:
     """Unbind the pool subvolume from /vservers/NAME (only ours); idempotent."""
+    check_name(name)
     if not pool.exists(paths) or pool.mounted_device(paths) is None:
         return
     root = paths.guest_root(name)

@@ -66,7 +66,7 @@ CACHE_OPS: dict[str, int] = {
 
 
 def cache_file(paths: Paths, name: str) -> str:
-    return os.path.join(os.fspath(paths.state_dir), CACHE_DIR, name)
+    return paths.state_file(CACHE_DIR, name)
 
 
 def op(name: str, *fields: str | bytes | int) -> bytes:

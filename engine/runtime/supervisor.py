@@ -288,6 +288,9 @@ def lean_command(
     five. vsuper runs this interpreter with BOOTSTRAP and the search path for
     ``main``; the stop signal depends on the fakeinit flag of the exec plan.
     """
+    from engine.paths import check_name
+
+    check_name(name)
     import engine
     from engine.helpers import require
     from engine.runtime.profile import flag

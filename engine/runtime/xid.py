@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from engine.errors import VstuiError
-from engine.paths import Paths
+from engine.paths import Paths, check_name
 
 TYPE_CHECKING = False  # not typing's: on the start path
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ def assign(paths: Paths, name: str, fixed: int | None, reserved: set[int] | None
 
     ``reserved`` are ids other guests fix with S_CONTEXT: never handed out.
     """
+    check_name(name)
     if fixed is not None:
         return fixed
     path = table_path(paths)
@@ -87,6 +88,7 @@ def assign(paths: Paths, name: str, fixed: int | None, reserved: set[int] | None
 def claim(paths: Paths, name: str, xid: int) -> None:
     """Record ``xid`` as the dynamic id of ``name`` (a guest that arrived with
     its id: migrate); VstuiError when another guest has it."""
+    check_name(name)
     path = table_path(paths)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name("xids.lock"), "a+") as lock:
@@ -101,6 +103,7 @@ def claim(paths: Paths, name: str, xid: int) -> None:
 
 def forget(paths: Paths, name: str) -> None:
     """Drop a deleted guest's allocation."""
+    check_name(name)
     path = table_path(paths)
     if not path.exists():
         return

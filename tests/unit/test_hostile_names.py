@@ -77,14 +77,113 @@ def test_entry_point_refuses_a_bad_name_before_anything(tmp_path: Path, call: st
 
 
 @pytest.mark.parametrize("method", ["config_file", "guest_root", "guest_image", "run_dir",
-                                    "run_dir_str", "log_file", "cgroup_name"])  # fmt: skip
+                                    "run_dir_str", "log_file", "cgroup_name",
+                                    "legacy_config_file", "legacy_guest_dir", "link_name",
+                                    "nft_table", "netns_name"])  # fmt: skip
 def test_paths_derive_nothing_from_a_bad_name(method: str) -> None:
     for name in BAD:
         with pytest.raises(InvalidName):
             getattr(Paths.from_root("/tmp/r"), method)(name)
+        with pytest.raises(InvalidName):
+            Paths.from_root("/tmp/r").state_file("du", name)
 
 
 def test_the_message_shows_control_characters_visibly() -> None:
     with pytest.raises(InvalidName) as caught:
         Paths().run_dir("x\x1b]0;PWNED\x07")
     assert str(caught.value).startswith("'x^[]0;PWNED^G' is not a valid guest name")
+
+
+# -- every entry point, found by enumeration ----------------------------------------
+# A public engine function (or Engine method) that takes Paths and a guest name
+# is an entry point: it must refuse a bad name before it uses anything else.
+# New ones are found here without anyone listing them; the few whose `name` is
+# no guest's are listed with the reason.
+NAME_PARAMS = ("name", "guest")
+NOT_GUEST_NAMES = {
+    "engine.config.load_defaults": "guest only labels messages about defaults.conf",
+    "engine.rootfs.binds.check_share_source": "guest only labels the message",
+    "engine.rootfs.snapshots.mounted_image": "guest only labels the message; image is a path",
+    "engine.facade.Engine.kill": "guest is optional: a pid's owner, checked against the pid",
+}
+
+
+class Poison:
+    """Any argument besides the paths and the name: using it before the name
+    check fails the test."""
+
+    def __getattr__(self, attr: str) -> Any:
+        raise AssertionError(f"used .{attr} before checking the name")
+
+    def _used(self, *args: Any) -> Any:
+        raise AssertionError("used an argument before checking the name")
+
+    __iter__ = __len__ = __bool__ = __fspath__ = __int__ = __index__ = __str__ = _used
+    __getitem__ = __contains__ = __call__ = __float__ = _used
+
+
+def _entry_points() -> dict[str, Callable[..., Any]]:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import engine
+    from engine import facade
+
+    found: dict[str, Callable[..., Any]] = {}
+    for info in pkgutil.walk_packages(engine.__path__, "engine."):
+        module = importlib.import_module(info.name)
+        for attr, obj in vars(module).items():
+            if attr.startswith("_") or not inspect.isfunction(obj):
+                continue
+            if obj.__module__ != info.name:
+                continue
+            params = inspect.signature(obj).parameters
+            if "paths" in params and any(p in params for p in NAME_PARAMS):
+                found[f"{info.name}.{attr}"] = obj
+    for attr, obj in vars(facade.Engine).items():
+        params = inspect.signature(obj).parameters if inspect.isfunction(obj) else {}
+        if not attr.startswith("_") and any(p in params for p in NAME_PARAMS):
+            found[f"engine.facade.Engine.{attr}"] = obj
+    return {k: v for k, v in found.items() if k not in NOT_GUEST_NAMES}
+
+
+def _call(func: Callable[..., Any], paths: Paths, bad: str) -> None:
+    import inspect
+
+    from engine import facade
+
+    args: dict[str, Any] = {}
+    for pname, param in inspect.signature(func).parameters.items():
+        if pname == "self":
+            args[pname] = facade.Engine(paths)
+        elif pname == "paths":
+            args[pname] = paths
+        elif pname in NAME_PARAMS:
+            args[pname] = bad
+        elif param.default is inspect.Parameter.empty:
+            args[pname] = Poison()
+    func(**args)
+
+
+def test_the_enumeration_finds_the_known_entry_points() -> None:
+    found = _entry_points()
+    assert len(found) > 80
+    for known in ("engine.rootfs.du.cached", "engine.rootfs.du.forget",
+                  "engine.config.legacy.import_guest", "engine.runtime.start",
+                  "engine.facade.Engine.start"):  # fmt: skip
+        assert known in found
+
+
+@pytest.mark.parametrize("entry", sorted(_entry_points()))
+def test_every_entry_point_refuses_a_bad_name_first(tmp_path: Path, entry: str) -> None:
+    paths = Paths.from_root(tmp_path)
+    paths.config_dir.mkdir(parents=True)
+    paths.config_file("web").write_text("S_HOSTNAME=web\n")
+    (tmp_path / "run" / "vservers").mkdir(parents=True)
+    before = _tree(tmp_path)
+    func = _entry_points()[entry]
+    for name in ("../x", "..", "x\ny", "-x", ""):
+        with pytest.raises(InvalidName, match="is not a valid guest name"):
+            _call(func, paths, name)
+    assert _tree(tmp_path) == before
