@@ -264,7 +264,7 @@ class Paths:
         two guests never share a link name.
         """
         prefix = f"{kind}-" if not self.root_id else f"{kind[0]}{self.root_id[:4]}-"
-        full = prefix + check_name(name)
+        full = prefix + name
         if len(full) <= IFNAMSIZ:
             return full
         tail = _sha1_hex(f"{self._root}\0{name}".encode())[:4]
@@ -272,7 +272,7 @@ class Paths:
 
     def nft_table(self, name: str) -> str:
         """nftables table of a guest's filtering (``vstui-web``, ``vstui-ROOTID-web``)."""
-        return f"{self.cgroup_base}-{check_name(name)}"
+        return f"{self.cgroup_base}-{name}"
 
     def netns_name(self, name: str) -> str:
         """Name of the guest's network namespace as shown by ``ip netns``."""

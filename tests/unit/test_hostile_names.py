@@ -78,8 +78,8 @@ def test_entry_point_refuses_a_bad_name_before_anything(tmp_path: Path, call: st
 
 @pytest.mark.parametrize("method", ["config_file", "guest_root", "guest_image", "run_dir",
                                     "run_dir_str", "log_file", "cgroup_name",
-                                    "legacy_config_file", "legacy_guest_dir", "link_name",
-                                    "nft_table", "netns_name"])  # fmt: skip
+                                    "legacy_config_file", "legacy_guest_dir",
+                                    "netns_name"])  # fmt: skip
 def test_paths_derive_nothing_from_a_bad_name(method: str) -> None:
     for name in BAD:
         with pytest.raises(InvalidName):
