@@ -177,7 +177,7 @@ class Engine:
 
     def host_link(self, name: str) -> str:
         """The host end of a veth guest's link, as `ip link` names it."""
-        return self.paths.link_name(name)
+        return self.paths.link_name(check_name(name))
 
     @_guarded
     def restart_pending(self, name: str, cfg: Any) -> tuple[str, ...]:

@@ -12,17 +12,19 @@ from __future__ import annotations
 import shlex
 
 from engine.config import GuestConfig
-from engine.paths import Paths
+from engine.paths import Paths, check_name
 
 
 def vserver(paths: Paths, name: str, *words: str) -> str:
     """``vserver [--root DIR] NAME WORDS...``."""
+    check_name(name)  # a command to paste must never name another guest's path
     root = ["--root", str(paths.root)] if paths.root_id else []
     return shlex.join(["vserver", *root, name, *words])
 
 
 def set_keys(paths: Paths, name: str, changes: dict[str, str]) -> str:
     """``vserver [--root DIR] NAME set KEY=VALUE...`` ("" removes a key)."""
+    check_name(name)
     return vserver(paths, name, "set", *(f"{key}={value}" for key, value in changes.items()))
 
 

@@ -161,6 +161,8 @@ def _call(func: Callable[..., Any], paths: Paths, bad: str) -> None:
             args[pname] = paths
         elif pname in NAME_PARAMS:
             args[pname] = bad
+        elif param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
         elif param.default is inspect.Parameter.empty:
             args[pname] = Poison()
     func(**args)
