@@ -139,3 +139,14 @@ def setdomainname(name: str) -> None:
 
 # include/uapi/linux/mount.h, fcntl.h; mount_setattr(2) is 442 on every architecture
 _SYS_MOUNT_SETATTR = 442
+
+
+AT_FDCWD = -100
+RENAME_EXCHANGE = 2  # include/uapi/linux/fs.h
+
+
+def exchange(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> None:
+    """renameat2(RENAME_EXCHANGE): ``a`` and ``b`` swap names in one step (both
+    must exist; EINVAL where the file system cannot)."""
+    _check(_libc.renameat2(AT_FDCWD, _b(a), AT_FDCWD, _b(b), RENAME_EXCHANGE),
+           os.fspath(a), os.fspath(b))  # fmt: skip

@@ -371,14 +371,28 @@ def _swap_tree(current: Path, make: Callable[[Path], None],
         if os.path.lexists(fresh):
             discard(fresh)
         raise
+    try:
+        _libc.exchange(fresh, current)  # one step: no instant without a tree
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EXDEV):
+            discard(fresh)
+            raise
+        try:
+            _two_renames(current, fresh, old)  # a file system without RENAME_EXCHANGE
+        except BaseException:
+            discard(fresh)
+            raise
+        fresh = old
+    discard(fresh)  # now the old tree
+
+
+def _two_renames(current: Path, fresh: Path, old: Path) -> None:
     os.rename(current, old)
     try:
         os.rename(fresh, current)
     except BaseException:
         os.rename(old, current)
-        discard(fresh)
         raise
-    discard(old)
 
 
 def _remove_tree(path: Path) -> None:
