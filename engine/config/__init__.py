@@ -124,7 +124,9 @@ def list_guests(paths: Paths) -> list[str]:
     except OSError as exc:
         raise KernelError.from_oserror("list", exc) from None
     stems = (file[: -len(".conf")] for file in files if file.endswith(".conf"))
-    return sorted(stem for stem in stems if _is_name(stem))
+    partial = {f[1:-8] for f in files if f.startswith(".") and f.endswith(".partial")}
+    # a guest being made or deleted, or left half so by a killed vserver: engine.rootfs.staging
+    return sorted(stem for stem in stems if _is_name(stem) and stem not in partial)
 
 
 class Scanned(Record):

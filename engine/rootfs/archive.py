@@ -44,6 +44,7 @@ from engine import safepath
 from engine._record import Record
 from engine.errors import VstuiError, require_root
 from engine.paths import Paths
+from engine.rootfs import staging
 
 FORMAT = 1
 HEADER = "vstui-export.json"
@@ -293,7 +294,7 @@ def import_guest(paths: Paths, name: str, source: Target,
     tool = _zstd(name)
     handle, close, label = _open_source(source, name)
     try:
-        with _reader(tool, handle, label, name) as (tar, keep_out):
+        with staging.partial(paths, name), _reader(tool, handle, label, name) as (tar, keep_out):
             conf = _read_head(tar, label, name)
             ensure_barrier(paths)
             return _make(paths, name, conf, overrides or {}, tar, label, keep_out)

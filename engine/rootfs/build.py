@@ -22,7 +22,7 @@ from engine.errors import (
     require_root,
 )
 from engine.paths import Paths
-from engine.rootfs import storage
+from engine.rootfs import staging, storage
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms of every start
 if TYPE_CHECKING:
@@ -205,27 +205,49 @@ def build(
 
         args = dataclasses.replace(args, cache=cache_dir(paths.cache_dir))
     ensure_barrier(paths)
-    config.write_new_config(paths, name, values)
-    cfg = None
-    try:
-        cfg = config.load_guest(paths, name)
-        with storage.full_guard(paths, cfg):
-            storage.create(cfg, paths)
-            with storage.prepare_root(cfg, paths) as handle:
-                populate(chosen, handle.path, cfg.hostname, addresses, args)
-    except BaseException:
-        _remove_all(paths, name, cfg)  # with cfg: a project-quota id is cleared too
-        raise
+    with staging.partial(paths, name):
+        config.write_new_config(paths, name, values)
+        cfg = None
+        try:
+            cfg = config.load_guest(paths, name)
+            with storage.full_guard(paths, cfg):
+                storage.create(cfg, paths)
+                with storage.prepare_root(cfg, paths) as handle:
+                    populate(chosen, handle.path, cfg.hostname, addresses, args)
+        except BaseException:
+            _remove_all(paths, name, cfg)  # with cfg: a project-quota id is cleared too
+            raise
     return cfg
 
 
 def refuse_existing(paths: Paths, name: str) -> None:
-    """VstuiError when anything of guest ``name`` exists (config, tree, image, subvolume)."""
+    """VstuiError when anything of guest ``name`` exists (config, tree, image,
+    subvolume); the leftovers of a killed build, clone, import or delete go first."""
+    _clear_leftovers(paths, name)
     found = _exists(paths, name)
     if found is not None:
         raise VstuiError(
             f"guest already exists ({found}); delete it first: vserver {name} delete", name
         )
+
+
+def _clear_leftovers(paths: Paths, name: str) -> bool:
+    """Remove what a killed build, clone, import or delete of ``name`` left
+    (staging's mark nobody holds); VstuiError while one runs. Whether any was."""
+    found = staging.state(paths, name)
+    if found == "busy":
+        staging.refuse_partial(paths, name)
+    if found != "left":
+        return False
+    from engine import config
+
+    with staging.partial(paths, name):
+        try:
+            cfg = config.load_guest(paths, name)
+        except VstuiError:
+            cfg = None
+        _remove_all(paths, name, cfg)
+    return True
 
 
 def _overrides(hostname: str | None, addresses: tuple[object, ...],
@@ -264,6 +286,8 @@ def delete(paths: Paths, name: str, force: bool = False) -> None:
 
     config.validate_name(name)
     require_root("deleting a guest", name)
+    if _clear_leftovers(paths, name) and _exists(paths, name) is None:
+        return  # delete --force of what a killed operation left
     if _exists(paths, name) is None:
         raise GuestNotFound(f"no guest {name} ({paths.config_file(name)} missing)", name)
     if is_running(paths, name) and not force:
@@ -282,4 +306,5 @@ def delete(paths: Paths, name: str, force: bool = False) -> None:
         cfg = config.load_guest(paths, name)
     except (ConfigError, GuestNotFound):
         cfg = None  # a broken or missing config must not block removal
-    _remove_all(paths, name, cfg)
+    with staging.partial(paths, name):  # killed half-way: hidden, finished by the next delete
+        _remove_all(paths, name, cfg)

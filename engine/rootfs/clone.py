@@ -24,7 +24,7 @@ from pathlib import Path
 from engine import safepath
 from engine.errors import VstuiError, require_root
 from engine.paths import Paths
-from engine.rootfs import snapshots, storage, volumes
+from engine.rootfs import snapshots, staging, storage, volumes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def clone(paths: Paths, source: str, name: str, addresses: Iterable[object] = ()
           hostname: str | None = None, snapshot: str | None = None) -> Any:  # fmt: skip
     """Make guest ``name`` from guest ``source``; returns the clone's GuestConfig."""
     from engine import config
-    from engine.rootfs.build import _iproot, _remove_all, ensure_barrier, refuse_existing
+    from engine.rootfs.build import _iproot, ensure_barrier, refuse_existing
 
     config.validate_name(name)
     src = snapshots._load(paths, source)
@@ -50,6 +50,15 @@ def clone(paths: Paths, source: str, name: str, addresses: Iterable[object] = ()
     changes["S_HOSTNAME"] = hostname or name
     changes["IPROOT"] = _iproot(addresses) or None
     ensure_barrier(paths)
+    with staging.partial(paths, name):
+        return _make(paths, name, src, changes, snapshot)
+
+
+def _make(paths: Paths, name: str, src: Any, changes: dict[str, str | None],
+          snapshot: str | None) -> Any:  # fmt: skip
+    from engine import config
+    from engine.rootfs.build import _remove_all
+
     cfg = None
     try:
         config.atomic_write(paths.config_file(name), src.path.read_text(), guest=name)

@@ -32,6 +32,9 @@ def delete(paths: Paths, name: str, force: bool = False) -> None:
         from engine.runtime.stopping import stop
 
         stop(paths, name)
+    from engine.runtime import bootcache
+
+    bootcache.forget(paths, name)  # first: the compiled start never starts a half-deleted guest
     try:
         rootfs.delete(paths, name)  # refuses a guest started again meanwhile
     except GuestNotFound:

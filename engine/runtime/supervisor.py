@@ -87,6 +87,10 @@ def boot(paths: Paths, name: str) -> int:
     from engine.errors import GuestRunning, require_root
 
     require_root("starting a guest", name)
+    if os.path.lexists(paths.config_dir / f".{name}.partial"):  # engine.rootfs.staging
+        from engine.rootfs.staging import refuse_partial
+
+        refuse_partial(paths, name)
     cfg = load_guest(paths, name)  # GuestNotFound / ConfigError before anything else
     lock = state.lock(paths, name, START_LOCK_TIMEOUT)
     try:
