@@ -36,8 +36,20 @@ def stop(paths: Paths, name: str, timeout: float | None = None) -> bool:
 
 
 def restart(paths: Paths, name: str) -> RunState:
+    """stop, then start, in a child of its own session (engine.runtime.forked.detached):
+    a caller killed between the two no longer leaves the guest stopped."""
+    from engine.paths import check_name
+    from engine.runtime.forked import detached
+
+    check_name(name)
+    detached(lambda: _restart(paths, name), name)
+    return status(paths, name)
+
+
+def _restart(paths: Paths, name: str) -> int:
     stop(paths, name)
-    return start(paths, name)
+    start(paths, name)
+    return 0
 
 
 def status(paths: Paths, name: str) -> RunState:

@@ -73,3 +73,37 @@ def run(func: Callable[[], None], guest: str | None = None, keep: tuple[int, ...
     _, status = os.waitpid(pid, 0)
     if status != 0:
         raise VstuiError(message or f"helper process failed (status {status})", guest)
+
+
+def detached(func: Callable[[], int], guest: str | None = None) -> int:
+    """``func()``'s int result, computed in a child in its own session.
+
+    For operations made of steps that must all happen (restart: stop, then
+    start): a caller killed meanwhile (SIGTERM from `timeout`, Ctrl-C, a
+    dropped ssh session) no longer stops them half-way; SIGKILL of the
+    caller's own process group does not reach the child either. The child's
+    error comes back as one line.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 0
+        try:
+            os.close(r)
+            os.setsid()
+            code = func() & 0x7F
+        except BaseException as exc:
+            code = 0x80
+            try:
+                os.write(w, one_line(exc).encode(errors="replace"))
+            except OSError:
+                pass  # the caller is gone: the work was done all the same
+        finally:
+            os._exit(code)
+    os.close(w)
+    message = read_all(r).decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0x80 or code < 0:
+        raise VstuiError(message or f"helper process failed (status {status})", guest)
+    return code

@@ -129,8 +129,18 @@ def cmd_stop(paths: Paths, name: str, args: Sequence[str]) -> int:
 
 
 def cmd_restart(paths: Paths, name: str, args: Sequence[str]) -> int:
+    from engine.runtime.forked import detached
+
+    # in a child of its own session: killed between the stop and the start,
+    # the guest stayed stopped (QA, #19)
+    return detached(lambda: _restart(paths, name, args), name)
+
+
+def _restart(paths: Paths, name: str, args: Sequence[str]) -> int:
     cmd_stop(paths, name, args)
-    return cmd_start(paths, name, args)
+    code = cmd_start(paths, name, args)
+    sys.stdout.flush()
+    return code
 
 
 def cmd_freeze(paths: Paths, name: str, args: Sequence[str]) -> int:
