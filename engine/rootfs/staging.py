@@ -19,7 +19,7 @@ import errno
 import fcntl
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from engine.errors import VstuiError
@@ -37,11 +37,14 @@ def marked(files: list[str]) -> set[str]:
     return {f[1 : -len(SUFFIX)] for f in files if f.startswith(".") and f.endswith(SUFFIX)}
 
 
-@contextmanager
-def partial(paths: Paths, name: str) -> Iterator[None]:
+def partial(paths: Paths, name: str) -> AbstractContextManager[None]:
     """Hold NAME's mark while the block runs; removed when it ends (also by an
     exception: the caller has cleaned up by then), kept when the process dies."""
-    path = mark(paths, name)
+    return _held(mark(paths, name), name)  # the name is checked now, not at `with`
+
+
+@contextmanager
+def _held(path: Path, name: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
