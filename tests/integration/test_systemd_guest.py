@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import random
 import re
 import signal
 import subprocess
@@ -29,7 +28,12 @@ import pytest
 
 from engine.paths import Paths
 from engine.runtime import state
-from tests.integration.test_debian_guest import authorize_root_key, ssh_argv, wait_for_banner
+from tests.integration.test_debian_guest import (
+    authorize_root_key,
+    free_address,
+    ssh_argv,
+    wait_for_banner,
+)
 from tests.integration.test_runtime import ok, vserver
 
 # the first run on a machine downloads each suite (debootstrap): more than the usual 300 s
@@ -48,15 +52,6 @@ SERVICES = ("systemd-journald", "systemd-logind", "dbus", "cron", "ssh", "nginx"
 @pytest.fixture(autouse=True)
 def shared_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VSTUI_CACHE_DIR", CACHE)
-
-
-def free_address() -> str:
-    """A 198.18.x.y address no route on the host uses (tests run side by side)."""
-    routes = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True).stdout
-    while True:
-        address = f"198.18.{random.randint(150, 199)}.{random.randint(2, 250)}"
-        if address not in routes:
-            return address
 
 
 class SystemdGuest:
