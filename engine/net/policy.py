@@ -122,7 +122,8 @@ def _sources(t: str, r: Routed) -> list[str]:
     lines = [f"add chain {t} sources {{ type filter hook prerouting priority raw; }}"]
     from_guest = f"add rule {t} sources iifname {_q(r.host_link)}"
     if r.own6:  # whatever the filter: the host's neighbour table stays bounded
-        lines += [f"{from_guest} ip6 saddr fe80::/10 ip6 saddr != {r.link_local} drop",
+        other = f" ip6 saddr != {r.link_local}" if r.link_local else ""  # none known: none
+        lines += [f"{from_guest} ip6 saddr fe80::/10{other} drop",
                   f"{from_guest} icmpv6 type {NEIGHBOUR_MAKERS} "
                   f"ip6 saddr != {_set([*r.own6, '::'])} drop"]  # fmt: skip
     if not r.filtered:

@@ -234,6 +234,8 @@ def test_routed_guest_sources_are_its_addresses_and_its_one_link_local():
                   "ip6 saddr fe80::/10 ip6 saddr != fe80::5eff:fe10:1 drop"):  # fmt: skip
         assert guard in text and guard in unfiltered
     assert policy.routed_arp_script(r).endswith('iifname "vs-web" drop\n')  # no IPv4: no ARP
+    unknown = policy.routed_script(dataclasses.replace(r, link_local=None))
+    assert 'iifname "vs-web" ip6 saddr fe80::/10 drop' in unknown and "None" not in unknown
 
 
 def test_bridged_guest_rules_and_link_local_address():
