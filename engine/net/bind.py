@@ -367,7 +367,7 @@ def _refuse_foreign_sockets(raw: bool) -> None:
 
 
 def inherited_socket() -> str | None:
-    """Why this process may not exec: a network socket it would keep, or None.
+    """Why this process may not exec: a way to the network it would keep, or None.
 
     A socket belongs to the cgroup of the task that made it, recorded once
     at creation (net/core/sock.c sk_alloc -> cgroup_sk_alloc, which takes
@@ -376,6 +376,8 @@ def inherited_socket() -> str | None:
     __cgroup_bpf_run_filter_sock_addr read sock_cgroup_ptr(&sk->sk_cgrp_data)).
     A socket made before the fork, and passed down without close-on-exec, is
     not held by our group at all: it would listen and send on every address.
+    So is a tun/tap descriptor (what it writes enters the host's stack as
+    received from a device) and an io_uring instance (its registered files).
     Unix sockets carry no addresses and may pass.
     """
     for entry in os.listdir("/proc/self/fd"):
@@ -383,16 +385,28 @@ def inherited_socket() -> str | None:
         try:
             if fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC:
                 continue  # closed by the exec
-            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-                continue
+            what = _network_way(fd)
         except OSError:
             continue  # the listing's own descriptor, closed by now
-        family, where = _socket_family(fd)
-        if family != socket.AF_UNIX:
-            return (f"it would inherit descriptor {fd}, a {family.name} socket{where} "
-                    f"made outside the group, which no filter sees; close it first "
-                    f"({fd}<&-)")  # fmt: skip
+        if what:
+            return (f"it would inherit descriptor {fd}, {what} made outside the group, "
+                    f"which no filter sees; close it first ({fd}<&-)")  # fmt: skip
     return None
+
+
+TUN = os.makedev(10, 200)  # /dev/net/tun (Documentation/admin-guide/devices.txt)
+
+
+def _network_way(fd: int) -> str | None:
+    mode = os.fstat(fd)
+    if stat.S_ISCHR(mode.st_mode) and mode.st_rdev == TUN:
+        return "a tun/tap device"
+    if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[io_uring]":
+        return "an io_uring instance"
+    if not stat.S_ISSOCK(mode.st_mode):
+        return None
+    family, where = _socket_family(fd)
+    return None if family == socket.AF_UNIX else f"a {family.name} socket{where}"
 
 
 def _socket_family(fd: int) -> tuple[socket.AddressFamily, str]:

@@ -414,6 +414,17 @@ def test_an_inherited_socket_is_refused_not_run_unfiltered(vroot, lan):
         vroot, "--silent", "--ip", "198.18.12.1", "--", "true")), capture_output=True, text=True,
         timeout=30)  # fmt: skip
     assert done.returncode == 0, done.stderr
+    # a tun/tap descriptor: what it writes enters the host's stack from outside
+    tun = (
+        "import os, sys\nfd = os.open('/dev/net/tun', os.O_RDWR)\nos.set_inheritable(fd, True)\n"
+        "print(fd, flush=True)\nos.execvp(sys.argv[1], sys.argv[1:])"
+    )
+    done = subprocess.run(host.argv(sys.executable, "-c", tun, *chbind_cmd(
+        vroot, "--silent", "--ip", "198.18.12.1", "--", "true")), capture_output=True, text=True,
+        timeout=30)  # fmt: skip
+    fd = done.stdout.split()[0]
+    assert done.returncode == 126, done.stderr
+    assert f"it would inherit descriptor {fd}, a tun/tap device made outside" in done.stderr
 
 
 def test_a_socket_of_another_process_cannot_be_taken(vroot, lan):
