@@ -18,6 +18,7 @@ IFA_F_NODAD = 0x02  # include/uapi/linux/if_addr.h
 IFA_F_NOPREFIXROUTE = 0x200
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,20 +115,48 @@ def host_addresses() -> dict[str, str]:
                 for a in ipr.get_addr()}  # fmt: skip
 
 
-def refuse_host_owned(cfg: Any, config_file: Any) -> None:
-    """ConfigError when a guest address is one of the host's own (start and check).
+RTN_KINDS = {2: "an address", 3: "a broadcast address", 4: "an anycast address"}  # RTN_LOCAL..
 
-    The host would answer for it and the guest would then send as the host
-    towards every other guest; the kernel lets both have it, so we ask.
+
+def host_local_addresses() -> dict[IPAddress, tuple[str, str]]:
+    """What the host's local table answers for -> (kind, device).
+
+    Its own addresses, the broadcast address of each IPv4 network and the
+    subnet-router anycast address of each IPv6 one it forwards for
+    (net/ipv4/fib_frontend.c fib_add_ifaddr; net/ipv6/anycast.c).
+    """
+    import socket
+
+    from engine.net import nl
+
+    found: dict[IPAddress, tuple[str, str]] = {}
+    with nl.host() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        for family, full in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
+            for route in ipr.get_routes(family=family, table=255):
+                if route["dst_len"] == full and route["type"] in RTN_KINDS:
+                    found[ipaddress.ip_address(route.get_attr("RTA_DST"))] = (
+                        RTN_KINDS[route["type"]],
+                        names.get(route.get_attr("RTA_OIF"), "?"),
+                    )
+    return found
+
+
+def refuse_host_owned(cfg: Any, config_file: Any) -> None:
+    """ConfigError when the host answers for a guest address itself (start and check).
+
+    The host would take the guest's traffic (or broadcast it on a host
+    network), and the guest would send as the host towards every other
+    guest; the kernel lets both have the address, so we ask.
     """
     if (cfg.netmode or "veth") == "host" or not cfg.addresses:
         return
-    owned = {ipaddress.ip_address(a.split("%")[0]): dev for a, dev in host_addresses().items()}
+    local = host_local_addresses()
     for item in cfg.addresses:
-        dev = owned.get(item.interface.ip)
-        if dev is not None:
+        kind, dev = local.get(item.interface.ip, (None, ""))
+        if kind is not None:
             raise ConfigError(
-                f"{item.address} is an address of this host (on {dev}); give the guest an "
-                f"address of its own, or remove {item.address} from {dev}",
+                f"{item.address} is {kind} of this host (on {dev}); give the guest an "
+                f"address of its own, or take {item.address} off {dev}",
                 config_file, key="IPROOT", guest=cfg.name,
             )  # fmt: skip

@@ -24,13 +24,15 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture
 def host_address(vroot: Paths) -> Iterator[tuple[str, str]]:
-    """(address, device): a 198.19.x.y address of this root on a veth the test makes."""
+    """(address, device): a 198.19.x.y/24 address of this root on a veth the test
+    makes (up, so the host's local table holds its broadcast address too)."""
     link, peer = vroot.link_name("own", kind="xo"), vroot.link_name("own", kind="yo")
     h = int(hashlib.sha1(str(vroot.root).encode()).hexdigest()[:4], 16)
     address = f"198.19.{h >> 8}.{(h & 0x7F) + 1}"
     subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", peer], check=True)
     try:
-        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", link], check=True)
+        subprocess.run(["ip", "addr", "add", f"{address}/24", "dev", link], check=True)
+        subprocess.run(["ip", "link", "set", link, "up"], check=True)
         yield address, link
     finally:
         subprocess.run(["ip", "link", "del", link], capture_output=True)
@@ -71,5 +73,8 @@ def test_an_address_of_the_host_is_refused(vroot, host_address):
     address, device = host_address
     name = build(vroot, {"IPROOT": f"{address}/24"})
     refused(vroot, name, address, f"is an address of this host (on {device})")
+    broadcast = address.rsplit(".", 1)[0] + ".255"  # a /32 of the guest: no broadcast of its own
+    update_config(vroot, name, {"IPROOT": f"{broadcast}/32"})
+    refused(vroot, name, broadcast, f"is a broadcast address of this host (on {device})")
     update_config(vroot, name, {"IPROOT": "2001:2:47::5/64"})
     assert vserver(vroot, name, "check").returncode == 0
