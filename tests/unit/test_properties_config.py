@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import string
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -135,8 +137,21 @@ def configs(draw: st.DrawFn) -> dict[str, str]:
     return values
 
 
+_ROOTS: list[Path] = []  # the module's temporary base (one directory, removed at its end)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _roots_base() -> Iterator[None]:
+    # hypothesis runs each property hundreds of times: one root per example
+    # under one base, removed once (mkdtemp in /tmp left some 30,000 behind)
+    with tempfile.TemporaryDirectory(prefix="vstui-props-") as base:
+        _ROOTS.append(Path(base))
+        yield
+        _ROOTS.pop()
+
+
 def _root() -> Paths:
-    return Paths.from_root(tempfile.mkdtemp(prefix="vstui-props-"))
+    return Paths.from_root(tempfile.mkdtemp(dir=_ROOTS[-1]))
 
 
 def test_every_key_has_a_valid_value_strategy() -> None:
