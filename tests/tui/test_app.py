@@ -6,6 +6,8 @@ import signal
 import subprocess
 from dataclasses import replace
 
+from textual.widgets import Footer
+
 from engine.datamodel import HOST_NAME
 from engine.facade import read_starttime
 from tests.tui.fakes import big_snapshot, proc, small_snapshot
@@ -50,8 +52,7 @@ def test_guests_sort_and_filter(tmp_path):
 
     async def scenario(pilot):
         await pilot.press("greater_than_sign")
-        assert isinstance(app.screen, PickDialog)
-        app.screen.query_one("OptionList").highlighted = 2  # CPU%
+        app.screen.query_one("#sortpick OptionList").highlighted = 2  # CPU%
         await pilot.press("enter")
         await pilot.press("I")  # invert: busiest first
         await settle(pilot)
@@ -63,6 +64,41 @@ def test_guests_sort_and_filter(tmp_path):
         assert rows(app) == ["", "db", "web", "mail"]  # filter cleared, sort kept
 
     drive(app, scenario)
+
+
+def test_sort_picker_opens_over_the_table_without_a_screen_switch(tmp_path):
+    """The picker is part of the table's screen: opening and closing it
+    neither switches screens (a full repaint of the screen below) nor
+    rebuilds the key footer, whose keys stay the same."""
+    app = make_app(tmp_path, first_screen="processes")
+    rebuilt: list[object] = []
+
+    async def scenario(pilot):
+        await settle(pilot)
+        screen = app.screen
+        footer = screen.query_one(Footer)
+        real = footer.recompose
+
+        async def counted():
+            rebuilt.append(1)
+            await real()
+
+        footer.recompose = counted
+        await pilot.press("greater_than_sign")
+        await settle(pilot)
+        assert app.screen is screen and "Sort by" in screen_text(app)
+        assert screen.query_one("#sortpick OptionList").has_focus
+        await pilot.press("down", "down", "enter")  # CPU%, memory, PID
+        await settle(pilot)
+        assert app.screen is screen and "Sort by" not in screen_text(app)
+        assert screen.table.sort_key == "pid" and screen.table.has_focus
+        await pilot.press("greater_than_sign", "down", "escape")
+        await settle(pilot)
+        assert "Sort by" not in screen_text(app) and screen.table.sort_key == "pid"
+        assert screen.table.has_focus and isinstance(app.screen, ProcessesScreen)
+        assert rebuilt == []
+
+    drive(app, scenario, size=(160, 48))
 
 
 def test_detail_screen_shows_config_gauges_tree_and_log(tmp_path):

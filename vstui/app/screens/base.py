@@ -15,14 +15,38 @@ from textual.widgets import Footer, Input, Static
 from engine.datamodel import Snapshot
 from vstui.app.actions import allowed
 from vstui.app.screens.storage_actions import StorageActions
-from vstui.app.widgets.dialogs import PickDialog
 from vstui.app.widgets.filterbox import FilterBox
 from vstui.app.widgets.linetable import LineTable
+from vstui.app.widgets.lists import SortPicker
 from vstui.app.widgets.paint import SpanCompositor
 from vstui.app.widgets.topbar import TopBar
 
 if TYPE_CHECKING:
     from vstui.app.app import VstuiApp
+
+
+class KeyFooter(Footer):
+    """Textual's footer, rebuilt only when the keys it shows change.
+
+    Textual rebuilds it (some 30 widgets mounted and styled, ~25 ms) at every
+    focus change, though moving between a table and a list leaves the same
+    keys on show.
+    """
+
+    _shown: tuple[object, ...] | None = None
+
+    def bindings_changed(self, screen: Screen) -> None:
+        shown = tuple(
+            (binding.key, binding.action, binding.description, enabled, tooltip)
+            for _, binding, enabled, tooltip in screen.active_bindings.values()
+            if binding.show
+        )
+        if shown == self._shown and self.children:
+            self._bindings_ready = True
+            return
+        if screen.app.app_focus:
+            self._shown = shown
+        super().bindings_changed(screen)
 
 
 class VstuiScreen(StorageActions, Screen):
@@ -31,6 +55,7 @@ class VstuiScreen(StorageActions, Screen):
     SCOPE: ClassVar[str] = ""
     TITLE_TEXT: ClassVar[str] = ""
     DEFAULT_CSS = """
+    VstuiScreen { layers: default picker; }
     VstuiScreen #notice { height: auto; max-height: 2; color: $warning; padding: 0 1; }
     VstuiScreen #notice.-empty { display: none; }
     VstuiScreen #filter { dock: bottom; display: none; height: 3; }
@@ -60,7 +85,7 @@ class VstuiScreen(StorageActions, Screen):
     def footer(self) -> ComposeResult:
         """The key footer, and the line that replaces it for a moment to say
         why a key did nothing (``say``)."""
-        yield Footer(compact=True, show_command_palette=False)
+        yield KeyFooter(compact=True, show_command_palette=False)
         yield Static("", id="footnote", markup=False)
 
     _footnote_timer: Timer | None = None
@@ -178,12 +203,12 @@ class TableScreen(VstuiScreen):
     filter_text = ""
 
     def action_sort(self) -> None:
-        self.app.push_screen(
-            PickDialog("Sort by", self.SORTS, self.table.sort_key or ""), self._sorted
-        )
+        self.query_one(SortPicker).open(self.table.sort_key or "")
 
-    def _sorted(self, key: str | None) -> None:
-        if key:
+    @on(SortPicker.Closed)
+    def _sorted(self, event: SortPicker.Closed) -> None:
+        self.table.focus()
+        if key := event.key:
             self.table.sort_key = key
             self.keep_view()
             self.redraw()
@@ -222,3 +247,4 @@ class TableScreen(VstuiScreen):
         yield self.top_bar()
         yield self.notice()
         yield self.filter_box()
+        yield SortPicker(self.SORTS, id="sortpick")
