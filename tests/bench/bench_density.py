@@ -1,6 +1,7 @@
 """Density: many idle busybox guests on one host, side by side with ps, htop and LXC.
 
     .venv/bin/python -m tests.bench.bench_density [--full] [--counts 50,200] [--seconds 20]
+        [--code LABEL=DIR] [--hold]
 
 Run by hand, as root. Builds the guests under a temporary root, starts them
 in steps (50, then 200; 1,000 with ``--full``) through the installed front
@@ -21,7 +22,11 @@ end as an administrator would, and prints at every step, in one run:
   the terminal and CPU%;
 - ``vps ax`` and ``vserver-stat`` next to ``ps ax``: median time and lines;
 
-then 20 LXC busybox containers (``lxc.net.0.type = empty``) with their
+``--code LABEL=DIR`` runs another source tree's console too, beside ours
+and htop (e.g. the code before a change); ``--hold`` keeps the guests of
+the last step running until Ctrl-C (for profiling by hand).
+
+Then 20 LXC busybox containers (``lxc.net.0.type = empty``) with their
 monitors' PSS and MemAvailable drop per container (when LXC is installed).
 The machine is shared: read the ratios of one run, not absolute figures.
 Everything is stopped, deleted and removed at the end (also on Ctrl-C).
@@ -216,17 +221,22 @@ def timed_lines(argv: list[str], runs: int = 5) -> tuple[float, int]:
     return statistics.median(times), lines
 
 
-def console_vs_htop(root: Path, screen: str, seconds: float, warmup: float) -> tuple:
-    """(vstui Measure, htop Measure) at 80x24, idle, same seconds."""
+def console_vs_htop(
+    root: Path, screen: str, seconds: float, warmup: float, trees: dict[str, Path]
+) -> list:
+    """[Measure of each tree's console..., htop's Measure] at 80x24, idle, same seconds."""
     from tests.bench.live_host import PtyProgram, side_by_side
 
     home = tempfile.mkdtemp(prefix="vstui-bench-home-")
     try:
-        env = {"PYTHONPATH": str(REPO), "HOME": home}
-        vstui = [sys.executable, "-m", "vstui.app.main", "--root", str(root), "--screen", screen,
-                 "-d", "1"]  # fmt: skip
-        programs = [PtyProgram(vstui, 80, 24, env), PtyProgram(["htop", "-d", "10"], 80, 24, env)]
-        return tuple(side_by_side(programs, warmup, seconds, []))
+        programs = []
+        for code in trees.values():
+            env = {"PYTHONPATH": str(code), "HOME": home}
+            vstui = [sys.executable, "-m", "vstui.app.main", "--root", str(root), "--screen",
+                     screen, "-d", "1"]  # fmt: skip
+            programs.append(PtyProgram(vstui, 80, 24, env))
+        programs.append(PtyProgram(["htop", "-d", "10"], 80, 24, {"HOME": home}))
+        return side_by_side(programs, warmup, seconds, [])
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
@@ -253,10 +263,13 @@ def report_step(fleet: Fleet, base_avail: int, args: argparse.Namespace) -> None
           f"(vps/ps {vps[0] / ps[0]:.2f}x)")  # fmt: skip
     if args.no_console or not shutil.which("htop"):
         return
+    trees = {"console": REPO, **args.code}
     for screen in ("guests", "processes"):
-        mine, htop = console_vs_htop(fleet.root, screen, args.seconds, args.warmup)
-        print(f"console {screen:9} 80x24 idle: {mine.bytes_per_s:7.0f} B/s {mine.cpu_percent:5.1f}"
-              f"% CPU | htop {htop.bytes_per_s:7.0f} B/s {htop.cpu_percent:5.1f}% CPU")  # fmt: skip
+        *mine, htop = console_vs_htop(fleet.root, screen, args.seconds, args.warmup, trees)
+        for label, m in zip(trees, mine, strict=True):
+            print(f"{label:7} {screen:9} 80x24 idle: {m.bytes_per_s:7.0f} B/s "
+                  f"{m.cpu_percent:5.1f}% CPU | htop {htop.bytes_per_s:7.0f} B/s "
+                  f"{htop.cpu_percent:5.1f}% CPU")  # fmt: skip
 
 
 def lifecycle(fleet: Fleet, first: list[float]) -> None:
@@ -322,6 +335,18 @@ def lxc_create(lxcpath: Path, name: str) -> None:
     config.write_text(text + "\nlxc.net.0.type = empty\n")
 
 
+def hold(root: Path) -> None:
+    """Keep the guests running (for profiling by hand) until Ctrl-C or SIGTERM."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    print(f"\nholding: --root {root}  (Ctrl-C or SIGTERM {os.getpid()} to go on)", flush=True)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+
+
 # -- main -------------------------------------------------------------------------------
 
 
@@ -333,7 +358,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=15.0, help="console start-up allowance")
     parser.add_argument("--no-console", action="store_true")
     parser.add_argument("--no-lxc", action="store_true")
+    parser.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="also run the console of another source tree, side by side",
+    )
+    parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="after the last step, keep the guests until Ctrl-C/SIGTERM",
+    )
     args = parser.parse_args()
+    args.code = {k: Path(v) for k, v in (c.split("=", 1) for c in args.code)}
     counts = [int(n) for n in args.counts.split(",")] + ([1000] if args.full else [])
     fleet = Fleet(Path(tempfile.mkdtemp(prefix="vstui-density-", dir="/tmp")))
     print(f"density benchmark, steps {counts}; load average {os.getloadavg()[0]:.1f} "
@@ -346,6 +384,8 @@ def main() -> None:
             while len(fleet.running) < count:
                 first.append(fleet.start(fleet.built[len(fleet.running)])[0])
             report_step(fleet, base, args)
+        if args.hold:
+            hold(fleet.root)
         lifecycle(fleet, first)
     finally:
         fleet.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,6 +48,24 @@ def test_span_update_writes_only_the_span_not_from_the_widget_edge():
     update = SpanUpdate([line], [(0, 4, 6)], [[10]])
     out = update.render_segments(_console())
     assert out.startswith("\x1b[1;5H") and "45" in out and "3" not in out.replace("\x1b[1;5H", "")
+
+
+def test_span_update_states_a_style_once_per_run_of_it():
+    """The terminal keeps the SGR state between spans, as ncurses does: a
+    style is sent when it changes, not around every span (no reset after
+    each, no colour restated for the same style), and reset once at the end."""
+    grey = Style(color="grey70", bgcolor="black")
+    bold = Style(color="grey70", bgcolor="black", bold=True)
+    lines = [{0: Strip([Segment("ab", grey)])}, {0: Strip([Segment("cd", grey)])},
+             {0: Strip([Segment("e", grey), Segment("f", bold), Segment("g", grey)])}]  # fmt: skip
+    update = SpanUpdate(lines, [(0, 0, 2), (1, 0, 2), (2, 0, 3)], [[2], [2], [3]])
+    out = update.render_segments(_console())
+    colours = Style(color="grey70", bgcolor="black")._make_ansi_codes(_console().color_system)
+    assert out.count(colours) == 1  # stated once for the three spans
+    assert out.count("\x1b[0m") == 1 and out.endswith("\x1b[0m")
+    assert "\x1b[1m" in out and "\x1b[22m" in out  # bold on, then off: colours kept
+    plain = "".join(ch for ch in re.sub("\x1b\\[[0-9;]*[A-Za-z]", "", out))
+    assert plain == "abcdefg"
 
 
 def test_best_shift_finds_rows_that_moved_together():

@@ -13,8 +13,8 @@ Three pieces, used by every widget that shows live figures:
   at the widget's left edge (textual/_compositor.py ``ChopsUpdate``, "TODO:
   crop to x extents"), so a changed CPU% at column 40 re-sent 40 cells.
 
-Lines are also built from as few segments as possible (``Strip.simplify``):
-each segment costs a full SGR sequence and a reset on the wire.
+Lines are also built from as few segments as possible (``Strip.simplify``),
+and a partial update sends a style only where it changes (``sgr``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from itertools import repeat
 
 from rich.cells import cell_len
+from rich.color import ColorSystem
 from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
@@ -31,10 +32,12 @@ from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
-# Two changed runs closer than this are sent as one: moving the cursor,
-# restating the style and resetting it cost about 30 bytes, as much as that
-# many unchanged cells.
-JOIN_GAP = 24
+from vstui.app.widgets.sgr import SgrState
+
+# Two changed runs closer than this are sent as one: moving the cursor costs
+# about 8 bytes and restating a style a few more (sgr.SgrState), as much as
+# that many unchanged cells.
+JOIN_GAP = 12
 # Rows that moved together are scrolled on the terminal from this many on.
 MIN_SHIFT = 3
 MAX_SHIFTS = 4
@@ -232,6 +235,7 @@ class SpanUpdate(ChopsUpdate):
     def render_segments(self, console: Console) -> str:
         out: list[str] = []
         append = out.append
+        sgr = SgrState(console._color_system or ColorSystem.TRUECOLOR)
         for y, x1, x2 in self.spans:
             for end, (x, strip) in zip(self.chop_ends[y], self.chops[y].items(), strict=False):
                 if strip is None or x >= x2 or end <= x1:
@@ -240,8 +244,16 @@ class SpanUpdate(ChopsUpdate):
                 if start > x or stop < end:
                     strip = strip.crop(start - x, stop - x)
                 append(f"\x1b[{y + 1};{start + 1}H")
-                append(strip.render(console))
+                for text, style, _ in strip:
+                    append(sgr.to(style))
+                    append(_linked(text, style) if style is not None and style._link else text)
+        append(sgr.reset())
         return "".join(out)
+
+
+def _linked(text: str, style: Style) -> str:
+    """A hyperlinked run, as rich writes it (OSC 8)."""
+    return f"\x1b]8;id={style._link_id};{style._link}\x1b\\{text}\x1b]8;;\x1b\\"
 
 
 class SpanCompositor(Compositor):
