@@ -145,9 +145,13 @@ class RunStates:
         self.paths = paths
         self.proc_root = proc_root
         self._seen: dict[str, tuple[tuple[int, int, int], _Recorded]] = {}
+        self._frozen: dict[str, bool] = {}
+        self._dirs: dict[str, str] = {}  # name -> run dir (a checked name, joined once)
 
     def _record(self, name: str) -> _Recorded:
-        run = self.paths.run_dir_str(name)
+        run = self._dirs.get(name)
+        if run is None:
+            run = self._dirs[name] = self.paths.run_dir_str(name)
         try:
             st = os.stat(run)
         except OSError:
@@ -166,7 +170,13 @@ class RunStates:
         """The guest's run state; ``seen``: the caller's last scan of /proc (init
         found there alive counts as alive: a guest that died since is seen at the
         next read)."""
-        return _checked(name, self._record(name), self.proc_root, seen)
+        recorded = self._record(name)
+        self._frozen[name] = bool(recorded[5])
+        return _checked(name, recorded, self.proc_root, seen)
+
+    def was_frozen(self, name: str) -> bool:
+        """Whether run_dir/frozen was there at the last ``read`` of the guest."""
+        return self._frozen.get(name, False)
 
     def frozen(self, name: str) -> bool:
         """run_dir/frozen exists (``vserver NAME freeze``)."""

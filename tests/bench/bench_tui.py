@@ -21,6 +21,10 @@ seconds; it prints bytes/s to the terminal and CPU% of each::
 
     .venv/bin/python tests/bench/bench_tui.py --live [--seconds 10]
         [--screens guests,processes,...] [--sizes 80x24,160x48] [--modes idle,busy]
+        [--code before=/tmp/old-tree]
+
+``--code LABEL=DIR`` runs another source tree's console in the same seconds
+too (e.g. the code before a change), so before and after share one run.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -170,8 +175,9 @@ def live(args: argparse.Namespace) -> None:
     screens = args.screens.split(",")
     sizes = [tuple(int(n) for n in s.split("x")) for s in args.sizes.split(",")]
     home = tempfile.mkdtemp(prefix="vstui-bench-home-")  # htop's defaults, not a user's htoprc
-    print(f"{'screen':10} {'size':7} {'mode':5} {'vstui B/s':>10} {'htop B/s':>9} {'ratio':>6}"
-          f" {'vstui CPU%':>10} {'htop CPU%':>9}")  # fmt: skip
+    trees = {"vstui": REPO, **dict(c.split("=", 1) for c in args.code)}
+    print(f"{'screen':10} {'size':7} {'mode':5} {'code':7} {'B/s':>7} {'htop B/s':>9} {'ratio':>6}"
+          f" {'CPU%':>5} {'htop CPU%':>9}")  # fmt: skip
     with Guests() as guests:
         for mode in args.modes.split(","):
             load = Load(8, guests.addresses()) if mode == "busy" else None
@@ -182,18 +188,25 @@ def live(args: argparse.Namespace) -> None:
                         vstui = [sys.executable, "-m", "vstui.app.main", "--root", guests.root,
                                  "--screen", first, "-d", "1"]  # fmt: skip
                         htop = ["htop", "-d", "10", *htop_opts]
-                        env = {"PYTHONPATH": str(REPO), "HOME": home}
-                        programs = [PtyProgram(vstui, cols, rows, env),
-                                    PtyProgram(htop, cols, rows, env)]  # fmt: skip
-                        typed = [(i, k) for i, k in ((0, keys), (1, htop_keys)) if k]
-                        ours, theirs = side_by_side(programs, args.warmup, args.seconds, typed)
-                        ratio = ours.bytes_per_s / theirs.bytes_per_s if theirs.bytes_per_s else 0
-                        print(f"{screen:10} {cols}x{rows:<4} {mode:5} {ours.bytes_per_s:10.0f}"
-                              f" {theirs.bytes_per_s:9.0f} {ratio:6.2f} {ours.cpu_percent:10.1f}"
-                              f" {theirs.cpu_percent:9.1f}", flush=True)  # fmt: skip
+                        programs = [PtyProgram(vstui, cols, rows,
+                                               {"PYTHONPATH": str(code), "HOME": home})
+                                    for code in trees.values()]  # fmt: skip
+                        programs.append(PtyProgram(htop, cols, rows, {"HOME": home}))
+                        typed = [(i, keys) for i in range(len(trees)) if keys]
+                        if htop_keys:
+                            typed.append((len(trees), htop_keys))
+                        *ours, theirs = side_by_side(programs, args.warmup, args.seconds, typed)
+                        for label, m in zip(trees, ours, strict=True):
+                            print_row(f"{screen:10} {cols}x{rows:<4} {mode:5} {label:7}", m, theirs)
             finally:
                 if load is not None:
                     load.close()
+
+
+def print_row(head: str, ours: Any, htop: Any) -> None:
+    ratio = ours.bytes_per_s / htop.bytes_per_s if htop.bytes_per_s else 0
+    print(f"{head} {ours.bytes_per_s:7.0f} {htop.bytes_per_s:9.0f} {ratio:6.2f}"
+          f" {ours.cpu_percent:5.1f} {htop.cpu_percent:9.1f}", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -205,6 +218,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="80x24,160x48")
     parser.add_argument("--modes", default="idle,busy")
     parser.add_argument("--warmup", type=float, default=8.0)
+    parser.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="--live: also run another source tree's console, side by side",
+    )
     args = parser.parse_args()
     if args.live:
         live(args)

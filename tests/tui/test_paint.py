@@ -126,6 +126,28 @@ def test_an_update_repaints_only_the_changed_cell(tmp_path: Path):
     asyncio.run(main())
 
 
+def test_a_row_whose_item_changed_but_reads_the_same_is_not_built_again(tmp_path: Path):
+    """A guest's uptime ticks every second but shows in minutes: its line is
+    not rebuilt (at hundreds of guests that was most of an idle refresh)."""
+    snap = small_snapshot()
+    app = make_app(tmp_path, snap=snap, first_screen="processes", interval=3600)
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            table = app.screen.query_one("#procs", LineTable)
+            built: list[object] = []
+            real = table._line
+            table._line = lambda *a: built.append(a) or real(*a)
+            items = dict(table.items)
+            key = table.order[-1]
+            items[key] = replace(items[key], cutime=items[key].cutime + 1)  # not shown
+            table.set_data(list(table.order), items, table.prefixes)
+            assert built == []
+
+    asyncio.run(main())
+
+
 def _console():
     from rich.console import Console
 

@@ -554,3 +554,35 @@ def test_an_idle_guests_memory_is_not_read_again_until_one_of_its_processes_runs
     _set_stat_field(proc, 2300, 11, "999999")  # a guest process used CPU
     assert db1().memory.used == 2000 and counting.used == 2
     assert counting.limits == 1  # limits: every LIMITS_EVERY seconds
+
+
+def test_an_idle_guests_status_is_carried_over_until_something_of_it_changes(
+    proc: Path, host: tuple[Paths, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At many guests the console's idle cost is per guest per second: a guest
+    whose processes, run files, config and traffic did not change keeps its
+    figures (no gauge, disk or frozen check read again); its uptime moves."""
+    import importlib
+
+    import engine.cgroups
+
+    snapshot = importlib.import_module("engine.observe.snapshot")
+    paths, cgfs = host
+    monkeypatch.setattr(engine.cgroups, "manager", lambda: _CountingCgroups())
+    observer = snapshot.Observer(paths, proc, cgfs)
+    worked: list[str] = []
+    real = snapshot.Observer._disk_gauges
+    monkeypatch.setattr(
+        snapshot.Observer,
+        "_disk_gauges",
+        lambda self, name, *a: worked.append(name) or real(self, name, *a),
+    )
+    first = observer.snapshot().guest("db1")
+    again = observer.snapshot().guest("db1")
+    assert worked == ["db1"]  # nothing of db1 changed: carried over
+    assert again.memory == first.memory and again.state == first.state == "running"
+    _set_stat_field(proc, 2300, 11, "999999")  # a guest process used CPU
+    observer.snapshot()
+    assert worked == ["db1", "db1"]
+    (paths.run_dir("db1") / "frozen").write_text("1\n")  # its run files changed
+    assert observer.snapshot().guest("db1").state == "frozen"

@@ -158,7 +158,10 @@ class LineTable(ScrollView, can_focus=True):
         cached = self._cells.get(key)
         if cached is not None and cached[1] == prefix and (cached[0] is item or cached[0] == item):
             return cached
-        entry = (item, prefix, tuple(self.formatter(item, prefix)))
+        cells = tuple(self.formatter(item, prefix))
+        if cached is not None and cached[2] == cells:
+            cells = cached[2]  # reads the same: its built line is kept (see _row)
+        entry = (item, prefix, cells)
         self._cells[key] = entry
         return entry
 
@@ -166,6 +169,7 @@ class LineTable(ScrollView, can_focus=True):
         """Forget formatted cells (the formatter's inputs changed) and repaint."""
         self._cells.clear()
         self._strips.clear()
+        self._header_strip = None
         self.refresh()
 
     def notify_style_update(self) -> None:
@@ -173,6 +177,7 @@ class LineTable(ScrollView, can_focus=True):
         super().notify_style_update()
         self._styles = None
         self._strips.clear()
+        self._header_strip = None
 
     def _row_styles(self) -> tuple[Style, Style, Style, Style]:
         """(base, header, cursor, marked), looked up once per style change."""
@@ -255,6 +260,7 @@ class LineTable(ScrollView, can_focus=True):
     def on_resize(self) -> None:
         self._fit()
         self._strips.clear()
+        self._header_strip = None
         self._painted.forget()
         self._resize()
         self.refresh()
@@ -361,7 +367,12 @@ class LineTable(ScrollView, can_focus=True):
             if col.key == self.sort_key:
                 mark = "▼" if self.sort_reverse else "▲"
             cells.append(col.title + mark)
-        return self._line(" ", cells, total, style)
+        made = (cells, total, style)
+        if self._header_strip is None or self._header_strip[0] != made:
+            self._header_strip = (made, self._line(" ", cells, total, style))
+        return self._header_strip[1]
+
+    _header_strip: tuple[tuple[list[Cell], int, Style], Strip] | None = None
 
     def _row(self, index: int, total: int) -> Strip:
         key = self.order[index]
