@@ -9,6 +9,8 @@ are checked for leaks.
 
 from __future__ import annotations
 
+import random
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -47,3 +49,25 @@ def guests(fleet: TestSshd, vroot: Paths, vroot2: Paths) -> Iterator[TestSshd]:
         fleet.exit_masters()
         for paths, name in made:
             stop_and_delete(paths, name)
+
+
+@pytest.fixture
+def host_source(vroot: Paths) -> Iterator[str]:
+    """A host IPv4 address for host-to-guest connections, on a test-made veth.
+
+    A routed guest's host end has no address (the guest reaches the host through
+    169.254.0.1, a neighbour entry): the host's replies and connections take a
+    source from its other links. A host whose only IPv4 address is 127.0.0.1
+    (this machine's eth0 may have none) has no source, and connections time
+    out. The pair is named from the root, so the leak check knows it.
+    """
+    host, peer = f"h{vroot.root_id[:4]}-src", f"p{vroot.root_id[:4]}-src"
+    address = f"198.18.149.{random.randint(2, 250)}"
+    subprocess.run(["ip", "link", "add", host, "type", "veth", "peer", "name", peer], check=True)
+    try:
+        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", host], check=True)
+        for link in (host, peer):
+            subprocess.run(["ip", "link", "set", link, "up"], check=True)
+        yield address
+    finally:
+        subprocess.run(["ip", "link", "del", host], capture_output=True)

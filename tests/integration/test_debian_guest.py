@@ -33,7 +33,9 @@ from engine.config import update_config
 from engine.paths import Paths
 
 # the first run on a machine downloads the image (debootstrap): more than the usual 300 s
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1800)]
+# host_source: the host needs an IPv4 source address to reach the guests
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1800),
+              pytest.mark.usefixtures("host_source")]  # fmt: skip
 
 CAPS_DEFAULT_MASK = 0x144C04FF  # engine.caps.DEFAULT_GUEST_CAPS as CapBnd
 SUITE = "bookworm"

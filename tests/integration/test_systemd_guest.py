@@ -37,7 +37,9 @@ from tests.integration.test_debian_guest import (
 from tests.integration.test_runtime import ok, vserver
 
 # the first run on a machine downloads each suite (debootstrap): more than the usual 300 s
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1800)]
+# host_source: the host needs an IPv4 source address to reach the guests
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1800),
+              pytest.mark.usefixtures("host_source")]  # fmt: skip
 
 CACHE = "/var/cache/vstui-tests"  # outside the repo: survives runs, CI pays once
 SUITES = ("bookworm", "trixie")
