@@ -13,7 +13,11 @@
  *                                changes it, so it never invalidates this entry
  *   binary PATH SHA256 DEV INO SIZE MTIME CTIME
  *                                the helpers and this front end: by content,
- *                                the stat (ctime included) only as a shortcut
+ *                                the stat (ctime included) only as a shortcut;
+ *                                a binary whose stat changed but whose bytes
+ *                                did not (a hard link, chmod, touch) gets its
+ *                                new stat written back: hashed once, not at
+ *                                every start (ch_save)
  *   code PATH DEV INO SIZE MTIME CTIME   the engine's sources (the planner)
  *   inroot ROOT PATH PRESENT     a guest file whose presence decides the plan
  *   inlink ROOT PATH PRESENT     the same for the entry itself (a symlink not followed)
@@ -109,12 +113,14 @@ struct ch {
     struct vs_field *rundir, *log, *plan, *super, *ready;
     struct stat self;
     int self_ok;
+    int restated; /* a binary record's stat was renewed: ch_save writes the entry back */
 };
 
-static int ch_file_sha(const char *path, char *hex) {
+/* The hex SHA-256 of the file; st (when not NULL): its stat before it was read. */
+static int ch_file_sha(const char *path, char *hex, struct stat *st) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     size_t len = 0;
-    char *data = fd < 0 ? NULL : vs_read_fd(fd, &len);
+    char *data = fd < 0 || (st && fstat(fd, st) < 0) ? NULL : vs_read_fd(fd, &len);
     if (fd >= 0)
         close(fd);
     if (!data)
@@ -139,7 +145,7 @@ static int ch_same_stat(const struct stat *st, const struct vs_field *a) {
 static int ch_content(struct ch *c, struct vs_field *a) {
     char hex[65];
     (void)c;
-    return ch_file_sha(a[0].s, hex) == 0 && strcmp(hex, a[1].s) == 0 ? 0 : -1;
+    return ch_file_sha(a[0].s, hex, NULL) == 0 && strcmp(hex, a[1].s) == 0 ? 0 : -1;
 }
 
 /* The file holds the line "KEY VALUE" (its other lines are other guests'). */
@@ -163,13 +169,37 @@ static int ch_line(struct ch *c, struct vs_field *a) {
     return found ? 0 : -1;
 }
 
+/* Five stat fields (dev ino size mtime ctime) renewed from st; kept as they were when
+ * the change is younger than a second: a same-size rewrite within the file system's
+ * coarse time tick after our read would keep the stat we record ("racy git"). */
+static void ch_restat(struct ch *c, struct vs_field *a, const struct stat *st) {
+    long long v[5] = {(long long)st->st_dev, (long long)st->st_ino, (long long)st->st_size,
+                      st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec,
+                      st->st_ctim.tv_sec * 1000000000LL + st->st_ctim.tv_nsec};
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (st->st_ctim.tv_sec + 1 >= now.tv_sec)
+        return;
+    for (int k = 0; k < 5; k++) {
+        char *text = malloc(24);
+        if (!text)
+            return;
+        a[k].n = (size_t)snprintf(text, 24, "%lld", v[k]);
+        a[k].s = text;
+    }
+    c->restated = 1;
+}
+
 static int ch_binary(struct ch *c, struct vs_field *a) {
-    struct stat st;
+    struct stat st, hashed;
     char hex[65];
     if (stat(a[0].s, &st) < 0)
         return -1;
-    if (!ch_same_stat(&st, &a[2]) && (ch_file_sha(a[0].s, hex) < 0 || strcmp(hex, a[1].s)))
-        return -1;
+    if (!ch_same_stat(&st, &a[2])) {
+        if (ch_file_sha(a[0].s, hex, &hashed) < 0 || strcmp(hex, a[1].s))
+            return -1;
+        ch_restat(c, &a[2], &hashed); /* the stat of the very bytes just hashed */
+    }
     if (st.st_dev == c->self.st_dev && st.st_ino == c->self.st_ino)
         c->self_ok = 1;
     return 0;
@@ -269,6 +299,26 @@ static int ch_load(struct ch *c, const char *path) {
         at += 1 + vs_arity(&ch_ops[k], c->f + at + 1, c->count - at - 1);
     }
     return c->self_ok && c->rundir && c->log && c->plan && c->super ? 0 : -1;
+}
+
+/* The entry written back with its renewed records, as bootcache.write writes it (a
+ * private temporary file renamed over it); best effort: a failure costs speed only.
+ * Safe against any race: an entry is replayed only when its every record holds. */
+static void ch_save(const struct ch *c, const char *path) {
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    FILE *out = fd < 0 ? NULL : fdopen(fd, "w");
+    int bad = !out;
+    for (long k = 0; out && k < c->count; k++)
+        bad |= fprintf(out, "%zu:", c->f[k].n) < 0 ||
+               fwrite(c->f[k].s, 1, c->f[k].n, out) != c->f[k].n || fputc(',', out) == EOF;
+    if (out)
+        bad |= fclose(out) != 0;
+    else if (fd >= 0)
+        close(fd);
+    if (bad || rename(tmp, path) < 0)
+        unlink(tmp);
 }
 
 /* -- the replay ------------------------------------------------------------------------ */
@@ -426,6 +476,8 @@ static int cache_start(const char *root, const char *name) {
              strcmp(root, "/") == 0 ? "" : root, name);
     if (geteuid() != 0 || ch_load(&c, path) < 0 || ch_mkdirs(c.rundir->s) < 0)
         return -1;
+    if (c.restated)
+        ch_save(&c, path);
     int lock = ch_lock(c.rundir->s);
     if (lock < 0)
         return -1;

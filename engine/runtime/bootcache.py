@@ -15,7 +15,8 @@ record of everything the plan depends on (CACHE_OPS):
   id in ``xids``): another guest's first start, build or delete rewrites
   the table but never this line, so it never invalidates this entry;
 - ``binary``: the helpers and the compiled front end, by SHA-256 (their
-  stat, ctime included, is only a shortcut for "unchanged");
+  stat, ctime included, is only a shortcut for "unchanged"; cache.h writes a
+  new stat back once the same bytes were hashed under it);
 - ``code``: the engine's sources (the planner itself), by stat identity;
 - ``inroot``: whether the guest's /etc/rc.local exists (init's command);
 - ``inlink``: the guest files that decide whether its systemd wants a tmpfs

@@ -18,8 +18,21 @@ plus the supervisor's and vinit's memory per running guest (RSS/USS); then
 the ratios the issue names (cached start against lxc-start and ``runc run``,
 exec against lxc-attach) from alternating rounds, one of each in turn, with
 each median its floor beside it: on a shared machine, load that comes and
-goes then falls on every contender alike.
-Everything lives under a temporary root and is removed at the end.
+goes then falls on every contender alike. The rounds pair the two sides by
+the network work each start does (NETWORKS; printed with the figures):
+
+- a network namespace holding only lo (our default V_NETMODE=veth guest
+  without addresses, the usual cached start; LXC ``lxc.net.0.type = empty``);
+- no network namespace (V_NETMODE=host; LXC ``lxc.net.0.type = none``);
+- a veth pair with one 198.18.0.0/15 address in the guest, the host's end
+  attached to nothing (ours: IPROOT, which also sets the host end's routes
+  and the guest's filter, and is started through Python: a guest with
+  addresses is not replayed from the boot cache; LXC: ``lxc.net.0.type =
+  veth`` without ``lxc.net.0.link`` and ``lxc.net.0.ipv4.address``).
+Everything lives under a temporary root and is removed at the end. Its
+``run`` directory (our run files and sockets, written at every start) is a
+tmpfs, as /run is on a systemd host; ``--run-on-disk`` leaves it on the
+temporary directory's file system (on this VM /run itself is not a tmpfs).
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -40,6 +54,9 @@ from engine.config import update_config
 from engine.paths import Paths
 from engine.rootfs.binds import BUSYBOX, host_busybox
 from engine.runtime import bootcache, state
+
+# our guest of each network pair (NETWORKS)
+GUESTS = {"netns+lo": "benchveth", "host net": "benchhost", "veth+IP": "benchaddr"}
 
 
 def vserver_command() -> list[str]:
@@ -74,7 +91,7 @@ def memory_kib(pid: int) -> tuple[int, int]:
 
 def bench_ours(root: Path, runs: int, netmode: str | None) -> dict[str, float]:
     paths = Paths.from_root(root)
-    name = f"bench{netmode or 'veth'}"
+    name = GUESTS["host net" if netmode == "host" else "netns+lo"]
     vs = [*vserver_command(), "--root", str(root)]
     subprocess.run([*vs, name, "build", "-m", "busybox"], check=True, capture_output=True)
     if netmode:
@@ -105,17 +122,35 @@ def bench_ours(root: Path, runs: int, netmode: str | None) -> dict[str, float]:
 # -- peers --------------------------------------------------------------------------------
 
 
-def make_lxc(base: Path) -> list[str]:
-    """A busybox container without a network device; its -P/-n arguments."""
+def free_address() -> str:
+    """A 198.18.x.y address no route on the host uses (others' guests run beside us)."""
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+    while True:
+        address = f"198.18.{random.randint(200, 249)}.{random.randint(1, 63) * 4 + 2}"
+        if address.rsplit(".", 1)[0] + "." not in routes:
+            return address
+
+
+# the network each pair of contenders sets up: (ours, LXC's lxc.net.0.* lines)
+NETWORKS = {
+    "netns+lo": ("V_NETMODE=veth, no address (cached)", ["type = empty"]),
+    "host net": ("V_NETMODE=host (cached)", ["type = none"]),
+    "veth+IP": ("IPROOT=ADDR/30: veth, routes, filter (Python)",
+                ["type = veth", "flags = up", "ipv4.address = ADDR/30"]),
+}  # fmt: skip
+
+
+def make_lxc(base: Path, name: str, net: list[str]) -> list[str]:
+    """A busybox container with ``lxc.net.0.KEY = VALUE`` lines ``net``; its -P/-n."""
     lxcpath = base / "lxc"
-    lxcpath.mkdir()
-    p = ["-P", str(lxcpath), "-n", "bb"]
+    lxcpath.mkdir(exist_ok=True)
+    p = ["-P", str(lxcpath), "-n", name]
     subprocess.run(["lxc-create", *p, "-t", "busybox"], check=True, capture_output=True)
-    config = lxcpath / "bb" / "config"
+    config = lxcpath / name / "config"
     text = "\n".join(
         line for line in config.read_text().splitlines() if not line.startswith("lxc.net.")
     )
-    config.write_text(text + "\nlxc.net.0.type = empty\n")
+    config.write_text("\n".join([text, *(f"lxc.net.0.{line}" for line in net), ""]))
     return p
 
 
@@ -185,74 +220,119 @@ def alternate(runs: int, steps: dict[str, Callable[[], float]]) -> dict[str, lis
     return out
 
 
+def make_addressed(root: Path, address: str) -> None:
+    """Our guest of the veth+IP pair: a routed veth with one address."""
+    vs = [*vserver_command(), "--root", str(root), GUESTS["veth+IP"]]
+    subprocess.run([*vs, "build", "-m", "busybox"], check=True, capture_output=True)
+    update_config(Paths.from_root(root), GUESTS["veth+IP"], {"IPROOT": f"{address}/30"})
+
+
 def rounds(
-    root: Path, p: list[str] | None, runc: Callable[[], float] | None, runs: int
+    root: Path, lxcs: dict[str, list[str]], runc: Callable[[], float] | None, runs: int
 ) -> list[str]:
-    """Cached start vs lxc-start vs runc run; exec vs lxc-attach: medians and floors."""
-    vs = [*vserver_command(), "--root", str(root), "benchveth"]
+    """Each of ours vs LXC on the same network, and runc; exec vs lxc-attach."""
+    vs = [*vserver_command(), "--root", str(root)]
 
-    def ours() -> float:
-        took = timed([*vs, "start"])  # replayed from the boot cache bench_ours wrote
-        subprocess.run([*vs, "stop"], check=True)
-        return took
+    def ours(name: str) -> Callable[[], float]:
+        def step() -> float:
+            took = timed([*vs, name, "start"])
+            subprocess.run([*vs, name, "stop"], check=True)
+            return took
 
-    def lxc() -> float:
-        took = lxc_start(p or [])
-        subprocess.run(["lxc-stop", *(p or []), "-k"], check=True)
-        return took
+        return step
 
-    steps = {"vserver start": ours, **({"lxc-start": lxc} if p else {}),
-             **({"runc run": runc} if runc else {})}  # fmt: skip
+    def lxc(p: list[str]) -> Callable[[], float]:
+        def step() -> float:
+            took = lxc_start(p)
+            subprocess.run(["lxc-stop", *p, "-k"], check=True)
+            return took
+
+        return step
+
+    steps: dict[str, Callable[[], float]] = {}
+    for key, name in GUESTS.items():
+        steps[f"vserver {key}"] = ours(name)
+        if key in lxcs:
+            steps[f"lxc-start {key}"] = lxc(lxcs[key])
+    if runc:
+        steps["runc run"] = runc
     starts = alternate(runs, steps)
+    execs = exec_rounds([*vs, GUESTS["netns+lo"]], lxcs.get("netns+lo"), runs * 3)
+    out = [f"alternating rounds ({runs}; exec/attach {runs * 3}): median, fastest, ms"]
+    for key, times in {**starts, **execs}.items():
+        out.append(f"  {key:<22}{statistics.median(times):>8.1f}{min(times):>8.1f}")
+    out += [f"  {key}: vserver {mine}; lxc {', '.join(f'lxc.net.0.{x}' for x in theirs)}"
+            for key, (mine, theirs) in NETWORKS.items()]  # fmt: skip
+    ratio = lambda a, b: statistics.median(a) / statistics.median(b)  # noqa: E731
+    for key in GUESTS:
+        if f"lxc-start {key}" in starts:
+            mine, theirs = starts[f"vserver {key}"], starts[f"lxc-start {key}"]
+            out.append(f"  ratio vserver / lxc-start, {key}: {ratio(mine, theirs):.2f}x")
+    if "runc run" in starts:
+        out.append("  ratio cached start (netns+lo) / runc run: "
+                   f"{ratio(starts['vserver netns+lo'], starts['runc run']):.2f}x")  # fmt: skip
+    if "lxc-attach" in execs:
+        out.append(f"  ratio exec / lxc-attach: "
+                   f"{ratio(execs['vserver exec'], execs['lxc-attach']):.2f}x")  # fmt: skip
+    return out
+
+
+def exec_rounds(vs: list[str], p: list[str] | None, runs: int) -> dict[str, list[float]]:
+    """``vserver NAME exec /bin/true`` and lxc-attach in turn, both guests running."""
     subprocess.run([*vs, "start"], check=True)
     if p:
         lxc_start(p)
     try:
-        execs = alternate(runs * 3, {"vserver exec": lambda: timed([*vs, "exec", "/bin/true"]),
-                                     **({"lxc-attach": lambda: timed(["lxc-attach", *p, "--",
-                                                                      "/bin/true"])}
-                                        if p else {})})  # fmt: skip
+        return alternate(runs, {"vserver exec": lambda: timed([*vs, "exec", "/bin/true"]),
+                                **({"lxc-attach": lambda: timed(["lxc-attach", *p, "--",
+                                                                 "/bin/true"])}
+                                   if p else {})})  # fmt: skip
     finally:
         subprocess.run([*vs, "stop"], check=True)
         if p:
             subprocess.run(["lxc-stop", *p, "-k"], check=True)
-    out = [f"alternating rounds ({runs}; exec/attach {runs * 3}): median, fastest, ms"]
-    for key, times in {**starts, **execs}.items():
-        out.append(f"  {key:<16}{statistics.median(times):>8.1f}{min(times):>8.1f}")
-    mine = statistics.median(starts["vserver start"])
-    for peer in ("lxc-start", "runc run"):
-        if peer in starts:
-            ratio = mine / statistics.median(starts[peer])
-            out.append(f"  ratio cached start / {peer}: {ratio:.2f}x")
-    if "lxc-attach" in execs:
-        ratio = statistics.median(execs["vserver exec"]) / statistics.median(execs["lxc-attach"])
-        out.append(f"  ratio exec / lxc-attach: {ratio:.2f}x")
-    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
-    runs = parser.parse_args().runs
+    parser.add_argument("--run-on-disk", action="store_true")
+    args = parser.parse_args()
+    runs = args.runs
     base = Path(tempfile.mkdtemp(prefix="vstui-bench-", dir="/tmp"))
+    run_dir = base / "root" / "run"
+    run_dir.mkdir(parents=True)
+    if not args.run_on_disk:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=755", "vstui-bench",
+                        str(run_dir)], check=True)  # fmt: skip
     pivots_before = set(Path("/sys/fs/cgroup").glob("*/lxc.pivot"))
-    p = None
+    lxcs: dict[str, list[str]] = {}
     try:
         ours = bench_ours(base / "root", runs, None)
         host = bench_ours(base / "root", runs, "host")
+        ours_address, lxc_address = free_address(), free_address()
+        make_addressed(base / "root", ours_address)
         tree = Paths.from_root(base / "root").guest_root("benchveth")
-        p = make_lxc(base) if shutil.which("lxc-create") else None
-        lxc = bench_lxc(p, runs) if p else None
+        if shutil.which("lxc-create"):
+            for k, (key, (_, net)) in enumerate(NETWORKS.items()):
+                net = [line.replace("ADDR", lxc_address) for line in net]
+                lxcs[key] = make_lxc(base, f"bb{k}", net)
+        lxc = bench_lxc(lxcs["netns+lo"], runs) if lxcs else None
         run_runc = make_runc(base, tree) if shutil.which("runc") else None
         runc = median_ms(run_runc, runs) if run_runc else None
-        alternating = rounds(base / "root", p, run_runc, runs)
+        alternating = rounds(base / "root", lxcs, run_runc, runs)
     finally:
-        if p:
+        for p in lxcs.values():
             destroy_lxc(p, pivots_before)
-        subprocess.run([sys.executable, "-m", "vstui.cli.vserver", "--root", str(base / "root"),
-                        "benchveth", "stop"], capture_output=True)  # fmt: skip
+        for name in GUESTS.values():
+            subprocess.run([sys.executable, "-m", "vstui.cli.vserver", "--root",
+                            str(base / "root"), name, "stop"], capture_output=True)  # fmt: skip
+        if not args.run_on_disk:
+            subprocess.run(["umount", "-l", str(run_dir)], check=False)
         shutil.rmtree(base, ignore_errors=True)
-    print(f"median of {runs} runs (exec/attach: {runs * 3}), milliseconds")
+    print(f"median of {runs} runs (exec/attach: {runs * 3}), milliseconds; "
+          f"lxc: lxc.net.0.type = empty; run files on "
+          f"{'disk' if args.run_on_disk else 'tmpfs'}; load {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"{'':28}{'vserver':>10}{'vserver(host net)':>19}{'lxc':>10}{'runc':>10}")
     lx = lxc or {}
     row = "{:28}{:>10.1f}{:>19.1f}{:>10}{:>10}"

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ import pytest
 from engine.config import update_config
 from engine.helpers import helper_path
 from engine.paths import Paths
-from engine.runtime import bootcache, profile, state
+from engine.runtime import bootcache, netstrings, profile, state
 from engine.runtime.build import build
 
 pytestmark = pytest.mark.root
@@ -229,6 +230,41 @@ def test_a_rebuilt_helper_or_front_end_is_never_replayed(
         ok(compiled(front, cached, "g", "start"))  # the Python start recorded the new one
     finally:
         os.replace(saved, path)
+
+
+def binary_record(paths: Paths, path: Path) -> list[bytes]:
+    """The entry's ``binary`` record of path: SHA256 DEV INO SIZE MTIME_NS CTIME_NS."""
+    entry = Path(bootcache.cache_file(paths, "g")).read_bytes()
+    records = netstrings.ops(entry[len(netstrings.encode(bootcache.VERSION.encode())) :],
+                             bootcache.CACHE_OPS)  # fmt: skip
+    return next(fields[1:] for op, fields in records if op == "binary" and fields[0] == bytes(path))
+
+
+def stat_fields(path: Path) -> list[bytes]:
+    st = path.stat()
+    return [str(v).encode() for v in (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                                      st.st_ctime_ns)]  # fmt: skip
+
+
+def test_a_helper_whose_stat_alone_changed_is_hashed_once(front: str, cached: Paths) -> None:
+    """A new ctime with the same bytes (a hard link made by a backup tool or perf's
+    build-id cache, chmod): the replay hashes the helper, then writes its new stat
+    back, so that the next starts trust the stat again instead of hashing it each time;
+    not while the change is under a second old (a same-size rewrite in the same time
+    tick would keep that stat)."""
+    path = helper_path("vinit")
+    sha = binary_record(cached, path)[0]
+    link = path.with_name(".vinit.link")
+    os.link(path, link)  # the link count, so the ctime, changes; the bytes do not
+    os.unlink(link)
+    assert binary_record(cached, path)[1:] != stat_fields(path)
+    changed = path.stat().st_ctime
+    while time.time() < int(changed) + 2:  # the clock must pass the change by a second
+        time.sleep(0.05)
+    ok(compiled(front, cached, "g", "start"))
+    ok(python_cli(cached, "g", "stop"))
+    assert binary_record(cached, path) == [sha, *stat_fields(path)]
+    ok(compiled(front, cached, "g", "start"))  # the rewritten entry replays
 
 
 def test_the_one_cache_holds_the_plan_and_its_seccomp_program(front: str, cached: Paths) -> None:
