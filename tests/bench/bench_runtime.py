@@ -212,11 +212,14 @@ def make_runc(base: Path, busybox_tree: Path) -> Callable[[], float]:
 
 def alternate(runs: int, steps: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
     """Every step once per round, in turn: load that comes and goes on a shared
-    machine falls on every contender alike (phases one after the other did not)."""
+    machine falls on every contender alike (phases one after the other did not).
+    Each round in its own random order: the kernel's deferred work after a stop
+    (network namespace and cgroup clean-up) falls on whichever step comes next,
+    so no contender always follows the same one."""
     out: dict[str, list[float]] = {key: [] for key in steps}
     for _ in range(runs):
-        for key, step in steps.items():
-            out[key].append(step())
+        for key in random.sample(list(steps), len(steps)):
+            out[key].append(steps[key]())
     return out
 
 
