@@ -148,6 +148,25 @@ def test_a_row_whose_item_changed_but_reads_the_same_is_not_built_again(tmp_path
     asyncio.run(main())
 
 
+def test_a_focus_change_rebuilds_only_the_cursor_row(tmp_path: Path):
+    """Focus changes only the cursor's colour: opening the sort picker over
+    10,000 processes rebuilt every line of the table."""
+    app = make_app(tmp_path, snap=small_snapshot(), first_screen="processes", interval=3600)
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            table = app.screen.query_one("#procs", LineTable)
+            built: list[object] = []
+            real = table._line
+            table._line = lambda *a: built.append(a) or real(*a)
+            await pilot.press("greater_than_sign")  # the picker takes the focus
+            await pilot.pause()
+            assert not table.has_focus and len(built) == 1
+
+    asyncio.run(main())
+
+
 def _console():
     from rich.console import Console
 

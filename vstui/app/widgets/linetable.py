@@ -173,21 +173,33 @@ class LineTable(ScrollView, can_focus=True):
         self.refresh()
 
     def notify_style_update(self) -> None:
-        # Focus, theme or CSS changed: the cached styles and lines are stale.
+        # Focus, theme or CSS changed: the cached styles are stale, and so are
+        # the lines drawn with them; which ones is known once the new styles
+        # are looked up (_row_styles): when only the cursor's style changed
+        # (focus), only the cursor's line is built again.
         super().notify_style_update()
+        if self._styles is not None:
+            self._old_styles = self._styles
         self._styles = None
-        self._strips.clear()
-        self._header_strip = None
+
+    _old_styles: tuple[Style, Style, Style, Style] | None = None
 
     def _row_styles(self) -> tuple[Style, Style, Style, Style]:
         """(base, header, cursor, marked), looked up once per style change."""
         if self._styles is None:
-            self._styles = (
+            new = self._styles = (
                 self.rich_style,
                 self.get_component_rich_style("linetable--header"),
                 self.get_component_rich_style("linetable--cursor"),
                 self.get_component_rich_style("linetable--marked"),
             )
+            old, self._old_styles = self._old_styles, None
+            if old is None or (old[0], old[1], old[3]) != (new[0], new[1], new[3]):
+                self._strips.clear()
+                self._header_strip = None
+            elif old[2] != new[2]:  # the lines drawn as the cursor
+                for key in [k for k, made in self._strips.items() if made[2] & 2]:
+                    del self._strips[key]
         return self._styles
 
     @property
@@ -333,6 +345,7 @@ class LineTable(ScrollView, can_focus=True):
         return ("row", self.order[index]) if index < len(self.order) else None
 
     def _render(self, y: int) -> Strip:
+        self._row_styles()  # first: a style change decides which built lines stay
         width = self.size.width
         total = max(width + int(self.scroll_x), self._total_width())
         base = self._row_styles()[0]
