@@ -17,10 +17,13 @@ exec path and ``vps`` use it too. Each kernel format's quirks live here:
 
 from __future__ import annotations
 
+import os
+
 from engine._record import Record
 
 PROC = "/proc"
 STARTTIME = 19  # field 22 counted from the state (field 3): index 19 of the split
+SESSION = 3  # field 6, the session id
 
 
 def split_stat(data: bytes, maxsplit: int = -1) -> tuple[bytes, list[bytes]] | None:
@@ -45,6 +48,28 @@ def starttime(pid: int, proc_root: str = PROC) -> int | None:
         return int(parsed[1][STARTTIME])
     except ValueError:
         return None
+
+
+def session_members(sid: int, proc_root: str = PROC) -> list[tuple[int, int]]:
+    """(pid, start time) of every live process of session ``sid``, zombies left out.
+
+    One pass over /proc: for the rare clean-up of a session whose leader is gone.
+    """
+    found = []
+    for entry in os.listdir(proc_root):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"{proc_root}/{entry}/stat", "rb") as f:
+                parsed = split_stat(f.read(), STARTTIME + 1)
+        except OSError:
+            continue  # gone meanwhile
+        if parsed is None or len(parsed[1]) <= STARTTIME or parsed[1][0] == b"Z":
+            continue
+        fields = parsed[1]
+        if fields[SESSION] == str(sid).encode() and fields[STARTTIME].isdigit():
+            found.append((int(entry), int(fields[STARTTIME])))
+    return found
 
 
 def alive(pid: int | None, start: int | None, proc_root: str = PROC) -> bool:

@@ -75,6 +75,25 @@ def processes(paths: Paths) -> set[int]:
     return pids - mine
 
 
+def describe(pid: int) -> str:
+    """``process N`` with what it is: its command line, state, parent and cgroup
+    (a leftover seen once under load must be identifiable from the report)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+        with open(f"/proc/{pid}/cgroup") as f:
+            cgroups = [line.split(":", 2)[2] for line in f.read().splitlines()]
+    except OSError:
+        return f"process {pid} (gone meanwhile)"
+    cgroup = max(cgroups, key=len, default="?")
+    return (
+        f"process {pid} ({argv[:160]!r}, state {status.get('State', '?')}, "
+        f"parent {status.get('PPid', '?')}, cgroup {cgroup})"
+    )
+
+
 def mounts(paths: Paths) -> list[str]:
     prefix = str(paths.root).rstrip("/") + "/"
     found = []
@@ -140,7 +159,7 @@ def loop_devices(paths: Paths) -> list[str]:
 
 def find(paths: Paths) -> list[str]:
     """Human-readable list of everything the root still holds."""
-    found = [f"process {pid}" for pid in sorted(processes(paths))]
+    found = [describe(pid) for pid in sorted(processes(paths))]
     found += [f"mount {m}" for m in mounts(paths)]
     found += [f"cgroup {c}" for c in _cgroup_dirs(paths)]
     found += [f"link {n}" for n in links(paths)]

@@ -398,6 +398,7 @@ static int ch_socket(const char *run_dir, const char *file, int type) {
  * the CLI once the guest's init is up (supervisor.Supervisor._answer). */
 static void ch_supervise(struct ch *c, int ready_w) {
     int master, slave;
+    setsid(); /* S's PID names its session: the supervision's (stopping.end_supervision) */
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     int log = open(c->log->s, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     int null = open("/dev/null", O_RDONLY);

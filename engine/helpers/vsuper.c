@@ -426,7 +426,18 @@ static void end_console(void) {
         waitpid(s.pump, NULL, 0);
     close_fd(&s.pump_fd);
     close_fd(&s.console);
-    while (waitpid(-1, NULL, WNOHANG) > 0)
+}
+
+/* No child outlives the supervision: `vserver stop` returns once vsuper is gone,
+ * so vsuper is gone only after every process it made. A render in flight is
+ * killed (its view goes with the guest; a reboot renders anew); then every child
+ * is reaped, orphans of our subtree too (we are their subreaper), blocking:
+ * what is left was SIGKILLed or ends on its own (the pump: at init's exit). */
+static void end_children(void) {
+    if (s.render > 0)
+        kill(s.render, SIGKILL);
+    s.render = 0;
+    while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
         ;
 }
 
@@ -585,6 +596,7 @@ int main(int argc, char **argv) {
             on_event(ev[k].data.u32, &status);
     }
     end_console();
+    end_children();
     finish(status);
     return 1;
 }

@@ -128,6 +128,14 @@ def init_identity(paths: Paths, name: str) -> tuple[int, int] | None:
     return pid, start or 0
 
 
+def supervisor_identity(paths: Paths, name: str) -> tuple[int, int] | None:
+    """(pid, starttime) the supervisor recorded, alive or not: its session's id too."""
+    run_dir = paths.run_dir(name)
+    pid = _int(read_value(run_dir, "supervisor.pid"))
+    start = _int(read_value(run_dir, "supervisor.start"))
+    return None if pid is None or start is None else (pid, start)
+
+
 def clear(paths: Paths, name: str) -> None:
     """Remove the run directory's value files (not the lock: others may wait on it)."""
     _clear_dir(paths.run_dir(name))

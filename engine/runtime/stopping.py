@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 STOP_LOCK_TIMEOUT = 120.0
 SUPERVISOR_GRACE = 5.0
+ORPHAN_GRACE = 2.0  # for the supervision's orphans to end on their own (vsuper's pump grace)
+KILL_GRACE = 5.0  # for a SIGKILLed process to be gone
 
 
 stop_signal = runfiles.stop_signal  # shared with the supervisor, which stays lean
@@ -59,6 +61,8 @@ def stop(paths: Paths, name: str, timeout: float | None = None) -> bool:
     lock = state.lock(paths, name, STOP_LOCK_TIMEOUT)
     try:
         current = state.read(paths, name)
+        supervisor = state.supervisor_identity(paths, name)  # before teardown clears it
+        supervised = current.supervisor_pid is not None
         was_running = current.init_pid is not None
         if was_running:
             _say_stopping(paths, name)
@@ -68,7 +72,7 @@ def stop(paths: Paths, name: str, timeout: float | None = None) -> bool:
                 thaw_for_stop(paths, name)
             _shutdown(paths, name, cfg, timeout)
         forked.run(lambda: teardown(paths, name), name)
-        _end_supervisor(current)
+        end_supervision(paths, name, supervisor, supervised)
         state.remove(paths, name)  # waiters on the old lock file notice and retry
         return was_running
     finally:
@@ -117,18 +121,85 @@ def _note(paths: Paths, name: str, text: str) -> None:
         os.close(fd)
 
 
-def _end_supervisor(current: state.RunState) -> None:
-    """Let the supervisor log its last line and exit; kill it if it lingers."""
-    pid, start = current.supervisor_pid, current.supervisor_start
-    if pid is None or start is None:
+def end_supervision(
+    paths: Paths,
+    name: str,
+    supervisor: tuple[int, int] | None,
+    supervised: bool,
+    grace: float = SUPERVISOR_GRACE,
+) -> None:
+    """Return once the supervisor and every process of its session are gone.
+
+    ``supervised``: the supervisor was alive when the stop began; ``grace``: how
+    long it may take to end before it is killed. vsuper exits
+    only after its children (console pump, meminfo renderer): its exit is the
+    event waited for. One that must be killed, or was dead already (killed by
+    hand: its children live on, orphaned), leaves its session (its PID: S is
+    the session leader) to be waited for, then killed.
+    """
+    check_name(name)
+    if supervisor is None:
         return
-    # the start time read with the run state: by now the PID may belong to another
-    if not wait_gone(pid, start, SUPERVISOR_GRACE):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        wait_gone(pid, start, 2.0)
+    pid, start = supervisor
+    # the start time read before the teardown: by now the PID may belong to another
+    if supervised:
+        if wait_gone(pid, start, grace):
+            return
+        if grace > 0:  # (none: the caller abandons a stuck start and says so)
+            _note(paths, name, f"the supervisor did not exit within {grace:g} s of init's "
+                               "end; killing it")  # fmt: skip
+        _kill(pid)
+        wait_gone(pid, start, KILL_GRACE)
+    _end_session(paths, name, pid, start)
+
+
+def _end_session(paths: Paths, name: str, sid: int, start: int) -> None:
+    """What is left of the supervision's session: given ORPHAN_GRACE to end (the pump
+    ends at init's exit), then killed, by PID, and said in the log."""
+    from engine.procfs import session_members
+
+    left = [m for m in session_members(sid) if _supervision_member(m, sid, start, name)]
+    deadline = time.monotonic() + ORPHAN_GRACE
+    left = [(p, s) for p, s in left if not wait_gone(p, s, max(deadline - time.monotonic(), 0))]
+    if not left:
+        return
+    for pid, _ in left:
+        _kill(pid)
+    _note(paths, name, f"killed what the supervision left running: "
+                       f"{', '.join(_described(pid) for pid, _ in left)}")  # fmt: skip
+    stuck = [pid for pid, begun in left if not wait_gone(pid, begun, KILL_GRACE)]
+    if stuck:  # in an uninterruptible sleep: nothing more a stop can do
+        _note(paths, name, f"still running after SIGKILL: {', '.join(map(str, stuck))}")
+
+
+def _supervision_member(member: tuple[int, int], sid: int, start: int, name: str) -> bool:
+    """A process of this guest's supervision session: started with or after its
+    leader (a session outlives its leader; its ID is not reused meanwhile) and
+    naming the guest in its command line (vsuper, pump, renderer, S)."""
+    pid, begun = member
+    if begun < start or (pid == sid and begun != start):
+        return False
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = f.read().replace(b"/", b"\0").split(b"\0")
+    except OSError:
+        return False
+    return os.fsencode(name) in words
+
+
+def _described(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f"{pid} ({f.read().strip()})"
+    except OSError:
+        return str(pid)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _config(paths: Paths, name: str) -> Any:

@@ -40,7 +40,6 @@ import signal
 import sys
 import time
 
-from engine import procfs
 from engine.errors import boundary
 from engine.runtime import forked, runfiles
 
@@ -128,6 +127,9 @@ def spawn(paths: Paths, name: str, xid: int) -> int:
             os.close(r)
             os.setsid()
             if os.fork() == 0:
+                # S leads a session of its own: its PID (supervisor.pid) names every
+                # process of the supervision, its orphans too (stopping.end_supervision)
+                os.setsid()
                 _libc.set_child_subreaper()
                 _boot_then_supervise(paths, name, xid, w)
         finally:
@@ -194,13 +196,13 @@ def _read_until(fd: int, timeout: float) -> bytes | None:
 
 def _abandon(paths: Paths, name: str) -> None:
     """A supervisor stuck in its boot: kill it, undo everything it made."""
-    from engine.runtime.stopping import teardown
+    from engine.runtime import state
+    from engine.runtime.stopping import end_supervision, teardown
 
     run_dir = paths.run_dir(name)
-    pid = runfiles.read_value(run_dir, "supervisor.pid")
-    start = runfiles.read_value(run_dir, "supervisor.start")
-    if pid and procfs.alive(int(pid), int(start) if start else None):
-        _signal(int(pid), signal.SIGKILL)
+    supervisor = state.supervisor_identity(paths, name)
+    # killed at once, gone (with every process of its session) before the teardown
+    end_supervision(paths, name, supervisor, supervised=True, grace=0)
     try:
         forked.run(lambda: teardown(paths, name), name)
     finally:
@@ -564,10 +566,3 @@ def older_log(log_file: str) -> str:
     """Where the capped part of a console log goes (``vserver delete`` removes it;
     vsuper's pump writes it)."""
     return f"{log_file}.1"
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
