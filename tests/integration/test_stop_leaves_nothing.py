@@ -78,6 +78,8 @@ def test_stop_after_a_killed_supervisor_ends_its_stuck_pump(vroot: Paths) -> Non
             assert wait_for(lambda: state.read(vroot, g.name).supervisor_pid is None, 30.0)
             ok(vserver(vroot, g.name, "stop"))
             assert left_behind(vroot) == []
+            said = vroot.log_file(g.name).read_text(errors="replace")
+            assert "killed what the supervision left running: " in said  # and says so
         finally:
             client.close()
 
