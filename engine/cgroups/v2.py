@@ -8,6 +8,9 @@ cpu.stat usage_usec.
 from __future__ import annotations
 
 import errno
+import os
+import select
+import time
 from pathlib import Path
 
 from engine.cgroups.base import (
@@ -122,6 +125,26 @@ class V2Cgroups(Tree):
     def freezer(self, rel: str) -> Freezer | None:
         """The core freezer (cgroup.freeze, kernel 5.2+): every non-root cgroup has it."""
         return Freezer(2, self._dir(rel), guest_of(rel))
+
+    def _wait_empty(self, rel: str, deadline: float) -> bool:
+        """Until ``populated 0`` (the subtree's last process has exited), by event:
+        cgroup.events notifies its changes, poll() POLLPRI (cgroup-v2.rst
+        "cgroup.events"; a read rearms it, fs/kernfs/file.c kernfs_seq_show)."""
+        try:
+            fd = os.open(os.path.join(self._dir(rel), "cgroup.events"), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return super()._wait_empty(rel, deadline)  # no such file: read cgroup.procs
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLPRI)
+            while b"populated 1" in os.pread(fd, 4096, 0):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                poller.poll(left * 1000)
+            return True
+        finally:
+            os.close(fd)
 
     def _kill_pass(self, rel: str, pids: list[int], killed: set[int], deadline: float) -> None:
         """cgroup.kill (5.14+), else freeze + SIGKILL each."""

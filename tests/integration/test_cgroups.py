@@ -173,6 +173,11 @@ def test_v2_backend_on_the_unified_mount(vroot: Paths) -> None:
         with pytest.raises(KernelError, match="needs the memory controller"):
             cg.apply(rel, Limits(memory=64 << 20))
         assert cg.kill_all(rel) == 1
+        # returned on cgroup.events' "populated 0": nothing left, not even a zombie's entry
+        assert (
+            cg.procs(rel) == []
+            and "populated 0" in (unified.mount / rel / "cgroup.events").read_text()
+        )
     finally:
         child.wait()
     assert child.returncode == -9
