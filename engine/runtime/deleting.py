@@ -45,9 +45,10 @@ def delete(paths: Paths, name: str, force: bool = False) -> None:
 
 def forget(paths: Paths, name: str) -> None:
     """The runtime's files of a deleted guest (idempotent)."""
-    from engine.runtime import bootcache, supervisor, xid
+    from engine.runtime import bootcache, idmap, supervisor, xid
 
     xid.forget(paths, name)
+    idmap.forget(paths, name)
     bootcache.forget(paths, check_name(name))
     try:
         os.unlink(supervisor.older_log(os.fspath(paths.log_file(name))))
