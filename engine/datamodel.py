@@ -49,6 +49,7 @@ class ProcRow:
     tpgid: int = -1  # foreground process group of its terminal
     priority: int = 20  # kernel priority as /proc shows it (top PR)
     kernel: bool = False  # a kernel thread
+    huid: int = -1  # host uid (``uid`` is the uid inside a user-namespaced guest)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -119,6 +120,10 @@ class GuestStatus:
     bandwidth_in: int | None
     uptime: float | None  # seconds, None when stopped
     missing: tuple[str, ...] = ()  # what could not be measured, said plainly
+    # (first host id, count) of the guest's user namespace; None: the host's own ids
+    # (V_USERNS=no) or not chosen yet; ``userns`` says which (None for the host)
+    idmap: tuple[int, int] | None = None
+    userns: bool | None = None
 
     @property
     def key(self) -> str:

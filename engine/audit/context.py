@@ -6,6 +6,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.audit.facts import Facts
 from engine.audit.model import Collector
@@ -26,6 +27,15 @@ class Audit:
     scope: list[str] = field(default_factory=list)  # guests whose findings are wanted
     host_wide: bool = True  # False with --guest: host-only rules are skipped
     pid_owners: dict[int, str] | None = None  # pid -> guest, see guest_pids()
+    _holders: list[Any] | None = None  # idmap.holders(), read once
+
+    def id_holders(self) -> list[Any]:
+        """Foreign subuid/subgid ranges and passwd/group ids of the root (read once)."""
+        if self._holders is None:
+            from engine.runtime import idmap
+
+            self._holders = list(idmap.holders(self.paths))
+        return self._holders
 
     def scoped(self) -> list[GuestConfig]:
         return [self.configs[n] for n in self.scope if n in self.configs]

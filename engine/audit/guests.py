@@ -8,6 +8,7 @@ import ipaddress
 import os
 import shlex
 from pathlib import Path
+from typing import Any
 
 from engine import caps as _caps
 from engine.audit import fixes
@@ -49,6 +50,7 @@ def check(audit: Audit) -> None:
         config_errors(audit, cfg)
         capabilities(audit, cfg)
         seccomp(audit, cfg)
+        user_namespace(audit, cfg)
         flags_and_limits(audit, cfg)
         guest_init(audit, cfg)
         network(audit, cfg)
@@ -95,11 +97,27 @@ def capabilities(audit: Audit, cfg: GuestConfig) -> None:
     dac_read_search(audit, cfg, live)
 
 
+# in a user namespace these are checked against the host's namespace only: no effect
+HOST_ONLY_CAPS = frozenset({"SYS_MODULE", "SYS_RAWIO", "SYS_TIME", "MKNOD", "BPF", "PERFMON",
+                            "SYSLOG", "MAC_ADMIN", "MAC_OVERRIDE"})  # fmt: skip
+
+
 def _cap_rule(cap: str, cfg: GuestConfig) -> tuple[str, str | None, str | None]:
+    if cfg.userns and cap in HOST_ONLY_CAPS:
+        return "GUEST-CAP-OTHER", f"in the guest's user namespace CAP_{cap} is never checked " \
+            "where it matters (the kernel asks for it in the host's namespace): no effect", \
+            "info"  # fmt: skip
+    if cfg.userns and cap == "SYS_ADMIN":
+        return "GUEST-CAP-OTHER", "in the guest's user namespace SYS_ADMIN mounts what a user " \
+            "namespace may mount (tmpfs, proc, overlay) and makes namespaces: more kernel code " \
+            "within reach, not the host", "medium"  # fmt: skip
     if cap in CAP_RULES:
         rule, why = CAP_RULES[cap]
         return rule, why, None
     if cap == "NET_ADMIN":
+        if cfg.netmode == "host" and cfg.userns:
+            return "GUEST-CAP-NET", "with V_NETMODE=host and a user namespace NET_ADMIN " \
+                "is checked against the host's network namespace: no effect", "info"  # fmt: skip
         if cfg.netmode == "host":
             return "GUEST-CAP-HIGH", "with V_NETMODE=host NET_ADMIN reconfigures the host's " \
                 "own interfaces, routes and firewall", None  # fmt: skip
@@ -167,6 +185,57 @@ def seccomp(audit: Audit, cfg: GuestConfig) -> None:
                 _drop_call(audit, cfg, call),
                 guest=cfg.name,
             )
+
+
+def user_namespace(audit: Audit, cfg: GuestConfig) -> None:
+    if not cfg.userns:
+        audit.col.add(
+            "GUEST-PRIVILEGED",
+            "V_USERNS=no: the guest's root is the host's root",
+            fixes.set_keys(audit.paths, cfg.name, {"V_USERNS": "yes"}),
+            guest=cfg.name,
+        )
+        return
+    from engine.runtime import idmap
+
+    mapping = idmap.planned(audit.paths, cfg.name, _xid(audit, cfg))
+    if mapping is None:
+        return
+    for holder in idmap.overlapping(mapping, audit.id_holders()):
+        what = {"subuid": "/etc/subuid range", "subgid": "/etc/subgid range",
+                "user": "host user", "group": "host group"}[holder.what]  # fmt: skip
+        ids = f"{holder.first}" + (
+            f"-{holder.first + holder.count - 1}" if holder.count > 1 else ""
+        )
+        audit.col.add(
+            "GUEST-IDS-SHARED",
+            f"{what} {holder.name} ({ids}) lies inside the guest's host ids {mapping.text()}",
+            _ids_fix(holder),
+            guest=cfg.name,
+        )
+    for other, block in idmap.recorded(audit.paths).items():
+        if other != cfg.name and block == mapping.block and other < cfg.name:
+            audit.col.add("GUEST-IDS-SHARED", f"guests {other} and {cfg.name} share host ids "
+                          f"{mapping.text()}", f"delete {other}'s line in "
+                          f"{audit.paths.state_dir / 'idblocks'} while it is stopped",
+                          guest=cfg.name, severity="critical")  # fmt: skip
+
+
+def _ids_fix(holder: Any) -> str:
+    what, name = holder.what, holder.name
+    if what in ("subuid", "subgid"):
+        return f"remove {name}'s range from /etc/{what} (or move it: usermod --del-sub{what[3:]}s)"
+    flag = "-u" if what == "user" else "-g"
+    command = "usermod" if what == "user" else "groupmod"
+    return f"give {what} {name} an id below 524288 ({command} {flag} NEWID {name})"
+
+
+def _xid(audit: Audit, cfg: GuestConfig) -> int:
+    if cfg.context is not None:
+        return cfg.context
+    from engine.runtime import xid
+
+    return xid.allocated(audit.paths).get(cfg.name, -1)
 
 
 # -- flags, limits, network mode ----------------------------------------------------------

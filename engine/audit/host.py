@@ -492,26 +492,14 @@ def _controller_fix(controller: str) -> str:
     return f"mkdir -p {where} && mount -t cgroup -o {controller} cgroup {where}"
 
 
-def _lock_every_guest(audit: Audit) -> str:
-    """lock on every guest without it (what a real root in the guest is then
-    held by); "" when every guest has it: nothing to run, the note stands."""
-    return " && ".join(
-        fixes.flags(cfg, audit.paths, add="lock")
-        for cfg in sorted(audit.configs.values(), key=lambda c: c.name)
-        if not cfg.has_flag("lock")
-    )
-
-
 def user_namespaces(audit: Audit) -> None:
-    if not audit.configs:
+    wanting = sorted(n for n, cfg in audit.configs.items() if cfg.userns)
+    if not wanting or audit.facts.sources.max_user_namespaces() != 0:
         return
-    limit = audit.facts.sources.max_user_namespaces()
-    details = [f"{len(audit.configs)} guest(s) configured"]
-    if limit == 0:
-        details.append("user namespaces are switched off (user.max_user_namespaces = 0)")
     audit.col.add(
         "HOST-USERNS",
-        "guests run as real root (no user namespace)",
-        _lock_every_guest(audit),
-        details=details,
+        "user namespaces are switched off, and guests need them",
+        "sysctl -w user.max_user_namespaces=15000 && "
+        "echo user.max_user_namespaces=15000 > /etc/sysctl.d/60-vstui-userns.conf",
+        details=[f"guests with V_USERNS=yes: {', '.join(wanting)}"],
     )

@@ -226,12 +226,11 @@ RULES: dict[str, Rule] = {
            "mount the controller (v1: `mount -t cgroup -o memory cgroup "
            "/sys/fs/cgroup/memory`) or enable it on cgroup2 (`echo +memory > "
            "/sys/fs/cgroup/cgroup.subtree_control`)"),
-        _R("HOST-USERNS", "info", "host",
-           "guests run without a user namespace: uid 0 in a guest is uid 0 on the host",
-           "the capability bounding set, seccomp and the barrier are then the only walls "
-           "between a guest's root and the host",
-           'keep S_CAPS at the default set and set S_FLAGS="lock" (vstui has no '
-           "unprivileged guests yet)"),
+        _R("HOST-USERNS", "high", "host",
+           "user namespaces are switched off (user.max_user_namespaces = 0) while guests "
+           "run in their own (V_USERNS=yes, the default)",
+           "those guests cannot start",
+           "sysctl -w user.max_user_namespaces=15000 (and in /etc/sysctl.d)"),
         # guest configuration
         _R("GUEST-CONFIG-ERROR", "high", "guest",
            "a guest started at boot (ONBOOT=yes) has configuration errors (`vserver NAME "
@@ -282,6 +281,22 @@ RULES: dict[str, Rule] = {
            "the default filter refuses these calls because they reach host-wide kernel state "
            "or widen kernel attack surface",
            "remove the +NAME word from V_SECCOMP"),
+        _R("GUEST-PRIVILEGED", "high", "guest",
+           "V_USERNS=no: the guest runs without a user namespace, its root is the host's root",
+           "the capability bounding set, seccomp and the barrier are then the only walls "
+           "between the guest's root and the host: one kernel bug reachable with its "
+           "capabilities, or one S_CAPS too many, and it owns the host",
+           "remove V_USERNS=no (the guest then gets its own block of host ids, and its tree "
+           "is seen through an idmapped mount: nothing is chowned); keep it only for guests "
+           "that need host ids, with S_CAPS at the default and S_FLAGS=\"lock\""),
+        _R("GUEST-IDS-SHARED", "high", "guest",
+           "a host user or group, another owner's /etc/subuid or /etc/subgid range, or "
+           "another guest holds ids inside the guest's block of host ids (critical for "
+           "two guests)",
+           "the guest's users are then that user on the host: its files, its processes' "
+           "per-user limits, and signals or ptrace where both meet",
+           "move the host user or group to an id below 524288, or remove the range from "
+           "/etc/subuid and /etc/subgid"),
         _R("GUEST-NO-LOCK", "low", "guest",
            "S_FLAGS has no `lock` flag",
            "without it the guest's processes may call unshare and setns, which widens what "

@@ -236,6 +236,29 @@ class Tree:
             _planned = None
         return ops
 
+    def delegate_ops(self, rel: str, uid: int, gid: int) -> list[tuple[str, ...]]:
+        """("chown", path, uid, gid) ops handing the guest's cgroup2 payload to its root.
+
+        What cgroup-v2.rst's "Delegation" names: the directory, cgroup.procs,
+        cgroup.threads, cgroup.subtree_control and the files the kernel lists in
+        /sys/kernel/cgroup/delegate. The directory above, with the limits, stays
+        root's: the guest manages its subtree and cannot change its limits.
+        """
+        parts = check_rel(rel)
+        names = ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"]
+        try:
+            with open("/sys/kernel/cgroup/delegate") as f:
+                names += [n for n in f.read().split() if n not in names]
+        except OSError:
+            pass
+        ops: list[tuple[str, ...]] = []
+        for h in self.hierarchies:
+            if h.version == 2:
+                payload = h.mount.joinpath(*parts, PAYLOAD)
+                ops.append(("chown", str(payload), str(uid), str(gid)))
+                ops += [("chown", str(payload / n), str(uid), str(gid)) for n in names]
+        return ops
+
     def join_ops(self, rel: str) -> list[tuple[str, str]]:
         """How a new process enters the guest's cgroup: ("tasks", v1 file), ("cgroup2", dir).
 

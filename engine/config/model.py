@@ -124,6 +124,9 @@ KEYS: dict[str, Key] = {
             "extra /proc entries hidden from the guest"),
         Key("V_PROC_SHOW", "/proc/sysrq-trigger", "/proc paths", "none",
             "/proc entries the default mask would hide, shown anyway"),
+        Key("V_USERNS", "no", "yes/no", "yes",
+            "own user namespace: guest ids 0-65535 are the guest's block of host ids; `no` = "
+            "privileged (guest root is host root; an audit finding)"),
         Key("V_SECCOMP", "-keyctl +perf_event_open", "`+name`/`-name` words", "none",
             "system calls allowed (`+`) or denied (`-` or bare, EPERM) on top of the default "
             "allowlist (listed in docs/escapes.md)"),
@@ -172,6 +175,7 @@ class GuestConfig(Record):
         "proc_hide",
         "proc_show",
         "seccomp",
+        "userns",
         "unknown",
         "warnings",
         "raw",
@@ -213,6 +217,7 @@ class GuestConfig(Record):
         "proc_hide": (),
         "proc_show": (),
         "seccomp": (),
+        "userns": True,
         "unknown": (),
         "warnings": (),
         "raw": (),
@@ -254,6 +259,7 @@ class GuestConfig(Record):
     proc_hide: tuple[str, ...]
     proc_show: tuple[str, ...]
     seccomp: tuple[str, ...]
+    userns: bool
     unknown: tuple[tuple[str, str, int], ...]
     warnings: tuple[str, ...]
     raw: tuple[tuple[str, str], ...]  # (key, value) as written
@@ -312,6 +318,7 @@ _SIMPLE: dict[str, tuple[str, _Parser]] = {
     "V_ROUTE": ("routes", v.parse_routes),
     "V_NEIGH_LIMIT": ("neigh_limit", lambda s: v.parse_int(s, 1, 65535)),
     "V_NET_FILTER": ("net_filter", v.parse_bool),
+    "V_USERNS": ("userns", v.parse_bool),
     "V_BANDWIDTH_OUT": ("bandwidth_out", v.parse_rate),
     "V_BANDWIDTH_IN": ("bandwidth_in", v.parse_rate),
     "V_SHARE": ("shares", v.parse_shares),

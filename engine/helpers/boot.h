@@ -9,7 +9,8 @@
  * in the new mount, PID, UTS, IPC, cgroup, network and time namespaces).
  * Header only: every function is static; include it once.
  *
- *   static int vboot_run(char *plan, size_t len, int log_fd, int err_fd, int vinit_fd);
+ *   static int vboot_run(char *plan, size_t len, int log_fd, int err_fd, int vinit_fd,
+ *                        const int *views, int nviews);
  *
  * never returns on success (it execs the guest's init); on failure it writes
  * ONE line to err_fd and returns 1. The plan buffer is cut in place. log_fd
@@ -51,6 +52,7 @@
 #define VB_MOUNT_ATTR_RDONLY 0x1
 #define VB_MOUNT_ATTR_NOSUID 0x2
 #define VB_MOUNT_ATTR_NODEV 0x4
+#define VB_MOUNT_ATTR_IDMAP 0x00100000
 
 struct vb_mount_attr {
     uint64_t attr_set, attr_clr, propagation, userns_fd;
@@ -58,12 +60,12 @@ struct vb_mount_attr {
 
 #define vb_field vs_field
 
-#define VB_VIEWS 4
+#define VB_VIEWS 16
 
 struct vb {
     int log_fd, err_fd, vinit_fd;
     int root_fd;
-    int views[VB_VIEWS], nviews, nextview; /* `view` opens them, `viewmount` attaches in order */
+    int views[VB_VIEWS], nviews, nextview; /* detached host files, `viewmount` attaches in order */
     int console_fd;                        /* `consoleview` opens it, `console` attaches it */
     const char *root; /* the host path `root` bound, for messages */
 };
@@ -173,29 +175,49 @@ static int vb_openat2(int dirfd, const char *path, int flags) {
     return vb_open(dirfd, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
 }
 
-/* A host directory (or file) the plan names: opened without following any
- * symlink and still the (dev, ino) the plan was made for; an O_PATH fd, or -1
- * (said). `dir` (may be NULL) tells which of the two it is. */
-static int vb_open_checked(struct vb *b, const char *path, struct vb_field *dev,
-                           struct vb_field *ino, int *dir) {
-    unsigned long long want_dev, want_ino;
+/* A host directory or file opened without following any symlink, still the
+ * (dev, ino) the plan was made for: an O_PATH fd (*dir says which of the two, if
+ * dir is not NULL), or -1 with *why = VB_SYMLINK, VB_OTHER (another object) or 0
+ * (errno says). */
+enum { VB_SYMLINK = 1, VB_OTHER = 2 };
+
+static int vb_open_identity(const char *path, unsigned long long dev, unsigned long long ino,
+                            int *why, int *dir) {
     struct stat st;
-    if (vb_unsigned(b, dev, 10, &want_dev) < 0 || vb_unsigned(b, ino, 10, &want_ino) < 0)
-        return -1;
+    *why = 0;
     int fd = vb_open(AT_FDCWD, path, O_PATH, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
     if (fd < 0 && errno == ELOOP)
-        return vb_say(b, "source %s: a component is a symlink now", path);
+        *why = VB_SYMLINK;
     if (fd < 0)
-        return vb_say(b, "source %s: %s", path, strerror(errno));
-    int ok = fstat(fd, &st) == 0 && st.st_dev == want_dev && st.st_ino == want_ino;
+        return -1;
+    int ok = fstat(fd, &st) == 0 && st.st_dev == dev && st.st_ino == ino;
     if (!ok || !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode))) {
         close(fd);
-        return vb_say(b, "source %s: not the %s the start was planned for", path,
-                      S_ISDIR(st.st_mode) ? "directory" : "file");
+        *why = VB_OTHER;
+        return -1;
     }
     if (dir)
         *dir = S_ISDIR(st.st_mode);
     return fd;
+}
+
+/* The message every executor gives for a source vb_open_identity refused. */
+static const char *vb_identity_text(int why) {
+    return why == VB_SYMLINK ? "a component is a symlink now"
+           : why == VB_OTHER ? "not the directory or file the start was planned for"
+                             : strerror(errno);
+}
+
+/* A host directory or file the plan names (vb_open_identity); an O_PATH fd, or -1
+ * (said). `dir` (may be NULL) tells which of the two it is. */
+static int vb_open_checked(struct vb *b, const char *path, struct vb_field *dev,
+                           struct vb_field *ino, int *dir) {
+    unsigned long long want_dev, want_ino;
+    int why;
+    if (vb_unsigned(b, dev, 10, &want_dev) < 0 || vb_unsigned(b, ino, 10, &want_ino) < 0)
+        return -1;
+    int fd = vb_open_identity(path, want_dev, want_ino, &why, dir);
+    return fd < 0 ? vb_say(b, "source %s: %s", path, vb_identity_text(why)) : fd;
 }
 
 /* A detached copy of the mount tree at fd (recursive or not), read-only if asked. */
@@ -339,16 +361,6 @@ static int op_setsid(struct vb *b, struct vb_field *a) {
     return 0;
 }
 
-static int op_view(struct vb *b, struct vb_field *a) {
-    if (b->nviews == VB_VIEWS)
-        return vb_say(b, "boot plan: more than %d views", VB_VIEWS);
-    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, a[0].s, VB_OPEN_TREE_CLONE | O_CLOEXEC);
-    if (fd < 0)
-        return vb_say(b, "open_tree %s: %s", a[0].s, strerror(errno));
-    b->views[b->nviews++] = fd;
-    return 0;
-}
-
 /* The tree, bound onto itself (a mount pivot_root can enter); root_fd is that mount. */
 static int op_root(struct vb *b, struct vb_field *a) {
     b->root = a[0].s;
@@ -425,6 +437,24 @@ static int op_hostmount(struct vb *b, struct vb_field *a) {
     return 0;
 }
 
+/* SRC TARGET: a mount tree of this namespace (the host's, before pivot_root), with its
+ * submounts, read-only onto TARGET inside the tree. */
+static int op_hosttree(struct vb *b, struct vb_field *a) {
+    if (vb_need_root(b, "hosttree") < 0)
+        return -1;
+    int src = vb_open(AT_FDCWD, a[0].s, O_PATH | O_DIRECTORY, RESOLVE_NO_SYMLINKS);
+    int fd = src < 0 ? -1 : vb_mkdirs_in_root(b->root_fd, a[1].s);
+    int tree = fd < 0 ? -1 : vb_clone_tree(src, 1, 1);
+    int rc = tree < 0 ? -1 : vb_attach(tree, fd);
+    int err = errno;
+    for (int k = 0, fds[3] = {src, fd, tree}; k < 3; k++)
+        if (fds[k] >= 0)
+            close(fds[k]);
+    if (rc < 0)
+        return vb_say(b, "bind %s onto %s: %s", a[0].s, a[1].s, strerror(err));
+    return 0;
+}
+
 static int op_pivot(struct vb *b, struct vb_field *a) {
     (void)a;
     if (vb_need_root(b, "pivot") < 0)
@@ -441,14 +471,18 @@ static int op_pivot(struct vb *b, struct vb_field *a) {
     return 0;
 }
 
+/* N PATH...: real directories, made if missing; before pivot_root, PATH is inside the
+ * tree (each one component below its root). */
 static int op_nosymlinks(struct vb *b, struct vb_field *a) {
     long long n = 0;
     vb_number(b, &a[0], 10, &n); /* checked by the parser */
+    int dir = b->root_fd >= 0 ? b->root_fd : AT_FDCWD;
     for (long long k = 1; k <= n; k++) {
         struct stat st;
-        const char *path = a[k].s;
-        if (lstat(path, &st) < 0) {
-            if (errno == ENOENT && vb_mkdir_p(path) == 0)
+        const char *path = a[k].s, *rel = dir == AT_FDCWD ? path : path + strspn(path, "/");
+        if (fstatat(dir, rel, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (errno == ENOENT &&
+                (dir == AT_FDCWD ? vb_mkdir_p(path) : mkdirat(dir, rel, 0755)) == 0)
                 continue;
             return vb_fail(b, "guest tree:", path, errno);
         }
@@ -608,6 +642,7 @@ static int op_vinit(struct vb *b, struct vb_field *a) {
     return 0;
 }
 
+/* TARGET: the next view, in plan order, attached read-only. */
 static int op_viewmount(struct vb *b, struct vb_field *a) {
     if (b->nextview >= b->nviews)
         return vb_say(b, "boot plan: viewmount without view");
@@ -777,8 +812,11 @@ static const vb_fn vb_fns[] = {VS_BOOT_OPS(VB_FN)};
 static const struct vs_op vb_ops[] = {VS_BOOT_OPS(VB_OP)};
 #define VB_NOPS ((int)(sizeof vb_ops / sizeof vb_ops[0]))
 
-static int vboot_run(char *plan, size_t len, int log_fd, int err_fd, int vinit_fd) {
+static int vboot_run(char *plan, size_t len, int log_fd, int err_fd, int vinit_fd,
+                     const int *views, int nviews) {
     struct vb b = {.root_fd = -1, .console_fd = -1, .root = "?"};
+    for (; b.nviews < nviews && b.nviews < VB_VIEWS; b.nviews++)
+        b.views[b.nviews] = views[b.nviews];
     b.err_fd = vb_lift(err_fd);
     b.log_fd = vb_lift(log_fd);
     b.vinit_fd = vinit_fd >= 0 ? vb_vinit_tree(vinit_fd) : -1;

@@ -30,6 +30,7 @@
 
 #include <poll.h>
 #include <sched.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -40,8 +41,24 @@ struct st_io {
     char error[1024]; /* the failure, one line */
 };
 
+#define ST_MOUNTS 64
+#define ST_LIMITS 32
+
 struct st {
     struct st_io *io;
+    /* a user-namespaced guest: its namespace, the tree and the mounts made here for
+     * A to attach (mounts[0] is the tree; the others' targets are inside it) */
+    int userns, plain;
+    const char *tree;
+    unsigned long long tree_dev, tree_ino;
+    struct {
+        int fd;
+        const char *target;
+    } mounts[ST_MOUNTS];
+    int nmounts;
+    struct vs_field *limits[ST_LIMITS]; /* rlimit RES SOFT HARD (3 fields) or nice N (1) */
+    int nlimits;
+    int views[VB_VIEWS], nviews; /* detached host files B attaches (boot.h viewmount) */
     const char *run_dir, *name;
     struct vs_field *boot, *tasks[32];
     long *made; /* field indexes of the mkdirs that made a directory */
@@ -185,6 +202,217 @@ static int st_boot(struct st *s, struct vs_field *a, long at) {
     return 0;
 }
 
+/* -- a user-namespaced guest: its namespace, its idmapped mounts, its limits ------------- */
+
+static int st_userns(struct st *s, struct vs_field *a, long at) {
+    unsigned long long base, count;
+    (void)at;
+    if (vs_ull(a[0].s, 10, &base) < 0 || vs_ull(a[1].s, 10, &count) < 0)
+        return st_fail(s, "start plan: bad id range");
+    s->userns = vs_make_userns(base, count);
+    if (s->userns < 0)
+        return st_fail(s, "user namespace for host ids %llu-%llu: %s", base, base + count - 1,
+                       strerror(errno));
+    return 0;
+}
+
+/* The file system's name for a message (statfs magic numbers of linux/magic.h). */
+static const char *st_fs_name(int fd, char *buf, size_t size) {
+    static const struct { unsigned long magic; const char *name; } known[] = {
+        {0xEF53, "ext4"}, {0x58465342, "xfs"}, {0x9123683E, "btrfs"}, {0x01021994, "tmpfs"},
+        {0x6969, "nfs"}, {0x65735546, "fuse"}, {0x794c7630, "overlay"}, {0xFF534D42, "cifs"},
+        {0x01021997, "9p"}, {0x2FC12FC1, "zfs"}, {0x4d44, "vfat"}, {0x73717368, "squashfs"}};
+    struct statfs sf;
+    if (fstatfs(fd, &sf) < 0)
+        return "its file system";
+    for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
+        if ((unsigned long)sf.f_type == known[k].magic)
+            return known[k].name;
+    snprintf(buf, size, "file system 0x%lx", (unsigned long)sf.f_type);
+    return buf;
+}
+
+/* Detached mount `tree` seen through the guest's ids (read-only if asked), a slave of
+ * its source (nothing the guest mounts there reaches the host); kept for A. */
+static int st_keep(struct st *s, int tree, int rec, int ro, const char *what, const char *target) {
+    char fs[48];
+    struct vb_mount_attr attr = {.attr_set = VB_MOUNT_ATTR_IDMAP | (ro ? VB_MOUNT_ATTR_RDONLY : 0),
+                                 .propagation = MS_SLAVE, .userns_fd = (uint64_t)s->userns};
+    if (s->userns < 0 || s->nmounts == ST_MOUNTS) {
+        close(tree);
+        return st_fail(s, "start plan: %s without a user namespace (or too many mounts)", what);
+    }
+    if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | (rec ? VB_AT_RECURSIVE : 0), &attr,
+                sizeof attr) < 0) {
+        int err = errno;
+        const char *name = st_fs_name(tree, fs, sizeof fs);
+        close(tree);
+        if (err == EINVAL)
+            return st_fail(s, "%s: %s cannot be idmapped (the guest's ids would not match its "
+                              "files); use a file system that can (ext4, xfs, btrfs, tmpfs) or "
+                              "set V_USERNS=no", what, name);
+        return st_fail(s, "%s: idmapped mount: %s", what, strerror(err));
+    }
+    s->mounts[s->nmounts].fd = tree;
+    s->mounts[s->nmounts++].target = target;
+    return 0;
+}
+
+static int st_clone(int fd, int rec) {
+    unsigned flags = VB_OPEN_TREE_CLONE | O_CLOEXEC | AT_EMPTY_PATH | (rec ? VB_AT_RECURSIVE : 0);
+    return (int)syscall(SYS_open_tree, fd, "", flags);
+}
+
+/* PATH DEV INO: the tree, checked as boot.h checks it, cloned for the guest's ids. */
+static int st_idroot(struct st *s, struct vs_field *a, long at) {
+    int why;
+    (void)at;
+    s->tree = a[0].s;
+    if (s->nmounts || vs_ull(a[1].s, 10, &s->tree_dev) < 0 || vs_ull(a[2].s, 10, &s->tree_ino) < 0)
+        return st_fail(s, "start plan: idroot out of place");
+    int dir = 0;
+    s->plain = vb_open_identity(s->tree, s->tree_dev, s->tree_ino, &why, &dir);
+    if (s->plain < 0)
+        return st_fail(s, "source %s: %s", s->tree, vb_identity_text(why));
+    if (!dir)
+        return st_fail(s, "guest tree %s: not a directory", s->tree);
+    int tree = st_clone(s->plain, 1);
+    if (tree < 0)
+        return st_fail(s, "bind guest tree %s: %s", s->tree, strerror(errno));
+    return st_keep(s, tree, 1, 0, s->tree, NULL);
+}
+
+/* TARGET made inside the tree as it is on disk (host root's: 0 inside too): a
+ * directory, or a file to bind a host file onto when `dir` is 0. */
+static int st_target(struct st *s, const char *what, const char *target, int dir) {
+    if (s->plain < 0)
+        return st_fail(s, "start plan: a mount before idroot");
+    int fd = dir ? vb_mkdirs_in_root(s->plain, target) : vb_file_in_root(s->plain, target);
+    if (fd < 0)
+        return st_fail(s, "%s target %s: %s", what, target, strerror(errno));
+    close(fd);
+    return 0;
+}
+
+/* SRC DEV INO TARGET RO REC: a checked host directory or file, seen through the
+ * guest's ids. */
+static int st_idbind(struct st *s, struct vs_field *a, long at) {
+    unsigned long long dev, ino;
+    int why, dir = 0, ro = strcmp(a[4].s, "0") != 0, rec = strcmp(a[5].s, "0") != 0;
+    (void)at;
+    if (vs_ull(a[1].s, 10, &dev) < 0 || vs_ull(a[2].s, 10, &ino) < 0)
+        return st_fail(s, "start plan: bad identity of %s", a[0].s);
+    int src = vb_open_identity(a[0].s, dev, ino, &why, &dir);
+    if (src < 0)
+        return st_fail(s, "source %s: %s", a[0].s, vb_identity_text(why));
+    if (st_target(s, "bind", a[3].s, dir) < 0) {
+        close(src);
+        return -1;
+    }
+    int tree = st_clone(src, rec);
+    int err = errno;
+    close(src);
+    if (tree < 0)
+        return st_fail(s, "bind %s onto %s: %s", a[0].s, a[3].s, strerror(err));
+    return st_keep(s, tree, rec, ro, a[0].s, a[3].s);
+}
+
+/* Each comma-separated word of DATA: key=value (a string) or key (a flag). */
+static int st_fsconfig(int fs, const char *source, const char *data) {
+    char buf[4096];
+    if (source[0] && syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "source", source, 0) < 0)
+        return -1;
+    snprintf(buf, sizeof buf, "%s", data ? data : "");
+    for (char *word = strtok(buf, ","); word; word = strtok(NULL, ",")) {
+        char *eq = strchr(word, '=');
+        if (eq)
+            *eq = '\0';
+        long rc = eq ? syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, word, eq + 1, 0)
+                     : syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, word, NULL, 0);
+        if (rc < 0)
+            return -1;
+    }
+    return (int)syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0);
+}
+
+/* SRC TARGET FSTYPE FLAGS HASDATA DATA: a V_MOUNT file system, made here (a user
+ * namespace may not mount most of them), seen through the guest's ids. */
+static int st_idmount(struct st *s, struct vs_field *a, long at) {
+    unsigned long long flags;
+    (void)at;
+    if (vs_ull(a[3].s, 10, &flags) < 0)
+        return st_fail(s, "start plan: bad mount flags");
+    if (st_target(s, "mount", a[1].s, 1) < 0)
+        return -1;
+    unsigned attrs = (flags & MS_NOSUID ? MOUNT_ATTR_NOSUID : 0) |
+                     (flags & MS_NODEV ? MOUNT_ATTR_NODEV : 0) |
+                     (flags & MS_NOEXEC ? MOUNT_ATTR_NOEXEC : 0);
+    int fs = (int)syscall(SYS_fsopen, a[2].s, FSOPEN_CLOEXEC), tree = -1;
+    if (fs >= 0 && st_fsconfig(fs, a[0].s, vb_data(&a[4], &a[5])) == 0)
+        tree = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, attrs);
+    int err = errno;
+    if (fs >= 0)
+        close(fs);
+    if (tree < 0)
+        return st_fail(s, "mount %s %s on %s: %s", a[2].s, a[0].s, a[1].s, strerror(err));
+    return st_keep(s, tree, 0, (flags & MS_RDONLY) != 0, a[0].s, a[1].s);
+}
+
+/* PATH: a detached bind of a host file, for B to attach after pivot_root (B, maybe the
+ * guest's root already, may not reach it: run directories are root's). */
+static int st_view(struct st *s, struct vs_field *a, long at) {
+    (void)at;
+    if (s->nviews == VB_VIEWS)
+        return st_fail(s, "start plan: more than %d views", VB_VIEWS);
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, a[0].s, VB_OPEN_TREE_CLONE | O_CLOEXEC);
+    if (fd < 0)
+        return st_fail(s, "open_tree %s: %s", a[0].s, strerror(errno));
+    s->views[s->nviews++] = fd;
+    return 0;
+}
+
+/* PATH UID GID: handed to the guest's root (its cgroup subtree, the notify socket);
+ * never through a symlink. A file that is not there (a controller's) is skipped. */
+static int st_chown(struct st *s, struct vs_field *a, long at) {
+    unsigned long long uid, gid;
+    (void)at;
+    if (vs_ull(a[1].s, 10, &uid) < 0 || vs_ull(a[2].s, 10, &gid) < 0)
+        return st_fail(s, "start plan: bad owner of %s", a[0].s);
+    if (fchownat(AT_FDCWD, a[0].s, (uid_t)uid, (gid_t)gid, AT_SYMLINK_NOFOLLOW) < 0 &&
+        errno != ENOENT)
+        return st_fail(s, "chown `%s`: %s", a[0].s, strerror(errno));
+    return 0;
+}
+
+/* UID GID: the console terminal, init's stdout, when it is one (systemd opens it). */
+static int st_ttyown(struct st *s, struct vs_field *a, long at) {
+    unsigned long long uid, gid;
+    (void)at;
+    if (vs_ull(a[0].s, 10, &uid) < 0 || vs_ull(a[1].s, 10, &gid) < 0)
+        return st_fail(s, "start plan: bad console owner");
+    if (s->io->console >= 0 && isatty(s->io->console) &&
+        fchown(s->io->console, (uid_t)uid, (gid_t)gid) < 0)
+        return st_fail(s, "console terminal: %s", strerror(errno));
+    return 0;
+}
+
+static int st_limit(struct st *s, struct vs_field *a) {
+    if (s->nlimits == ST_LIMITS)
+        return st_fail(s, "start plan: too many limits");
+    s->limits[s->nlimits++] = a - 1; /* the op's name, then its arguments */
+    return 0;
+}
+
+static int st_rlimit(struct st *s, struct vs_field *a, long at) {
+    (void)at;
+    return st_limit(s, a);
+}
+
+static int st_nice(struct st *s, struct vs_field *a, long at) {
+    (void)at;
+    return st_limit(s, a);
+}
+
 /* the table is bootplan.START_OPS (consts.h): a new op needs its st_NAME here */
 #define ST_FN(name, n) st_##name,
 #define ST_OP(name, n) {#name, n},
@@ -211,6 +439,60 @@ static void st_die(int err_w, const char *what) {
     _exit(1);
 }
 
+/* A's failure: "WHAT: strerror(errno)" on its error pipe. */
+static void st_a_fail(int err_w, const char *fmt, ...) {
+    int err = errno;
+    va_list ap;
+    va_start(ap, fmt);
+    vdprintf(err_w, fmt, ap);
+    va_end(ap);
+    dprintf(err_w, ": %s", strerror(err));
+    _exit(1);
+}
+
+/* A, user-namespaced guest: in a mount namespace of the host's user namespace, the
+ * tree and its binds attached (copied into the guest's own mount namespace next,
+ * they are locked there: no read-only bind can be made writable, none removed);
+ * the limits set while raising them is still allowed; then the guest's root. */
+static void st_as_guest_root(struct st *s, int err_w) {
+    int why;
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+        st_die(err_w, "mount namespace");
+    int at = vb_open_identity(s->tree, s->tree_dev, s->tree_ino, &why, NULL);
+    if (at < 0) {
+        dprintf(err_w, "source %s: %s", s->tree, vb_identity_text(why));
+        _exit(1);
+    }
+    if (vb_attach(s->mounts[0].fd, at) < 0)
+        st_a_fail(err_w, "bind guest tree %s", s->tree);
+    close(at);
+    /* B finds the tree as its working directory: the kernel carries it into the guest's
+     * mount namespace, while as the guest's root B could not pass the barrier to it */
+    if (fchdir(s->mounts[0].fd) < 0)
+        st_a_fail(err_w, "chdir %s", s->tree);
+    for (int k = 1; k < s->nmounts; k++) {
+        const char *target = s->mounts[k].target;
+        int fd = vb_openat2(s->mounts[0].fd, target[0] == '/' ? target + 1 : target, O_PATH);
+        if (fd < 0)
+            st_a_fail(err_w, "bind target %s", target);
+        if (vb_attach(s->mounts[k].fd, fd) < 0)
+            st_a_fail(err_w, "bind onto %s", target);
+        close(fd);
+        close(s->mounts[k].fd);
+    }
+    close(s->mounts[0].fd);
+    for (int k = 0; k < s->nlimits; k++) {
+        struct vs_field *f = s->limits[k];
+        long long v[3] = {0, 0, 0};
+        for (int j = 0; j < (f[0].s[0] == 'n' ? 1 : 3); j++)
+            vs_ll(f[1 + j].s, 10, &v[j]);
+        if ((f[0].s[0] == 'n' ? vs_nice(v[0]) : vs_rlimit(v[0], v[1], v[2])) < 0)
+            st_a_fail(err_w, "ULIMIT/S_NICE");
+    }
+    if (vs_become_root_in(s->userns) < 0)
+        st_die(err_w, "become the guest's root");
+}
+
 /* A: into every cgroup, new namespaces, fork B (PID 1), report B's host PID, exit. */
 static void st_child_a(struct st *s, int moved, int pid_w, int go_r, int err_w) {
     if (s->cgroup2 >= 0 && !moved && vs_enter_cgroup2(s->cgroup2) < 0)
@@ -218,6 +500,8 @@ static void st_child_a(struct st *s, int moved, int pid_w, int go_r, int err_w) 
     for (int k = 0; k < s->ntasks; k++)
         if (vs_join_tasks(s->tasks[k]->s) < 0)
             st_die(err_w, "join cgroup");
+    if (s->userns >= 0)
+        st_as_guest_root(s, err_w);
     if (unshare((int)s->ns_flags) < 0)
         st_die(err_w, "unshare");
     if (s->timens && st_zero_clocks() < 0)
@@ -233,7 +517,7 @@ static void st_child_a(struct st *s, int moved, int pid_w, int go_r, int err_w) 
         if (read(go_r, &go, 1) != 1 || go != 'g')
             _exit(1); /* the starter gave up */
         close(go_r);
-        vboot_run(s->boot->s, s->boot->n, s->io->console, err_w, s->vinit);
+        vboot_run(s->boot->s, s->boot->n, s->io->console, err_w, s->vinit, s->views, s->nviews);
         _exit(1);
     }
     dprintf(pid_w, "%d\n", (int)b);
@@ -259,6 +543,8 @@ static int st_launch(struct st *s) {
     char line[1024];
     if (!s->boot || !(s->ns_flags & CLONE_NEWNS)) /* A makes / a slave: never the host's */
         return st_fail(s, "start plan: no boot step or no mount namespace");
+    if (s->userns >= 0 && (!s->nmounts || s->mounts[0].target))
+        return st_fail(s, "start plan: a user namespace without the guest's tree");
     if (pipe2(pid_p, O_CLOEXEC) < 0 || pipe2(go_p, O_CLOEXEC) < 0 || pipe2(err_p, O_CLOEXEC) < 0)
         return st_fail(s, "pipe: %s", strerror(errno));
     s->a = vs_clone_into(s->cgroup2, &moved);
@@ -347,7 +633,7 @@ static void st_undo(struct st *s, struct vs_field *f) {
 
 /* Execute a start plan; B's PID (the guest's init, booted and recorded) or -1. */
 static pid_t vs_start(char *plan, size_t len, struct st_io *io) {
-    struct st s = {.io = io, .cgroup2 = -1, .vinit = -1};
+    struct st s = {.io = io, .cgroup2 = -1, .vinit = -1, .userns = -1, .plain = -1};
     long count;
     const char *bad = "?";
     struct vs_field *f = vs_fields(plan, len, &count);
@@ -371,6 +657,14 @@ static pid_t vs_start(char *plan, size_t len, struct st_io *io) {
     if (io->error[0])
         st_undo(&s, f);
 report:
+    for (int k = 0; k < s.nmounts; k++) /* detached: they vanish with their last fd */
+        close(s.mounts[k].fd);
+    for (int k = 0; k < s.nviews; k++)
+        close(s.views[k]);
+    if (s.userns >= 0)
+        close(s.userns);
+    if (s.plain >= 0)
+        close(s.plain);
     if (s.cgroup2 >= 0)
         close(s.cgroup2);
     if (s.vinit >= 0)

@@ -219,25 +219,44 @@ static void read_plan(const struct opts *o, struct plan *p) {
 
 /* -- 3. host-side fds ---------------------------------------------------------------- */
 
-static const char *const NAMESPACES[] = {"ipc", "uts", "net", "mnt", "pid", "cgroup", "time"};
-enum { NS_PID = 4, NS_CGROUP = 5, NS_TIME = 6, N_NS = 7 };
+static const char *const NAMESPACES[] = {"ipc",    "uts",  "net", "mnt",
+                                          "pid",    "cgroup", "time", "user"};
+enum { NS_PID = 4, NS_CGROUP = 5, NS_TIME = 6, NS_USER = 7, N_NS = 8 };
 
-/* init's namespaces; time is -1 when it is ours (nothing to join) */
-static void open_namespaces(long long pid, int *fds) {
+/* -1 instead of the namespace fds[k] when it is ours (nothing to join) */
+static void drop_if_ours(int *fds, int k) {
     char path[64];
     struct stat theirs, ours;
+    snprintf(path, sizeof path, "/proc/self/ns/%s", NAMESPACES[k]);
+    if (fds[k] >= 0 && fstat(fds[k], &theirs) == 0 && stat(path, &ours) == 0 &&
+        theirs.st_ino == ours.st_ino && theirs.st_dev == ours.st_dev) {
+        close(fds[k]);
+        fds[k] = -1;
+    }
+}
+
+/* init's namespaces; time and user are -1 when they are ours (a privileged guest's
+ * user namespace is the host's) */
+static void open_namespaces(long long pid, int *fds) {
+    char path[64];
     for (int k = 0; k < N_NS; k++) {
         snprintf(path, sizeof path, "/proc/%lld/ns/%s", pid, NAMESPACES[k]);
         fds[k] = open(path, O_RDONLY | O_CLOEXEC);
         if (fds[k] < 0 && !(k == NS_TIME && errno == ENOENT)) /* no time ns before 5.6 */
             refuse_not_running();
     }
-    if (fds[NS_TIME] >= 0 && fstat(fds[NS_TIME], &theirs) == 0 &&
-        stat("/proc/self/ns/time", &ours) == 0 && theirs.st_ino == ours.st_ino &&
-        theirs.st_dev == ours.st_dev) {
-        close(fds[NS_TIME]);
-        fds[NS_TIME] = -1;
-    }
+    drop_if_ours(fds, NS_TIME);
+    drop_if_ours(fds, NS_USER);
+}
+
+/* In a user-namespaced guest: its root, with every capability inside only (the
+ * other namespaces were joined with the host's capabilities, which they need). */
+static void become_guest_root(int *fds) {
+    if (fds[NS_USER] >= 0 && vs_become_root_in(fds[NS_USER]) < 0)
+        die("join user namespace");
+    if (fds[NS_USER] >= 0)
+        close(fds[NS_USER]);
+    fds[NS_USER] = -1;
 }
 
 static void join(int fd) {
@@ -323,6 +342,7 @@ static void middle(const struct opts *o, const struct plan *p, int *ns, int cg2,
     join(ns[NS_PID]);
     join(ns[NS_TIME]);
     join(ns[NS_CGROUP]);
+    become_guest_root(ns);
     confine(p);
     pid_t pid = fork();
     if (pid < 0)
@@ -417,6 +437,7 @@ int main(int argc, char **argv, char **envp) {
     if (ns[NS_TIME] >= 0)
         close(ns[NS_TIME]);
     join(ns[NS_CGROUP]);
+    become_guest_root(ns);
     confine(&p);
     return relay(middle_pid, &waited);
 }

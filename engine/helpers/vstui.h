@@ -17,10 +17,13 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/sched.h> /* struct clone_args, CLONE_INTO_CGROUP */
 #include <linux/seccomp.h>
+#include <linux/securebits.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,6 +33,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "consts.h"
@@ -416,6 +420,71 @@ static inline int vs_enter_cgroup2(int cgroup_fd) {
 /* A v1 cgroup through `tasks` (this thread only: no RCU grace period). */
 static inline int vs_join_tasks(const char *tasks) {
     return vs_write_file(tasks, "0", 1, 0, 0);
+}
+
+/* -- user namespaces ------------------------------------------------------------------ */
+
+/* A new user namespace whose ids 0..count-1 are host ids base..: its fd, or -1.
+ * Its owner is host uid/gid `base` (the guest's root), not root: the kernel
+ * charges per-user counts (inotify instances and watches, user namespaces,
+ * mqueue bytes) to the namespace's owner on the host as well, so each guest
+ * gets its own budget instead of sharing root's (kernel/ucount.c). A helper
+ * child makes it with that effective id (keeping its capabilities:
+ * SECBIT_NO_SETUID_FIXUP) and waits while we write the maps. */
+static inline int vs_make_userns(unsigned long long base, unsigned long long count) {
+    int made[2], done[2], fd = -1, err = 0;
+    char path[64], map[64], c = 0;
+    if (pipe2(made, O_CLOEXEC) < 0)
+        return -1;
+    if (pipe2(done, O_CLOEXEC) < 0) {
+        close(made[0]), close(made[1]);
+        return -1;
+    }
+    pid_t helper = fork();
+    if (helper == 0) {
+        close(made[0]), close(done[1]);
+        int bad = prctl(PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0, 0, 0) < 0 ||
+                  setresgid(-1, (gid_t)base, -1) < 0 || setresuid(-1, (uid_t)base, -1) < 0 ||
+                  unshare(CLONE_NEWUSER) < 0;
+        char word = bad ? (char)errno : 0;
+        (void)!write(made[1], &word, 1);
+        (void)!read(done[0], &c, 1);
+        _exit(0);
+    }
+    close(made[1]), close(done[0]);
+    if (helper < 0 || read(made[0], &c, 1) != 1 || c) {
+        err = c ? c : (helper < 0 ? errno : EIO);
+    } else {
+        int n = snprintf(map, sizeof map, "0 %llu %llu\n", base, count);
+        snprintf(path, sizeof path, "/proc/%d/ns/user", (int)helper);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        for (int k = 0; fd >= 0 && k < 2; k++) {
+            snprintf(path, sizeof path, "/proc/%d/%s", (int)helper, k ? "gid_map" : "uid_map");
+            if (vs_write_file(path, map, (size_t)n, 0, 0) < 0) {
+                err = errno;
+                close(fd);
+                fd = -1;
+            }
+        }
+        if (fd < 0 && !err)
+            err = errno;
+    }
+    close(made[0]), close(done[1]); /* the helper reads EOF and exits */
+    if (helper > 0)
+        waitpid(helper, NULL, 0);
+    errno = err;
+    return fd;
+}
+
+/* Join user namespace `fd` and become its root (every capability, inside it). The
+ * id change made us non-dumpable, which hands our /proc files to host root: dumpable
+ * again, they are the guest root's (its own /proc/self/timens_offsets, say). */
+static inline int vs_become_root_in(int fd) {
+    if (setns(fd, CLONE_NEWUSER) < 0)
+        return -1;
+    if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+        return -1;
+    return prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 }
 
 #endif /* VSTUI_H */

@@ -267,7 +267,22 @@ class Observer:
             bandwidth_in=getattr(cfg, "bandwidth_in", None),
             uptime=_uptime(run, wall),
             missing=tuple(missing),
+            idmap=self._idmap(run.name, running, cfg),
+            userns=getattr(cfg, "userns", None),
         )
+
+    def _idmap(self, name: str, running: bool, cfg: Any) -> tuple[int, int] | None:
+        """A running guest's id block from its init (the scan read it); a stopped one's
+        as recorded."""
+        if running:
+            ids = self.table.ids_of(name)
+            return (ids.base, ids.count) if ids is not None else None
+        if not getattr(cfg, "userns", False):
+            return None
+        from engine.runtime import idmap
+
+        block = idmap.recorded(self.paths).get(name)
+        return None if block is None else (block * idmap.BLOCK, idmap.BLOCK)
 
     def _state(self, run: Any, running: bool) -> str:
         """The run state; ``frozen`` for a running guest with run_dir/frozen (no cgroup read)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine.contexts import HOST_NAME, HOST_XID
 from engine.paths import Paths
+from engine.procs import guestids
 from engine.procs.attribution import (
     Attribution,
     RunInfo,
@@ -67,7 +68,7 @@ def user_name(uid: int) -> str:
 ROW_FIELDS = ("pid", "ppid", "starttime", "xid", "guest", "nspid", "uid", "user", "state",
               "nice", "threads", "vsz", "rss", "utime", "stime", "cutime", "cstime",
               "cpu_percent", "tty", "comm", "cmdline", "pgrp", "session", "tpgid", "priority",
-              "kernel")  # fmt: skip
+              "kernel", "huid")  # fmt: skip
 
 
 class PsRow:
@@ -82,7 +83,7 @@ class PsRow:
                  uid: int, user: str, state: str, nice: int, threads: int, vsz: int, rss: int,
                  utime: int, stime: int, cutime: int, cstime: int, cpu_percent: float,
                  tty: str, comm: str, cmdline: str, pgrp: int, session: int, tpgid: int,
-                 priority: int, kernel: bool) -> None:  # fmt: skip
+                 priority: int, kernel: bool, huid: int) -> None:  # fmt: skip
         self.pid = pid
         self.ppid = ppid
         self.starttime = starttime
@@ -109,6 +110,7 @@ class PsRow:
         self.tpgid = tpgid
         self.priority = priority
         self.kernel = kernel
+        self.huid = huid
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{f}={getattr(self, f)!r}" for f in ROW_FIELDS)
@@ -191,10 +193,13 @@ class ProcessTable:
         self._attribution: Attribution | None = None
         self._guests_key: tuple = ()
         self._full_at = 0.0
+        self.guest_ids = guestids.Cache(proc_root)
+        self._ids: dict[str, guestids.GuestIds] = {}
 
     def refresh(self, guests: list[RunInfo] | None = None) -> Table:
         if guests is None:
             guests = running_guests(self.paths, self.scanner.proc_root)
+        self._ids = self.guest_ids.update(guests) if self.need & NEED_UID else {}
         wall = time.time()
         if self.one_shot:
             attribution = attribute(self.paths, self.cgroup_fs, guests)
@@ -262,17 +267,29 @@ class ProcessTable:
                 before = prev.get(pid)
                 if before is not None and before.starttime == p.starttime:
                     cpu = (p.utime + p.stime - before.utime - before.stime) * scale
-            uid = p.static.uid
+            huid = p.static.uid
+            uid, user = self._user(guest, huid) if with_uid else (huid, "?")
             row = make_row(
                 pid, p.ppid, p.starttime, xid, guest, p.nspid if ctx is not None else pid,
-                uid, user_name(uid) if with_uid else "?", p.state, p.nice, p.threads,
+                uid, user, p.state, p.nice, p.threads,
                 p.vsize, p.rss, p.utime, p.stime, p.cutime, p.cstime, cpu,
                 tty_name(p.tty_nr), p.comm, command_of(p) if with_cmdline else f"[{p.comm}]",
-                p.pgrp, p.session, p.tpgid, p.priority, bool(p.flags & PF_KTHREAD),
+                p.pgrp, p.session, p.tpgid, p.priority, bool(p.flags & PF_KTHREAD), huid,
             )  # fmt: skip
             p.memo = row
             append(row)
         return tuple(rows)
+
+    def ids_of(self, guest: str) -> guestids.GuestIds | None:
+        """The running user-namespaced guest's id block, as the last refresh saw it."""
+        return self._ids.get(guest)
+
+    def _user(self, guest: str, huid: int) -> tuple[int, str]:
+        """(uid, name) as the process's own guest sees them: a user-namespaced guest's
+        uid and its passwd's name; the host's otherwise (``huid`` is the host uid)."""
+        ids = self._ids.get(guest)
+        inside = ids.inside(huid) if ids is not None else None
+        return inside if inside is not None else (huid, user_name(huid))
 
 
 class _NewOrMember:

@@ -191,6 +191,7 @@ COLUMNS: dict[str, Column] = {
     "euser": _c("EUSER", 8, False, lambda r, c, n: short_user(r.user)),
     "fuser": _c("UID", 8, False, lambda r, c, n: short_user(r.user)),  # -f's UID column
     "uid": _c("UID", 5, True, lambda r, c, n: str(r.uid)),
+    "huid": _c("HUID", 7, True, lambda r, c, n: str(r.huid)),
     "%cpu": _c("%CPU", 4, True, lambda r, c, n: pcpu_text(lifetime_permille(r, c))),
     "%mem": _c("%MEM", 4, True, lambda r, c, n: pmem_text(r, c)),
     "c": _c("C", 2, True, lambda r, c, n: str(min(lifetime_permille(r, c) // 10, 99))),
@@ -226,6 +227,7 @@ ALIASES: dict[str, tuple[str, str]] = {
     "uname": ("user", "USER"),
     "euser": ("euser", "EUSER"),
     "uid": ("uid", "UID"),
+    "huid": ("huid", "HUID"),
     "euid": ("uid", "EUID"),
     "pcpu": ("%cpu", "%CPU"),
     "%cpu": ("%cpu", "%CPU"),

@@ -174,7 +174,7 @@ class RecordReader:
         nested = next((a for a in [hint, *args] if a in RECORDS.values()), None)
         if nested is not None:
             return lambda v: None if v is None else self.read(nested, v)
-        if typing.get_origin(hint) is tuple:
+        if any(typing.get_origin(a) is tuple for a in (hint, *args)):  # also tuple | None
             return lambda v: tuple(map(_shown, v)) if isinstance(v, list) else v
         if float in (hint, *args):  # a rounded float travels as a whole number
             return lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v

@@ -118,10 +118,23 @@ def xid_of(paths: Paths, name: str) -> int:
     return _xid_of(paths, name)
 
 
+def id_map(paths: Paths, name: str, cfg: object = None) -> object:
+    """The guest's block of host ids (engine.runtime.idmap.IdMap), or None.
+
+    A running guest's from its init's uid_map (None: no user namespace); a
+    stopped one's as recorded, or derived from its xid; None for V_USERNS=no
+    or a block not chosen yet (it is at the first start).
+    """
+    from engine.runtime import idmap
+
+    return idmap.of_guest(paths, name, cfg)
+
+
 __all__ = [
     "console",
     "delete",
     "exec_in",
+    "id_map",
     "init_pid",
     "is_running",
     "refresh_meminfo",

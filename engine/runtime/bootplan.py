@@ -46,7 +46,6 @@ TWO_COUNTED = -2  # exec N ARGV... M ENV...
 BOOT_OPS: dict[str, int] = {
     "umask": 1,  # MODE
     "setsid": 0,
-    "view": 1,  # PATH: open_tree of a host file, kept for viewmount
     "root": 3,  # PATH DEV INO: the tree, opened without symlinks, identity checked
     "hostbind": 6,  # SRC DEV INO TARGET RO REC: bound through the checked fd
     "hostmount": 6,  # SRC TARGET FSTYPE FLAGS HASDATA DATA
@@ -63,6 +62,7 @@ BOOT_OPS: dict[str, int] = {
     "viewmount": 1,  # TARGET: the next view, in plan order, attached read-only
     "consoleview": 0,  # before pivot: a detached bind of init's stdout, if it is a terminal
     "console": 1,  # TARGET: that terminal attached there, else /dev/null
+    "hosttree": 2,  # SRC TARGET: before pivot, a host mount tree bound read-only into the tree
     "hostname": 1,
     "domainname": 1,
     "loopback": 0,
@@ -79,12 +79,21 @@ START_OPS: dict[str, int] = {
     "identity": 3,  # RUNDIR NAME XID: state=starting, xid, supervisor.pid/.start
     "mkdir": 1,  # PATH (a cgroup directory; removed again on failure)
     "write": 2,  # PATH VALUE (a cgroup control file)
+    "chown": 3,  # PATH UID GID (not following a symlink): what the guest's root manages
+    "ttyown": 2,  # UID GID of the console terminal (B's stdout), when it is one
     "runfile": 3,  # NAME MODE CONTENT (in the run directory)
     "tasks": 1,  # PATH: A joins this v1 cgroup (the thread's `tasks`)
     "cgroup2": 1,  # DIR: A is cloned straight into this cgroup2 group
+    "userns": 2,  # BASE COUNT: the guest's user namespace (ids 0..COUNT-1 = BASE..)
+    "idroot": 3,  # PATH DEV INO: the tree, checked, cloned and idmapped for A
+    "idbind": 6,  # SRC DEV INO TARGET RO REC: a host directory, the same way
+    "idmount": 6,  # SRC TARGET FSTYPE FLAGS HASDATA DATA: a new file system, idmapped
+    "rlimit": 3,  # RES SOFT HARD: A sets it before it becomes the guest's root
+    "nice": 1,  # N: the same
     "unshare": 1,  # FLAGS
     "timens": 0,  # A's new time namespace starts its clocks at 0
     "vinit": 1,  # PATH of the host's vinit, bound read-only into the guest by B
+    "view": 1,  # PATH: a detached bind of a host file, for B's viewmount (plan order)
     "boot": 1,  # PLAN: BOOT_OPS, run by B
 }
 
@@ -169,6 +178,17 @@ def _after(w: Writer, step: P.Step) -> None:
         raise TypeError(f"not an after-pivot step: {step!r}")
 
 
+def _inroot(w: Writer, step: P.Step) -> None:
+    """A mount inside the tree before pivot_root (a user-namespaced guest's /proc, /sys)."""
+    if isinstance(step, P.Mount):
+        w.op("hostmount", *_mount_args(step.source, step.target, step.fstype, step.flags,
+                                       step.data))  # fmt: skip
+    elif isinstance(step, P.HostTree):
+        w.op("hosttree", step.source, step.target)
+    else:
+        raise TypeError(f"not an in-root step: {step!r}")
+
+
 def limits(w: Writer, plan: Any) -> None:
     """rlimits and the nice floor: the same ops in the boot plan and the exec plan."""
     for res, soft, hard in plan.rlimits:
@@ -187,13 +207,18 @@ def serialize(plan: P.StartPlan, program: bytes | None = None) -> bytes:
     w = Writer(plan.name, BOOT_OPS)
     w.op("umask", "22")
     w.op("setsid")
-    for view in (step for step in plan.after if isinstance(step, P.View)):
-        w.op("view", view.source)  # host files are out of reach after pivot_root
     if any(isinstance(step, P.Console) for step in plan.after):
         w.op("consoleview")
-    w.op("root", plan.root, *plan.root_identity)
-    for step in plan.before:
-        _before(w, step)
+    # a user-namespaced guest's tree: B's working directory (A left it there; the
+    # barrier keeps the guest's root from the path)
+    w.op("root", plan.root if plan.idmap is None else ".", *plan.root_identity)
+    if plan.idmap is None:  # else A attached them, idmapped (serialize_start)
+        for step in plan.before:
+            _before(w, step)
+    if plan.inroot:  # the guest's own /proc and /sys must be real directories of the tree
+        w.op("nosymlinks", 2, "/proc", "/sys")
+    for step in plan.inroot:
+        _inroot(w, step)
     w.op("pivot")
     w.op("nosymlinks", len(GUEST_DIRS), *GUEST_DIRS)
     for step in plan.after:
@@ -206,7 +231,8 @@ def serialize(plan: P.StartPlan, program: bytes | None = None) -> bytes:
     if plan.own_netns:
         w.op("loopback")
     w.op("stdio")
-    limits(w, plan)
+    if plan.idmap is None:  # else A set them, while it could still raise them
+        limits(w, plan)
     w.op("signals")  # before the filter: it must not be able to refuse the reset
     w.blob("confine", format(to_mask(plan.caps), "x"), data=program if plan.seccomp else b"")
     env = [f"{key}={value}" for key, value in plan.env]
@@ -241,13 +267,34 @@ def serialize_start(plan: P.StartPlan, host: HostSide, boot: bytes) -> bytes:
         w.blob("runfile", name, format(mode, "o"), data=content)
     for kind, path in host.joins:
         w.op(kind, path)
+    if plan.idmap is not None:
+        _userns(w, plan)
     w.op("unshare", format(host.ns_flags, "x"))
     if host.timens:
         w.op("timens")
     if host.vinit:
         w.op("vinit", host.vinit)
+    for view in (step for step in plan.after if isinstance(step, P.View)):
+        w.op("view", view.source)  # host files: out of reach after pivot_root
     w.blob("boot", data=boot)
     return w.bytes()
+
+
+def _userns(w: Writer, plan: P.StartPlan) -> None:
+    """The guest's user namespace and what A does before it becomes the guest's root:
+    the tree and its binds, cloned and idmapped here, attached by A; the limits."""
+    w.op("userns", *plan.idmap)
+    w.op("idroot", plan.root, *plan.root_identity)
+    for step in plan.before:
+        if isinstance(step, P.HostBind):
+            w.op("idbind", step.source, step.dev, step.ino, step.target, step.readonly,
+                 step.recursive)  # fmt: skip
+        elif isinstance(step, P.HostMount):
+            flags, data = P.mount_options(step.options)
+            w.op("idmount", *_mount_args(step.source, step.target, step.fstype, flags, data))
+        else:
+            raise TypeError(f"not a before-pivot step: {step!r}")
+    limits(w, plan)
 
 
 def serialize_exec(plan: P.StartPlan, flags: Any, program: bytes, joins: list) -> bytes:

@@ -43,6 +43,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+    from typing import Any
 
     from engine.paths import Paths
 
@@ -217,6 +218,36 @@ def planned(paths: Paths, name: str, xid: int) -> IdMap | None:
     return of_block(block) if block is not None and block not in taken else None
 
 
+def of_uid_map(text: str) -> IdMap | None:
+    """The block a /proc/PID/uid_map shows: None for the host's own (no user namespace)."""
+    words = text.split()
+    if len(words) != 3 or not all(w.isdigit() for w in words) or words[0] != "0":
+        return None
+    base, count = int(words[1]), int(words[2])
+    return None if (base, count) == (0, 2**32 - 1) else IdMap(base, count)
+
+
+def of_guest(paths: Paths, name: str, cfg: Any = None) -> IdMap | None:
+    """The guest's block: a running guest's from its init, else planned (see runtime.id_map)."""
+    from engine.runtime import state, xid
+
+    pid = state.init_identity(paths, name)
+    if pid:
+        try:
+            with open(f"/proc/{pid[0]}/uid_map") as f:
+                return of_uid_map(f.read())
+        except OSError:
+            pass  # gone meanwhile: as a stopped guest
+    if cfg is None:
+        from engine.config import load_guest
+
+        cfg = load_guest(paths, name)
+    if not cfg.userns:
+        return None
+    number = cfg.context if cfg.context is not None else xid.allocated(paths).get(name, -1)
+    return planned(paths, name, number)
+
+
 def assign(paths: Paths, name: str, xid: int, reserved: set[int] = frozenset()) -> IdMap:
     """The guest's block: recorded, else derived from ``xid``, else allocated; recorded
     and registered. ``reserved``: blocks other guests' xids derive (never allocated)."""
@@ -245,6 +276,25 @@ def _choose(paths: Paths, name: str, xid: int, table: dict[str, int], reserved: 
         return block
     raise VstuiError("no free block of 65536 host ids left in 524288..1879048191; delete "
                      "unused guests", name)  # fmt: skip
+
+
+def reserved_blocks(paths: Paths, name: str) -> set[int]:
+    """Blocks the other guests' xids derive (fixed S_CONTEXT or allocated): never
+    handed to a guest whose xid derives none."""
+    from engine.config import list_guests, load_guest
+    from engine.runtime import xid
+
+    xids = {n: x for n, x in xid.allocated(paths).items() if n != name}
+    for other in list_guests(paths):
+        if other == name:
+            continue
+        try:
+            context = load_guest(paths, other).context
+        except (VstuiError, OSError):  # a broken neighbour config must not block this guest
+            continue
+        if context is not None:
+            xids[other] = context
+    return {b for b in map(derived_block, xids.values()) if b is not None}
 
 
 def forget(paths: Paths, name: str) -> None:

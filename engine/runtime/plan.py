@@ -125,7 +125,8 @@ class View(Record):
 
     Opened before pivot_root (the host is out of reach after it) and
     attached here, in plan order: e.g. the guest's /proc/meminfo, the
-    supervisor's notify socket.
+    supervisor's notify socket; in a user namespace, where mknod is not
+    allowed, /dev/null and the other device nodes.
     """
 
     __slots__ = _fields = ("source", "target")
@@ -143,8 +144,29 @@ class Console(Record):
     target: str
 
 
+class HostTree(Record):
+    """A host mount tree, read-only with its submounts, onto a path inside the guest's
+    tree (before pivot_root): the host's /sys for a user-namespaced guest without its
+    own network namespace, which may not mount a sysfs of its own."""
+
+    __slots__ = _fields = ("source", "target")
+    source: str
+    target: str
+
+
 Step = (
-    HostBind | HostMount | Mount | Bind | Mask | ReadOnly | Device | Symlink | File | View | Console
+    HostBind
+    | HostMount
+    | Mount
+    | Bind
+    | Mask
+    | ReadOnly
+    | Device
+    | Symlink
+    | File
+    | View
+    | Console
+    | HostTree
 )
 
 # -- constants -------------------------------------------------------------------
@@ -205,8 +227,11 @@ class StartPlan(Record):
         "vinit",
         "seccomp",
         "notes",
+        "idmap",
+        "inroot",
     )
-    _defaults = {"root_identity": (0, 0), "seccomp": True, "notes": ()}
+    _defaults = {"root_identity": (0, 0), "seccomp": True, "notes": (), "idmap": None,
+                 "inroot": ()}  # fmt: skip
     name: str
     root: str  # host path of the tree pivot_root enters
     root_identity: tuple[int, int]  # its (dev, ino) when planned: checked again at boot
@@ -223,12 +248,28 @@ class StartPlan(Record):
     vinit: bool  # bind vinit at VINIT_PATH before exec
     seccomp: bool
     notes: tuple[str, ...]
+    # (base, count): the guest's user namespace maps ids 0..count-1 to host ids base..;
+    # None: no user namespace (V_USERNS=no)
+    idmap: tuple[int, int] | None
+    # mounts made inside the tree before pivot_root (a user namespace may mount a fresh
+    # /proc or /sys only while the host's are still visible in its mount namespace)
+    inroot: tuple[Step, ...]
 
 
 # -- building --------------------------------------------------------------------
 
 
-def dev_steps(shm_size: int = SHM_SIZE) -> list[Step]:
+def dev_nodes(userns: bool) -> list[Step]:
+    """The device nodes: made (mknod), or in a user namespace the host's bound read-only."""
+    if not userns:
+        return [Device(f"/dev/{name}", major, minor) for name, major, minor in DEVICES]
+    out: list[Step] = []
+    for name, _, _ in DEVICES:
+        out += [File(f"/dev/{name}", b"", 0o666), View(f"/dev/{name}", f"/dev/{name}")]
+    return out
+
+
+def dev_steps(shm_size: int = SHM_SIZE, userns: bool = False) -> list[Step]:
     """A minimal /dev on tmpfs: nodes, devpts (own instance), shm, mqueue, links."""
     steps: list[Step] = [
         Mount(
@@ -239,7 +280,7 @@ def dev_steps(shm_size: int = SHM_SIZE) -> list[Step]:
             f"mode=755,size={DEV_SIZE}",
         ),  # fmt: skip
     ]
-    steps += [Device(f"/dev/{name}", major, minor) for name, major, minor in DEVICES]
+    steps += dev_nodes(userns)
     steps += [
         Mount(
             "devpts",
@@ -267,12 +308,16 @@ def dev_steps(shm_size: int = SHM_SIZE) -> list[Step]:
     return steps
 
 
+PROC_MOUNT = Mount("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC)
+
+
 def proc_steps(
     own_netns: bool, hide: tuple[str, ...] = (), show: tuple[str, ...] = ()
 ) -> list[Step]:
-    """Fresh /proc; V_PROC_HIDE adds masks, V_PROC_SHOW lifts a mask or read-only."""
+    """Masks of the fresh /proc (PROC_MOUNT): V_PROC_HIDE adds masks, V_PROC_SHOW lifts
+    a mask or read-only."""
     shown = {p.rstrip("/") for p in show}
-    steps: list[Step] = [Mount("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC)]
+    steps: list[Step] = []
     masked = [*PROC_MASKED, *(p.rstrip("/") for p in hide)]
     steps += [Mask(p) for p in dict.fromkeys(masked) if p not in shown]
     if own_netns:
@@ -282,18 +327,24 @@ def proc_steps(
     return steps
 
 
+def sys_mount(own_netns: bool, userns: bool) -> Step:
+    """A fresh read-only sysfs; a user namespace without its own network namespace may
+    not mount one (kernel 3.11, "sysfs: Restrict mounting sysfs"): the host's, read-only."""
+    if userns and not own_netns:
+        return HostTree("/sys", "/sys")
+    return Mount("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC | _libc.MS_RDONLY)
+
+
 def sys_steps(cgroup2: bool = True) -> list[Step]:
-    """Read-only sysfs; at /sys/fs/cgroup the guest's own cgroup2 tree (docs/systemd.md).
+    """What hides parts of /sys (mounted before: sys_mount); at /sys/fs/cgroup the
+    guest's own cgroup2 tree (docs/systemd.md).
 
     B runs in the guest's cgroup namespace, rooted at its payload: the mount
     shows that subtree only, read-write for the guest's init to manage,
     while the limits stay on the directory above it, out of sight. Without
     a cgroup2 hierarchy on the host the path is masked.
     """
-    steps: list[Step] = [
-        Mount("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC | _libc.MS_RDONLY),
-    ]
-    steps += [Mask(p) for p in SYS_MASKED]
+    steps: list[Step] = [Mask(p) for p in SYS_MASKED]
     own = Mount("cgroup2", CGROUP, "cgroup2", NOSUID_NODEV_NOEXEC)
     steps.append(own if cgroup2 else Mask(CGROUP))
     return steps
@@ -402,15 +453,18 @@ class Facts(Record):
     the supervisor's notify socket (a host path), given to a guest booting
     its own init; ``cgroup2``: the host has a cgroup2 hierarchy (the guest's
     /sys/fs/cgroup); ``tmp``: the guest's systemd mounts a tmpfs on /tmp
-    (engine.rootfs.guestinit.wants_tmpfs_tmp).
+    (engine.rootfs.guestinit.wants_tmpfs_tmp); ``idmap``: (base, count) of
+    the guest's user namespace, its block of host ids (None: V_USERNS=no).
     """
 
-    __slots__ = _fields = ("meminfo_view", "notify", "cgroup2", "tmp")
-    _defaults = {"meminfo_view": None, "notify": None, "cgroup2": True, "tmp": False}
+    __slots__ = _fields = ("meminfo_view", "notify", "cgroup2", "tmp", "idmap")
+    _defaults = {"meminfo_view": None, "notify": None, "cgroup2": True, "tmp": False,
+                 "idmap": None}  # fmt: skip
     meminfo_view: str | None
     notify: str | None
     cgroup2: bool
     tmp: bool
+    idmap: tuple[int, int] | None
 
 
 def build(
@@ -419,11 +473,14 @@ def build(
     """The start plan for ``cfg`` with its tree at ``root`` and rootfs ``binds``."""
     facts = facts or Facts()
     own_netns = cfg.netmode != "host"
+    userns = facts.idmap is not None
     before: list[Step] = [host_bind(b.source, b.target, b.readonly, b.recursive) for b in binds]
     before += [extra_mount(m) for m in cfg.mounts]
     shm = SHM_SIZE if not cfg.memory else min(SHM_SIZE, max(cfg.memory // 2, 1 << 20))
+    fresh = [PROC_MOUNT, sys_mount(own_netns, userns)]
     proc = proc_steps(own_netns, tuple(cfg.proc_hide), tuple(cfg.proc_show))
-    after: list[Step] = [*dev_steps(shm), *proc, *sys_steps(facts.cgroup2)]
+    after: list[Step] = [*dev_steps(shm, userns), *([] if userns else fresh), *proc,
+                         *sys_steps(facts.cgroup2)]  # fmt: skip
     if facts.meminfo_view is not None:
         after.append(View(facts.meminfo_view, MEMINFO))
     after += run_steps(cfg.memory, facts.tmp)
@@ -447,4 +504,6 @@ def build(
         argv=argv,
         env=init_env(cfg, notify),
         vinit=vinit,
+        idmap=facts.idmap,
+        inroot=tuple(fresh) if userns else (),
     )

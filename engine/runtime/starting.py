@@ -168,8 +168,8 @@ def launch(
         cache = None
         unchanged = conf and conf == bootcache.content(conf_path)  # since it was parsed
         if unchanged and bootcache.eligible(cfg, plan.own_netns):
-            deps = bootcache.records(conf, _xid_line(paths, cfg, xid), root, plan,
-                                     _has_rc_local(root), links)  # fmt: skip
+            lines = _xid_line(paths, cfg, xid) + _block_line(paths, cfg, plan)
+            deps = bootcache.records(conf, lines, root, plan, _has_rc_local(root), links)
             cache = (deps, data)
         else:
             bootcache.forget(paths, name)
@@ -199,6 +199,16 @@ def _xid_line(paths: Paths, cfg: Any, xid: int) -> list[bytes]:
     return [bootcache.table_line(os.fspath(xids.table_path(paths)), cfg.name, xid)]
 
 
+def _block_line(paths: Paths, cfg: Any, plan: StartPlan) -> list[bytes]:
+    """The guest's own line of the id-block table, when the plan maps a block."""
+    from engine.runtime import bootcache
+
+    if plan.idmap is None:
+        return []
+    block = plan.idmap[0] // 65536
+    return [bootcache.table_line(os.fspath(paths.state_dir / "idblocks"), cfg.name, block)]
+
+
 def _plan(paths: Paths, cfg: Any, root: str, xid: int, undo: _Undo) -> tuple:
     """(StartPlan, bootplan.HostSide, (memory cgroup dir, guest entries read), seccomp
     program): nothing made yet."""
@@ -214,7 +224,7 @@ def _plan(paths: Paths, cfg: Any, root: str, xid: int, undo: _Undo) -> tuple:
     undo.add(lambda: _remove_cgroup(cg, rel))
     view = _meminfo_view(paths, cfg, cg, rel)
     binds = rootfs.binds(cfg, paths)
-    facts, links = _facts(paths, cfg, cg, root, view)
+    facts, links = _facts(paths, cfg, cg, root, view, _idmap(paths, cfg, xid))
     plan = plans.build(cfg, root, binds, _has_rc_local(root), facts)
     program = _seccomp_program(cfg)
     joins = cg.join_ops(rel)
@@ -229,7 +239,7 @@ def _plan(paths: Paths, cfg: Any, root: str, xid: int, undo: _Undo) -> tuple:
         barrier=os.fspath(paths.vservers_dir),
         run_dir=os.fspath(paths.run_dir(cfg.name)),
         xid=xid,
-        cgroup_ops=cg.setup_ops(rel, limits_of(cfg)),
+        cgroup_ops=cg.setup_ops(rel, limits_of(cfg)) + _handed_over(paths, cfg, cg, rel, facts),
         joins=joins,
         run_files=files,
         ns_flags=_ns_flags(plan),
@@ -239,12 +249,42 @@ def _plan(paths: Paths, cfg: Any, root: str, xid: int, undo: _Undo) -> tuple:
     return plan, host, (view[2] if view else None, links), program
 
 
+def _handed_over(paths: Paths, cfg: Any, cg: Any, rel: str, facts: Any) -> list[tuple]:
+    """What a user-namespaced guest's root must own on the host side: its cgroup2
+    subtree (never the directory with its limits), the notify socket its systemd
+    writes to, the console terminal. None of it for a privileged guest."""
+    if facts.idmap is None:
+        return []
+    root = facts.idmap[0]
+    ops = cg.delegate_ops(rel, root, root)
+    if facts.notify is not None:
+        ops.append(("chown", facts.notify, str(root), str(root)))
+    ops.append(("ttyown", str(root), str(root + TTY_GID)))
+    return ops
+
+
+TTY_GID = 5  # the guest's tty group (devpts gid=5; Debian's tty)
+
+
+def _idmap(paths: Paths, cfg: Any, xid: int) -> tuple[int, int] | None:
+    """(base, count) of the guest's block of host ids (chosen once, recorded), or None."""
+    if not cfg.userns:
+        return None
+    from engine.runtime import idmap
+
+    ids = idmap.assign(paths, cfg.name, xid, idmap.reserved_blocks(paths, cfg.name))
+    return ids.base, ids.count
+
+
 MEMINFO_VIEW = "meminfo"  # = supervisor.MEMINFO_VIEW
 NOTIFY = "notify"  # = supervisor.NOTIFY: the supervisor's sd_notify socket in the run dir
 
 
-def _facts(paths: Paths, cfg: Any, cg: Any, root: str, view: tuple | None) -> tuple:
-    """(plan.Facts, guest entries read with their presence) for the plan and the boot cache."""
+def _facts(
+    paths: Paths, cfg: Any, cg: Any, root: str, view: tuple | None, ids: tuple | None
+) -> tuple:
+    """(plan.Facts, guest entries read with their presence) for the plan and the boot cache;
+    ``ids``: the guest's block of host ids (base, count), None without a user namespace."""
     from engine.rootfs import guestinit
     from engine.runtime.plan import Facts
 
@@ -252,7 +292,7 @@ def _facts(paths: Paths, cfg: Any, cg: Any, root: str, view: tuple | None) -> tu
     links = guestinit.tmp_facts(root) if fakeinit else ()
     notify = os.fspath(paths.run_dir(cfg.name) / NOTIFY) if fakeinit else None
     tmp = bool(links) and guestinit.wants_tmpfs_tmp(links)
-    facts = Facts(view[0] if view else None, notify, cg.has_cgroup2, tmp)
+    facts = Facts(view[0] if view else None, notify, cg.has_cgroup2, tmp, ids)
     return facts, links
 
 

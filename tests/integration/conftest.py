@@ -1,5 +1,8 @@
 """Fixtures of the integration tests in this directory.
 
+Every test here runs in both guest modes, user-namespaced and privileged
+(``guest_mode``, tests/conftest.py), as one parametrized run.
+
 ``fleet``: an sshd on 127.0.0.1 (tests.sshd) with hosts ``a`` (vroot), ``b``
 (vroot2) and ``ro`` (vroot, read_only) in its hosts.toml; ``guests``: the
 same with a running guest on each of a and b. Requested fixtures are torn
@@ -16,8 +19,15 @@ from collections.abc import Iterator
 import pytest
 
 from engine.paths import Paths
+from tests.conftest import GUEST_MODES
 from tests.integration.remote_helpers import GUEST_A, GUEST_B, build_and_start, stop_and_delete
 from tests.sshd import TestSshd
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # module scope: a module's shared guests are made once per mode
+    if "guest_mode" in metafunc.fixturenames:
+        metafunc.parametrize("guest_mode", GUEST_MODES, scope="module")
 
 
 @pytest.fixture

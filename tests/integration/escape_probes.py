@@ -716,6 +716,136 @@ def p_cpu(seconds: str) -> dict:
     return {"cpu": cpu, "wall": wall, "ratio": cpu / wall}
 
 
+# -- the user-namespace classes (issue 16) ------------------------------------------
+
+FSOPEN, OPEN_TREE, MOUNT_SETATTR = 430, 428, 442  # the unified table: every architecture
+
+
+def _write_once(path: str, text: str) -> str:
+    """Open and write ``text``; "ok" or the errno name (writes the kernel always refuses)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        return name_of(exc.errno or 0)
+    try:
+        os.write(fd, text.encode())
+        return "ok"
+    except OSError as exc:
+        return name_of(exc.errno or 0)
+    finally:
+        os.close(fd)
+
+
+def p_userns_maps() -> dict:
+    # every map is written already (in the host's namespace too): the kernel refuses a
+    # second write, so these writes can never change anything
+    with open("/proc/self/uid_map") as f:
+        uid_map = f.read().split()
+    return {
+        "uid_map": uid_map,
+        "write_uid_map": _write_once("/proc/self/uid_map", "0 0 4294967295\n"),
+        "write_gid_map": _write_once("/proc/self/gid_map", "0 0 4294967295\n"),
+        "write_init_uid_map": _write_once("/proc/1/uid_map", "0 0 4294967295\n"),
+        "write_setgroups": _write_once("/proc/self/setgroups", "deny"),
+    }
+
+
+def _string_call(nr: int, text: str, *rest: int) -> str:
+    ctypes.set_errno(0)
+    result = LIBC.syscall(ctypes.c_long(nr), ctypes.c_char_p(text.encode()),
+                          *(ctypes.c_long(a) for a in rest))  # fmt: skip
+    if result >= 0:
+        os.close(result)
+        return "ok"
+    return name_of(ctypes.get_errno())
+
+
+def p_fsopen() -> dict:
+    # CVE-2022-0185: fsconfig of a file system a user namespace may create
+    os.makedirs("/mnt/fs", exist_ok=True)
+    out = {f"fsopen_{fs}": _string_call(FSOPEN, fs, 0) for fs in ("tmpfs", "ext4", "cgroup2")}
+    out["mount_tmpfs"] = libc_mount("none", "/mnt/fs", "tmpfs")
+    return out
+
+
+def p_idmap_host_path() -> dict:
+    # a detached clone of /usr, idmapped by the guest: the filter refuses both calls,
+    # and mount_setattr would want CAP_SYS_ADMIN over the host's file system anyway
+    ctypes.set_errno(0)
+    fd = LIBC.syscall(ctypes.c_long(OPEN_TREE), ctypes.c_long(-100), ctypes.c_char_p(b"/usr"),
+                      ctypes.c_long(1))  # AT_FDCWD, OPEN_TREE_CLONE  # fmt: skip
+    opened = name_of(ctypes.get_errno()) if fd < 0 else "ok"
+    if fd >= 0:
+        os.close(fd)
+    return {"open_tree": opened, "mount_setattr": sys_call_nr(MOUNT_SETATTR, -1, 0, 0, 0, 0)}
+
+
+def sys_call_nr(nr: int, *args: int) -> str:
+    ctypes.set_errno(0)
+    result = LIBC.syscall(ctypes.c_long(nr), *(ctypes.c_long(a) for a in args))
+    return name_of(ctypes.get_errno()) if result == -1 else "ok"
+
+
+def p_overlay_copyup(lower: str, name: str) -> dict:
+    # CVE-2023-0386: copy-up of a setuid file whose owner the guest's ids do not map
+    base = "/tmp/ov"
+    out = {"mount_tmpfs": "skipped", "mount_overlay": "skipped", "copy_up": "skipped"}
+    os.makedirs(base, exist_ok=True)
+    out["mount_tmpfs"] = libc_mount("none", base, "tmpfs")
+    if out["mount_tmpfs"] != "ok":
+        return out
+    for sub in ("upper", "work", "merged"):
+        os.makedirs(f"{base}/{sub}", exist_ok=True)
+    data = f"lowerdir={lower},upperdir={base}/upper,workdir={base}/work,userxattr"
+    out["mount_overlay"] = libc_mount("overlay", f"{base}/merged", "overlay", 0, data)
+    if out["mount_overlay"] != "ok":
+        return out
+    out["copy_up"] = attempt(os.open, f"{base}/merged/{name}", os.O_WRONLY | os.O_APPEND)
+    try:
+        st = os.lstat(f"{base}/upper/{name}")
+        out["upper"] = {"uid": st.st_uid, "mode": st.st_mode & 0o7777}
+    except OSError as exc:
+        out["upper"] = name_of(exc.errno or 0)
+    return out
+
+
+def p_signal_other_guest(uid: str, pid: str) -> dict:
+    # as the same guest uid as the other guest's process: its host PID is not ours
+    os.setgroups([])
+    os.setresgid(int(uid), int(uid), int(uid))
+    os.setresuid(int(uid), int(uid), int(uid))
+    target = int(pid)
+    return {
+        "kill": attempt(os.kill, target, 0),
+        "ptrace_attach": sys_call("ptrace", 16, target, 0, 0),
+        "pidfd_open": sys_call_nr(434, target, 0),
+        "proc": attempt(os.stat, f"/proc/{target}"),
+    }
+
+
+def p_share_ownership(share: str) -> dict:
+    # the host left a file and a directory owned by a host id outside every guest's range
+    out = {}
+    foreign, folder = f"{share}/foreign", f"{share}/foreign-dir"
+    out["foreign_owner"] = os.stat(foreign).st_uid
+    out["write_foreign"] = attempt(os.open, foreign, os.O_WRONLY | os.O_APPEND)
+    out["chown_foreign"] = attempt(os.chown, foreign, 0, 0)
+    out["chmod_foreign"] = attempt(os.chmod, foreign, 0o4755)
+    out["create_in_foreign_dir"] = attempt(os.open, f"{folder}/x", os.O_WRONLY | os.O_CREAT)
+    with open(f"{share}/by-root", "w") as f:
+        f.write("root\n")
+    pid = os.fork()
+    if pid == 0:
+        os.setresgid(1000, 1000, 1000)
+        os.setresuid(1000, 1000, 1000)
+        with open(f"{share}/by-1000", "w") as f:
+            f.write("1000\n")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    out["inside"] = {n: os.stat(f"{share}/{n}").st_uid for n in ("by-root", "by-1000")}
+    return out
+
+
 PROBES = {
     name.split("_", 1)[1]: func
     for name, func in dict(globals()).items()

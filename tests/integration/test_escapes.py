@@ -37,6 +37,7 @@ import pytest
 
 from engine.paths import Paths
 from tests import leaks
+from tests.conftest import set_guest_mode
 from tests.integration.ways import NO_FALLBACK, WAYS, Way, python_cli
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -141,10 +142,11 @@ def way(request: pytest.FixtureRequest) -> Way:
 
 
 @pytest.fixture(scope="module")
-def shared(way: Way) -> Iterator[Target]:
-    """One default guest per way for the probes that only look."""
+def shared(way: Way, guest_mode: str) -> Iterator[Target]:
+    """One default guest per way (and guest mode) for the probes that only look."""
     base = Path(tempfile.mkdtemp(prefix="vstui-test-esc-", dir="/tmp"))
     target = Target(Paths.from_root(base), "esc", way)
+    set_guest_mode(target.paths, guest_mode)
     try:
         tree = build(target.paths, target.name)
         # copies of cat with file capabilities far outside the guest's bounding set:
@@ -712,3 +714,118 @@ def test_readonly_bind_keeps_its_submounts_readonly(plain_guest: Target) -> None
     finally:
         stop(paths, name)
         subprocess.run(["umount", str(share / "sub")], check=False)
+
+
+# -- the user-namespace classes (issue 16) --------------------------------------------------
+
+
+def test_u1_id_maps_and_setgroups_cannot_be_rewritten(shared: Target, guest_mode: str) -> None:
+    result = probe(shared, "userns_maps")
+    assert_errno(result, write_uid_map="EPERM", write_gid_map="EPERM",
+                 write_init_uid_map="EPERM", write_setgroups=("EPERM", "EACCES"))  # fmt: skip
+    inside, base, count = (int(w) for w in result["uid_map"])
+    if guest_mode == "userns":
+        assert (inside, count) == (0, 65536) and base >= 524288 and base + count <= 2**31
+    else:
+        assert (inside, base, count) == (0, 0, 2**32 - 1)
+
+
+def test_u2_fsopen_fsconfig_refused(shared: Target) -> None:
+    # CVE-2022-0185 (fsconfig heap overflow, reachable from a user namespace)
+    result = probe(shared, "fsopen")
+    assert_errno(result, fsopen_tmpfs="EPERM", fsopen_ext4="EPERM", fsopen_cgroup2="EPERM",
+                 mount_tmpfs="EPERM")  # fmt: skip
+
+
+def test_u3_guest_cannot_idmap_a_host_path(shared: Target) -> None:
+    assert_errno(probe(shared, "idmap_host_path"), open_tree="EPERM", mount_setattr="EPERM")
+
+
+def test_u4_overlay_copy_up_of_an_unmapped_setuid_file(guest: Target, guest_mode: str) -> None:
+    # CVE-2023-0386: a guest that may mount (SYS_ADMIN: in a user namespace only its
+    # own) copies up a setuid file whose owner its ids do not map
+    tree = build(guest.paths, guest.name, "S_CAPS=SYS_ADMIN")
+    low = tree / "opt/low"
+    low.mkdir(parents=True)
+    suid = low / "suid"
+    shutil.copy2("/usr/bin/id", suid)
+    os.chown(suid, 100000, 100000)  # outside every guest's ids 0..65535
+    suid.chmod(0o4755)
+    start(guest)
+    result = probe(guest, "overlay_copyup", "/opt/low", "suid")
+    if guest_mode == "userns":
+        assert result["mount_tmpfs"] == "ok"  # its own tmpfs: allowed
+        # either the layer is refused or the copy-up is: never a setuid file of an
+        # unmapped owner made by the guest
+        refused = ("EOVERFLOW", "EPERM", "EACCES")
+        assert result["mount_overlay"] != "ok" or result["copy_up"] in refused, result
+        assert not isinstance(result.get("upper"), dict), result
+    # whatever happened stayed in the guest's own tmpfs: nothing of it on the host's disk
+    assert not (tree / "tmp/ov/upper/suid").exists()
+    assert suid.stat().st_uid == 100000 and suid.stat().st_mode & 0o4000
+
+
+def _sleeper(paths: Paths, name: str) -> int:
+    """Host PID of a `sleep` run as uid 1000 in the guest (a child of its init)."""
+    script = "setpriv --reuid=1000 --regid=1000 --clear-groups sleep 300 >/dev/null 2>&1 &"
+    vserver(paths, name, "exec", "/bin/sh", "-c", script)
+    init = int((paths.run_dir(name) / "init.pid").read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError):
+                continue
+            if comm == "sleep" and ppid == init:
+                return pid
+        time.sleep(0.05)
+    raise AssertionError("the guest's sleep did not appear")
+
+
+def test_u5_signals_and_ptrace_across_guests_with_the_same_uid(
+    guest: Target, guest_mode: str
+) -> None:
+    other = Target(guest.paths, "h", guest.way)
+    for each in (guest, other):
+        build(each.paths, each.name)
+        start(each)
+    victim = _sleeper(guest.paths, guest.name)
+    try:
+        result = probe(other, "signal_other_guest", "1000", str(victim))
+        other_base = int(probe(other, "userns_maps")["uid_map"][1])
+    finally:
+        stop(other.paths, other.name)
+    assert_errno(result, kill="ESRCH", ptrace_attach="ESRCH", pidfd_open="ESRCH", proc="ENOENT")
+    if guest_mode == "userns":  # the same guest uid is another host uid in each guest
+        with open(f"/proc/{victim}/status") as f:
+            uid = int(next(line for line in f if line.startswith("Uid:")).split()[1])
+        assert uid != other_base + 1000 and uid % 65536 == 1000
+
+
+def test_u6_ownership_through_a_share(guest: Target, guest_mode: str) -> None:
+    share = guest.paths.root / "srv-share"
+    share.mkdir()
+    share.chmod(0o777)
+    (share / "foreign").write_text("a host user's file\n")
+    os.chown(share / "foreign", 100000, 100000)
+    (share / "foreign-dir").mkdir(mode=0o755)
+    os.chown(share / "foreign-dir", 100000, 100000)
+    build(guest.paths, guest.name, f"V_SHARE={share}:/srv/share:rw")
+    start(guest)
+    result = probe(guest, "share_ownership", "/srv/share")
+    # the ids on disk are the ids inside: the guest's root writes root's files, its
+    # uid 1000 writes uid 1000's, in every guest that shares the directory
+    assert result["inside"] == {"by-root": 0, "by-1000": 1000}
+    assert (share / "by-root").stat().st_uid == 0 and (share / "by-1000").stat().st_uid == 1000
+    if guest_mode == "userns":
+        # a host id outside the guest's 0..65535 is nobody inside: the guest's root
+        # cannot take, change or write into what it owns
+        assert result["foreign_owner"] == 65534
+        assert_errno(result, write_foreign="EACCES", chown_foreign=("EPERM", "EOVERFLOW"),
+                     chmod_foreign=("EPERM", "EOVERFLOW"),
+                     create_in_foreign_dir="EACCES")  # fmt: skip
+        assert (share / "foreign").stat().st_uid == 100000
+    else:  # the privileged guest's root is the host's: it may (an audit finding)
+        assert result["chown_foreign"] == "ok"

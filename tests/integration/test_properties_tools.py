@@ -72,9 +72,12 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
+def server(guest_mode: str) -> Iterator[Server]:
+    from tests.conftest import set_guest_mode
+
     root = Path(tempfile.mkdtemp(prefix="vstui-test-fuzz-", dir="/tmp"))
     paths = Paths.from_root(root)
+    set_guest_mode(paths, guest_mode)
     bin_dir = root / "bin"
     bin_dir.mkdir()
     for name in ("true", "false"):

@@ -85,9 +85,11 @@ def cgroup_dirs(paths: Paths) -> list[str]:
     return sorted(found)
 
 
-def mounts() -> list[str]:
+def mounts(paths: Paths) -> list[str]:
+    """The host's mounts under this test's root (other roots' come and go beside it)."""
     with open("/proc/self/mountinfo") as f:
-        return sorted(" ".join(line.split()[3:5]) for line in f)
+        found = (line.split()[3:5] for line in f)
+        return sorted(" ".join(m) for m in found if m[1].startswith(str(paths.root)))
 
 
 # -- lifecycle and isolation ---------------------------------------------------------------
@@ -253,22 +255,22 @@ def test_supervisor_death_leaves_guest_manageable(vroot: Paths) -> None:
 
 def test_failed_start_leaves_nothing(vroot: Paths) -> None:
     name = build(vroot)
-    before_mounts, before_cgroups = mounts(), cgroup_dirs(vroot)
+    before_mounts, before_cgroups = mounts(vroot), cgroup_dirs(vroot)
     tree = vroot.guest_root(name)
     subprocess.run(["rm", "-rf", str(tree)], check=True)
     res = vserver(vroot, name, "start")
     assert res.returncode == 1 and "missing" in res.stderr and res.stderr.count("\n") == 1
-    assert mounts() == before_mounts and cgroup_dirs(vroot) == before_cgroups
+    assert mounts(vroot) == before_mounts and cgroup_dirs(vroot) == before_cgroups
     assert not vroot.run_dir(name).exists()
 
 
 def test_failure_inside_the_namespaces_leaves_nothing(vroot: Paths) -> None:
     # a bad V_MOUNT fails in the guest's PID 1, after cgroup and network exist
     name = build(vroot, {"V_MOUNT": "none:/mnt/bad:nosuchfs"})
-    before_mounts, before_cgroups = mounts(), cgroup_dirs(vroot)
+    before_mounts, before_cgroups = mounts(vroot), cgroup_dirs(vroot)
     res = vserver(vroot, name, "start")
     assert res.returncode == 1 and "/mnt/bad" in res.stderr
-    assert mounts() == before_mounts and cgroup_dirs(vroot) == before_cgroups
+    assert mounts(vroot) == before_mounts and cgroup_dirs(vroot) == before_cgroups
     assert not vroot.run_dir(name).exists()
     assert vserver(vroot, name, "status").returncode == 3
 

@@ -35,6 +35,7 @@ def guest(name: str, xid: int, state: str = "running", **kw) -> GuestStatus:
         disk=Gauge(600 * MIB, 2 * GIB), inodes=Gauge(9000, 100000),
         net=NetStats(10_000, 5_000, 10, 5, 0, 0, 1500.0, 800.0) if running else None,
         bandwidth_out=10_000_000, bandwidth_in=None, uptime=3725.0 if running else None,
+        idmap=(524288 + 65536 * (xid % 100), 65536), userns=True,
     )  # fmt: skip
     base.update(kw)
     return GuestStatus(**base)

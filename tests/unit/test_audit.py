@@ -111,12 +111,18 @@ def test_empty_root_is_clean(root: Paths) -> None:
     assert rep.clean and rep.findings == () and rep.unreadable == ()
 
 
-def test_info_only_about_user_namespaces(root: Paths) -> None:
+def test_safe_guest_has_no_findings(root: Paths) -> None:
     guest(root, "web", SAFE)
     barrier(root)
-    rep = audit(root)
-    assert [f.rule_id for f in rep.findings] == ["HOST-USERNS"]
-    assert rep.findings[0].severity == "info"
+    assert audit(root).findings == ()
+
+
+def test_privileged_guest_is_a_finding(root: Paths) -> None:
+    guest(root, "web", SAFE + "V_USERNS=no\n")
+    barrier(root)
+    f = one(audit(root), "GUEST-PRIVILEGED", "web")
+    assert f.severity == "high" and "host's root" in f.title
+    assert f.fix == f"vserver --root {root.root} web set V_USERNS=yes"
 
 
 # -- host ----------------------------------------------------------------------------------------
@@ -305,10 +311,32 @@ def test_cgroup_probe_failure_is_unreadable(root: Paths) -> None:
     assert [u.what for u in rep.unreadable if "cgroup" in u.what] == ["cgroup controllers"]
 
 
-def test_user_namespaces_off_is_mentioned(root: Paths) -> None:
+def test_user_namespaces_off_while_guests_need_them(root: Paths) -> None:
     guest(root, "web", SAFE)
+    guest(root, "old", SAFE.replace("198.18.0.10", "198.18.0.11") + "V_USERNS=no\n")
     f = one(audit(root, src=sources(max_user_namespaces=lambda: 0)), "HOST-USERNS")
-    assert any("max_user_namespaces = 0" in d for d in f.details)
+    assert f.severity == "high" and f.details == ("guests with V_USERNS=yes: web",)
+    assert not [x for x in audit(root).findings if x.rule_id == "HOST-USERNS"]
+
+
+def test_host_users_and_subuid_owners_inside_a_guests_block(root: Paths) -> None:
+    from engine.runtime import idmap
+
+    guest(root, "web", SAFE + "S_CONTEXT=40002\n")
+    barrier(root)
+    base = idmap.of_block(10).base
+    (root.root / "etc").mkdir(exist_ok=True)
+    (root.root / "etc/passwd").write_text(
+        f"root:x:0:0::/root:/bin/sh\nmallory:x:{base + 5}:5::/:/bin/sh\n"
+    )
+    (root.root / "etc/subuid").write_text(f"podman:{base - 10}:20\n")
+    found = [f for f in audit(root).findings if f.rule_id == "GUEST-IDS-SHARED"]
+    titles = sorted(f.title for f in found)
+    assert len(found) == 2 and all(f.guest == "web" and f.severity == "high" for f in found)
+    assert "/etc/subuid range podman" in titles[0]
+    assert "host user mallory" in titles[1] and f"{base}-{base + 65535}" in titles[1]
+    idmap.assign(root, "web", 40002)  # our own registrations are never findings
+    assert len([f for f in audit(root).findings if f.rule_id == "GUEST-IDS-SHARED"]) == 2
 
 
 # -- guest configuration ------------------------------------------------------------------------
@@ -326,15 +354,24 @@ def test_user_namespaces_off_is_mentioned(root: Paths) -> None:
      ("IPC_LOCK", "GUEST-CAP-OTHER", "low")],
 )  # fmt: skip
 def test_added_capabilities_ranked(root: Paths, cap: str, rule: str, severity: str) -> None:
-    guest(root, "web", SAFE + f'S_CAPS="{cap}"\n')
+    guest(root, "web", SAFE + f'S_CAPS="{cap}"\nV_USERNS=no\n')
     f = one(audit(root), rule, "web")
     assert f.severity == severity
     name = cap.upper().removeprefix("CAP_")
     assert f.fix == f"vserver --root {root.root} web set S_CAPS-={name}"  # composes with others
 
 
+@pytest.mark.parametrize(
+    ("cap", "severity"), [("SYS_ADMIN", "medium"), ("SYS_MODULE", "info"), ("MKNOD", "info")]
+)
+def test_capabilities_count_inside_a_user_namespace(root: Paths, cap: str, severity: str) -> None:
+    guest(root, "web", SAFE + f'S_CAPS="{cap}"\n')
+    f = one(audit(root), "GUEST-CAP-OTHER", "web")
+    assert f.severity == severity and "user namespace" in f.why
+
+
 def test_net_caps_rank_higher_when_sharing_the_host_network(root: Paths) -> None:
-    guest(root, "web", SAFE + 'S_CAPS="NET_ADMIN NET_RAW"\nV_NETMODE=host\n')
+    guest(root, "web", SAFE + 'S_CAPS="NET_ADMIN NET_RAW"\nV_NETMODE=host\nV_USERNS=no\n')
     rep = audit(root)
     assert one(rep, "GUEST-CAP-HIGH").title.startswith("S_CAPS adds CAP_NET_ADMIN")
     assert one(rep, "GUEST-CAP-NET").severity == "high"

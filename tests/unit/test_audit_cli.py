@@ -25,7 +25,7 @@ def base() -> Iterator[Path]:
 
 def unsafe(root: Path) -> None:
     (root / "etc/vserver").mkdir(parents=True)
-    (root / "etc/vserver/web.conf").write_text('S_CAPS="SYS_MODULE"\nS_FLAGS="lock"\n')
+    (root / "etc/vserver/web.conf").write_text('S_CAPS="SYS_MODULE"\nS_FLAGS="lock"\nV_USERNS=no\n')
 
 
 def test_clean_root_exits_0(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -64,7 +64,7 @@ def test_readable_report(base: Path, capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert "CRITICAL" in out and "GUEST-CAP-SYS_MODULE" in out
     assert f"fix: vserver --root {base} web set S_CAPS-=SYS_MODULE" in out  # a command
-    assert "HOST-USERNS" not in out  # host-wide rules are left out with --guest
+    assert "HOST-BARRIER" not in out  # host-wide rules are left out with --guest
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,14 @@ def default_plan(tmp_path: Path, facts: P.Facts | None = None, **values: str) ->
     return P.build(cfg, "/vservers/web", binds, has_rc_local=True, facts=facts)
 
 
+def start_ops(plan: P.StartPlan) -> list[tuple[str, list[bytes]]]:
+    host = bootplan.HostSide(barrier="/vservers", run_dir="/run/vservers/web", xid=40000,
+                             cgroup_ops=[], joins=[], run_files=[], ns_flags=0x20000,
+                             timens=False, vinit=None)  # fmt: skip
+    data = bootplan.serialize_start(plan, host, serialize(plan))
+    return netstrings.ops(data, bootplan.START_OPS)
+
+
 PROGRAM = bytes(range(16))  # two struct sock_filter
 
 
@@ -142,9 +150,11 @@ def test_limits_caps_and_meminfo_view(tmp_path: Path) -> None:
                         V_MEMORY="32M")  # fmt: skip
     steps = ops(serialize(plan))
     seen = [name for name, _ in steps]
-    # the host file is opened before the tree is entered, attached after /proc exists
-    assert seen.index("view") < seen.index("root") < seen.index("pivot")
-    assert seen.index("mount") < seen.index("viewmount") < seen.index("stdio")
+    # the host file is opened on the host side (a START op), attached after /proc exists
+    assert ["/run/vservers/web/meminfo"] == [
+        a[0].decode() for n, a in start_ops(plan) if n == "view"
+    ]
+    assert seen.index("pivot") < seen.index("mount") < seen.index("viewmount") < seen.index("stdio")
     assert dict(steps)["viewmount"] == [b"/proc/meminfo"]
     limits = [args for name, args in steps if name == "rlimit"]
     assert [b"%d" % resource.RLIMIT_NOFILE, b"1024", b"1024"] in limits
@@ -174,8 +184,60 @@ def test_every_op_written_is_in_the_table_the_executor_is_built_from(tmp_path: P
     plan = default_plan(tmp_path, facts, S_NICE="5", V_MEMORY="32M", S_DOMAINNAME="d",
                         S_FLAGS="fakeinit")  # fmt: skip
     used = {name for name, _ in ops(serialize(plan))}
-    assert {"view", "viewmount", "console"} <= used
+    assert {"viewmount", "console"} <= used and "view" in {n for n, _ in start_ops(plan)}
     assert used - {"hostmount", "domainname"} <= set(bootplan.BOOT_OPS)
     header = (Path(bootplan.__file__).parents[1] / "helpers" / "consts.h").read_text()
     for name, arity in bootplan.BOOT_OPS.items():
         assert f"X({name}, {arity})" in header
+
+
+# -- a user-namespaced guest -------------------------------------------------------------------
+
+IDMAP = (524288, 65536)
+
+
+def test_userns_host_side_makes_the_idmapped_mounts_and_sets_the_limits(tmp_path: Path) -> None:
+    plan = default_plan(tmp_path, P.Facts(idmap=IDMAP), ULIMIT="-HS -n 1024", S_NICE="5",
+                        V_MOUNT="tmpfs:/mnt/t:tmpfs:size=1m")  # fmt: skip
+    steps = start_ops(plan)
+    seen = [name for name, _ in steps]
+    usr = os.stat("/usr")
+    assert (
+        seen.index("userns") < seen.index("idroot") < seen.index("idbind") < seen.index("unshare")
+    )
+    assert dict(steps)["userns"] == [b"524288", b"65536"]
+    assert dict(steps)["idroot"] == [b"/vservers/web", b"0", b"0"]
+    assert dict(steps)["idbind"] == [b"/usr", b"%d" % usr.st_dev, b"%d" % usr.st_ino, b"/usr",
+                                     b"1", b"1"]  # fmt: skip
+    assert dict(steps)["idmount"][:3] == [b"tmpfs", b"/mnt/t", b"tmpfs"]
+    assert [b"%d" % resource.RLIMIT_NOFILE, b"1024", b"1024"] in [
+        a for n, a in steps if n == "rlimit"
+    ]
+    assert dict(steps)["nice"] == [b"5"]
+    # the view ops: the device nodes, bound from the host (mknod is refused in a userns)
+    assert [a[0] for n, a in steps if n == "view"][:2] == [b"/dev/null", b"/dev/zero"]
+
+
+def test_userns_boot_plan(tmp_path: Path) -> None:
+    plan = default_plan(tmp_path, P.Facts(idmap=IDMAP), ULIMIT="-HS -n 1024")
+    steps = ops(serialize(plan))
+    seen = [name for name, _ in steps]
+    # the tree is B's working directory; A bound the host directories already
+    assert ("root", [b".", b"0", b"0"]) in steps and "hostbind" not in seen
+    # /proc and /sys mounted inside the tree before pivot_root (the host's still visible)
+    before = seen[: seen.index("pivot")]
+    assert before[-4:] == ["root", "nosymlinks", "hostmount", "hostmount"]
+    assert [a[2] for n, a in steps[: seen.index("pivot")] if n == "hostmount"] == [
+        b"proc",
+        b"sysfs",
+    ]
+    assert "device" not in seen and "rlimit" not in seen and "nice" not in seen
+    views = [a for n, a in steps if n == "viewmount"]
+    assert [b"/dev/null"] in views and seen.index("stdio") < seen.index("confine")
+
+
+def test_userns_without_own_netns_binds_the_hosts_sys(tmp_path: Path) -> None:
+    plan = default_plan(tmp_path, P.Facts(idmap=IDMAP), V_NETMODE="host")
+    steps = ops(serialize(plan))
+    assert ("hosttree", [b"/sys", b"/sys"]) in steps
+    assert not [a for n, a in steps if n == "hostmount" and a[2] == b"sysfs"]

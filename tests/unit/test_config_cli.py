@@ -43,8 +43,11 @@ def test_config_plain(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "vserver: web: warning: " in err and "FOO: unknown key" in err
     # aligned: every value starts in the same column
     starts = {len(line) - len(line[len(line.split()[0]) :].lstrip()) for line in out.splitlines()
-              if not line.startswith(("caps", "pids"))}  # fmt: skip
+              if not line.startswith(("caps", "pids", "host ids"))}  # fmt: skip
     assert len(starts) == 1
+    ids = next(line for line in out.splitlines() if line.startswith("host ids"))
+    # S_CONTEXT=40002 names block 10 (40002 - 40000 + 8), even before a first start
+    assert ids.split()[2:] == ["0-65535", "->", "655360-720895"]
 
 
 def test_config_json(root: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -448,7 +448,7 @@ def test_procrow_fast_constructor_builds_equal_rows() -> None:
     from engine.datamodel import ProcRow, new_proc_row
 
     values = (7, 1, 5, 0, "", 7, 0, "root", "S", 0, 1, 4096, 4096, 1, 2, 3, 4, 0.5, "?",
-              "x", "x -y", 7, 7, -1, 20, False)  # fmt: skip
+              "x", "x -y", 7, 7, -1, 20, False, 0)  # fmt: skip
     fast = new_proc_row(*values)
     assert fast == ProcRow(*values) and hash(fast) == hash(ProcRow(*values))
     with pytest.raises(AttributeError):

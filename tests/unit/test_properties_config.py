@@ -105,6 +105,7 @@ VALID: dict[str, st.SearchStrategy[str]] = {
                          .map(lambda xs: " ".join(x + ":nat" for x in xs))),  # fmt: skip
     "V_NEIGH_LIMIT": _ranged(1, 65535),
     "V_NET_FILTER": yes_no,
+    "V_USERNS": yes_no,
     "V_BANDWIDTH_OUT": st.integers(8, 34 * 10**9).map(lambda n: f"{n}bit"),
     "V_BANDWIDTH_IN": st.integers(1, 34 * 10**6).map(lambda n: f"{n}kbit"),
     "V_SHARE": st.lists(st.tuples(path, path, st.sampled_from(["", ":ro", ":rw"])), min_size=1,

@@ -230,7 +230,7 @@ def needs(opts: Options, layout: list[tuple[str, str]]) -> int:
         return NEED_ALL
     keys = {key for key, _header in layout}
     need = 0
-    if keys & {"user", "euser", "fuser", "uid"} or _selects_by_uid(opts):
+    if keys & {"user", "euser", "fuser", "uid", "huid"} or _selects_by_uid(opts):
         need |= NEED_UID
     if "args" in keys:
         need |= NEED_CMDLINE

@@ -108,6 +108,7 @@ def effective_rows(cfg: GuestConfig) -> list[tuple[str, str]]:
         ("V_PROC_HIDE", " ".join(cfg.proc_hide) or "-"),
         ("V_PROC_SHOW", " ".join(cfg.proc_show) or "-"),
         ("V_SECCOMP", " ".join(cfg.seccomp) or "-"),
+        ("V_USERNS", "yes" if cfg.userns else "no"),
     ]  # fmt: skip
 
 
@@ -160,9 +161,24 @@ def config_dict(cfg: GuestConfig) -> dict[str, Any]:
         "proc_hide": list(cfg.proc_hide),
         "proc_show": list(cfg.proc_show),
         "seccomp": list(cfg.seccomp),
+        "userns": cfg.userns,
         "unknown": {key: value for key, value, _ in cfg.unknown},
         "warnings": list(cfg.warnings),
     }
+
+
+def idmap_dict(ids: Any) -> dict[str, int] | None:
+    """A guest's block of host ids as JSON: base, count, last (None: none)."""
+    return None if ids is None else {"base": ids.base, "count": ids.count, "last": ids.last}
+
+
+def idmap_text(userns: bool, ids: Any) -> str:
+    """``0-65535 -> 524288-589823`` (the guest's ids, the host's)."""
+    if not userns and ids is None:
+        return "the host's own (V_USERNS=no: guest root is host root)"
+    if ids is None:
+        return "a block of 65536 in 524288-1879048191, chosen at the first start"
+    return f"0-{ids.count - 1} -> {ids.text()}"
 
 
 def _address(a: _values.IPAddr) -> dict[str, Any]:
@@ -197,8 +213,11 @@ def cmd_config(paths: Paths, name: str, args: Sequence[str]) -> int:
     if words:
         raise VstuiError(f"config: unexpected argument '{words[0]}'", name)
     cfg = load_guest(paths, name)
+    from engine.runtime import id_map
+
+    ids = id_map(paths, name, cfg)
     if "--json" in opts:
-        print(json.dumps(config_dict(cfg), indent=2))
+        print(json.dumps({**config_dict(cfg), "idmap": idmap_dict(ids)}, indent=2))
         return 0
     _warn(name, cfg.warnings)
     written = {key for key, _ in cfg.raw}
@@ -208,6 +227,7 @@ def cmd_config(paths: Paths, name: str, args: Sequence[str]) -> int:
     ]
     rows.append(["caps (effective)", _caps.show(cfg.effective_caps())])
     rows.append(["pids limit", _opt(cfg.pids_limit(), empty="unlimited")])
+    rows.append(["host ids", idmap_text(cfg.userns, ids)])
     rows.extend([key, f"{value}  (unknown key)"] for key, value, _ in cfg.unknown)
     print(visible_lines(_table(rows)))  # values as written: control characters shown
     return 0

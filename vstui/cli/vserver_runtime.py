@@ -210,6 +210,20 @@ def disk_figures(paths: Paths, name: str, cfg: object | None = None) -> dict[str
     return dict(zip(keys, use._astuple(), strict=True))
 
 
+def _ids(paths: Paths, name: str, running: bool) -> dict[str, object]:
+    """``userns`` and ``idmap`` (base, count, last of the guest's host ids, or null).
+
+    A running guest's from its init; a stopped one's as configured and recorded
+    (null until its first start chooses a block)."""
+    from engine.config import load_guest
+    from engine.runtime import id_map
+    from vstui.cli.vserver_config import idmap_dict
+
+    cfg = None if running else load_guest(paths, name)
+    ids = id_map(paths, name, cfg)
+    return {"userns": ids is not None if cfg is None else cfg.userns, "idmap": idmap_dict(ids)}
+
+
 def cmd_status(paths: Paths, name: str, args: Sequence[str]) -> int:
     from engine.runtime.state import read
 
@@ -220,7 +234,7 @@ def cmd_status(paths: Paths, name: str, args: Sequence[str]) -> int:
         if as_json:
             import json
 
-            data = {"name": name, "state": "stopped", "running": False}
+            data = {"name": name, "state": "stopped", "running": False, **_ids(paths, name, False)}
             print(json.dumps({**data, **disk_figures(paths, name)}))
         else:
             print(f"Vserver '{name}' is stopped")
@@ -240,7 +254,7 @@ def cmd_status(paths: Paths, name: str, args: Sequence[str]) -> int:
             "supervisor_pid": current.supervisor_pid, "started": current.started,
             "uptime": current.uptime, "processes": nproc,
             "stats": stats._asdict() if stats is not None else None,
-            **disk_figures(paths, name),
+            **_ids(paths, name, True), **disk_figures(paths, name),
         }  # fmt: skip
         print(json.dumps(data))
         return 0

@@ -75,6 +75,14 @@ def gauge_line(label: str, used: int | None, limit: int | None, unit=fmt.size) -
     return text + Text(f" {ratio * 100:3.0f}%")
 
 
+def ids_text(g: GuestStatus) -> str:
+    """The guest's host ids: ``524288-589823``, ``host`` (no user namespace) or ``-``."""
+    if g.idmap is not None:
+        base, count = g.idmap
+        return f"{base}-{base + count - 1}"
+    return "host" if g.userns is False else "-"
+
+
 def header_text(
     g: GuestStatus | None, cfg: object | None, cfg_error: str, hist: Series,
     pending: tuple[str, ...] = (), link: str = "",
@@ -88,7 +96,10 @@ def header_text(
         out.append("FROZEN", style="bold cyan")
     else:
         out.append(g.state, style="green" if g.state == "running" else "dim")
-    out.append(f"  xid {g.xid}  up {fmt.duration(g.uptime)}  init {g.init_pid or '-'}\n")
+    out.append(
+        f"  xid {g.xid}  ids {ids_text(g)}  up {fmt.duration(g.uptime)}  "
+        f"init {g.init_pid or '-'}\n"
+    )
     out.append(_config_summary(cfg, cfg_error) + "\n")
     if pending and g.state == "running":
         out.append("waits for a restart (R): " + " ".join(pending) + "\n", style="bold yellow")
