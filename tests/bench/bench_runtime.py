@@ -6,7 +6,8 @@ Prints the median wall time of:
 
 - ``vserver NAME start`` (returns when init runs), ``vserver NAME exec
   /bin/true`` and ``vserver NAME stop`` on a busybox guest (and a
-  V_NETMODE=host variant, no network namespace set-up), through the
+  V_NETMODE=host variant, no network namespace set-up, and a privileged
+  V_USERNS=no one beside the default user-namespaced guest), through the
   installed front end (``./setup.sh`` puts the compiled one in .venv/bin);
   "start" is the usual case, replayed from the boot cache, "first start"
   the one through Python that writes the cache (after a config change);
@@ -15,8 +16,9 @@ Prints the median wall time of:
 - ``runc run`` of /bin/true on a bundle made from the same busybox tree;
 
 plus the supervisor's and vinit's memory per running guest (RSS/USS); then
-the ratios the issue names (cached start against lxc-start and ``runc run``,
-exec against lxc-attach) from alternating rounds, one of each in turn, with
+the ratios the issues name (cached start against lxc-start and ``runc run``,
+exec against lxc-attach, the user-namespaced guest against the privileged
+one) from alternating rounds, one of each in turn, with
 each median its floor beside it: on a shared machine, load that comes and
 goes then falls on every contender alike. The rounds pair the two sides by
 the network work each start does (NETWORKS; printed with the figures):
@@ -48,6 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from engine.config import update_config
@@ -55,8 +58,10 @@ from engine.paths import Paths
 from engine.rootfs.binds import BUSYBOX, host_busybox
 from engine.runtime import bootcache, state
 
-# our guest of each network pair (NETWORKS)
-GUESTS = {"netns+lo": "benchveth", "host net": "benchhost", "veth+IP": "benchaddr"}
+# our guest of each network pair (NETWORKS), and the netns+lo guest privileged
+# (V_USERNS=no) beside the default user-namespaced one (issue 16: within 10%)
+GUESTS = {"netns+lo": "benchveth", "host net": "benchhost", "veth+IP": "benchaddr",
+          "privileged": "benchpriv"}  # fmt: skip
 
 
 def vserver_command() -> list[str]:
@@ -89,13 +94,13 @@ def memory_kib(pid: int) -> tuple[int, int]:
 # -- ours -------------------------------------------------------------------------------
 
 
-def bench_ours(root: Path, runs: int, netmode: str | None) -> dict[str, float]:
+def bench_ours(root: Path, runs: int, key: str, values: dict[str, str]) -> dict[str, float]:
     paths = Paths.from_root(root)
-    name = GUESTS["host net" if netmode == "host" else "netns+lo"]
+    name = GUESTS[key]
     vs = [*vserver_command(), "--root", str(root)]
     subprocess.run([*vs, name, "build", "-m", "busybox"], check=True, capture_output=True)
-    if netmode:
-        update_config(paths, name, {"V_NETMODE": netmode})
+    if values:
+        update_config(paths, name, values)
     starts, stops, first = [], [], []
     for _ in range(runs):
         bootcache.forget(paths, name)  # a start through Python, which writes the cache
@@ -260,7 +265,9 @@ def rounds(
     if runc:
         steps["runc run"] = runc
     starts = alternate(runs, steps)
-    execs = exec_rounds([*vs, GUESTS["netns+lo"]], lxcs.get("netns+lo"), runs * 3)
+    execs = exec_rounds({"vserver exec": [*vs, GUESTS["netns+lo"]],
+                         "V_USERNS=no exec": [*vs, GUESTS["privileged"]]},
+                        lxcs.get("netns+lo"), runs * 3)  # fmt: skip
     out = [f"alternating rounds ({runs}; exec/attach {runs * 3}): median, fastest, ms"]
     for key, times in {**starts, **execs}.items():
         out.append(f"  {key:<22}{statistics.median(times):>8.1f}{min(times):>8.1f}")
@@ -277,21 +284,28 @@ def rounds(
     if "lxc-attach" in execs:
         out.append(f"  ratio exec / lxc-attach: "
                    f"{ratio(execs['vserver exec'], execs['lxc-attach']):.2f}x")  # fmt: skip
+    out.append("  ratio userns / V_USERNS=no: start "
+               f"{ratio(starts['vserver netns+lo'], starts['vserver privileged']):.2f}x, exec "
+               f"{ratio(execs['vserver exec'], execs['V_USERNS=no exec']):.2f}x")  # fmt: skip
     return out
 
 
-def exec_rounds(vs: list[str], p: list[str] | None, runs: int) -> dict[str, list[float]]:
-    """``vserver NAME exec /bin/true`` and lxc-attach in turn, both guests running."""
-    subprocess.run([*vs, "start"], check=True)
+def exec_rounds(
+    guests: dict[str, list[str]], p: list[str] | None, runs: int
+) -> dict[str, list[float]]:
+    """``vserver NAME exec /bin/true`` per guest and lxc-attach in turn, all running."""
+    for vs in guests.values():
+        subprocess.run([*vs, "start"], check=True)
     if p:
         lxc_start(p)
+    steps = {label: partial(timed, [*vs, "exec", "/bin/true"]) for label, vs in guests.items()}
+    if p:
+        steps["lxc-attach"] = partial(timed, ["lxc-attach", *p, "--", "/bin/true"])
     try:
-        return alternate(runs, {"vserver exec": lambda: timed([*vs, "exec", "/bin/true"]),
-                                **({"lxc-attach": lambda: timed(["lxc-attach", *p, "--",
-                                                                 "/bin/true"])}
-                                   if p else {})})  # fmt: skip
+        return alternate(runs, steps)
     finally:
-        subprocess.run([*vs, "stop"], check=True)
+        for vs in guests.values():
+            subprocess.run([*vs, "stop"], check=True)
         if p:
             subprocess.run(["lxc-stop", *p, "-k"], check=True)
 
@@ -311,8 +325,9 @@ def main() -> None:
     pivots_before = set(Path("/sys/fs/cgroup").glob("*/lxc.pivot"))
     lxcs: dict[str, list[str]] = {}
     try:
-        ours = bench_ours(base / "root", runs, None)
-        host = bench_ours(base / "root", runs, "host")
+        ours = bench_ours(base / "root", runs, "netns+lo", {})
+        host = bench_ours(base / "root", runs, "host net", {"V_NETMODE": "host"})
+        priv = bench_ours(base / "root", runs, "privileged", {"V_USERNS": "no"})
         ours_address, lxc_address = free_address(), free_address()
         make_addressed(base / "root", ours_address)
         tree = Paths.from_root(base / "root").guest_root("benchveth")
@@ -336,19 +351,21 @@ def main() -> None:
     print(f"median of {runs} runs (exec/attach: {runs * 3}), milliseconds; "
           f"lxc: lxc.net.0.type = empty; run files on "
           f"{'disk' if args.run_on_disk else 'tmpfs'}; load {os.getloadavg()[0]:.1f}")  # fmt: skip
-    print(f"{'':28}{'vserver':>10}{'vserver(host net)':>19}{'lxc':>10}{'runc':>10}")
+    print(f"{'':28}{'vserver':>10}{'vserver(host net)':>19}{'V_USERNS=no':>13}{'lxc':>10}"
+          f"{'runc':>10}")  # fmt: skip
     lx = lxc or {}
-    row = "{:28}{:>10.1f}{:>19.1f}{:>10}{:>10}"
+    row = "{:28}{:>10.1f}{:>19.1f}{:>13.1f}{:>10}{:>10}"
     fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else "-"  # noqa: E731
-    print(row.format("start (to init running)", ours["start"], host["start"],
+    life = lambda r: r["start"] + r["exec"] + r["stop"]  # noqa: E731
+    print(row.format("start (to init running)", ours["start"], host["start"], priv["start"],
                      fmt(lx.get("start")), "-"))  # fmt: skip
-    print(row.format("  first start (Python)", ours["first"], host["first"], "-", "-"))
-    print(row.format("exec /bin/true | attach", ours["exec"], host["exec"],
+    print(row.format("  first start (Python)", ours["first"], host["first"], priv["first"],
+                     "-", "-"))  # fmt: skip
+    print(row.format("exec /bin/true | attach", ours["exec"], host["exec"], priv["exec"],
                      fmt(lx.get("attach")), "-"))  # fmt: skip
-    print(row.format("stop", ours["stop"], host["stop"], fmt(lx.get("stop")), "-"))
-    print(row.format("run /bin/true (whole life)", ours["start"] + ours["exec"] + ours["stop"],
-                     host["start"] + host["exec"] + host["stop"], fmt(lx.get("execute")),
-                     fmt(runc)))  # fmt: skip
+    print(row.format("stop", ours["stop"], host["stop"], priv["stop"], fmt(lx.get("stop")), "-"))
+    print(row.format("run /bin/true (whole life)", life(ours), life(host), life(priv),
+                     fmt(lx.get("execute")), fmt(runc)))  # fmt: skip
     print(f"ratio exec / lxc-attach: {ours['exec'] / lx['attach']:.1f}x" if lx else "")
     print(f"memory per guest: supervisor RSS {ours['sup_rss']} KiB, USS {ours['sup_uss']} KiB; "
           f"vinit RSS {ours['init_rss']} KiB, USS {ours['init_uss']} KiB"
