@@ -169,3 +169,29 @@ def test_a_file_system_that_cannot_be_idmapped_is_refused(vroot: Paths, userns: 
     assert "cannot be idmapped" in result.stderr and "V_USERNS=no" in result.stderr
     assert result.stderr.count("\n") == 1
     assert not state.read(vroot, g.name).running
+
+
+def test_systemd_guest_owns_its_cgroup_subtree_not_its_limits(
+    vroot: Paths, userns: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a user-namespaced bookworm guest boots systemd in the subtree handed to its root
+    # (NAME/payload on cgroup2), while NAME, with the limits the host set, stays host
+    # root's and no controller hierarchy is reachable from inside
+    from engine.cgroups import manager
+    from engine.cgroups.base import PAYLOAD
+    from tests.integration import test_systemd_guest as sd
+
+    monkeypatch.setenv("VSTUI_CACHE_DIR", sd.CACHE)  # test_systemd_guest's shared cache
+    with sd.SystemdGuest(vroot, "bookworm", {"V_MEMORY": "512M", "V_PIDS": "600"}) as g:
+        sd.assert_running(g)
+        base = idmap.recorded(vroot)[g.name] * 65536
+        rel = vroot.cgroup_name(g.name)
+        v2 = [p for p in manager().paths(rel) if (p / PAYLOAD).is_dir()]
+        assert v2 and v2[0].stat().st_uid == 0 and (v2[0] / PAYLOAD).stat().st_uid == base
+        assert "init.scope" in g.run("ls /sys/fs/cgroup")  # systemd's own tree, in its subtree
+        assert g.run("stat -c %u /sys/fs/cgroup/cgroup.procs").strip() == "0"
+        tried = g.sh("mount -t cgroup -o memory none /mnt || mount -t cgroup -o pids none /mnt"
+                     " || mount -t cgroup2 none /mnt")  # fmt: skip
+        assert tried.returncode != 0
+        limits = manager().stats(rel)
+        assert limits.memory_limit == 512 << 20 and limits.pids_limit == 600
