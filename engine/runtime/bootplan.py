@@ -144,13 +144,15 @@ def _mount_args(source: str, target: str, fstype: str, flags: int, data: str | N
     return (source, target, fstype, flags, data is not None, data)
 
 
-def _before(w: Writer, step: P.Step) -> None:
+def _before(w: Writer, step: P.Step, kind: str = "host") -> None:
+    """A before-pivot step as ``hostbind``/``hostmount`` (vboot binds it into the tree)
+    or, with ``kind="id"``, ``idbind``/``idmount`` (cloned and idmapped on the host side)."""
     if isinstance(step, P.HostBind):
-        w.op("hostbind", step.source, step.dev, step.ino, step.target, step.readonly,
+        w.op(f"{kind}bind", step.source, step.dev, step.ino, step.target, step.readonly,
              step.recursive)  # fmt: skip
     elif isinstance(step, P.HostMount):
         flags, data = P.mount_options(step.options)
-        w.op("hostmount", *_mount_args(step.source, step.target, step.fstype, flags, data))
+        w.op(f"{kind}mount", *_mount_args(step.source, step.target, step.fstype, flags, data))
     else:
         raise TypeError(f"not a before-pivot step: {step!r}")
 
@@ -286,14 +288,7 @@ def _userns(w: Writer, plan: P.StartPlan) -> None:
     w.op("userns", *plan.idmap)
     w.op("idroot", plan.root, *plan.root_identity)
     for step in plan.before:
-        if isinstance(step, P.HostBind):
-            w.op("idbind", step.source, step.dev, step.ino, step.target, step.readonly,
-                 step.recursive)  # fmt: skip
-        elif isinstance(step, P.HostMount):
-            flags, data = P.mount_options(step.options)
-            w.op("idmount", *_mount_args(step.source, step.target, step.fstype, flags, data))
-        else:
-            raise TypeError(f"not a before-pivot step: {step!r}")
+        _before(w, step, "id")
     limits(w, plan)
 
 
