@@ -25,9 +25,12 @@ from tests.sshd import TestSshd
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    # module scope: a module's shared guests are made once per mode
+    # module scope: a module's shared guests are made once per mode; a test
+    # about one mode (@pytest.mark.guest_mode("userns")) runs only in that one
     if "guest_mode" in metafunc.fixturenames:
-        metafunc.parametrize("guest_mode", GUEST_MODES, scope="module")
+        only = metafunc.definition.get_closest_marker("guest_mode")
+        modes = only.args if only else GUEST_MODES
+        metafunc.parametrize("guest_mode", modes, scope="module")
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """Issue 16: every guest in its own user namespace, with its own block of host ids.
 
 These run real guests with the setting each test names (V_USERNS explicitly),
-so they mean the same in both guest modes; each runs in the mode it is about
-and is skipped in the other.
+so they mean the same in both guest modes; each runs once, in the mode it is
+about (``pytest.mark.guest_mode``).
 """
 
 from __future__ import annotations
@@ -23,16 +23,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 PY = "/usr/bin/python3"
 
 
-@pytest.fixture
-def userns(guest_mode: str) -> None:
-    if guest_mode != "userns":
-        pytest.skip("about user-namespaced guests: runs once, in the userns mode")
-
-
-@pytest.fixture
-def privileged(guest_mode: str) -> None:
-    if guest_mode != "privileged":
-        pytest.skip("about V_USERNS=no: runs once, in the privileged mode")
+USERNS = pytest.mark.guest_mode("userns")
 
 
 def host_uid(pid: int) -> int:
@@ -44,7 +35,8 @@ def uid_map(g: Guest) -> list[int]:
     return [int(w) for w in ok(g.sh("cat /proc/self/uid_map")).split()]
 
 
-def test_default_guest_maps_its_own_block(vroot: Paths, userns: None) -> None:
+@USERNS
+def test_default_guest_maps_its_own_block(vroot: Paths) -> None:
     with Guest(vroot, {"V_USERNS": "yes"}) as g:
         inside, base, count = uid_map(g)
         assert (inside, count) == (0, 65536)
@@ -57,7 +49,8 @@ def test_default_guest_maps_its_own_block(vroot: Paths, userns: None) -> None:
         assert ok(g.sh("id -u; cat /proc/1/status")).startswith("0\n")
 
 
-def test_blocks_are_disjoint_and_kept_across_restarts(vroot: Paths, userns: None) -> None:
+@USERNS
+def test_blocks_are_disjoint_and_kept_across_restarts(vroot: Paths) -> None:
     with Guest(vroot, {"V_USERNS": "yes"}) as a, Guest(vroot, {"V_USERNS": "yes"}) as b:
         first_a, first_b = uid_map(a)[1], uid_map(b)[1]
         assert abs(first_a - first_b) >= 65536
@@ -70,7 +63,8 @@ def test_blocks_are_disjoint_and_kept_across_restarts(vroot: Paths, userns: None
         assert f"vs-{a.name}:x:{first_a}:" in (vroot.root / "etc/passwd").read_text()
 
 
-def test_xid_names_the_block(vroot: Paths, userns: None) -> None:
+@USERNS
+def test_xid_names_the_block(vroot: Paths) -> None:
     with Guest(vroot, {"V_USERNS": "yes", "S_CONTEXT": "40123"}) as g:
         assert uid_map(g)[1] == (40123 - 40000 + 8) * 65536
         status = ok(vserver(vroot, g.name, "status", "--json"))
@@ -101,7 +95,8 @@ def _hold_processes(g: Guest, uid: int, count: int) -> subprocess.Popen:
                             start_new_session=True)  # fmt: skip
 
 
-def test_per_user_limits_are_per_guest(vroot: Paths, userns: None) -> None:
+@USERNS
+def test_per_user_limits_are_per_guest(vroot: Paths) -> None:
     # every Debian guest has the same uids (www-data is 33): RLIMIT_NPROC is counted per
     # user namespace and uid, so one guest's uid 4242 no longer starves another's
     values = {"V_USERNS": "yes", "ULIMIT": "-u 40", "V_PIDS": "400"}
@@ -121,7 +116,8 @@ def test_per_user_limits_are_per_guest(vroot: Paths, userns: None) -> None:
             holder.wait()
 
 
-def test_inotify_instances_are_per_guest(vroot: Paths, userns: None) -> None:
+@USERNS
+def test_inotify_instances_are_per_guest(vroot: Paths) -> None:
     # the kernel charges a guest's instances to its user namespace's owner on the host:
     # the block's first id, not host root (engine/helpers/vstui.h vs_make_userns)
     limit = int(Path("/proc/sys/user/max_inotify_instances").read_text())
@@ -149,7 +145,8 @@ def test_inotify_instances_are_per_guest(vroot: Paths, userns: None) -> None:
             hog.wait()
 
 
-def test_v_userns_no_keeps_the_privileged_mode(vroot: Paths, privileged: None) -> None:
+@pytest.mark.guest_mode("privileged")
+def test_v_userns_no_keeps_the_privileged_mode(vroot: Paths) -> None:
     with Guest(vroot, {"V_USERNS": "no"}) as g:
         assert uid_map(g) == [0, 0, 4294967295]
         assert host_uid(g.init_pid) == 0
@@ -160,7 +157,8 @@ def test_v_userns_no_keeps_the_privileged_mode(vroot: Paths, privileged: None) -
         assert "V_USERNS          no" in config
 
 
-def test_a_file_system_that_cannot_be_idmapped_is_refused(vroot: Paths, userns: None) -> None:
+@USERNS
+def test_a_file_system_that_cannot_be_idmapped_is_refused(vroot: Paths) -> None:
     # a V_MOUNT of a file system without idmapped-mount support (proc: never) names it
     # and the way out, and leaves nothing behind
     g = Guest(vroot, {"V_USERNS": "yes", "V_MOUNT": "proc:/mnt/p:proc"})
@@ -171,8 +169,9 @@ def test_a_file_system_that_cannot_be_idmapped_is_refused(vroot: Paths, userns: 
     assert not state.read(vroot, g.name).running
 
 
+@USERNS
 def test_systemd_guest_owns_its_cgroup_subtree_not_its_limits(
-    vroot: Paths, userns: None, monkeypatch: pytest.MonkeyPatch
+    vroot: Paths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a user-namespaced bookworm guest boots systemd in the subtree handed to its root
     # (NAME/payload on cgroup2), while NAME, with the limits the host set, stays host
