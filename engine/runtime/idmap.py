@@ -38,6 +38,7 @@ import os
 
 from engine._record import Record
 from engine.errors import VstuiError
+from engine.paths import check_name
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -210,6 +211,7 @@ def overlapping(idmap: IdMap, found: list[Holder]) -> list[Holder]:
 
 def planned(paths: Paths, name: str, xid: int) -> IdMap | None:
     """The guest's block without choosing one: recorded, else derived if free, else None."""
+    check_name(name)
     table = recorded(paths)
     if name in table:
         return of_block(table[name])
@@ -251,6 +253,7 @@ def of_guest(paths: Paths, name: str, cfg: Any = None) -> IdMap | None:
 def assign(paths: Paths, name: str, xid: int, reserved: set[int] = frozenset()) -> IdMap:
     """The guest's block: recorded, else derived from ``xid``, else allocated; recorded
     and registered. ``reserved``: blocks other guests' xids derive (never allocated)."""
+    check_name(name)  # it becomes a passwd/subuid line: vs-NAME
     with _Locked(paths):
         table = recorded(paths)
         block = table.get(name)
@@ -281,6 +284,7 @@ def _choose(paths: Paths, name: str, xid: int, table: dict[str, int], reserved: 
 def reserved_blocks(paths: Paths, name: str) -> set[int]:
     """Blocks the other guests' xids derive (fixed S_CONTEXT or allocated): never
     handed to a guest whose xid derives none."""
+    check_name(name)
     from engine.config import list_guests, load_guest
     from engine.runtime import xid
 
@@ -299,6 +303,7 @@ def reserved_blocks(paths: Paths, name: str) -> set[int]:
 
 def forget(paths: Paths, name: str) -> None:
     """A deleted guest's block: its record and its registrations go."""
+    check_name(name)
     if name not in recorded(paths):
         return
     with _Locked(paths):
