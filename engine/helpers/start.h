@@ -49,6 +49,7 @@ struct st {
     /* a user-namespaced guest: its namespace, the tree and the mounts made here for
      * A to attach (mounts[0] is the tree; the others' targets are inside it) */
     int userns, plain;
+    pid_t userns_child; /* holds the namespace until we have its fd; reaped at the end */
     const char *tree;
     unsigned long long tree_dev, tree_ino;
     struct {
@@ -209,7 +210,7 @@ static int st_userns(struct st *s, struct vs_field *a, long at) {
     (void)at;
     if (vs_ull(a[0].s, 10, &base) < 0 || vs_ull(a[1].s, 10, &count) < 0)
         return st_fail(s, "start plan: bad id range");
-    s->userns = vs_make_userns(base, count);
+    s->userns = vs_make_userns(base, count, &s->userns_child);
     if (s->userns < 0)
         return st_fail(s, "user namespace for host ids %llu-%llu: %s", base, base + count - 1,
                        strerror(errno));
@@ -633,7 +634,8 @@ static void st_undo(struct st *s, struct vs_field *f) {
 
 /* Execute a start plan; B's PID (the guest's init, booted and recorded) or -1. */
 static pid_t vs_start(char *plan, size_t len, struct st_io *io) {
-    struct st s = {.io = io, .cgroup2 = -1, .vinit = -1, .userns = -1, .plain = -1};
+    struct st s = {.io = io, .cgroup2 = -1, .vinit = -1, .userns = -1, .plain = -1,
+                   .userns_child = -1};
     long count;
     const char *bad = "?";
     struct vs_field *f = vs_fields(plan, len, &count);
@@ -675,6 +677,8 @@ report:
         else
             dprintf(io->report, "ok %d %lld\n", (int)s.b, vs_starttime(s.b));
     }
+    if (s.userns_child > 0) /* exited long ago: reaped after the answer, never waited for */
+        waitpid(s.userns_child, NULL, 0);
     free(s.made);
     free(f);
     return io->error[0] ? -1 : s.b;
