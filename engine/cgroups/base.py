@@ -275,6 +275,15 @@ class Tree:
                  else ("cgroup2", str(h.mount.joinpath(*parts, PAYLOAD))))
                 for h in self.hierarchies]  # fmt: skip
 
+    def remove_ops(self, rel: str) -> list[tuple[str, str]]:
+        """What ``remove`` does, for the compiled stop (STOP_OPS): ("cgroup", the
+        guest's directory in each hierarchy: emptied, removed sub-directories
+        first), then ("parent", each per-root parent: removed once empty)."""
+        parts = check_rel(rel)
+        ops = [("cgroup", str(h.mount.joinpath(*parts))) for h in self.hierarchies]
+        return ops + [("parent", str(h.mount.joinpath(*parts[:up])))
+                      for h in self.hierarchies for up in range(len(parts) - 1, 0, -1)]  # fmt: skip
+
     def memory_dir(self, rel: str) -> Path | None:
         """The guest's directory in the memory hierarchy (engine.cgroups.memstat reads it)."""
         return None

@@ -11,7 +11,10 @@
  *       the command); vexec checks, joins, confines and refuses by itself;
  *   vserver [--root DIR | --root=DIR] NAME start
  *       a start replayed from the boot cache (cache.h, then start.h's
- *       vs_start, the Python start's own executor).
+ *       vs_start, the Python start's own executor);
+ *   vserver [--root DIR | --root=DIR] NAME stop
+ *       a guest whose start wrote a stop plan, stopped through its running
+ *       supervisor and torn down by that plan (stop.h).
  *
  * Everything else (other commands, other forms, a terminal, a start the
  * cache cannot replay) is handed to the Python implementation with the
@@ -21,7 +24,7 @@
  * in the environment makes every fallback exit 125 instead (tests: which
  * path ran).
  */
-#include "cache.h" /* first: vstui.h defines _GNU_SOURCE */
+#include "stop.h" /* first: vstui.h defines _GNU_SOURCE */
 
 #include <limits.h>
 
@@ -133,6 +136,9 @@ int main(int argc, char **argv) {
             int started = cache_start(req.root, req.name);
             if (started >= 0)
                 return started; /* replayed from the boot cache (or its init failed) */
+        } else if (strcmp(req.command, "stop") == 0 && req.nrest == 0) {
+            if (cache_stop(req.root, req.name) == 0)
+                return 0; /* stopped through its supervisor, torn down by its stop plan */
         }
     }
     fallback(argc, argv);

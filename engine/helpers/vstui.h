@@ -34,6 +34,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "consts.h"
@@ -248,6 +249,17 @@ static inline int vs_value_ll(const char *dir, const char *key, long long value)
     char text[32];
     snprintf(text, sizeof text, "%lld", value);
     return vs_value(dir, key, text);
+}
+
+/* runfiles.log_line: "--- vserver NAME: TEXT at TIME ---" in a guest's console log. */
+static inline void vs_log_line(int fd, const char *name, const char *text) {
+    char stamp[32], line[1024];
+    time_t t = time(NULL);
+    struct tm tm;
+    strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
+    int n = snprintf(line, sizeof line, "--- vserver %s: %s at %s ---\n", name, text, stamp);
+    if (n > 0)
+        (void)!write(fd, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
 /* A small file into buf (NUL-terminated); its length or -1 (also when too big). */

@@ -83,15 +83,8 @@ static long long now_ms(void) {
     return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
-/* runfiles.log_line: "--- vserver NAME: TEXT at TIME ---" */
 static void log_line(int fd, const char *text) {
-    char stamp[32], line[1024];
-    time_t t = time(NULL);
-    struct tm tm;
-    strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
-    int n = snprintf(line, sizeof line, "--- vserver %s: %s at %s ---\n", s.name, text, stamp);
-    if (n > 0)
-        (void)!write(fd, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    vs_log_line(fd, s.name, text);
 }
 
 static int pidfd_open(pid_t pid) {

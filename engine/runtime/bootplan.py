@@ -21,6 +21,11 @@ this module, its ``op_NAME`` in the C executor.
   records, cgroup directories and limits, run files, then process A (joins,
   unshare) and B (``boot``), whether the plan was just made or replayed
   from the boot cache.
+- ``STOP_OPS``: run_dir/stop.plan, written by a start only for a guest whose
+  stop needs nothing but its cgroups removed (no network, no mounted tree:
+  bootcache.eligible): ``vserver NAME stop`` (engine/helpers/stop.h) then
+  asks the supervisor to stop init, waits, kills and removes the cgroups
+  and the run directory without Python.
 - ``EXEC_OPS`` (engine.runtime.profile): run_dir/exec.plan, what every
   later exec applies (engine/helpers/vexec.c): the same ``rlimit``, ``nice``
   and ``confine`` as the boot plan, the same ``tasks``/``cgroup2`` joins as
@@ -95,6 +100,14 @@ START_OPS: dict[str, int] = {
     "vinit": 1,  # PATH of the host's vinit, bound read-only into the guest by B
     "view": 1,  # PATH: a detached bind of a host file, for B's viewmount (plan order)
     "boot": 1,  # PLAN: BOOT_OPS, run by B
+}
+
+STOP_OPS: dict[str, int] = {
+    "config": 2,  # PATH SHA256: NAME.conf as planned (edited since: the Python stop decides)
+    "log": 1,  # PATH: the console log, for the note when init has to be killed
+    "timeout": 1,  # MS: init's time to halt after the stop signal, then SIGKILL
+    "cgroup": 1,  # DIR: every process in it killed, it removed, sub-directories first
+    "parent": 1,  # DIR: removed once empty (a per-root directory other guests share)
 }
 
 GUEST_DIRS = ("/proc", "/sys", "/dev", "/run")  # must be real directories (CVE-2019-16884)
@@ -310,3 +323,17 @@ def serialize_exec(plan: P.StartPlan, flags: Any, program: bytes, joins: list) -
 def parse(data: bytes) -> list[bytes]:
     """The fields of a serialized plan (for tests and display)."""
     return netstrings.parse(data)
+
+
+def serialize_stop(
+    name: str, config: tuple[str, str], log: str, timeout: float, cgroups: list
+) -> bytes:
+    """run_dir/stop.plan (STOP_OPS): ``config`` is (NAME.conf, the SHA-256 of the
+    bytes planned from); ``cgroups``: the cgroup manager's remove_ops."""
+    w = Writer(name, STOP_OPS)
+    w.op("config", *config)
+    w.op("log", log)
+    w.op("timeout", round(timeout * 1000))
+    for kind, path in cgroups:
+        w.op(kind, path)
+    return w.bytes()

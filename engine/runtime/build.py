@@ -47,7 +47,7 @@ def _refusals(table: dict[str, tuple[str, str]]) -> str:
 def constants() -> str:
     """consts.h: what the C helpers must agree on with the Python side."""
     from engine.paths import Paths
-    from engine.runtime import bootcache, bootplan, profile, runfiles, supervisor
+    from engine.runtime import bootcache, bootplan, profile, runfiles, state, stopping, supervisor
     from engine.runtime.ptyconsole import BUSY
 
     host = Paths.from_root("/")
@@ -79,6 +79,10 @@ def constants() -> str:
         _table("VS_BOOT_OPS", bootplan.BOOT_OPS),
         _table("VS_START_OPS", bootplan.START_OPS),
         _table("VS_EXEC_OPS", profile.EXEC_OPS),
+        _table("VS_STOP_OPS", bootplan.STOP_OPS),
+        f"#define VS_STOP_PLAN {_c_string(runfiles.STOP_PLAN)}",
+        f"#define VS_STOPPING {_c_string(state.STOPPING)}",
+        f"#define VS_SUPERVISOR_GRACE_MS {int(stopping.SUPERVISOR_GRACE * 1000)}",
         _table("VS_CACHE_OPS", bootcache.CACHE_OPS),
         _refusals(profile.REFUSALS),
         "#endif",

@@ -18,9 +18,10 @@ FROZEN_FILE = "frozen"  # epoch seconds of `vserver NAME freeze` (engine.runtime
 NOTIFY_FILE = "notify"  # the supervisor's sd_notify socket (the guest's /run/host/notify)
 CONSOLE_FILE = "console"  # the console pump's socket (`vserver NAME console`)
 APPLIED_FILE = "applied"  # the capabilities and flags the guest was started with
+STOP_PLAN = "stop.plan"  # bootplan.STOP_OPS: the compiled stop (engine/helpers/stop.h)
 VALUE_FILES = ("state", "xid", "init.pid", "init.start", "supervisor.pid",
                "supervisor.start", "started", "exec.plan", "meminfo",
-               FROZEN_FILE, NOTIFY_FILE, CONSOLE_FILE, APPLIED_FILE)  # fmt: skip
+               FROZEN_FILE, NOTIFY_FILE, CONSOLE_FILE, APPLIED_FILE, STOP_PLAN)  # fmt: skip
 
 
 def write_value(run_dir: str | os.PathLike[str], key: str, value: object) -> None:

@@ -235,6 +235,7 @@ def _plan(paths: Paths, cfg: Any, root: str, xid: int, undo: _Undo) -> tuple:
     ]
     if view:
         files.append((MEMINFO_VIEW, 0o644, view[1]))
+    files += _stop_plan(paths, cfg, plan, cg.remove_ops(rel))
     host = bootplan.HostSide(
         barrier=os.fspath(paths.vservers_dir),
         run_dir=os.fspath(paths.run_dir(cfg.name)),
@@ -274,6 +275,26 @@ def _idmap(paths: Paths, cfg: Any, xid: int) -> tuple[int, int] | None:
 
     ids = idmap.assign(paths, cfg.name, xid, idmap.reserved_blocks(paths, cfg.name))
     return ids.base, ids.count
+
+
+def _stop_plan(paths: Paths, cfg: Any, plan: Any, cgroups: list) -> list[tuple]:
+    """run_dir/stop.plan for the compiled stop, when undoing this start needs
+    nothing but its cgroups removed (no network, nothing mounted: what makes a
+    start replayable without Python). It names NAME.conf's digest: an edited
+    stop timeout or flag is then the Python stop's to read."""
+    from engine.runtime import bootcache
+
+    if not bootcache.eligible(cfg, plan.own_netns):
+        return []
+    conf = os.fspath(paths.config_file(cfg.name))
+    try:
+        with open(conf, "rb") as f:
+            digest = bootcache.sha256(f.read())
+    except OSError:
+        return []
+    log = os.fspath(paths.log_file(cfg.name))
+    stop = bootplan.serialize_stop(cfg.name, (conf, digest), log, cfg.stop_timeout, cgroups)
+    return [(runfiles.STOP_PLAN, 0o644, stop)]
 
 
 MEMINFO_VIEW = "meminfo"  # = supervisor.MEMINFO_VIEW

@@ -1,0 +1,164 @@
+"""The compiled stop: ``vserver NAME stop`` through the running supervisor.
+
+A start whose undoing needs nothing but the guest's cgroups removed writes
+run_dir/stop.plan; the compiled front end then asks the supervisor to stop
+init and tears the guest down by that plan, without Python. It must leave
+exactly what the Python stop leaves (nothing: no process, cgroup, mount,
+link or run file, the same log lines), say the same, and hand every case
+it cannot decide to Python untouched. ``VSTUI_FALLBACK=0`` makes the front
+end exit 125 instead of handing over, so each test knows which path ran.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.config import update_config
+from engine.helpers import helper_path
+from engine.paths import Paths
+from engine.runtime import runfiles, state
+from engine.runtime.build import build
+from tests import leaks
+
+pytestmark = pytest.mark.root
+REPO = Path(__file__).resolve().parents[2]
+NO_FALLBACK = 125
+
+
+@pytest.fixture(scope="module")
+def front() -> str:
+    build()
+    return str(helper_path("vserver"))
+
+
+def python_cli(paths: Paths, *args: str, **kw) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "vstui.cli.vserver", "--root", str(paths.root), *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, **kw)
+
+
+def compiled(front: str, paths: Paths, *args: str, fallback: bool = False, **kw):
+    env = {**os.environ, "VSTUI_FALLBACK": "1" if fallback else "0"}
+    cmd = [front, "--root", str(paths.root), *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, env=env,
+                          **kw)  # fmt: skip
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def guest(vroot: Paths) -> Paths:
+    ok(python_cli(vroot, "g", "build", "-m", "busybox"))
+    update_config(vroot, "g", {"V_MEMORY": "256M"})
+    return vroot
+
+
+def log_lines(paths: Paths) -> list[str]:
+    """The console log's own lines, without their times."""
+    text = paths.log_file("g").read_text(errors="replace")
+    return [
+        re.sub(r" at [0-9: -]+ ---$", "", ln) for ln in text.splitlines() if ln.startswith("---")
+    ]
+
+
+def stopped_cleanly(paths: Paths) -> None:
+    assert not state.read(paths, "g").running
+    assert not paths.run_dir("g").exists()
+    assert leaks.find(paths) == []  # when stop returns, not eventually
+
+
+@pytest.mark.parametrize("start", ["python", "compiled"])
+def test_stop_through_the_supervisor_leaves_nothing(front: str, guest: Paths, start: str) -> None:
+    ok(python_cli(guest, "g", "start"))  # writes the boot cache
+    ok(python_cli(guest, "g", "stop"))
+    ok(
+        python_cli(guest, "g", "start")
+        if start == "python"
+        else compiled(front, guest, "g", "start")
+    )
+    assert (guest.run_dir("g") / runfiles.STOP_PLAN).exists()
+    result = compiled(front, guest, "g", "stop")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    stopped_cleanly(guest)
+    assert log_lines(guest)[-2:] == ["--- vserver g: init halted", "--- vserver g: stopped"]
+
+
+def test_same_result_and_log_as_the_python_stop(front: str, guest: Paths) -> None:
+    results, logs = [], []
+    for stop in (python_cli, lambda p, *a: compiled(front, p, *a)):
+        ok(python_cli(guest, "g", "start"))
+        before = len(log_lines(guest))
+        result = stop(guest, "g", "stop")
+        results.append((result.returncode, result.stdout, result.stderr))
+        logs.append(log_lines(guest)[before:])
+        stopped_cleanly(guest)
+    assert results[0] == results[1] == (0, "", "")
+    assert logs[0] == logs[1] and logs[0][-1] == "--- vserver g: stopped"
+
+
+def test_processes_in_sub_groups_and_from_outside_are_killed(front: str, guest: Paths) -> None:
+    """What is in the guest's cgroups but not in its PID namespace (a host process
+    moved there), and a sub-group made below the guest's own, go with it."""
+    ok(compiled(front, guest, "g", "start", fallback=True))
+    from engine.cgroups import manager
+
+    top = manager().paths(guest.cgroup_name("g"))[0]
+    sub = top / "extra"
+    sub.mkdir()
+    outsider = subprocess.Popen(["sleep", "300"])
+    try:
+        (sub / "cgroup.procs").write_text(str(outsider.pid))
+        ok(compiled(front, guest, "g", "stop"))
+        assert outsider.wait(timeout=10) == -9
+    finally:
+        outsider.kill()
+        outsider.wait()
+    assert not top.exists()
+    stopped_cleanly(guest)
+
+
+def test_what_the_plan_cannot_decide_is_handed_to_python(front: str, guest: Paths) -> None:
+    ok(python_cli(guest, "g", "start"))
+    conf = guest.config_file("g")
+    planned = conf.read_bytes()
+    update_config(guest, "g", {"V_STOP_TIMEOUT": "5"})  # the Python stop reads the new value
+    assert compiled(front, guest, "g", "stop").returncode == NO_FALLBACK
+    assert state.read(guest, "g").running
+    conf.write_bytes(planned)  # the digest holds again, but the guest is frozen
+    ok(python_cli(guest, "g", "freeze"))
+    assert compiled(front, guest, "g", "stop").returncode == NO_FALLBACK
+    assert state.read(guest, "g").running
+    ok(compiled(front, guest, "g", "stop", fallback=True))
+    stopped_cleanly(guest)
+
+
+def test_a_stopped_guest_says_the_same_either_way(front: str, guest: Paths) -> None:
+    assert compiled(front, guest, "g", "stop").returncode == NO_FALLBACK
+    by_python = python_cli(guest, "g", "stop")
+    by_front = compiled(front, guest, "g", "stop", fallback=True)
+    assert by_python.returncode == by_front.returncode == 0
+    assert by_python.stderr == by_front.stderr == "vserver 'g' is not running\n"
+
+
+def test_read_only_cases_are_never_acted_on_here(front: str, guest: Paths) -> None:
+    """Who may not stop a guest (not root; a --host, read-only or not, is the agent's
+    to judge) is answered by the Python tool: the front end hands over untouched."""
+    ok(python_cli(guest, "g", "start"))
+    try:
+        nobody = compiled(front, guest, "g", "stop", user=65534, group=65534)
+        assert nobody.returncode == NO_FALLBACK
+        remote = compiled(front, guest, "--host", "ro", "g", "stop")
+        assert remote.returncode == NO_FALLBACK
+        assert compiled(front, guest, "g", "stop", "now").returncode == NO_FALLBACK
+        assert state.read(guest, "g").running
+    finally:
+        ok(compiled(front, guest, "g", "stop"))
+    stopped_cleanly(guest)
