@@ -18,7 +18,8 @@ Prints the median wall time of:
 plus the supervisor's and vinit's memory per running guest (RSS/USS); then
 the ratios the issues name (cached start against lxc-start and ``runc run``,
 exec against lxc-attach, the user-namespaced guest against the privileged
-one) from alternating rounds, one of each in turn, with
+one, stop against ``lxc-stop -k``, a one-shot guest's whole life against
+``lxc-execute``) from alternating rounds, one of each in turn, with
 each median its floor beside it: on a shared machine, load that comes and
 goes then falls on every contender alike. The rounds pair the two sides by
 the network work each start does (NETWORKS; printed with the figures):
@@ -268,8 +269,10 @@ def rounds(
     execs = exec_rounds({"vserver exec": [*vs, GUESTS["netns+lo"]],
                          "V_USERNS=no exec": [*vs, GUESTS["privileged"]]},
                         lxcs.get("netns+lo"), runs * 3)  # fmt: skip
-    out = [f"alternating rounds ({runs}; exec/attach {runs * 3}): median, fastest, ms"]
-    for key, times in {**starts, **execs}.items():
+    ends = end_rounds([*vs, GUESTS["netns+lo"]], lxcs.get("netns+lo"), runs)
+    out = [f"alternating rounds ({runs}; exec/attach {runs * 3}): median, fastest, ms",
+           "  (life: start, exec /bin/true, stop timed as one; lxc-execute /bin/true)"]  # fmt: skip
+    for key, times in {**starts, **execs, **ends}.items():
         out.append(f"  {key:<22}{statistics.median(times):>8.1f}{min(times):>8.1f}")
     out += [f"  {key}: vserver {mine}; lxc {', '.join(f'lxc.net.0.{x}' for x in theirs)}"
             for key, (mine, theirs) in NETWORKS.items()]  # fmt: skip
@@ -281,6 +284,10 @@ def rounds(
     if "runc run" in starts:
         out.append("  ratio cached start (netns+lo) / runc run: "
                    f"{ratio(starts['vserver netns+lo'], starts['runc run']):.2f}x")  # fmt: skip
+    for mine_key, peer in (("vserver stop", "lxc-stop -k"), ("vserver life", "lxc-execute")):
+        if peer in ends:
+            out.append(f"  ratio {mine_key.split()[1]} (netns+lo) / {peer}: "
+                       f"{ratio(ends[mine_key], ends[peer]):.2f}x")  # fmt: skip
     if "lxc-attach" in execs:
         out.append(f"  ratio exec / lxc-attach: "
                    f"{ratio(execs['vserver exec'], execs['lxc-attach']):.2f}x")  # fmt: skip
@@ -308,6 +315,31 @@ def exec_rounds(
             subprocess.run([*vs, "stop"], check=True)
         if p:
             subprocess.run(["lxc-stop", *p, "-k"], check=True)
+
+
+def end_rounds(vs: list[str], p: list[str] | None, runs: int) -> dict[str, list[float]]:
+    """A stop (started untimed) against lxc-stop -k; a one-shot guest's whole life as
+    a script runs it (start, exec, stop) against lxc-execute."""
+
+    def stop() -> float:
+        subprocess.run([*vs, "start"], check=True)
+        return timed([*vs, "stop"])
+
+    def life() -> float:
+        start = time.perf_counter()
+        for step in (["start"], ["exec", "/bin/true"], ["stop"]):
+            subprocess.run([*vs, *step], check=True, stdout=subprocess.DEVNULL)
+        return (time.perf_counter() - start) * 1000
+
+    def lxc_stop() -> float:
+        lxc_start(p or [])
+        return timed(["lxc-stop", *(p or []), "-k"])
+
+    steps = {"vserver stop": stop, "vserver life": life}
+    if p:
+        steps["lxc-stop -k"] = lxc_stop
+        steps["lxc-execute"] = lambda: timed(["lxc-execute", *p, "--", "/bin/true"])
+    return alternate(runs, steps)
 
 
 def main() -> None:
