@@ -4,9 +4,10 @@
  * tree, whose stop only removes its cgroups).
  *
  * It does what engine/runtime/stopping.stop does, in that order, under the
- * guest's lock: state "stopping"; the running supervisor (vsuper) asked to
- * stop init with SIGTERM (it sends the signal for init's kind, as
- * runfiles.stop_signal); init waited for, killed after the plan's timeout
+ * guest's lock: state "stopping"; init asked to halt (vinit with the plan's
+ * SIGTERM, as the Python stop; a real init through its running supervisor,
+ * vsuper, which sends the signal for init's kind, as runfiles.stop_signal);
+ * init waited for, killed after the plan's timeout
  * (with the Python stop's note in the log); whatever is left in the guest's
  * cgroups killed and the cgroups removed, sub-directories first; the run
  * files removed; the supervisor waited for (it logs how init ended and exits,
@@ -36,7 +37,7 @@
 
 struct sp {
     struct vs_field *config, *log;
-    long long timeout_ms;
+    long long timeout_ms, signal;
     int teardown, failed; /* the second pass: the cgroup ops act */
 };
 
@@ -53,6 +54,10 @@ static int sp_log(struct sp *p, struct vs_field *a) {
 
 static int sp_timeout(struct sp *p, struct vs_field *a) {
     return vs_ll(a[0].s, 10, &p->timeout_ms) < 0 || p->timeout_ms < 0 ? -1 : 0;
+}
+
+static int sp_signal(struct sp *p, struct vs_field *a) {
+    return vs_ll(a[0].s, 10, &p->signal) < 0 || p->signal <= 0 || p->signal >= NSIG ? -1 : 0;
 }
 
 static long long sp_now_ms(void) {
@@ -216,9 +221,13 @@ static void sp_clear(const char *run_dir) {
     }
 }
 
-/* init asked through its supervisor, waited for, killed after the timeout. */
+/* init asked to halt (vinit: directly, as the Python stop; another init through its
+ * supervisor, which knows its kind), waited for, killed after the timeout. */
 static void sp_halt(struct sp *p, const char *name, pid_t super, int init_fd, pid_t init) {
-    kill(super, SIGTERM); /* vsuper: init's stop signal, and no reboot after it */
+    if (p->signal > 0)
+        kill(init, (int)p->signal);
+    else
+        kill(super, SIGTERM); /* vsuper: the signal for init's kind (runfiles.stop_signal) */
     if (sp_wait(init_fd, p->timeout_ms))
         return;
     char text[128];

@@ -106,6 +106,8 @@ STOP_OPS: dict[str, int] = {
     "config": 2,  # PATH SHA256: NAME.conf as planned (edited since: the Python stop decides)
     "log": 1,  # PATH: the console log, for the note when init has to be killed
     "timeout": 1,  # MS: init's time to halt after the stop signal, then SIGKILL
+    "signal": 1,  # N: init's stop signal, when the plan knows it (vinit's); else the
+    # supervisor is asked (SIGTERM), which picks it by init's kind
     "cgroup": 1,  # DIR: every process in it killed, it removed, sub-directories first
     "parent": 1,  # DIR: removed once empty (a per-root directory other guests share)
 }
@@ -326,14 +328,17 @@ def parse(data: bytes) -> list[bytes]:
 
 
 def serialize_stop(
-    name: str, config: tuple[str, str], log: str, timeout: float, cgroups: list
+    name: str, config: tuple[str, str], log: str, halt: tuple[float, int | None], cgroups: list
 ) -> bytes:
     """run_dir/stop.plan (STOP_OPS): ``config`` is (NAME.conf, the SHA-256 of the
-    bytes planned from); ``cgroups``: the cgroup manager's remove_ops."""
+    bytes planned from); ``halt``: (stop timeout, init's stop signal or None);
+    ``cgroups``: the cgroup manager's remove_ops."""
     w = Writer(name, STOP_OPS)
     w.op("config", *config)
     w.op("log", log)
-    w.op("timeout", round(timeout * 1000))
+    w.op("timeout", round(halt[0] * 1000))
+    if halt[1] is not None:
+        w.op("signal", halt[1])
     for kind, path in cgroups:
         w.op(kind, path)
     return w.bytes()

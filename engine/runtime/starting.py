@@ -293,7 +293,10 @@ def _stop_plan(paths: Paths, cfg: Any, plan: Any, cgroups: list) -> list[tuple]:
     except OSError:
         return []
     log = os.fspath(paths.log_file(cfg.name))
-    stop = bootplan.serialize_stop(cfg.name, (conf, digest), log, cfg.stop_timeout, cgroups)
+    # vinit's signal is known now; a real init's is chosen by its kind at the stop
+    signal = None if cfg.has_flag("fakeinit") else int(runfiles.stop_signal(0, False))
+    halt = (cfg.stop_timeout, signal)
+    stop = bootplan.serialize_stop(cfg.name, (conf, digest), log, halt, cgroups)
     return [(runfiles.STOP_PLAN, 0o644, stop)]
 
 
