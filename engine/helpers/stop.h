@@ -9,15 +9,17 @@
  * vsuper, which sends the signal for init's kind, as runfiles.stop_signal);
  * init waited for, killed after the plan's timeout
  * (with the Python stop's note in the log); whatever is left in the guest's
- * cgroups killed and the cgroups removed, sub-directories first; the run
- * files removed; the supervisor waited for (it logs how init ended and exits,
- * as for the Python stop: the lock is held); the run directory removed.
+ * cgroups killed and the cgroups removed, sub-directories first; the
+ * supervisor waited for (it logs how init ended, reaps its children and
+ * exits, as for the Python stop: the lock is held); the run directory
+ * removed.
  *
  * Whatever the plan cannot decide is the Python stop's, before anything is
  * done: no plan, NAME.conf edited since the start, no live init or
  * supervisor, a frozen guest, the lock held. A cgroup that does not empty
- * afterwards is handed over too (the Python stop is idempotent, freezes
- * before it kills, and names what is wrong).
+ * afterwards, or a supervisor that does not exit within its grace, is handed
+ * over too (the Python stop is idempotent, freezes before it kills, kills a
+ * stuck supervision's session, and names what is wrong).
  */
 #ifndef VSTUI_STOP_H
 #define VSTUI_STOP_H
@@ -212,7 +214,7 @@ static int sp_wait(int pidfd, long long ms) {
 /* The run directory's value files (runfiles.clear_dir; not the lock). */
 static void sp_clear(const char *run_dir) {
     static const char *const values[] = {VS_RUN_FILES};
-    char path[4200];
+    char path[4300];
     for (size_t k = 0; k < sizeof values / sizeof values[0]; k++) {
         snprintf(path, sizeof path, "%s/%s", run_dir, values[k]);
         unlink(path);
@@ -258,19 +260,19 @@ static int sp_hold(const char *run_dir, int fds[3], pid_t pids[2]) {
     return -1;
 }
 
-/* The supervisor gone (it logs init's end and exits), then runfiles.remove_dir:
- * waiters on the old lock file notice and retry. */
-static void sp_finish(const char *run_dir, int super_fd, pid_t super) {
+/* The supervisor gone (it logs init's end, reaps its children and exits), then
+ * runfiles.remove_dir: waiters on the old lock file notice and retry. 0, or -1
+ * when it lingers: the Python stop kills it and what its session left
+ * (stopping.end_supervision), and says so in the log. */
+static int sp_finish(const char *run_dir, int super_fd) {
     char lock[4300];
-    sp_clear(run_dir);
-    if (!sp_wait(super_fd, VS_SUPERVISOR_GRACE_MS)) {
-        kill(super, SIGKILL);
-        sp_wait(super_fd, 2000);
-    }
+    if (!sp_wait(super_fd, VS_SUPERVISOR_GRACE_MS))
+        return -1; /* the run files still name it */
     sp_clear(run_dir);
     snprintf(lock, sizeof lock, "%s/" VS_LOCK_FILE, run_dir);
     unlink(lock);
     rmdir(run_dir);
+    return 0;
 }
 
 /* 0: stopped here; -1: nothing done (or a cgroup left): let the Python stop do it. */
@@ -290,10 +292,9 @@ static int cache_stop(const char *root, const char *name) {
     sp_halt(&p, name, pids[1], fds[1], pids[0]);
     p.teardown = 1;
     sp_run(&p, f, count);
-    if (!p.failed)
-        sp_finish(run_dir, fds[2], pids[1]);
+    int done = !p.failed && sp_finish(run_dir, fds[2]) == 0;
     close(fds[0]);
-    return p.failed ? -1 : 0;
+    return done ? 0 : -1;
 }
 
 #endif /* VSTUI_STOP_H */
