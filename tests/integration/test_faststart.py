@@ -37,15 +37,17 @@ def front() -> str:
     return str(helper_path("vserver"))
 
 
-def python_cli(paths: Paths, *args: str) -> subprocess.CompletedProcess[str]:
+def python_cli(paths: Paths, *args: str, **kw) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "vstui.cli.vserver", "--root", str(paths.root), *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, **kw)
 
 
-def compiled(front: str, paths: Paths, *args: str, fallback: bool = False):
+def compiled(front: str, paths: Paths, *args: str, fallback: bool = False, **kw):
+    """The compiled front end; ``kw``: subprocess.run's (the user to run as)."""
     env = {**os.environ, "VSTUI_FALLBACK": "1" if fallback else "0"}
     cmd = [front, "--root", str(paths.root), *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, env=env,
+                          **kw)  # fmt: skip
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

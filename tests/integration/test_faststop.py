@@ -11,47 +11,19 @@ end exit 125 instead of handing over, so each test knows which path ran.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from engine.config import update_config
-from engine.helpers import helper_path
 from engine.paths import Paths
 from engine.runtime import runfiles, state
-from engine.runtime.build import build
 from tests import leaks
+from tests.integration.test_faststart import NO_FALLBACK, compiled, front, ok, python_cli
 
 pytestmark = pytest.mark.root
-REPO = Path(__file__).resolve().parents[2]
-NO_FALLBACK = 125
-
-
-@pytest.fixture(scope="module")
-def front() -> str:
-    build()
-    return str(helper_path("vserver"))
-
-
-def python_cli(paths: Paths, *args: str, **kw) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "vstui.cli.vserver", "--root", str(paths.root), *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, **kw)
-
-
-def compiled(front: str, paths: Paths, *args: str, fallback: bool = False, **kw):
-    env = {**os.environ, "VSTUI_FALLBACK": "1" if fallback else "0"}
-    cmd = [front, "--root", str(paths.root), *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, env=env,
-                          **kw)  # fmt: skip
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+__all__ = ["front"]  # the compiled front end, built once per module (a fixture)
 
 
 @pytest.fixture
