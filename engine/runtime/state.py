@@ -44,14 +44,13 @@ class RunState(Record):
     """What the run directory says about one guest, checked against /proc."""
 
     __slots__ = _fields = ("name", "state", "xid", "init_pid", "supervisor_pid", "started",
-                           "stale", "supervisor_start", "frozen_since")  # fmt: skip
+                           "stale", "frozen_since")  # fmt: skip
     _defaults = {
         "xid": None,
         "init_pid": None,
         "supervisor_pid": None,
         "started": None,
         "stale": False,
-        "supervisor_start": None,
         "frozen_since": None,
     }
     name: str
@@ -61,7 +60,6 @@ class RunState(Record):
     supervisor_pid: int | None  # None unless alive
     started: float | None
     stale: bool  # files are there but init is gone: needs cleanup
-    supervisor_start: int | None  # its start time: signal it only while it is that process
     frozen_since: float | None  # epoch seconds of `vserver NAME freeze`, None when not frozen
 
     @property
@@ -107,15 +105,13 @@ def read(paths: Paths, name: str) -> RunState:
     sup_alive = alive(spid, sstart)
     xid = _int(read_value(run_dir, "xid"))
     started = _float(read_value(run_dir, "started"))
-    sup = (spid, sstart) if sup_alive else (None, None)
+    sup = spid if sup_alive else None
     if init_alive:
         frozen = _float(read_value(run_dir, FROZEN_FILE))
-        return RunState(name, state, xid, pid, sup[0], started, supervisor_start=sup[1],
-                        frozen_since=frozen)  # fmt: skip
+        return RunState(name, state, xid, pid, sup, started, frozen_since=frozen)
     if state == STARTING and sup_alive:
-        return RunState(name, STARTING, xid, None, spid, started, supervisor_start=sstart)
-    return RunState(name, STOPPED, xid, None, sup[0], started, stale=True,
-                    supervisor_start=sup[1])  # fmt: skip
+        return RunState(name, STARTING, xid, None, spid, started)
+    return RunState(name, STOPPED, xid, None, sup, started, stale=True)
 
 
 def init_identity(paths: Paths, name: str) -> tuple[int, int] | None:
