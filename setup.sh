@@ -43,18 +43,34 @@ python_bin() {
     exit 1
 }
 
+# Every package a successful install used, kept as wheels on this machine
+# (scripts/wheelhouse.py): later installs (a clean clone, CI) take them from
+# here first and need the package index only for what is missing, so a host
+# whose network is down still installs.
+WHEELS=/var/cache/vstui/wheels
+
 venv_install() {
     if [ ! -x .venv/bin/python ]; then
         "$(python_bin)" -m venv .venv
     fi
     stamp=.venv/.installed
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-        .venv/bin/pip install -q --upgrade pip >/dev/null
         # A plain .pth path entry, no import-hook finder (~18 ms per start):
         # pyproject.toml's package-dir makes setuptools choose it.
-        .venv/bin/pip install -q -e '.[test]'
+        if ! .venv/bin/pip install -q --no-index --find-links "$WHEELS" -e '.[test]' 2>/dev/null; then
+            .venv/bin/pip install -q --upgrade pip >/dev/null
+            .venv/bin/pip install -q --find-links "$WHEELS" -e '.[test]'
+        fi
+        keep_wheels
         touch "$stamp"
     fi
+}
+
+keep_wheels() {
+    .venv/bin/python scripts/wheelhouse.py "$WHEELS"
+    # the build backend pip fetched for the editable install (pyproject's build-system)
+    ls "$WHEELS"/setuptools-[0-9]*.whl 2>/dev/null | grep -qv 'setuptools-[1-6][0-9]\.' \
+        || .venv/bin/pip download -q --no-deps -d "$WHEELS" 'setuptools>=77' >/dev/null 2>&1 || true
 }
 
 build_helpers() {
