@@ -69,7 +69,7 @@ venv_install() {
 keep_wheels() {
     .venv/bin/python scripts/wheelhouse.py "$WHEELS"
     # the build backend pip fetched for the editable install (pyproject's build-system)
-    ls "$WHEELS"/setuptools-[0-9]*.whl 2>/dev/null | grep -qv 'setuptools-[1-6][0-9]\.' \
+    ls "$WHEELS" | grep -qE '^setuptools-(7[7-9]|[89][0-9]|[1-9][0-9]{2,})\.' \
         || .venv/bin/pip download -q --no-deps -d "$WHEELS" 'setuptools>=77' >/dev/null 2>&1 || true
 }
 
