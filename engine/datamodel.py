@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields
 
 from engine.contexts import HOST_NAME, HOST_XID, SPECTATOR_XID
 
-__all__ = ["HOST_NAME", "HOST_XID", "SPECTATOR_XID", "Gauge", "GuestStatus", "NetStats",
-           "ProcRow", "Snapshot", "new_proc_row"]  # fmt: skip
+__all__ = ["HOST_NAME", "HOST_XID", "SPECTATOR_XID", "Gauge", "GuestStatus", "LazyProcRow",
+           "NetStats", "ProcRow", "Snapshot", "new_lazy_row", "new_proc_row"]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,21 +56,90 @@ class ProcRow:
         return (self.pid, self.starttime)
 
 
-def _fast_constructor(cls: type) -> Callable[..., object]:
-    """A positional constructor for a frozen slotted dataclass that sets the
+def _fast_constructor(cls: type, lazy: tuple[str, ...] = ()) -> Callable[..., object]:
+    """A positional constructor for ProcRow (or LazyProcRow) that sets the
     slots directly instead of through ``object.__setattr__`` per field: the
     same object for half the cost (the scanner builds thousands per refresh).
-    Every field must be passed."""
+    Every field must be passed; a field named in ``lazy`` is left unset when
+    given as None, and the last argument is the object's ``_static``."""
     names = [f.name for f in fields(cls)]
     env: dict[str, object] = {"new": object.__new__, "cls": cls}
-    env.update({f"set_{n}": getattr(cls, n).__set__ for n in names})
-    body = "".join(f"    set_{n}(obj, {n})\n" for n in names)
-    exec(f"def make({', '.join(names)}):\n    obj = new(cls)\n{body}    return obj\n", env)
+    env.update({f"set_{n}": ProcRow.__dict__[n].__set__ for n in names})
+    body = "".join(
+        f"    if {n} is not None:\n        set_{n}(obj, {n})\n" if n in lazy
+        else f"    set_{n}(obj, {n})\n"
+        for n in names
+    )  # fmt: skip
+    args = ", ".join(names)
+    if lazy:
+        env["set_static"] = cls.__dict__["_static"].__set__
+        body += "    set_static(obj, static)\n"
+        args += ", static"
+    exec(f"def make({args}):\n    obj = new(cls)\n{body}    return obj\n", env)
     return env["make"]  # type: ignore[return-value]
 
 
 # new_proc_row(pid, ppid, ..., kernel): ProcRow(...) with every field given
 new_proc_row: Callable[..., ProcRow] = _fast_constructor(ProcRow)
+
+_NSPID = ProcRow.__dict__["nspid"]  # the slots themselves, below the properties
+_CMDLINE = ProcRow.__dict__["cmdline"]
+
+
+class LazyProcRow(ProcRow):
+    """A ProcRow whose ``nspid`` and ``cmdline`` are read from /proc when first
+    asked for: the console shows a page of 10,000 processes, and reading both
+    for every process cost about half of a cold snapshot.
+
+    ``_static`` is the scanner's record of the process (engine.procs.scan
+    Static: ``nspid`` is its NSpid line, ``cmdline`` its argv, each read once
+    for the process's lifetime, from that very process). Once read, a value
+    stays in the row, which is as immutable as a ProcRow from then on; equal
+    fields make equal rows. Built by ``new_lazy_row`` (the rows of the host
+    get their ``nspid`` at once: it is their PID).
+    """
+
+    __slots__ = ("_static",)
+
+    @property  # type: ignore[override]
+    def nspid(self) -> int:
+        try:
+            return _NSPID.__get__(self)
+        except AttributeError:
+            ns = self._static.nspid
+            value = ns[-1] if ns else self.pid  # innermost; unknown (gone): the host's
+            _NSPID.__set__(self, value)
+            return value
+
+    @nspid.setter
+    def nspid(self, value: int) -> None:  # dataclasses.replace builds through __init__
+        _NSPID.__set__(self, value)
+
+    @property  # type: ignore[override]
+    def cmdline(self) -> str:
+        try:
+            return _CMDLINE.__get__(self)
+        except AttributeError:
+            value = self._static.cmdline or f"[{self.comm}]"  # kernel threads, zombies: as ps
+            _CMDLINE.__set__(self, value)
+            return value
+
+    @cmdline.setter
+    def cmdline(self, value: str) -> None:
+        _CMDLINE.__set__(self, value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProcRow):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in _ROW_NAMES)
+
+    __hash__ = ProcRow.__hash__
+
+
+_ROW_NAMES = tuple(f.name for f in fields(ProcRow))
+
+# new_lazy_row(pid, ..., kernel, huid, static): a LazyProcRow; nspid, cmdline None: read later
+new_lazy_row: Callable[..., LazyProcRow] = _fast_constructor(LazyProcRow, ("nspid", "cmdline"))
 
 
 @dataclass(frozen=True, slots=True)

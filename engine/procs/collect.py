@@ -161,10 +161,13 @@ class ProcessTable:
     read per process and almost nothing else.
 
     ``need`` (NEED_* bits of engine.procs.scan): what the rows must carry
-    beyond stat. Without NEED_UID ``uid`` is 0 and ``user`` "?"; without
-    NEED_CMDLINE ``cmdline`` is ``[comm]``; without NEED_NSPID ``nspid`` is
-    the host PID. One-shot tools ask only for what their columns show.
-    ``one_shot``: rows are ``PsRow`` (same fields, no engine.observe import).
+    beyond stat. Without NEED_UID ``uid`` is 0 and ``user`` "?". The
+    console's rows (``LazyProcRow``) read ``cmdline`` and ``nspid`` when first
+    asked for, whatever ``need`` says: most are never shown.
+    ``one_shot``: rows are ``PsRow`` (same fields, no engine.observe import),
+    read at once: without NEED_CMDLINE ``cmdline`` is ``[comm]``, without
+    NEED_NSPID ``nspid`` is the host PID. One-shot tools ask only for what
+    their columns show.
     """
 
     def __init__(
@@ -184,9 +187,9 @@ class ProcessTable:
         if one_shot:
             self._make_row: Callable[..., Row] = PsRow
         else:
-            from engine.datamodel import new_proc_row
+            from engine.datamodel import new_lazy_row
 
-            self._make_row = new_proc_row
+            self._make_row = new_lazy_row
         self.one_shot = one_shot
         self._prev: dict[int, Proc] = {}
         self._prev_time: float | None = None
@@ -224,8 +227,7 @@ class ProcessTable:
         guests changed or FULL_EVERY seconds passed, else only new PIDs are looked up
         (engine.procs.attribution.attribute_new)."""
         prev, last = self._prev, self._attribution
-        want = _NewOrMember(last.by_pid if last else {}, prev) if self.need & NEED_NSPID else ()
-        procs = self.scanner.scan(want, self.need & ~NEED_NSPID)
+        procs = self.scanner.scan((), self.need & NEED_UID)  # the rest when shown
         key = tuple((g.name, g.xid, g.init_pid) for g in guests)
         now = self.clock()
         full = last is None or key != self._guests_key or now - self._full_at >= FULL_EVERY
@@ -246,7 +248,9 @@ class ProcessTable:
         scale = 100.0 / CLK_TCK / elapsed if elapsed else 0.0
         by_pid = attribution.by_pid
         with_uid = bool(self.need & NEED_UID)
+        lazy = not self.one_shot
         with_cmdline = bool(self.need & NEED_CMDLINE)
+        with_nspid = bool(self.need & NEED_NSPID)
         rows: list[Row] = []
         append = rows.append
         for pid in procs if _ascending(procs) else sorted(procs):
@@ -267,14 +271,21 @@ class ProcessTable:
                 before = prev.get(pid)
                 if before is not None and before.starttime == p.starttime:
                     cpu = (p.utime + p.stime - before.utime - before.stime) * scale
-            huid = p.static.uid
+            static = p.static
+            huid = static.uid
             uid, user = self._user(guest, huid) if with_uid else (huid, "?")
+            if lazy:  # LazyProcRow: None reads it when asked for (a guest's nspid, argv)
+                nspid, cmdline = (None if ctx is not None else pid), None
+            else:
+                nspid = p.nspid if ctx is not None and with_nspid else pid
+                cmdline = command_of(p) if with_cmdline else f"[{p.comm}]"
             row = make_row(
-                pid, p.ppid, p.starttime, xid, guest, p.nspid if ctx is not None else pid,
+                pid, p.ppid, p.starttime, xid, guest, nspid,
                 uid, user, p.state, p.nice, p.threads,
                 p.vsize, p.rss, p.utime, p.stime, p.cutime, p.cstime, cpu,
-                tty_name(p.tty_nr), p.comm, command_of(p) if with_cmdline else f"[{p.comm}]",
+                tty_name(p.tty_nr), p.comm, cmdline,
                 p.pgrp, p.session, p.tpgid, p.priority, bool(p.flags & PF_KTHREAD), huid,
+                *((static,) if lazy else ()),
             )  # fmt: skip
             p.memo = row
             append(row)
@@ -290,19 +301,6 @@ class ProcessTable:
         ids = self._ids.get(guest)
         inside = ids.inside(huid) if ids is not None else None
         return inside if inside is not None else (huid, user_name(huid))
-
-
-class _NewOrMember:
-    """The PIDs whose NSpid a refresh wants: guest members, and every PID seen for the
-    first time (it may be a guest's; its status is read for its uid anyway)."""
-
-    __slots__ = ("members", "seen")
-
-    def __init__(self, members: dict[int, object], seen: dict[int, Proc]) -> None:
-        self.members, self.seen = members, seen
-
-    def __contains__(self, pid: object) -> bool:
-        return pid in self.members or pid not in self.seen
 
 
 def _ascending(procs: dict[int, Proc]) -> bool:

@@ -4,7 +4,10 @@ What changes (state, times, memory, threads) comes from ``stat``, read on every
 scan. What does not (user, command line, NSpid) is read once and cached per
 (pid, start time, comm): a reused PID is a new process, and an ``exec`` changes
 comm, so a process that forked before we saw it and then exec'd is re-read.
-Vanished processes are skipped silently: /proc is a moving target.
+The parts a scan is not asked for are read when first used (``Static``): the
+console shows a page of 10,000 processes, and each file read costs about as
+much as the stat line itself. Vanished processes are skipped silently: /proc
+is a moving target.
 """
 
 from __future__ import annotations
@@ -33,22 +36,100 @@ class Static:
 
     A plain slotted class, not a dataclass: generating a dataclass costs
     about a millisecond at import, and this module is on vps's start path.
-    ``have`` says which parts were read (NEED_* bits); the others keep their
-    empty values.
+    ``have`` says which parts were read (NEED_* bits). ``cmdline`` and
+    ``nspid`` not read yet are read on first use, through ``where`` (proc
+    root, pid, start time, kernel thread): a process that is gone by then, or
+    whose PID was reused, leaves them empty. The uid is read by the scan.
     """
 
-    __slots__ = ("cmdline", "have", "nspid", "uid")
+    __slots__ = ("_cmdline", "_nspid", "have", "uid", "where")
 
     def __init__(
-        self, uid: int, cmdline: str, nspid: tuple[int, ...], have: int = NEED_ALL
-    ) -> None:
+        self, uid: int, cmdline: str, nspid: tuple[int, ...], have: int = NEED_ALL,
+        where: tuple[str, int, int, bool] | None = None,
+    ) -> None:  # fmt: skip
         self.uid = uid
-        self.cmdline = cmdline  # space-joined argv; "" for kernel threads and zombies
-        self.nspid = nspid  # NSpid: host PID first, innermost last; () if unread
+        self._cmdline = cmdline  # space-joined argv; "" for kernel threads and zombies
+        self._nspid = nspid  # NSpid: host PID first, innermost last; () if unknown
         self.have = have
+        self.where = where
+
+    @property
+    def cmdline(self) -> str:
+        if not self.have & NEED_CMDLINE:
+            self.fill(NEED_CMDLINE)
+        return self._cmdline
+
+    @property
+    def nspid(self) -> tuple[int, ...]:
+        if not self.have & NEED_NSPID:
+            self.fill(NEED_NSPID)
+        return self._nspid
+
+    def fill(self, parts: int) -> None:
+        """Read ``parts`` now, from the very process the scan saw.
+
+        A /proc/PID directory opened once stays bound to its process: when it
+        exits its files fail with ESRCH, even after the PID is reused
+        (fs/proc/base.c get_proc_task), so the stat read through it proves
+        that what follows is that process's, not a newcomer's.
+        """
+        missing = parts & ~self.have
+        if not missing or self.where is None:
+            return
+        root, pid, start, kthread = self.where
+        try:
+            dir_fd = os.open(f"{root}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:  # gone: the parts stay empty
+            self.have |= missing
+            return
+        try:
+            proc = parse_stat(_read("stat", dir_fd), pid)
+            if proc is not None and proc.starttime == start:
+                self._read(dir_fd, "", missing, kthread)
+        except OSError:
+            pass
+        finally:
+            os.close(dir_fd)
+        self.have |= missing
+
+    def _read(self, dir_fd: int, at: str, parts: int, kthread: bool) -> int:
+        """Read ``parts`` of the process directory ``at`` ("" or "PID/" under ``dir_fd``);
+        the number of files read. OSError: the process is gone."""
+        reads = 0
+        if parts & NEED_NSPID:
+            try:
+                uid, self._nspid = parse_status(_read(at + "status", dir_fd))
+                if uid is not None:
+                    self.uid, self.have = uid, self.have | NEED_UID
+            except PermissionError:
+                pass
+            reads += 1
+            self.have |= NEED_NSPID
+        if parts & ~self.have & NEED_UID:
+            # the owner of /proc/PID is the effective uid, dumpable or not
+            # (fs/proc/base.c task_dump_owner): a stat() instead of status
+            self.uid = os.stat(at or ".", dir_fd=dir_fd).st_uid
+            reads += 1
+            self.have |= NEED_UID
+        if parts & NEED_CMDLINE:
+            raw = b""
+            if not kthread:
+                try:
+                    raw = _read(at + "cmdline", dir_fd)
+                except PermissionError:
+                    pass
+                reads += 1
+            # argv too: control characters visible, newlines included
+            # (one process, one line), as ps shows them
+            self._cmdline = visible(
+                raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+            )
+            self.have |= NEED_CMDLINE
+        return reads
 
     def __repr__(self) -> str:
-        return f"Static(uid={self.uid}, cmdline={self.cmdline!r}, nspid={self.nspid})"
+        return f"Static(uid={self.uid}, cmdline={self._cmdline!r}, nspid={self._nspid})"
 
 
 _NO_STATIC = Static(0, "", (), 0)
@@ -195,9 +276,10 @@ class Scanner:
     ) -> dict[int, Proc]:
         """Every process now, by host PID, in PID order.
 
-        ``need``: which static parts every process must have (NEED_UID: its
-        uid from the ownership of /proc/PID; NEED_CMDLINE: its argv).
-        ``want_nspid``: PIDs whose NSpid must be known too (guest members);
+        ``need``: which static parts to read now, for every process (NEED_UID:
+        its uid from the ownership of /proc/PID; NEED_CMDLINE: its argv); the
+        others are read when first used (``Static``).
+        ``want_nspid``: PIDs whose NSpid is read now too (guest members);
         their /proc/PID/status is read once per process lifetime, and gives
         the uid as well.
         """
@@ -233,19 +315,21 @@ class Scanner:
                 if proc is None:
                     continue
                 proc.raw = data
-                static = old.static if old is not None else _NO_STATIC
                 if (
                     old is None
                     or old.starttime != proc.starttime  # a new process on a reused PID
                     or old.comm != proc.comm  # it exec'd
                 ):
-                    static = _NO_STATIC
+                    where = (self.proc_root, pid, proc.starttime, bool(proc.flags & PF_KTHREAD))
+                    static = Static(0, "", (), 0, where)
+                else:
+                    static = old.static
                 if static.have & wanted != wanted:
-                    more = self._read_static(name, dir_fd, proc, static, wanted)
-                    if more is None:
+                    try:
+                        reads += static._read(dir_fd, name + "/", wanted & ~static.have,
+                                              bool(proc.flags & PF_KTHREAD))  # fmt: skip
+                    except OSError:  # gone (ENOENT, ESRCH) or unreadable: skip it this time
                         continue
-                    static, extra = more
-                    reads += extra
                 proc.static = static
                 procs[pid] = proc
         finally:
@@ -253,44 +337,6 @@ class Scanner:
         self._last = procs
         self.reads = reads
         return procs
-
-    def _read_static(
-        self, name: str, dir_fd: int, proc: Proc, had: Static, wanted: int
-    ) -> tuple[Static, int] | None:
-        """``had`` completed with the parts in ``wanted``; None if the process is gone."""
-        uid, cmdline, nspid, have = had.uid, had.cmdline, had.nspid, had.have
-        missing = wanted & ~have
-        reads = 0
-        try:
-            if missing & NEED_NSPID:
-                try:
-                    status_uid, nspid = parse_status(_read(name + "/status", dir_fd))
-                    if status_uid is not None:
-                        uid, have = status_uid, have | NEED_UID
-                except PermissionError:
-                    pass
-                reads += 1
-                have |= NEED_NSPID
-            if wanted & ~have & NEED_UID:
-                uid = os.stat(name, dir_fd=dir_fd).st_uid
-                reads += 1
-                have |= NEED_UID
-            if missing & NEED_CMDLINE:
-                if proc.flags & PF_KTHREAD:
-                    raw = b""
-                else:
-                    try:
-                        raw = _read(name + "/cmdline", dir_fd)
-                    except PermissionError:
-                        raw = b""
-                    reads += 1
-                # argv too: control characters visible, newlines included
-                # (one process, one line), as ps shows them
-                cmdline = visible(raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace"))
-                have |= NEED_CMDLINE
-        except OSError:  # gone (ENOENT, ESRCH) or unreadable: skip it this time
-            return None
-        return Static(uid, cmdline, nspid, have), reads
 
 
 def read_uptime(proc_root: str = "/proc") -> float:

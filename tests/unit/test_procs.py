@@ -4,6 +4,7 @@ fake /proc tree (tests/unit/fixtures/proc) plus a fake cgroup hierarchy."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -148,11 +149,18 @@ def test_process_gone_between_scans_is_dropped(proc: Path) -> None:
     assert 3011 not in scanner.scan()
 
 
-def test_nspid_only_for_requested_pids(proc: Path) -> None:
-    procs = scan.Scanner(proc).scan(want_nspid={2300})
+def test_nspid_read_at_once_for_requested_pids_and_on_first_use_for_others(
+    proc: Path,
+) -> None:
+    scanner = scan.Scanner(proc)
+    procs = scanner.scan(want_nspid={2300})
+    assert scanner.reads == 3 * len(procs) - 1  # stat, status or stat(), cmdline (1 kthread)
     assert procs[2300].nspid == 5
     assert procs[2300].uid == 33  # from status Uid:
-    assert procs[2211].nspid == 2211  # not asked: host view
+    (proc / "2211" / "status").write_text("Name:\tsshd\nNSpid:\t2211\t1\n")
+    assert procs[2211].nspid == 1  # not asked: read when used
+    (proc / "2211" / "status").write_text("Name:\tsshd\nNSpid:\t2211\t7\n")
+    assert scanner.scan()[2211].nspid == 1  # once per process
 
 
 def test_scanner_on_the_real_proc_sees_itself() -> None:
@@ -192,7 +200,9 @@ def test_table_attributes_guest_processes(proc: Path, host: tuple[Paths, Path]) 
         assert (by_pid[pid].xid, by_pid[pid].guest, by_pid[pid].nspid) == (40001, "db1", nspid)
     for pid in (1, 2, 2200, 3011):
         assert (by_pid[pid].xid, by_pid[pid].guest, by_pid[pid].nspid) == (HOST_XID, "", pid)
-    assert by_pid[2300].user == "www-data" or by_pid[2300].uid == 33
+    # the uid is the owner of /proc/PID (the kernel makes it the euid: fs/proc/base.c
+    # task_dump_owner), not status's Uid: line, which is not read for it
+    assert by_pid[2300].huid == (proc / "2300").stat().st_uid
     assert by_pid[2].cmdline == "[kthreadd]"
     assert table.attribution.names() == {0: "", 40001: "db1"}
 
@@ -421,8 +431,10 @@ def test_scanner_reads_only_the_parts_asked_for_and_adds_missing_ones_later(
     scanner = scan.Scanner(proc)
     bare = scanner.scan(need=0)
     assert scanner.reads == len(bare)  # stat only
-    assert bare[1].cmdline == "" and bare[2300].nspid == 2300
+    assert bare[3011].cmdline == "ps ax"  # read on first use
     full = scanner.scan({2300}, scan.NEED_UID | scan.NEED_CMDLINE)
+    # stat, the uid (from status for 2300), argv: none for kthreadd, 3011's known
+    assert scanner.reads == 3 * len(full) - 2
     assert full[1].cmdline == "/sbin/init" and full[2300].nspid == 5
     assert full[2300].uid == 33
     scanner.scan({2300}, scan.NEED_UID | scan.NEED_CMDLINE)
@@ -437,9 +449,12 @@ def test_one_shot_rows_equal_procrows_field_by_field(proc: Path, host: tuple[Pat
 
     assert ROW_FIELDS == tuple(f.name for f in fields(ProcRow))
     paths, cgfs = host
+    for status in proc.glob("*/status"):  # as on a real /proc, where both are the euid:
+        owner = status.parent.stat().st_uid  # the owner of /proc/PID and status's Uid:
+        status.write_text(re.sub(r"Uid:\t\d+\t\d+", f"Uid:\t{owner}\t{owner}", status.read_text()))
     full = ProcessTable(paths, proc, cgfs).refresh().rows
     lite = ProcessTable(paths, proc, cgfs, one_shot=True).refresh().rows
-    assert all(type(r) is ProcRow for r in full) and all(type(r) is PsRow for r in lite)
+    assert all(isinstance(r, ProcRow) for r in full) and all(type(r) is PsRow for r in lite)
     as_tuples = [tuple(getattr(r, f) for f in ROW_FIELDS) for r in lite]
     assert as_tuples == [tuple(getattr(r, f) for f in ROW_FIELDS) for r in full]
 
@@ -586,3 +601,48 @@ def test_an_idle_guests_status_is_carried_over_until_something_of_it_changes(
     assert worked == ["db1", "db1"]
     (paths.run_dir("db1") / "frozen").write_text("1\n")  # its run files changed
     assert observer.snapshot().guest("db1").state == "frozen"
+
+
+# ------------------------------------------------------------------ read on first use (issue 20)
+def test_console_rows_read_argv_and_guest_pid_only_when_asked(
+    proc: Path, host: tuple[Paths, Path]
+) -> None:
+    paths, cgfs = host
+    table = ProcessTable(paths, proc, cgfs)
+    rows = {r.pid: r for r in table.refresh().rows}
+    assert table.scanner.reads == 2 * len(rows)  # stat and the uid: no status, no cmdline
+    (proc / "2300" / "cmdline").write_bytes(b"worker\0--later\0")
+    assert (rows[2300].nspid, rows[2300].cmdline) == (5, "worker --later")
+    (proc / "2300" / "cmdline").write_bytes(b"changed\0")
+    assert rows[2300].cmdline == "worker --later"  # read once: the row does not change
+    again = {r.pid: r for r in table.refresh().rows}
+    assert again[2300] is rows[2300] and again[3011].cmdline == "ps ax"
+
+
+def test_a_row_whose_process_is_gone_before_it_is_shown_says_so_plainly(
+    proc: Path, host: tuple[Paths, Path]
+) -> None:
+    paths, cgfs = host
+    rows = {r.pid: r for r in ProcessTable(paths, proc, cgfs).refresh().rows}
+    shutil.rmtree(proc / "2300")
+    shutil.rmtree(proc / "3011")
+    assert (rows[3011].cmdline, rows[3011].nspid) == ("[ps]", 3011)  # as ps shows a zombie
+    assert (rows[2300].cmdline, rows[2300].nspid) == ("[a) b (c]", 2300)  # guest PID unknown
+
+
+def test_a_reused_pid_never_lends_its_argv_to_the_row_of_the_process_before(
+    proc: Path, host: tuple[Paths, Path]
+) -> None:
+    paths, cgfs = host
+    rows = {r.pid: r for r in ProcessTable(paths, proc, cgfs).refresh().rows}
+    _set_stat_field(proc, 2300, 19, "9100000")  # 2300 exited, a newcomer took its PID
+    (proc / "2300" / "cmdline").write_bytes(b"newcomer\0")
+    (proc / "2300" / "status").write_text("Name:\tnewcomer\nNSpid:\t2300\t77\n")
+    assert (rows[2300].cmdline, rows[2300].nspid) == ("[a) b (c]", 2300)
+
+
+def test_console_rows_on_the_real_proc(tmp_path: Path) -> None:
+    table = ProcessTable(Paths.from_root(tmp_path))
+    me = next(r for r in table.refresh().rows if r.pid == os.getpid())
+    assert (me.uid, me.nspid, me.ppid) == (os.geteuid(), os.getpid(), os.getppid())
+    assert "pytest" in me.cmdline or "python" in me.cmdline
