@@ -25,12 +25,18 @@ seconds; it prints bytes/s to the terminal and CPU% of each::
 
 ``--code LABEL=DIR`` runs another source tree's console in the same seconds
 too (e.g. the code before a change), so before and after share one run.
+With ``--keys-only`` each tree's key latencies are measured in a child of
+its own, the trees taking turns for ``--rounds`` rounds; the table shows
+each figure's median over the rounds, one column per tree::
+
+    .venv/bin/python tests/bench/bench_tui.py --keys-only --code before=/tmp/old-tree
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import pty
 import resource
@@ -44,7 +50,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+# a child measuring another tree (--keys-only --code) imports that tree's code
+sys.path.insert(0, os.environ.get("VSTUI_BENCH_CODE") or str(REPO))
 
 from tests.tui.fakes import FixedSource, big_snapshot  # noqa: E402
 from tests.tui.helpers import make_app, settle  # noqa: E402
@@ -203,6 +210,22 @@ def live(args: argparse.Namespace) -> None:
                     load.close()
 
 
+def keys_side_by_side(trees: dict[str, str], rounds: int) -> None:
+    """Key latencies of every tree, each in a child of its own, taking turns."""
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in trees}
+    for _ in range(rounds):
+        for label, code in trees.items():
+            child = subprocess.run(
+                [sys.executable, __file__, "--keys-json"], capture_output=True, text=True,
+                check=True, env={**os.environ, "VSTUI_BENCH_CODE": code},
+            )  # fmt: skip
+            runs[label].append(json.loads(child.stdout.splitlines()[-1]))
+    print(f"{'median of ' + str(rounds) + ' rounds':28}" + "".join(f"{k:>10}" for k in trees))
+    for name in runs[next(iter(trees))][0]:
+        cells = [statistics.median(r[name] for r in runs[label]) for label in trees]
+        print(f"{name:28}" + "".join(f"{v:10.1f}" for v in cells))
+
+
 def print_row(head: str, ours: Any, htop: Any) -> None:
     ratio = ours.bytes_per_s / htop.bytes_per_s if htop.bytes_per_s else 0
     print(f"{head} {ours.bytes_per_s:7.0f} {htop.bytes_per_s:9.0f} {ratio:6.2f}"
@@ -213,6 +236,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--keys-only", action="store_true", help="only the key latencies")
+    parser.add_argument("--keys-json", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3, help="--keys-only --code: turns")
     parser.add_argument("--live", action="store_true", help="the real console on a live host")
     parser.add_argument("--screens", default=",".join(LIVE_SCREENS))
     parser.add_argument("--sizes", default="80x24,160x48")
@@ -223,11 +248,18 @@ def main() -> None:
         action="append",
         default=[],
         metavar="LABEL=DIR",
-        help="--live: also run another source tree's console, side by side",
+        help="--live, --keys-only: also another source tree's console, side by side",
     )
     args = parser.parse_args()
     if args.live:
         live(args)
+        return
+    if args.keys_json:  # a child of keys_side_by_side
+        print(json.dumps(asyncio.run(key_latency())))
+        return
+    if args.keys_only and args.code:
+        keys_side_by_side({"now": str(REPO), **dict(c.split("=", 1) for c in args.code)},
+                          args.rounds)  # fmt: skip
         return
     lat = asyncio.run(key_latency())
     for k, v in lat.items():

@@ -11,6 +11,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual.geometry import Region
 from textual.strip import Strip
+from textual.widget import Widget
 
 from tests.tui.fakes import small_snapshot
 from tests.tui.helpers import make_app, settle
@@ -163,6 +164,38 @@ def test_a_focus_change_rebuilds_only_the_cursor_row(tmp_path: Path):
             await pilot.press("greater_than_sign")  # the picker takes the focus
             await pilot.pause()
             assert not table.has_focus and len(built) == 1
+
+    asyncio.run(main())
+
+
+def test_a_focus_change_repaints_only_the_cursor_row(tmp_path: Path):
+    """Textual repaints a widget whole when it gains or loses the focus: the
+    sort picker opening and closing sent every line of the table twice."""
+    app = make_app(tmp_path, snap=small_snapshot(), first_screen="processes", interval=3600)
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            table = app.screen.query_one("#procs", LineTable)
+            asked: list[tuple[Region, ...]] = []
+            real = Widget.refresh  # Textual's own calls reach it past LineTable.refresh
+
+            def spy(self: Widget, *regions: Region, **kw: bool) -> Widget:
+                if self is table:
+                    asked.append(regions)
+                return real(self, *regions, **kw)
+
+            Widget.refresh = spy  # type: ignore[method-assign]
+            try:
+                for key in ("greater_than_sign", "escape"):  # picker takes the focus, gives it back
+                    await pilot.press(key)
+                    await pilot.pause()
+            finally:
+                Widget.refresh = real  # type: ignore[method-assign]
+            assert table.has_focus
+            assert asked and () not in asked, asked  # never the whole table
+            rows = {r.y for regions in asked for r in regions}
+            assert rows == {table.cursor_row + 1}, rows  # the cursor's line (below the header)
 
     asyncio.run(main())
 

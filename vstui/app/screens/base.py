@@ -212,13 +212,13 @@ class TableScreen(VstuiScreen):
             self.table.sort_key = key
             self.keep_view()
             self.redraw()
-            self.table.refresh()
+            self.table.sync_header()
 
     def action_invert_sort(self) -> None:
         self.table.sort_reverse = not self.table.sort_reverse
         self.keep_view()
         self.redraw()
-        self.table.refresh()
+        self.table.sync_header()
 
     tree = False
 

@@ -132,7 +132,7 @@ class ProcActions(TableScreen):
             self.procs_table.sort_key, self.procs_table.sort_reverse = "pid", False
         self.keep_view()
         self.redraw()
-        self.procs_table.refresh()
+        self.procs_table.sync_header()
 
     def action_kernel(self) -> None:
         self.show_kernel = not self.show_kernel

@@ -28,8 +28,9 @@ from typing import Any, ClassVar
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -152,6 +153,13 @@ class LineTable(ScrollView, can_focus=True):
             self._cells = {k: v for k, v in self._cells.items() if k in keep}
             self._strips = {k: v for k, v in self._strips.items() if k in keep}
 
+    def sync_header(self) -> None:
+        """Repaint what changed in the header (the sort arrow) alone: a new sort
+        is no reason to repaint the whole table (its rows, if they moved, are
+        repainted by the ``set_data`` that shows them)."""
+        if self.is_mounted and self.size.height:
+            self._painted.sync(0, self._render(0), HEADER)
+
     def _cells_for(self, key: Hashable) -> tuple[Any, str, Sequence[Cell]]:
         """Formatted cells of one row, recomputed only when its item changed."""
         item, prefix = self.items[key], self.prefixes.get(key, "")
@@ -268,6 +276,66 @@ class LineTable(ScrollView, can_focus=True):
         while self._total_width(shown) > width and any(c.hide for c in shown):
             shown.remove(max(shown, key=lambda c: c.hide))
         self.shown = tuple(shown)
+
+    # -- focus ---------------------------------------------------------
+    # Textual repaints a widget whole when it gains or loses the focus (in
+    # focus(), _on_focus/_on_blur and, the cursor's style being a :focus
+    # rule, once more when its component styles change): every line of the
+    # table built again and sent to the terminal, twice, each time the sort
+    # picker or the filter box takes the focus or gives it back. Only the
+    # cursor's line looks different (LineTable:focus sets nothing else), so
+    # those repaints become one ``sync``: the cells that differ.
+    _focus_restyle = False
+    _sync_queued = False
+
+    def focus(self, scroll_visible: bool = True) -> LineTable:
+        def set_focus(widget: LineTable) -> None:
+            if widget.is_attached:
+                widget.screen.set_focus(widget, scroll_visible=scroll_visible)
+
+        self.app.call_later(set_focus, self)
+        return self
+
+    def _on_focus(self, event: events.Focus) -> None:
+        event.prevent_default()  # Widget._on_focus: the same, with a whole repaint
+        self.has_focus = True
+        self._queue_sync()
+        if self.parent is not None:
+            self.parent.post_message(events.DescendantFocus(self))
+
+    def _on_blur(self, event: events.Blur) -> None:
+        event.prevent_default()
+        self.has_focus = False
+        self._queue_sync()
+        if self.parent is not None:
+            self.parent.post_message(events.DescendantBlur(self))
+
+    def watch_has_focus(self, value: bool) -> None:
+        self._focus_restyle = True  # its refresh() below is the restyle's
+        try:
+            super().watch_has_focus(value)
+        finally:
+            self._focus_restyle = False
+
+    def refresh(
+        self, *regions: Region, repaint: bool = True, layout: bool = False,
+        recompose: bool = False,
+    ) -> LineTable:  # fmt: skip
+        if self._focus_restyle and not (regions or layout or recompose):
+            self._rich_style_cache.clear()
+            self._queue_sync()
+            return self
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    def _queue_sync(self) -> None:
+        if not self._sync_queued and self.is_mounted:
+            self._sync_queued = True
+            self.call_later(self._queued_sync)
+
+    def _queued_sync(self) -> None:
+        self._sync_queued = False
+        if self.is_mounted:
+            self.sync()
 
     def on_resize(self) -> None:
         self._fit()
