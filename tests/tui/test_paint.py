@@ -40,6 +40,34 @@ def test_changed_spans_sees_a_style_change_and_joins_close_runs():
     assert changed_spans(strip("a" + far + "b"), strip("x" + far + "y")) == [(0, 1), (41, 42)]
 
 
+def test_changed_spans_of_rows_styled_alike_match_a_cell_by_cell_comparison():
+    """Two rows whose styles change at the same cells are compared by their
+    text alone (a re-sort compares every line on screen): the same spans."""
+    import random
+
+    from vstui.app.widgets import paint
+
+    rng = random.Random(20)
+    for _ in range(200):
+        cuts = sorted(rng.sample(range(1, 60), 3))
+        widths = [b - a for a, b in zip([0, *cuts], [*cuts, 60], strict=True)]
+        styles = [None, RED, None, Style(bold=True)]
+
+        def row(widths=widths, styles=styles) -> Strip:
+            return Strip([Segment("".join(rng.choice("ab ") for _ in range(w)), st)
+                          for w, st in zip(widths, styles, strict=True)])  # fmt: skip
+
+        old, new = row(), row()
+        cells = paint._same_runs
+        try:
+            paint._same_runs = lambda a, b: None  # the cell by cell comparison
+            slow = changed_spans(old, new)
+        finally:
+            paint._same_runs = cells
+        assert paint._same_runs(old, new) is not None
+        assert changed_spans(old, new) == slow
+
+
 def test_changed_spans_counts_wide_characters_as_two_cells():
     assert changed_spans(strip("日本 a"), strip("日本 b")) == [(5, 6)]
 
@@ -196,6 +224,27 @@ def test_a_focus_change_repaints_only_the_cursor_row(tmp_path: Path):
             assert asked and () not in asked, asked  # never the whole table
             rows = {r.y for regions in asked for r in regions}
             assert rows == {table.cursor_row + 1}, rows  # the cursor's line (below the header)
+
+    asyncio.run(main())
+
+
+def test_showing_and_hiding_the_sort_picker_leaves_the_table_alone(tmp_path: Path):
+    """Each layout of the screen handed the table the compositor's virtual
+    size, never its own: its scrollbars were updated and the table repainted
+    a frame after every picker, filter box or notice shown or hidden."""
+    app = make_app(tmp_path, snap=small_snapshot(), first_screen="processes", interval=3600)
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            table = app.screen.query_one("#procs", LineTable)
+            updates: list[object] = []
+            real = table._scroll_update
+            table._scroll_update = lambda size: updates.append(size) or real(size)
+            for key in ("greater_than_sign", "escape", "greater_than_sign", "escape"):
+                await pilot.press(key)
+                await pilot.pause()
+            assert updates == []
 
     asyncio.run(main())
 

@@ -145,8 +145,8 @@ class LineTable(ScrollView, can_focus=True):
         display precision, in a hidden column or off screen costs nothing
         on the wire.
         """
-        height = self.size.height
-        self._painted.sync_lines([(self._token(y), self._render(y)) for y in range(height)])
+        width, height = self.size  # once: Widget.size is worked out anew at each ask
+        self._painted.sync_lines([(self._token(y), self._render(y, width)) for y in range(height)])
         if len(self._cells) > 4 * max(height, 16):
             top = int(self.scroll_y)
             keep = set(self.order[top : top + height])
@@ -263,11 +263,28 @@ class LineTable(ScrollView, can_focus=True):
         self.set_reactive(LineTable.virtual_size, size)
         self._scroll_update(size)
 
+    def _size_updated(
+        self, size: Size, virtual_size: Size, container_size: Size, layout: bool = True
+    ) -> bool:
+        # Each layout of the screen (the sort picker or the filter box shown or
+        # hidden) hands a ScrollView the compositor's virtual size, which is
+        # not its own (textual/scroll_view.py _size_updated then uses
+        # self.virtual_size): always "changed", so the scrollbars were updated
+        # and the table repainted a frame later, for nothing. Ours is compared.
+        return super()._size_updated(size, self.virtual_size, container_size, layout)
+
     def _total_width(self, columns: Sequence[Column] | None = None) -> int:
-        columns = self.shown if columns is None else columns
+        if columns is None:  # asked for every line drawn: kept while the columns are
+            known = self._total_known
+            if known is not None and known[0] is self.shown:
+                return known[1]
+            self._total_known = (self.shown, self._total_width(self.shown))
+            return self._total_known[1]
         fixed = sum(c.width + 1 for c in columns if c.width)
         flex = sum(c.min_width for c in columns if not c.width)
         return fixed + flex + 1
+
+    _total_known: tuple[tuple[Column, ...], int] | None = None
 
     def _fit(self) -> None:
         """Hide the least useful columns until the rest fit (80x24 over SSH)."""
@@ -397,6 +414,16 @@ class LineTable(ScrollView, can_focus=True):
     # -- rendering -----------------------------------------------------
     def widths(self, total: int) -> list[int]:
         """Widths of the shown columns on a line ``total`` cells wide."""
+        known = self._widths_known
+        if known is not None and known[0] is self.shown and known[1] == total:
+            return known[2]
+        widths = self._widths(total)
+        self._widths_known = (self.shown, total, widths)
+        return widths
+
+    _widths_known: tuple[tuple[Column, ...], int, list[int]] | None = None
+
+    def _widths(self, total: int) -> list[int]:
         fixed = sum(c.width + 1 for c in self.shown if c.width) + 1
         flex = [c for c in self.shown if not c.width]
         spare = max(total - fixed, sum(c.min_width for c in flex))
@@ -412,20 +439,18 @@ class LineTable(ScrollView, can_focus=True):
         index = int(self.scroll_y) + y - 1
         return ("row", self.order[index]) if index < len(self.order) else None
 
-    def _render(self, y: int) -> Strip:
-        self._row_styles()  # first: a style change decides which built lines stay
-        width = self.size.width
-        total = max(width + int(self.scroll_x), self._total_width())
-        base = self._row_styles()[0]
+    def _render(self, y: int, width: int | None = None) -> Strip:
+        base = self._row_styles()[0]  # first: a style change decides which built lines stay
+        if width is None:
+            width = self.size.width
+        left = int(self.scroll_x)
+        total = max(width + left, self._total_width())
         if y == 0:
-            return self._position(self._header(total).crop_extend(
-                int(self.scroll_x), int(self.scroll_x) + width, base))  # fmt: skip
-        else:
-            index = int(self.scroll_y) + y - 1
-            if index >= len(self.order):
-                return Strip.blank(width, base)
-            strip = self._row(index, total)
-        return strip.crop_extend(int(self.scroll_x), int(self.scroll_x) + width, base)
+            return self._position(self._header(total).crop_extend(left, left + width, base))
+        index = int(self.scroll_y) + y - 1
+        if index >= len(self.order):
+            return Strip.blank(width, base)
+        return self._row(index, total).crop_extend(left, left + width, base)
 
     def _position(self, header: Strip) -> Strip:
         """The header with "line/lines" at its right end when the rows do not
@@ -477,9 +502,11 @@ class LineTable(ScrollView, can_focus=True):
         segments = [Segment(lead, style)]
         if len(self.shown) < len(cells):  # a row's cells: keep the shown columns
             cells = [cells[self.columns.index(col)] for col in self.shown]
+        console = self.app.console
+        gap = Segment(" ", style)
         for col, width, cell in zip(self.shown, self.widths(total), cells, strict=False):
-            segments.extend(_cell_segments(cell, width, col.right, style, self.app.console))
-            segments.append(Segment(" ", style))
+            segments.extend(_cell_segments(cell, width, col.right, style, console))
+            segments.append(gap)
         return lean(segments).extend_cell_length(total, style)
 
 

@@ -20,6 +20,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Checkbox, Label, Log, OptionList, SelectionList
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
@@ -116,15 +117,24 @@ class SortPicker(Vertical):
         yield Label("Sort by", markup=False)
         yield KeyList(*[Option(label, id=oid) for oid, label in self.options])
 
+    _return_to: Widget | None = None
+
     def open(self, current: str) -> None:
         ids = [oid for oid, _ in self.options]
         keys = self.query_one(KeyList)
         keys.highlighted = ids.index(current) if current in ids else 0
+        self._return_to = self.screen.focused
         self.add_class("-shown")
         keys.focus()
 
     def close(self, key: str | None) -> None:
+        """Hide, give the focus back at once (not after the pick is shown: the
+        list's blur then cost a screen update of its own, a frame later), and
+        say what was picked."""
         self.remove_class("-shown")
+        back, self._return_to = self._return_to, None
+        if back is not None and back.is_attached and back.screen is self.screen:
+            self.screen.set_focus(back)
         self.post_message(self.Closed(key))
 
     def action_close(self) -> None:

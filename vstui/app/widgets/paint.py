@@ -82,7 +82,11 @@ def changed_spans(old: Strip | None, new: Strip, gap: int = JOIN_GAP) -> list[tu
         return [(0, max(new.cell_length, old.cell_length if old else 0))]
     if old is new or old == new:
         return []
-    a, b = cells_of(old), cells_of(new)
+    texts = _same_runs(old, new)
+    if texts is not None:  # the same styles in the same places: compare the text alone
+        a, b = texts
+    else:
+        a, b = cells_of(old), cells_of(new)  # type: ignore[assignment]
     spans: list[tuple[int, int]] = []
     start = -1
     last = -gap - 1
@@ -98,6 +102,19 @@ def changed_spans(old: Strip | None, new: Strip, gap: int = JOIN_GAP) -> list[tu
     if start >= 0:
         spans.append((start, last + 1))
     return spans
+
+
+def _same_runs(old: Strip, new: Strip) -> tuple[str, str] | None:
+    """The two lines' texts when they are ASCII and their styles change at
+    the same cells (a table's rows mostly: comparing characters is then
+    comparing cells, without a (character, style) pair per cell)."""
+    if len(old) != len(new):
+        return None
+    for (ta, sa, ca), (tb, sb, cb) in zip(old, new, strict=True):
+        if len(ta) != len(tb) or ca or cb or (sa is not sb and sa != sb):
+            return None
+    a, b = old.text, new.text
+    return (a, b) if a.isascii() and b.isascii() else None
 
 
 class PaintedLines:
@@ -131,11 +148,18 @@ class PaintedLines:
 
     def sync(self, y: int, strip: Strip, token: Hashable = None) -> None:
         """Line ``y`` should now show ``strip``; repaint what differs."""
+        regions = self._changed(y, strip, token)
+        if regions:
+            self.widget.refresh(*regions)
+
+    def _changed(self, y: int, strip: Strip, token: Hashable) -> list[Region]:
+        """Record ``strip`` as line ``y``; the regions that differ from the line before."""
         old = self.lines.get(y)
         self.lines[y] = strip
         self.tokens[y] = token
-        for start, end in changed_spans(old, strip):
-            self.widget.refresh(Region(start, y, end - start, 1))
+        if old is strip:
+            return []
+        return [Region(start, y, end - start, 1) for start, end in changed_spans(old, strip)]
 
     def sync_lines(self, lines: Sequence[tuple[Hashable, Strip]]) -> None:
         """Every row of the widget: move shifted rows on the terminal when
@@ -146,8 +170,11 @@ class PaintedLines:
             if block is None or not scroll_lines(self.widget, *block):
                 break
             self._shift(*block)
+        regions: list[Region] = []
         for y, (token, strip) in enumerate(lines):
-            self.sync(y, strip, token)
+            regions += self._changed(y, strip, token)
+        if regions:  # one call: each costs Textual a dirty-region update and an idle check
+            self.widget.refresh(*regions)
 
     def _shift(self, top: int, bottom: int, by: int) -> None:
         """Record that rows ``top..bottom`` (inclusive) moved by ``by``; the
