@@ -61,7 +61,8 @@ def _fast_constructor(cls: type, lazy: tuple[str, ...] = ()) -> Callable[..., ob
     slots directly instead of through ``object.__setattr__`` per field: the
     same object for half the cost (the scanner builds thousands per refresh).
     Every field must be passed; a field named in ``lazy`` is left unset when
-    given as None, and the last argument is the object's ``_static``."""
+    given as None, and the last two arguments are the object's ``_static``
+    and ``_owner``."""
     names = [f.name for f in fields(cls)]
     env: dict[str, object] = {"new": object.__new__, "cls": cls}
     env.update({f"set_{n}": ProcRow.__dict__[n].__set__ for n in names})
@@ -73,8 +74,9 @@ def _fast_constructor(cls: type, lazy: tuple[str, ...] = ()) -> Callable[..., ob
     args = ", ".join(names)
     if lazy:
         env["set_static"] = cls.__dict__["_static"].__set__
-        body += "    set_static(obj, static)\n"
-        args += ", static"
+        env["set_owner"] = cls.__dict__["_owner"].__set__
+        body += "    set_static(obj, static)\n    set_owner(obj, owner)\n"
+        args += ", static, owner"
     exec(f"def make({args}):\n    obj = new(cls)\n{body}    return obj\n", env)
     return env["make"]  # type: ignore[return-value]
 
@@ -84,22 +86,67 @@ new_proc_row: Callable[..., ProcRow] = _fast_constructor(ProcRow)
 
 _NSPID = ProcRow.__dict__["nspid"]  # the slots themselves, below the properties
 _CMDLINE = ProcRow.__dict__["cmdline"]
+_UID, _USER, _HUID = (ProcRow.__dict__[name] for name in ("uid", "user", "huid"))
 
 
 class LazyProcRow(ProcRow):
-    """A ProcRow whose ``nspid`` and ``cmdline`` are read from /proc when first
-    asked for: the console shows a page of 10,000 processes, and reading both
-    for every process cost about half of a cold snapshot.
+    """A ProcRow whose ``nspid``, ``cmdline`` and owner (``uid``, ``user``,
+    ``huid``) are read from /proc when first asked for: the console shows a
+    page of 10,000 processes, and reading them for every process cost about
+    half of a cold snapshot.
 
     ``_static`` is the scanner's record of the process (engine.procs.scan
-    Static: ``nspid`` is its NSpid line, ``cmdline`` its argv, each read once
-    for the process's lifetime, from that very process). Once read, a value
-    stays in the row, which is as immutable as a ProcRow from then on; equal
-    fields make equal rows. Built by ``new_lazy_row`` (the rows of the host
-    get their ``nspid`` at once: it is their PID).
+    Static: ``nspid`` is its NSpid line, ``cmdline`` its argv, ``owner()``
+    its effective uid on the host, each read once for the process's
+    lifetime, from that very process); ``_owner`` names a host uid as the
+    process's guest sees it: (uid, user name). Once read, a value stays in
+    the row, which is as immutable as a ProcRow from then on; equal fields
+    make equal rows. Built by ``new_lazy_row`` (the rows of the host get
+    their ``nspid`` at once: it is their PID).
     """
 
-    __slots__ = ("_static",)
+    __slots__ = ("_owner", "_static")
+
+    @property  # type: ignore[override]
+    def huid(self) -> int:
+        try:
+            return _HUID.__get__(self)
+        except AttributeError:
+            value = self._static.owner()
+            _HUID.__set__(self, value)
+            return value
+
+    @huid.setter
+    def huid(self, value: int) -> None:
+        _HUID.__set__(self, value)
+
+    @property  # type: ignore[override]
+    def uid(self) -> int:
+        try:
+            return _UID.__get__(self)
+        except AttributeError:
+            return self._name_owner()[0]
+
+    @uid.setter
+    def uid(self, value: int) -> None:
+        _UID.__set__(self, value)
+
+    @property  # type: ignore[override]
+    def user(self) -> str:
+        try:
+            return _USER.__get__(self)
+        except AttributeError:
+            return self._name_owner()[1]
+
+    @user.setter
+    def user(self, value: str) -> None:
+        _USER.__set__(self, value)
+
+    def _name_owner(self) -> tuple[int, str]:
+        uid, user = self._owner(self.huid)
+        _UID.__set__(self, uid)
+        _USER.__set__(self, user)
+        return uid, user
 
     @property  # type: ignore[override]
     def nspid(self) -> int:
@@ -138,8 +185,11 @@ class LazyProcRow(ProcRow):
 
 _ROW_NAMES = tuple(f.name for f in fields(ProcRow))
 
-# new_lazy_row(pid, ..., kernel, huid, static): a LazyProcRow; nspid, cmdline None: read later
-new_lazy_row: Callable[..., LazyProcRow] = _fast_constructor(LazyProcRow, ("nspid", "cmdline"))
+# new_lazy_row(pid, ..., kernel, huid, static, owner): a LazyProcRow; None for nspid,
+# cmdline, uid, user, huid: read when asked for
+new_lazy_row: Callable[..., LazyProcRow] = _fast_constructor(
+    LazyProcRow, ("nspid", "cmdline", "uid", "user", "huid")
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -227,7 +227,7 @@ class ProcessTable:
         guests changed or FULL_EVERY seconds passed, else only new PIDs are looked up
         (engine.procs.attribution.attribute_new)."""
         prev, last = self._prev, self._attribution
-        procs = self.scanner.scan((), self.need & NEED_UID)  # the rest when shown
+        procs = self.scanner.scan((), 0)  # the rest when shown (LazyProcRow)
         key = tuple((g.name, g.xid, g.init_pid) for g in guests)
         now = self.clock()
         full = last is None or key != self._guests_key or now - self._full_at >= FULL_EVERY
@@ -251,6 +251,7 @@ class ProcessTable:
         lazy = not self.one_shot
         with_cmdline = bool(self.need & NEED_CMDLINE)
         with_nspid = bool(self.need & NEED_NSPID)
+        owners: dict[str, Callable[[int], tuple[int, str]]] = {}
         rows: list[Row] = []
         append = rows.append
         for pid in procs if _ascending(procs) else sorted(procs):
@@ -272,20 +273,25 @@ class ProcessTable:
                 if before is not None and before.starttime == p.starttime:
                     cpu = (p.utime + p.stime - before.utime - before.stime) * scale
             static = p.static
-            huid = static.uid
-            uid, user = self._user(guest, huid) if with_uid else (huid, "?")
-            if lazy:  # LazyProcRow: None reads it when asked for (a guest's nspid, argv)
-                nspid, cmdline = (None if ctx is not None else pid), None
+            if lazy:  # LazyProcRow: None reads it when asked for (a guest's nspid, argv, owner)
+                nspid, cmdline, uid, user, huid = (None if ctx else pid), None, None, None, None
+                owner = owners.get(guest)
+                if owner is None:
+                    owner = owners[guest] = self._owner(guest)
+                extra: tuple[object, ...] = (static, owner)
             else:
                 nspid = p.nspid if ctx is not None and with_nspid else pid
                 cmdline = command_of(p) if with_cmdline else f"[{p.comm}]"
+                huid = static.uid
+                uid, user = self._user(guest, huid) if with_uid else (huid, "?")
+                extra = ()
             row = make_row(
                 pid, p.ppid, p.starttime, xid, guest, nspid,
                 uid, user, p.state, p.nice, p.threads,
                 p.vsize, p.rss, p.utime, p.stime, p.cutime, p.cstime, cpu,
                 tty_name(p.tty_nr), p.comm, cmdline,
                 p.pgrp, p.session, p.tpgid, p.priority, bool(p.flags & PF_KTHREAD), huid,
-                *((static,) if lazy else ()),
+                *extra,
             )  # fmt: skip
             p.memo = row
             append(row)
@@ -294,6 +300,19 @@ class ProcessTable:
     def ids_of(self, guest: str) -> guestids.GuestIds | None:
         """The running user-namespaced guest's id block, as the last refresh saw it."""
         return self._ids.get(guest)
+
+    def _owner(self, guest: str) -> Callable[[int], tuple[int, str]]:
+        """``_user`` for ``guest`` with the id block of this refresh (a LazyProcRow
+        names its owner later, maybe after another refresh)."""
+        ids = self._ids.get(guest)
+
+        def owner(huid: int) -> tuple[int, str]:
+            if huid < 0:  # gone before it was asked for
+                return huid, "?"
+            inside = ids.inside(huid) if ids is not None else None
+            return inside if inside is not None else (huid, user_name(huid))
+
+        return owner
 
     def _user(self, guest: str, huid: int) -> tuple[int, str]:
         """(uid, name) as the process's own guest sees them: a user-namespaced guest's

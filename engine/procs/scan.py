@@ -39,7 +39,8 @@ class Static:
     ``have`` says which parts were read (NEED_* bits). ``cmdline`` and
     ``nspid`` not read yet are read on first use, through ``where`` (proc
     root, pid, start time, kernel thread): a process that is gone by then, or
-    whose PID was reused, leaves them empty. The uid is read by the scan.
+    whose PID was reused, leaves them empty. ``uid`` is what the scan read
+    (0 if it read none); ``owner()`` reads it when it did not.
     """
 
     __slots__ = ("_cmdline", "_nspid", "have", "uid", "where")
@@ -66,6 +67,12 @@ class Static:
             self.fill(NEED_NSPID)
         return self._nspid
 
+    def owner(self) -> int:
+        """The effective uid, read now if the scan did not (-1: gone meanwhile)."""
+        if not self.have & NEED_UID:
+            self.fill(NEED_UID)
+        return self.uid
+
     def fill(self, parts: int) -> None:
         """Read ``parts`` now, from the very process the scan saw.
 
@@ -80,8 +87,8 @@ class Static:
         root, pid, start, kthread = self.where
         try:
             dir_fd = os.open(f"{root}/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:  # gone: the parts stay empty
-            self.have |= missing
+        except OSError:  # gone
+            self._unknown(missing)
             return
         try:
             proc = parse_stat(_read("stat", dir_fd), pid)
@@ -91,7 +98,14 @@ class Static:
             pass
         finally:
             os.close(dir_fd)
-        self.have |= missing
+        self._unknown(missing & ~self.have)
+
+    def _unknown(self, parts: int) -> None:
+        """``parts`` could not be read (the process is gone): they stay empty, and
+        the uid is -1, nobody's, rather than root's."""
+        if parts & NEED_UID:
+            self.uid = -1
+        self.have |= parts
 
     def _read(self, dir_fd: int, at: str, parts: int, kthread: bool) -> int:
         """Read ``parts`` of the process directory ``at`` ("" or "PID/" under ``dir_fd``);

@@ -16,7 +16,7 @@ from engine.datamodel import HOST_XID
 from engine.errors import GuestNotFound, PrivateGuest, VstuiError
 from engine.paths import Paths
 from engine.procs import attribution, scan, signals, tree
-from engine.procs.collect import ProcessTable
+from engine.procs.collect import ProcessTable, user_name
 
 FIXTURE = Path(__file__).parent / "fixtures" / "proc"
 
@@ -50,6 +50,14 @@ def host(tmp_path: Path) -> tuple[Paths, Path]:
     (top / "cgroup.procs").write_text("2211\n2300\n")
     (top / "sub" / "cgroup.procs").write_text("2301\n")
     return paths, cgfs
+
+
+def _uids_as_on_a_real_proc(proc: Path) -> None:
+    """status's Uid: lines made the owner of their /proc/PID, as the kernel has
+    both (the euid: fs/proc/base.c task_dump_owner, proc_pid_status)."""
+    for status in proc.glob("*/status"):
+        owner = status.parent.stat().st_uid
+        status.write_text(re.sub(r"Uid:\t\d+\t\d+", f"Uid:\t{owner}\t{owner}", status.read_text()))
 
 
 def _set_stat_field(proc: Path, pid: int, index: int, value: str) -> None:
@@ -194,6 +202,7 @@ def test_stale_run_state_is_stopped(proc: Path, host: tuple[Paths, Path]) -> Non
 
 def test_table_attributes_guest_processes(proc: Path, host: tuple[Paths, Path]) -> None:
     paths, cgfs = host
+    _uids_as_on_a_real_proc(proc)
     table = ProcessTable(paths, proc, cgfs).refresh()
     by_pid = {r.pid: r for r in table.rows}
     for pid, nspid in ((2211, 1), (2300, 5), (2301, 6)):
@@ -449,9 +458,7 @@ def test_one_shot_rows_equal_procrows_field_by_field(proc: Path, host: tuple[Pat
 
     assert ROW_FIELDS == tuple(f.name for f in fields(ProcRow))
     paths, cgfs = host
-    for status in proc.glob("*/status"):  # as on a real /proc, where both are the euid:
-        owner = status.parent.stat().st_uid  # the owner of /proc/PID and status's Uid:
-        status.write_text(re.sub(r"Uid:\t\d+\t\d+", f"Uid:\t{owner}\t{owner}", status.read_text()))
+    _uids_as_on_a_real_proc(proc)
     full = ProcessTable(paths, proc, cgfs).refresh().rows
     lite = ProcessTable(paths, proc, cgfs, one_shot=True).refresh().rows
     assert all(isinstance(r, ProcRow) for r in full) and all(type(r) is PsRow for r in lite)
@@ -610,9 +617,11 @@ def test_console_rows_read_argv_and_guest_pid_only_when_asked(
     paths, cgfs = host
     table = ProcessTable(paths, proc, cgfs)
     rows = {r.pid: r for r in table.refresh().rows}
-    assert table.scanner.reads == 2 * len(rows)  # stat and the uid: no status, no cmdline
+    assert table.scanner.reads == len(rows)  # stat alone: no uid, status or cmdline
     (proc / "2300" / "cmdline").write_bytes(b"worker\0--later\0")
     assert (rows[2300].nspid, rows[2300].cmdline) == (5, "worker --later")
+    owner = (proc / "3011").stat().st_uid
+    assert (rows[3011].huid, rows[3011].uid, rows[3011].user) == (owner, owner, user_name(owner))
     (proc / "2300" / "cmdline").write_bytes(b"changed\0")
     assert rows[2300].cmdline == "worker --later"  # read once: the row does not change
     again = {r.pid: r for r in table.refresh().rows}
@@ -627,6 +636,7 @@ def test_a_row_whose_process_is_gone_before_it_is_shown_says_so_plainly(
     shutil.rmtree(proc / "2300")
     shutil.rmtree(proc / "3011")
     assert (rows[3011].cmdline, rows[3011].nspid) == ("[ps]", 3011)  # as ps shows a zombie
+    assert (rows[3011].huid, rows[3011].uid, rows[3011].user) == (-1, -1, "?")  # not root
     assert (rows[2300].cmdline, rows[2300].nspid) == ("[a) b (c]", 2300)  # guest PID unknown
 
 
@@ -646,3 +656,21 @@ def test_console_rows_on_the_real_proc(tmp_path: Path) -> None:
     me = next(r for r in table.refresh().rows if r.pid == os.getpid())
     assert (me.uid, me.nspid, me.ppid) == (os.geteuid(), os.getpid(), os.getppid())
     assert "pytest" in me.cmdline or "python" in me.cmdline
+
+
+def test_a_user_namespaced_guests_rows_name_their_owner_inside_it_when_asked(
+    proc: Path, host: tuple[Paths, Path]
+) -> None:
+    paths, cgfs = host
+    base = 524288  # the guest's block; 2300 runs as its uid 33
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give /proc/2300 of the fake tree its owner")
+    _uids_as_on_a_real_proc(proc)
+    os.chown(proc / "2300", base + 33, -1)
+    (proc / "2300" / "status").write_text("Name:\tworker\nNSpid:\t2300\t5\n")
+    (proc / "2211" / "uid_map").write_text(f"0 {base} 65536\n")
+    (proc / "2211" / "root" / "etc").mkdir(parents=True)
+    (proc / "2211" / "root" / "etc" / "passwd").write_text("www:x:33:33::/:/bin/false\n")
+    rows = {r.pid: r for r in ProcessTable(paths, proc, cgfs).refresh().rows}
+    assert (rows[2300].huid, rows[2300].uid, rows[2300].user) == (base + 33, 33, "www")
+    assert rows[2200].user == user_name(rows[2200].huid)  # the host's: its own names
