@@ -2,9 +2,13 @@
 
 A user-namespaced guest's process runs as host uid ``base + N``; inside it is
 uid N, named in the guest's own /etc/passwd. For each running guest this
-reads its init's uid_map (the kernel's word, every refresh: a restart may
-change nothing else) and the guest's passwd, through its init's root with
-openat2(RESOLVE_IN_ROOT) (a guest's symlinks stay inside it), once per init.
+reads its init's uid_map (the kernel's word) and the guest's passwd, through
+its init's root with openat2(RESOLVE_IN_ROOT) (a guest's symlinks stay inside
+it), once per init: a uid_map is written once per user namespace and never
+again (kernel/user_namespace.c map_write: EPERM once the map has extents), and
+an init is known by its PID and the start its run files record (a restart
+writes new ones). Read again while the guest is only starting (the map may not
+be written yet).
 A guest without a user namespace shows host uids and host names, as before.
 """
 
@@ -73,29 +77,41 @@ class Cache:
 
     def __init__(self, proc_root: str | os.PathLike[str] = "/proc") -> None:
         self.proc_root = os.fspath(proc_root)
-        self._known: dict[str, tuple[int, GuestIds | None]] = {}
+        # name -> (init PID, recorded start, its ids, final: no need to read again)
+        self._known: dict[str, tuple[int, float | None, GuestIds | None, bool]] = {}
+        self.reads = 0  # uid_map files read (for tests)
 
     def update(self, guests: list[RunInfo]) -> dict[str, GuestIds]:
         """name -> GuestIds for the running user-namespaced guests."""
         out: dict[str, GuestIds] = {}
-        known: dict[str, tuple[int, GuestIds | None]] = {}
+        known: dict[str, tuple[int, float | None, GuestIds | None, bool]] = {}
         for info in guests:
             if info.init_pid is None:
                 continue
-            ids = self._of(info.name, info.init_pid)
-            known[info.name] = (info.init_pid, ids)
+            had = self._known.get(info.name)
+            if had is not None and had[3] and had[:2] == (info.init_pid, info.started):
+                known[info.name] = had
+            else:
+                known[info.name] = self._of(info, had)
+            ids = known[info.name][2]
             if ids is not None:
                 out[info.name] = ids
         self._known = known
         return out
 
-    def _of(self, name: str, pid: int) -> GuestIds | None:
+    def _of(
+        self, info: RunInfo, had: tuple[int, float | None, GuestIds | None, bool] | None
+    ) -> tuple[int, float | None, GuestIds | None, bool]:
+        """(init PID, start, ids, final) read from init's uid_map (and passwd)."""
+        pid = info.init_pid
+        assert pid is not None
+        self.reads += 1
         text = _read(f"{self.proc_root}/{pid}/uid_map")
         words = text.split() if text else []
+        final = info.state == "running" and len(words) == 3  # a written map stays
         if len(words) != 3 or not all(w.isdigit() for w in words) or words[:2] == ["0", "0"]:
-            return None  # the host's ids (no user namespace) or init gone
+            return pid, info.started, None, final  # the host's ids, init gone, not yet mapped
         base, count = int(words[1]), int(words[2])
-        had = self._known.get(name)
-        if had and had[0] == pid and had[1] is not None and had[1].base == base:
-            return had[1]
-        return GuestIds(base, count, _passwd(self.proc_root, pid))
+        if had and had[0] == pid and had[2] is not None and had[2].base == base:
+            return pid, info.started, had[2], final
+        return pid, info.started, GuestIds(base, count, _passwd(self.proc_root, pid)), final

@@ -131,6 +131,23 @@ def test_steadier_keeps_equal_figures_equal_so_the_order_holds():
     assert [p.cpu_percent for p in second.procs] == [p.cpu_percent for p in first.procs]
 
 
+def test_steadier_shows_what_settle_shows_for_every_process():
+    """Idle processes skip settle() (their pair cannot move): the shown values are
+    those of settle() for every process, over a run of busy, idle and noisy samples."""
+    snap = small_snapshot()
+    steady = Steadier()
+    states: dict = {}
+    runs = [[0.0, 0.0, 0.0, 0.0], [5.0, 0.0, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0], [40.0, 0.0, 0.0]]
+    for step in range(len(runs[0])):
+        values = [run[step % len(run)] for run in runs] * len(snap.procs)
+        procs = tuple(replace(p, cpu_percent=v) for p, v in zip(snap.procs, values, strict=False))
+        shown = steady.apply(replace(snap, procs=procs)).procs
+        for p, s in zip(procs, shown, strict=True):
+            states[p.key] = settle_value(states.get(p.key), p.cpu_percent, CPU)
+            assert s.cpu_percent == states[p.key][0]
+            assert s.pid == p.pid
+
+
 def test_an_update_repaints_only_the_changed_cell(tmp_path: Path):
     """One CPU% changes: the table asks for one small region, not the line."""
     snap = small_snapshot()

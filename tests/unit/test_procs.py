@@ -674,3 +674,31 @@ def test_a_user_namespaced_guests_rows_name_their_owner_inside_it_when_asked(
     rows = {r.pid: r for r in ProcessTable(paths, proc, cgfs).refresh().rows}
     assert (rows[2300].huid, rows[2300].uid, rows[2300].user) == (base + 33, 33, "www")
     assert rows[2200].user == user_name(rows[2200].huid)  # the host's: its own names
+
+
+def test_guest_ids_read_uid_map_once_per_running_init(tmp_path):
+    """A uid_map is written once per user namespace: a running guest's init's map
+    is read once, not every refresh; a starting guest's again (it may not be
+    written yet); a restart (new start recorded) reads the new one."""
+    from engine.procs.attribution import RunInfo
+    from engine.procs.guestids import Cache
+
+    (tmp_path / "40").mkdir()
+    (tmp_path / "40" / "uid_map").write_text("")  # not written yet
+    cache = Cache(tmp_path)
+    starting = RunInfo("g1", "starting", 7, 40, 100.0)
+    assert cache.update([starting]) == {} and cache.update([starting]) == {}
+    assert cache.reads == 2
+    (tmp_path / "40" / "uid_map").write_text("         0     655360      65536\n")
+    running = starting._replace(state="running")
+    for _ in range(3):
+        assert cache.update([running])["g1"].base == 655360
+    assert cache.reads == 3
+    (tmp_path / "40" / "uid_map").write_text("         0     720896      65536\n")
+    assert cache.update([running._replace(started=200.0)])["g1"].base == 720896
+    assert cache.reads == 4
+    host = RunInfo("g2", "running", 8, 41, 100.0)  # no user namespace: the host's map
+    (tmp_path / "41").mkdir()
+    (tmp_path / "41" / "uid_map").write_text("0 0 4294967295\n")
+    cache.update([host]), cache.update([host])
+    assert cache.reads == 5 and "g2" not in cache.update([host])

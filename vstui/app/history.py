@@ -30,9 +30,12 @@ class History:
 
     def add(self, snap: Snapshot) -> None:
         seen = set()
+        series = self.series
         for g in snap.guests:
             seen.add(g.name)
-            s = self.series.setdefault(g.name, Series())
+            s = series.get(g.name)
+            if s is None:  # not setdefault: that builds four deques per guest per poll
+                s = series[g.name] = Series()
             s.cpu.append(g.cpu_percent)
             s.memory.append(float(g.memory.used or 0))
             s.rx.append(g.net.rx_rate if g.net else 0.0)

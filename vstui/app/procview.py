@@ -88,7 +88,8 @@ class ProcIndex:
 
     def __init__(self, rows: Iterable[ProcRow]) -> None:
         self.rows: tuple[ProcRow, ...] = tuple(rows)
-        self.keys: list[tuple[int, int]] = [p.key for p in self.rows]
+        # p.key, without a property call per process (built every poll)
+        self.keys: list[tuple[int, int]] = [(p.pid, p.starttime) for p in self.rows]
         self.items: dict[tuple[int, int], ProcRow] = dict(zip(self.keys, self.rows, strict=True))
         self._orders: dict[str, list[int]] = {}
         self._hay: list[str] | None = None

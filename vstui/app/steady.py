@@ -87,11 +87,17 @@ class Steadier:
     def _procs(self, rows: tuple[ProcRow, ...]) -> tuple[ProcRow, ...]:
         old, new = self._cpu, {}
         out: list[ProcRow] | None = None
+        get = old.get
         for i, p in enumerate(rows):
-            key = p.key
-            state = settle(old.get(key), p.cpu_percent, CPU)
+            key = (p.pid, p.starttime)  # p.key, without a property call per process
+            value = p.cpu_percent
+            state = get(key)
+            # an idle process (shown == mean == measured, most of a host) stays as it
+            # is: settle would return the same pair; skipping it halves this loop
+            if state is None or state[0] != value or state[1] != value:
+                state = settle(state, value, CPU)
             new[key] = state
-            if state[0] != p.cpu_percent:
+            if state[0] != value:
                 if out is None:
                     out = list(rows)
                 out[i] = dataclasses.replace(p, cpu_percent=state[0])
