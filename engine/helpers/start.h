@@ -68,6 +68,7 @@ struct st {
     const char *files[16]; /* run files written */
     int nfiles;
     pid_t a, b;
+    int a_mnt_ns; /* A: its host-userns mount namespace, held past the guest's unshare */
     long long deadline;
 };
 
@@ -459,6 +460,13 @@ static void st_as_guest_root(struct st *s, int err_w) {
     int why;
     if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
         st_die(err_w, "mount namespace");
+    /* Held until A exits: the guest's unshare would otherwise free this namespace on the
+     * start's path, and freeing one waits for an RCU grace period (fs/namespace.c
+     * namespace_unlock: synchronize_rcu_expedited), 1-9 ms on a busy host. A's exit
+     * frees it while B boots; the starter reaps A last. */
+    s->a_mnt_ns = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    if (s->a_mnt_ns < 0)
+        st_die(err_w, "mount namespace");
     int at = vb_open_identity(s->tree, s->tree_dev, s->tree_ino, &why, NULL);
     if (at < 0) {
         dprintf(err_w, "source %s: %s", s->tree, vb_identity_text(why));
@@ -515,6 +523,8 @@ static void st_child_a(struct st *s, int moved, int pid_w, int go_r, int err_w) 
         st_die(err_w, "fork");
     if (b == 0) {
         char go = 0;
+        if (s->a_mnt_ns >= 0) /* the host's user namespace's: never the guest's to keep */
+            close(s->a_mnt_ns);
         if (read(go_r, &go, 1) != 1 || go != 'g')
             _exit(1); /* the starter gave up */
         close(go_r);
@@ -554,11 +564,8 @@ static int st_launch(struct st *s) {
     close(pid_p[1]), close(go_p[0]), close(err_p[1]);
     ssize_t n = s->a < 0 ? -1 : st_read(pid_p[0], line, sizeof line - 1, s->deadline, 1);
     close(pid_p[0]);
-    if (n > 0) {
-        waitpid(s->a, NULL, 0);
-        s->a = 0;
+    if (n > 0) /* A exits now; reaped after the answer (vs_start), not waited for here */
         s->b = (pid_t)atoi(line);
-    }
     if (n <= 0 || s->b <= 0) {
         n = st_read(err_p[0], line, sizeof line - 1, s->deadline, 0);
         return st_fail(s, "%s", n > 0 ? line : "namespace set-up failed");
@@ -635,7 +642,7 @@ static void st_undo(struct st *s, struct vs_field *f) {
 /* Execute a start plan; B's PID (the guest's init, booted and recorded) or -1. */
 static pid_t vs_start(char *plan, size_t len, struct st_io *io) {
     struct st s = {.io = io, .cgroup2 = -1, .vinit = -1, .userns = -1, .plain = -1,
-                   .userns_child = -1};
+                   .userns_child = -1, .a_mnt_ns = -1};
     long count;
     const char *bad = "?";
     struct vs_field *f = vs_fields(plan, len, &count);
@@ -679,6 +686,8 @@ report:
     }
     if (s.userns_child > 0) /* exited long ago: reaped after the answer, never waited for */
         waitpid(s.userns_child, NULL, 0);
+    if (s.a > 0) /* A, which told B's PID and exited (its last namespace's release) */
+        waitpid(s.a, NULL, 0);
     free(s.made);
     free(f);
     return io->error[0] ? -1 : s.b;

@@ -71,6 +71,15 @@ def test_xid_names_the_block(vroot: Paths) -> None:
         assert f'"base": {(40123 - 40000 + 8) * 65536}' in status
 
 
+@USERNS
+def test_init_holds_no_mount_namespace_of_the_host(vroot: Paths) -> None:
+    """A keeps its host-side mount namespace open until it exits (start.h a_mnt_ns);
+    the guest's init never inherits that descriptor."""
+    with Guest(vroot, {"V_USERNS": "yes"}) as g:
+        fds = Path(f"/proc/{g.init_pid}/fd")
+        assert not [f for f in fds.iterdir() if os.readlink(f).startswith("mnt:")]
+
+
 def _hold_processes(g: Guest, uid: int, count: int) -> subprocess.Popen:
     """As ``uid`` in the guest: fork until RLIMIT_NPROC stops it (or ``count``), then hold."""
     script = (
