@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,7 @@ class Observer:
         self._carried: dict[str, tuple[float, tuple, object, tuple[ProcRow, ...], GuestStatus]] = {}
         # name -> (stat key of NAME.conf, config or None, why it could not be loaded)
         self._configs: dict[str, tuple[tuple[int, ...] | None, object | None, str | None]] = {}
+        self._idblocks: tuple[tuple[int, ...] | None, dict[str, int]] | None = None
         self.ncpu = os.cpu_count() or 1
 
     # ------------------------------------------------------------ public
@@ -281,8 +283,23 @@ class Observer:
             return None
         from engine.runtime import idmap
 
-        block = idmap.recorded(self.paths).get(name)
+        block = self._blocks().get(name)
         return None if block is None else (block * idmap.BLOCK, idmap.BLOCK)
+
+    def _blocks(self) -> dict[str, int]:
+        """idmap.recorded, read again only when its table changed (it is replaced
+        by rename at every change): a stopped guest's measure read the whole
+        table, every guest's, so N stopped guests cost N² a few seconds apart."""
+        from engine.runtime import idmap
+
+        try:
+            st = os.stat(idmap.table_path(self.paths))
+            key: tuple[int, ...] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            key = None
+        if key is None or self._idblocks is None or self._idblocks[0] != key:
+            self._idblocks = (key, idmap.recorded(self.paths))
+        return self._idblocks[1]
 
     def _state(self, run: Any, running: bool) -> str:
         """The run state; ``frozen`` for a running guest with run_dir/frozen (no cgroup read)."""
@@ -367,7 +384,10 @@ class Observer:
                 inodes = Gauge(use.inodes_used, use.inodes_limit)
                 du = _optional("engine.rootfs.du")
                 if getattr(cfg, "disk_backend", "none") == "none" and du is not None:
-                    du.refresh_async(self.paths, name)  # a walk, in its own thread
+                    # a walk, in its own thread, when usage found none or an old one
+                    # (refresh_async would read the cache file usage just read again)
+                    if use.measured is None or time.time() - use.measured >= du.STALE_AFTER:
+                        du.refresh_async(self.paths, name)
                     why = None if use.bytes_used is not None else "disk: being measured"
             except Exception as exc:
                 why = f"disk: {exc}"

@@ -106,6 +106,11 @@ def _table(paths: Paths) -> Path:
     return paths.state_dir / "idblocks"
 
 
+def table_path(paths: Paths) -> Path:
+    """The table ``recorded`` reads (replaced by rename at every change)."""
+    return _table(paths)
+
+
 def recorded(paths: Paths) -> dict[str, int]:
     """Every guest's recorded block in this root: name -> block."""
     out: dict[str, int] = {}

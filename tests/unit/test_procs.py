@@ -702,3 +702,35 @@ def test_guest_ids_read_uid_map_once_per_running_init(tmp_path):
     (tmp_path / "41" / "uid_map").write_text("0 0 4294967295\n")
     cache.update([host]), cache.update([host])
     assert cache.reads == 5 and "g2" not in cache.update([host])
+
+
+def test_stopped_guests_id_blocks_read_the_table_once_until_it_changes(
+    proc: Path, host: tuple[Paths, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every stopped user-namespaced guest shows its recorded id block: the table
+    is read once for all of them, and again when it was replaced."""
+    from engine.observe.snapshot import Observer
+    from engine.runtime import idmap
+
+    paths, cgfs = host
+    paths.config_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("st1", "st2"):
+        paths.config_file(name).write_text('V_USERNS="yes"\n')
+    table = idmap.table_path(paths)
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.write_text("st1 20\nst2 21\n")
+    reads: list[int] = []
+    real = idmap.recorded
+    monkeypatch.setattr(idmap, "recorded", lambda p: reads.append(1) or real(p))
+    snap = Observer(paths, proc, cgfs).snapshot()
+    assert snap.guest("st1").idmap == (20 * idmap.BLOCK, idmap.BLOCK)
+    assert snap.guest("st2").idmap == (21 * idmap.BLOCK, idmap.BLOCK)
+    assert len(reads) == 1
+    observer = Observer(paths, proc, cgfs)
+    observer.snapshot()
+    tmp = table.with_name("new")
+    tmp.write_text("st1 20\nst2 22\n")
+    os.replace(tmp, table)  # as idmap writes it
+    observer._carried.clear()  # measured again (as LIMITS_EVERY seconds later)
+    observer._disk.clear()
+    assert observer.snapshot().guest("st2").idmap == (22 * idmap.BLOCK, idmap.BLOCK)
