@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from engine.contexts import HOST_NAME, HOST_XID, SPECTATOR_XID
 
@@ -89,6 +90,23 @@ _CMDLINE = ProcRow.__dict__["cmdline"]
 _UID, _USER, _HUID = (ProcRow.__dict__[name] for name in ("uid", "user", "huid"))
 
 
+def _read_once(slot: Any, read: Callable[[Any], object]) -> Any:
+    """A property over one of ProcRow's slots (below LazyProcRow's
+    properties): the slot's value, or on first use ``read(row)``, kept in the
+    slot. Its setter sets the slot (dataclasses.replace builds through
+    __init__)."""
+
+    def get(row: object) -> object:
+        try:
+            return slot.__get__(row)
+        except AttributeError:
+            value = read(row)
+            slot.__set__(row, value)
+            return value
+
+    return property(get, slot.__set__)
+
+
 class LazyProcRow(ProcRow):
     """A ProcRow whose ``nspid``, ``cmdline`` and owner (``uid``, ``user``,
     ``huid``) are read from /proc when first asked for: the console shows a
@@ -107,73 +125,19 @@ class LazyProcRow(ProcRow):
 
     __slots__ = ("_owner", "_static")
 
-    @property  # type: ignore[override]
-    def huid(self) -> int:
-        try:
-            return _HUID.__get__(self)
-        except AttributeError:
-            value = self._static.owner()
-            _HUID.__set__(self, value)
-            return value
-
-    @huid.setter
-    def huid(self, value: int) -> None:
-        _HUID.__set__(self, value)
-
-    @property  # type: ignore[override]
-    def uid(self) -> int:
-        try:
-            return _UID.__get__(self)
-        except AttributeError:
-            return self._name_owner()[0]
-
-    @uid.setter
-    def uid(self, value: int) -> None:
-        _UID.__set__(self, value)
-
-    @property  # type: ignore[override]
-    def user(self) -> str:
-        try:
-            return _USER.__get__(self)
-        except AttributeError:
-            return self._name_owner()[1]
-
-    @user.setter
-    def user(self, value: str) -> None:
-        _USER.__set__(self, value)
+    huid = _read_once(_HUID, lambda row: row._static.owner())
+    uid = _read_once(_UID, lambda row: row._name_owner()[0])
+    user = _read_once(_USER, lambda row: row._name_owner()[1])
+    # innermost NSpid; unknown (the process is gone): the host's PID
+    nspid = _read_once(_NSPID, lambda row: row._static.nspid[-1] if row._static.nspid else row.pid)
+    # kernel threads and zombies have no argv: "[comm]", as ps shows them
+    cmdline = _read_once(_CMDLINE, lambda row: row._static.cmdline or f"[{row.comm}]")
 
     def _name_owner(self) -> tuple[int, str]:
         uid, user = self._owner(self.huid)
         _UID.__set__(self, uid)
         _USER.__set__(self, user)
         return uid, user
-
-    @property  # type: ignore[override]
-    def nspid(self) -> int:
-        try:
-            return _NSPID.__get__(self)
-        except AttributeError:
-            ns = self._static.nspid
-            value = ns[-1] if ns else self.pid  # innermost; unknown (gone): the host's
-            _NSPID.__set__(self, value)
-            return value
-
-    @nspid.setter
-    def nspid(self, value: int) -> None:  # dataclasses.replace builds through __init__
-        _NSPID.__set__(self, value)
-
-    @property  # type: ignore[override]
-    def cmdline(self) -> str:
-        try:
-            return _CMDLINE.__get__(self)
-        except AttributeError:
-            value = self._static.cmdline or f"[{self.comm}]"  # kernel threads, zombies: as ps
-            _CMDLINE.__set__(self, value)
-            return value
-
-    @cmdline.setter
-    def cmdline(self, value: str) -> None:
-        _CMDLINE.__set__(self, value)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ProcRow):
