@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
 from rich.segment import Segment
 from rich.style import Style
 from textual.geometry import Region
+from textual.pilot import Pilot
 from textual.strip import Strip
 from textual.widget import Widget
 
+from engine.datamodel import Snapshot
 from tests.tui.fakes import small_snapshot
 from tests.tui.helpers import make_app, settle
 from vstui.app.steady import CPU, RATE, Steadier
@@ -148,122 +151,117 @@ def test_steadier_shows_what_settle_shows_for_every_process():
             assert s.pid == p.pid
 
 
-def test_an_update_repaints_only_the_changed_cell(tmp_path: Path):
-    """One CPU% changes: the table asks for one small region, not the line."""
-    snap = small_snapshot()
-    app = make_app(tmp_path, snap=snap, first_screen="processes", interval=3600)
+def on_procs_table(
+    tmp_path: Path,
+    check: Callable[[Pilot, LineTable], Awaitable[None]],
+    snap: Snapshot | None = None,
+) -> None:
+    """Runs ``check`` on the processes screen's table of a console at 80x24
+    that refreshes only when a test asks (small_snapshot() unless ``snap``)."""
+    app = make_app(tmp_path, snap=snap or small_snapshot(), first_screen="processes", interval=3600)
 
     async def main() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(pilot)
-            table = app.screen.query_one("#procs", LineTable)
-            asked: list[Region] = []
-            real = table.refresh
-            table.refresh = lambda *regions, **kw: asked.extend(regions) or real(*regions, **kw)
-            items = dict(table.items)
-            key = table.order[-1]
-            items[key] = replace(items[key], rss=items[key].rss + 64 << 20)
-            table.set_data(list(table.order), items, table.prefixes)
-            assert len(asked) == 1 and asked[0].height == 1 and asked[0].width < 10, asked
-            asked.clear()
-            table.set_data(list(table.order), items, table.prefixes)
-            assert asked == []  # nothing changed, nothing sent
+            await check(pilot, app.screen.query_one("#procs", LineTable))
 
     asyncio.run(main())
+
+
+def test_an_update_repaints_only_the_changed_cell(tmp_path: Path):
+    """One CPU% changes: the table asks for one small region, not the line."""
+
+    async def check(pilot: Pilot, table: LineTable) -> None:
+        asked: list[Region] = []
+        real = table.refresh
+        table.refresh = lambda *regions, **kw: asked.extend(regions) or real(*regions, **kw)
+        items = dict(table.items)
+        key = table.order[-1]
+        items[key] = replace(items[key], rss=items[key].rss + 64 << 20)
+        table.set_data(list(table.order), items, table.prefixes)
+        assert len(asked) == 1 and asked[0].height == 1 and asked[0].width < 10, asked
+        asked.clear()
+        table.set_data(list(table.order), items, table.prefixes)
+        assert asked == []  # nothing changed, nothing sent
+
+    on_procs_table(tmp_path, check)
 
 
 def test_a_row_whose_item_changed_but_reads_the_same_is_not_built_again(tmp_path: Path):
     """A guest's uptime ticks every second but shows in minutes: its line is
     not rebuilt (at hundreds of guests that was most of an idle refresh)."""
-    snap = small_snapshot()
-    app = make_app(tmp_path, snap=snap, first_screen="processes", interval=3600)
 
-    async def main() -> None:
-        async with app.run_test(size=(80, 24)) as pilot:
-            await settle(pilot)
-            table = app.screen.query_one("#procs", LineTable)
-            built: list[object] = []
-            real = table._line
-            table._line = lambda *a: built.append(a) or real(*a)
-            items = dict(table.items)
-            key = table.order[-1]
-            items[key] = replace(items[key], cutime=items[key].cutime + 1)  # not shown
-            table.set_data(list(table.order), items, table.prefixes)
-            assert built == []
+    async def check(pilot: Pilot, table: LineTable) -> None:
+        built: list[object] = []
+        real = table._line
+        table._line = lambda *a: built.append(a) or real(*a)
+        items = dict(table.items)
+        key = table.order[-1]
+        items[key] = replace(items[key], cutime=items[key].cutime + 1)  # not shown
+        table.set_data(list(table.order), items, table.prefixes)
+        assert built == []
 
-    asyncio.run(main())
+    on_procs_table(tmp_path, check)
 
 
 def test_a_focus_change_rebuilds_only_the_cursor_row(tmp_path: Path):
     """Focus changes only the cursor's colour: opening the sort picker over
     10,000 processes rebuilt every line of the table."""
-    app = make_app(tmp_path, snap=small_snapshot(), first_screen="processes", interval=3600)
 
-    async def main() -> None:
-        async with app.run_test(size=(80, 24)) as pilot:
-            await settle(pilot)
-            table = app.screen.query_one("#procs", LineTable)
-            built: list[object] = []
-            real = table._line
-            table._line = lambda *a: built.append(a) or real(*a)
-            await pilot.press("greater_than_sign")  # the picker takes the focus
-            await pilot.pause()
-            assert not table.has_focus and len(built) == 1
+    async def check(pilot: Pilot, table: LineTable) -> None:
+        built: list[object] = []
+        real = table._line
+        table._line = lambda *a: built.append(a) or real(*a)
+        await pilot.press("greater_than_sign")  # the picker takes the focus
+        await pilot.pause()
+        assert not table.has_focus and len(built) == 1
 
-    asyncio.run(main())
+    on_procs_table(tmp_path, check)
 
 
 def test_a_focus_change_repaints_only_the_cursor_row(tmp_path: Path):
     """Textual repaints a widget whole when it gains or loses the focus: the
     sort picker opening and closing sent every line of the table twice."""
-    app = make_app(tmp_path, snap=small_snapshot(), first_screen="processes", interval=3600)
 
-    async def main() -> None:
-        async with app.run_test(size=(80, 24)) as pilot:
-            await settle(pilot)
-            table = app.screen.query_one("#procs", LineTable)
-            asked: list[tuple[Region, ...]] = []
-            real = Widget.refresh  # Textual's own calls reach it past LineTable.refresh
+    async def check(pilot: Pilot, table: LineTable) -> None:
+        asked: list[tuple[Region, ...]] = []
+        real = Widget.refresh  # Textual's own calls reach it past LineTable.refresh
 
-            def spy(self: Widget, *regions: Region, **kw: bool) -> Widget:
-                if self is table:
-                    asked.append(regions)
-                return real(self, *regions, **kw)
+        def spy(self: Widget, *regions: Region, **kw: bool) -> Widget:
+            if self is table:
+                asked.append(regions)
+            return real(self, *regions, **kw)
 
-            Widget.refresh = spy  # type: ignore[method-assign]
-            try:
-                for key in ("greater_than_sign", "escape"):  # picker takes the focus, gives it back
-                    await pilot.press(key)
-                    await pilot.pause()
-            finally:
-                Widget.refresh = real  # type: ignore[method-assign]
-            assert table.has_focus
-            assert asked and () not in asked, asked  # never the whole table
-            rows = {r.y for regions in asked for r in regions}
-            assert rows == {table.cursor_row + 1}, rows  # the cursor's line (below the header)
+        Widget.refresh = spy  # type: ignore[method-assign]
+        try:
+            for key in ("greater_than_sign", "escape"):  # picker takes the focus, gives it back
+                await pilot.press(key)
+                await pilot.pause()
+        finally:
+            Widget.refresh = real  # type: ignore[method-assign]
+        assert table.has_focus
+        assert asked and () not in asked, asked  # never the whole table
+        rows = {r.y for regions in asked for r in regions}
+        assert rows == {table.cursor_row + 1}, rows  # the cursor's line (below the header)
 
-    asyncio.run(main())
+    on_procs_table(tmp_path, check)
 
 
 def test_showing_and_hiding_the_sort_picker_leaves_the_table_alone(tmp_path: Path):
     """Each layout of the screen handed the table the compositor's virtual
     size, never its own: its scrollbars were updated and the table repainted
     a frame after every picker, filter box or notice shown or hidden."""
-    app = make_app(tmp_path, snap=small_snapshot(), first_screen="processes", interval=3600)
 
-    async def main() -> None:
-        async with app.run_test(size=(80, 24)) as pilot:
-            await settle(pilot)
-            table = app.screen.query_one("#procs", LineTable)
-            updates: list[object] = []
-            real = table._scroll_update
-            table._scroll_update = lambda size: updates.append(size) or real(size)
-            for key in ("greater_than_sign", "escape", "greater_than_sign", "escape"):
-                await pilot.press(key)
-                await pilot.pause()
-            assert updates == []
+    async def check(pilot: Pilot, table: LineTable) -> None:
+        updates: list[object] = []
+        real = table._scroll_update
+        table._scroll_update = lambda size: updates.append(size) or real(size)
+        for key in ("greater_than_sign", "escape", "greater_than_sign", "escape"):
+            await pilot.press(key)
+            await pilot.pause()
+        assert updates == []
 
-    asyncio.run(main())
+    on_procs_table(tmp_path, check)
 
 
 def _console():
@@ -276,15 +274,10 @@ def test_control_characters_never_reach_the_terminal(tmp_path: Path):
     """A newline in a command line moved the terminal's cursor to the next row."""
     snap = small_snapshot()
     evil = replace(snap.procs[-1], cmdline="sleep\n30\x1b[2J\x07")
-    app = make_app(tmp_path, snap=replace(snap, procs=(*snap.procs[:-1], evil)),
-                   first_screen="processes", interval=3600)  # fmt: skip
 
-    async def main() -> None:
-        async with app.run_test(size=(80, 24)) as pilot:
-            await settle(pilot)
-            table = app.screen.query_one("#procs", LineTable)
-            drawn = "".join(table.render_line(y).text for y in range(table.size.height))
-            assert "sleep?30?[2J?" in drawn
-            assert not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in drawn)
+    async def check(pilot: Pilot, table: LineTable) -> None:
+        drawn = "".join(table.render_line(y).text for y in range(table.size.height))
+        assert "sleep?30?[2J?" in drawn
+        assert not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in drawn)
 
-    asyncio.run(main())
+    on_procs_table(tmp_path, check, replace(snap, procs=(*snap.procs[:-1], evil)))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.datamodel import HOST_XID
+from engine.datamodel import HOST_XID, ProcRow
 from engine.errors import GuestNotFound, PrivateGuest, VstuiError
 from engine.paths import Paths
 from engine.procs import attribution, scan, signals, tree
@@ -372,12 +372,17 @@ def test_send_rechecks_start_time_before_signalling(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ caching (issue 6)
+def _refreshed(proc: Path, host: tuple[Paths, Path]) -> tuple[ProcessTable, dict[int, ProcRow]]:
+    """A table of the fake host's processes after its first refresh, and its rows by PID."""
+    paths, cgfs = host
+    table = ProcessTable(paths, proc, cgfs)
+    return table, {r.pid: r for r in table.refresh().rows}
+
+
 def test_unchanged_process_keeps_its_proc_and_row_objects(
     proc: Path, host: tuple[Paths, Path]
 ) -> None:
-    paths, cgfs = host
-    table = ProcessTable(paths, proc, cgfs)
-    first = {r.pid: r for r in table.refresh().rows}
+    table, first = _refreshed(proc, host)
     second = {r.pid: r for r in table.refresh().rows}
     assert all(second[pid] is first[pid] for pid in first)  # nothing changed: same rows
     assert table.scanner.reads == len(first)  # one stat read each, nothing else
@@ -391,9 +396,8 @@ def test_unchanged_process_keeps_its_proc_and_row_objects(
 def test_exec_keeps_pid_and_starttime_but_changes_comm_and_cmdline(
     proc: Path, host: tuple[Paths, Path]
 ) -> None:
-    paths, cgfs = host
-    table = ProcessTable(paths, proc, cgfs)
-    before = {r.pid: r for r in table.refresh().rows}[3011]
+    table, rows = _refreshed(proc, host)
+    before = rows[3011]
     assert (before.comm, before.cmdline) == ("ps", "ps ax")
     path = proc / "3011" / "stat"
     path.write_text(path.read_text().replace("(ps)", "(top)"))
@@ -614,9 +618,7 @@ def test_an_idle_guests_status_is_carried_over_until_something_of_it_changes(
 def test_console_rows_read_argv_and_guest_pid_only_when_asked(
     proc: Path, host: tuple[Paths, Path]
 ) -> None:
-    paths, cgfs = host
-    table = ProcessTable(paths, proc, cgfs)
-    rows = {r.pid: r for r in table.refresh().rows}
+    table, rows = _refreshed(proc, host)
     assert table.scanner.reads == len(rows)  # stat alone: no uid, status or cmdline
     (proc / "2300" / "cmdline").write_bytes(b"worker\0--later\0")
     assert (rows[2300].nspid, rows[2300].cmdline) == (5, "worker --later")
