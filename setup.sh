@@ -57,13 +57,33 @@ venv_install() {
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         # A plain .pth path entry, no import-hook finder (~18 ms per start):
         # pyproject.toml's package-dir makes setuptools choose it.
+        # Made first: on a new machine pip warned once per package that the
+        # directory did not exist.
+        mkdir -p "$WHEELS"
         if ! .venv/bin/pip install -q --no-index --find-links "$WHEELS" -e '.[test]' 2>/dev/null; then
-            .venv/bin/pip install -q --upgrade pip >/dev/null
-            .venv/bin/pip install -q --find-links "$WHEELS" -e '.[test]'
+            pip_quiet .venv/bin/pip install -q --upgrade pip >/dev/null
+            pip_quiet .venv/bin/pip install -q --find-links "$WHEELS" -e '.[test]'
         fi
         keep_wheels
         touch "$stamp"
     fi
+}
+
+# pip, with its warning for a package location in the host's pip
+# configuration that does not exist (repeated for every package it installs:
+# a wall of lines on some hosts) said once, with where to look.
+pip_quiet() {
+    log=$(mktemp)
+    status=0
+    "$@" 2>"$log" || status=$?
+    pattern="^WARNING: Location '.*' is ignored"
+    grep -v "$pattern" "$log" >&2 || true
+    missing=$(grep "$pattern" "$log" | sort -u | wc -l)
+    rm -f "$log"
+    if [ "$missing" -gt 0 ]; then
+        echo "setup: pip skipped locations named in this host's pip configuration that do not exist ($missing; see: pip config list)" >&2
+    fi
+    return "$status"
 }
 
 keep_wheels() {
