@@ -21,6 +21,13 @@
  *   memory.rst 9): when the guest's use moves by STEP the guest's
  *   /proc/meminfo view is rendered again by Python (engine.rootfs.procview,
  *   the one renderer), at most once a second. An idle guest wakes nobody.
+ *   The thresholds are registered at the first render, a second after the
+ *   boot, not at once: each registration waits for an RCU grace period
+ *   (mm/memcontrol-v1.c __mem_cgroup_usage_register_event: synchronize_rcu)
+ *   inside its write to cgroup.event_control, and removing the cgroup waits
+ *   for that write to end (kernfs_drain); two of them right after the start
+ *   made a stop that followed at once 3-10 ms slower, and kept vsuper from
+ *   noticing init's end meanwhile.
  *   On cgroup v2 (no usage notification) the view is refreshed every
  *   V2_REFRESH_MS.
  *
@@ -72,7 +79,7 @@ static struct {
     int fakeinit, log_fd, console, notify, ready, listen, ep;
     pid_t init, pump, render;
     int init_fd, pump_fd, sig_fd, deadline_fd, render_fd, usage_fd, up_fd, down_fd;
-    int stop_requested, stop_sent, render_pending, v1;
+    int stop_requested, stop_sent, render_pending, v1, armed;
     long long log_mark, booted_ms, rendered_ms;
 } s = {.init_fd = -1, .pump_fd = -1, .deadline_fd = -1, .render_fd = -1, .usage_fd = -1,
        .up_fd = -1, .down_fd = -1, .listen = -1, .ready = -1};
@@ -386,9 +393,7 @@ static void watch_memory(void) {
     char path[4200];
     snprintf(path, sizeof path, "%s/memory.usage_in_bytes", s.memory);
     s.usage_fd = open(path, O_RDONLY | O_CLOEXEC);
-    s.v1 = s.usage_fd >= 0;
-    if (s.v1)
-        rearm_thresholds();
+    s.v1 = s.usage_fd >= 0; /* thresholds: at the first render (the header says why) */
     s.rendered_ms = now_ms();
     render(); /* the start's view has no use yet: again once the guest has booted */
 }
@@ -561,6 +566,10 @@ static void on_event(uint32_t tag, int *status) {
         return;
     case E_RENDER:
         (void)!read(s.render_fd, &count, sizeof count);
+        if (s.v1 && !s.armed) {
+            s.armed = 1;
+            rearm_thresholds();
+        }
         render();
         if (!s.v1)
             arm(s.render_fd, V2_REFRESH_MS);
