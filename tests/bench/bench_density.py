@@ -47,7 +47,7 @@ from pathlib import Path
 
 from engine.paths import Paths
 from engine.runtime import state
-from tests.bench.bench_runtime import vserver_command
+from tests.bench.bench_runtime import remove_pivots, vserver_command
 
 REPO = Path(__file__).resolve().parents[2]
 HZ = os.sysconf("SC_CLK_TCK")
@@ -317,11 +317,7 @@ def lxc_monitors(count: int) -> None:
             subprocess.run(["lxc-stop", "-P", str(lxcpath), "-n", name, "-k"], capture_output=True)
             subprocess.run(["lxc-destroy", "-P", str(lxcpath), "-n", name, "-f"],
                            capture_output=True)  # fmt: skip
-        for pivot in set(Path("/sys/fs/cgroup").glob("*/lxc.pivot")) - pivots_before:
-            try:
-                pivot.rmdir()
-            except OSError:
-                pass
+        remove_pivots(pivots_before)
         shutil.rmtree(lxcpath, ignore_errors=True)
 
 

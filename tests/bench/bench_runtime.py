@@ -32,6 +32,13 @@ the network work each start does (NETWORKS; printed with the figures):
   and the guest's filter, and is started through Python: a guest with
   addresses is not replayed from the boot cache; LXC: ``lxc.net.0.type =
   veth`` without ``lxc.net.0.link`` and ``lxc.net.0.ipv4.address``).
+The stops end alike: ``lxc-stop -k`` returns when LXC's monitor closes the
+command connection, which it does by exiting (src/lxc/commands.c
+lxc_cmd_stop: no answer, the connection's end), after init's death, the
+removal of its cgroups and the state STOPPED (start.c lxc_end); ``vserver
+NAME stop`` when init, the guest's cgroups, its supervisor and its run
+files are gone. In both the kernel frees the namespaces' last parts (a
+network namespace's clean-up) afterwards, on its own.
 ``--ends-only`` runs only the last rounds (stop against ``lxc-stop -k``, the
 one-shot life against ``lxc-execute``) on the netns+lo pair.
 Everything lives under a temporary root and is removed at the end. Its
@@ -169,10 +176,10 @@ def destroy_lxc(p: list[str]) -> None:
 
 def remove_pivots(pivots_before: set[Path], timeout: float = 5.0) -> None:
     """The lxc.pivot group LXC's monitor makes in every hierarchy (it moves itself
-    there to remove its own group, then exits in it) and leaves: removed, once
-    empty. lxc-stop returns before the monitor has exited, so a monitor may still
-    be in it at the end: EBUSY is waited out (it used to be left behind, and then
-    counted as the host's own by every later run)."""
+    there to remove its own group, then exits) and leaves: removed once empty
+    (EBUSY waited out, up to ``timeout``). Only those made since ``pivots_before``:
+    one there before may be another LXC user's; a leftover of an earlier bench
+    (bench_systemd kept its own until now) then stays until removed by hand."""
     deadline = time.monotonic() + timeout
     for pivot in set(Path("/sys/fs/cgroup").glob("*/lxc.pivot")) - pivots_before:
         while True:
@@ -184,7 +191,7 @@ def remove_pivots(pivots_before: set[Path], timeout: float = 5.0) -> None:
                 if e.errno == errno.EBUSY and time.monotonic() < deadline:
                     time.sleep(0.01)
                     continue
-                print(f"bench_runtime: {pivot} left: {e.strerror}", file=sys.stderr)
+                print(f"{pivot} left behind: {e.strerror}", file=sys.stderr)
             break
 
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from engine.paths import Paths
-from tests.bench.bench_runtime import vserver_command
+from tests.bench.bench_runtime import remove_pivots, vserver_command
 
 CACHE = "/var/cache/vstui-tests"
 INCLUDE = "nginx,openssh-server,cron,libpam-systemd,procps"
@@ -136,6 +136,7 @@ def main() -> None:
         raise SystemExit("bench_systemd needs LXC: ./setup.sh bench")
     root = Path(tempfile.mkdtemp(prefix="vstui-bench-sd-", dir="/var/tmp"))
     print(f"boot to `running` and clean stop, medians of {args.runs} (shared machine)")
+    pivots_before = set(Path("/sys/fs/cgroup").glob("*/lxc.pivot"))
     try:
         for suite in args.suites:
             report(suite, bench(root, suite, args.runs))
@@ -145,6 +146,7 @@ def main() -> None:
             subprocess.run([*vs, f"b{suite[:4]}", "stop"], capture_output=True)
             subprocess.run(["lxc-stop", "-P", str(root / "lxc"), "-n", f"b{suite[:4]}", "-k"],
                            capture_output=True)  # fmt: skip
+        remove_pivots(pivots_before)
         shutil.rmtree(root, ignore_errors=True)
 
 
