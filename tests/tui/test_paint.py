@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
+from rich.color import ColorSystem
 from rich.segment import Segment
 from rich.style import Style
 from textual.geometry import Region
@@ -16,12 +17,15 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from engine.datamodel import Snapshot
+from tests.tui import vt
 from tests.tui.fakes import small_snapshot
 from tests.tui.helpers import make_app, settle
 from vstui.app.steady import CPU, RATE, Steadier
 from vstui.app.steady import settle as settle_value
 from vstui.app.widgets.linetable import LineTable
 from vstui.app.widgets.paint import SpanUpdate, best_shift, changed_spans
+from vstui.app.widgets.pen import Pen
+from vstui.app.widgets.sgr import _on, parts
 
 RED = Style(color="red")
 
@@ -98,6 +102,79 @@ def test_span_update_states_a_style_once_per_run_of_it():
     assert "\x1b[1m" in out and "\x1b[22m" in out  # bold on, then off: colours kept
     plain = "".join(ch for ch in re.sub("\x1b\\[[0-9;]*[A-Za-z]", "", out))
     assert plain == "abcdefg"
+
+
+def _reference(lines, spans) -> str:
+    """The same spans written the simple way: an absolute move before every
+    run and the whole style before every segment (what Textual does)."""
+    out = []
+    for y, x1, x2 in spans:
+        for x, line in lines[y].items():
+            strip = line.crop(max(x1 - x, 0), max(x2 - x, 0))
+            if strip.cell_length:
+                out.append(f"\x1b[{y + 1};{max(x, x1) + 1}H")
+            for text, style, _ in strip:
+                codes = [*_on(parts(style, ColorSystem.EIGHT_BIT)[0]),
+                         *filter(None, parts(style, ColorSystem.EIGHT_BIT)[1:])]  # fmt: skip
+                out.append("\x1b[" + ";".join(["0", *codes]) + "m" + text)
+    return "".join(out) + "\x1b[0m"
+
+
+def test_span_updates_paint_what_absolute_moves_paint():
+    """Moves are relative where that is shorter (pen.Pen): on random screens
+    of several widgets per line and random spans, some up to the right
+    margin, a terminal ends up with the same cells as when every run is
+    reached by an absolute move and every segment carries its whole style."""
+    import random
+
+    rng = random.Random(20)
+    styles = [None, RED, Style(color="grey70", bgcolor="black"), Style(bold=True, bgcolor="blue"),
+              Style(color="grey70", bgcolor="black", reverse=True)]  # fmt: skip
+    width, height = 40, 8
+    for _ in range(300):
+        lines, ends = [], []
+        for _y in range(height):
+            cuts = sorted(rng.sample(range(1, width), rng.randint(0, 2)))
+            line = {}
+            for a, b in zip([0, *cuts], [*cuts, width], strict=True):
+                segs, x = [], a
+                while x < b:
+                    n = rng.randint(1, b - x)
+                    segs.append(Segment("".join(rng.choice("ab  ") for _ in range(n)),
+                                        rng.choice(styles)))  # fmt: skip
+                    x += n
+                line[a] = Strip(segs)
+            lines.append(line)
+            ends.append([*cuts, width])
+        spans = []
+        for y in sorted(rng.sample(range(height), rng.randint(1, height))):
+            x = 0
+            while x < width and rng.random() < 0.8:
+                x1 = rng.randint(x, width - 1)
+                x2 = rng.randint(x1 + 1, width)
+                spans.append((y, x1, x2))
+                x = x2 + 1
+        if not spans:
+            continue
+        got, want = vt.Screen(width, height), vt.Screen(width, height)
+        got.feed(SpanUpdate(lines, spans, ends).render_segments(_console()))
+        want.feed(_reference(lines, spans))
+        assert got.cells == want.cells
+
+
+def test_the_pen_takes_the_shortest_move():
+    pen = Pen()
+    assert pen.to(33, 6) == "\x1b[34;7H"  # nowhere known yet: absolute
+    pen.wrote(2, 160)
+    assert pen.to(33, 24) == "\x1b[16C"  # further along the line
+    pen.wrote(2, 160)
+    assert pen.to(34, 24) == "\x1b[B\x1b[2D"  # the same column, a line below
+    pen.wrote(3, 160)
+    assert pen.to(34, 2) == "\x1b[3G"  # back to a column near the start
+    assert pen.to(34, 159) == "\x1b[157C"
+    pen.wrote(1, 160)  # the right margin: a wrap is pending, where next is unsure
+    assert pen.to(35, 0) == "\x1b[36H"
+    assert pen.to(35, 0) == ""
 
 
 def test_best_shift_finds_rows_that_moved_together():

@@ -32,6 +32,7 @@ from textual.geometry import Region
 from textual.strip import Strip
 from textual.widget import Widget
 
+from vstui.app.widgets.pen import Pen
 from vstui.app.widgets.sgr import SgrState
 
 # Two changed runs closer than this are sent as one: moving the cursor costs
@@ -255,25 +256,30 @@ def lean(segments: Iterable[Segment]) -> Strip:
 class SpanUpdate(ChopsUpdate):
     """A partial update that writes only the cells of each refreshed span.
 
-    Every span starts with an absolute cursor move, so the line feeds the
-    stock update writes between lines are left out too.
+    The cursor is taken to each span by the shortest move from where the
+    last one left it (``pen.Pen``), so the line feeds the stock update
+    writes between lines are left out too.
     """
 
     def render_segments(self, console: Console) -> str:
         out: list[str] = []
         append = out.append
         sgr = SgrState(console._color_system or ColorSystem.TRUECOLOR)
+        pen = Pen()
         for y, x1, x2 in self.spans:
-            for end, (x, strip) in zip(self.chop_ends[y], self.chops[y].items(), strict=False):
+            ends = self.chop_ends[y]
+            width = ends[-1] if ends else 0
+            for end, (x, strip) in zip(ends, self.chops[y].items(), strict=False):
                 if strip is None or x >= x2 or end <= x1:
                     continue
                 start, stop = max(x, x1), min(end, x2)
                 if start > x or stop < end:
                     strip = strip.crop(start - x, stop - x)
-                append(f"\x1b[{y + 1};{start + 1}H")
+                append(pen.to(y, start))
                 for text, style, _ in strip:
                     append(sgr.to(style))
                     append(_linked(text, style) if style is not None and style._link else text)
+                pen.wrote(strip.cell_length, width)
         append(sgr.reset())
         return "".join(out)
 
