@@ -33,6 +33,9 @@
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
 
 #define SP_EMPTY_MS 2000 /* a cgroup's last processes, SIGKILLed, to be gone */
 #define SP_KILLED_MS 5000 /* init after its SIGKILL (stopping._shutdown) */
@@ -68,16 +71,28 @@ static long long sp_now_ms(void) {
     return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
-static void sp_pause(void) {
-    struct timespec ts = {0, 2000000};
+/* A short sleep, longer each time (50 us doubling to 2 ms): a cgroup that stays
+ * busy with nobody listed (a process whose threads are all exiting is not
+ * listed: kernel/cgroup/cgroup.c css_task_iter_advance) empties within one exit. */
+static void sp_pause(int pass) {
+    long us = pass < 6 ? 50L << pass : 2000;
+    struct timespec ts = {0, us * 1000};
     nanosleep(&ts, NULL);
 }
 
-/* SIGKILL to every process listed in dir/cgroup.procs; how many, or -1 (gone: 0). */
-static long sp_kill_listed(const char *dir) {
+#define SP_WATCH 64 /* killed processes waited for by their pidfds per pass */
+
+/* Every process listed in dir/cgroup.procs SIGKILLed through a pidfd, and those
+ * (SP_WATCH of them) waited for until gone or the deadline: a pidfd is readable
+ * from exit_notify on, after the process left its cgroups (kernel/exit.c
+ * do_exit: cgroup_exit first), so the cgroup is no longer busy with it. How
+ * many were killed; -1 when the list cannot be read (gone: 0). */
+static long sp_kill_listed(const char *dir, long long deadline) {
     char path[4200];
     size_t len = 0;
     long killed = 0;
+    struct pollfd dying[SP_WATCH];
+    int ndying = 0;
     snprintf(path, sizeof path, "%s/cgroup.procs", dir);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     char *pids = fd < 0 ? NULL : vs_read_fd(fd, &len);
@@ -89,24 +104,45 @@ static long sp_kill_listed(const char *dir) {
         long long pid = strtoll(p, &end, 10);
         if (end == p)
             break;
-        if (pid > 0 && kill((pid_t)pid, SIGKILL) == 0)
+        int pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, (pid_t)pid, 0) : -1;
+        if (pidfd < 0)
+            continue; /* gone since the list was read */
+        if (syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) == 0)
             killed++;
+        if (ndying < SP_WATCH)
+            dying[ndying++] = (struct pollfd){pidfd, POLLIN, 0};
+        else
+            close(pidfd); /* the next pass kills and waits for it */
     }
     free(pids);
+    while (ndying > 0) {
+        long long left = deadline - sp_now_ms();
+        if (left <= 0 || poll(dying, (nfds_t)ndying, (int)(left > INT_MAX ? INT_MAX : left)) < 0)
+            break;
+        for (int k = 0; k < ndying;)
+            if (dying[k].revents) {
+                close(dying[k].fd);
+                dying[k] = dying[--ndying];
+            } else {
+                k++;
+            }
+    }
+    for (int k = 0; k < ndying; k++)
+        close(dying[k].fd);
     return killed;
 }
 
 /* Empty dir (its processes killed until none is listed), then remove it; 0 or -1. */
 static int sp_remove_group(const char *dir) {
     long long deadline = sp_now_ms() + SP_EMPTY_MS;
-    for (;;) {
-        long left = sp_kill_listed(dir);
+    for (int pass = 0;; pass++) {
+        long left = sp_kill_listed(dir, deadline);
         if (left == 0 && (rmdir(dir) == 0 || errno == ENOENT))
             return 0;
-        /* EBUSY right after the last process died: it is still exiting */
         if (left < 0 || (left == 0 && errno != EBUSY) || sp_now_ms() > deadline)
             return -1;
-        sp_pause();
+        if (left == 0)
+            sp_pause(pass); /* EBUSY with nobody listed: see sp_pause */
     }
 }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -99,22 +100,28 @@ def test_a_real_init_that_does_not_halt_is_killed_after_the_timeout(
 
 
 def test_processes_in_sub_groups_and_from_outside_are_killed(front: str, guest: Paths) -> None:
-    """What is in the guest's cgroups but not in its PID namespace (a host process
-    moved there), and a sub-group made below the guest's own, go with it."""
+    """What is in the guest's cgroups but not in its PID namespace (host processes
+    moved there: one whose exit takes a while, 200 MB to free), and a sub-group
+    made below the guest's own, go with it: each is killed and waited for."""
     ok(compiled(front, guest, "g", "start", fallback=True))
     from engine.cgroups import manager
 
     top = manager().paths(guest.cgroup_name("g"))[0]
     sub = top / "extra"
     sub.mkdir()
-    outsider = subprocess.Popen(["sleep", "300"])
+    big = "b = bytearray(200 << 20); print(flush=True); import time; time.sleep(300)"
+    outsiders = [subprocess.Popen(["sleep", "300"]),
+                 subprocess.Popen([sys.executable, "-c", big], stdout=subprocess.PIPE)]  # fmt: skip
     try:
-        (sub / "cgroup.procs").write_text(str(outsider.pid))
+        assert outsiders[1].stdout and outsiders[1].stdout.readline() == b"\n"
+        (sub / "cgroup.procs").write_text(str(outsiders[0].pid))
+        (top / "cgroup.procs").write_text(str(outsiders[1].pid))
         ok(compiled(front, guest, "g", "stop"))
-        assert outsider.wait(timeout=10) == -9
+        assert [p.wait(timeout=10) for p in outsiders] == [-9, -9]
     finally:
-        outsider.kill()
-        outsider.wait()
+        for p in outsiders:
+            p.kill()
+            p.wait()
     assert not top.exists()
     stopped_cleanly(guest)
 
