@@ -17,7 +17,8 @@ from typing import Any
 from engine.contexts import HOST_NAME, HOST_XID, SPECTATOR_XID
 
 __all__ = ["HOST_NAME", "HOST_XID", "SPECTATOR_XID", "Gauge", "GuestStatus", "LazyProcRow",
-           "NetStats", "ProcRow", "Snapshot", "new_lazy_row", "new_proc_row"]  # fmt: skip
+           "NetStats", "ProcRow", "Snapshot", "new_lazy_row", "new_proc_row",
+           "with_uptime"]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +212,28 @@ class GuestStatus:
     @property
     def key(self) -> str:
         return self.name
+
+
+def _slot_copier(cls: type, changed: str) -> Callable[..., object]:
+    """``copy(obj, value)``: ``dataclasses.replace(obj, <changed>=value)`` for a
+    slotted frozen dataclass without ``__post_init__``, by its slots directly
+    (replace looks up every field and goes through ``__init__``: the console
+    renews every running guest's status every second for its uptime)."""
+    names = [f.name for f in fields(cls)]
+    env: dict[str, object] = {"new": object.__new__, "cls": cls}
+    body = ""
+    for n in names:
+        env[f"set_{n}"] = cls.__dict__[n].__set__
+        value = "value" if n == changed else f"old.{n}"
+        body += f"    set_{n}(obj, {value})\n"
+    exec(f"def copy(old, value):\n    obj = new(cls)\n{body}    return obj\n", env)
+    return env["copy"]  # type: ignore[return-value]
+
+
+# with_uptime(status, uptime): the same GuestStatus with another uptime
+with_uptime: Callable[[GuestStatus, float | None], GuestStatus] = _slot_copier(
+    GuestStatus, "uptime"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,8 +78,22 @@ def counters(paths: Paths, names: Iterable[str]) -> dict[str, NetStats]:
     return found
 
 
+# (paths, name) -> the guest's net state file: joined (and its name checked) once
+_STATE_FILES: dict[tuple[Paths, str], str] = {}
+
+
+def _state_file(paths: Paths, name: str) -> str:
+    key = (paths, name)
+    path = _STATE_FILES.get(key)
+    if path is None:
+        if len(_STATE_FILES) > 10_000:  # names come and go: never grow without bound
+            _STATE_FILES.clear()
+        path = _STATE_FILES[key] = os.path.join(paths.run_dir_str(name), net_state.FILE_NAME)
+    return path
+
+
 def _from_state(paths: Paths, name: str) -> NetStats | None:
-    if not os.path.exists(os.path.join(paths.run_dir_str(name), net_state.FILE_NAME)):
+    if not os.path.exists(_state_file(paths, name)):
         return None  # no network of its own recorded (no links): nothing to count
     recorded = net_state.load(paths, name)
     if recorded is None or recorded.mode not in ("ipvlan", "macvlan") or not recorded.guest_links:

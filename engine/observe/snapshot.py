@@ -27,6 +27,7 @@ from engine.datamodel import (
     NetStats,
     ProcRow,
     Snapshot,
+    with_uptime,
 )
 from engine.paths import Paths
 from engine.procs.attribution import (
@@ -81,12 +82,14 @@ class Observer:
         # name -> (stat key of NAME.conf, config or None, why it could not be loaded)
         self._configs: dict[str, tuple[tuple[int, ...] | None, object | None, str | None]] = {}
         self._idblocks: tuple[tuple[int, ...] | None, dict[str, int]] | None = None
+        self._run_base = os.fspath(paths.run_base)
+        self._listed: tuple[list[tuple[int, ...]], list[str]] | None = None  # see _names
         self.ncpu = os.cpu_count() or 1
 
     # ------------------------------------------------------------ public
     def snapshot(self) -> Snapshot:
         errors: list[str] = []
-        names = all_guests(self.paths)
+        names = self._names()
         seen = self.table.last_scan
         runs = {name: self.runs.read(name, seen) for name in names}
         active = [info for info in runs.values() if info.active]
@@ -116,6 +119,27 @@ class Observer:
             ncpu=self.ncpu,
             errors=tuple(map(visible, errors)),  # they quote paths and messages
         )
+
+    def _names(self) -> list[str]:
+        """all_guests, listed again only when the configuration or run directory
+        changed (a NAME.conf or a run directory comes or goes), or changed less
+        than RunStates.RACY seconds ago (a timestamp is coarse)."""
+        key: list[tuple[int, ...]] = []
+        newest = 0.0
+        for folder in (self._config_dir, self._run_base):
+            try:
+                st = os.stat(folder)
+            except OSError:
+                key.append(())
+                continue
+            key.append((st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
+            newest = max(newest, st.st_mtime)
+        if self._listed is not None and self._listed[0] == key:
+            return self._listed[1]
+        names = all_guests(self.paths)
+        if time.time() - newest > RunStates.RACY:
+            self._listed = (key, names)
+        return names
 
     # ------------------------------------------------------------ host
     def _host(self, rows: list[ProcRow], taken: float, names: list[str]) -> GuestStatus:
@@ -402,7 +426,7 @@ def _uptime(run: RunInfo, wall: float) -> float | None:
 
 
 def _with_uptime(status: GuestStatus, uptime: float | None) -> GuestStatus:
-    return status if uptime == status.uptime else dataclasses.replace(status, uptime=uptime)
+    return status if uptime == status.uptime else with_uptime(status, uptime)
 
 
 def snapshot(paths: Paths | None = None) -> Snapshot:

@@ -181,7 +181,7 @@ class ProcessTable:
     ) -> None:
         self.paths = paths
         self.clock = clock
-        self.scanner = Scanner(proc_root)
+        self.scanner = Scanner(proc_root, gate=not one_shot)  # refreshed again and again
         self.cgroup_fs = cgroup_fs
         self.need = need
         if one_shot:

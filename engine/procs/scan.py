@@ -268,6 +268,20 @@ def _read(name: str, dir_fd: int, size: int = 4096) -> bytes:
         os.close(fd)
 
 
+# A repeated scan (``Scanner(gate=True)``) keeps each process's
+# /proc/PID/schedstat open and reads its stat line only when the process ran
+# since (schedstat's first field, its run time in ns, moved): a pread of an open
+# schedstat costs a fifth of an open-read-close of stat (measured: 690 processes,
+# 1.2 ms against 7.0 ms). What another process changes in a sleeping one's stat
+# line (renice, setpgid by its parent, its terminal's foreground group, RSS
+# reclaimed) is read again every RECHECK_EVERY scans, a share of the processes
+# at each; a running (R) or multi-threaded one (schedstat is its main thread's
+# alone) is read every time.
+RECHECK_EVERY = 5
+HOLD_MAX = 4096  # at most this many schedstat descriptors (~4 KiB of kernel memory each)
+SCHED_SIZE = 128
+
+
 class Scanner:
     """Scans a procfs (``/proc`` or a recorded fake tree) again and again.
 
@@ -275,12 +289,19 @@ class Scanner:
     change is handed out again as the same ``Proc`` (no parse); its static
     parts are kept per (pid, start time, comm) and read only for new
     processes. Processes that are gone are dropped at the next scan.
+    ``gate``: skip the stat read of a process that did not run (see above);
+    its ``Proc`` is handed out again. A tree without schedstat files is read
+    in full.
     """
 
-    def __init__(self, proc_root: str | os.PathLike[str] = "/proc") -> None:
+    def __init__(self, proc_root: str | os.PathLike[str] = "/proc", gate: bool = False) -> None:
         self.proc_root = os.fspath(proc_root)
         self._last: dict[int, Proc] = {}
         self.reads = 0  # files opened by the last scan (for tests and benchmarks)
+        self.gate = gate
+        self._sched: dict[int, tuple[int, bytes]] = {}  # pid -> (schedstat fd, last read)
+        self._round = 0
+        self._hold_max = _hold_max() if gate else 0
 
     def pids(self) -> list[int]:
         return [int(n) for n in os.listdir(self.proc_root) if n.isdigit()]
@@ -302,12 +323,29 @@ class Scanner:
         last = self._last
         reads = 0
         need_ns = need | NEED_NSPID
+        gate, self._round = self.gate, self._round + 1
+        recheck = self._round % RECHECK_EVERY
         # locals: this loop runs once per process per refresh
         open_, read, close, flags = os.open, os.read, os.close, os.O_RDONLY | os.O_CLOEXEC
         try:
             for name in os.listdir(dir_fd):
                 if not name.isdigit():
                     continue
+                pid = int(name)
+                wanted = need_ns if pid in want_nspid else need
+                old = last.get(pid)
+                if gate:
+                    ran = self._ran(pid, name, dir_fd)
+                    if (
+                        not ran
+                        and old is not None
+                        and (pid + recheck) % RECHECK_EVERY
+                        and old.threads == 1
+                        and old.state != "R"
+                        and old.static.have & wanted == wanted
+                    ):
+                        procs[pid] = old
+                        continue
                 try:
                     fd = open_(name + "/stat", flags, dir_fd=dir_fd)
                 except OSError:  # gone, or not ours to read
@@ -319,9 +357,6 @@ class Scanner:
                 finally:
                     close(fd)
                 reads += 1
-                pid = int(name)
-                wanted = need_ns if pid in want_nspid else need
-                old = last.get(pid)
                 if old is not None and old.raw == data and old.static.have & wanted == wanted:
                     procs[pid] = old
                     continue
@@ -348,9 +383,70 @@ class Scanner:
                 procs[pid] = proc
         finally:
             os.close(dir_fd)
+        if gate:
+            self._drop_gone(procs)
         self._last = procs
         self.reads = reads
         return procs
+
+    def _ran(self, pid: int, name: str, dir_fd: int) -> bool:
+        """Whether ``pid`` ran since the last scan (True when it cannot tell): its
+        schedstat read now, through the descriptor kept from the last scan. Read
+        before its stat line, so that a run in between is seen at the next scan.
+        A kept descriptor whose process is gone fails (ESRCH), also when its PID
+        was reused (fs/proc/base.c: the file is bound to the process): opened anew."""
+        held = self._sched.get(pid)
+        if held is not None:
+            try:
+                now = os.pread(held[0], SCHED_SIZE, 0)
+            except OSError:
+                now = b""
+            if now:
+                self._sched[pid] = (held[0], now)
+                return now != held[1]
+            os.close(held[0])
+            del self._sched[pid]
+        if len(self._sched) >= self._hold_max:
+            return True
+        try:
+            fd = os.open(name + "/schedstat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError:  # gone, or a tree without schedstat: read stat every time
+            return True
+        try:
+            now = os.pread(fd, SCHED_SIZE, 0)
+        except OSError:
+            now = b""
+        if not now:
+            os.close(fd)
+            return True
+        self._sched[pid] = (fd, now)
+        return True
+
+    def _drop_gone(self, procs: dict[int, Proc]) -> None:
+        """Close the schedstat descriptors of processes this scan did not find."""
+        sched = self._sched
+        for pid in sched.keys() - procs.keys():
+            os.close(sched.pop(pid)[0])
+
+    def close(self) -> None:
+        """Close every kept descriptor (a later scan opens them again)."""
+        for fd, _ in self._sched.values():
+            os.close(fd)
+        self._sched.clear()
+
+    def __del__(self) -> None:
+        sched = getattr(self, "_sched", None)
+        if sched:
+            self.close()
+
+
+def _hold_max() -> int:
+    """How many schedstat descriptors a gated scanner may keep: HOLD_MAX, or a
+    quarter of the open-file limit when that is lower."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return HOLD_MAX if soft == resource.RLIM_INFINITY else min(HOLD_MAX, soft // 4)
 
 
 def read_uptime(proc_root: str = "/proc") -> float:

@@ -21,6 +21,8 @@ STALE_AFTER = 300.0  # seconds: an older figure is measured again in the backgro
 CACHE_DIR = "du"
 
 _running: set[tuple[str, str]] = set()
+# cache file -> (its stat key, what it said): see cached
+_parsed: dict[str, tuple[tuple[int, ...], Measured]] = {}
 _guard = threading.Lock()
 
 
@@ -36,13 +38,27 @@ def _cache(paths: Paths, name: str) -> str:
 
 
 def cached(paths: Paths, name: str) -> Measured | None:
-    """The last walk's result, or None when there was none."""
+    """The last walk's result, or None when there was none. The file is parsed
+    again only when its stat changed (``measure`` replaces it by rename): a
+    console asks for every guest every few seconds."""
+    path = _cache(paths, name)
     try:
-        with open(_cache(paths, name)) as f:
+        st = os.stat(path)
+    except OSError:
+        _parsed.pop(path, None)
+        return None
+    key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    hit = _parsed.get(path)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    try:
+        with open(path) as f:
             data = json.load(f)
-        return Measured(int(data["bytes"]), int(data["inodes"]), float(data["measured"]))
+        result = Measured(int(data["bytes"]), int(data["inodes"]), float(data["measured"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    _parsed[path] = (key, result)
+    return result
 
 
 def walk(top: str | os.PathLike[str]) -> tuple[int, int]:
@@ -115,6 +131,7 @@ def refresh_async(paths: Paths, name: str, now: float | None = None) -> bool:
 
 
 def forget(paths: Paths, name: str) -> None:
+    _parsed.pop(_cache(paths, name), None)
     try:
         os.unlink(_cache(paths, name))
     except FileNotFoundError:

@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -736,3 +737,90 @@ def test_stopped_guests_id_blocks_read_the_table_once_until_it_changes(
     observer._carried.clear()  # measured again (as LIMITS_EVERY seconds later)
     observer._disk.clear()
     assert observer.snapshot().guest("st2").idmap == (22 * idmap.BLOCK, idmap.BLOCK)
+
+
+# ------------------------------------------------------------------ gated scan (issue 22)
+def _schedstat(proc: Path, pid: int, runtime: int) -> None:
+    (proc / str(pid) / "schedstat").write_text(f"{runtime} 0 1\n")
+
+
+def test_a_gated_scan_reads_a_process_stat_only_when_it_ran(proc: Path) -> None:
+    """The console's repeated scan keeps each schedstat open: a process whose run
+    time did not move keeps its Proc without a stat read; one that ran is read."""
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            _schedstat(proc, int(entry.name), 1000)
+    scanner = scan.Scanner(proc, gate=True)
+    first = scanner.scan((), 0)
+    assert scanner.reads == len(first)
+    _set_stat_field(proc, 2200, 21, "999")  # rss moved, but 2200 did not run
+    second = scanner.scan((), 0)
+    assert second[2200] is first[2200]
+    assert scanner.reads < len(first)
+    _schedstat(proc, 2200, 2000)  # it ran
+    third = scanner.scan((), 0)
+    assert third[2200].rss == 999 * scan.PAGE_SIZE
+    scanner.close()
+
+
+def test_a_gated_scan_reads_every_stat_again_within_recheck_every_scans(proc: Path) -> None:
+    """What another process changes in a sleeping one (renice, RSS reclaimed) is
+    seen within RECHECK_EVERY scans; a multi-threaded process is read every time
+    (schedstat is its main thread's alone)."""
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            _schedstat(proc, int(entry.name), 1000)
+    scanner = scan.Scanner(proc, gate=True)
+    scanner.scan((), 0)
+    _set_stat_field(proc, 2200, 16, "7")  # reniced by someone else
+    seen = [scanner.scan((), 0)[2200].nice for _ in range(scan.RECHECK_EVERY)]
+    assert seen[-1] == 7
+    _set_stat_field(proc, 2211, 17, "3")  # it started two threads: it ran
+    _schedstat(proc, 2211, 2000)
+    assert scanner.scan((), 0)[2211].threads == 3
+    _set_stat_field(proc, 2211, 21, "777")  # a worker thread ran: main's schedstat is still
+    assert scanner.scan((), 0)[2211].rss == 777 * scan.PAGE_SIZE
+    scanner.close()
+
+
+def test_a_gated_scan_of_the_real_proc_keeps_and_closes_descriptors() -> None:
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        scanner = scan.Scanner(gate=True)
+        first = scanner.scan((), 0)
+        assert child.pid in first and child.pid in scanner._sched
+        before = first[child.pid]
+        again = [scanner.scan((), 0)[child.pid] for _ in range(scan.RECHECK_EVERY)]
+        assert any(p is before for p in again)  # asleep: not read again every time
+        assert all(p.key == before.key for p in again)
+        child.kill()
+        child.wait()
+        assert child.pid not in scanner.scan((), 0) and child.pid not in scanner._sched
+        scanner.close()
+        assert not scanner._sched
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_the_observer_lists_guests_again_only_when_their_directories_changed(
+    proc: Path, host: tuple[Paths, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.observe import Observer
+
+    snapshot = sys.modules[Observer.__module__]  # the module (its all_guests)
+    paths, cgfs = host
+    for folder in (paths.config_dir, paths.run_base):  # changed long ago
+        folder.mkdir(parents=True, exist_ok=True)
+        os.utime(folder, (1_600_000_000, 1_600_000_000))
+    listed: list[int] = []
+    real = snapshot.all_guests
+    monkeypatch.setattr(snapshot, "all_guests", lambda p: listed.append(1) or real(p))
+    observer = snapshot.Observer(paths, proc, cgfs)
+    assert [g.name for g in observer.snapshot().guests][1:] == ["db1"]
+    observer.snapshot()
+    assert len(listed) == 1
+    (paths.config_dir / "web.conf").write_text("S_HOSTNAME=web\n")
+    assert [g.name for g in observer.snapshot().guests][1:] == ["db1", "web"]
+    assert len(listed) == 2

@@ -221,3 +221,32 @@ def test_write_view_keeps_the_inode(tmp_path: Path) -> None:
     inode = view.stat().st_ino
     procview.write_view(view, "short\n")
     assert view.read_text() == "short\n" and view.stat().st_ino == inode
+
+
+def test_du_cached_parses_its_file_again_only_when_a_walk_replaced_it(tmp_path: Path) -> None:
+    from engine.rootfs import du
+
+    paths = Paths.from_root(tmp_path)
+    (paths.guest_root("web") / "etc").mkdir(parents=True)
+    assert du.cached(paths, "web") is None
+    first = du.measure(paths, "web")
+    assert du.cached(paths, "web") == first
+    assert du.cached(paths, "web") is du.cached(paths, "web")  # not parsed again
+    (paths.guest_root("web") / "etc" / "big").write_bytes(b"x" * 65536)
+    second = du.measure(paths, "web")  # replaced by rename
+    assert du.cached(paths, "web") == second and second.bytes > first.bytes
+    du.forget(paths, "web")
+    assert du.cached(paths, "web") is None
+
+
+def test_with_uptime_is_dataclasses_replace_of_the_uptime() -> None:
+    import dataclasses
+
+    from engine.datamodel import Gauge, GuestStatus, with_uptime
+
+    g = GuestStatus("web", 40001, "running", 7, ("10.0.0.2",), ("lock",), 2, 1.5,
+                    Gauge(1, 2), Gauge(3, None), Gauge(), Gauge(), None, None, 1000, 5.0,
+                    ("disk",), (100000, 65536), True)  # fmt: skip
+    moved = with_uptime(g, 6.0)
+    assert moved == dataclasses.replace(g, uptime=6.0) and type(moved) is GuestStatus
+    assert g.uptime == 5.0
