@@ -387,17 +387,20 @@ class Tree:
                     break  # not empty (other guests) or already gone
 
     def _rmdir(self, directory: Path, guest: str) -> None:
-        for attempt in range(50):
+        delay, deadline = 0.0005, time.monotonic() + 1.0
+        while True:
             try:
                 os.rmdir(directory)
                 return
             except FileNotFoundError:
                 return
             except OSError as exc:
-                # EBUSY right after the last process died: it is still exiting.
+                # EBUSY right after the last process died: it is still exiting (a process
+                # whose threads are all exiting is no longer listed, not yet out of the group)
                 exiting = exc.errno == errno.EBUSY and not read_pids(directory / "cgroup.procs")
-                if exiting and attempt < 49:
-                    time.sleep(0.02)
+                if exiting and time.monotonic() < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.02)
                     continue
                 raise KernelError(
                     "rmdir", str(directory), exc.errno or errno.EIO, guest,

@@ -182,3 +182,35 @@ def test_v2_apply_writes_the_v2_files(tmp_path: Path) -> None:
     (guest / "pids.current").write_text("3\n")
     stats = cg.stats("vstui-x/web")
     assert stats == CgroupStats(4096, 1 << 30, 3, 50, None, 0)
+
+
+def test_rmdir_busy_with_nobody_listed_is_retried_soon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EBUSY with an empty cgroup.procs: a process is still exiting (no longer listed,
+    not yet out of the group). Tried again after 0.5 ms, doubling (20 ms at first)."""
+    import errno
+    import os
+
+    from engine.cgroups import base
+
+    _, cg = _fake_tree(tmp_path, "v2")
+    group = cg.paths("vstui-x/web")[0]
+    group.mkdir(parents=True)
+    busy, sleeps, real_rmdir = [2], [], os.rmdir
+
+    def rmdir(path: Path) -> None:
+        if Path(path) == group and busy[0]:
+            busy[0] -= 1
+            raise OSError(errno.EBUSY, "busy")
+        real_rmdir(path)
+
+    monkeypatch.setattr(base.os, "rmdir", rmdir)
+    monkeypatch.setattr(base.time, "sleep", sleeps.append)
+    cg.remove("vstui-x/web")
+    assert not group.exists() and sleeps == [0.0005, 0.001]
+    group.mkdir(parents=True)
+    (group / "cgroup.procs").write_text("10\n")  # someone listed: not waited for
+    busy[0] = 1
+    with pytest.raises(VstuiError, match="processes are still in it"):
+        cg.remove("vstui-x/web")
