@@ -25,7 +25,7 @@ from vstui.app.steady import settle as settle_value
 from vstui.app.widgets.linetable import LineTable
 from vstui.app.widgets.paint import SpanUpdate, best_shift, changed_spans
 from vstui.app.widgets.pen import Pen
-from vstui.app.widgets.sgr import _on, parts
+from vstui.app.widgets.sgr import Kept, _on, parts
 
 RED = Style(color="red")
 
@@ -121,10 +121,12 @@ def _reference(lines, spans) -> str:
 
 
 def test_span_updates_paint_what_absolute_moves_paint():
-    """Moves are relative where that is shorter (pen.Pen): on random screens
-    of several widgets per line and random spans, some up to the right
-    margin, a terminal ends up with the same cells as when every run is
-    reached by an absolute move and every segment carries its whole style."""
+    """Moves are relative where that is shorter (pen.Pen) and long runs of
+    blanks are erased (EL, ECH) where the terminal erases in the current
+    background: on random screens of several widgets per line and random
+    spans, some up to the right margin, a terminal ends up looking the same
+    as when every run is reached by an absolute move, every segment carries
+    its whole style and every blank is written."""
     import random
 
     rng = random.Random(20)
@@ -140,7 +142,8 @@ def test_span_updates_paint_what_absolute_moves_paint():
                 segs, x = [], a
                 while x < b:
                     n = rng.randint(1, b - x)
-                    segs.append(Segment("".join(rng.choice("ab  ") for _ in range(n)),
+                    chars = "ab  " if rng.random() < 0.6 else "a" + " " * 15
+                    segs.append(Segment("".join(rng.choice(chars) for _ in range(n)),
                                         rng.choice(styles)))  # fmt: skip
                     x += n
                 line[a] = Strip(segs)
@@ -156,10 +159,48 @@ def test_span_updates_paint_what_absolute_moves_paint():
                 x = x2 + 1
         if not spans:
             continue
-        got, want = vt.Screen(width, height), vt.Screen(width, height)
-        got.feed(SpanUpdate(lines, spans, ends).render_segments(_console()))
+        want = vt.Screen(width, height)
         want.feed(_reference(lines, spans))
-        assert got.cells == want.cells
+        for erase in (False, True):
+            got = vt.Screen(width, height)
+            got.feed(SpanUpdate(lines, spans, ends, erase=erase).render_segments(_console()))
+            assert got.look() == want.look(), erase
+            if not erase:
+                assert got.cells == want.cells
+
+
+def test_blanks_up_to_the_end_of_a_line_are_erased_not_written():
+    grey = Style(color="grey70", bgcolor="black")
+    line = {0: Strip([Segment("bash", grey), Segment(" " * 76, grey)])}
+    out = SpanUpdate([line], [(0, 0, 80)], [[80]], erase=True).render_segments(_console())
+    assert out.count(" ") == 0 and "bash\x1b[K" in out
+    assert "  " * 10 in SpanUpdate([line], [(0, 0, 80)], [[80]]).render_segments(_console())
+    under = {0: Strip([Segment("bash" + " " * 76, Style(bgcolor="black", underline=True))])}
+    out = SpanUpdate([under], [(0, 0, 80)], [[80]], erase=True).render_segments(_console())
+    assert "\x1b[K" not in out  # an erased cell would lose its underline
+
+
+def test_the_sgr_state_is_kept_from_one_update_to_the_next():
+    """An update leaves its last style set; the next one starts from it. Any
+    other write to the terminal comes after a reset (Textual's own repaints
+    state a style without resetting first)."""
+    grey = Style(color="grey70", bgcolor="black")
+    kept = Kept()
+    lines = [{0: Strip([Segment("12", grey)])}]
+    first = SpanUpdate(lines, [(0, 0, 2)], [[2]], kept=kept).render_segments(_console())
+    assert kept.wrote(first + "\x1b[1;1H") == first + "\x1b[1;1H"
+    assert "\x1b[0m" not in first  # no reset at the end
+    assert kept.wrote("\x1b[?2026h") == "\x1b[?2026h"  # synchronized output: no SGR
+    second = SpanUpdate(lines, [(0, 0, 2)], [[2]], kept=kept).render_segments(_console())
+    assert kept.wrote(second) == second == "\x1b[H12"  # the style is still set
+    assert kept.wrote("\x1b[38;5;1mx\x1b[0m") == "\x1b[0m\x1b[38;5;1mx\x1b[0m"
+    assert kept.wrote("\x1b[?1049l") == "\x1b[?1049l"  # unknown now, but reset already
+    third = SpanUpdate(lines, [(0, 0, 2)], [[2]], kept=kept).render_segments(_console())
+    assert third.startswith("\x1b[H\x1b[0;")  # a whole style after someone else wrote
+    screen = vt.Screen(2, 1)
+    for data in (first, second, "\x1b[1mx", third):
+        screen.feed(data)
+    assert screen.cells[0][1] == ("2", (frozenset(), "5;249", "40"))  # not bold
 
 
 def test_the_pen_takes_the_shortest_move():
@@ -168,7 +209,7 @@ def test_the_pen_takes_the_shortest_move():
     pen.wrote(2, 160)
     assert pen.to(33, 24) == "\x1b[16C"  # further along the line
     pen.wrote(2, 160)
-    assert pen.to(34, 24) == "\x1b[B\x1b[2D"  # the same column, a line below
+    assert pen.to(34, 24) == "\x1b[B\b\b"  # the same column, a line below
     pen.wrote(3, 160)
     assert pen.to(34, 2) == "\x1b[3G"  # back to a column near the start
     assert pen.to(34, 159) == "\x1b[157C"

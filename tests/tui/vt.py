@@ -35,6 +35,11 @@ class Screen:
                 self._csi(m.group(1), m.group(2))
                 pos = m.end()
                 continue
+            if data[pos] == "\b":  # backspace: one column left (never past the first)
+                self.wrap = False
+                self.x = max(self.x - 1, 0)
+                pos += 1
+                continue
             assert data[pos] >= " ", f"control character {data[pos]!r} at {pos}"
             self._put(data[pos])
             pos += 1
@@ -111,5 +116,19 @@ class Screen:
                 self.attrs = self.attrs | {a}
             i += 1
 
+    def look(self) -> list[list[tuple[str, Pen]]]:
+        """The cells as they look: a blank shows its background (and only the
+        attributes a blank shows), not its foreground, bold and the like."""
+        return [[_look(ch, pen) for ch, pen in row] for row in self.cells]
+
     def text(self, y: int) -> str:
         return "".join(ch for ch, _ in self.cells[y])
+
+
+BLANK_SHOWS = frozenset({4, 5, 6, 7, 9, 21, 51, 52, 53})  # underline, blink, reverse, strike...
+
+
+def _look(ch: str, pen: Pen) -> tuple[str, Pen]:
+    if ch != " " or pen[0] & BLANK_SHOWS:
+        return ch, pen
+    return ch, (frozenset(), "", pen[2])

@@ -16,18 +16,33 @@ from __future__ import annotations
 import os
 import select
 from codecs import getincrementaldecoder
+from typing import Any
 
 from textual._time import get_time
 from textual._xterm_parser import XTermParser
 from textual.drivers.linux_driver import LinuxDriver
 
+from vstui.app.widgets.sgr import Kept
+
 IDLE_WAIT = 5.0  # seconds between wakes with nothing to do (a safety net only)
 
 
 class QuickEscDriver(LinuxDriver):
-    """LinuxDriver whose input thread waits exactly as long as it must."""
+    """LinuxDriver whose input thread waits exactly as long as it must.
+
+    It also sees every write, so partial updates can leave the terminal's
+    SGR state set for the next one (``sgr.Kept``): anything else written is
+    preceded by a reset when needed.
+    """
 
     _wake_fd = -1
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sgr_kept = Kept()
+
+    def write(self, data: str) -> None:
+        super().write(self.sgr_kept.wrote(data))
 
     def run_input_thread(self) -> None:
         parser = XTermParser(self._debug)

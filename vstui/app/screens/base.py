@@ -69,8 +69,9 @@ class VstuiScreen(StorageActions, Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        # Partial updates write only the refreshed cells (see widgets.paint).
-        self._compositor = SpanCompositor()
+        # Partial updates write only the refreshed cells (see widgets.paint),
+        # in the SGR state the driver keeps between them (QuickEscDriver).
+        self._compositor = SpanCompositor(lambda: getattr(self.app._driver, "sgr_kept", None))
 
     @property
     def vapp(self) -> VstuiApp:

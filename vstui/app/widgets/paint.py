@@ -19,7 +19,10 @@ and a partial update sends a style only where it changes (``sgr``).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+import functools
+import os
+import re
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from itertools import repeat
 
 from rich.cells import cell_len
@@ -33,7 +36,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from vstui.app.widgets.pen import Pen
-from vstui.app.widgets.sgr import SgrState
+from vstui.app.widgets.sgr import Kept, SgrState
 
 # Two changed runs closer than this are sent as one: moving the cursor costs
 # about 8 bytes and restating a style a few more (sgr.SgrState), as much as
@@ -258,14 +261,30 @@ class SpanUpdate(ChopsUpdate):
 
     The cursor is taken to each span by the shortest move from where the
     last one left it (``pen.Pen``), so the line feeds the stock update
-    writes between lines are left out too.
+    writes between lines are left out too. With ``erase`` (the terminal
+    erases in the current background colour: terminfo's bce), a run of
+    blanks is erased instead of written: up to the end of the line with
+    EL (``ESC[K``, 3 bytes for the 80 blanks after a short command line),
+    elsewhere with ECH (``ESC[nX``), stepping over it if more follows.
     """
+
+    def __init__(
+        self, chops: Sequence[Mapping[int, Strip | None]], spans: list[tuple[int, int, int]],
+        chop_ends: list[list[int]], erase: bool = False, kept: Kept | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(chops, spans, chop_ends)
+        self.erase = erase
+        self.kept = kept
 
     def render_segments(self, console: Console) -> str:
         out: list[str] = []
         append = out.append
         sgr = SgrState(console._color_system or ColorSystem.TRUECOLOR)
+        kept = self.kept
+        if kept is not None:
+            sgr.now = kept.now
         pen = Pen()
+        erase = self.erase
         for y, x1, x2 in self.spans:
             ends = self.chop_ends[y]
             width = ends[-1] if ends else 0
@@ -276,12 +295,69 @@ class SpanUpdate(ChopsUpdate):
                 if start > x or stop < end:
                     strip = strip.crop(start - x, stop - x)
                 append(pen.to(y, start))
-                for text, style, _ in strip:
+                if not erase:
+                    for text, style, _ in strip:
+                        append(sgr.to(style))
+                        append(_linked(text, style) if style is not None and style._link else text)
+                    pen.wrote(strip.cell_length, width)
+                    continue
+                col, last = start, len(strip) - 1
+                for i, (text, style, _) in enumerate(strip):
                     append(sgr.to(style))
-                    append(_linked(text, style) if style is not None and style._link else text)
-                pen.wrote(strip.cell_length, width)
-        append(sgr.reset())
-        return "".join(out)
+                    if style is not None and style._link:
+                        append(_linked(text, style))
+                    elif BLANKS in text and erasable(style):
+                        # the run's last blanks need no step over them; at the
+                        # right margin they are the rest of the line
+                        append(_erased(text, y, col, pen, width, i == last, stop == width))
+                        col += cell_len(text)
+                        continue
+                    else:
+                        append(text)
+                    pen.wrote(cell_len(text), width)
+                    col += cell_len(text)
+        if kept is None:
+            append(sgr.reset())
+            return "".join(out)
+        text = "".join(out)
+        kept.expect(text, sgr.now)  # the driver resets it before anything else
+        return text
+
+
+# A run of blanks this long is erased (ECH, and a step over it) rather than written.
+BLANKS = " " * 12
+_BLANK_RUN = re.compile(" {12,}")
+# Attributes a blank shows (an erased cell has none): reverse, underlines, strike...
+_VISIBLE_ON_BLANK = ~0b10000111  # all but bold, dim, italic, conceal
+
+
+def erasable(style: Style | None) -> bool:
+    """Whether a blank of ``style`` looks like an erased cell (its background)."""
+    if style is None:
+        return True
+    return not (style._attributes & style._set_attributes & _VISIBLE_ON_BLANK)
+
+
+def _erased(text: str, y: int, col: int, pen: Pen, width: int, last: bool, edge: bool) -> str:
+    """``text`` written from column ``col`` with its long runs of blanks erased."""
+    out: list[str] = []
+    pos = 0
+    for m in _BLANK_RUN.finditer(text):
+        a, b = m.span()
+        if a > pos:
+            out.append(text[pos:a])
+            pen.wrote(cell_len(text[pos:a]), width)
+        at = col + cell_len(text[:a])
+        if b == len(text) and last:
+            out.append("\x1b[K" if edge else f"\x1b[{b - a}X")  # nothing after it
+            return "".join(out)
+        out.append(f"\x1b[{b - a}X")
+        out.append(pen.to(y, at + b - a))
+        pos = b
+    if pos < len(text):
+        out.append(text[pos:])
+        pen.wrote(cell_len(text[pos:]), width)
+    return "".join(out)
 
 
 def _linked(text: str, style: Style) -> str:
@@ -290,10 +366,40 @@ def _linked(text: str, style: Style) -> str:
 
 
 class SpanCompositor(Compositor):
-    """Textual's compositor, writing partial updates as ``SpanUpdate``."""
+    """Textual's compositor, writing partial updates as ``SpanUpdate``.
+
+    ``kept`` gives the SGR state the driver keeps between updates (None
+    with a driver that does not: each update then ends with a reset).
+    """
+
+    def __init__(self, kept: Callable[[], Kept | None] = lambda: None) -> None:
+        super().__init__()
+        self.kept = kept
 
     def render_partial_update(self) -> ChopsUpdate | None:
         update = super().render_partial_update()
         if update is None:
             return None
-        return SpanUpdate(update.chops, update.spans, update.chop_ends)
+        return SpanUpdate(update.chops, update.spans, update.chop_ends,
+                          erase=background_erase(), kept=self.kept())  # fmt: skip
+
+
+@functools.cache
+def background_erase() -> bool:
+    """Whether the terminal erases in the current background colour (terminfo
+    bce: xterm, VTE, tmux, screen, the Linux console), so EL and ECH paint a
+    run of blanks as writing them would."""
+    term = os.environ.get("TERM", "")
+    if not term or term == "dumb":
+        return False
+    try:
+        import curses
+
+        fd = os.open(os.devnull, os.O_WRONLY)
+        try:
+            curses.setupterm(term, fd)
+        finally:
+            os.close(fd)
+        return curses.tigetflag("bce") == 1
+    except Exception:  # no terminfo entry, no curses: write the blanks
+        return False

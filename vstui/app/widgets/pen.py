@@ -10,9 +10,11 @@ it, so the next run on the same line is reached by moving right
 (``ESC[B``), and so on: ``Pen.to`` picks the shortest of these.
 
 Only sequences every terminal Textual supports knows (ECMA-48 CUP, CHA,
-VPA, CUU/CUD/CUF/CUB) are used. A run that ends at the right margin
-leaves the cursor in the "pending wrap" state, whose next move terminals
-do not agree on: the position is then unknown and the next move absolute.
+VPA, CUU/CUD/CUF/CUB, and BS) are used; never CR or LF, which the tty's
+output settings may translate (Textual leaves ONLCR as it was: LF is CR
+LF). A run that ends at the right margin leaves the cursor in the
+"pending wrap" state, whose next move terminals do not agree on: the
+position is then unknown and the next move absolute.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ def _move(frm: int, to: int, forward: str, back: str, absolute: str) -> str:
 
 
 def horizontal(frm: int, to: int) -> str:
-    """Move along the line from column ``frm`` to ``to``: CUF, CUB or CHA."""
+    """Move along the line from column ``frm`` to ``to``: CUF, CUB or CHA,
+    or a backspace or three (one byte each, where CUB takes three or four)."""
+    if to < frm <= to + 3:
+        return "\b" * (frm - to)
     return _move(frm, to, "C", "D", "G")
 
 

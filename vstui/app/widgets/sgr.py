@@ -85,3 +85,46 @@ class SgrState:
         """The end of the update: back to the default, if not there."""
         have, self.now = self.now, DEFAULT
         return "" if have in (None, DEFAULT) else "\x1b[0m"
+
+
+RESET = "\x1b[0m"
+# Written between two updates without touching the SGR state: the
+# synchronized-output brackets Textual puts around each update.
+NEUTRAL = frozenset({"\x1b[?2026h", "\x1b[?2026l"})
+
+
+class Kept:
+    """The SGR state the last partial update left the terminal in, kept
+    across updates while nothing else is written in between.
+
+    Each update used to end with a reset, and the next one to start with a
+    whole style (``ESC[0;38;5;188;48;5;16m``): 25 bytes a second on a
+    screen whose only change is one figure. The driver passes every write
+    through ``wrote``: the update's own text leaves the state the update
+    ended with; anything else (Textual's full repaints, which write a style
+    without a reset before it, the terminal modes at exit) is preceded by a
+    reset when the state is not the default, after which it is unknown.
+    """
+
+    __slots__ = ("_expected", "now")
+
+    def __init__(self) -> None:
+        self.now: Parts | None = None  # None: unknown
+        self._expected: tuple[str, Parts | None] | None = None
+
+    def expect(self, text: str, state: Parts | None) -> None:
+        """An update is about to be written: ``text``, leaving ``state``."""
+        self._expected = (text, state)
+
+    def wrote(self, data: str) -> str:
+        """What to write for ``data``: itself, after a reset if it needs one."""
+        expected, self._expected = self._expected, None
+        if expected is not None and data.startswith(expected[0]):
+            self.now = expected[1]
+            return data
+        if data in NEUTRAL:
+            return data
+        now, self.now = self.now, None
+        if now is None or now == DEFAULT or data.startswith(RESET):
+            return data
+        return RESET + data
