@@ -23,7 +23,7 @@ from tests.tui.helpers import make_app, settle
 from vstui.app.steady import CPU, RATE, Steadier
 from vstui.app.steady import settle as settle_value
 from vstui.app.widgets.linetable import LineTable
-from vstui.app.widgets.paint import SpanUpdate, best_shift, changed_spans
+from vstui.app.widgets.paint import SpanUpdate, best_shift, changed_spans, extend_shift
 from vstui.app.widgets.pen import Pen
 from vstui.app.widgets.sgr import Kept, _on, parts
 
@@ -224,6 +224,22 @@ def test_best_shift_finds_rows_that_moved_together():
     assert best_shift(old, ["head", "b", "c", "d", "e", None]) == (2, 5, -1)
     assert best_shift(old, ["head", "a", "b", "c", "d", "e"]) is None
     assert best_shift(old, ["head", "x", "a", "y", "b", "z"]) is None  # nothing moved as a block
+
+
+def test_a_shift_carries_the_rows_below_it_along_down_to_one_in_place():
+    """A row inserted above a list moves the rest of it: the rows below the
+    matched block (new short-lived children, like the ones before them) go
+    along, so they land on rows like them, not on rows the scroll blanked."""
+    old = {0: "head", 1: "a", 2: "b", 3: "c", 4: "kid1", 5: "kid2", 6: "x"}
+    new = ["head", "new", "a", "b", "c", "kid3", "kid4"]
+    assert best_shift(old, new) == (1, 3, 1)
+    assert extend_shift(old, new, 1, 3, 1) == (1, 5, 1)  # to the end of the widget
+    old = {0: "head", 1: "a", 2: "b", 3: "c", 4: "kid1", 5: "z", 6: "y"}
+    new = ["head", "new", "a", "b", "c", "z", "y"]
+    assert extend_shift(old, new, 1, 3, 1) == (1, 3, 1)  # z is in its place already
+    old = {0: "head", 1: "gone", 2: "a", 3: "b", 4: "c", 5: "kid1", 6: "kid2"}
+    new = ["head", "a", "b", "c", "kid3", "kid4", None]
+    assert extend_shift(old, new, *best_shift(old, new)) == (2, 6, -1)
 
 
 def test_settle_hides_noise_and_shows_real_changes():

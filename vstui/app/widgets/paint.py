@@ -171,7 +171,10 @@ class PaintedLines:
         tokens = [token for token, _ in lines]
         for _ in range(MAX_SHIFTS):  # each shift lines up one more block
             block = best_shift(self.tokens, tokens)
-            if block is None or not scroll_lines(self.widget, *block):
+            if block is None:
+                break
+            block = extend_shift(self.tokens, tokens, *block)
+            if not scroll_lines(self.widget, *block):
                 break
             self._shift(*block)
         regions: list[Region] = []
@@ -220,6 +223,34 @@ def best_shift(
             best = (at, at + length - 1, by)
         y = end + 1
     return best
+
+
+def extend_shift(
+    old: Mapping[int, Hashable], new: Sequence[Hashable], top: int, bottom: int, by: int
+) -> tuple[int, int, int]:
+    """The block ``top..bottom`` (old rows) moving by ``by``, with the rows
+    below it that move along: every one down to the first that is in its
+    place already (or whose new place is), or the widget's end.
+
+    A row inserted above a list moves the whole rest of it; the rows below
+    a block of matching keys are mostly of the same kind (the next
+    short-lived children of the same parent, with the same command line),
+    so carried along they land next to rows like them and need a few
+    digits repainted, where the rows a scroll left blank need all of theirs.
+    """
+    height = len(new)
+    end = bottom
+    while True:
+        y = end + 1
+        to = y + by
+        if y >= height or to >= height or to < 0:
+            break
+        if (old.get(y) is not None and new[y] == old.get(y)) or (
+            new[to] is not None and new[to] == old.get(to)
+        ):
+            break
+        end = y
+    return top, end, by
 
 
 def scroll_lines(widget: Widget, top: int, bottom: int, by: int) -> bool:
