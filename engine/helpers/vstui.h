@@ -436,44 +436,57 @@ static inline int vs_join_tasks(const char *tasks) {
 
 /* -- user namespaces ------------------------------------------------------------------ */
 
+/* The child of vs_make_userns: it shares our memory (CLONE_VM), so it makes only raw
+ * system calls (no errno, no libc state): it waits for EOF on the pipe, then exits. */
+static inline int vs_userns_holder(void *arg) {
+    const int *done = arg;
+    char c;
+    syscall(SYS_close, done[1]);
+    syscall(SYS_read, done[0], &c, 1);
+    syscall(SYS_exit, 0);
+    return 0;
+}
+
 /* A new user namespace whose ids 0..count-1 are host ids base..: its fd, or -1.
  * Its owner is host uid/gid `base` (the guest's root), not root: the kernel
  * charges per-user counts (inotify instances and watches, user namespaces,
  * mqueue bytes) to the namespace's owner on the host as well, so each guest
  * gets its own budget instead of sharing root's (kernel/ucount.c). The owner is
  * the creator's effective id, so we take `base` as effective id just around a
- * clone3(CLONE_NEWUSER): the namespace exists when clone3 returns and we write
+ * clone(CLONE_NEWUSER): the namespace exists when clone returns and we write
  * its maps at once, without waiting for the child to run (each such hand-off
  * cost a scheduler wait, about 3 ms at the median on a busy host). Only the
  * effective ids change: real and saved stay 0, so going back to euid 0
  * restores the effective capabilities (security/commoncap.c
  * cap_emulate_setxuid). The child only holds the namespace until we have
- * its fd; it exits on EOF and is reaped by the caller (`*child`). */
+ * its fd; it exits on EOF and is reaped by the caller (`*child`). It shares
+ * our memory (CLONE_VM), on a stack of its own: no copy of our page tables to
+ * make (the whole step took 0.17 ms of a start with a fork, 0.12-0.15 now). The
+ * stack is never freed: the child may still run after we return; one per call,
+ * and a start makes one namespace. */
 static inline int vs_make_userns(unsigned long long base, unsigned long long count,
                                  pid_t *child) {
-    int done[2], fd = -1, err = 0;
-    char path[64], map[64], c;
-    struct clone_args args = {.flags = CLONE_NEWUSER, .exit_signal = SIGCHLD};
+    enum { STACK = 16384 };
+    int *done = malloc(2 * sizeof(int) + STACK), fd = -1, err = 0;
+    char path[64], map[64];
     long pid = -1;
     *child = -1;
-    if (pipe2(done, O_CLOEXEC) < 0)
+    if (!done || pipe2(done, O_CLOEXEC) < 0) {
+        free(done);
         return -1;
+    }
+    char *stack = (char *)(done + 2) + STACK; /* it grows down */
+    stack = (char *)((uintptr_t)stack & ~(uintptr_t)15);
     if (setresgid(-1, (gid_t)base, -1) < 0 || setresuid(-1, (uid_t)base, -1) < 0) {
         err = errno;
     } else {
-        pid = syscall(SYS_clone3, &args, sizeof args);
-        if (pid == 0) {
-            close(done[1]);
-            (void)!read(done[0], &c, 1);
-            _exit(0);
-        }
+        pid = clone(vs_userns_holder, stack, CLONE_VM | CLONE_NEWUSER | SIGCHLD, done);
         err = pid < 0 ? errno : 0;
     }
     /* back to root before anything else; failing that, nothing may go on as `base` */
     if (setresuid(-1, 0, -1) < 0 || setresgid(-1, 0, -1) < 0)
         abort();
     prctl(PR_SET_DUMPABLE, 1, 0, 0, 0); /* the id change cleared it */
-    close(done[0]);
     if (pid > 0) {
         int n = snprintf(map, sizeof map, "0 %llu %llu\n", base, count);
         snprintf(path, sizeof path, "/proc/%ld/ns/user", pid);
@@ -490,7 +503,12 @@ static inline int vs_make_userns(unsigned long long base, unsigned long long cou
             err = errno;
         *child = (pid_t)pid;
     }
-    close(done[1]); /* the child reads EOF and exits */
+    /* the child reads EOF once both write ends are closed (its own copy, in its own
+     * descriptor table, it closes first); the pipe's memory is its stack: kept */
+    close(done[0]);
+    close(done[1]);
+    if (pid < 0)
+        free(done);
     errno = err;
     return fd;
 }
