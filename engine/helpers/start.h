@@ -360,6 +360,55 @@ static int st_idmount(struct st *s, struct vs_field *a, long at) {
     return st_keep(s, tree, 0, (flags & MS_RDONLY) != 0, a[0].s, a[1].s);
 }
 
+/* N TARGET FLAGS DATA (NAME MAJOR MINOR MODE)...: a user-namespaced guest's /dev, made
+ * here: a tmpfs with these character devices in it (the guest may make none: mknod
+ * needs CAP_MKNOD in the host's user namespace), seen through the guest's ids. One
+ * file system instead of a host node bound per device (each a clone here, a file and
+ * a mount in B). The superblock is the host's: the guest cannot remount it (size,
+ * nodev) nor, the mount being locked, take nosuid or noexec off. */
+static int st_iddev(struct st *s, struct vs_field *a, long at) {
+    long long n;
+    unsigned long long flags;
+    (void)at;
+    vs_ll(a[0].s, 10, &n); /* checked by the parser */
+    if (n < 3 || (n - 3) % 4 || vs_ull(a[2].s, 10, &flags) < 0)
+        return st_fail(s, "start plan: bad iddev");
+    const char *target = a[1].s;
+    if (st_target(s, "mount", target, 1) < 0)
+        return -1;
+    unsigned attrs = (flags & MS_NOSUID ? MOUNT_ATTR_NOSUID : 0) |
+                     (flags & MS_NODEV ? MOUNT_ATTR_NODEV : 0) |
+                     (flags & MS_NOEXEC ? MOUNT_ATTR_NOEXEC : 0) |
+                     (flags & MS_STRICTATIME ? MOUNT_ATTR_STRICTATIME : 0);
+    int fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC), tree = -1;
+    if (fs >= 0 && st_fsconfig(fs, "tmpfs", a[3].s) == 0)
+        tree = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, attrs);
+    int err = errno;
+    if (fs >= 0)
+        close(fs);
+    if (tree < 0)
+        return st_fail(s, "mount tmpfs on %s: %s", target, strerror(err));
+    mode_t mask = umask(0); /* the modes as planned, without a chmod each */
+    for (long long k = 4; k + 3 <= n; k += 4) { /* made before the idmapping: host root's */
+        unsigned long long major, minor, mode;
+        const char *name = a[k].s;
+        if (vs_ull(a[k + 1].s, 10, &major) < 0 || vs_ull(a[k + 2].s, 10, &minor) < 0 ||
+            vs_ull(a[k + 3].s, 8, &mode) < 0 || strchr(name, '/')) {
+            umask(mask);
+            close(tree);
+            return st_fail(s, "start plan: bad device %s", name);
+        }
+        if (mknodat(tree, name, S_IFCHR | (mode_t)(mode & 0777), makedev(major, minor)) < 0) {
+            err = errno;
+            umask(mask);
+            close(tree);
+            return st_fail(s, "device %s/%s: %s", target, name, strerror(err));
+        }
+    }
+    umask(mask);
+    return st_keep(s, tree, 0, 0, "tmpfs", target);
+}
+
 /* PATH: a detached bind of a host file, for B to attach after pivot_root (B, maybe the
  * guest's root already, may not reach it: run directories are root's). */
 static int st_view(struct st *s, struct vs_field *a, long at) {

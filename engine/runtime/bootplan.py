@@ -93,6 +93,8 @@ START_OPS: dict[str, int] = {
     "idroot": 3,  # PATH DEV INO: the tree, checked, cloned and idmapped for A
     "idbind": 6,  # SRC DEV INO TARGET RO REC: a host directory, the same way
     "idmount": 6,  # SRC TARGET FSTYPE FLAGS HASDATA DATA: a new file system, idmapped
+    # N TARGET FLAGS DATA (NAME MAJOR MINOR MODE)...: a tmpfs with these device nodes, idmapped
+    "iddev": COUNTED,
     "rlimit": 3,  # RES SOFT HARD: A sets it before it becomes the guest's root
     "nice": 1,  # N: the same
     "unshare": 1,  # FLAGS
@@ -168,6 +170,9 @@ def _before(w: Writer, step: P.Step, kind: str = "host") -> None:
     elif isinstance(step, P.HostMount):
         flags, data = P.mount_options(step.options)
         w.op(f"{kind}mount", *_mount_args(step.source, step.target, step.fstype, flags, data))
+    elif isinstance(step, P.HostDev) and kind == "id":
+        nodes = [field for node in step.nodes for field in (*node[:3], format(node[3], "o"))]
+        w.op("iddev", 3 + len(nodes), step.target, step.flags, step.data, *nodes)
     else:
         raise TypeError(f"not a before-pivot step: {step!r}")
 

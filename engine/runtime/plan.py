@@ -125,13 +125,26 @@ class View(Record):
 
     Opened before pivot_root (the host is out of reach after it) and
     attached here, in plan order: e.g. the guest's /proc/meminfo, the
-    supervisor's notify socket; in a user namespace, where mknod is not
-    allowed, /dev/null and the other device nodes.
+    supervisor's notify socket.
     """
 
     __slots__ = _fields = ("source", "target")
     source: str
     target: str
+
+
+class HostDev(Record):
+    """A user-namespaced guest's /dev, made on the host side (before pivot_root, like the
+    tree's binds): a fresh tmpfs with the device ``nodes`` (name, major, minor, mode) in it,
+    seen through the guest's ids. The guest may make no device node (mknod needs
+    CAP_MKNOD in the host's user namespace); the file system is the host's, so its
+    size and options are not the guest's to change either."""
+
+    __slots__ = _fields = ("target", "flags", "data", "nodes")
+    target: str
+    flags: int  # MS_* of the mount (no MS_NODEV: the nodes must work)
+    data: str
+    nodes: tuple[tuple[str, int, int, int], ...]
 
 
 class Console(Record):
@@ -165,6 +178,7 @@ Step = (
     | Symlink
     | File
     | View
+    | HostDev
     | Console
     | HostTree
 )
@@ -259,28 +273,22 @@ class StartPlan(Record):
 # -- building --------------------------------------------------------------------
 
 
-def dev_nodes(userns: bool) -> list[Step]:
-    """The device nodes: made (mknod), or in a user namespace the host's bound read-only."""
-    if not userns:
-        return [Device(f"/dev/{name}", major, minor) for name, major, minor in DEVICES]
-    out: list[Step] = []
-    for name, _, _ in DEVICES:
-        out += [File(f"/dev/{name}", b"", 0o666), View(f"/dev/{name}", f"/dev/{name}")]
-    return out
+DEV_FLAGS = _libc.MS_NOSUID | _libc.MS_NOEXEC | _libc.MS_STRICTATIME
+DEV_DATA = f"mode=755,size={DEV_SIZE}"
+
+
+def host_dev() -> HostDev:
+    """A user-namespaced guest's /dev tmpfs with its nodes, made on the host side."""
+    return HostDev("/dev", DEV_FLAGS, DEV_DATA, tuple((n, ma, mi, 0o666) for n, ma, mi in DEVICES))
 
 
 def dev_steps(shm_size: int = SHM_SIZE, userns: bool = False) -> list[Step]:
-    """A minimal /dev on tmpfs: nodes, devpts (own instance), shm, mqueue, links."""
-    steps: list[Step] = [
-        Mount(
-            "tmpfs",
-            "/dev",
-            "tmpfs",
-            _libc.MS_NOSUID | _libc.MS_NOEXEC | _libc.MS_STRICTATIME,
-            f"mode=755,size={DEV_SIZE}",
-        ),  # fmt: skip
-    ]
-    steps += dev_nodes(userns)
+    """A minimal /dev on tmpfs: nodes, devpts (own instance), shm, mqueue, links. In a user
+    namespace the tmpfs and its nodes come from the host side (host_dev): the rest here."""
+    steps: list[Step] = []
+    if not userns:
+        steps.append(Mount("tmpfs", "/dev", "tmpfs", DEV_FLAGS, DEV_DATA))
+        steps += [Device(f"/dev/{name}", major, minor) for name, major, minor in DEVICES]
     steps += [
         Mount(
             "devpts",
@@ -474,7 +482,8 @@ def build(
     facts = facts or Facts()
     own_netns = cfg.netmode != "host"
     userns = facts.idmap is not None
-    before: list[Step] = [host_bind(b.source, b.target, b.readonly, b.recursive) for b in binds]
+    before: list[Step] = [host_dev()] if userns else []
+    before += [host_bind(b.source, b.target, b.readonly, b.recursive) for b in binds]
     before += [extra_mount(m) for m in cfg.mounts]
     shm = SHM_SIZE if not cfg.memory else min(SHM_SIZE, max(cfg.memory // 2, 1 << 20))
     fresh = [PROC_MOUNT, sys_mount(own_netns, userns)]

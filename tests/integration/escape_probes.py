@@ -348,6 +348,9 @@ def p15_block_device() -> dict:
     return {
         "mknod_block": attempt(os.mknod, "/tmp/sda", stat.S_IFBLK | 0o600, os.makedev(8, 0)),
         "mknod_char_mem": attempt(os.mknod, "/tmp/mem", stat.S_IFCHR | 0o600, os.makedev(1, 1)),
+        # /dev is a tmpfs without nodev (in a user-namespaced guest the host's own)
+        "mknod_dev_block": attempt(os.mknod, "/dev/sda", stat.S_IFBLK | 0o600, os.makedev(8, 0)),
+        "mknod_dev_mem": attempt(os.mknod, "/dev/mem", stat.S_IFCHR | 0o600, os.makedev(1, 1)),
         "block_nodes_in_dev": blocks,
         "mount_ext4": libc_mount("/dev/sda", "/mnt", "ext4"),
     }

@@ -50,6 +50,25 @@ def test_default_guest_maps_its_own_block(vroot: Paths) -> None:
 
 
 @USERNS
+def test_dev_is_a_host_made_tmpfs_the_guest_cannot_change(vroot: Paths) -> None:
+    """/dev: a tmpfs made on the host side with the device nodes (the guest may make
+    none), idmapped: its nodes are root's inside, and its options are not the guest's."""
+    with Guest(vroot, {"V_USERNS": "yes"}) as g:
+        nodes = ok(g.sh("stat -c '%n %u %F %t:%T %a' /dev/null /dev/zero /dev/tty")).split("\n")
+        assert nodes[:3] == ["/dev/null 0 character special file 1:3 666",
+                             "/dev/zero 0 character special file 1:5 666",
+                             "/dev/tty 0 character special file 5:0 666"]  # fmt: skip
+        assert ok(g.sh("echo x > /dev/null && head -c 3 /dev/zero | wc -c")) == "3\n"
+        dev = next(line for line in ok(g.sh("cat /proc/self/mountinfo")).splitlines()
+                   if line.split()[4] == "/dev")  # fmt: skip
+        assert "idmapped" in dev and "nosuid" in dev and "noexec" in dev and "nodev" not in dev
+        # the guest's root makes files there (root's inside and in the tmpfs), no device
+        assert ok(g.sh("touch /dev/made; stat -c %u /dev/made")) == "0\n"
+        refused = g.sh("mknod /dev/mem c 1 1 || mount -o remount,size=64m /dev || umount /dev")
+        assert refused.returncode != 0 and "/dev/mem" not in ok(g.sh("ls /dev"))
+
+
+@USERNS
 def test_blocks_are_disjoint_and_kept_across_restarts(vroot: Paths) -> None:
     with Guest(vroot, {"V_USERNS": "yes"}) as a, Guest(vroot, {"V_USERNS": "yes"}) as b:
         first_a, first_b = uid_map(a)[1], uid_map(b)[1]

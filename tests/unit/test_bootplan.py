@@ -214,8 +214,15 @@ def test_userns_host_side_makes_the_idmapped_mounts_and_sets_the_limits(tmp_path
         a for n, a in steps if n == "rlimit"
     ]
     assert dict(steps)["nice"] == [b"5"]
-    # the view ops: the device nodes, bound from the host (mknod is refused in a userns)
-    assert [a[0] for n, a in steps if n == "view"][:2] == [b"/dev/null", b"/dev/zero"]
+    # /dev: a tmpfs made on the host side with the device nodes (mknod is refused in a
+    # userns), before the tree's binds; no node is a view of the host's any more
+    assert seen.index("idroot") < seen.index("iddev") < seen.index("idbind")
+    iddev = dict(steps)["iddev"]
+    assert iddev[:4] == [b"%d" % (len(iddev) - 1), b"/dev", b"%d" % P.DEV_FLAGS,
+                         P.DEV_DATA.encode()]  # fmt: skip
+    assert iddev[4:12] == [b"null", b"1", b"3", b"666", b"zero", b"1", b"5", b"666"]
+    assert not P.DEV_FLAGS & P._libc.MS_NODEV  # the nodes must work
+    assert not [a for n, a in steps if n == "view" and a[0].startswith(b"/dev/")]
 
 
 def test_userns_boot_plan(tmp_path: Path) -> None:
@@ -232,8 +239,11 @@ def test_userns_boot_plan(tmp_path: Path) -> None:
         b"sysfs",
     ]
     assert "device" not in seen and "rlimit" not in seen and "nice" not in seen
-    views = [a for n, a in steps if n == "viewmount"]
-    assert [b"/dev/null"] in views and seen.index("stdio") < seen.index("confine")
+    # /dev is the host side's (iddev): B mounts no tmpfs there and makes no node
+    assert [b"tmpfs", b"/dev"] not in [a[:2] for n, a in steps if n == "mount"]
+    assert not [a for n, a in steps if n in ("file", "viewmount") and a[0] == b"/dev/null"]
+    assert seen.index("pivot") < seen.index("mount") < seen.index("console") < seen.index("stdio")
+    assert seen.index("stdio") < seen.index("confine")
 
 
 def test_userns_without_own_netns_binds_the_hosts_sys(tmp_path: Path) -> None:
