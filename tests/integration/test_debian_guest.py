@@ -31,6 +31,7 @@ import pytest
 
 from engine.config import update_config
 from engine.paths import Paths
+from tests.integration.debian_mirror import skip_if_unreachable
 
 # the first run on a machine downloads the image (debootstrap): more than the usual 300 s
 # host_source: the host needs an IPv4 source address to reach the guests
@@ -58,6 +59,7 @@ def _debootstrap_tarball(work: Path) -> Path:
     argv = ["debootstrap", "--variant=minbase", "--include=openssh-server", SUITE, str(tree)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
+        skip_if_unreachable(done.stderr + done.stdout)
         pytest.fail(f"debootstrap failed: {(done.stderr or done.stdout)[-500:]}")
     tarball = work / f"{SUITE}.tar.gz"
     subprocess.run(

@@ -18,6 +18,7 @@ from engine.paths import Paths
 from engine.rootfs import guestinit
 from engine.rootfs.debootstrap import cache_dir, parse_include
 from engine.rootfs.templates import TemplateArgs
+from tests.integration.debian_mirror import skip_if_unreachable
 from tests.integration.test_systemd_guest import CACHE as SYSTEMD_CACHE
 from tests.integration.test_systemd_guest import INCLUDE as SYSTEMD_INCLUDE
 from tests.integration.test_systemd_guest import SUITES as SYSTEMD_SUITES
@@ -259,7 +260,11 @@ def test_debootstrap_guest_is_a_bootable_system(vroot: Paths, suite: str) -> Non
     args = TemplateArgs(
         include=parse_include([SYSTEMD_INCLUDE]), cache=cache_dir(Path(SYSTEMD_CACHE))
     )
-    cfg = rootfs.build(vroot, "deb", f"debootstrap:{suite}", template_args=args)
+    try:
+        cfg = rootfs.build(vroot, "deb", f"debootstrap:{suite}", template_args=args)
+    except VstuiError as e:
+        skip_if_unreachable(str(e))
+        raise
     tree = vroot.guest_root("deb")
     assert (tree / "usr/bin/apt-get").exists() and (tree / "usr/sbin/nginx").exists()
     assert (tree / "etc/hostname").read_text() == "deb\n"

@@ -28,6 +28,7 @@ import pytest
 
 from engine.paths import Paths
 from engine.runtime import state
+from tests.integration.debian_mirror import skip_if_unreachable
 from tests.integration.test_debian_guest import (
     authorize_root_key,
     free_address,
@@ -68,7 +69,10 @@ class SystemdGuest:
                 "--hostname", f"{self.name}.test", "--ip", f"{self.address}/24"]  # fmt: skip
         for key, value in (values or {}).items():
             args += ["--set", f"{key}={value}"]
-        ok(vserver(paths, self.name, *args, timeout=1800))
+        built = vserver(paths, self.name, *args, timeout=1800)
+        if built.returncode != 0:
+            skip_if_unreachable(built.stderr)
+        ok(built)
         self.tree = paths.guest_root(self.name)
         self.started = 0.0
 
