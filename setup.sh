@@ -135,7 +135,7 @@ case "${1:-}" in
         .venv/bin/ruff format --check .
         .venv/bin/vulture          # dead code ([tool.vulture] in pyproject.toml)
         .venv/bin/lint-imports     # the import contracts ([tool.importlinter])
-        exec .venv/bin/pytest -q -p no:cacheprovider ;;
+        exec .venv/bin/pytest -q -rs -p no:cacheprovider ;;  # -rs: each skip with its reason
     *)
         echo "usage: ./setup.sh demo | test | install | bench" >&2
         exit 2 ;;
