@@ -191,10 +191,14 @@ def test_the_sgr_state_is_kept_from_one_update_to_the_next():
     assert kept.wrote(first + "\x1b[1;1H") == first + "\x1b[1;1H"
     assert "\x1b[0m" not in first  # no reset at the end
     assert kept.wrote("\x1b[?2026h") == "\x1b[?2026h"  # synchronized output: no SGR
+    scroll = "\x1b[3;9r\x1b[3;1H\x1b[2L\x1b[r"  # paint.scroll_lines
+    assert kept.wrote(scroll) == scroll
     second = SpanUpdate(lines, [(0, 0, 2)], [[2]], kept=kept).render_segments(_console())
     assert kept.wrote(second) == second == "\x1b[H12"  # the style is still set
     assert kept.wrote("\x1b[38;5;1mx\x1b[0m") == "\x1b[0m\x1b[38;5;1mx\x1b[0m"
     assert kept.wrote("\x1b[?1049l") == "\x1b[?1049l"  # unknown now, but reset already
+    kept.now = parts(grey, ColorSystem.EIGHT_BIT)
+    assert kept.wrote("\x1b[?1049l") == "\x1b[0m\x1b[?1049l"  # the exit: the shell's colours
     third = SpanUpdate(lines, [(0, 0, 2)], [[2]], kept=kept).render_segments(_console())
     assert third.startswith("\x1b[H\x1b[0;")  # a whole style after someone else wrote
     screen = vt.Screen(2, 1)

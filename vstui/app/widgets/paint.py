@@ -278,7 +278,9 @@ def scroll_lines(widget: Widget, top: int, bottom: int, by: int) -> bool:
     if low < 0 or high >= widget.region.height:
         return False
     op = f"{by}L" if by > 0 else f"{-by}M"
-    driver.write(f"\x1b[0m\x1b[{low + oy};{high + oy}r\x1b[{low + oy};1H\x1b[{op}\x1b[r")
+    # No reset first: the lines the terminal clears take the background set
+    # now, and are drawn again whole (PaintedLines._shift forgets them).
+    driver.write(f"\x1b[{low + oy};{high + oy}r\x1b[{low + oy};1H\x1b[{op}\x1b[r")
     return True
 
 

@@ -11,6 +11,8 @@ reset, so whatever Textual writes next starts from the default.
 
 from __future__ import annotations
 
+import re
+
 from rich.color import ColorSystem
 from rich.style import Style
 
@@ -89,8 +91,12 @@ class SgrState:
 
 RESET = "\x1b[0m"
 # Written between two updates without touching the SGR state: the
-# synchronized-output brackets Textual puts around each update.
+# synchronized-output brackets Textual puts around each update, and moves
+# of the cursor or of lines (paint.scroll_lines: the lines it clears are
+# drawn again whole). Not the other modes: leaving the alternate screen at
+# exit must come after a reset, or the shell prints in the console's colours.
 NEUTRAL = frozenset({"\x1b[?2026h", "\x1b[?2026l"})
+MOVES = re.compile(r"(?:\x1b\[[0-9;]*[rHLMABCDGd])+")
 
 
 class Kept:
@@ -122,7 +128,7 @@ class Kept:
         if expected is not None and data.startswith(expected[0]):
             self.now = expected[1]
             return data
-        if data in NEUTRAL:
+        if data in NEUTRAL or MOVES.fullmatch(data):
             return data
         now, self.now = self.now, None
         if now is None or now == DEFAULT or data.startswith(RESET):
