@@ -69,7 +69,8 @@ def test_guests_sort_and_filter(tmp_path):
 def test_sort_picker_opens_over_the_table_without_a_screen_switch(tmp_path):
     """The picker is part of the table's screen: opening and closing it
     neither switches screens (a full repaint of the screen below) nor
-    rebuilds the key footer, whose keys stay the same."""
+    rebuilds the key footer, whose keys stay the same; the focus stays on
+    the table (moving it restyled the table and repainted the whole screen)."""
     app = make_app(tmp_path, first_screen="processes")
     rebuilt: list[object] = []
 
@@ -87,7 +88,7 @@ def test_sort_picker_opens_over_the_table_without_a_screen_switch(tmp_path):
         await pilot.press("greater_than_sign")
         await settle(pilot)
         assert app.screen is screen and "Sort by" in screen_text(app)
-        assert screen.query_one("#sortpick OptionList").has_focus
+        assert screen.table.has_focus and screen.query_one("#sortpick OptionList").highlighted == 0
         await pilot.press("down", "down", "enter")  # CPU%, memory, PID
         await settle(pilot)
         assert app.screen is screen and "Sort by" not in screen_text(app)
@@ -99,6 +100,36 @@ def test_sort_picker_opens_over_the_table_without_a_screen_switch(tmp_path):
         assert rebuilt == []
 
     drive(app, scenario, size=(160, 48))
+
+
+def test_sort_picker_takes_its_keys_and_clicks_while_the_table_keeps_the_focus(tmp_path):
+    """The table keeps the focus under the picker: the picker still gets its
+    keys (j/k, home/end, enter, escape) and a click on an option picks it; a
+    click elsewhere or the focus moving away (the filter box) closes it."""
+    app = make_app(tmp_path, first_screen="processes")
+
+    async def scenario(pilot):
+        screen = app.screen
+        picker = screen.query_one("#sortpick")
+        options = screen.query_one("#sortpick OptionList")
+        await pilot.press("greater_than_sign", "j", "j", "k", "end", "home", "j")
+        assert picker.shown and options.highlighted == 1 and screen.table.cursor_row == 0
+        await pilot.press("enter")  # memory
+        assert not picker.shown and screen.table.sort_key == "rss"
+        await pilot.press("greater_than_sign")
+        await pilot.click(options, offset=(2, 2))  # the third option: PID
+        await settle(pilot)
+        assert not picker.shown and screen.table.sort_key == "pid"
+        assert screen.table.has_focus
+        await pilot.press("greater_than_sign")
+        await pilot.click(screen.table, offset=(60, 15))
+        assert not picker.shown and screen.table.sort_key == "pid"
+        await pilot.press("greater_than_sign", "slash")  # the filter box takes the focus
+        assert not picker.shown and screen.query_one("#filter").has_focus
+        await pilot.press("j")  # typed into the filter, not a move in a hidden picker
+        assert screen.query_one("#filter").value == "j" and options.highlighted == 2
+
+    drive(app, scenario, size=(100, 30))
 
 
 def test_detail_screen_shows_config_gauges_tree_and_log(tmp_path):

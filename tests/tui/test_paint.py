@@ -343,14 +343,15 @@ def test_a_row_whose_item_changed_but_reads_the_same_is_not_built_again(tmp_path
 
 
 def test_a_focus_change_rebuilds_only_the_cursor_row(tmp_path: Path):
-    """Focus changes only the cursor's colour: opening the sort picker over
-    10,000 processes rebuilt every line of the table."""
+    """Focus changes only the cursor's colour: the focus leaving the table
+    (to the sort picker, when it took the focus) over 10,000 processes
+    rebuilt every line of the table."""
 
     async def check(pilot: Pilot, table: LineTable) -> None:
         built: list[object] = []
         real = table._line
         table._line = lambda *a: built.append(a) or real(*a)
-        await pilot.press("greater_than_sign")  # the picker takes the focus
+        table.screen.set_focus(None)
         await pilot.pause()
         assert not table.has_focus and len(built) == 1
 
@@ -359,7 +360,8 @@ def test_a_focus_change_rebuilds_only_the_cursor_row(tmp_path: Path):
 
 def test_a_focus_change_repaints_only_the_cursor_row(tmp_path: Path):
     """Textual repaints a widget whole when it gains or loses the focus: the
-    sort picker opening and closing sent every line of the table twice."""
+    sort picker opening and closing (when it took the focus) sent every line
+    of the table twice."""
 
     async def check(pilot: Pilot, table: LineTable) -> None:
         asked: list[tuple[Region, ...]] = []
@@ -372,8 +374,8 @@ def test_a_focus_change_repaints_only_the_cursor_row(tmp_path: Path):
 
         Widget.refresh = spy  # type: ignore[method-assign]
         try:
-            for key in ("greater_than_sign", "escape"):  # picker takes the focus, gives it back
-                await pilot.press(key)
+            for focused in (None, table):  # the focus leaves the table, comes back
+                table.screen.set_focus(focused)
                 await pilot.pause()
         finally:
             Widget.refresh = real  # type: ignore[method-assign]
@@ -406,6 +408,41 @@ def _console():
     from rich.console import Console
 
     return Console(color_system="256", force_terminal=True, width=80)
+
+
+def test_the_sort_picker_leaves_the_focus_and_the_table_alone(tmp_path: Path):
+    """The picker took the focus from the table and gave it back: each way a
+    restyle of both, the cursor's line built and repainted, the whole screen
+    repainted (Textual's Screen.focused) and the key footer a frame later.
+    Now it opens and closes over a table that keeps the focus; the table
+    builds no line and is asked to repaint nothing (the compositor redraws
+    what the picker covered from the lines already built)."""
+
+    async def check(pilot: Pilot, table: LineTable) -> None:
+        screen = table.screen
+        built: list[object] = []
+        real_line = table._line
+        table._line = lambda *a: built.append(a) or real_line(*a)
+        asked: list[tuple[Widget, tuple[Region, ...]]] = []
+        real = Widget.refresh
+
+        def spy(self: Widget, *regions: Region, **kw: bool) -> Widget:
+            if self is table or self is screen:
+                asked.append((self, regions))
+            return real(self, *regions, **kw)
+
+        Widget.refresh = spy  # type: ignore[method-assign]
+        try:
+            for key in ("greater_than_sign", "down", "escape", "greater_than_sign", "escape"):
+                await pilot.press(key)
+                await pilot.pause()
+                assert table.has_focus, key
+        finally:
+            Widget.refresh = real  # type: ignore[method-assign]
+        assert built == [] and asked == []
+        assert table.sort_key == "cpu"  # escape picks nothing
+
+    on_procs_table(tmp_path, check)
 
 
 def test_control_characters_never_reach_the_terminal(tmp_path: Path):

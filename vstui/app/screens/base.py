@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.timer import Timer
@@ -206,10 +206,29 @@ class TableScreen(VstuiScreen):
     def action_sort(self) -> None:
         self.query_one(SortPicker).open(self.table.sort_key or "")
 
-    @on(SortPicker.Closed)
-    def _sorted(self, event: SortPicker.Closed) -> None:
-        self.table.focus()
-        if key := event.key:
+    def on_key(self, event: events.Key) -> None:
+        """The sort picker, while shown, takes its keys first (the focus
+        stays on the table, whose bindings would take them otherwise)."""
+        picker = self.query_one(SortPicker)
+        if picker.shown and picker.take_key(event.key):
+            event.stop()
+            event.prevent_default()
+
+    @on(events.DescendantBlur)
+    @on(events.Click)
+    def _picker_left(self, event: events.DescendantBlur | events.Click) -> None:
+        """The focus went elsewhere, or a click landed outside the picker: it goes."""
+        picker = self.query_one(SortPicker)
+        if picker.shown and not (isinstance(event, events.Click) and picker.region.contains(
+            event.screen_x, event.screen_y
+        )):  # fmt: skip
+            picker.hide()
+
+    def _sorted(self, key: str | None) -> None:
+        """The picker closed (``key``: the column picked, None: nothing)."""
+        if not self.table.has_focus:
+            self.table.focus()
+        if key:
             self.table.sort_key = key
             self.keep_view()
             self.redraw()
@@ -248,4 +267,4 @@ class TableScreen(VstuiScreen):
         yield self.top_bar()
         yield self.notice()
         yield self.filter_box()
-        yield SortPicker(self.SORTS, id="sortpick")
+        yield SortPicker(self.SORTS, self._sorted, id="sortpick")
