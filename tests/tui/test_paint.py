@@ -342,6 +342,54 @@ def test_a_row_whose_item_changed_but_reads_the_same_is_not_built_again(tmp_path
     on_procs_table(tmp_path, check)
 
 
+def test_a_line_of_plain_cells_joined_is_the_line_of_a_segment_per_cell(tmp_path: Path):
+    """LineTable._line joins runs of plain cells into one text before making
+    segments (a re-sort builds ~46 lines on the key's frame); the strips are
+    those of a segment per cell and gap, merged, as before."""
+    from rich.text import Text
+
+    from vstui.app.widgets.linetable import _cell_segments
+    from vstui.app.widgets.paint import lean
+
+    app = make_app(tmp_path, snap=small_snapshot(), first_screen="processes", interval=3600)
+
+    def per_cell(table: LineTable, lead: str, cells: list, total: int, style: Style) -> Strip:
+        segments = [Segment(lead, style)]
+        for col, width, cell in zip(table.shown, table.widths(total), cells, strict=False):
+            if isinstance(cell, str) and cell.isascii() and cell.isprintable():
+                text = cell if len(cell) <= width else cell[: max(width - 1, 0)] + "…"
+                pad = " " * (width - len(text))
+                segments.append(Segment(pad + text if col.right else text + pad, style))
+            else:
+                segments.extend(_cell_segments(cell, width, col.right, style, app.console))
+            segments.append(Segment(" ", style))
+        return lean(segments).extend_cell_length(total, style)
+
+    rows = [
+        ["1", "(host)", "1", "root", "S", "0.0", "1.2M", "/sbin/init"],
+        ["123456789", "a-very-long-guest-name", "", "", "", "100.0", "", "x" * 300],
+        ["7", "db", "2", "user", Text("R", style="green"), "12.5", "3M", "postgres -D /d"],
+        ["8", "db", "3", "user", "S", "0.0", "3M", Text("├─ ", style="dim") + Text("worker")],
+        ["9", "日本語のゲスト", "4", "ü", "S", "0.0", "1M", "sleep\n30\x1b[2J"],
+        [Text("10", style="bold"), "g", "5", "u", "Z", "0.0", "0", "日本語" * 40],
+    ]
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            table = app.screen.query_one("#procs", LineTable)
+            style = Style(color="white", bgcolor="blue")
+            for total in (40, 80, 200):
+                for cells in rows:
+                    for lead in (" ", "*"):
+                        new = table._line(lead, cells, total, style)
+                        old = per_cell(table, lead, cells, total, style)
+                        assert list(new) == list(old), (total, cells)
+                        assert new.cell_length == old.cell_length
+
+    asyncio.run(main())
+
+
 def test_a_focus_change_rebuilds_only_the_cursor_row(tmp_path: Path):
     """Focus changes only the cursor's colour: the focus leaving the table
     (to the sort picker, when it took the focus) over 10,000 processes
