@@ -75,6 +75,35 @@ def test_changed_spans_of_rows_styled_alike_match_a_cell_by_cell_comparison():
         assert changed_spans(old, new) == slow
 
 
+def test_changed_spans_joins_runs_as_a_cell_by_cell_walk_does():
+    """The runs of changed cells are found by a regex over a difference mask;
+    they are those of a walk over every cell (runs fewer than ``gap`` equal
+    cells apart joined)."""
+    import random
+
+    def walk(a: str, b: str, gap: int) -> list[tuple[int, int]]:
+        spans: list[tuple[int, int]] = []
+        start, last = -1, -gap - 1
+        for x, (ca, cb) in enumerate(zip(a, b, strict=True)):
+            if ca == cb:
+                continue
+            if start >= 0 and x - last > gap:
+                spans.append((start, last + 1))
+                start = x
+            elif start < 0:
+                start = x
+            last = x
+        return [*spans, (start, last + 1)] if start >= 0 else spans
+
+    rng = random.Random(5)
+    for _ in range(500):
+        width = rng.randint(1, 160)
+        a = "".join(rng.choice("ab  ") for _ in range(width))
+        b = "".join(c if rng.random() < 0.8 else rng.choice("ab ") for c in a)
+        for gap in (1, 2, 5, 12, 40):
+            assert changed_spans(strip(a), strip(b), gap=gap) == walk(a, b, gap), (a, b, gap)
+
+
 def test_changed_spans_counts_wide_characters_as_two_cells():
     assert changed_spans(strip("日本 a"), strip("日本 b")) == [(5, 6)]
 

@@ -103,6 +103,25 @@ def test_narrowed_filters_match_a_fresh_search():
                 assert warm.view(spec) == ProcIndex(snap.procs).view(spec), spec
 
 
+def test_hidden_kernel_threads_leave_the_rest_in_order():
+    """Kernel threads hidden (the default): the other rows in the order of
+    the full view, whether there are kernel threads to hide or none."""
+    from dataclasses import replace
+
+    from vstui.app.procview import SORT_FIELDS
+
+    procs = big_snapshot(2_000, 20).procs
+    for rows in (procs, [replace(p, kernel=True) if i % 7 == 0 else p
+                         for i, p in enumerate(procs)]):  # fmt: skip
+        index = ProcIndex(rows)
+        for sort in SORT_FIELDS:
+            for reverse in (False, True):
+                every = index.view(ViewSpec(sort=sort, reverse=reverse)).order
+                shown = [k for k in every if not index.items[k].kernel]
+                hidden = ViewSpec(sort=sort, reverse=reverse, kernel=False)
+                assert index.view(hidden).order == shown == ProcIndex(rows).view(hidden).order
+
+
 def test_inverted_sort_is_the_reverse_and_ties_go_by_pid():
     rows = [proc(5, 1, "a", 1, "x"), proc(3, 1, "a", 1, "y", cpu_percent=9.0),
             proc(4, 1, "a", 1, "z")]  # fmt: skip

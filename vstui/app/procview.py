@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress
 from operator import attrgetter
 from typing import Any
 
@@ -84,7 +85,7 @@ class ProcIndex:
     the UI thread, which alone uses it from then on.
     """
 
-    __slots__ = ("_hay", "_matches", "_orders", "_views", "items", "keys", "rows")
+    __slots__ = ("_hay", "_masks", "_matches", "_orders", "_views", "items", "keys", "rows")
 
     def __init__(self, rows: Iterable[ProcRow]) -> None:
         self.rows: tuple[ProcRow, ...] = tuple(rows)
@@ -94,6 +95,7 @@ class ProcIndex:
         self._orders: dict[str, list[int]] = {}
         self._hay: list[str] | None = None
         self._matches: dict[tuple[str, str | None], list[int]] = {}
+        self._masks: dict[tuple[str, str | None, bool], bytes] = {}
         self._views: dict[ViewSpec, View] = {}
 
     def __len__(self) -> int:
@@ -131,6 +133,7 @@ class ProcIndex:
             ]  # fmt: skip
         if len(self._matches) >= 4 * CACHED_VIEWS:
             self._matches.clear()
+            self._masks.clear()
         self._matches[(text, guest, kernel)] = found
         return found
 
@@ -167,16 +170,14 @@ class ProcIndex:
             return cached
         asc = self.ordering(spec.sort)
         found = self.matches(spec.text, spec.guest, spec.kernel)
-        if found is None:
+        if found is None or len(found) == len(asc):  # every row (no kernel thread to hide)
             seq = asc
         elif len(found) * 8 < len(asc):  # few matches: sort them by rank
             rank = self._rank(spec.sort)
             seq = sorted(found, key=rank.__getitem__)
-        else:
-            keep = bytearray(len(self.rows))
-            for i in found:
-                keep[i] = 1
-            seq = [i for i in asc if keep[i]]
+        else:  # most rows (kernel threads hidden): asc without the others, at C speed
+            mask = self._mask((spec.text, spec.guest, spec.kernel), found)
+            seq = list(compress(asc, map(mask.__getitem__, asc)))
         if spec.reverse:
             seq = seq[::-1]
         if spec.tree:
@@ -187,6 +188,16 @@ class ProcIndex:
             self._views.clear()
         self._views[spec] = result
         return result
+
+    def _mask(self, scope: tuple[str, str | None, bool], found: list[int]) -> bytes:
+        """1 at each position in ``found`` (the matches of ``scope``), 0 elsewhere."""
+        mask = self._masks.get(scope)
+        if mask is None:
+            keep = bytearray(len(self.rows))
+            for i in found:
+                keep[i] = 1
+            mask = self._masks[scope] = bytes(keep)
+        return mask
 
     def _rank(self, column: str) -> list[int]:
         key = "#rank:" + column

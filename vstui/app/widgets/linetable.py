@@ -429,8 +429,20 @@ class LineTable(ScrollView, can_focus=True):
         spare = max(total - fixed, sum(c.min_width for c in flex))
         return [c.width or max(c.min_width, spare // max(len(flex), 1)) for c in self.shown]
 
+    _frame_width: int | None = None
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # Textual asks render_line for each line of ``crop``: the width, the
+        # same for all, is asked once (Widget.size is worked out anew at each
+        # ask: ~46 times on a re-sort's frame).
+        self._frame_width = self.size.width
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame_width = None
+
     def render_line(self, y: int) -> Strip:
-        return self._painted.drawn(y, self._render(y), self._token(y))
+        return self._painted.drawn(y, self._render(y, self._frame_width), self._token(y))
 
     def _token(self, y: int) -> Hashable:
         """What line ``y`` shows (its row's key), so moved rows are recognised."""

@@ -24,6 +24,7 @@ import os
 import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from itertools import repeat
+from operator import ne
 
 from rich.cells import cell_len
 from rich.color import ColorSystem
@@ -88,24 +89,30 @@ def changed_spans(old: Strip | None, new: Strip, gap: int = JOIN_GAP) -> list[tu
         return []
     texts = _same_runs(old, new)
     if texts is not None:  # the same styles in the same places: compare the text alone
-        a, b = texts
+        a, b = texts[0].encode(), texts[1].encode()  # ASCII: a byte per cell
+        # 0 where the cells are equal: XOR of the two lines as numbers
+        differ = (int.from_bytes(a) ^ int.from_bytes(b)).to_bytes(len(a))
     else:
-        a, b = cells_of(old), cells_of(new)  # type: ignore[assignment]
+        differ = bytes(map(ne, cells_of(old), cells_of(new)))
+    # The runs between stretches of ``gap`` or more equal cells, from the
+    # first changed cell to the last, found by C code (a Python loop over
+    # every cell of every line was most of comparing a re-sorted screen).
+    end = len(differ.rstrip(b"\0"))
+    if not end:
+        return []
+    start = len(differ) - len(differ.lstrip(b"\0"))
     spans: list[tuple[int, int]] = []
-    start = -1
-    last = -gap - 1
-    for x, (ca, cb) in enumerate(zip(a, b, strict=False)):
-        if ca == cb:
-            continue
-        if start >= 0 and x - last > gap:
-            spans.append((start, last + 1))
-            start = x
-        elif start < 0:
-            start = x
-        last = x
-    if start >= 0:
-        spans.append((start, last + 1))
+    for equal in _stretches(gap).finditer(differ, start, end):
+        spans.append((start, equal.start()))
+        start = equal.end()
+    spans.append((start, end))
     return spans
+
+
+@functools.cache
+def _stretches(gap: int) -> re.Pattern[bytes]:
+    """``gap`` or more equal cells (0 bytes) in a row."""
+    return re.compile(rb"\0{%d,}" % gap)
 
 
 def _same_runs(old: Strip, new: Strip) -> tuple[str, str] | None:
