@@ -17,7 +17,7 @@ import signal
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
-from textual import work
+from textual import events, work
 from textual.actions import ActionParseResult
 from textual.actions import parse as parse_action
 from textual.app import App
@@ -36,6 +36,7 @@ from vstui.app.actions import BY_ID, allowed, bindings, refused
 from vstui.app.commands import VstuiCommands
 from vstui.app.driver import QuickEscDriver
 from vstui.app.fleet import FleetEngine
+from vstui.app.gcpolicy import GcPolicy
 from vstui.app.history import History
 from vstui.app.nocolor import NOCOLOR_CSS, strip_colors
 from vstui.app.poller import Poller
@@ -135,6 +136,7 @@ class VstuiApp(App[int]):
         self.view_hint: ViewSpec | None = None
         self._index: tuple[Snapshot, ProcIndex] | None = None
         self.steady = Steadier()  # used by the poller's thread only
+        self.gc_policy = GcPolicy()
         # per kind of screen: (sort column, reversed, tree), kept across visits
         self.views: dict[str, tuple[str, bool, bool]] = {}
         self.poller = Poller(self.take_snapshot, self.interval,
@@ -155,6 +157,7 @@ class VstuiApp(App[int]):
 
     # -- start-up ------------------------------------------------------
     def on_mount(self) -> None:
+        self.gc_policy.start()
         self._load_themes()
         if self.keymap:
             self.set_keymap(self.keymap)
@@ -190,6 +193,7 @@ class VstuiApp(App[int]):
     def take_snapshot(self) -> None:
         """One poll (in the poller's thread): snapshot, steady figures, and
         the processes sorted and filtered for the view on screen."""
+        self.gc_policy.tick()  # while nobody types: the oldest objects, ~50 ms
         snap = self.steady.apply(self.source.snapshot())
         index = ProcIndex(snap.procs)
         hint = self.view_hint
@@ -214,7 +218,13 @@ class VstuiApp(App[int]):
         if event.state == WorkerState.ERROR:
             self.notify(f"{worker.description or worker.name}: {worker.error}", severity="error")
 
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.InputEvent):
+            self.gc_policy.input()
+        await super().on_event(event)
+
     def on_unmount(self) -> None:
+        self.gc_policy.stop()
         self.poller.stop()
         if self.fleet is not None:
             self.fleet.close()
