@@ -45,6 +45,10 @@ def test_changed_spans_sees_a_style_change_and_joins_close_runs():
     assert changed_spans(strip("a b"), strip("x y"), gap=4) == [(0, 3)]
     far = " " * 40
     assert changed_spans(strip("a" + far + "b"), strip("x" + far + "y")) == [(0, 1), (41, 42)]
+    # eight cells apart: a step over them (pen.Pen, 3-5 bytes) is cheaper than writing them
+    apart = " " * 8
+    assert changed_spans(strip("a" + apart + "b"), strip("x" + apart + "y")) == [(0, 1), (9, 10)]
+    assert changed_spans(strip("a   b"), strip("x   y")) == [(0, 5)]
 
 
 def test_changed_spans_of_rows_styled_alike_match_a_cell_by_cell_comparison():

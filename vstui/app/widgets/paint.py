@@ -39,10 +39,10 @@ from textual.widget import Widget
 from vstui.app.widgets.pen import Pen
 from vstui.app.widgets.sgr import Kept, SgrState
 
-# Two changed runs closer than this are sent as one: moving the cursor costs
-# about 8 bytes and restating a style a few more (sgr.SgrState), as much as
-# that many unchanged cells.
-JOIN_GAP = 12
+# Two changed runs closer than this are sent as one: stepping over the cells
+# between them costs 3-5 bytes (pen.Pen) and restating a style a few more
+# (sgr.SgrState), as much as that many unchanged cells.
+JOIN_GAP = 6
 # Rows that moved together are scrolled on the terminal from this many on.
 MIN_SHIFT = 3
 MAX_SHIFTS = 4
