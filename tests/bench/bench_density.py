@@ -232,8 +232,9 @@ def console_vs_htop(
         programs = []
         for code in trees.values():
             env = {"PYTHONPATH": str(code), "HOME": home}
-            vstui = [sys.executable, "-m", "vstui.app.main", "--root", str(root), "--screen",
-                     screen, "-d", "1"]  # fmt: skip
+            # -P: no working directory first on sys.path (it is a source tree: ours)
+            vstui = [sys.executable, "-P", "-m", "vstui.app.main", "--root", str(root),
+                     "--screen", screen, "-d", "1"]  # fmt: skip
             programs.append(PtyProgram(vstui, 80, 24, env))
         programs.append(PtyProgram(["htop", "-d", "10"], 80, 24, {"HOME": home}))
         return side_by_side(programs, warmup, seconds, [])

@@ -192,8 +192,9 @@ def live(args: argparse.Namespace) -> None:
                 for screen in screens:
                     first, keys, htop_opts, htop_keys = LIVE_SCREENS[screen]
                     for cols, rows in sizes:
-                        vstui = [sys.executable, "-m", "vstui.app.main", "--root", guests.root,
-                                 "--screen", first, "-d", "1"]  # fmt: skip
+                        # -P: not the working directory (a source tree) before PYTHONPATH
+                        vstui = [sys.executable, "-P", "-m", "vstui.app.main", "--root",
+                                 guests.root, "--screen", first, "-d", "1"]  # fmt: skip
                         htop = ["htop", "-d", "10", *htop_opts]
                         programs = [PtyProgram(vstui, cols, rows,
                                                {"PYTHONPATH": str(code), "HOME": home})
