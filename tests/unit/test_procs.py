@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -786,6 +787,7 @@ def test_a_gated_scan_reads_every_stat_again_within_recheck_every_scans(proc: Pa
 def test_a_gated_scan_of_the_real_proc_keeps_and_closes_descriptors() -> None:
     child = subprocess.Popen(["sleep", "30"])
     try:
+        time.sleep(0.3)  # done loading: asleep from now on
         scanner = scan.Scanner(gate=True)
         first = scanner.scan((), 0)
         assert child.pid in first and child.pid in scanner._sched
