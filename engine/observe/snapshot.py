@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import hoststats
+from engine._filekey import FileKey, file_key
 from engine.datamodel import (
     HOST_NAME,
     HOST_XID,
@@ -80,8 +81,8 @@ class Observer:
         # name -> (when measured, (run, frozen, net), config, rows, status): see _guest
         self._carried: dict[str, tuple[float, tuple, object, tuple[ProcRow, ...], GuestStatus]] = {}
         # name -> (stat key of NAME.conf, config or None, why it could not be loaded)
-        self._configs: dict[str, tuple[tuple[int, ...] | None, object | None, str | None]] = {}
-        self._idblocks: tuple[tuple[int, ...] | None, dict[str, int]] | None = None
+        self._configs: dict[str, tuple[FileKey | None, object | None, str | None]] = {}
+        self._idblocks: tuple[FileKey | None, dict[str, int]] | None = None
         self._run_base = os.fspath(paths.run_base)
         self._listed: tuple[list[tuple[int, ...]], list[str]] | None = None  # see _names
         self.ncpu = os.cpu_count() or 1
@@ -316,11 +317,7 @@ class Observer:
         table, every guest's, so N stopped guests cost N² a few seconds apart."""
         from engine.runtime import idmap
 
-        try:
-            st = os.stat(idmap.table_path(self.paths))
-            key: tuple[int, ...] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
-        except OSError:
-            key = None
+        key = file_key(idmap.table_path(self.paths))
         if key is None or self._idblocks is None or self._idblocks[0] != key:
             self._idblocks = (key, idmap.recorded(self.paths))
         return self._idblocks[1]
@@ -334,11 +331,7 @@ class Observer:
     def _config(self, name: str) -> object | None:
         """load_config, parsed again only when NAME.conf changed (it is read
         for every guest every second otherwise)."""
-        try:
-            st = os.stat(os.path.join(self._config_dir, name + ".conf"))
-            key: tuple[int, ...] | None = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        except OSError:
-            key = None
+        key = file_key(os.path.join(self._config_dir, name + ".conf"))
         hit = self._configs.get(name)
         if hit is not None and hit[0] == key:
             return hit[1]

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 
+from engine._filekey import FileKey, file_key
 from engine._record import Record
 from engine.paths import Paths
 
@@ -22,7 +23,7 @@ CACHE_DIR = "du"
 
 _running: set[tuple[str, str]] = set()
 # cache file -> (its stat key, what it said): see cached
-_parsed: dict[str, tuple[tuple[int, ...], Measured]] = {}
+_parsed: dict[str, tuple[FileKey, Measured]] = {}
 _guard = threading.Lock()
 
 
@@ -42,12 +43,10 @@ def cached(paths: Paths, name: str) -> Measured | None:
     again only when its stat changed (``measure`` replaces it by rename): a
     console asks for every guest every few seconds."""
     path = _cache(paths, name)
-    try:
-        st = os.stat(path)
-    except OSError:
+    key = file_key(path)
+    if key is None:
         _parsed.pop(path, None)
         return None
-    key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     hit = _parsed.get(path)
     if hit is not None and hit[0] == key:
         return hit[1]
