@@ -356,27 +356,48 @@ def ends_only(root: Path, p: list[str] | None, runs: int) -> list[str]:
     subprocess.run([*vs, "build", "-m", "busybox"], check=True, capture_output=True)
     for step in ("start", "stop"):
         subprocess.run([*vs, step], check=True)
-    ends = end_rounds(vs, p, runs)
+    phases: dict[str, list[float]] = {}
+    ends = end_rounds(vs, p, runs, phases)
     out = [f"end rounds ({runs}): median, fastest, ms; load {os.getloadavg()[0]:.1f}",
            "  (life: start, exec /bin/true, stop timed as one; lxc-execute /bin/true)"]  # fmt: skip
     for key, times in ends.items():
         out.append(f"  {key:<22}{statistics.median(times):>8.1f}{min(times):>8.1f}")
+    out.append("  life's phases: median, p90, max, ms")
+    for key, times in phases.items():
+        out.append(f"    {key:<20}{statistics.median(times):>8.1f}{p90(times):>8.1f}"
+                   f"{max(times):>8.1f}")  # fmt: skip
     return out + end_ratios(ends)
 
 
-def end_rounds(vs: list[str], p: list[str] | None, runs: int) -> dict[str, list[float]]:
+def p90(times: list[float]) -> float:
+    """The 90th percentile (nearest rank)."""
+    ordered = sorted(times)
+    return ordered[max(0, -(-len(ordered) * 9 // 10) - 1)]
+
+
+LIFE_PHASES = ("start", "exec", "stop")
+
+
+def end_rounds(
+    vs: list[str], p: list[str] | None, runs: int, phases: dict[str, list[float]] | None = None
+) -> dict[str, list[float]]:
     """A stop (started untimed) against lxc-stop -k; a one-shot guest's whole life as
-    a script runs it (start, exec, stop) against lxc-execute."""
+    a script runs it (start, exec, stop) against lxc-execute. ``phases`` (when given)
+    gets each life's start, exec and stop times, per phase in run order."""
 
     def stop() -> float:
         subprocess.run([*vs, "start"], check=True)
         return timed([*vs, "stop"])
 
     def life() -> float:
-        start = time.perf_counter()
+        marks = [time.perf_counter()]
         for step in (["start"], ["exec", "/bin/true"], ["stop"]):
             subprocess.run([*vs, *step], check=True, stdout=subprocess.DEVNULL)
-        return (time.perf_counter() - start) * 1000
+            marks.append(time.perf_counter())
+        if phases is not None:
+            for key, a, b in zip(LIFE_PHASES, marks, marks[1:], strict=False):
+                phases.setdefault(key, []).append((b - a) * 1000)
+        return (marks[-1] - marks[0]) * 1000
 
     def lxc_stop() -> float:
         lxc_start(p or [])
