@@ -9,10 +9,11 @@
  * (`confine`, the very routine boot.h ends with, vstui.h vs_confine), the
  * cgroups to join and the private flag. vexec, in order:
  *
- *  1. re-execs itself from a sealed memfd copy unless it runs from one: a
- *     guest reading /proc/PID/exe of anything vexec forks into it finds a
- *     private, unwritable copy, never a host file a guest root holding
- *     CAP_SYS_PTRACE could grab and rewrite (CVE-2019-5736, runc's exeseal);
+ *  1. re-execs itself from a sealed memfd copy unless it runs from one (the
+ *     compiled front end execs such a copy straight away): a guest reading
+ *     /proc/PID/exe of anything vexec forks into it finds a private,
+ *     unwritable copy, never a host file a guest root holding CAP_SYS_PTRACE
+ *     could grab and rewrite (CVE-2019-5736, runc's exeseal);
  *  2. checks init's identity (PID + start time from the run directory) and
  *     reads the exec plan; refuses a private or a frozen guest (the messages
  *     are Python's, generated into consts.h);
@@ -52,14 +53,8 @@
 #include <linux/nsfs.h>
 #include <sched.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
-#include <sys/sendfile.h>
 #include <sys/wait.h>
 
-#ifndef MFD_EXEC
-#define MFD_EXEC 0x10U /* kernel >= 6.3: say so, or vm.memfd_noexec may refuse */
-#endif
-#define SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
 #define MAX_GROUPS 256
 #define MAX_JOINS 32
 
@@ -113,23 +108,12 @@ static void run_sealed(char **argv, char **envp) {
     if (self < 0)
         die("open /proc/self/exe");
     int seals = fcntl(self, F_GET_SEALS);
-    if (seals >= 0 && (seals & SEALS) == SEALS) {
-        close(self); /* already the sealed copy */
+    if (seals >= 0 && (seals & VS_SEALS) == VS_SEALS) {
+        close(self); /* already the sealed copy (the compiled front end makes it) */
         return;
     }
-    unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
-    int memfd = memfd_create("vexec", flags | MFD_EXEC);
-    if (memfd < 0 && errno == EINVAL) /* a kernel before 6.3 */
-        memfd = memfd_create("vexec", flags);
-    struct stat st;
-    if (memfd < 0 || fstat(self, &st) < 0)
-        die("seal helper copy");
-    for (off_t at = 0; at < st.st_size;) {
-        ssize_t sent = sendfile(memfd, self, &at, (size_t)(st.st_size - at));
-        if (sent <= 0 && errno != EINTR)
-            die("seal helper copy");
-    }
-    if (fcntl(memfd, F_ADD_SEALS, SEALS) < 0)
+    int memfd = vs_sealed_copy(self, "vexec");
+    if (memfd < 0)
         die("seal helper copy");
     fexecve(memfd, argv, envp);
     die("exec sealed helper copy");

@@ -29,8 +29,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -392,6 +394,37 @@ static inline void vs_close_except(const int *keep, int n) {
         if (k < n)
             low = high + 1;
     }
+}
+
+/* -- the sealed copy of vexec ----------------------------------------------------------- */
+
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x10U /* kernel >= 6.3: say so, or vm.memfd_noexec may refuse */
+#endif
+#define VS_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
+
+/* A copy of the file open at fd in a memfd named `name`, sealed against every change
+ * (what vexec runs from: runc's exeseal); its fd (close-on-exec), or -1. */
+static inline int vs_sealed_copy(int fd, const char *name) {
+    struct stat st;
+    unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
+    int memfd = memfd_create(name, flags | MFD_EXEC);
+    if (memfd < 0 && errno == EINVAL) /* a kernel before 6.3 */
+        memfd = memfd_create(name, flags);
+    if (memfd < 0)
+        return -1;
+    int ok = fstat(fd, &st) == 0;
+    for (off_t at = 0; ok && at < st.st_size;) {
+        ssize_t sent = sendfile(memfd, fd, &at, (size_t)(st.st_size - at));
+        ok = sent > 0 || (sent < 0 && errno == EINTR);
+    }
+    if (!ok || fcntl(memfd, F_ADD_SEALS, VS_SEALS) < 0) {
+        int err = errno;
+        close(memfd);
+        errno = err;
+        return -1;
+    }
+    return memfd;
 }
 
 /* -- cgroups ------------------------------------------------------------------------- */
