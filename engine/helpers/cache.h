@@ -38,6 +38,13 @@
 #include <sys/file.h>
 #include <sys/un.h>
 
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+/* How long the supervisor, having answered, lets the CLI end before it becomes vsuper. */
+#define CH_CLI_GRACE_MS 20
+
 /* -- SHA-256 (FIPS 180-4), for content records ----------------------------------- */
 
 struct ch_sha {
@@ -394,9 +401,24 @@ static int ch_socket(const char *run_dir, const char *file, int type) {
     return fd;
 }
 
+/* The CLI (our parent, `cli`) gone, or CH_CLI_GRACE_MS passed. It was woken by our
+ * answer, and the pipe's write wakes a reader on the writer's CPU (a "sync" wake-up,
+ * fs/pipe.c pipe_write): had we exec'd vsuper (0.3-0.5 ms) at once, the CLI would
+ * often have waited for that, and for vsuper's set-up, on our CPU, while the other
+ * ran the guest's start command. Blocked here, we leave it the CPU. */
+static void ch_let_cli_end(pid_t cli) {
+    int fd = (int)syscall(SYS_pidfd_open, cli, 0);
+    if (fd < 0)
+        return;
+    struct pollfd p = {fd, POLLIN, 0};
+    if (getppid() == cli) /* not re-parented: the pidfd is the CLI's */
+        poll(&p, 1, CH_CLI_GRACE_MS);
+    close(fd);
+}
+
 /* S: a subreaper with its stdio on the log; boot, become the supervisor, which answers
- * the CLI once the guest's init is up (supervisor.Supervisor._answer). */
-static void ch_supervise(struct ch *c, int ready_w) {
+ * the CLI (`cli`, our parent) once the guest's init is up (supervisor.Supervisor._answer). */
+static void ch_supervise(struct ch *c, int ready_w, pid_t cli) {
     int master, slave;
     setsid(); /* S's PID names its session: the supervision's (stopping.end_supervision) */
     prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -422,9 +444,14 @@ static void ch_supervise(struct ch *c, int ready_w) {
     }
     close(slave); /* the guest's init holds the terminal now */
     if (c->ready) { /* the plan says vinit: running is ready, answer now */
+        sigset_t term; /* one sent until vsuper runs stays pending for it (it blocks it) */
+        sigemptyset(&term);
+        sigaddset(&term, SIGTERM);
+        sigprocmask(SIG_BLOCK, &term, NULL);
         dprintf(ready_w, "ok %d", (int)b);
         close(ready_w);
         ready_w = -1;
+        ch_let_cli_end(cli);
     }
     signal(SIGPIPE, SIG_DFL);
     /* the lean supervisor: its command, then init's PID, the console, notify, console
@@ -486,25 +513,25 @@ static int cache_start(const char *root, const char *name) {
         close(lock);
         return -1;
     }
-    pid_t middle = fork();
-    if (middle == 0) {
+    /* S is our child (it starts a session of its own), not a grandchild: no middle
+     * process to fork and reap on the start's path. Re-parented when we exit, as a
+     * grandchild would have been once its parent exited. */
+    pid_t cli = getpid(), sup = fork();
+    if (sup == 0) {
         close(ready[0]);
         close(lock);
-        setsid();
-        if (fork() == 0)
-            ch_supervise(&c, ready[1]);
-        _exit(0);
+        ch_supervise(&c, ready[1], cli);
     }
     close(ready[1]);
-    if (middle > 0)
-        waitpid(middle, NULL, 0);
     long long wait = VS_START_TIMEOUT_MS + VS_READY_TIMEOUT_MS + 15000;
-    ssize_t n = middle > 0 ? st_read(ready[0], reply, sizeof reply - 1, st_now_ms() + wait, 0)
-                           : -1;
+    ssize_t n = sup > 0 ? st_read(ready[0], reply, sizeof reply - 1, st_now_ms() + wait, 0) : -1;
     close(ready[0]);
     flock(lock, LOCK_UN);
     close(lock);
-    return ch_answer(name, reply, n);
+    int answer = ch_answer(name, reply, n);
+    if (answer < 0 && sup > 0) /* S refused the replay and exits: Python must not inherit it */
+        waitpid(sup, NULL, n > 0 ? 0 : WNOHANG);
+    return answer;
 }
 
 #endif /* VSTUI_CACHE_H */
