@@ -64,6 +64,11 @@ struct st {
     struct vs_field *boot, *tasks[32];
     long *made; /* field indexes of the mkdirs that made a directory */
     int nmade, ntasks, timens, cgroup2, vinit, records;
+    /* ops run later than their place in the plan (st_later), by field index: while A
+     * sets up (the cgroup limits and owners, the console's owner) and while B boots
+     * (the run files) */
+    long while_a[64], while_b[16];
+    int nwhile_a, nwhile_b;
     unsigned long long ns_flags;
     const char *files[16]; /* run files written */
     int nfiles;
@@ -490,6 +495,45 @@ static const st_fn st_fns[] = {VS_START_OPS(ST_FN)};
 static const struct vs_op st_ops[] = {VS_START_OPS(ST_OP)};
 #define ST_NOPS ((int)(sizeof st_ops / sizeof st_ops[0]))
 
+/* -- host ops that wait for A or B ------------------------------------------------- */
+
+/* Whether op k at field `at` runs later: S only waits while A joins the cgroups and
+ * makes the namespaces (1-2 ms) and while B boots (1-2 ms), so the host ops that
+ * neither needs run then, on the start's way no more (0.25 ms of it): the limits
+ * and owners of the cgroups (A joins them by path; nothing of the guest runs
+ * before "go"), the console's owner (init opens it), the run files (read once
+ * the start is answered: exec.plan, stop.plan, the views). Their plan order
+ * among themselves is kept. */
+static int st_later(struct st *s, struct vs_field *f, long count, long at) {
+    const char *op = f[at].s;
+    if (!strcmp(op, "write") || !strcmp(op, "chown") || !strcmp(op, "ttyown")) {
+        if (s->nwhile_a == (int)(sizeof s->while_a / sizeof *s->while_a))
+            return 0; /* in its place, then */
+        s->while_a[s->nwhile_a++] = at;
+        return 1;
+    }
+    if (strcmp(op, "runfile") || !s->run_dir ||
+        s->nwhile_b == (int)(sizeof s->while_b / sizeof *s->while_b))
+        return 0;
+    size_t dir = strlen(s->run_dir); /* a file B sees (`view` RUN_DIR/NAME) is made in place */
+    for (long k = at + 4; k + 1 < count; k++)
+        if (!strcmp(f[k].s, "view") && !strncmp(f[k + 1].s, s->run_dir, dir) &&
+            f[k + 1].s[dir] == '/' && !strcmp(f[k + 1].s + dir + 1, f[at + 1].s))
+            return 0;
+    s->while_b[s->nwhile_b++] = at;
+    return 1;
+}
+
+/* The ops put off (st_later), in plan order; 0, or -1 at the first failure (said). */
+static int st_run_later(struct st *s, struct vs_field *f, const long *ats, int n) {
+    for (int j = 0; j < n; j++) {
+        int k = vs_op_index(st_ops, ST_NOPS, f[ats[j]].s);
+        if (st_fns[k](s, f + ats[j] + 1, ats[j]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* -- A and B ------------------------------------------------------------------------- */
 
 /* Offsets that start the new time namespace's monotonic and boot clocks at 0
@@ -616,8 +660,9 @@ static int st_ask(struct st *s) {
     return 0;
 }
 
-/* Fork A, learn B, let B boot, wait for its exec; 0 or -1. */
-static int st_launch(struct st *s) {
+/* Fork A, learn B, let B boot, wait for its exec; 0 or -1. The ops put off run while
+ * A and B work (st_later); a failure of one is reported once B is known (and killed). */
+static int st_launch(struct st *s, struct vs_field *f) {
     int pid_p[2], go_p[2], err_p[2], moved;
     char line[1024];
     if (!s->boot || !(s->ns_flags & CLONE_NEWNS)) /* A makes / a slave: never the host's */
@@ -630,10 +675,18 @@ static int st_launch(struct st *s) {
     if (s->a == 0)
         st_child_a(s, moved, pid_p[1], go_p[0], err_p[1]);
     close(pid_p[1]), close(go_p[0]), close(err_p[1]);
+    int later = s->a < 0 ? 0 : st_run_later(s, f, s->while_a, s->nwhile_a);
+    if (s->chown_dir >= 0) /* B has no use for it (and A never had it) */
+        close(s->chown_dir);
+    s->chown_dir = -1;
     ssize_t n = s->a < 0 ? -1 : st_read(pid_p[0], line, sizeof line - 1, s->deadline, 1);
     close(pid_p[0]);
     if (n > 0) /* A exits now; reaped after the answer (vs_start), not waited for here */
         s->b = (pid_t)atoi(line);
+    if (later < 0) { /* said; B (if A made it) never gets its go: killed by st_undo */
+        close(err_p[0]), close(go_p[1]);
+        return -1;
+    }
     if (n <= 0 || s->b <= 0) {
         n = st_read(err_p[0], line, sizeof line - 1, s->deadline, 0);
         return st_fail(s, "%s", n > 0 ? line : "namespace set-up failed");
@@ -641,9 +694,12 @@ static int st_launch(struct st *s) {
     if (st_ask(s) < 0 || write(go_p[1], "g", 1) != 1)
         return -1;
     close(go_p[1]);
+    later = st_run_later(s, f, s->while_b, s->nwhile_b);
     /* B's error pipe closes on its exec; anything on it is a failed step */
-    n = st_read(err_p[0], line, sizeof line - 1, s->deadline, 0);
+    n = later < 0 ? 0 : st_read(err_p[0], line, sizeof line - 1, s->deadline, 0);
     close(err_p[0]);
+    if (later < 0)
+        return -1; /* said; B is killed by st_undo */
     if (n < 0)
         return st_fail(s, "start timed out: a boot step did not finish in time (a hung "
                           "V_MOUNT?); everything was undone");
@@ -723,19 +779,19 @@ static pid_t vs_start(char *plan, size_t len, struct st_io *io) {
     for (long at = 0; at < count;) {
         int k = vs_op_index(st_ops, ST_NOPS, f[at].s);
         long used = vs_arity(&st_ops[k], f + at + 1, count - at - 1);
-        if (st_fns[k](&s, f + at + 1, at) < 0)
+        if (!st_later(&s, f, count, at) && st_fns[k](&s, f + at + 1, at) < 0)
             break;
         at += 1 + used;
     }
-    if (s.chown_dir >= 0) /* A and B have no use for it */
-        close(s.chown_dir);
     if (!io->error[0] && !s.run_dir)
         st_fail(&s, "start plan: no identity");
-    if (!io->error[0] && st_launch(&s) == 0)
+    if (!io->error[0] && st_launch(&s, f) == 0)
         st_record(&s);
     if (io->error[0])
         st_undo(&s, f);
 report:
+    if (s.chown_dir >= 0) /* a failure before the launch ran no chown (they wait for A) */
+        close(s.chown_dir);
     for (int k = 0; k < s.nmounts; k++) /* detached: they vanish with their last fd */
         close(s.mounts[k].fd);
     for (int k = 0; k < s.nviews; k++)
