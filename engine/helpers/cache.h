@@ -431,7 +431,8 @@ static void ch_supervise(struct ch *c, int ready_w, pid_t cli) {
     int listening = ch_socket(c->rundir->s, VS_CONSOLE_FILE, SOCK_STREAM);
     if (notify < 0 || listening < 0)
         _exit(1);
-    struct st_io io = {.report = -1, .go = -1, .console = slave, .supervisor = getpid()};
+    struct st_io io = {.report = -1, .go = -1, .console = slave, .supervisor = getpid(),
+                       .reap_late = 1};
     pid_t b = vs_start(c->plan->s, c->plan->n, &io);
     /* the CLI may have been killed meanwhile: its gone reader must not kill us
      * (SIGPIPE) before the supervisor's exec. Only now: B, the guest's init,
@@ -439,6 +440,7 @@ static void ch_supervise(struct ch *c, int ready_w, pid_t cli) {
     signal(SIGPIPE, SIG_IGN);
     if (b < 0) {
         dprintf(2, "vserver: cached start refused (%s); starting through Python\n", io.error);
+        vs_reap(&io);
         (void)!write(ready_w, "fallback", 8);
         _exit(1);
     }
@@ -453,6 +455,7 @@ static void ch_supervise(struct ch *c, int ready_w, pid_t cli) {
         ready_w = -1;
         ch_let_cli_end(cli);
     }
+    vs_reap(&io); /* A and the user namespace's holder: after the answer */
     signal(SIGPIPE, SIG_DFL);
     /* the lean supervisor: its command, then init's PID, the console, notify, console
      * socket and ready fds (supervisor.main) */

@@ -39,7 +39,19 @@ struct st_io {
     int console;      /* B's stdout and stderr: the write end of the console pipe */
     pid_t supervisor; /* the process the run records name as supervisor */
     char error[1024]; /* the failure, one line */
+    /* set: A and the user namespace's holder, which exit by themselves (A's exit frees
+     * its mount namespace: an RCU grace period, longer on a busy host), are left for
+     * the caller to reap after it answers (vs_reap), not waited for before */
+    int reap_late;
+    pid_t exited[2];
 };
+
+/* What a vs_start with reap_late left: reaped now (they are gone or going). */
+static void vs_reap(struct st_io *io) {
+    for (int k = 0; k < 2; k++)
+        if (io->exited[k] > 0)
+            waitpid(io->exited[k], NULL, 0);
+}
 
 #define ST_MOUNTS 64
 #define ST_LIMITS 32
@@ -810,10 +822,9 @@ report:
         else
             dprintf(io->report, "ok %d %lld\n", (int)s.b, vs_starttime(s.b));
     }
-    if (s.userns_child > 0) /* exited long ago: reaped after the answer, never waited for */
-        waitpid(s.userns_child, NULL, 0);
-    if (s.a > 0) /* A, which told B's PID and exited (its last namespace's release) */
-        waitpid(s.a, NULL, 0);
+    io->exited[0] = s.userns_child, io->exited[1] = s.a;
+    if (!io->reap_late) /* exited long ago: reaped after the answer, never waited for */
+        vs_reap(io); /* A told B's PID and exited (its last namespace's release) */
     free(s.made);
     free(f);
     return io->error[0] ? -1 : s.b;
