@@ -18,6 +18,10 @@
  *   init, it records init.pid/init.start/started/state=running and logs the
  *   start on stderr (the guest's log).
  *
+ * In plan order but for the host ops that neither A nor B needs (st_later):
+ * the run records, cgroup limits and owners run while A sets up, the run files
+ * (and init.pid/init.start, staged) while B boots: S would only wait then.
+ *
  * Any failure undoes what this routine made (B and A killed, the cgroup
  * directories it created removed, the run files removed) and leaves one
  * line in io->error; the caller reports it (the Python start) or hands the
@@ -77,10 +81,11 @@ struct st {
     long *made; /* field indexes of the mkdirs that made a directory */
     int nmade, ntasks, timens, cgroup2, vinit, records;
     /* ops run later than their place in the plan (st_later), by field index: while A
-     * sets up (the cgroup limits and owners, the console's owner) and while B boots
-     * (the run files) */
+     * sets up (identity's run records, the cgroup limits and owners, the console's
+     * owner) and while B boots (the run files) */
     long while_a[64], while_b[16];
     int nwhile_a, nwhile_b;
+    int staged; /* init.pid and init.start written while B boots, not yet in place */
     unsigned long long ns_flags;
     const char *files[16]; /* run files written */
     int nfiles;
@@ -509,18 +514,22 @@ static const struct vs_op st_ops[] = {VS_START_OPS(ST_OP)};
 
 /* -- host ops that wait for A or B ------------------------------------------------- */
 
-/* Whether op k at field `at` runs later: S only waits while A joins the cgroups and
+/* Whether the op at field `at` runs later: S only waits while A joins the cgroups and
  * makes the namespaces (1-2 ms) and while B boots (1-2 ms), so the host ops that
- * neither needs run then, on the start's way no more (0.25 ms of it): the limits
- * and owners of the cgroups (A joins them by path; nothing of the guest runs
- * before "go"), the console's owner (init opens it), the run files (read once
- * the start is answered: exec.plan, stop.plan, the views). Their plan order
- * among themselves is kept. */
+ * neither needs run then, on the start's way no more (0.4 ms of it): the run
+ * records of `identity` (state=starting and the supervisor's identity, for
+ * readers of a starting guest), the limits and owners of the cgroups (A joins
+ * them by path; nothing of the guest runs before "go"), the console's owner
+ * (init opens it), the run files (read once the start is answered: exec.plan,
+ * stop.plan, the views). Their plan order among themselves is kept. */
 static int st_later(struct st *s, struct vs_field *f, long count, long at) {
     const char *op = f[at].s;
-    if (!strcmp(op, "write") || !strcmp(op, "chown") || !strcmp(op, "ttyown")) {
+    int identity = !strcmp(op, "identity");
+    if (identity || !strcmp(op, "write") || !strcmp(op, "chown") || !strcmp(op, "ttyown")) {
         if (s->nwhile_a == (int)(sizeof s->while_a / sizeof *s->while_a))
             return 0; /* in its place, then */
+        if (identity) /* what the ops after it need; its run records are written later */
+            s->run_dir = f[at + 1].s, s->name = f[at + 2].s, s->records = 1;
         s->while_a[s->nwhile_a++] = at;
         return 1;
     }
@@ -544,6 +553,24 @@ static int st_run_later(struct st *s, struct vs_field *f, const long *ats, int n
             return -1;
     }
     return 0;
+}
+
+/* init.pid and init.start written while B boots, under their temporary names
+ * (vs_replace's first half): st_record then only renames them, once B has exec'd
+ * init (B's start time does not change at its exec). Best effort: st_record
+ * writes them itself when this did not. */
+static void st_stage(struct st *s) {
+    char tmp[4200], text[2][32];
+    long long start = vs_proc_starttime(s->b, 1);
+    snprintf(text[0], sizeof text[0], "%d\n", (int)s->b);
+    snprintf(text[1], sizeof text[1], "%lld\n", start);
+    const char *names[2] = {"init.pid", "init.start"};
+    for (int k = 0; start >= 0 && k < 2; k++) {
+        snprintf(tmp, sizeof tmp, "%s/.%s.tmp", s->run_dir, names[k]);
+        if (vs_write_file(tmp, text[k], strlen(text[k]), O_CREAT | O_TRUNC, 0644) < 0)
+            return;
+    }
+    s->staged = start >= 0;
 }
 
 /* -- A and B ------------------------------------------------------------------------- */
@@ -707,6 +734,8 @@ static int st_launch(struct st *s, struct vs_field *f) {
         return -1;
     close(go_p[1]);
     later = st_run_later(s, f, s->while_b, s->nwhile_b);
+    if (later == 0)
+        st_stage(s);
     /* B's error pipe closes on its exec; anything on it is a failed step */
     n = later < 0 ? 0 : st_read(err_p[0], line, sizeof line - 1, s->deadline, 0);
     close(err_p[0]);
@@ -720,19 +749,30 @@ static int st_launch(struct st *s, struct vs_field *f) {
 
 /* -- records and undo ---------------------------------------------------------------- */
 
+/* A staged value (st_stage) renamed into place: vs_replace's second half. */
+static int st_unstage(const char *dir, const char *name) {
+    char tmp[4200], final[4200];
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
+    snprintf(final, sizeof final, "%s/%s", dir, name);
+    return rename(tmp, final);
+}
+
 static int st_record(struct st *s) {
     struct timespec now;
     char started[64], text[64];
     /* an init that already exited is recorded too: the supervisor reaps it and the
      * start fails with its exit status and its last console lines */
-    long long start = vs_proc_starttime(s->b, 1);
+    long long start = s->staged ? 0 : vs_proc_starttime(s->b, 1);
     clock_gettime(CLOCK_REALTIME, &now);
     snprintf(started, sizeof started, "%lld.%03ld", (long long)now.tv_sec, now.tv_nsec / 1000000);
     if (start < 0)
         return st_fail(s, "the guest's init is gone; see its log");
-    if (vs_value_ll(s->run_dir, "init.pid", s->b) < 0 ||
-        vs_value_ll(s->run_dir, "init.start", start) < 0 ||
-        vs_value(s->run_dir, "started", started) < 0 ||
+    if (s->staged ? st_unstage(s->run_dir, "init.pid") < 0 ||
+                        st_unstage(s->run_dir, "init.start") < 0
+                  : vs_value_ll(s->run_dir, "init.pid", s->b) < 0 ||
+                        vs_value_ll(s->run_dir, "init.start", start) < 0)
+        return st_fail(s, "run file in %s: %s", s->run_dir, strerror(errno));
+    if (vs_value(s->run_dir, "started", started) < 0 ||
         vs_value(s->run_dir, "state", "running") < 0)
         return st_fail(s, "run file in %s: %s", s->run_dir, strerror(errno));
     snprintf(text, sizeof text, "started, init pid %d", (int)s->b);
