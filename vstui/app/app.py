@@ -53,7 +53,6 @@ from vstui.app.source import SnapshotSource
 from vstui.app.steady import Steadier
 from vstui.app.themes import DEFAULT_THEME, load_themes
 from vstui.app.widgets.dialogs import ConfirmDialog, ExecOutput, FormDialog, TypeNameDialog
-from vstui.app.widgets.topbar import TopBar
 
 MIN_INTERVAL = 0.5
 
@@ -288,7 +287,7 @@ class VstuiApp(App[int]):
             return
         screen = self.screen
         # A screen still composing shows the newest snapshot from its on_mount.
-        if isinstance(screen, VstuiScreen) and screen.query(TopBar):
+        if isinstance(screen, VstuiScreen) and screen.bar is not None:
             screen.show_snapshot(message.snap)
 
     # -- the gate ------------------------------------------------------

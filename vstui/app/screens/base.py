@@ -80,8 +80,19 @@ class VstuiScreen(StorageActions, Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return allowed(action, self.vapp.read_only)
 
+    _bar: TopBar | None = None
+
     def top_bar(self) -> TopBar:
-        return TopBar(self.TITLE_TEXT, id="topbar")
+        self._bar = TopBar(self.TITLE_TEXT, id="topbar")
+        return self._bar
+
+    @property
+    def bar(self) -> TopBar | None:
+        """The header once it is in the screen (None while the screen composes).
+        Kept, not looked up: a DOM query at each snapshot matched every widget
+        of the screen against the selector, a tenth of the idle UI thread."""
+        bar = self._bar
+        return bar if bar is not None and bar.is_attached else None
 
     def footer(self) -> ComposeResult:
         """The key footer, and the line that replaces it for a moment to say
@@ -118,7 +129,9 @@ class VstuiScreen(StorageActions, Screen):
 
     def show_snapshot(self, snap: Snapshot) -> None:
         """Called by the app with each new snapshot while this screen is on top."""
-        self.query_one(TopBar).update_from(snap)
+        bar = self.bar
+        if bar is not None:
+            bar.update_from(snap)
 
     # -- guest actions (carried out by the app, gated there too) -------
     def current_guest(self) -> str | None:
