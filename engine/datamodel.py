@@ -10,6 +10,7 @@ a guest by name (the host is ``HOST_NAME`` with xid 0), a process by
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -18,7 +19,7 @@ from engine.contexts import HOST_NAME, HOST_XID, SPECTATOR_XID
 
 __all__ = ["HOST_NAME", "HOST_XID", "SPECTATOR_XID", "Gauge", "GuestStatus", "LazyProcRow",
            "NetStats", "ProcRow", "Snapshot", "new_lazy_row", "new_proc_row",
-           "with_uptime"]  # fmt: skip
+           "with_cpu_percent", "with_uptime"]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,9 +153,40 @@ _ROW_NAMES = tuple(f.name for f in fields(ProcRow))
 
 # new_lazy_row(pid, ..., kernel, huid, static, owner): a LazyProcRow; None for nspid,
 # cmdline, uid, user, huid: read when asked for
-new_lazy_row: Callable[..., LazyProcRow] = _fast_constructor(
-    LazyProcRow, ("nspid", "cmdline", "uid", "user", "huid")
-)
+_LAZY = ("nspid", "cmdline", "uid", "user", "huid")
+new_lazy_row: Callable[..., LazyProcRow] = _fast_constructor(LazyProcRow, _LAZY)
+
+
+def _cpu_copier(cls: type) -> Callable[[ProcRow, float], ProcRow]:
+    """``copy(row, value)``: the ``cls`` row with ``cpu_percent=value``, its slots
+    copied as they are: a LazyProcRow's fields not read yet stay unread."""
+    env: dict[str, object] = {"new": object.__new__, "cls": cls}
+    names = (*_ROW_NAMES, "_static", "_owner") if cls is LazyProcRow else _ROW_NAMES
+    body = ""
+    for n in names:
+        slot = (cls if n.startswith("_") else ProcRow).__dict__[n]
+        env[f"get{n}"], env[f"set{n}"] = slot.__get__, slot.__set__
+        if n == "cpu_percent":
+            body += f"    set{n}(obj, value)\n"
+        elif n in _LAZY and cls is LazyProcRow:  # unset until read
+            body += f"    try:\n        set{n}(obj, get{n}(old))\n    except AttributeError:\n"
+            body += "        pass\n"
+        else:
+            body += f"    set{n}(obj, get{n}(old))\n"
+    exec(f"def copy(old, value):\n    obj = new(cls)\n{body}    return obj\n", env)
+    return env["copy"]  # type: ignore[return-value]
+
+
+_COPY_WITH_CPU = {cls: _cpu_copier(cls) for cls in (ProcRow, LazyProcRow)}
+
+
+def with_cpu_percent(row: ProcRow, value: float) -> ProcRow:
+    """``dataclasses.replace(row, cpu_percent=value)`` without reading anything:
+    replace asks for every field, so a LazyProcRow read its process's argv,
+    owner and NSpid from /proc (the console steadies the CPU% of every process
+    that ran, each second, whether or not its row is on screen)."""
+    copy = _COPY_WITH_CPU.get(type(row))
+    return dataclasses.replace(row, cpu_percent=value) if copy is None else copy(row, value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from rich.color import ColorSystem
@@ -16,7 +16,7 @@ from textual.pilot import Pilot
 from textual.strip import Strip
 from textual.widget import Widget
 
-from engine.datamodel import Snapshot
+from engine.datamodel import LazyProcRow, ProcRow, Snapshot, new_lazy_row
 from tests.tui import vt
 from tests.tui.fakes import small_snapshot
 from tests.tui.helpers import make_app, settle
@@ -320,6 +320,45 @@ def test_steadier_shows_what_settle_shows_for_every_process():
             states[p.key] = settle_value(states.get(p.key), p.cpu_percent, CPU)
             assert s.cpu_percent == states[p.key][0]
             assert s.pid == p.pid
+
+
+class _CountingStatic:
+    """A scanner's record of a process that counts what is read from it."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.nspid, self.cmdline = (7,), "sleep 1"  # read only through the properties below
+
+    def __getattribute__(self, name: str) -> object:
+        if name in ("nspid", "cmdline", "owner"):
+            object.__setattr__(self, "reads", object.__getattribute__(self, "reads") + 1)
+        return object.__getattribute__(self, name)
+
+    def owner(self) -> int:
+        return 1000
+
+
+def test_steadier_reads_nothing_of_the_processes_it_steadies():
+    """A steadied CPU% reads nothing from /proc: dataclasses.replace asked a
+    LazyProcRow for every field, so each process that ran read its argv, owner
+    and NSpid every second, on screen or not. The row is the same otherwise."""
+    static = _CountingStatic()
+    owner = lambda huid: (huid, "user")  # noqa: E731
+    base = small_snapshot().procs[0]
+    values = [getattr(base, f.name) for f in fields(ProcRow)]
+
+    def lazy(cpu: float) -> ProcRow:
+        row = dict(zip([f.name for f in fields(ProcRow)], values, strict=True))
+        row.update(cpu_percent=cpu, nspid=None, cmdline=None, uid=None, user=None, huid=None)
+        return new_lazy_row(*row.values(), static, owner)
+
+    steady = Steadier()
+    steady.apply(replace(small_snapshot(), procs=(lazy(10.0),)))
+    shown = steady.apply(replace(small_snapshot(), procs=(lazy(10.4),))).procs[0]
+    assert shown.cpu_percent == 10.0 and isinstance(shown, LazyProcRow)
+    assert static.reads == 0
+    assert (shown.cmdline, shown.nspid, shown.user) == ("sleep 1", 7, "user")
+    assert shown == replace(lazy(10.0), cpu_percent=10.0)
 
 
 def on_procs_table(

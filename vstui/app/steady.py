@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from engine.datamodel import GuestStatus, NetStats, ProcRow, Snapshot
+from engine.datamodel import GuestStatus, NetStats, ProcRow, Snapshot, with_cpu_percent
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +100,7 @@ class Steadier:
             if state[0] != value:
                 if out is None:
                     out = list(rows)
-                out[i] = dataclasses.replace(p, cpu_percent=state[0])
+                out[i] = with_cpu_percent(p, state[0])
         self._cpu = new
         return rows if out is None else tuple(out)
 
