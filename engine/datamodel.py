@@ -11,6 +11,7 @@ a guest by name (the host is ``HOST_NAME`` with xid 0), a process by
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -142,18 +143,25 @@ class LazyProcRow(ProcRow):
         return uid, user
 
     def __eq__(self, other: object) -> bool:
+        # The fields read from the stat line first, all at once (one C call):
+        # rows of a process that ran differ there (its times), and the lazy
+        # fields, in field order before them, were read from /proc to find out.
         if not isinstance(other, ProcRow):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in _ROW_NAMES)
+        if self is other:
+            return True
+        return _eager(self) == _eager(other) and _lazy(self) == _lazy(other)
 
     __hash__ = ProcRow.__hash__
 
 
 _ROW_NAMES = tuple(f.name for f in fields(ProcRow))
+_LAZY = ("nspid", "cmdline", "uid", "user", "huid")
+_eager = operator.attrgetter(*(n for n in _ROW_NAMES if n not in _LAZY))
+_lazy = operator.attrgetter(*_LAZY)
 
 # new_lazy_row(pid, ..., kernel, huid, static, owner): a LazyProcRow; None for nspid,
 # cmdline, uid, user, huid: read when asked for
-_LAZY = ("nspid", "cmdline", "uid", "user", "huid")
 new_lazy_row: Callable[..., LazyProcRow] = _fast_constructor(LazyProcRow, _LAZY)
 
 

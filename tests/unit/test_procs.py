@@ -483,6 +483,38 @@ def test_procrow_fast_constructor_builds_equal_rows() -> None:
         fast.pid = 8  # type: ignore[misc]
 
 
+def test_lazy_rows_that_differ_in_their_stat_line_compare_without_reading_proc() -> None:
+    """The console compares the row of a process that ran with the one it drew:
+    the lazy fields (argv, owner, NSpid) come before the times in field order,
+    and were read from /proc to find that the times differ."""
+    from engine.datamodel import new_lazy_row
+
+    class Static:
+        reads = 0
+
+        def owner(self) -> int:
+            Static.reads += 1
+            return 0
+
+        @property
+        def nspid(self) -> tuple[int, ...]:
+            Static.reads += 1
+            return (7,)
+
+        @property
+        def cmdline(self) -> str:
+            Static.reads += 1
+            return "x -y"
+
+    def row(utime: int) -> ProcRow:
+        return new_lazy_row(7, 1, 5, 0, "", None, None, None, "S", 0, 1, 4096, 4096, utime, 2,
+                            3, 4, 0.5, "?", "x", None, 7, 7, -1, 20, False, None, Static(),
+                            lambda huid: (huid, "root"))  # fmt: skip
+
+    assert row(1) != row(2) and Static.reads == 0
+    assert row(1) == row(1) and Static.reads > 0  # equal so far: the lazy fields decide
+
+
 def test_snapshot_procs_of_index_is_not_carried_over_by_replace() -> None:
     import dataclasses
 
