@@ -146,7 +146,11 @@ class LineTable(ScrollView, can_focus=True):
         on the wire.
         """
         width, height = self.size  # once: Widget.size is worked out anew at each ask
-        self._painted.sync_lines([(self._token(y), self._render(y, width)) for y in range(height)])
+        # the offsets once too: reactives, three reads a line made them a tenth
+        # of an idle update at 160x48
+        top, left = int(self.scroll_y), int(self.scroll_x)
+        lines = [(self._token(y, top), self._render(y, width, top, left)) for y in range(height)]
+        self._painted.sync_lines(lines)
         if len(self._cells) > 4 * max(height, 16):
             top = int(self.scroll_y)
             keep = set(self.order[top : top + height])
@@ -444,22 +448,28 @@ class LineTable(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         return self._painted.drawn(y, self._render(y, self._frame_width), self._token(y))
 
-    def _token(self, y: int) -> Hashable:
-        """What line ``y`` shows (its row's key), so moved rows are recognised."""
+    def _token(self, y: int, top: int | None = None) -> Hashable:
+        """What line ``y`` shows (its row's key), so moved rows are recognised;
+        ``top``: the first row shown (``scroll_y``)."""
         if y == 0:
             return HEADER
-        index = int(self.scroll_y) + y - 1
+        index = (int(self.scroll_y) if top is None else top) + y - 1
         return ("row", self.order[index]) if index < len(self.order) else None
 
-    def _render(self, y: int, width: int | None = None) -> Strip:
+    def _render(
+        self, y: int, width: int | None = None, top: int | None = None, left: int | None = None
+    ) -> Strip:
+        """Line ``y`` at ``width`` cells, scrolled to row ``top`` and column ``left``
+        (None: as now)."""
         base = self._row_styles()[0]  # first: a style change decides which built lines stay
         if width is None:
             width = self.size.width
-        left = int(self.scroll_x)
+        if left is None:
+            left = int(self.scroll_x)
         total = max(width + left, self._total_width())
         if y == 0:
             return self._position(self._header(total).crop_extend(left, left + width, base))
-        index = int(self.scroll_y) + y - 1
+        index = (int(self.scroll_y) if top is None else top) + y - 1
         if index >= len(self.order):
             return Strip.blank(width, base)
         return self._row(index, total).crop_extend(left, left + width, base)
@@ -510,13 +520,23 @@ class LineTable(ScrollView, can_focus=True):
         self._strips[key] = (cells, total, state, strip)
         return strip
 
+    _indexes_known: tuple[tuple[Column, ...], list[int]] | None = None
+
+    def _shown_indexes(self) -> list[int]:
+        """Where each shown column is among all columns, kept while they are the
+        same (a Column comparison is a Python call: nine a line at 80 columns)."""
+        known = self._indexes_known
+        if known is None or known[0] is not self.shown:
+            known = self._indexes_known = (self.shown, [self.columns.index(c) for c in self.shown])
+        return known[1]
+
     def _line(self, lead: str, cells: Sequence[Cell], total: int, style: Style) -> Strip:
         """One line of cells. Runs of plain cells (printable ASCII strings, most
         of a row) are joined into one text first: a segment per cell and gap,
         merged again by ``lean``, cost most of the time of a re-sort's ~46 new
         lines. The strip is the same."""
         if len(self.shown) < len(cells):  # a row's cells: keep the shown columns
-            cells = [cells[self.columns.index(col)] for col in self.shown]
+            cells = [cells[i] for i in self._shown_indexes()]
         segments: list[Segment] = []
         run = [lead]  # plain text not yet made a segment
         for col, width, cell in zip(self.shown, self.widths(total), cells, strict=False):
