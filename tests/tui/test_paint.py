@@ -79,6 +79,32 @@ def test_changed_spans_of_rows_styled_alike_match_a_cell_by_cell_comparison():
         assert changed_spans(old, new) == slow
 
 
+def test_changed_spans_of_rows_styled_apart_match_a_cell_by_cell_comparison():
+    """Rows whose styles change at other cells, with characters beyond ASCII
+    (a truncated command's "…", tree lines), are compared character by
+    character and style by style: the same spans as (character, style) pairs."""
+    import random
+    from operator import ne
+
+    from vstui.app.widgets import paint
+
+    rng = random.Random(21)
+    styles = [None, RED, Style(bold=True), Style(color="red"), Style(bold=True)]  # equal, not same
+    for _ in range(300):
+
+        def row() -> Strip:
+            cuts = sorted(rng.sample(range(1, 40), 4))
+            widths = [b - a for a, b in zip([0, *cuts], [*cuts, 40], strict=True)]
+            return Strip([Segment("".join(rng.choice("ab …├─") for _ in range(w)),
+                                  rng.choice(styles)) for w in widths])  # fmt: skip
+
+        old, new = row(), row()
+        pairs = bytes(map(ne, paint.cells_of(old), paint.cells_of(new)))
+        assert paint._differ_by_cell(old, new) == pairs
+    wide = Strip([Segment("日本 a")])
+    assert paint._differ_by_cell(wide, wide) is None  # two cells a character: cells_of
+
+
 def test_changed_spans_joins_runs_as_a_cell_by_cell_walk_does():
     """The runs of changed cells are found by a regex over a difference mask;
     they are those of a walk over every cell (runs fewer than ``gap`` equal

@@ -93,7 +93,7 @@ def changed_spans(old: Strip | None, new: Strip, gap: int = JOIN_GAP) -> list[tu
         # 0 where the cells are equal: XOR of the two lines as numbers
         differ = (int.from_bytes(a) ^ int.from_bytes(b)).to_bytes(len(a))
     else:
-        differ = bytes(map(ne, cells_of(old), cells_of(new)))
+        differ = _differ_by_cell(old, new) or bytes(map(ne, cells_of(old), cells_of(new)))
     # The runs between stretches of ``gap`` or more equal cells, from the
     # first changed cell to the last, found by C code (a Python loop over
     # every cell of every line was most of comparing a re-sorted screen).
@@ -107,6 +107,52 @@ def changed_spans(old: Strip | None, new: Strip, gap: int = JOIN_GAP) -> list[tu
         start = equal.end()
     spans.append((start, end))
     return spans
+
+
+def _differ_by_cell(old: Strip, new: Strip) -> bytes | None:
+    """A byte per cell, 0 where the two lines show the same character in the
+    same style; None when a character is not one cell wide (``cells_of`` then).
+
+    Rows that moved (a re-sort, processes come and gone) style their cells
+    differently, and a truncated command ends in "…": both missed the plain
+    comparison above, and a (character, style) pair per cell, compared by
+    rich's Style.__eq__ in Python, was a third of the UI thread's CPU on a
+    busy processes screen. Here the characters are compared as strings and
+    the styles as one small number per cell, each style looked up once per
+    segment.
+    """
+    codes: dict[Style | None, int] = {}
+    lines = []
+    for strip in (old, new):
+        texts: list[str] = []
+        styles = bytearray()
+        for text, style, control in strip:
+            if control:
+                continue
+            if not (text.isascii() or _single_width()(text)):
+                return None
+            code = codes.setdefault(style, len(codes))
+            if code > 255:
+                return None
+            texts.append(text)
+            styles += bytes((code,)) * len(text)
+        lines.append(("".join(texts), styles))
+    (text_a, styles_a), (text_b, styles_b) = lines
+    if len(text_a) != len(text_b):
+        return None
+    chars = int.from_bytes(bytes(map(ne, text_a, text_b)))
+    return (chars | int.from_bytes(bytes(map(ne, styles_a, styles_b)))).to_bytes(len(text_a))
+
+
+@functools.cache
+def _single_width() -> Callable[[str], bool]:
+    """Whether every character of a text is one cell wide, as rich measures it
+    (the compositor's measure): printable Latin, Greek, Cyrillic, general
+    punctuation ("…"), arrows, box drawing and blocks, Braille."""
+    ranges = ((0x20, 0x7F), (0xA0, 0x483), (0x2010, 0x2060), (0x2190, 0x2200),
+              (0x2500, 0x2600), (0x2800, 0x2900))  # fmt: skip
+    chars = (chr(c) for start, end in ranges for c in range(start, end))
+    return frozenset(c for c in chars if cell_len(c) == 1).issuperset
 
 
 @functools.cache
