@@ -404,6 +404,30 @@ def on_procs_table(
     asyncio.run(main())
 
 
+def test_rows_outgrowing_the_table_neither_relayout_nor_narrow_it(tmp_path: Path):
+    """Processes coming and going around the table's height flipped Textual's
+    scrollbar flags: a layout of the whole screen each time, and two columns
+    given to a scrollbar that is never drawn, so every line was sent again."""
+
+    async def check(pilot: Pilot, table: LineTable) -> None:
+        layouts: list[bool] = []
+        screen = table.screen
+        real = screen._refresh_layout
+        screen._refresh_layout = lambda *a, **kw: layouts.append(True) or real(*a, **kw)
+        width = table.scrollable_content_region.width
+        few = list(table.order)
+        many = [*few, *(("x", n) for n in range(60))]
+        items = {**table.items, **{key: table.items[few[0]] for key in many[len(few) :]}}
+        for order in (many, few, many):
+            table.set_data(order, items, table.prefixes)
+            await pilot.pause()
+            assert table.scrollable_content_region.width == width
+        assert layouts == []
+        assert table.allow_vertical_scroll  # the mouse wheel still scrolls it
+
+    on_procs_table(tmp_path, check)
+
+
 def test_an_update_repaints_only_the_changed_cell(tmp_path: Path):
     """One CPU% changes: the table asks for one small region, not the line."""
 

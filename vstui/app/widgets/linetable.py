@@ -75,7 +75,7 @@ class LineTable(ScrollView, can_focus=True):
     }
 
     DEFAULT_CSS = """
-    LineTable { height: 1fr; scrollbar-visibility: hidden; }
+    LineTable { height: 1fr; scrollbar-visibility: hidden; scrollbar-size: 0 0; }
     LineTable > .linetable--header { text-style: bold; background: $panel; color: $text; }
     LineTable > .linetable--cursor { background: $primary 40%; }
     LineTable:focus > .linetable--cursor { background: $primary; color: $text; }
@@ -266,6 +266,22 @@ class LineTable(ScrollView, can_focus=True):
         # The caller repaints the lines that changed.
         self.set_reactive(LineTable.virtual_size, size)
         self._scroll_update(size)
+
+    def _refresh_scrollbars(self) -> None:
+        # The table draws no scrollbar and keeps no room for one (scrollbar-size
+        # 0; the header shows "line/lines"). Textual kept two blank columns for
+        # it while the rows overflowed, and its update of the flags (layout
+        # reactives) and of the scrollbar widgets relayouted the screen whenever
+        # the row count crossed the table's height: with processes coming and
+        # going near that count, every other second, a third of the UI
+        # thread's CPU, and the whole table repainted at the new width. The
+        # flags still say whether it can scroll (the mouse wheel asks them).
+        if not self.container_size:
+            return
+        width, height = self.container_size
+        virtual = self.virtual_size
+        self.set_reactive(LineTable.show_horizontal_scrollbar, virtual.width > width)
+        self.set_reactive(LineTable.show_vertical_scrollbar, virtual.height > height)
 
     def _size_updated(
         self, size: Size, virtual_size: Size, container_size: Size, layout: bool = True
