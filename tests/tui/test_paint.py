@@ -626,3 +626,38 @@ def test_control_characters_never_reach_the_terminal(tmp_path: Path):
         assert not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in drawn)
 
     on_procs_table(tmp_path, check, replace(snap, procs=(*snap.procs[:-1], evil)))
+
+
+def test_text_lines_build_again_only_the_lines_that_changed(monkeypatch):
+    """The detail screen's header (a dozen lines) built every line again each
+    second for a sparkline: a line that reads the same keeps its strip, and
+    the strips are those a full build makes."""
+    from textual.app import App
+
+    from vstui.app.widgets import textlines
+
+    built: list[str] = []
+    real = textlines._strip
+    monkeypatch.setattr(
+        textlines, "_strip", lambda line, *a: built.append(line.plain) or real(line, *a)
+    )
+
+    class Lines(App):
+        def compose(self):
+            yield textlines.TextLines(id="lines")
+
+    async def main() -> None:
+        app = Lines()
+        async with app.run_test(size=(40, 10)) as pilot:
+            lines = app.query_one(textlines.TextLines)
+            for cpu in ("▁▂", "▂▃"):  # laid out, then drawn
+                lines.show([f"cpu {cpu}", "memory 1G", "disk 2G"])
+                await pilot.pause()
+            built.clear()
+            lines.show(["cpu ▃▄", "memory 1G", "disk 2G"])
+            assert built == ["cpu ▃▄"]
+            kept = list(lines._all_strips())
+            lines._strips = []
+            assert lines._all_strips() == kept
+
+    asyncio.run(main())

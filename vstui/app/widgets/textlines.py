@@ -29,7 +29,7 @@ class TextLines(Widget):
         super().__init__(id=id, classes=classes)
         self.lines: list[Text] = []
         self._painted = PaintedLines(self)
-        self._strips: list[Strip] = []
+        self._strips: list[Strip | None] = []
         self._width = -1
 
     def show(self, lines: Sequence[Text | str]) -> None:
@@ -38,11 +38,16 @@ class TextLines(Widget):
         if new == self.lines:
             return
         relayout = len(new) != len(self.lines)
+        old, built = self.lines, self._strips
         self.lines = new
         self._strips = []
         if relayout:
             self.refresh(layout=True)
             return
+        if built and self._width == self.size.width:
+            # lines that read the same keep their strip: the detail screen's
+            # header built all its lines again each second for a sparkline
+            self._strips = [b if n == o else None for n, o, b in zip(new, old, built, strict=True)]
         for y, strip in enumerate(self._all_strips()):
             self._painted.sync(y, strip)
 
@@ -50,13 +55,18 @@ class TextLines(Widget):
         return max(len(self.lines), 1)
 
     def _all_strips(self) -> list[Strip]:
+        """A strip per line, built for those that have none (None: changed)."""
         width = self.size.width
         if width != self._width or not self._strips:
             self._width = width
-            base = self.rich_style
-            console = self.app.console
-            self._strips = [_strip(line, width, base, console) for line in self.lines]
-        return self._strips
+            self._strips = [None] * len(self.lines)
+        strips = self._strips
+        if None in strips:
+            base, console = self.rich_style, self.app.console
+            for y, line in enumerate(self.lines):
+                if strips[y] is None:
+                    strips[y] = _strip(line, width, base, console)
+        return strips  # type: ignore[return-value]
 
     def on_resize(self) -> None:
         self._strips = []
