@@ -392,6 +392,26 @@ def test_gc_policy_collects_the_oldest_objects_when_nobody_types():
     assert gc.get_threshold() == saved
 
 
+def test_gc_policy_freezes_what_survives_its_first_collection_once():
+    """What the console built while starting (screens, widgets) survives the
+    first full collection; each later one walked it again: it is frozen then,
+    once, and only while the policy runs."""
+    now = [0.0]
+    events: list[str] = []
+    policy = GcPolicy(clock=lambda: now[0], collect=lambda: events.append("collect"),
+                      freeze=lambda: events.append("freeze"))  # fmt: skip
+    saved = gc.get_threshold()
+    policy.start()
+    try:
+        for t in (30, 60, 90):
+            now[0] = t
+            assert policy.tick()
+    finally:
+        policy.stop()
+    assert events == ["freeze", "collect", "freeze", "collect", "collect"]
+    assert gc.get_threshold() == saved
+
+
 def test_gc_policy_leaves_what_the_app_was_built_from_out_of_collections():
     """Each full collection walked the 40,000 objects of the imported modules
     again (40-45 ms every 30 s on an idle host): they are frozen while the
