@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import hoststats
-from engine._filekey import FileKey, file_key
+from engine._filekey import DirKey, FileKey, dir_key, file_key
 from engine.datamodel import (
     HOST_NAME,
     HOST_XID,
@@ -84,7 +84,7 @@ class Observer:
         self._configs: dict[str, tuple[FileKey | None, object | None, str | None]] = {}
         self._idblocks: tuple[FileKey | None, dict[str, int]] | None = None
         self._run_base = os.fspath(paths.run_base)
-        self._listed: tuple[list[tuple[int, ...]], list[str]] | None = None  # see _names
+        self._listed: tuple[list[DirKey | None], list[str]] | None = None  # see _names
         self.ncpu = os.cpu_count() or 1
 
     # ------------------------------------------------------------ public
@@ -123,22 +123,14 @@ class Observer:
 
     def _names(self) -> list[str]:
         """all_guests, listed again only when the configuration or run directory
-        changed (a NAME.conf or a run directory comes or goes), or changed less
-        than RunStates.RACY seconds ago (a timestamp is coarse)."""
-        key: list[tuple[int, ...]] = []
-        newest = 0.0
-        for folder in (self._config_dir, self._run_base):
-            try:
-                st = os.stat(folder)
-            except OSError:
-                key.append(())
-                continue
-            key.append((st.st_ino, st.st_mtime_ns, st.st_ctime_ns))
-            newest = max(newest, st.st_mtime)
+        changed (a NAME.conf or a run directory comes or goes), or changed too
+        recently to tell (engine._filekey.dir_key)."""
+        stamps = [dir_key(folder) for folder in (self._config_dir, self._run_base)]
+        key = [stamp[0] if stamp else None for stamp in stamps]
         if self._listed is not None and self._listed[0] == key:
             return self._listed[1]
         names = all_guests(self.paths)
-        if time.time() - newest > RunStates.RACY:
+        if all(stamp[1] for stamp in stamps if stamp):
             self._listed = (key, names)
         return names
 

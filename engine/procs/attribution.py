@@ -10,12 +10,12 @@ directory for guests that are not running.
 from __future__ import annotations
 
 import os
-import time
 from collections import namedtuple
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
 from engine import procfs
+from engine._filekey import DirKey, dir_key
 from engine.contexts import HOST_NAME, HOST_XID, SPECTATOR_XID
 from engine.paths import Paths, check_name, is_name
 
@@ -135,16 +135,14 @@ class RunStates:
 
     Every run file is written by rename, which changes the run directory: a
     guest's files are read again only when its directory changed, or changed
-    less than RACY seconds ago (a timestamp is coarse: two renames within one
-    tick look alike). Init's liveness is checked at every read (one read).
+    too recently to tell (engine._filekey.dir_key: a timestamp is coarse).
+    Init's liveness is checked at every read (one read).
     """
-
-    RACY = 1.0
 
     def __init__(self, paths: Paths, proc_root: str = "/proc") -> None:
         self.paths = paths
         self.proc_root = proc_root
-        self._seen: dict[str, tuple[tuple[int, int, int], _Recorded]] = {}
+        self._seen: dict[str, tuple[DirKey, _Recorded]] = {}
         self._frozen: dict[str, bool] = {}
         self._dirs: dict[str, str] = {}  # name -> run dir (a checked name, joined once)
 
@@ -152,17 +150,16 @@ class RunStates:
         run = self._dirs.get(name)
         if run is None:
             run = self._dirs[name] = self.paths.run_dir_str(name)
-        try:
-            st = os.stat(run)
-        except OSError:
+        stamp = dir_key(run)
+        if stamp is None:
             self._seen.pop(name, None)
             return _recorded(run)
-        key = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+        key, settled = stamp
         hit = self._seen.get(name)
         if hit is not None and hit[0] == key:
             return hit[1]
         recorded = _recorded(run)
-        if time.time() - st.st_mtime > self.RACY:
+        if settled:
             self._seen[name] = (key, recorded)
         return recorded
 
