@@ -13,7 +13,7 @@ BENCH_PACKAGES="lxc runc htop hyperfine"
 # (tests/sshd.py); nothing here starts or configures the system's sshd.
 APT_PACKAGES="python3 python3-venv python3-dev gcc libc6-dev libcap-dev libseccomp-dev \
   busybox-static e2fsprogs xfsprogs quota iproute2 procps tmux util-linux kmod \
-  libnftables1 nftables \
+  nftables \
   btrfs-progs zstd acl libcap2-bin \
   openssh-client openssh-server debootstrap"
 

@@ -1,24 +1,23 @@
-"""nftables through libnftables, the library the ``nft`` tool is built on.
+"""nftables through the ``nft`` tool, one script per call.
 
 A script of nft commands runs as one netlink transaction: all of it applies
-or none does. Debian's ``python3-nftables`` is the same thin ctypes layer
-over this library, installed for the system Python only (our venv cannot
-import it), so the few calls are bound here. The library is loaded on first
-use; a host without it gets a NetError naming the package.
+or none does. It runs in a child (``nft -f -``), not through libnftables in
+this process: libnftables 1.0.6 waits for its netlink socket with select(),
+and glibc's FD_SET aborts the whole process once that socket's descriptor is
+1024 or more (FORTIFY_SOURCE: "bit out of range 0 - FD_SETSIZE"). A console
+keeping a few thousand /proc files open, or any long-lived caller, would die
+mid-start without undoing it; the child starts with descriptors 0-2 only.
+A host without the tool gets a NetError naming the package.
 """
 
 from __future__ import annotations
 
-import ctypes
-import threading
-from typing import Any
+import shutil
+import subprocess
 
 from engine.errors import NetError
 
-LIBRARY = "libnftables.so.1"
-NFT_CTX_DEFAULT = 0
-_lib: Any = None
-_lock = threading.Lock()  # one context at a time: the library's buffers are per context
+COMMAND = "nft"
 
 
 class NftError(NetError):
@@ -29,53 +28,33 @@ class NftError(NetError):
         self.missing = missing
 
 
-def _library() -> Any:
-    global _lib
-    if _lib is None:
-        try:
-            lib = ctypes.CDLL(LIBRARY, use_errno=True)
-        except OSError:
-            raise NetError(f"nftables library {LIBRARY} not found; install it "
-                           "(apt-get install libnftables1)") from None  # fmt: skip
-        lib.nft_ctx_new.restype = ctypes.c_void_p
-        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
-        for name in ("nft_ctx_buffer_output", "nft_ctx_buffer_error"):
-            getattr(lib, name).argtypes = [ctypes.c_void_p]
-        for name in ("nft_ctx_get_output_buffer", "nft_ctx_get_error_buffer"):
-            getattr(lib, name).argtypes = [ctypes.c_void_p]
-            getattr(lib, name).restype = ctypes.c_char_p
-        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        _lib = lib
-    return _lib
+def _tool() -> str:
+    path = shutil.which(COMMAND, path="/usr/sbin:/sbin:/usr/bin:/bin")
+    if path is None:
+        raise NetError(f"nftables tool {COMMAND} not found; install it "
+                       "(apt-get install nftables)")  # fmt: skip
+    return path
 
 
 def run(script: str) -> str:
     """Run nft commands (one transaction); their output, or NftError."""
-    lib = _library()
-    with _lock:
-        ctx = lib.nft_ctx_new(NFT_CTX_DEFAULT)
-        if not ctx:
-            raise NetError("cannot create an nftables context (out of memory?)")
-        try:
-            lib.nft_ctx_buffer_output(ctx)
-            lib.nft_ctx_buffer_error(ctx)
-            failed = lib.nft_run_cmd_from_buffer(ctx, script.encode())
-            output = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode()
-            error = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode()
-        finally:
-            lib.nft_ctx_free(ctx)
-    if failed:
+    try:
+        done = subprocess.run([_tool(), "-f", "-"], input=script, capture_output=True,
+                              text=True, check=False)  # fmt: skip
+    except OSError as exc:
+        raise NetError(f"cannot run {COMMAND}: {exc.strerror}") from None
+    if done.returncode:
+        error = done.stderr or f"{COMMAND} exited with status {done.returncode}"
         first = next((line for line in error.splitlines() if line.startswith("Error")), error)
         missing = "No such file or directory" in error
         raise NftError(f"nftables refused the rules: {first.strip()}", missing)
-    return output
+    return done.stdout
 
 
 def available() -> bool:
-    """Whether libnftables can be loaded (without it no table can exist)."""
+    """Whether the nft tool is there (without it no table can exist)."""
     try:
-        _library()
+        _tool()
     except NetError:
         return False
     return True

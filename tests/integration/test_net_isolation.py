@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -421,14 +423,33 @@ def test_a_routed_guests_router_advertisement_changes_nothing_on_the_host(vroot,
     assert ra_state(None, host_end) == before
 
 
-def test_without_libnftables_a_start_fails_cleanly(vroot, spaces, monkeypatch):
+def test_without_nftables_a_start_fails_cleanly(vroot, spaces, monkeypatch):
     from engine.errors import NetError
     from engine.net import nft
 
-    monkeypatch.setattr(nft, "LIBRARY", "libnftables-missing.so.0")
-    monkeypatch.setattr(nft, "_lib", None)
+    monkeypatch.setattr(nft, "COMMAND", "nft-missing")
     ns = new_ns(spaces)
-    with pytest.raises(NetError, match=r"apt-get install libnftables1"):
+    with pytest.raises(NetError, match=r"apt-get install nftables"):
         net.setup(cfg("a", "198.18.40.1/24"), vroot, ns.pid)
     assert not (vroot.run_dir("a") / "net.json").exists()
     assert test_net.footprint(vroot) == []
+
+
+REPO = Path(__file__).resolve().parents[2]
+HIGH_FDS = """
+import os, sys
+from engine.net import nft
+held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+nft.run("add table inet vstui_fdtest\\n")
+print(nft.run("list tables\\n"))
+"""
+
+
+def test_rules_apply_from_a_process_holding_over_1024_descriptors() -> None:
+    """libnftables in-process aborted the caller (FD_SET on a socket fd >= 1024):
+    a console or a long test run holding /proc files open died mid-start. Run in
+    a network namespace of its own: the table goes with it."""
+    done = subprocess.run(["unshare", "--net", sys.executable, "-c", HIGH_FDS],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-300:]
+    assert "table inet vstui_fdtest" in done.stdout
