@@ -152,7 +152,6 @@ class LineTable(ScrollView, can_focus=True):
         lines = [(self._token(y, top), self._render(y, width, top, left)) for y in range(height)]
         self._painted.sync_lines(lines)
         if len(self._cells) > 4 * max(height, 16):
-            top = int(self.scroll_y)
             keep = set(self.order[top : top + height])
             self._cells = {k: v for k, v in self._cells.items() if k in keep}
             self._strips = {k: v for k, v in self._strips.items() if k in keep}
