@@ -86,6 +86,10 @@ class Observer:
         self._run_base = os.fspath(paths.run_base)
         self._listed: tuple[list[DirKey | None], list[str]] | None = None  # see _names
         self.ncpu = os.cpu_count() or 1
+        # False while the caller's view hides kernel threads: they are listed
+        # as last read, not read again (ProcessTable.refresh), so the host's
+        # CPU% leaves theirs out meanwhile
+        self.kernel_threads = True
 
     # ------------------------------------------------------------ public
     def snapshot(self) -> Snapshot:
@@ -94,7 +98,7 @@ class Observer:
         seen = self.table.last_scan
         runs = {name: self.runs.read(name, seen) for name in names}
         active = [info for info in runs.values() if info.active]
-        table = self.table.refresh(active)
+        table = self.table.refresh(active, self.kernel_threads)
         errors.extend(table.attribution.errors)
         by_guest: dict[str, list[ProcRow]] = {}
         for row in table.rows:

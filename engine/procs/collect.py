@@ -199,20 +199,24 @@ class ProcessTable:
         self.guest_ids = guestids.Cache(proc_root)
         self._ids: dict[str, guestids.GuestIds] = {}
 
-    def refresh(self, guests: list[RunInfo] | None = None) -> Table:
+    def refresh(self, guests: list[RunInfo] | None = None, kernel: bool = True) -> Table:
+        """Scan and attribute every process. ``kernel=False``: kernel threads
+        seen before are not read again (Scanner.scan); their CPU% is 0."""
         if guests is None:
             guests = running_guests(self.paths, self.scanner.proc_root)
         self._ids = self.guest_ids.update(guests) if self.need & NEED_UID else {}
+        # last scan's unread kernel threads: their times are older than the last scan's
+        blind_before = self.scanner.blind
         wall = time.time()
         if self.one_shot:
             attribution = attribute(self.paths, self.cgroup_fs, guests)
             want_nspid = attribution.by_pid.keys() if self.need & NEED_NSPID else ()
             procs = self.scanner.scan(want_nspid, self.need & ~NEED_NSPID)
         else:
-            procs, attribution = self._scan_attributed(guests)
+            procs, attribution = self._scan_attributed(guests, kernel)
         now = self.clock()
         elapsed = None if self._prev_time is None else max(now - self._prev_time, 1e-6)
-        rows = self._rows(procs, attribution, elapsed)
+        rows = self._rows(procs, attribution, elapsed, blind_before)
         self._prev = procs
         self._prev_time = now
         return Table(now, wall, rows, attribution, elapsed)
@@ -222,12 +226,14 @@ class ProcessTable:
         """The processes of the last refresh (pid -> Proc)."""
         return self._prev
 
-    def _scan_attributed(self, guests: list[RunInfo]) -> tuple[dict[int, Proc], Attribution]:
+    def _scan_attributed(
+        self, guests: list[RunInfo], kernel: bool = True
+    ) -> tuple[dict[int, Proc], Attribution]:
         """Scan, then attribute: every guest's cgroup is read again when the running
         guests changed or FULL_EVERY seconds passed, else only new PIDs are looked up
         (engine.procs.attribution.attribute_new)."""
         prev, last = self._prev, self._attribution
-        procs = self.scanner.scan((), 0)  # the rest when shown (LazyProcRow)
+        procs = self.scanner.scan((), 0, kernel)  # the rest when shown (LazyProcRow)
         key = tuple((g.name, g.xid, g.init_pid) for g in guests)
         now = self.clock()
         full = last is None or key != self._guests_key or now - self._full_at >= FULL_EVERY
@@ -241,8 +247,9 @@ class ProcessTable:
         return procs, attribution
 
     def _rows(
-        self, procs: dict[int, Proc], attribution: Attribution, elapsed: float | None
-    ) -> tuple[Row, ...]:
+        self, procs: dict[int, Proc], attribution: Attribution, elapsed: float | None,
+        blind_before: frozenset[int] = frozenset(),
+    ) -> tuple[Row, ...]:  # fmt: skip
         prev = self._prev
         make_row = self._make_row
         scale = 100.0 / CLK_TCK / elapsed if elapsed else 0.0
@@ -270,7 +277,13 @@ class ProcessTable:
             cpu = 0.0
             if scale:
                 before = prev.get(pid)
-                if before is not None and before.starttime == p.starttime:
+                # a kernel thread read again after unread scans: its time since
+                # then is not this interval's (no spike when K shows them again)
+                if (
+                    before is not None
+                    and before.starttime == p.starttime
+                    and pid not in blind_before
+                ):
                     cpu = (p.utime + p.stime - before.utime - before.stime) * scale
             static = p.static
             if lazy:  # LazyProcRow: None reads it when asked for (a guest's nspid, argv, owner)

@@ -229,8 +229,9 @@ def keys_side_by_side(trees: dict[str, str], rounds: int) -> None:
 
 def print_row(head: str, ours: Any, htop: Any) -> None:
     ratio = ours.bytes_per_s / htop.bytes_per_s if htop.bytes_per_s else 0
+    # CPU% to 0.01: idle figures are a few tenths, and at 0.1 most of them tied
     print(f"{head} {ours.bytes_per_s:7.0f} {htop.bytes_per_s:9.0f} {ratio:6.2f}"
-          f" {ours.cpu_percent:5.1f} {htop.cpu_percent:9.1f}", flush=True)  # fmt: skip
+          f" {ours.cpu_percent:5.2f} {htop.cpu_percent:9.2f}", flush=True)  # fmt: skip
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from textual.widgets import Footer
 
 from engine.datamodel import HOST_NAME
 from engine.facade import read_starttime
-from tests.tui.fakes import big_snapshot, proc, small_snapshot
+from tests.tui.fakes import FixedSource, big_snapshot, proc, small_snapshot
 from tests.tui.helpers import StubRunner, drive, make_app, screen_text, settle
 from vstui.app.app import SnapshotReady
 from vstui.app.screens.audit import NOT_AVAILABLE, AuditScreen
@@ -616,5 +616,34 @@ def test_big_snapshot_renders_only_visible_rows(tmp_path):
         await pilot.pause()
         assert len(table.order) == 10_000
         assert 0 < len(calls) <= 2 * 24
+
+    drive(app, scenario)
+
+
+class KernelAwareSource:
+    """A fixed source that, like engine.observe's Observer, can skip kernel threads."""
+
+    def __init__(self) -> None:
+        self.inner = FixedSource(small_snapshot())
+        self.kernel_threads = True
+        self.asked: list[bool] = []
+
+    def snapshot(self):
+        self.asked.append(self.kernel_threads)
+        return self.inner.snapshot()
+
+
+def test_a_process_list_hiding_kernel_threads_asks_the_source_not_to_read_them(tmp_path):
+    """Hidden (htop's default) they are not read again; K shows them and reads them."""
+    source = KernelAwareSource()
+    app = make_app(tmp_path, first_screen="processes", source=source)
+
+    async def scenario(pilot):
+        app.take_snapshot()
+        assert source.asked[-1] is False
+        await pilot.press("K")
+        await pilot.pause()
+        app.take_snapshot()
+        assert source.asked[-1] is True
 
     drive(app, scenario)

@@ -816,6 +816,46 @@ def test_a_gated_scan_reads_every_stat_again_within_recheck_every_scans(proc: Pa
     scanner.close()
 
 
+def test_a_scan_for_a_view_hiding_kernel_threads_does_not_read_them_again(proc: Path) -> None:
+    """kernel=False: a kernel thread seen before is handed out as it was, unread
+    (most of /proc on a quiet host); other processes are read as always, and
+    kernel=True reads the kernel thread again."""
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            _schedstat(proc, int(entry.name), 1000)
+    scanner = scan.Scanner(proc, gate=True)
+    first = scanner.scan((), 0)
+    assert first[2].kernel_thread and not first[2300].kernel_thread
+    for pid in (2, 2300):  # both ran
+        _set_stat_field(proc, pid, 11, "4242")
+        _schedstat(proc, pid, 2000)
+    hidden = scanner.scan((), 0, kernel=False)
+    assert hidden[2] is first[2] and scanner.blind == {2}
+    assert hidden[2300].utime == 4242
+    shown = scanner.scan((), 0)
+    assert shown[2].utime == 4242 and not scanner.blind
+    scanner.close()
+
+
+def test_a_kernel_thread_shown_again_starts_at_zero_cpu_not_a_spike(
+    proc: Path, host: tuple[Paths, Path]
+) -> None:
+    """Its time while unread is not the last interval's: 0% for the first interval
+    after K shows kernel threads again, then its real CPU%."""
+    paths, cgfs = host
+    now = [100.0]
+    table = ProcessTable(paths, proc, cgfs, clock=lambda: now[0])
+    table.refresh()
+    _set_stat_field(proc, 2, 11, str(10 * scan.CLK_TCK))  # 10 s while hidden
+    for step, kernel in enumerate((False, False, True), start=1):
+        now[0] = 100.0 + step
+        rows = {r.pid: r for r in table.refresh(kernel=kernel).rows}
+        assert rows[2].cpu_percent == 0.0
+    _set_stat_field(proc, 2, 11, str(10 * scan.CLK_TCK + scan.CLK_TCK // 2))  # +0.5 s
+    now[0] = 104.0
+    assert {r.pid: r for r in table.refresh().rows}[2].cpu_percent == pytest.approx(50.0)
+
+
 def test_a_gated_scan_of_the_real_proc_keeps_and_closes_descriptors() -> None:
     child = subprocess.Popen(["sleep", "30"])
     try:

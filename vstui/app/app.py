@@ -193,9 +193,11 @@ class VstuiApp(App[int]):
         """One poll (in the poller's thread): snapshot, steady figures, and
         the processes sorted and filtered for the view on screen."""
         self.gc_policy.tick()  # while nobody types: the oldest objects, ~50 ms
+        hint = self.view_hint
+        if hasattr(self.source, "kernel_threads"):  # a process list hiding them skips their reads
+            self.source.kernel_threads = hint is None or hint.kernel
         snap = self.steady.apply(self.source.snapshot())
         index = ProcIndex(snap.procs)
-        hint = self.view_hint
         if hint is not None:
             index.view(hint)
         self.post_message(SnapshotReady(snap, index))
