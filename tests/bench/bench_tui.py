@@ -181,11 +181,11 @@ def live(args: argparse.Namespace) -> None:
 
     screens = args.screens.split(",")
     sizes = [tuple(int(n) for n in s.split("x")) for s in args.sizes.split(",")]
-    home = tempfile.mkdtemp(prefix="vstui-bench-home-")  # htop's defaults, not a user's htoprc
     trees = {"vstui": REPO, **dict(c.split("=", 1) for c in args.code)}
     print(f"{'screen':10} {'size':7} {'mode':5} {'code':7} {'B/s':>7} {'htop B/s':>9} {'ratio':>6}"
           f" {'CPU%':>5} {'htop CPU%':>9}")  # fmt: skip
-    with Guests() as guests:
+    # HOME: htop's defaults, not a user's htoprc
+    with tempfile.TemporaryDirectory(prefix="vstui-bench-home-") as home, Guests() as guests:
         for mode in args.modes.split(","):
             load = Load(8, guests.addresses()) if mode == "busy" else None
             try:
