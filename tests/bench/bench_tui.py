@@ -193,10 +193,10 @@ def live(args: argparse.Namespace) -> None:
                     first, keys, htop_opts, htop_keys = LIVE_SCREENS[screen]
                     for cols, rows in sizes:
                         # -P: not the working directory (a source tree) before PYTHONPATH
-                        vstui = [sys.executable, "-P", "-m", "vstui.app.main", "--root",
+                        vstui = ["-P", "-m", "vstui.app.main", "--root",
                                  guests.root, "--screen", first, "-d", "1"]  # fmt: skip
                         htop = ["htop", "-d", "10", *htop_opts]
-                        programs = [PtyProgram(vstui, cols, rows,
+                        programs = [PtyProgram([interpreter(code), *vstui], cols, rows,
                                                {"PYTHONPATH": str(code), "HOME": home})
                                     for code in trees.values()]  # fmt: skip
                         programs.append(PtyProgram(htop, cols, rows, {"HOME": home}))
@@ -209,6 +209,12 @@ def live(args: argparse.Namespace) -> None:
             finally:
                 if load is not None:
                     load.close()
+
+
+def interpreter(code: str | Path) -> str:
+    """A tree's own interpreter (its .venv, as its setup.sh made it), else ours."""
+    own = Path(code, ".venv", "bin", "python")
+    return str(own) if own.exists() else sys.executable
 
 
 def keys_side_by_side(trees: dict[str, str], rounds: int) -> None:
