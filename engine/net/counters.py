@@ -61,14 +61,17 @@ def host_ends(text: str) -> dict[str, NetStats]:
     return found
 
 
-def counters(paths: Paths, names: Iterable[str]) -> dict[str, NetStats]:
-    """NetStats for each named guest that has a network; others are left out."""
+def counters(paths: Paths, names: Iterable[str], net_dev: str | None = None) -> dict[str, NetStats]:
+    """NetStats for each named guest that has a network; others are left out.
+    ``net_dev``: the host's /proc/net/dev as the caller read it (read here if None)."""
     found: dict[str, NetStats] = {}
-    try:
-        with open("/proc/net/dev") as f:
-            ends = host_ends(f.read())
-    except OSError:
-        ends = {}
+    if net_dev is None:
+        try:
+            with open("/proc/net/dev") as f:
+                net_dev = f.read()
+        except OSError:
+            net_dev = ""
+    ends = host_ends(net_dev)
     for name in names:
         stats = ends.get(paths.link_name(name))
         if stats is None:

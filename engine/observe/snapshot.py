@@ -90,6 +90,7 @@ class Observer:
         # as last read, not read again (ProcessTable.refresh), so the host's
         # CPU% leaves theirs out meanwhile
         self.kernel_threads = True
+        self._pid_limit: tuple[float, int] | None = None  # (when read, pid_max)
 
     # ------------------------------------------------------------ public
     def snapshot(self) -> Snapshot:
@@ -103,8 +104,9 @@ class Observer:
         by_guest: dict[str, list[ProcRow]] = {}
         for row in table.rows:
             by_guest.setdefault(row.guest, []).append(row)
-        net = self._net_counters([i.name for i in active], table.taken, errors)
-        guests = [self._host(by_guest.get(HOST_NAME, []), table.taken, names)]
+        net_dev = self._net_dev()  # one read for the host's totals and the guests' veths
+        net = self._net_counters([i.name for i in active], table.taken, errors, net_dev[0])
+        guests = [self._host(by_guest.get(HOST_NAME, []), table.taken, names, net_dev)]
         for name in names:
             guests.append(
                 self._guest(runs[name], by_guest.get(name, []), net, table.wall, table.taken)
@@ -139,22 +141,24 @@ class Observer:
         return names
 
     # ------------------------------------------------------------ host
-    def _host(self, rows: list[ProcRow], taken: float, names: list[str]) -> GuestStatus:
+    def _host(
+        self, rows: list[ProcRow], taken: float, names: list[str],
+        net_dev: tuple[str | None, str],
+    ) -> GuestStatus:  # fmt: skip
         missing: list[str] = []
         memory, uptime = Gauge(), None
-        try:  # psutil: host-wide totals (engine.hoststats says why)
+        try:
             memory = Gauge(*hoststats.memory(self.proc_root))
             uptime = hoststats.uptime(self.proc_root)
         except (OSError, RuntimeError) as exc:
             missing.append(f"memory: {exc}")
         disk = inodes = Gauge()
         try:
-            disk = Gauge(*hoststats.disk(os.fspath(self.paths.root)))
-            st = os.statvfs(self.paths.root)  # inodes: psutil has no figure for them
-            inodes = Gauge(st.f_files - st.f_ffree, st.f_files)
+            used, total, inodes_used, inodes_total = hoststats.disk(os.fspath(self.paths.root))
+            disk, inodes = Gauge(used, total), Gauge(inodes_used, inodes_total)
         except OSError as exc:
             missing.append(f"disk: {exc}")
-        net = self._host_net(taken, missing, names)
+        net = self._host_net(taken, missing, names, net_dev)
         return GuestStatus(
             name=HOST_NAME,
             xid=HOST_XID,
@@ -165,7 +169,7 @@ class Observer:
             nproc=len(rows),
             cpu_percent=sum(r.cpu_percent for r in rows),
             memory=memory,
-            pids=Gauge(sum(r.threads for r in rows), pid_max(self.proc_root)),
+            pids=Gauge(sum(r.threads for r in rows), self._pid_max(taken)),
             disk=disk,
             inodes=inodes,
             net=net,
@@ -175,17 +179,33 @@ class Observer:
             missing=tuple(missing),
         )
 
-    def _host_net(self, taken: float, missing: list[str], names: list[str]) -> NetStats | None:
+    def _pid_max(self, taken: float) -> int:
+        """The kernel's PID limit (the host's pids gauge), read again every
+        LIMITS_EVERY seconds: a sysctl, set at boot if ever."""
+        kept = self._pid_limit
+        if kept is None or taken - kept[0] >= LIMITS_EVERY:
+            kept = self._pid_limit = (taken, pid_max(self.proc_root))
+        return kept[1]
+
+    def _net_dev(self) -> tuple[str | None, str]:
+        """The host's /proc/net/dev, or None and why it could not be read."""
+        try:
+            with open(os.path.join(self.proc_root, "net/dev")) as f:
+                return f.read(), ""
+        except OSError as exc:
+            return None, str(exc)
+
+    def _host_net(
+        self, taken: float, missing: list[str], names: list[str], net_dev: tuple[str | None, str]
+    ) -> NetStats | None:
         """Totals of the host's network namespace from /proc/net/dev, without
         loopback and without the guests' own links (their veth host ends and
         ingress ifbs): a guest's traffic is its row's, not the host's too."""
         from engine.net.counters import parse_net_dev
 
-        try:
-            with open(os.path.join(self.proc_root, "net/dev")) as f:
-                text = f.read()
-        except OSError as exc:
-            missing.append(f"net: {exc}")
+        text, why = net_dev
+        if text is None:
+            missing.append(f"net: {why}")
             return None
         links = {"lo"}
         for name in names:
@@ -206,7 +226,7 @@ class Observer:
 
     # ------------------------------------------------------------ guests
     def _net_counters(
-        self, names: list[str], taken: float, errors: list[str]
+        self, names: list[str], taken: float, errors: list[str], net_dev: str | None = None
     ) -> dict[str, NetStats] | None:
         """engine.net.counters for the running guests; None if unavailable."""
         if not names:
@@ -215,7 +235,7 @@ class Observer:
         if net is None or not hasattr(net, "counters"):
             return None
         try:
-            raw = net.counters(self.paths, names)
+            raw = net.counters(self.paths, names, net_dev)
         except Exception as exc:  # the console must keep running
             errors.append(f"net counters: {exc}")
             return None

@@ -312,6 +312,36 @@ def test_observer_snapshot_on_fake_tree(proc: Path, host: tuple[Paths, Path]) ->
     assert any(m.startswith(("memory", "disk", "config")) for m in db1.missing)
 
 
+def test_a_snapshot_reads_net_dev_once_and_pid_max_every_few_seconds(
+    proc: Path, host: tuple[Paths, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host's traffic totals and the running guests' veth counters come from
+    one read of /proc/net/dev; the PID limit is read again every LIMITS_EVERY s."""
+    import builtins
+
+    from engine.observe.snapshot import Observer
+
+    paths, cgfs = host
+    (proc / "net").mkdir(exist_ok=True)
+    (proc / "net" / "dev").write_text(
+        "Inter-|   Receive\n face |bytes packets\n    lo: 1 1 0 0 0 0 0 0 1 1 0 0 0 0 0 0\n"
+    )
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        opened.append(os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    observer = Observer(paths, proc, cgfs)
+    observer.snapshot()
+    assert sum(f.endswith("net/dev") for f in opened) == 1
+    limits = sum(f.endswith("pid_max") for f in opened)
+    observer.snapshot()
+    assert sum(f.endswith("pid_max") for f in opened) == limits
+
+
 # ------------------------------------------------------------------ signals
 @pytest.mark.parametrize(
     ("word", "number"),
