@@ -661,3 +661,32 @@ def test_text_lines_build_again_only_the_lines_that_changed(monkeypatch):
             assert lines._all_strips() == kept
 
     asyncio.run(main())
+
+
+def test_text_lines_compare_each_line_once(monkeypatch):
+    """A Text comparison joins its text and compares its spans' styles in Python:
+    one per line a second, not two (all-equal first, then line by line)."""
+    from textual.app import App
+
+    from vstui.app.widgets import textlines
+
+    class Lines(App):
+        def compose(self):
+            yield textlines.TextLines(id="lines")
+
+    async def main() -> None:
+        app = Lines()
+        async with app.run_test(size=(40, 10)) as pilot:
+            lines = app.query_one(textlines.TextLines)
+            lines.show(["a", "b", "c", "d 1"])
+            await pilot.pause()
+            lines._all_strips()  # drawn (as on screen)
+            compared: list[int] = []
+            real = textlines.Text.__eq__
+            monkeypatch.setattr(
+                textlines.Text, "__eq__", lambda a, b: compared.append(1) or real(a, b)
+            )
+            lines.show(["a", "b", "c", "d 2"])
+            assert len(compared) == 4
+
+    asyncio.run(main())

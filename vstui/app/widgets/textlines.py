@@ -35,19 +35,23 @@ class TextLines(Widget):
     def show(self, lines: Sequence[Text | str]) -> None:
         """Show ``lines``; repaint what differs from what is on screen."""
         new = [_printable(Text(line) if isinstance(line, str) else line) for line in lines]
-        if new == self.lines:
-            return
-        relayout = len(new) != len(self.lines)
         old, built = self.lines, self._strips
-        self.lines = new
-        self._strips = []
-        if relayout:
+        if len(new) != len(old):
+            self.lines, self._strips = new, []
             self.refresh(layout=True)
             return
+        # each line compared once (a Text comparison joins its text and compares
+        # its spans' styles in Python: the detail screen's header compared every
+        # line twice a second, once for "all the same?" and once per line)
+        same = [n == o for n, o in zip(new, old, strict=True)]
+        if all(same):
+            return
+        self.lines = new
+        self._strips = []
         if built and self._width == self.size.width:
             # lines that read the same keep their strip: the detail screen's
             # header built all its lines again each second for a sparkline
-            self._strips = [b if n == o else None for n, o, b in zip(new, old, built, strict=True)]
+            self._strips = [b if kept else None for kept, b in zip(same, built, strict=True)]
         for y, strip in enumerate(self._all_strips()):
             self._painted.sync(y, strip)
 
