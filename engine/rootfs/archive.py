@@ -388,10 +388,10 @@ def _make(paths: Paths, name: str, conf: str, overrides: Mapping[str, str | None
 def _unpack(tar: tarfile.TarFile, tree: Path, label: str, name: str,
             keep_out: list[int]) -> None:  # fmt: skip
     from engine.rootfs.chroot import in_chroot
-    from engine.rootfs.templates import check_member
+    from engine.rootfs.templates import AS_IS, check_member
 
     def work(root: Path) -> None:
-        _extract_all(tar, root, label, check_member)
+        _extract_all(tar, root, label, check_member, AS_IS)
 
     try:
         in_chroot(tree, work, "import", close_fds=keep_out)
@@ -400,7 +400,8 @@ def _unpack(tar: tarfile.TarFile, tree: Path, label: str, name: str,
 
 
 def _extract_all(tar: tarfile.TarFile, root: Path, label: str,
-                 check_member: Callable[[tarfile.TarInfo, str], bool]) -> None:  # fmt: skip
+                 check_member: Callable[[tarfile.TarInfo, str], bool],
+                 as_is: Mapping[str, str]) -> None:  # fmt: skip
     """In the chroot: every member checked, then made, xattrs after owner and mode.
     Nothing is imported here: after chroot the engine's files are out of reach."""
     dirs: list[tarfile.TarInfo] = []
@@ -412,8 +413,7 @@ def _extract_all(tar: tarfile.TarFile, root: Path, label: str,
         if member.name == ".":
             dirs.append(member)
             continue
-        tar.extract(member, root, set_attrs=not member.isdir(), numeric_owner=True,
-                    filter="fully_trusted")  # fmt: skip
+        tar.extract(member, root, set_attrs=not member.isdir(), numeric_owner=True, **as_is)
         if member.isdir():
             dirs.append(member)
         else:

@@ -340,6 +340,13 @@ def _open_archive(source: str) -> tarfile.TarFile:
         raise VstuiError(f"{source}: cannot read the archive: {exc}") from exc
 
 
+# Members are extracted as they are: the checks above already refused what
+# leaves the tree, and extraction runs chrooted into it. Python 3.12 warns, and
+# 3.14 filters by default, without an explicit filter; the filter argument
+# came in 3.11.4 (PEP 706), and Debian 12's Python is 3.11.2 (TypeError).
+AS_IS: dict[str, str] = {"filter": "fully_trusted"} if hasattr(tarfile, "data_filter") else {}
+
+
 def populate_tarball(tree: Path, source: str, hostname: str, addresses: Iterable[object]) -> None:
     """Unpack ``source`` (checked first) and finish /etc, all inside a chroot."""
     source = os.path.abspath(source)
@@ -347,7 +354,7 @@ def populate_tarball(tree: Path, source: str, hostname: str, addresses: Iterable
         members = safe_members(archive, source)
 
         def unpack(root: Path) -> None:
-            archive.extractall(root, members, numeric_owner=True, filter="fully_trusted")
+            archive.extractall(root, members, numeric_owner=True, **AS_IS)
             finish_foreign(root, hostname, addresses)
 
         in_chroot(tree, unpack, f"{source}: unpacking")
