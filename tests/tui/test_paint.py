@@ -628,12 +628,28 @@ def test_control_characters_never_reach_the_terminal(tmp_path: Path):
     on_procs_table(tmp_path, check, replace(snap, procs=(*snap.procs[:-1], evil)))
 
 
+def _with_text_lines(scenario) -> None:
+    """Run ``scenario(pilot, lines)`` in an app holding one TextLines at 40x10."""
+    from textual.app import App
+
+    from vstui.app.widgets import textlines
+
+    class Lines(App):
+        def compose(self):
+            yield textlines.TextLines(id="lines")
+
+    async def main() -> None:
+        app = Lines()
+        async with app.run_test(size=(40, 10)) as pilot:
+            await scenario(pilot, app.query_one(textlines.TextLines))
+
+    asyncio.run(main())
+
+
 def test_text_lines_build_again_only_the_lines_that_changed(monkeypatch):
     """The detail screen's header (a dozen lines) built every line again each
     second for a sparkline: a line that reads the same keeps its strip, and
     the strips are those a full build makes."""
-    from textual.app import App
-
     from vstui.app.widgets import textlines
 
     built: list[str] = []
@@ -642,51 +658,33 @@ def test_text_lines_build_again_only_the_lines_that_changed(monkeypatch):
         textlines, "_strip", lambda line, *a: built.append(line.plain) or real(line, *a)
     )
 
-    class Lines(App):
-        def compose(self):
-            yield textlines.TextLines(id="lines")
+    async def scenario(pilot, lines) -> None:
+        for cpu in ("▁▂", "▂▃"):  # laid out, then drawn
+            lines.show([f"cpu {cpu}", "memory 1G", "disk 2G"])
+            await pilot.pause()
+        built.clear()
+        lines.show(["cpu ▃▄", "memory 1G", "disk 2G"])
+        assert built == ["cpu ▃▄"]
+        kept = list(lines._all_strips())
+        lines._strips = []
+        assert lines._all_strips() == kept
 
-    async def main() -> None:
-        app = Lines()
-        async with app.run_test(size=(40, 10)) as pilot:
-            lines = app.query_one(textlines.TextLines)
-            for cpu in ("▁▂", "▂▃"):  # laid out, then drawn
-                lines.show([f"cpu {cpu}", "memory 1G", "disk 2G"])
-                await pilot.pause()
-            built.clear()
-            lines.show(["cpu ▃▄", "memory 1G", "disk 2G"])
-            assert built == ["cpu ▃▄"]
-            kept = list(lines._all_strips())
-            lines._strips = []
-            assert lines._all_strips() == kept
-
-    asyncio.run(main())
+    _with_text_lines(scenario)
 
 
 def test_text_lines_compare_each_line_once(monkeypatch):
     """A Text comparison joins its text and compares its spans' styles in Python:
     one per line a second, not two (all-equal first, then line by line)."""
-    from textual.app import App
-
     from vstui.app.widgets import textlines
 
-    class Lines(App):
-        def compose(self):
-            yield textlines.TextLines(id="lines")
+    async def scenario(pilot, lines) -> None:
+        lines.show(["a", "b", "c", "d 1"])
+        await pilot.pause()
+        lines._all_strips()  # drawn (as on screen)
+        compared: list[int] = []
+        real = textlines.Text.__eq__
+        monkeypatch.setattr(textlines.Text, "__eq__", lambda a, b: compared.append(1) or real(a, b))
+        lines.show(["a", "b", "c", "d 2"])
+        assert len(compared) == 4
 
-    async def main() -> None:
-        app = Lines()
-        async with app.run_test(size=(40, 10)) as pilot:
-            lines = app.query_one(textlines.TextLines)
-            lines.show(["a", "b", "c", "d 1"])
-            await pilot.pause()
-            lines._all_strips()  # drawn (as on screen)
-            compared: list[int] = []
-            real = textlines.Text.__eq__
-            monkeypatch.setattr(
-                textlines.Text, "__eq__", lambda a, b: compared.append(1) or real(a, b)
-            )
-            lines.show(["a", "b", "c", "d 2"])
-            assert len(compared) == 4
-
-    asyncio.run(main())
+    _with_text_lines(scenario)
