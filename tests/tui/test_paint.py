@@ -688,3 +688,52 @@ def test_text_lines_compare_each_line_once(monkeypatch):
         assert len(compared) == 4
 
     _with_text_lines(scenario)
+
+
+def test_a_partial_update_renders_only_the_rows_that_changed():
+    """Textual renders, whole, every widget touching the box around all changed
+    regions: a change in the first and the last row asked for all 8 rows. The
+    span compositor asks each widget for the changed rows' bands alone, and
+    the terminal gets the same cells."""
+    from textual.app import App
+    from textual.screen import Screen
+
+    from vstui.app.widgets.paint import SpanCompositor
+
+    class Rows(Widget):
+        DEFAULT_CSS = "Rows { height: 8; }"
+        text = [f"row {i}" for i in range(8)]
+        asked: list[Region] = []
+
+        def render_lines(self, crop: Region) -> list[Strip]:
+            self.asked.append(crop)
+            return super().render_lines(crop)
+
+        def render_line(self, y: int) -> Strip:
+            return Strip([Segment(self.text[y].ljust(self.size.width))])
+
+    class Spans(Screen):
+        def __init__(self) -> None:
+            super().__init__()
+            self._compositor = SpanCompositor()
+
+        def compose(self):
+            yield Rows()
+
+    class Lines(App):
+        def on_mount(self) -> None:
+            self.push_screen(Spans())
+
+    async def main() -> None:
+        app = Lines()
+        async with app.run_test(size=(20, 10)) as pilot:
+            await pilot.pause()
+            rows = app.screen.query_one(Rows)
+            rows.asked.clear()
+            rows.text = ["row 0!", *Rows.text[1:7], "row 7!"]
+            rows.refresh(Region(0, 0, 6, 1), Region(0, 7, 6, 1))
+            await pilot.pause()
+            assert sorted(r.height for r in rows.asked) == [1, 1]
+            assert app.screen._compositor.render_strips()[7].text.startswith("row 7!")
+
+    asyncio.run(main())

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from itertools import repeat
 from operator import ne
 
@@ -463,11 +463,67 @@ class SpanCompositor(Compositor):
         self.kept = kept
 
     def render_partial_update(self) -> ChopsUpdate | None:
-        update = super().render_partial_update()
-        if update is None:
+        """The changed rows, rendered alone. Textual's update renders, whole,
+        every widget that touches the box around all the changed regions
+        (``_get_renders``): a digit in the detail screen's header and one in
+        its table's last row rendered all 48 rows of every widget between them
+        (0.54 ms an update at 160x48, the UI thread's largest cost there)."""
+        regions = self._dirty_regions.copy()
+        self._dirty_regions.clear()
+        screen = self.size.region
+        bands = [band for band in map(screen.intersection, row_bands(regions)) if band]
+        if not bands:
             return None
-        return SpanUpdate(update.chops, update.spans, update.chop_ends,
-                          erase=background_erase(), kept=self.kept())  # fmt: skip
+        spans = list(self._regions_to_spans(regions))
+        chops = self._chops(bands, {y for y, _, _ in spans})
+        chop_ends = [cut_set[1:] for cut_set in self.cuts]
+        return SpanUpdate(chops, spans, chop_ends, erase=background_erase(), kept=self.kept())
+
+    def _chops(self, bands: list[Region], rows: set[int]) -> list[dict[int, Strip | None]]:
+        """Per screen row, the strip between each pair of cuts, for ``rows``
+        (the others are left empty: an update reads only its spans' rows). As
+        Textual's ``_render_chops``: the front-most widget's strip wins a cut."""
+        cuts = self.cuts
+        chops: list[dict[int, Strip | None] | None] = [None] * len(cuts)
+        for band in bands:
+            for shown, strips in self._band_renders(band):
+                first_cut, last_cut = shown.column_span
+                for y, strip in zip(shown.line_range, strips, strict=False):
+                    if y not in rows:
+                        continue
+                    line = chops[y]
+                    if line is None:
+                        line = chops[y] = dict.fromkeys(cuts[y][:-1])
+                    at = [cut for cut in cuts[y] if last_cut >= cut >= first_cut]
+                    pieces = strip.divide([c - shown.x for c in at[1:]])
+                    for cut, piece in zip(at, pieces, strict=False):
+                        if line.get(cut) is None:
+                            line[cut] = piece
+        return [line if line is not None else {} for line in chops]
+
+    def _band_renders(self, band: Region) -> Iterator[tuple[Region, list[Strip]]]:
+        """Each visible widget's lines within the rows of ``band`` (front to back),
+        with where they are on screen."""
+        for widget, (region, clip) in self.visible_widgets.items():
+            if not band.overlaps(clip):
+                continue
+            x, y, width, height = region.intersection(clip)
+            top, bottom = max(y, band.y), min(y + height, band.bottom)
+            if width and bottom > top:
+                part = Region(x - region.x, top - region.y, width, bottom - top)
+                yield Region(x, top, width, bottom - top), widget.render_lines(part)
+
+
+def row_bands(regions: Iterable[Region]) -> list[Region]:
+    """The regions merged into bands of rows that overlap or touch: each band is
+    the box around its regions, and no two bands share a row."""
+    bands: list[Region] = []
+    for region in sorted(regions, key=lambda r: r.y):
+        if bands and region.y <= bands[-1].bottom:
+            bands[-1] = bands[-1].union(region)
+        else:
+            bands.append(region)
+    return bands
 
 
 @functools.cache
