@@ -86,9 +86,8 @@ class Observer:
         self._run_base = os.fspath(paths.run_base)
         self._listed: tuple[list[DirKey | None], list[str]] | None = None  # see _names
         self.ncpu = os.cpu_count() or 1
-        # False while the caller's view hides kernel threads: they are listed
-        # as last read, not read again (ProcessTable.refresh), so the host's
-        # CPU% leaves theirs out meanwhile
+        # False while the caller shows no kernel thread: each is read once in
+        # KERNEL_EVERY snapshots and keeps its CPU% in between (ProcessTable.refresh)
         self.kernel_threads = True
         self._pid_limit: tuple[float, int] | None = None  # (when read, pid_max)
 

@@ -193,6 +193,7 @@ class ProcessTable:
         self.one_shot = one_shot
         self._prev: dict[int, Proc] = {}
         self._prev_time: float | None = None
+        self._unread_since: dict[int, float] = {}  # kernel thread -> when it was read last
         self._attribution: Attribution | None = None
         self._guests_key: tuple = ()
         self._full_at = 0.0
@@ -200,13 +201,13 @@ class ProcessTable:
         self._ids: dict[str, guestids.GuestIds] = {}
 
     def refresh(self, guests: list[RunInfo] | None = None, kernel: bool = True) -> Table:
-        """Scan and attribute every process. ``kernel=False``: kernel threads
-        seen before are not read again (Scanner.scan); their CPU% is 0."""
+        """Scan and attribute every process. ``kernel=False``: a kernel thread
+        seen before is read at one refresh in KERNEL_EVERY (Scanner.scan); in
+        between it keeps the CPU% of its last read, measured over the time
+        since the read before (so the host's total keeps it too)."""
         if guests is None:
             guests = running_guests(self.paths, self.scanner.proc_root)
         self._ids = self.guest_ids.update(guests) if self.need & NEED_UID else {}
-        # last scan's unread kernel threads: their times are older than the last scan's
-        blind_before = self.scanner.blind
         wall = time.time()
         if self.one_shot:
             attribution = attribute(self.paths, self.cgroup_fs, guests)
@@ -216,7 +217,7 @@ class ProcessTable:
             procs, attribution = self._scan_attributed(guests, kernel)
         now = self.clock()
         elapsed = None if self._prev_time is None else max(now - self._prev_time, 1e-6)
-        rows = self._rows(procs, attribution, elapsed, blind_before)
+        rows = self._rows(procs, attribution, elapsed, now)
         self._prev = procs
         self._prev_time = now
         return Table(now, wall, rows, attribution, elapsed)
@@ -248,9 +249,15 @@ class ProcessTable:
 
     def _rows(
         self, procs: dict[int, Proc], attribution: Attribution, elapsed: float | None,
-        blind_before: frozenset[int] = frozenset(),
+        now: float = 0.0,
     ) -> tuple[Row, ...]:  # fmt: skip
         prev = self._prev
+        blind, since = self.scanner.blind, self._unread_since
+        for pid in blind:  # read last at the refresh before the first it was not
+            since.setdefault(pid, self._prev_time or now)
+        if len(since) > len(blind):
+            for gone in since.keys() - procs.keys():
+                del since[gone]
         make_row = self._make_row
         scale = 100.0 / CLK_TCK / elapsed if elapsed else 0.0
         by_pid = attribution.by_pid
@@ -265,11 +272,13 @@ class ProcessTable:
             p = procs[pid]
             ctx = by_pid.get(pid)
             xid, guest = (ctx.xid, ctx.name) if ctx is not None else (HOST_XID, HOST_NAME)
+            # read again after unread refreshes: its times moved over all of them
+            span = now - since.pop(pid) if pid in since and pid not in blind else None
             row = p.memo
             if (
                 row is not None  # same stat line as last time: the same row ...
-                and row.cpu_percent == 0.0  # ... if it did not run before either
-                and row.xid == xid
+                and (row.cpu_percent == 0.0 or pid in blind)  # ... if it did not run before
+                and row.xid == xid  # either, or was not read (its CPU% of its last read)
                 and row.guest == guest
             ):
                 append(row)
@@ -277,14 +286,10 @@ class ProcessTable:
             cpu = 0.0
             if scale:
                 before = prev.get(pid)
-                # a kernel thread read again after unread scans: its time since
-                # then is not this interval's (no spike when K shows them again)
-                if (
-                    before is not None
-                    and before.starttime == p.starttime
-                    and pid not in blind_before
-                ):
+                if before is not None and before.starttime == p.starttime:
                     cpu = (p.utime + p.stime - before.utime - before.stime) * scale
+                    if span is not None:
+                        cpu *= elapsed / max(span, 1e-6)  # type: ignore[operator]
             static = p.static
             if lazy:  # LazyProcRow: None reads it when asked for (a guest's nspid, argv, owner)
                 nspid, cmdline, uid, user, huid = (None if ctx else pid), None, None, None, None

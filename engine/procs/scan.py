@@ -278,6 +278,7 @@ def _read(name: str, dir_fd: int, size: int = 4096) -> bytes:
 # at each; a running (R) or multi-threaded one (schedstat is its main thread's
 # alone) is read every time.
 RECHECK_EVERY = 5
+KERNEL_EVERY = 5  # scan(kernel=False): a kernel thread is read at one scan in this many
 HOLD_MAX = 4096  # at most this many schedstat descriptors (~4 KiB of kernel memory each)
 SCHED_SIZE = 128
 
@@ -321,10 +322,11 @@ class Scanner:
         ``want_nspid``: PIDs whose NSpid is read now too (guest members);
         their /proc/PID/status is read once per process lifetime, and gives
         the uid as well.
-        ``kernel=False``: a kernel thread seen by an earlier scan is handed out
-        again unread (its times stand still; ``blind`` lists it), for a view
-        that hides kernel threads: on a quiet host they are most of /proc (62
-        of 89 processes here) and of the scan's reads.
+        ``kernel=False``: a kernel thread seen by an earlier scan is read at
+        one scan in KERNEL_EVERY (a share of them at each) and handed out again
+        unread at the others (``blind`` lists them), for a view that does not
+        show kernel threads: on a quiet host they are most of /proc (62 of 89
+        processes here) and of the scan's reads.
         """
         dir_fd = os.open(self.proc_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         procs: dict[int, Proc] = {}
@@ -343,8 +345,13 @@ class Scanner:
                 pid = int(name)
                 wanted = need_ns if pid in want_nspid else need
                 old = last.get(pid)
-                if not kernel and old is not None and old.flags & PF_KTHREAD:
-                    procs[pid] = old  # a kernel thread never becomes anything else
+                if (
+                    not kernel
+                    and old is not None
+                    and old.flags & PF_KTHREAD  # a kernel thread never becomes anything else
+                    and (pid + self._round) % KERNEL_EVERY
+                ):
+                    procs[pid] = old
                     blind.append(pid)
                     continue
                 if gate:

@@ -633,8 +633,9 @@ class KernelAwareSource:
         return self.inner.snapshot()
 
 
-def test_a_process_list_hiding_kernel_threads_asks_the_source_not_to_read_them(tmp_path):
-    """Hidden (htop's default) they are not read again; K shows them and reads them."""
+def test_kernel_threads_are_read_every_second_only_while_listed(tmp_path):
+    """Hidden (htop's default) or on a screen without a process list, the source
+    reads them less often; K shows them and reads them every second."""
     source = KernelAwareSource()
     app = make_app(tmp_path, first_screen="processes", source=source)
 
@@ -645,5 +646,8 @@ def test_a_process_list_hiding_kernel_threads_asks_the_source_not_to_read_them(t
         await pilot.pause()
         app.take_snapshot()
         assert source.asked[-1] is True
+        app.view_hint = None  # another screen on top
+        app.take_snapshot()
+        assert source.asked[-1] is False
 
     drive(app, scenario)

@@ -846,44 +846,56 @@ def test_a_gated_scan_reads_every_stat_again_within_recheck_every_scans(proc: Pa
     scanner.close()
 
 
-def test_a_scan_for_a_view_hiding_kernel_threads_does_not_read_them_again(proc: Path) -> None:
-    """kernel=False: a kernel thread seen before is handed out as it was, unread
-    (most of /proc on a quiet host); other processes are read as always, and
-    kernel=True reads the kernel thread again."""
+def test_a_scan_for_a_view_hiding_kernel_threads_reads_each_once_in_kernel_every(
+    proc: Path,
+) -> None:
+    """kernel=False: a kernel thread seen before is read at one scan in
+    KERNEL_EVERY and handed out as it was at the others (most of /proc on a
+    quiet host); other processes are read as always; kernel=True reads it."""
     for entry in proc.iterdir():
         if entry.name.isdigit():
             _schedstat(proc, int(entry.name), 1000)
     scanner = scan.Scanner(proc, gate=True)
     first = scanner.scan((), 0)
     assert first[2].kernel_thread and not first[2300].kernel_thread
-    for pid in (2, 2300):  # both ran
-        _set_stat_field(proc, pid, 11, "4242")
-        _schedstat(proc, pid, 2000)
-    hidden = scanner.scan((), 0, kernel=False)
-    assert hidden[2] is first[2] and scanner.blind == {2}
-    assert hidden[2300].utime == 4242
-    shown = scanner.scan((), 0)
-    assert shown[2].utime == 4242 and not scanner.blind
+    read = []
+    for runtime in range(2000, 2000 + scan.KERNEL_EVERY):
+        for pid in (2, 2300):  # both ran
+            _set_stat_field(proc, pid, 11, str(runtime))
+            _schedstat(proc, pid, runtime)
+        procs = scanner.scan((), 0, kernel=False)
+        assert procs[2300].utime == runtime
+        read.append(procs[2].utime == runtime)
+        assert (2 in scanner.blind) != read[-1]
+    assert read.count(True) == 1
+    _set_stat_field(proc, 2, 11, "9999")
+    _schedstat(proc, 2, 9999)
+    assert scanner.scan((), 0)[2].utime == 9999 and not scanner.blind
     scanner.close()
 
 
-def test_a_kernel_thread_shown_again_starts_at_zero_cpu_not_a_spike(
+def test_an_unread_kernel_thread_keeps_the_cpu_of_its_last_read_over_its_window(
     proc: Path, host: tuple[Paths, Path]
 ) -> None:
-    """Its time while unread is not the last interval's: 0% for the first interval
-    after K shows kernel threads again, then its real CPU%."""
+    """Read once in KERNEL_EVERY refreshes, a kernel thread's CPU% is its time
+    since its read before over the seconds since then (not over the last
+    interval: a spike), and it keeps that figure while unread, so the host's
+    total keeps it too."""
     paths, cgfs = host
     now = [100.0]
     table = ProcessTable(paths, proc, cgfs, clock=lambda: now[0])
     table.refresh()
-    _set_stat_field(proc, 2, 11, str(10 * scan.CLK_TCK))  # 10 s while hidden
-    for step, kernel in enumerate((False, False, True), start=1):
+    ticks = 0
+    shown: list[float] = []
+    for step in range(1, 2 * scan.KERNEL_EVERY + 1):
+        ticks += scan.CLK_TCK // 2  # half a CPU, all the time
+        _set_stat_field(proc, 2, 11, str(ticks))
         now[0] = 100.0 + step
-        rows = {r.pid: r for r in table.refresh(kernel=kernel).rows}
-        assert rows[2].cpu_percent == 0.0
-    _set_stat_field(proc, 2, 11, str(10 * scan.CLK_TCK + scan.CLK_TCK // 2))  # +0.5 s
-    now[0] = 104.0
-    assert {r.pid: r for r in table.refresh().rows}[2].cpu_percent == pytest.approx(50.0)
+        rows = {r.pid: r for r in table.refresh(kernel=False).rows}
+        shown.append(rows[2].cpu_percent)
+    read_again = shown[scan.KERNEL_EVERY :]  # each a whole window after the first read
+    assert all(value == pytest.approx(50.0) for value in read_again)
+    assert max(shown) <= 50.0 + 1e-6
 
 
 def test_a_gated_scan_of_the_real_proc_keeps_and_closes_descriptors() -> None:

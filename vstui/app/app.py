@@ -194,8 +194,8 @@ class VstuiApp(App[int]):
         the processes sorted and filtered for the view on screen."""
         self.gc_policy.tick()  # while nobody types: the oldest objects, ~50 ms
         hint = self.view_hint
-        if hasattr(self.source, "kernel_threads"):  # a process list hiding them skips their reads
-            self.source.kernel_threads = hint is None or hint.kernel
+        if hasattr(self.source, "kernel_threads"):  # read every second only when listed
+            self.source.kernel_threads = hint is not None and hint.kernel
         snap = self.steady.apply(self.source.snapshot())
         index = ProcIndex(snap.procs)
         if hint is not None:
