@@ -64,23 +64,18 @@ CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "ste
 def memory(proc_root: str = "/proc") -> tuple[int, int]:
     """(used, total) bytes of memory; used = total - available, as procps 4 and htop.
 
-    Two lines of /proc/meminfo, read here: psutil's virtual_memory parses the
-    whole file and works out a dozen figures the console does not show (84 us
-    of its poll every second, against 20). psutil where a kernel older than
-    3.14 has no MemAvailable (it estimates one).
+    The first lines of /proc/meminfo (engine.procs.scan's reader): psutil's
+    virtual_memory parses the whole file and works out a dozen figures the
+    console does not show (84 us of its poll every second, against 20).
+    psutil where a kernel older than 3.14 has no MemAvailable (it estimates one).
     """
-    total = available = None
-    with open(os.path.join(proc_root, "meminfo"), "rb") as f:
-        for line in f:
-            if line.startswith(b"MemTotal:"):
-                total = int(line.split()[1]) * 1024
-            elif line.startswith(b"MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-                break
-    if total is None or available is None:
+    from engine.procs.scan import read_meminfo
+
+    info = read_meminfo(proc_root, until="MemAvailable")
+    if "MemTotal" not in info or "MemAvailable" not in info:
         mem = _psutil(proc_root).virtual_memory()
         return mem.total - mem.available, mem.total
-    return total - available, total
+    return info["MemTotal"] - info["MemAvailable"], info["MemTotal"]
 
 
 def uptime(proc_root: str = "/proc") -> float:
@@ -88,8 +83,9 @@ def uptime(proc_root: str = "/proc") -> float:
     (fs/proc/uptime.c), without a file read; a recorded tree's own file else."""
     if proc_root == "/proc":
         return time.clock_gettime(time.CLOCK_BOOTTIME)
-    with open(os.path.join(proc_root, "uptime"), "rb") as f:
-        return float(f.read().split()[0])
+    from engine.procs.scan import read_uptime
+
+    return read_uptime(proc_root)
 
 
 def disk(path: str) -> tuple[int, int, int, int]:

@@ -476,8 +476,9 @@ def read_uptime(proc_root: str = "/proc") -> float:
         return float(f.read().split()[0])
 
 
-def read_meminfo(proc_root: str = "/proc") -> dict[str, int]:
-    """/proc/meminfo in bytes, by key (MemTotal, MemAvailable, ...)."""
+def read_meminfo(proc_root: str = "/proc", until: str = "") -> dict[str, int]:
+    """/proc/meminfo in bytes, by key (MemTotal, MemAvailable, ...); with
+    ``until``, the lines up to that key only (the console's poll wants two)."""
     out: dict[str, int] = {}
     with open(os.path.join(proc_root, "meminfo"), "rb") as f:
         for line in f:
@@ -488,6 +489,8 @@ def read_meminfo(proc_root: str = "/proc") -> dict[str, int]:
                 if len(parts) > 1 and parts[1] == b"kB":
                     value *= 1024
                 out[key.decode()] = value
+                if until and key == until.encode():
+                    break
     return out
 
 
