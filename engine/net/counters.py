@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 from engine.datamodel import NetStats
 from engine.net import state as net_state
@@ -39,7 +38,7 @@ def parse_net_dev(text: str, links: Iterable[str] | None, exclude: Iterable[str]
 
 def netns_stats(pid: int, links: Iterable[str]) -> NetStats | None:
     try:
-        text = Path(f"/proc/{pid}/net/dev").read_text()
+        text = read_net_dev(f"/proc/{pid}")
     except OSError:
         return None
     return parse_net_dev(text, links)
@@ -61,14 +60,19 @@ def host_ends(text: str) -> dict[str, NetStats]:
     return found
 
 
+def read_net_dev(proc_root: str = "/proc") -> str:
+    """A network namespace's /proc/net/dev (that of ``proc_root``'s reader)."""
+    with open(os.path.join(proc_root, "net/dev")) as f:
+        return f.read()
+
+
 def counters(paths: Paths, names: Iterable[str], net_dev: str | None = None) -> dict[str, NetStats]:
     """NetStats for each named guest that has a network; others are left out.
     ``net_dev``: the host's /proc/net/dev as the caller read it (read here if None)."""
     found: dict[str, NetStats] = {}
     if net_dev is None:
         try:
-            with open("/proc/net/dev") as f:
-                net_dev = f.read()
+            net_dev = read_net_dev()
         except OSError:
             net_dev = ""
     ends = host_ends(net_dev)

@@ -188,9 +188,10 @@ class Observer:
 
     def _net_dev(self) -> tuple[str | None, str]:
         """The host's /proc/net/dev, or None and why it could not be read."""
+        from engine.net.counters import read_net_dev
+
         try:
-            with open(os.path.join(self.proc_root, "net/dev")) as f:
-                return f.read(), ""
+            return read_net_dev(self.proc_root), ""
         except OSError as exc:
             return None, str(exc)
 
