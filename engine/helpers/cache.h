@@ -490,7 +490,8 @@ static int ch_answer(const char *name, const char *reply, ssize_t n) {
         return 0;
     }
     if (n > 6 && strncmp(reply, "error ", 6) == 0) {
-        dprintf(2, "vserver: %s: %s\n", name, reply + 6);
+        char shown[1024];
+        dprintf(2, "vserver: %s: %s\n", name, vs_visible(reply + 6, shown, sizeof shown));
         return 1;
     }
     return -1;

@@ -62,13 +62,16 @@ static const char *guest = "guest";
 static int err_fd = -1; /* -E: "KIND message" for Python, else stderr */
 
 static void say(const char *kind, const char *fmt, ...) {
-    char text[1024], line[1200];
+    char text[1024], shown[1024], line[1200];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    int n = err_fd >= 0 ? snprintf(line, sizeof line, "%s %s\n", kind, text)
-                        : snprintf(line, sizeof line, "vserver: %s: %s\n", guest, text);
+    /* the text may quote the command (argv[0]): ESC, CR or a newline in it must not
+     * reach the terminal nor split the -E pipe's one line per message */
+    vs_visible(text, shown, sizeof shown);
+    int n = err_fd >= 0 ? snprintf(line, sizeof line, "%s %s\n", kind, shown)
+                        : snprintf(line, sizeof line, "vserver: %s: %s\n", guest, shown);
     if (n > 0)
         (void)!write(err_fd >= 0 ? err_fd : 2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }

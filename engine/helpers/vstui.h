@@ -253,6 +253,39 @@ static inline int vs_value_ll(const char *dir, const char *key, long long value)
     return vs_value(dir, key, text);
 }
 
+/* The length of the UTF-8 sequence at s (1..4), or 0 when s does not start a valid one. */
+static inline int vs_utf8_len(const unsigned char *s) {
+    int len = s[0] > 0xf4 ? 0 : s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+    for (int i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return len;
+}
+
+/* engine.text.visible for C: text a caller chose (a command, a guest's reply) shown
+ * on a terminal with C0 as ^X, DEL as ^?, C1 and non-UTF-8 bytes as \xNN; out is
+ * always NUL-terminated and cut, never overflowed. */
+static inline const char *vs_visible(const char *text, char *out, size_t size) {
+    const unsigned char *s = (const unsigned char *)text;
+    size_t n = 0;
+    while (*s && n + 5 < size) {
+        int len = vs_utf8_len(s);
+        if (*s < 0x20 || *s == 0x7f) {
+            n += (size_t)snprintf(out + n, size - n, "^%c", *s == 0x7f ? '?' : *s + 64);
+            s++;
+        } else if (*s < 0x80 || (len > 1 && !(s[0] == 0xc2 && s[1] < 0xa0))) {
+            int take = len > 1 ? len : 1;
+            memcpy(out + n, s, (size_t)take);
+            n += (size_t)take, s += take;
+        } else { /* C1 as a character (C2 80..9F) or a byte that is not UTF-8 */
+            n += (size_t)snprintf(out + n, size - n, "\\x%02x", len == 2 ? s[1] : s[0]);
+            s += len == 2 ? 2 : 1;
+        }
+    }
+    out[n] = 0;
+    return out;
+}
+
 /* runfiles.log_line: "--- vserver NAME: TEXT at TIME ---" in a guest's console log. */
 static inline void vs_log_line(int fd, const char *name, const char *text) {
     char stamp[32], line[1024];

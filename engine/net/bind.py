@@ -64,6 +64,7 @@ from engine.net.ebpf import (
     word,
 )
 from engine.paths import Paths
+from engine.text import visible
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -321,15 +322,20 @@ def _exec_confined(argv: Sequence[str], raw: bool) -> None:
         confine_self(raw)
         refusal = what_could_undo(raw) or inherited_socket()
         if refusal:
-            os.write(2, f"chbind: refusing to run {argv[0]}: {refusal}\n".encode())
+            _say(f"refusing to run {argv[0]}: {refusal}")
             os._exit(126)
         os.execvp(argv[0], list(argv))
     except OSError as exc:
-        os.write(2, f"chbind: {argv[0]}: {exc.strerror}\n".encode())
+        _say(f"{argv[0]}: {exc.strerror}")
         os._exit(127)
     except BaseException as exc:  # never return into the parent's code
-        os.write(2, f"chbind: {exc}\n".encode())
+        _say(str(exc))
         os._exit(126)
+
+
+def _say(text: str) -> None:
+    """One visible line on stderr: ``text`` may quote the command, which the caller chose."""
+    os.write(2, f"chbind: {visible(text)}\n".encode(errors="surrogateescape"))
 
 
 def confine_self(raw: bool) -> None:

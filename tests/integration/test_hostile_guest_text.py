@@ -129,3 +129,34 @@ def test_every_console_screen_shows_them_visibly(
         assert "^[]52;c;cHduZWQK^G" in text, text
     if screen.startswith("processes") or screen == "kill_confirm":
         assert "PWNED" in text and mark in text, text
+
+
+# tools that run a command: a command word of control characters is not found, and
+# the "not found" line shows the word visibly (chbind printed it raw: CI, stop 29)
+COMMAND_RUNNERS = {
+    "chbind": ("chbind", ["--silent", "--ip", "127.0.0.1"]),
+    "chcontext --xid 0": ("chcontext", ["--silent", "--xid", "0"]),
+    "chcontext --xid guest": ("chcontext", ["--silent", "--xid", "{xid}"]),
+    "reducecap": ("reducecap", []),
+    "exec": ("vserver", ["{name}", "exec"]),
+    "suexec": ("vserver", ["{name}", "suexec", "root"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("what", sorted(COMMAND_RUNNERS))
+def test_a_command_word_of_control_characters_is_shown_visibly(
+    guest: tuple[Paths, str, str], what: str
+) -> None:
+    from engine.runtime import xid_of
+
+    paths, name, _ = guest
+    module, args = COMMAND_RUNNERS[what]
+    args = [a.format(name=name, xid=xid_of(paths, name)) for a in args]
+    env = {**os.environ, "VSTUI_ROOT": str(paths.root)}  # reducecap has no --root
+    for word in CONTROL_ARGS:
+        argv = [sys.executable, "-m", f"vstui.cli.{module}", *args, os.fsdecode(word)]
+        done = subprocess.run(argv, capture_output=True, timeout=60, env=env)
+        said = (what, word, done.returncode, done.stderr[-2000:])
+        assert done.returncode in (126, 127), said
+        assert raw_controls(done.stdout + done.stderr) == [], said
+        assert done.stderr.count(b"\n") == 1, said  # one line, even for "line1\nline2"

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from engine.errors import VstuiError
 from engine.paths import Paths
+from engine.text import visible
 from vstui.cli.common import run_tool, split_hosts, split_root
 
 TOOL = "vps"
@@ -271,7 +272,7 @@ def _body(argv: Sequence[str]) -> int:
     table = ProcessTable(paths, need=needs(opts, layout), one_shot=True).refresh()
     names = table.attribution.names()
     for err in table.attribution.errors:
-        print(f"{TOOL}: {err}", file=sys.stderr)
+        print(visible(f"{TOOL}: {err}"), file=sys.stderr)
     xid = _xid_filter(paths, opts.xid, names)
     me = next((r for r in table.rows if r.pid == os.getpid()), None)
     rows = select(table.rows, opts, me, xid) if me else list(table.rows)

@@ -258,7 +258,7 @@ def cmd_set(paths: Paths, name: str, args: Sequence[str]) -> int:
     if result.applied:
         print(f"{name}: applied to the running guest: {', '.join(result.applied)}")
     for error in result.errors:
-        print(f"vserver: {name}: not applied: {error}", file=sys.stderr)
+        print(visible(f"vserver: {name}: not applied: {error}"), file=sys.stderr)
     if result.needs_restart and _state(paths, name)[0] != "stopped":
         print(f"{name}: {', '.join(result.needs_restart)} take effect at the next start "
               f"(vserver {name} restart)")  # fmt: skip

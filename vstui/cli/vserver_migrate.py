@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from engine.errors import VstuiError
 from engine.paths import Paths
+from engine.text import visible
 
 TOOL = "vserver"
 USAGE = "usage: vserver NAME migrate HOST [--as NEWNAME] [--keep] [--xid N] [--ip ADDR]..."
@@ -58,7 +59,7 @@ def cmd_migrate(paths: Paths, name: str, args: Sequence[str]) -> int:
     target = host.name
 
     def say(text: str) -> None:
-        print(f"{TOOL}: {name}: {text}", file=sys.stderr)
+        print(visible(f"{TOOL}: {name}: {text}"), file=sys.stderr)  # the far host's words
 
     migrate(paths, name, host, say=say, **opts)  # type: ignore[arg-type]
     new = opts["new_name"] or name
