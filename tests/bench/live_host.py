@@ -26,7 +26,6 @@ from pathlib import Path
 from engine.procfs import mountinfo
 
 REPO = Path(__file__).resolve().parents[2]
-HZ = os.sysconf("SC_CLK_TCK")
 
 # Busy load: WORKERS processes whose duty cycle changes every second, plus a
 # steady churn of short-lived children (rows that appear and vanish), plus
@@ -123,10 +122,21 @@ class Load:
         self.proc.wait()
 
 
-def cpu_ticks(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of ``pid`` so far, in nanoseconds (schedstat's
+    run time). Not stat's utime+stime: those are clock ticks, charged to the
+    task a 100 Hz tick finds running, and an idle console or htop gets ~12 in
+    30 s, so one tick more or less moved a figure by 0.03 of its ~0.4%. A
+    thread that ends during the run takes its time along (both programs'
+    threads live as long as they do)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                total += int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):  # the thread ended meanwhile
+            continue
+    return total
 
 
 class PtyProgram:
@@ -140,7 +150,7 @@ class PtyProgram:
         fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         self.counted = 0
         self.counting = False
-        self.ticks0 = 0
+        self.ns0 = 0
 
     def read(self) -> None:
         try:
@@ -156,10 +166,10 @@ class PtyProgram:
     def start_counting(self) -> None:
         self.counting = True
         self.counted = 0
-        self.ticks0 = cpu_ticks(self.pid)
+        self.ns0 = cpu_ns(self.pid)
 
     def cpu_seconds(self) -> float:
-        return (cpu_ticks(self.pid) - self.ticks0) / HZ
+        return (cpu_ns(self.pid) - self.ns0) / 1e9
 
     def close(self) -> None:
         try:
