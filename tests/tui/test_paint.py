@@ -737,3 +737,67 @@ def test_a_partial_update_renders_only_the_rows_that_changed():
             assert app.screen._compositor.render_strips()[7].text.startswith("row 7!")
 
     asyncio.run(main())
+
+
+def _in_a_cycle(obj: object, depth: int = 4) -> bool:
+    """Whether ``obj`` is reachable from itself within ``depth`` references."""
+    import gc
+
+    frontier = gc.get_referents(obj)
+    for _ in range(depth):
+        if any(o is obj for o in frontier):
+            return True
+        frontier = [r for o in frontier for r in gc.get_referents(o) if not isinstance(o, type)]
+    return False
+
+
+def test_cropping_or_dividing_a_line_to_itself_leaves_no_reference_cycle():
+    """Textual's Strip cached a crop_extend's or a divide's result in the strip
+    asked, even when the result was the strip itself: a cycle, garbage only a
+    full collection frees (a Strip and its 7 FIFOCaches per line drawn). With
+    vstui's widgets loaded both answer as before and leave no cycle."""
+    import vstui.app.widgets.paint  # noqa: F401  (what mends Strip)
+
+    for cuts in ([5], [5, 9], [2, 5], [9], [2, 3]):
+        line = strip("hello", RED)
+        assert [p.text for p in line.divide(cuts)] == [
+            "hello"[a:b] for a, b in zip([0, *cuts], [c for c in cuts if c <= 5], strict=False)
+        ]
+    assert strip("hello", RED).crop_extend(0, 7, None).text == "hello  "
+    assert strip("hello", RED).crop_extend(1, 4, None).text == "ell"
+    whole = strip("hello", RED)
+    assert whole.crop_extend(0, 5, None) is whole and list(whole.divide([5])) == [whole]
+    assert whole.divide([5, 9]) == [whole]
+    assert not _in_a_cycle(whole)
+
+
+def test_the_lines_a_table_and_its_updates_draw_leave_no_reference_cycle(tmp_path: Path):
+    """A row as wide as the table (what a live console draws), drawn in full and
+    then cut into pieces by a partial update: none refers to itself."""
+    from vstui.app.widgets.paint import SpanCompositor
+
+    chopped: list[Strip] = []
+    real = SpanCompositor._chops
+
+    def spy(self, *a):  # type: ignore[no-untyped-def]
+        chops = real(self, *a)
+        chopped.extend(s for line in chops for s in line.values() if s is not None)
+        return chops
+
+    async def check(pilot: Pilot, table: LineTable) -> None:
+        table.styles.width = table._total_width()  # rows exactly as wide as the table
+        await settle(pilot)
+        items = dict(table.items)
+        key = table.order[-1]
+        items[key] = replace(items[key], rss=items[key].rss + 64 << 20)
+        table.set_data(list(table.order), items, table.prefixes)
+        await settle(pilot)
+        drawn = list(table._painted.lines.values())
+        assert drawn[1].cell_length == table.size.width
+        assert chopped and not [s.text for s in drawn + chopped if _in_a_cycle(s)]
+
+    SpanCompositor._chops = spy  # type: ignore[method-assign]
+    try:
+        on_procs_table(tmp_path, check)
+    finally:
+        SpanCompositor._chops = real  # type: ignore[method-assign]
