@@ -278,9 +278,16 @@ def _read(name: str, dir_fd: int, size: int = 4096) -> bytes:
 # at each; a running (R) or multi-threaded one (schedstat is its main thread's
 # alone) is read every time.
 RECHECK_EVERY = 5
+KTHREAD_RECHECK_EVERY = 25  # a kernel thread that did not run: only a renice changes its stat
 KERNEL_EVERY = 5  # scan(kernel=False): a kernel thread is read at one scan in this many
 HOLD_MAX = 4096  # at most this many schedstat descriptors (~4 KiB of kernel memory each)
+# at most this many stat descriptors kept besides (a seq_file page each, fs/seq_file.c):
+# a kept one is read again with one pread, 5.5 us here, where open, read and
+# close cost 13 (do_task_stat runs either way)
+STAT_HOLD_MAX = 1024
 SCHED_SIZE = 128
+LIST_EVERY = 8  # a repeated scan lists all of /proc at one scan in this many (see _listing)
+TGID_OFFSET = 256 + 2  # fs/proc/base.c: FIRST_PROCESS_ENTRY, then "self" and "thread-self"
 
 
 class Scanner:
@@ -301,6 +308,15 @@ class Scanner:
         self.reads = 0  # files opened by the last scan (for tests and benchmarks)
         self.gate = gate
         self._sched: dict[int, tuple[int, bytes]] = {}  # pid -> (schedstat fd, last read)
+        self._stats: dict[int, int] = {}  # pid -> stat fd, of processes whose schedstat is kept
+        # only in the live /proc: a kept descriptor of a file in a recorded tree
+        # would read a deleted process on, where /proc's fails (ESRCH)
+        live = gate and _live_procfs(self.proc_root)
+        self._hold_stats = STAT_HOLD_MAX if live else 0
+        # the live /proc's loadavg, kept open: its last PID says whether any
+        # process came since the last listing (see _listing)
+        self._loadavg = _open_loadavg(self.proc_root) if live else None
+        self._since: int | None = None  # the last PID read before the last listing
         self._round = 0
         self._hold_max = _hold_max() if gate else 0
         self.blind: frozenset[int] = frozenset()  # handed out unread by the last scan
@@ -339,7 +355,7 @@ class Scanner:
         open_, read, close, flags = os.open, os.read, os.close, os.O_RDONLY | os.O_CLOEXEC
         blind: list[int] = []
         try:
-            for name in os.listdir(dir_fd):
+            for name in self._listing(dir_fd):
                 if not name.isdigit():
                     continue
                 pid = int(name)
@@ -359,23 +375,25 @@ class Scanner:
                     if (
                         not ran
                         and old is not None
-                        and (pid + recheck) % RECHECK_EVERY
                         and old.threads == 1
                         and old.state != "R"
                         and old.static.have & wanted == wanted
+                        and self._unchanged(old, pid, recheck)
                     ):
                         procs[pid] = old
                         continue
-                try:
-                    fd = open_(name + "/stat", flags, dir_fd=dir_fd)
-                except OSError:  # gone, or not ours to read
-                    continue
-                try:
-                    data = read(fd, STAT_SIZE)
-                except OSError:
-                    continue
-                finally:
-                    close(fd)
+                data = self._read_kept(pid) if pid in self._stats else None
+                if data is None:
+                    try:
+                        fd = open_(name + "/stat", flags, dir_fd=dir_fd)
+                    except OSError:  # gone, or not ours to read
+                        continue
+                    try:
+                        data = read(fd, STAT_SIZE)
+                    except OSError:
+                        close(fd)
+                        continue
+                    self._keep_or_close(pid, fd)
                 reads += 1
                 if old is not None and old.raw == data and old.static.have & wanted == wanted:
                     procs[pid] = old
@@ -410,6 +428,64 @@ class Scanner:
         self.blind = frozenset(blind)
         return procs
 
+    def _listing(self, dir_fd: int) -> list[str]:
+        """The names in /proc to look at. In full (os.listdir) at the first scan,
+        at one in LIST_EVERY and when the PIDs wrapped; else, in the live /proc,
+        the last scan's processes (a gone one fails its read) and those whose
+        PID is above the last PID read before that scan's listing: PIDs are
+        handed out upwards (alloc_pid, kernel/pid.c), so none came below it.
+        /proc lists PIDs from the directory offset TGID_OFFSET + PID
+        (proc_pid_readdir, fs/proc/base.c): that listing is of the new ones
+        alone, a few entries where the full one is 2.5 us each (275 us here)."""
+        since, now = self._since, self._last_pid()
+        self._since = now
+        if since is None or now is None or now < since or not self._round % LIST_EVERY:
+            return os.listdir(dir_fd)
+        names = [str(pid) for pid in self._last if pid <= since]
+        if now != since:
+            os.lseek(dir_fd, TGID_OFFSET + since + 1, os.SEEK_SET)
+            names += os.listdir(dir_fd)  # from the offset; it rewinds when done
+        return names
+
+    def _last_pid(self) -> int | None:
+        """The last PID handed out in this PID namespace (loadavg's last field),
+        or None when there is no kept loadavg or it cannot be read."""
+        if self._loadavg is None:
+            return None
+        try:
+            return int(os.pread(self._loadavg, 128, 0).rsplit(None, 1)[1])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _unchanged(self, old: Proc, pid: int, recheck: int) -> bool:
+        """Whether a process that did not run is handed out unread: at the scans
+        but one in RECHECK_EVERY (another process may renice it, or reclaim its
+        memory, without it running); a kernel thread has no memory to reclaim:
+        at the scans but one in KTHREAD_RECHECK_EVERY."""
+        if old.flags & PF_KTHREAD:
+            return bool((pid + self._round) % KTHREAD_RECHECK_EVERY)
+        return bool((pid + recheck) % RECHECK_EVERY)
+
+    def _read_kept(self, pid: int) -> bytes | None:
+        """The stat line through the descriptor kept for ``pid``, or None (and
+        the descriptor closed) when its process is gone (ESRCH)."""
+        try:
+            data = os.pread(self._stats[pid], STAT_SIZE, 0)
+        except OSError:
+            data = b""
+        if data:
+            return data
+        os.close(self._stats.pop(pid))
+        return None
+
+    def _keep_or_close(self, pid: int, fd: int) -> None:
+        """Keep a stat descriptor while its schedstat one is kept, within
+        STAT_HOLD_MAX; close it otherwise."""
+        if pid in self._sched and len(self._stats) < self._hold_stats:
+            self._stats[pid] = fd
+        else:
+            os.close(fd)
+
     def _ran(self, pid: int, name: str, dir_fd: int) -> bool:
         """Whether ``pid`` ran since the last scan (True when it cannot tell): its
         schedstat read now, through the descriptor kept from the last scan. Read
@@ -427,6 +503,8 @@ class Scanner:
                 return now != held[1]
             os.close(held[0])
             del self._sched[pid]
+            if pid in self._stats:  # bound to the same process, gone too
+                os.close(self._stats.pop(pid))
         if len(self._sched) >= self._hold_max:
             return True
         try:
@@ -445,20 +523,52 @@ class Scanner:
 
     def _drop_gone(self, procs: dict[int, Proc]) -> None:
         """Close the schedstat descriptors of processes this scan did not find."""
-        sched = self._sched
+        sched, stats = self._sched, self._stats
         for pid in sched.keys() - procs.keys():
             os.close(sched.pop(pid)[0])
+        for pid in stats.keys() - procs.keys():
+            os.close(stats.pop(pid))
 
     def close(self) -> None:
         """Close every kept descriptor (a later scan opens them again)."""
         for fd, _ in self._sched.values():
             os.close(fd)
+        for fd in self._stats.values():
+            os.close(fd)
         self._sched.clear()
+        self._stats.clear()
+        if self._loadavg is not None:
+            os.close(self._loadavg)
+            self._loadavg, self._since = None, None
 
     def __del__(self) -> None:
-        sched = getattr(self, "_sched", None)
-        if sched:
+        if getattr(self, "_sched", None) or getattr(self, "_loadavg", None) is not None:
             self.close()
+
+
+def _live_procfs(proc_root: str) -> bool:
+    """Whether ``proc_root`` is the procfs of this process's PID namespace (its
+    ``self`` names this process), not a recorded tree."""
+    try:
+        return os.readlink(os.path.join(proc_root, "self")) == str(os.getpid())
+    except OSError:
+        return False
+
+
+def _open_loadavg(proc_root: str) -> int | None:
+    """A kept descriptor of /proc/loadavg, when /proc lists from a PID's offset
+    as _listing expects (its first entry from our own PID's offset is us);
+    None otherwise."""
+    dir_fd = os.open(proc_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.lseek(dir_fd, TGID_OFFSET + os.getpid(), os.SEEK_SET)
+        if next(iter(os.listdir(dir_fd)), None) != str(os.getpid()):
+            return None
+        return os.open("loadavg", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(dir_fd)
 
 
 def _hold_max() -> int:

@@ -846,6 +846,101 @@ def test_a_gated_scan_reads_every_stat_again_within_recheck_every_scans(proc: Pa
     scanner.close()
 
 
+def test_a_gated_scan_reads_a_kernel_thread_that_did_not_run_once_in_kthread_recheck_every(
+    proc: Path,
+) -> None:
+    """A kernel thread has no memory to reclaim and no terminal or group: what
+    another process changes in its stat line without it running is a renice,
+    read within KTHREAD_RECHECK_EVERY scans; not read at every RECHECK_EVERY."""
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            _schedstat(proc, int(entry.name), 1000)
+    scanner = scan.Scanner(proc, gate=True)
+    last = scanner.scan((), 0)[2]
+    assert last.kernel_thread
+    _set_stat_field(proc, 2, 16, "-5")  # reniced by someone else
+    reads = 0
+    for _ in range(scan.KTHREAD_RECHECK_EVERY):
+        now = scanner.scan((), 0)[2]
+        reads += now is not last
+        last = now
+    assert reads == 1 and last.nice == -5
+    scanner.close()
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_gated_scan_of_the_real_proc_reads_a_running_process_through_kept_descriptors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process that runs at every scan is read again through descriptors kept
+    from the scan before: no file of it is opened. Its descriptors are closed
+    when it is gone, and the rest by close()."""
+    child = subprocess.Popen(["sh", "-c", "while :; do :; done"])
+    before = _open_fds()
+    try:
+        scanner = scan.Scanner(gate=True)
+        scanner.scan((), 0), scanner.scan((), 0)
+        opened: list[str] = []
+        real_open = os.open
+        monkeypatch.setattr(
+            os,
+            "open",
+            lambda path, *a, **k: opened.append(os.fsdecode(path)) or real_open(path, *a, **k),
+        )
+        first = scanner.scan((), 0)[child.pid]
+        time.sleep(0.05)
+        again = scanner.scan((), 0)[child.pid]
+        monkeypatch.undo()
+        assert again is not first and again.utime + again.stime >= first.utime + first.stime
+        assert not [path for path in opened if path.startswith(f"{child.pid}/")]
+        child.kill()
+        child.wait()
+        assert child.pid not in scanner.scan((), 0)
+        scanner.close()
+        assert _open_fds() == before
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_a_repeated_scan_of_the_real_proc_lists_only_the_pids_above_the_last_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between two scans of the live /proc, new processes have PIDs above the
+    last one handed out before the first scan's listing: the second lists
+    those alone, finds the new process and misses no old one; a process gone
+    is dropped. When the PIDs wrapped (the last PID went down), all of /proc
+    is listed again."""
+    scanner = scan.Scanner(gate=True)
+    first = scanner.scan((), 0)
+    listed: list[int] = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda d: listed.append(len(got := real_listdir(d))) or got)
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        second = scanner.scan((), 0)
+        assert child.pid in second
+        assert all(pid in second for pid in first if os.path.exists(f"/proc/{pid}/stat"))
+        assert sum(listed) < len(first)  # not /proc again: the new PIDs alone
+        child.kill()
+        child.wait()
+        assert child.pid not in scanner.scan((), 0)
+        scanner._since = 1 << 30  # as if the last PID went down: they wrapped
+        listed.clear()
+        with subprocess.Popen(["sleep", "30"]) as other:
+            assert other.pid in scanner.scan((), 0) and sum(listed) > len(first)
+            other.kill()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        scanner.close()
+
+
 def test_a_scan_for_a_view_hiding_kernel_threads_reads_each_once_in_kernel_every(
     proc: Path,
 ) -> None:
