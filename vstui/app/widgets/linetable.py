@@ -119,6 +119,9 @@ class LineTable(ScrollView, can_focus=True):
         # cursor/mark state are the same (a re-sort moves lines, not text).
         self._strips: dict[Hashable, tuple[Sequence[Cell], int, int, Strip]] = {}
         self._styles: tuple[Style, Style, Style, Style] | None = None
+        # Rows as the last sync drew them, by key: (what they were made of, the
+        # built line they were cut from, the line drawn); see _shown_row
+        self._shown: dict[Hashable, tuple[tuple, Strip, Strip]] = {}
         self._painted = PaintedLines(self)
 
     # -- data ----------------------------------------------------------
@@ -149,12 +152,38 @@ class LineTable(ScrollView, can_focus=True):
         # the offsets once too: reactives, three reads a line made them a tenth
         # of an idle update at 160x48
         top, left = int(self.scroll_y), int(self.scroll_x)
-        lines = [(self._token(y, top), self._render(y, width, top, left)) for y in range(height)]
-        self._painted.sync_lines(lines)
+        base = self._row_styles()[0]  # first: a style change decides which built lines stay
+        total = max(width + left, self._total_width())
+        rows = range(top, min(top + height - 1, len(self.order)))
+        lines = [(self._token(0, top), self._render(0, width, top, left))]
+        lines += [
+            (("row", self.order[i]), self._shown_row(i, width, left, total, base)) for i in rows
+        ]
+        lines += [(None, self._render(y, width, top, left)) for y in range(len(lines), height)]
+        self._painted.sync_lines(lines[:height])
         if len(self._cells) > 4 * max(height, 16):
             keep = set(self.order[top : top + height])
             self._cells = {k: v for k, v in self._cells.items() if k in keep}
             self._strips = {k: v for k, v in self._strips.items() if k in keep}
+            self._shown = {k: v for k, v in self._shown.items() if k in keep}
+
+    def _shown_row(self, index: int, width: int, left: int, total: int, base: Style) -> Strip:
+        """Row ``index`` as drawn (``_render``), the very strip of the last sync
+        when nothing it is made of changed: the same item object and prefix, mark,
+        cursor, width and scroll, and its built line still kept (a style change,
+        a resize or ``invalidate`` drops those). At every poll most rows are
+        so: their cells, built line and crop were looked up one by one, ~15 us a
+        line, a third of an idle update at 160x48."""
+        key = self.order[index]
+        made = (self.items[key], self.prefixes.get(key, ""),
+                (key in self.marked) + 2 * (index == self._cursor), total, left, width)  # fmt: skip
+        last, built = self._shown.get(key), self._strips.get(key)
+        if last is not None and built is not None and last[1] is built[3]:
+            if last[0][0] is made[0] and last[0][1:] == made[1:]:
+                return last[2]
+        strip = self._row(index, total).crop_extend(left, left + width, base)
+        self._shown[key] = (made, self._strips[key][3], strip)
+        return strip
 
     def sync_header(self) -> None:
         """Repaint what changed in the header (the sort arrow) alone: a new sort
@@ -486,8 +515,18 @@ class LineTable(ScrollView, can_focus=True):
             return self._position(self._header(total).crop_extend(left, left + width, base))
         index = (int(self.scroll_y) if top is None else top) + y - 1
         if index >= len(self.order):
-            return Strip.blank(width, base)
+            return self._blank(width, base)
         return self._row(index, total).crop_extend(left, left + width, base)
+
+    def _blank(self, width: int, style: Style) -> Strip:
+        """A line below the last row: the same strip while width and style are,
+        so that each sync finds it unchanged at once (PaintedLines._changed)."""
+        kept = self._blank_kept
+        if kept is None or kept[0] != width or kept[1] != style:
+            kept = self._blank_kept = (width, style, Strip.blank(width, style))
+        return kept[2]
+
+    _blank_kept: tuple[int, Style, Strip] | None = None
 
     def _position(self, header: Strip) -> Strip:
         """The header with "line/lines" at its right end when the rows do not
