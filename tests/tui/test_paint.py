@@ -18,7 +18,7 @@ from textual.widget import Widget
 
 from engine.datamodel import LazyProcRow, ProcRow, Snapshot, new_lazy_row
 from tests.tui import vt
-from tests.tui.fakes import small_snapshot
+from tests.tui.fakes import proc, small_snapshot
 from tests.tui.helpers import make_app, settle
 from vstui.app.steady import CPU, RATE, Steadier
 from vstui.app.steady import settle as settle_value
@@ -488,6 +488,51 @@ def test_a_sync_looks_up_nothing_for_rows_made_of_the_same_things(tmp_path: Path
         table.marked.add(table.order[0])
         table.move_cursor(1)
         assert sorted(set(asked)) == [0, 1] and table._painted.lines[1].text.startswith("*")
+
+    on_procs_table(tmp_path, check)
+
+
+def test_format_proc_reads_only_the_face_and_what_a_process_keeps_for_life():
+    """proc_face stands for format_proc's output: a row that differs in any field
+    outside the face (but the user, VPID and command line, fixed per process and
+    exec) formats the same, in the tree too. A column reading another field
+    fails here until the face has it."""
+    from vstui.app.screens.procs import format_proc, proc_face
+
+    row = proc(4242, 1, "web", 40001, "/usr/sbin/nginx -g daemon off;", state="R")
+    fixed = {"nspid", "user", "cmdline"}
+    for field in fields(row):
+        value = getattr(row, field.name)
+        other = replace(row, **{field.name: _another(value)})
+        if proc_face(other) == proc_face(row) and field.name not in fixed:
+            for prefix in ("", " `- "):
+                assert format_proc(other, prefix) == format_proc(row, prefix), field.name
+
+
+def _another(value: object) -> object:
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 7
+    return f"{value}x"
+
+
+def test_a_row_with_a_new_item_of_the_same_face_is_not_formatted_again(tmp_path: Path):
+    """A process that ran is a new row at every poll (its CPU time moved); when
+    nothing shown of it changed, the processes table does not format it again."""
+
+    async def check(pilot: Pilot, table: LineTable) -> None:
+        formatted: list[object] = []
+        real = table.formatter
+        table.formatter = lambda item, prefix: formatted.append(item) or real(item, prefix)
+        items = dict(table.items)
+        key = table.order[-1]
+        items[key] = replace(items[key], utime=items[key].utime + 3, stime=items[key].stime + 1)
+        table.set_data(list(table.order), items, table.prefixes)
+        assert formatted == []
+        items[key] = replace(items[key], state="R")
+        table.set_data(list(table.order), items, table.prefixes)
+        assert formatted == [items[key]]
 
     on_procs_table(tmp_path, check)
 

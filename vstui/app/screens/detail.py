@@ -18,7 +18,7 @@ from vstui.app import fmt
 from vstui.app.actions import DETAIL, bindings
 from vstui.app.history import Series
 from vstui.app.procview import ProcIndex, ViewSpec
-from vstui.app.screens.procs import GUEST_PROC_COLUMNS, ProcActions, format_guest_proc
+from vstui.app.screens.procs import GUEST_PROC_COLUMNS, ProcActions, format_guest_proc, proc_face
 from vstui.app.widgets.linetable import LineTable
 from vstui.app.widgets.lists import KeyLog
 from vstui.app.widgets.snapshots import SnapshotsPane
@@ -168,7 +168,7 @@ class DetailScreen(ProcActions):
         yield from self.compose_table()
         yield TextLines(id="header")
         with ContentSwitcher(initial="procs"):
-            yield LineTable(GUEST_PROC_COLUMNS, format_guest_proc, id="procs")
+            yield LineTable(GUEST_PROC_COLUMNS, format_guest_proc, id="procs", face=proc_face)
             yield KeyLog(id="log", max_lines=2000)
             yield SnapshotsPane(self.guest, id="snapshots")
         yield from self.footer()

@@ -10,6 +10,7 @@ dialog that lists every target and sends the highlighted signal on Enter.
 from __future__ import annotations
 
 import signal
+from collections.abc import Hashable
 from typing import ClassVar
 
 from rich.text import Text
@@ -72,6 +73,17 @@ def format_proc(p: ProcRow, prefix: str, with_guest: bool = True) -> list[Cell]:
         command,
     ]
     return cells
+
+
+# What format_proc shows of a row that may change while its process lives: a
+# process that ran is a new row at every poll (its CPU time moved), and is
+# formatted again only when one of these reads otherwise (CPU% and RSS as
+# shown: a few pages more or a hundredth of a percent is the same line). Its
+# user, VPID and command line are read once per process and exec
+# (engine.procs.scan.Static), and an exec changes comm. A column that shows
+# another field adds it here.
+def proc_face(p: ProcRow) -> Hashable:
+    return (p.pid, p.starttime, p.comm, p.guest, p.state, f"{p.cpu_percent:.1f}", fmt.size(p.rss))
 
 
 def format_guest_proc(p: ProcRow, prefix: str) -> list[Cell]:
@@ -213,7 +225,7 @@ class ProcessesScreen(ProcActions):
 
     def compose(self) -> ComposeResult:
         yield from self.compose_table()
-        yield LineTable(PROC_COLUMNS, format_proc, id="procs")
+        yield LineTable(PROC_COLUMNS, format_proc, id="procs", face=proc_face)
         yield from self.footer()
 
     def on_mount(self) -> None:

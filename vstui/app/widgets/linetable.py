@@ -98,12 +98,14 @@ class LineTable(ScrollView, can_focus=True):
 
     def __init__(
         self, columns: Sequence[Column], formatter: Formatter, *, id: str | None = None,
-        classes: str | None = None,
+        classes: str | None = None, face: Callable[[Any], Hashable] | None = None,
     ) -> None:  # fmt: skip
         super().__init__(id=id, classes=classes)
         self.columns = tuple(columns)
         self.shown = self.columns  # the columns that fit the width (see _fit)
         self.formatter = formatter
+        # what of an item the formatter reads (see _cells_for); None: all of it
+        self.face = face
         self.order: list[Hashable] = []
         self.items: Mapping[Hashable, Any] = {}
         self.prefixes: Mapping[Hashable, str] = {}
@@ -114,7 +116,7 @@ class LineTable(ScrollView, can_focus=True):
         self.sort_reverse = False
         self._pos: dict[Hashable, int] | None = {}  # key -> line, made when asked
         self._cursor = 0
-        self._cells: dict[Hashable, tuple[Any, str, Sequence[Cell]]] = {}
+        self._cells: dict[Hashable, tuple[Any, str, Sequence[Cell], Hashable]] = {}
         # Drawn lines by key, reused while the row's cells, width and
         # cursor/mark state are the same (a re-sort moves lines, not text).
         self._strips: dict[Hashable, tuple[Sequence[Cell], int, int, Strip]] = {}
@@ -192,16 +194,23 @@ class LineTable(ScrollView, can_focus=True):
         if self.is_mounted and self.size.height:
             self._painted.sync(0, self._render(0), HEADER)
 
-    def _cells_for(self, key: Hashable) -> tuple[Any, str, Sequence[Cell]]:
-        """Formatted cells of one row, recomputed only when its item changed."""
+    def _cells_for(self, key: Hashable) -> tuple[Any, str, Sequence[Cell], Hashable]:
+        """Formatted cells of one row, recomputed only when what the formatter
+        reads of its item changed: its ``face`` when the table has one (a
+        process that ran is a new row at every poll, its CPU time moved, but
+        what is shown of it mostly reads the same), else the item itself."""
         item, prefix = self.items[key], self.prefixes.get(key, "")
         cached = self._cells.get(key)
-        if cached is not None and cached[1] == prefix and (cached[0] is item or cached[0] == item):
+        if cached is not None and cached[1] == prefix and cached[0] is item:
             return cached
+        face = item if self.face is None else self.face(item)
+        if cached is not None and cached[1] == prefix and cached[3] == face:
+            entry = self._cells[key] = (item, prefix, cached[2], face)  # formatted the same
+            return entry
         cells = tuple(self.formatter(item, prefix))
         if cached is not None and cached[2] == cells:
             cells = cached[2]  # reads the same: its built line is kept (see _row)
-        entry = (item, prefix, cells)
+        entry = (item, prefix, cells, face)
         self._cells[key] = entry
         return entry
 
