@@ -469,7 +469,9 @@ def test_a_sync_looks_up_nothing_for_rows_made_of_the_same_things(tmp_path: Path
     cursor, width and scroll are those of the last sync is the very strip drawn
     then, its cells and built line not looked up (~15 us a line, a third of an
     idle update at 160x48), and a blank line below the rows is the same strip
-    too. A changed item, a mark or the cursor is drawn anew."""
+    too; so is a row Textual asks for again (render_line: a partial update
+    repaints the rows it touches). A changed item, a mark or the cursor is
+    drawn anew."""
 
     async def check(pilot: Pilot, table: LineTable) -> None:
         asked: list[int] = []
@@ -480,6 +482,7 @@ def test_a_sync_looks_up_nothing_for_rows_made_of_the_same_things(tmp_path: Path
         blank = table._painted.lines[last]
         table.set_data(list(table.order), items, table.prefixes)
         assert asked == [] and table._painted.lines[last] is blank
+        assert table.render_line(3) is table._painted.lines[3] and asked == []  # a repaint
         key = table.order[-1]
         items[key] = replace(items[key], rss=items[key].rss + (64 << 20))
         table.set_data(list(table.order), items, table.prefixes)

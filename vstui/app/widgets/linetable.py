@@ -525,7 +525,7 @@ class LineTable(ScrollView, can_focus=True):
         index = (int(self.scroll_y) if top is None else top) + y - 1
         if index >= len(self.order):
             return self._blank(width, base)
-        return self._row(index, total).crop_extend(left, left + width, base)
+        return self._shown_row(index, width, left, total, base)
 
     def _blank(self, width: int, style: Style) -> Strip:
         """A line below the last row: the same strip while width and style are,
