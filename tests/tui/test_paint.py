@@ -540,6 +540,31 @@ def test_a_row_with_a_new_item_of_the_same_face_is_not_formatted_again(tmp_path:
     on_procs_table(tmp_path, check)
 
 
+def test_an_update_renders_no_widget_behind_the_rows_it_repaints(tmp_path: Path):
+    """A row of the table changes: the update renders the table's lines, not the
+    screen's (or a container's) behind them, which the table covers; what is
+    sent is the same."""
+
+    async def check(pilot: Pilot, table: LineTable) -> None:
+        rendered: list[str] = []
+
+        def counted(widget: Widget) -> None:
+            real, name = widget.render_lines, type(widget).__name__
+            widget.render_lines = lambda crop: rendered.append(name) or real(crop)  # type: ignore[method-assign]
+
+        for widget in table.ancestors_with_self:
+            if isinstance(widget, Widget):
+                counted(widget)
+        items = dict(table.items)
+        key = table.order[-1]
+        items[key] = replace(items[key], rss=items[key].rss + (64 << 20))
+        table.set_data(list(table.order), items, table.prefixes)
+        await pilot.pause()
+        assert rendered == ["LineTable"]
+
+    on_procs_table(tmp_path, check)
+
+
 def test_a_line_of_plain_cells_joined_is_the_line_of_a_segment_per_cell(tmp_path: Path):
     """LineTable._line joins runs of plain cells into one text before making
     segments (a re-sort builds ~46 lines on the key's frame); the strips are

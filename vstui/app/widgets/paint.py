@@ -516,8 +516,11 @@ class SpanCompositor(Compositor):
         cuts = self.cuts
         chops: list[dict[int, Strip | None] | None] = [None] * len(cuts)
         for band in bands:
-            for shown, strips in self._band_renders(band):
+            for shown, widget, part in self._band_parts(band):
                 first_cut, last_cut = shown.column_span
+                if _covered(chops, cuts, shown.line_range, rows, first_cut, last_cut):
+                    continue  # what it would draw there, widgets in front of it drew
+                strips = widget.render_lines(part)
                 for y, strip in zip(shown.line_range, strips, strict=False):
                     if y not in rows:
                         continue
@@ -531,9 +534,9 @@ class SpanCompositor(Compositor):
                             line[cut] = piece
         return [line if line is not None else {} for line in chops]
 
-    def _band_renders(self, band: Region) -> Iterator[tuple[Region, list[Strip]]]:
-        """Each visible widget's lines within the rows of ``band`` (front to back),
-        with where they are on screen."""
+    def _band_parts(self, band: Region) -> Iterator[tuple[Region, Widget, Region]]:
+        """Each visible widget within the rows of ``band`` (front to back): where
+        that part is on screen, the widget, and the part in its own coordinates."""
         for widget, (region, clip) in self.visible_widgets.items():
             if not band.overlaps(clip):
                 continue
@@ -541,7 +544,27 @@ class SpanCompositor(Compositor):
             top, bottom = max(y, band.y), min(y + height, band.bottom)
             if width and bottom > top:
                 part = Region(x - region.x, top - region.y, width, bottom - top)
-                yield Region(x, top, width, bottom - top), widget.render_lines(part)
+                yield Region(x, top, width, bottom - top), widget, part
+
+
+def _covered(
+    chops: list[dict[int, Strip | None] | None], cuts: list[list[int]], lines: range,
+    rows: set[int], first_cut: int, last_cut: int,
+) -> bool:  # fmt: skip
+    """Whether every piece between ``first_cut`` and ``last_cut`` of the ``lines``
+    an update reads (``rows``) is taken already: then a widget behind is not
+    rendered. Each band asked the screen, and every container between it and
+    the table, for lines the table covers (half the renders of an idle update)."""
+    for y in lines:
+        if y not in rows:
+            continue
+        line = chops[y]
+        if line is None:
+            return False
+        for cut in cuts[y][:-1]:
+            if first_cut <= cut < last_cut and line[cut] is None:
+                return False
+    return True
 
 
 def row_bands(regions: Iterable[Region]) -> list[Region]:
