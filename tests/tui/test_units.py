@@ -367,7 +367,7 @@ def test_gc_policy_collects_the_oldest_objects_when_nobody_types():
     every 30 s), and after a minute whatever the user does."""
     now = [0.0]
     runs: list[float] = []
-    policy = GcPolicy(quiet=1, every=30, at_most=60, clock=lambda: now[0],
+    policy = GcPolicy(quiet=1, every=30, at_most=60, first=30, clock=lambda: now[0],
                       collect=lambda: runs.append(now[0]))  # fmt: skip
 
     def at(t: float, typing: bool = False) -> bool:
@@ -390,6 +390,26 @@ def test_gc_policy_collects_the_oldest_objects_when_nobody_types():
     finally:
         policy.stop()
     assert gc.get_threshold() == saved
+
+
+def test_gc_policy_collects_first_once_the_console_is_up():
+    """The first full collection walks all the console built while starting
+    (14 ms at 160x48) and freezes what survives: it comes ``first`` seconds in,
+    a cost of the start, not in the middle of the first half-minute of use;
+    later ones every ``every`` seconds. A key pressed puts it off as any."""
+    now = [0.0]
+    runs: list[float] = []
+    policy = GcPolicy(clock=lambda: now[0], collect=lambda: runs.append(now[0]), freeze=list)
+    policy.start()
+    try:
+        for t in range(1, 70):
+            now[0] = float(t)
+            if t == 5:
+                policy.input()  # a key at 5 s: a second later
+            policy.tick()
+    finally:
+        policy.stop()
+    assert runs == [6.0, 36.0, 66.0]
 
 
 def test_gc_policy_freezes_what_survives_its_first_collection_once():

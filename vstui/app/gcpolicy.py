@@ -37,7 +37,7 @@ class GcPolicy:
     """Holds off the collection of the oldest generation while the user types."""
 
     def __init__(
-        self, quiet: float = 1.0, every: float = 30.0, at_most: float = 60.0,
+        self, quiet: float = 1.0, every: float = 30.0, at_most: float = 60.0, first: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         collect: Callable[[], object] = gc.collect,
         freeze: Callable[[], object] = gc.freeze,
@@ -45,6 +45,11 @@ class GcPolicy:
         self.quiet = quiet
         self.every = every
         self.at_most = at_most
+        # the first one (it freezes what survives: see _settle) once the console
+        # is up, not ``every`` seconds in: it walks all the app built while
+        # starting (14 ms at 160x48 on the detail screen), a cost of the start,
+        # which it was not when it came in the middle of the first half-minute
+        self.first = first
         self.clock = clock
         self.collect = collect
         self.freeze = freeze
@@ -77,7 +82,8 @@ class GcPolicy:
         """Collect everything if it is time (the poll thread, once a poll)."""
         now = self.clock()
         since = now - self.last_full
-        if since >= self.at_most or (since >= self.every and now - self.last_input >= self.quiet):
+        every = self.every if self.settled else self.first
+        if since >= self.at_most or (since >= every and now - self.last_input >= self.quiet):
             self.collect()
             self._settle()
             self.last_full = self.clock()
@@ -85,7 +91,7 @@ class GcPolicy:
         return False
 
     def _settle(self) -> None:
-        """After the first full collection (30 s in), freeze what survived it:
+        """After the first full collection (``first`` seconds in), freeze what survived it:
         the screens, widgets and caches the console built while starting,
         which each later collection walked again (22 ms every 30 s on the
         detail screen). Cyclic garbage made later of objects frozen now (a
