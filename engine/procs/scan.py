@@ -434,6 +434,8 @@ class Scanner:
         the last scan's processes (a gone one fails its read) and those whose
         PID is above the last PID read before that scan's listing: PIDs are
         handed out upwards (alloc_pid, kernel/pid.c), so none came below it.
+        (Old processes may have PIDs above it, handed out before a wrap: they
+        are among the last scan's.)
         /proc lists PIDs from the directory offset TGID_OFFSET + PID
         (proc_pid_readdir, fs/proc/base.c): that listing is of the new ones
         alone, a few entries where the full one is 2.5 us each (275 us here)."""
@@ -441,11 +443,14 @@ class Scanner:
         self._since = now
         if since is None or now is None or now < since or not self._round % LIST_EVERY:
             return os.listdir(dir_fd)
-        names = [str(pid) for pid in self._last if pid <= since]
+        pids = list(self._last)  # all of them: some may be above ``since``, from before a wrap
         if now != since:
             os.lseek(dir_fd, TGID_OFFSET + since + 1, os.SEEK_SET)
-            names += os.listdir(dir_fd)  # from the offset; it rewinds when done
-        return names
+            known = self._last
+            new = [int(n) for n in os.listdir(dir_fd) if n.isdigit() and int(n) not in known]
+            if new:  # the offset's listing; it rewinds when done
+                pids = sorted(pids + new)
+        return [str(pid) for pid in pids]
 
     def _last_pid(self) -> int | None:
         """The last PID handed out in this PID namespace (loadavg's last field),

@@ -941,6 +941,28 @@ def test_a_repeated_scan_of_the_real_proc_lists_only_the_pids_above_the_last_one
         scanner.close()
 
 
+def test_a_repeated_scan_keeps_processes_whose_pid_is_above_the_last_one_handed_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a wrap, long-lived processes have PIDs above the last one handed
+    out: a scan that lists nothing new (no PID handed out since) keeps them,
+    and so does one that lists the new PIDs (the console's process count went
+    83, 89, 83 on a host whose PIDs had wrapped)."""
+    with subprocess.Popen(["sleep", "30"]) as child:
+        scanner = scan.Scanner(gate=True)
+        try:
+            assert child.pid in scanner.scan((), 0)
+            low = [child.pid - 1]  # as if the PIDs wrapped and restarted below it
+            monkeypatch.setattr(scanner, "_last_pid", lambda: low[0])
+            assert child.pid in scanner.scan((), 0)  # went down: all of /proc listed
+            assert child.pid in scanner.scan((), 0)  # none handed out: none listed
+            low[0] += 1  # one handed out (below the child): listed from the offset
+            assert child.pid in scanner.scan((), 0)
+        finally:
+            scanner.close()
+            child.kill()
+
+
 def test_a_scan_for_a_view_hiding_kernel_threads_reads_each_once_in_kernel_every(
     proc: Path,
 ) -> None:
