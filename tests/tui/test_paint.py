@@ -23,7 +23,13 @@ from tests.tui.helpers import make_app, settle
 from vstui.app.steady import CPU, RATE, Steadier
 from vstui.app.steady import settle as settle_value
 from vstui.app.widgets.linetable import LineTable
-from vstui.app.widgets.paint import SpanUpdate, best_shift, changed_spans, extend_shift
+from vstui.app.widgets.paint import (
+    SpanUpdate,
+    best_shift,
+    changed_spans,
+    extend_shift,
+    toasts_shown,
+)
 from vstui.app.widgets.pen import Pen
 from vstui.app.widgets.sgr import Kept, _on, parts
 
@@ -902,3 +908,23 @@ def test_the_lines_a_table_and_its_updates_draw_leave_no_reference_cycle(tmp_pat
         on_procs_table(tmp_path, check)
     finally:
         SpanCompositor._chops = real  # type: ignore[method-assign]
+
+
+def test_a_toast_on_screen_is_seen_without_a_query(tmp_path: Path):
+    """scroll_lines must not move rows under a notification; toasts_shown
+    tells from the screen's toast rack, and agrees with a query of the
+    whole screen for Toast widgets, before, during and after one."""
+    app = make_app(tmp_path, first_screen="processes", interval=3600)
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24), notifications=True) as pilot:
+            await settle(pilot)
+            seen = []
+            for step in ("before", "during", "after"):
+                if step == "during":
+                    app.notify("hello", timeout=0.5)
+                await pilot.pause(0.1 if step == "during" else 0.8)
+                seen.append((toasts_shown(app.screen), bool(app.screen.query("Toast"))))
+            assert seen == [(False, False), (True, True), (False, False)]
+
+    asyncio.run(main())
