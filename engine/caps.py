@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from functools import cache
 
 from engine.errors import UnknownCapability
+from engine.procfs import read_text
 
 # include/uapi/linux/capability.h; one line of explanation each (for the editor).
 CAPABILITIES: dict[str, tuple[int, str]] = {
@@ -135,10 +136,9 @@ def read_bounding_set(pid: int | str = "self") -> frozenset[str]:
 
 
 def read_status_mask(pid: int | str, field: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1], 16)
+    for line in read_text(f"/proc/{pid}/status").splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1], 16)
     raise KeyError(field)
 
 

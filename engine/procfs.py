@@ -13,6 +13,10 @@ exec path and ``vps`` use it too. Each kernel format's quirks live here:
   lone ``-``.
 - ``/proc/PID/cgroup``: ``ID:CONTROLLERS:PATH`` lines; CONTROLLERS is empty
   for the unified (v2) hierarchy.
+- Names in these files are bytes chosen by someone else, a guest's root
+  among them (comm by prctl, mount points, cgroup and link names): UTF-8 or
+  not. ``read_text`` keeps the others as surrogates (os.fsdecode's way), so a
+  name still works as a path and ``engine.text.visible`` shows them as \\xNN.
 """
 
 from __future__ import annotations
@@ -22,8 +26,24 @@ import os
 from engine._record import Record
 
 PROC = "/proc"
+READ_SIZE = 65536
 STARTTIME = 19  # field 22 counted from the state (field 3): index 19 of the split
 SESSION = 3  # field 6, the session id
+
+
+def read_text(path: str) -> str:
+    """A /proc file as text (see the module's notes). A text-mode open
+    decoded it strictly: one name that was not UTF-8 (a guest process named
+    "\\xff" by prctl, a link or cgroup so named) failed every read of the
+    file, and with it every console snapshot, ``vserver stop`` and the audit."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, READ_SIZE):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", "surrogateescape")
 
 
 def split_stat(data: bytes, maxsplit: int = -1) -> tuple[bytes, list[bytes]] | None:
@@ -123,8 +143,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
 
 
 def mountinfo(path: str = f"{PROC}/self/mountinfo") -> list[Mount]:
-    with open(path) as f:
-        return parse_mountinfo(f.read())
+    return parse_mountinfo(read_text(path))
 
 
 def mounts_under(path: str, table: list[Mount] | None = None) -> list[Mount]:
@@ -148,7 +167,6 @@ def parse_cgroups(text: str) -> dict[str, str]:
 def cgroups(pid: int | str = "self", proc_root: str = PROC) -> dict[str, str]:
     """The cgroup of ``pid`` in each hierarchy (see parse_cgroups); {} when it is gone."""
     try:
-        with open(f"{proc_root}/{pid}/cgroup") as f:
-            return parse_cgroups(f.read())
+        return parse_cgroups(read_text(f"{proc_root}/{pid}/cgroup"))
     except OSError:
         return {}

@@ -18,9 +18,12 @@ CONTROL_ARGS: list[bytes] = [
     TITLE, C0[1:16], C0[16:], b"\x7f", C1_CSI_UTF8 + b"2J", C1_CSI_BYTE + b"2J", OSC52,
     b"line1\nline2\rline3",
 ]  # fmt: skip
+# bytes that are not UTF-8 (a name is any bytes): 0xff, a lone C1 CSI, a cut sequence
+NOT_UTF8 = b"\xff\xfe" + C1_CSI_BYTE + b"2J\xe2\x82"
 # comm is at most 15 bytes and ends at NUL: several processes share the set
 COMMS: list[bytes] = [
     b"\x1b]0;PWNED\x07", C0[1:15], C0[15:29], C0[29:] + b"\x7f" + C1_CSI_UTF8, OSC52[:15],
+    NOT_UTF8,
 ]  # fmt: skip
 CONSOLE: bytes = C0 + b"\x7f" + C1_CSI_UTF8 + C1_CSI_BYTE + OSC52 + TITLE + b"\n"
 

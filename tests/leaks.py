@@ -132,7 +132,7 @@ def links_seen_by(paths: Paths) -> list[str]:
 def netns(paths: Paths) -> list[str]:
     if not paths.root_id or not os.path.isdir("/run/netns"):
         return []
-    prefix = paths.netns_name("")
+    prefix = paths.netns_name("x")[:-1]  # a name is checked: "" is none
     return sorted(n for n in os.listdir("/run/netns") if n.startswith(prefix))
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from engine.procfs import read_text
+
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 
@@ -52,11 +54,9 @@ def netns_addresses(pid: int | str, proc_root: str = "/proc") -> frozenset[str]:
 
     Raises OSError when /proc/PID/net cannot be read.
     """
-    with open(f"{proc_root}/{pid}/net/fib_trie") as f:
-        v4 = parse_fib_trie(f.read())
-    try:
-        with open(f"{proc_root}/{pid}/net/if_inet6") as f:
-            v6 = parse_if_inet6(f.read())
+    v4 = parse_fib_trie(read_text(f"{proc_root}/{pid}/net/fib_trie"))
+    try:  # link names: a guest's root names its own
+        v6 = parse_if_inet6(read_text(f"{proc_root}/{pid}/net/if_inet6"))
     except FileNotFoundError:  # IPv6 off in the kernel
         v6 = {}
     found = set(v4)

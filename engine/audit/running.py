@@ -18,6 +18,7 @@ from engine.audit.context import Audit, guest_pids
 from engine.audit.facts import netns_addresses
 from engine.config import GuestConfig
 from engine.errors import VstuiError
+from engine.procfs import read_text
 
 NEAR = 0.9  # share of a limit that counts as near it
 FROZEN_TOO_LONG = 3600.0  # seconds
@@ -81,10 +82,9 @@ def _restart(audit: Audit, cfg: GuestConfig) -> str:
 
 
 def read_capbnd(pid: int, proc_root: str = "/proc") -> frozenset[str]:
-    with open(f"{proc_root}/{pid}/status") as f:
-        for line in f:
-            if line.startswith("CapBnd:"):
-                return _caps.from_mask(int(line.split()[1], 16))
+    for line in read_text(f"{proc_root}/{pid}/status").splitlines():
+        if line.startswith("CapBnd:"):
+            return _caps.from_mask(int(line.split()[1], 16))
     raise OSError(f"{proc_root}/{pid}/status has no CapBnd line")
 
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from engine.datamodel import NetStats
 from engine.net import state as net_state
 from engine.paths import Paths
+from engine.procfs import read_text
 
 
 def parse_net_dev(text: str, links: Iterable[str] | None, exclude: Iterable[str] = ()) -> NetStats:
@@ -22,18 +23,46 @@ def parse_net_dev(text: str, links: Iterable[str] | None, exclude: Iterable[str]
     wanted = None if links is None else set(links)
     skipped = set(exclude)
     totals = [0] * 6
-    for line in text.splitlines()[2:]:
-        name, _, rest = line.partition(":")
-        name = name.strip()
+    for name, row in link_rows(text):
         if (wanted is not None and name not in wanted) or name in skipped:
             continue
-        cols = [int(c) for c in rest.split()]
-        if len(cols) < 12:
-            continue
-        # receive: bytes packets errs drop ...(8 cols); transmit: bytes packets errs drop ...
-        row = (cols[0], cols[8], cols[1], cols[9], cols[3], cols[11])
         totals = [a + b for a, b in zip(totals, row, strict=True)]
     return NetStats(*totals)
+
+
+Counts = tuple[int, int, int, int, int, int]
+
+# A line of a /proc/net/dev table -> its (link, counts), or None: see link_rows
+_PARSED: dict[str, tuple[str, Counts] | None] = {}
+
+
+def link_rows(text: str) -> list[tuple[str, Counts]]:
+    """(link, (rx bytes, tx bytes, rx packets, tx packets, rx dropped, tx
+    dropped)) of each row of a /proc/net/dev table. A line is parsed again only
+    when it changed: at every poll most links' counters are those of the last
+    (an idle guest's veth), and the console parses the table every second."""
+    lines = text.splitlines()[2:]
+    parsed = _PARSED
+    if len(parsed) > 4 * len(lines) + 64:  # counters move on: drop the old lines
+        parsed.clear()
+    rows = []
+    for line in lines:
+        if line in parsed:
+            row = parsed[line]
+        else:
+            row = parsed[line] = _link_row(line)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _link_row(line: str) -> tuple[str, Counts] | None:
+    name, _, rest = line.partition(":")
+    cols = rest.split()
+    if len(cols) < 12 or not all(c.isdigit() for c in cols):
+        return None
+    c = [int(x) for x in cols]  # receive: bytes packets errs drop ...(8), then transmit
+    return name.strip(), (c[0], c[8], c[1], c[9], c[3], c[11])
 
 
 def netns_stats(pid: int, links: Iterable[str]) -> NetStats | None:
@@ -44,26 +73,21 @@ def netns_stats(pid: int, links: Iterable[str]) -> NetStats | None:
     return parse_net_dev(text, links)
 
 
-def host_ends(text: str) -> dict[str, NetStats]:
-    """Every link of the host's /proc/net/dev table, from the guest's side (swapped):
-    one read for all veth guests instead of six sysfs files each."""
-    found = {}
-    for line in text.splitlines()[2:]:
-        name, _, rest = line.partition(":")
-        cols = rest.split()
-        if len(cols) >= 12:
-            c = [int(x) for x in cols]  # rx: bytes packets errs drop ..., then tx
-            found[name.strip()] = NetStats(
-                rx_bytes=c[8], tx_bytes=c[0], rx_packets=c[9], tx_packets=c[1],
-                rx_dropped=c[11], tx_dropped=c[3],
-            )  # fmt: skip
-    return found
+def guest_side(counts: Counts) -> NetStats:
+    """A host end's counts as its guest sees them: what the host end
+    receives is what the guest sent."""
+    rx, tx, rx_packets, tx_packets, rx_dropped, tx_dropped = counts
+    return NetStats(
+        rx_bytes=tx, tx_bytes=rx, rx_packets=tx_packets, tx_packets=rx_packets,
+        rx_dropped=tx_dropped, tx_dropped=rx_dropped,
+    )  # fmt: skip
 
 
 def read_net_dev(proc_root: str = "/proc") -> str:
-    """A network namespace's /proc/net/dev (that of ``proc_root``'s reader)."""
-    with open(os.path.join(proc_root, "net/dev")) as f:
-        return f.read()
+    """A network namespace's /proc/net/dev (that of ``proc_root``'s reader).
+    A link's name is any bytes but "/", ":", blanks and NUL (dev_valid_name,
+    net/core/dev.c), chosen by a guest's root for its own links: procfs.read_text."""
+    return read_text(os.path.join(proc_root, "net/dev"))
 
 
 def counters(paths: Paths, names: Iterable[str], net_dev: str | None = None) -> dict[str, NetStats]:
@@ -75,11 +99,10 @@ def counters(paths: Paths, names: Iterable[str], net_dev: str | None = None) -> 
             net_dev = read_net_dev()
         except OSError:
             net_dev = ""
-    ends = host_ends(net_dev)
+    ends = dict(link_rows(net_dev))  # a NetStats made for the guests' links alone
     for name in names:
-        stats = ends.get(paths.link_name(name))
-        if stats is None:
-            stats = _from_state(paths, name)
+        counts = ends.get(paths.link_name(name))
+        stats = guest_side(counts) if counts is not None else _from_state(paths, name)
         if stats is not None:
             found[name] = stats
     return found

@@ -15,7 +15,9 @@ import time
 
 from engine.errors import require_root
 from engine.paths import Paths, check_name
+from engine.procfs import read_text
 from engine.runtime import forked, runfiles, state
+from engine.text import visible
 
 TYPE_CHECKING = False  # not typing's: importing typing costs ~3 ms of every start
 if TYPE_CHECKING:
@@ -189,8 +191,7 @@ def _supervision_member(member: tuple[int, int], sid: int, start: int, name: str
 
 def _described(pid: int) -> str:
     try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f"{pid} ({f.read().strip()})"
+        return f"{pid} ({visible(read_text(f'/proc/{pid}/comm').strip())})"
     except OSError:
         return str(pid)
 

@@ -8,14 +8,16 @@ character in its argv, several whose comm carries them (set with prctl).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.hostile_text import COMMS, raw_controls, spawn, stop
+from tests.hostile_text import COMMS, NOT_UTF8, raw_controls, spawn, stop
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +99,63 @@ def test_a_remote_agents_records_are_made_visible_too() -> None:
     reader = protocol.RecordReader(protocol.schema())
     got = reader.read(ProcRow, protocol.to_wire(row))
     assert (got.comm, got.cmdline, got.user) == ("^[]0;PWNED^G", "sleep \\x9b2J^Jx", "root^[[2J")
+
+
+def test_readers_of_proc_take_a_comm_that_is_not_utf8(marker: str) -> None:
+    """A comm is any 15 bytes (prctl PR_SET_NAME); /proc/PID/status and comm
+    carry it raw. A text-mode read failed on one that is not UTF-8: the
+    audit's bounding-set check and ``vserver stop``'s list of survivors."""
+    from engine import caps
+    from engine.audit.running import read_capbnd
+    from engine.runtime.stopping import _described
+
+    pid = next(p for p in _pids_of(marker) if _comm(p) == NOT_UTF8)
+    assert read_capbnd(pid) == caps.from_mask(caps.read_status_mask(pid, "CapBnd"))
+    assert _described(pid) == f"{pid} (\\xff\\xfe\\x9b2J\\xe2\\x82)"
+
+
+def test_readers_of_proc_take_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """Mount points, cgroup and link names are bytes too, chosen by a guest's
+    root for its own (its mounts, delegated cgroups, links): each reader keeps
+    them (os.fsdecode's surrogates), so a name still works as a path."""
+    from engine import procfs
+    from engine.audit.facts import netns_addresses
+    from engine.net.counters import link_rows, read_net_dev
+
+    name = NOT_UTF8.decode("utf-8", "surrogateescape")
+    (tmp_path / "7" / "net").mkdir(parents=True)
+    (tmp_path / "7" / "cgroup").write_bytes(b"0::/vstui-x/" + NOT_UTF8 + b"\n")
+    assert procfs.cgroups(7, str(tmp_path)) == {"": "/vstui-x/" + name}
+    info = b"36 35 98:0 / /mnt/" + NOT_UTF8 + b" rw,noatime master:1 - ext3 /dev/root rw\n"
+    (tmp_path / "mountinfo").write_bytes(info)
+    assert os.fsencode(procfs.mountinfo(str(tmp_path / "mountinfo"))[0].mount_point) == (
+        b"/mnt/" + NOT_UTF8
+    )
+    head = b"Inter-|\n face |\n"
+    row = b" 1 2 0 3 0 0 0 0 4 5 0 6 0 0 0 0\n"
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "dev").write_bytes(head + NOT_UTF8 + b":" + row + b"  veth0:" + row)
+    assert dict(link_rows(read_net_dev(str(tmp_path)))).keys() == {name, "veth0"}
+    (tmp_path / "7" / "net" / "fib_trie").write_bytes(b"")
+    v6 = b"20010db8000000000000000000000001 03 40 00 80 " + NOT_UTF8 + b"\n"
+    (tmp_path / "7" / "net" / "if_inet6").write_bytes(v6)
+    assert netns_addresses(7, str(tmp_path)) == {"2001:db8::1"}
+
+
+def _pids_of(mark: str) -> list[int]:
+    return [
+        int(p) for p in os.listdir("/proc")
+        if p.isdigit() and mark.encode() in _read(f"/proc/{p}/cmdline")
+    ]  # fmt: skip
+
+
+def _comm(pid: int) -> bytes:
+    return _read(f"/proc/{pid}/comm").rstrip(b"\n")
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return b""

@@ -257,7 +257,19 @@ def test_bridged_guest_rules_and_link_local_address():
 
 
 def test_host_ends_are_one_read_of_net_dev_seen_from_the_guest():
-    ends = counters.host_ends(NET_DEV)
+    ends = {name: counters.guest_side(counts) for name, counts in counters.link_rows(NET_DEV)}
     row = ends["eth1"]  # the host end's rx is what the guest sent
     assert (row.rx_bytes, row.tx_bytes, row.rx_packets, row.tx_packets) == (2000, 1000, 20, 10)
     assert set(ends) >= {"eth0", "eth1"}
+
+
+def test_a_net_dev_line_is_parsed_again_when_it_changed():
+    """link_rows keeps each line's parse: a link whose counters moved reads
+    its new ones, the others the same tuple as before."""
+    before = dict(counters.link_rows(NET_DEV))
+    moved = NET_DEV.replace("eth0: 5000 ", "eth0: 5999 ")
+    after = dict(counters.link_rows(moved))
+    assert after["eth0"][0] == 5999 and before["eth0"][0] == 5000
+    assert after["eth1"] is before["eth1"]
+    broken = NET_DEV.replace("eth1: 1000 ", "eth1: 1x00 ")
+    assert dict(counters.link_rows(broken)).keys() == {"lo", "eth0"}  # not a row: left out

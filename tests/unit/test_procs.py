@@ -333,7 +333,14 @@ def test_a_snapshot_reads_net_dev_once_and_pid_max_every_few_seconds(
         opened.append(os.fspath(file))
         return real_open(file, *args, **kwargs)
 
+    real_os_open = os.open
+
+    def counting_os_open(file, *args, **kwargs):
+        opened.append(os.fspath(file))
+        return real_os_open(file, *args, **kwargs)
+
     monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(os, "open", counting_os_open)  # procfs.read_text's way
     observer = Observer(paths, proc, cgfs)
     observer.snapshot()
     assert sum(f.endswith("net/dev") for f in opened) == 1
