@@ -18,7 +18,7 @@ from textual.widget import Widget
 
 from engine.datamodel import LazyProcRow, ProcRow, Snapshot, new_lazy_row
 from tests.tui import vt
-from tests.tui.fakes import proc, small_snapshot
+from tests.tui.fakes import FixedSource, proc, small_snapshot
 from tests.tui.helpers import make_app, settle
 from vstui.app.steady import CPU, RATE, Steadier
 from vstui.app.steady import settle as settle_value
@@ -926,5 +926,33 @@ def test_a_toast_on_screen_is_seen_without_a_query(tmp_path: Path):
                 await pilot.pause(0.1 if step == "during" else 0.8)
                 seen.append((toasts_shown(app.screen), bool(app.screen.query("Toast"))))
             assert seen == [(False, False), (True, True), (False, False)]
+
+    asyncio.run(main())
+
+
+def test_a_poll_is_painted_in_the_turn_that_shows_it(tmp_path: Path):
+    """A poll's changes reach the terminal from the handler that shows the
+    snapshot (paint.paint_now). Textual's way, idle prompts, an Update
+    message, the screen's update timer resumed and its Timer event up to
+    1/60 s later, woke the UI thread a second time at every poll."""
+    first = small_snapshot()
+    ran = replace(first.procs[4], cpu_percent=55.0)
+    second = replace(first, procs=(*first.procs[:4], ran, *first.procs[5:]))
+    app = make_app(tmp_path, first_screen="processes", interval=3600,
+                   source=FixedSource(first, second))  # fmt: skip
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            screen, resumed, painted = app.screen, [], []
+            timer = screen._update_timer
+            resume, display = timer.resume, app._display
+            timer.resume = lambda: resumed.append(True) or resume()
+            app._display = lambda *a: painted.append(a) or display(*a)
+            app.take_snapshot()
+            await pilot.pause()
+            table = screen.query_one("#procs", LineTable)
+            assert painted and not resumed
+            assert any("55.0" in strip.text for strip in table._painted.lines.values())
 
     asyncio.run(main())

@@ -53,6 +53,7 @@ from vstui.app.source import SnapshotSource
 from vstui.app.steady import Steadier
 from vstui.app.themes import DEFAULT_THEME, load_themes
 from vstui.app.widgets.dialogs import ConfirmDialog, ExecOutput, FormDialog, TypeNameDialog
+from vstui.app.widgets.paint import paint_now
 
 MIN_INTERVAL = 0.5
 
@@ -291,6 +292,7 @@ class VstuiApp(App[int]):
         # A screen still composing shows the newest snapshot from its on_mount.
         if isinstance(screen, VstuiScreen) and screen.bar is not None:
             screen.show_snapshot(message.snap)
+            paint_now(screen)  # this poll's changes, without a second wake
 
     # -- the gate ------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

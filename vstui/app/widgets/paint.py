@@ -176,6 +176,35 @@ def _same_runs(old: Strip, new: Strip) -> tuple[str, str] | None:
     return (a, b) if a.isascii() and b.isascii() else None
 
 
+# The widgets PaintedLines asked to repaint since the last paint_now.
+_ASKED: set[Widget] = set()
+
+
+def paint_now(screen: Screen) -> None:
+    """Send what PaintedLines asked to repaint on ``screen`` to the terminal
+    now, in the caller's turn of the event loop. Textual's way takes four
+    messages and a second wake of the UI thread, at every poll: the widget's
+    refresh prompts its idle handler, which posts the screen an Update; the
+    screen's idle handler resumes its update timer, whose task wakes up to
+    1/60 s later and posts the screen a Timer event, which paints
+    (textual/widget.py _check_refresh, screen.py _on_update, _on_idle,
+    _on_timer_update). Here the widgets go to the screen's update at once,
+    as _check_refresh and _on_update would hand them; the idle prompts left
+    in their queues then find nothing to do. In a batch update, or for a
+    screen not on top, Textual's way stays."""
+    asked = [w for w in _ASKED if w.is_attached and w.screen is screen]
+    _ASKED.clear()
+    if not asked or screen.app._batch_count or not screen.is_current:
+        return
+    for widget in asked:
+        if widget._repaint_required:
+            widget._repaint_required = False
+            if widget.display and screen in screen._compositor:
+                screen._dirty_widgets.add(widget)
+    if screen._dirty_widgets:
+        screen._on_timer_update()
+
+
 class PaintedLines:
     """What a line-API widget last drew on each of its rows.
 
@@ -209,7 +238,11 @@ class PaintedLines:
         """Line ``y`` should now show ``strip``; repaint what differs."""
         regions = self._changed(y, strip, token)
         if regions:
-            self.widget.refresh(*regions)
+            self._ask(regions)
+
+    def _ask(self, regions: list[Region]) -> None:
+        self.widget.refresh(*regions)
+        _ASKED.add(self.widget)  # painted by paint_now, when the caller calls it
 
     def _changed(self, y: int, strip: Strip, token: Hashable) -> list[Region]:
         """Record ``strip`` as line ``y``; the regions that differ from the line before."""
@@ -236,7 +269,7 @@ class PaintedLines:
         for y, (token, strip) in enumerate(lines):
             regions += self._changed(y, strip, token)
         if regions:  # one call: each costs Textual a dirty-region update and an idle check
-            self.widget.refresh(*regions)
+            self._ask(regions)
 
     def _shift(self, top: int, bottom: int, by: int) -> None:
         """Record that rows ``top..bottom`` (inclusive) moved by ``by``; the
