@@ -956,3 +956,23 @@ def test_a_poll_is_painted_in_the_turn_that_shows_it(tmp_path: Path):
             assert any("55.0" in strip.text for strip in table._painted.lines.values())
 
     asyncio.run(main())
+
+
+def test_a_tree_rows_command_is_made_once_and_drawn_without_change(tmp_path: Path):
+    """A tree row's command (branch and command line, two rich Texts) is made
+    once and shared by the row's every format: drawing it, cut to a narrow
+    column, must leave it as it was."""
+    from vstui.app.screens.procs import format_proc
+
+    row = proc(4242, 1, "web", 40001, "/usr/sbin/nginx -g daemon off; " * 4)
+    first = format_proc(row, "│  ├─ ")
+    again = format_proc(replace(row, cpu_percent=9.0), "│  ├─ ")
+    assert again[-1] is first[-1]
+    before = (first[-1].plain, list(first[-1].spans))
+
+    async def check(pilot: Pilot, table: LineTable) -> None:
+        for total in (30, 80, 200):
+            table._line(" ", first, total, Style(color="white"))
+        assert (first[-1].plain, list(first[-1].spans)) == before
+
+    on_procs_table(tmp_path, check)

@@ -9,6 +9,7 @@ dialog that lists every target and sends the highlighted signal on Enter.
 
 from __future__ import annotations
 
+import functools
 import signal
 from collections.abc import Hashable
 from typing import ClassVar
@@ -62,7 +63,7 @@ def format_proc(p: ProcRow, prefix: str, with_guest: bool = True) -> list[Cell]:
     if with_guest:
         cells.append(guest_label(p.guest))
     # Plain strings where there is no style: they draw several times faster.
-    command: Cell = Text(prefix, style="dim") + Text(p.cmdline) if prefix else p.cmdline
+    command: Cell = _tree_command(prefix, p.cmdline) if prefix else p.cmdline
     state_style = STATE_STYLE.get(p.state)
     cells += [
         str(p.nspid),
@@ -73,6 +74,15 @@ def format_proc(p: ProcRow, prefix: str, with_guest: bool = True) -> list[Cell]:
         command,
     ]
     return cells
+
+
+@functools.lru_cache(maxsize=4096)
+def _tree_command(prefix: str, cmdline: str) -> Text:
+    """A tree row's command: its branch dimmed, then the command line. Made
+    once per branch and command (two rich Texts joined, at each new CPU% of
+    the row otherwise); shared, so never changed in place (LineTable copies
+    a Text before it crops it)."""
+    return Text(prefix, style="dim") + Text(cmdline)
 
 
 # What format_proc shows of a row that may change while its process lives: a
