@@ -23,6 +23,7 @@ untouched for everything but the display.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -80,7 +81,8 @@ class Steadier:
         names = {g.name for g in guests}
         self._guest_cpu = {k: v for k, v in self._guest_cpu.items() if k in names}
         self._rates = {k: v for k, v in self._rates.items() if k[0] in names}
-        if procs is snap.procs and guests == snap.guests:
+        # the same objects: GuestStatus equality compares every field, gauges and all
+        if procs is snap.procs and all(map(operator.is_, guests, snap.guests)):
             return snap
         return dataclasses.replace(snap, procs=procs, guests=guests)
 
