@@ -12,6 +12,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from engine.procfs import read_text
 from engine.text import visible
 
 TCP_LISTEN = "0A"
@@ -91,8 +92,7 @@ def socket_owners() -> dict[int, tuple[int, str]]:
                 continue
             if comm is None:
                 try:
-                    with open(f"/proc/{entry}/comm", errors="replace") as f:
-                        comm = visible(f.read().strip())  # the process chose it
+                    comm = visible(read_text(f"/proc/{entry}/comm").strip())  # its own choice
                 except OSError:
                     comm = "?"
             owners[inode] = (int(entry), comm)

@@ -159,3 +159,25 @@ def _read(path: str) -> bytes:
             return f.read()
     except OSError:
         return b""
+
+
+def test_a_socket_owner_named_in_bytes_that_are_not_utf8_shows_them() -> None:
+    """The audit's owners of listening sockets read comm through procfs.read_text
+    like every other reader: its bytes show as \\xNN, not as U+FFFD."""
+    from engine.net.sockets import socket_owners
+
+    holder = (
+        "import ctypes, socket, sys, time\n"
+        "ctypes.CDLL(None).prctl(15, sys.argv[1].encode('utf-8', 'surrogateescape'), 0, 0, 0)\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+        "print('ready', flush=True); time.sleep(1000)\n"
+    )  # fmt: skip
+    argv = [sys.executable, "-c", holder, NOT_UTF8]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline() == b"ready\n"
+        names = [comm for pid, comm in socket_owners().values() if pid == child.pid]
+        assert names == ["\\xff\\xfe\\x9b2J\\xe2\\x82"]
+    finally:
+        child.kill()
+        child.wait()
