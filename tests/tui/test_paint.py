@@ -20,6 +20,7 @@ from engine.datamodel import LazyProcRow, ProcRow, Snapshot, new_lazy_row
 from tests.tui import vt
 from tests.tui.fakes import FixedSource, proc, small_snapshot
 from tests.tui.helpers import make_app, settle
+from vstui.app.app import VstuiApp
 from vstui.app.steady import CPU, RATE, Steadier
 from vstui.app.steady import settle as settle_value
 from vstui.app.widgets.linetable import LineTable
@@ -930,16 +931,26 @@ def test_a_toast_on_screen_is_seen_without_a_query(tmp_path: Path):
     asyncio.run(main())
 
 
+def _second_poll_ran_a_process(tmp_path: Path) -> VstuiApp:
+    """The processes screen, whose next poll shows a process at 55.0% CPU."""
+    first = small_snapshot()
+    ran = replace(first.procs[4], cpu_percent=55.0)
+    second = replace(first, procs=(*first.procs[:4], ran, *first.procs[5:]))
+    return make_app(tmp_path, first_screen="processes", interval=3600,
+                    source=FixedSource(first, second))  # fmt: skip
+
+
+def _shows_the_busy_process(app: VstuiApp) -> bool:
+    table = app.screen.query_one("#procs", LineTable)
+    return any("55.0" in strip.text for strip in table._painted.lines.values())
+
+
 def test_a_poll_is_painted_in_the_turn_that_shows_it(tmp_path: Path):
     """A poll's changes reach the terminal from the handler that shows the
     snapshot (paint.paint_now). Textual's way, idle prompts, an Update
     message, the screen's update timer resumed and its Timer event up to
     1/60 s later, woke the UI thread a second time at every poll."""
-    first = small_snapshot()
-    ran = replace(first.procs[4], cpu_percent=55.0)
-    second = replace(first, procs=(*first.procs[:4], ran, *first.procs[5:]))
-    app = make_app(tmp_path, first_screen="processes", interval=3600,
-                   source=FixedSource(first, second))  # fmt: skip
+    app = _second_poll_ran_a_process(tmp_path)
 
     async def main() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
@@ -951,9 +962,31 @@ def test_a_poll_is_painted_in_the_turn_that_shows_it(tmp_path: Path):
             app._display = lambda *a: painted.append(a) or display(*a)
             app.take_snapshot()
             await pilot.pause()
-            table = screen.query_one("#procs", LineTable)
-            assert painted and not resumed
-            assert any("55.0" in strip.text for strip in table._painted.lines.values())
+            assert painted and not resumed and _shows_the_busy_process(app)
+
+    asyncio.run(main())
+
+
+def test_a_poll_from_the_poll_thread_is_shown_without_a_message(tmp_path: Path):
+    """The poll thread hands its snapshot to the UI thread's loop directly
+    (poller.Handover): a SnapshotReady message cost the poll thread 56 us to
+    post and the UI thread a queue turn, a dispatch by name and an Idle event,
+    about a sixth of the UI thread's work at an idle poll."""
+    import threading
+
+    app = _second_poll_ran_a_process(tmp_path)
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            posted: list[str] = []
+            post = app.post_message
+            app.post_message = lambda m: posted.append(type(m).__name__) or post(m)
+            poll = threading.Thread(target=app.take_snapshot)
+            poll.start()
+            poll.join()
+            await pilot.pause()
+            assert "SnapshotReady" not in posted and _shows_the_busy_process(app)
 
     asyncio.run(main())
 

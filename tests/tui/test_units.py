@@ -460,3 +460,61 @@ def test_the_console_holds_off_the_oldest_generation_while_it_runs(tmp_path):
 
     asyncio.run(main())
     assert gc.get_threshold() == saved
+
+
+def test_handover_shows_the_newest_value_once_on_the_loop() -> None:
+    """Values put from another thread while the loop is busy are not shown one
+    after the other: the newest alone, once, on the loop's thread, in the
+    context given (where Textual finds its app)."""
+    import asyncio
+    import contextvars
+
+    from vstui.app.poller import Handover
+
+    where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="none")
+    shown: list[tuple[int, str, bool]] = []
+    loop = asyncio.new_event_loop()
+    try:
+        context = contextvars.copy_context()
+        context.run(where.set, "ui")
+        ui = threading.get_ident()
+
+        def show(value: int) -> None:
+            shown.append((value, where.get(), threading.get_ident() == ui))
+
+        box = Handover(loop, show, context, failed=lambda exc: None)
+        putter = threading.Thread(target=lambda: [box.put(n) for n in (1, 2, 3)])
+        putter.start()
+        putter.join()
+        loop.run_until_complete(asyncio.sleep(0))
+        box.put(4)
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+    assert shown == [(3, "ui", True), (4, "ui", True)]
+
+
+def test_handover_hands_what_show_raised_to_failed_and_goes_on() -> None:
+    import asyncio
+    import contextvars
+
+    from vstui.app.poller import Handover
+
+    failures: list[Exception] = []
+    shown: list[int] = []
+
+    def show(value: int) -> None:
+        if value == 1:
+            raise ValueError("bad poll")
+        shown.append(value)
+
+    loop = asyncio.new_event_loop()
+    try:
+        box = Handover(loop, show, contextvars.copy_context(), failures.append)
+        for value in (1, 2):
+            box.put(value)
+            loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+    assert [str(e) for e in failures] == ["bad poll"] and shown == [2]
+    box.put(3)  # the loop is closed (the app ended): nothing happens, nothing raises

@@ -12,6 +12,8 @@ refuses it in read-only mode before touching anything.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import os
 import signal
 from collections.abc import Callable, Iterable, Mapping
@@ -39,7 +41,7 @@ from vstui.app.fleet import FleetEngine
 from vstui.app.gcpolicy import GcPolicy
 from vstui.app.history import History
 from vstui.app.nocolor import NOCOLOR_CSS, strip_colors
-from vstui.app.poller import Poller
+from vstui.app.poller import Handover, Poller
 from vstui.app.procview import ProcIndex, ViewSpec
 from vstui.app.screens.audit import AuditScreen
 from vstui.app.screens.base import VstuiScreen
@@ -141,6 +143,7 @@ class VstuiApp(App[int]):
         self.views: dict[str, tuple[str, bool, bool]] = {}
         self.poller = Poller(self.take_snapshot, self.interval,
                              lambda exc: self.post_message(PollFailed(exc)))  # fmt: skip
+        self._handover: Handover[tuple[Snapshot, ProcIndex | None]] | None = None
 
     @property
     def read_only(self) -> bool:
@@ -158,6 +161,8 @@ class VstuiApp(App[int]):
     # -- start-up ------------------------------------------------------
     def on_mount(self) -> None:
         self.gc_policy.start()
+        self._handover = Handover(asyncio.get_running_loop(), self._show_poll,
+                                  contextvars.copy_context(), self._handle_exception)  # fmt: skip
         self._load_themes()
         if self.keymap:
             self.set_keymap(self.keymap)
@@ -201,7 +206,8 @@ class VstuiApp(App[int]):
         index = ProcIndex(snap.procs)
         if hint is not None:
             index.view(hint)
-        self.post_message(SnapshotReady(snap, index))
+        if self._handover is not None:
+            self._handover.put((snap, index))
 
     def index_for(self, snap: Snapshot) -> ProcIndex:
         """The prepared processes of ``snap`` (made here if the worker did not)."""
@@ -281,17 +287,23 @@ class VstuiApp(App[int]):
         self.poller.paused = value
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        self._show_poll((message.snap, message.index))
+
+    def _show_poll(self, poll: tuple[Snapshot, ProcIndex | None]) -> None:
+        """A snapshot on screen (the UI thread): the poll thread's by the
+        Handover, a test's by a SnapshotReady message."""
+        snap, index = poll
         self._poll_error = ""
-        self.snapshot = message.snap
-        if message.index is not None:
-            self._index = (message.snap, message.index)
-        self.history.add(message.snap)
+        self.snapshot = snap
+        if index is not None:
+            self._index = (snap, index)
+        self.history.add(snap)
         if not self.screen_stack:  # shutting down: the poller's last word
             return
         screen = self.screen
         # A screen still composing shows the newest snapshot from its on_mount.
         if isinstance(screen, VstuiScreen) and screen.bar is not None:
-            screen.show_snapshot(message.snap)
+            screen.show_snapshot(snap)
             paint_now(screen)  # this poll's changes, without a second wake
 
     # -- the gate ------------------------------------------------------

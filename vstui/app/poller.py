@@ -13,9 +13,14 @@ each sending a frame a second would otherwise poll ten times a second.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class Poller:
@@ -63,3 +68,49 @@ class Poller:
             gap = began + self.min_gap - time.monotonic()
             if gap > 0:
                 self._stop.wait(gap)
+
+
+class Handover(Generic[T]):
+    """Hands the newest value from another thread to a callback on an asyncio loop.
+
+    A Textual message did it with more work than showing an idle poll took: a
+    Message made and posted (56 us of the poll thread), queued, then taken by
+    the app's message task, dispatched by name through the class hierarchy,
+    and an Idle event after it. Here the loop runs ``show`` itself. The
+    newest value wins: when the UI thread is busy (a long key), values that
+    came meanwhile are not shown one after the other, only the last (as
+    ``can_replace`` did). ``context``: the UI thread's (Textual finds its
+    app there); a new thread starts with an empty one. ``failed``: what
+    ``show`` raised (the app ends with it, as after a failed message handler).
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, show: Callable[[T], None],
+        context: contextvars.Context, failed: Callable[[Exception], None],
+    ) -> None:  # fmt: skip
+        self.loop = loop
+        self.show = show
+        self.context = context
+        self.failed = failed
+        self._lock = threading.Lock()
+        self._waiting: list[T] = []  # at most one: the newest
+
+    def put(self, value: T) -> None:
+        """From any thread: ``value`` is shown next, unless a newer one comes first."""
+        with self._lock:
+            scheduled = bool(self._waiting)
+            self._waiting = [value]
+        if not scheduled:
+            try:
+                self.loop.call_soon_threadsafe(self._deliver, context=self.context)
+            except RuntimeError:  # the loop is closed: the app has ended
+                pass
+
+    def _deliver(self) -> None:
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        if waiting:
+            try:
+                self.show(waiting[0])
+            except Exception as exc:  # not the loop's handler: it logs and goes on
+                self.failed(exc)
