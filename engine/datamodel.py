@@ -254,25 +254,42 @@ class GuestStatus:
         return self.name
 
 
-def _slot_copier(cls: type, changed: str) -> Callable[..., object]:
-    """``copy(obj, value)``: ``dataclasses.replace(obj, <changed>=value)`` for a
+def _slot_copier(cls: type, *changed: str) -> Callable[..., object]:
+    """``copy(obj, *values)``: ``dataclasses.replace(obj, <changed>=value, ...)`` for a
     slotted frozen dataclass without ``__post_init__``, by its slots directly
     (replace looks up every field and goes through ``__init__``: the console
-    renews every running guest's status every second for its uptime)."""
-    names = [f.name for f in fields(cls)]
+    renews every running guest's status every second for its uptime). A field
+    that is not an ``__init__`` one gets its default, as replace gives it."""
     env: dict[str, object] = {"new": object.__new__, "cls": cls}
     body = ""
-    for n in names:
+    for f in fields(cls):
+        n = f.name
         env[f"set_{n}"] = cls.__dict__[n].__set__
-        value = "value" if n == changed else f"old.{n}"
+        if n in changed:
+            value = f"values[{changed.index(n)}]"
+        elif not f.init:
+            if f.default is dataclasses.MISSING:
+                raise TypeError(f"{cls.__name__}.{n}: no default to copy in")
+            env[f"default_{n}"] = f.default
+            value = f"default_{n}"
+        else:
+            value = f"old.{n}"
         body += f"    set_{n}(obj, {value})\n"
-    exec(f"def copy(old, value):\n    obj = new(cls)\n{body}    return obj\n", env)
+    exec(f"def copy(old, *values):\n    obj = new(cls)\n{body}    return obj\n", env)
     return env["copy"]  # type: ignore[return-value]
 
 
 # with_uptime(status, uptime): the same GuestStatus with another uptime
 with_uptime: Callable[[GuestStatus, float | None], GuestStatus] = _slot_copier(
     GuestStatus, "uptime"
+)
+# with_shown(status, cpu_percent, net): the console's steadied figures in (vstui.app.steady)
+with_shown: Callable[[GuestStatus, float, NetStats | None], GuestStatus] = _slot_copier(
+    GuestStatus, "cpu_percent", "net"
+)
+# with_rates(stats, rx_rate, tx_rate)
+with_rates: Callable[[NetStats, float, float], NetStats] = _slot_copier(
+    NetStats, "rx_rate", "tx_rate"
 )
 
 
@@ -311,3 +328,9 @@ class Snapshot:
             index = {x: tuple(g) for x, g in groups.items()}
             object.__setattr__(self, "_by_xid", index)  # a cache, not state
         return index.get(xid, ())
+
+
+# with_rows(snap, procs, guests): the same snapshot with other rows (vstui.app.steady)
+with_rows: Callable[[Snapshot, tuple[ProcRow, ...], tuple[GuestStatus, ...]], Snapshot] = (
+    _slot_copier(Snapshot, "procs", "guests")
+)

@@ -17,6 +17,7 @@ import os
 import time
 
 from engine._record import Record
+from engine.procfs import KeptFile
 
 
 class Totals(Record):
@@ -61,17 +62,18 @@ def totals(proc_root: str = "/proc") -> Totals:
 CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
 
-def memory(proc_root: str = "/proc") -> tuple[int, int]:
+def memory(proc_root: str = "/proc", kept: KeptFile | None = None) -> tuple[int, int]:
     """(used, total) bytes of memory; used = total - available, as procps 4 and htop.
 
     The first lines of /proc/meminfo (engine.procs.scan's reader): psutil's
     virtual_memory parses the whole file and works out a dozen figures the
     console does not show (84 us of its poll every second, against 20).
     psutil where a kernel older than 3.14 has no MemAvailable (it estimates one).
+    ``kept``: the live /proc/meminfo, kept open (the console's poll).
     """
     from engine.procs.scan import read_meminfo
 
-    info = read_meminfo(proc_root, until="MemAvailable")
+    info = read_meminfo(proc_root, until="MemAvailable", kept=kept)
     if "MemTotal" not in info or "MemAvailable" not in info:
         mem = _psutil(proc_root).virtual_memory()
         return mem.total - mem.available, mem.total

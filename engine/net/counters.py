@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from engine.datamodel import NetStats
 from engine.net import state as net_state
 from engine.paths import Paths
-from engine.procfs import read_text
+from engine.procfs import KeptFile, read_text
 
 
 def parse_net_dev(text: str, links: Iterable[str] | None, exclude: Iterable[str] = ()) -> NetStats:
@@ -83,10 +83,13 @@ def guest_side(counts: Counts) -> NetStats:
     )  # fmt: skip
 
 
-def read_net_dev(proc_root: str = "/proc") -> str:
+def read_net_dev(proc_root: str = "/proc", kept: KeptFile | None = None) -> str:
     """A network namespace's /proc/net/dev (that of ``proc_root``'s reader).
     A link's name is any bytes but "/", ":", blanks and NUL (dev_valid_name,
-    net/core/dev.c), chosen by a guest's root for its own links: procfs.read_text."""
+    net/core/dev.c), chosen by a guest's root for its own links: procfs.read_text.
+    ``kept``: the live /proc/net/dev, kept open (the console's poll)."""
+    if kept is not None:
+        return kept.read_text()
     return read_text(os.path.join(proc_root, "net/dev"))
 
 

@@ -10,7 +10,6 @@ value stays unknown. Numbers are never made up.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
@@ -28,9 +27,11 @@ from engine.datamodel import (
     NetStats,
     ProcRow,
     Snapshot,
+    with_rates,
     with_uptime,
 )
 from engine.paths import Paths
+from engine.procfs import KeptFile
 from engine.procs.attribution import (
     UNKNOWN_XID,
     RunInfo,
@@ -39,7 +40,7 @@ from engine.procs.attribution import (
     config_or_error,
 )
 from engine.procs.collect import ProcessTable
-from engine.procs.scan import pid_max
+from engine.procs.scan import live_procfs, pid_max
 from engine.text import visible
 
 # seconds between two readings of a guest's disk use: every backend's reading is
@@ -82,6 +83,8 @@ class Observer:
         self._carried: dict[str, tuple[float, tuple, object, tuple[ProcRow, ...], GuestStatus]] = {}
         # name -> (stat key of NAME.conf, config or None, why it could not be loaded)
         self._configs: dict[str, tuple[FileKey | None, object | None, str | None]] = {}
+        # id(config) -> (config, addresses, flags): see _shown_config
+        self._shown: dict[int, tuple[object | None, tuple[str, ...], tuple[str, ...]]] = {}
         self._idblocks: tuple[FileKey | None, dict[str, int]] | None = None
         self._run_base = os.fspath(paths.run_base)
         self._listed: tuple[list[DirKey | None], list[str]] | None = None  # see _names
@@ -90,6 +93,10 @@ class Observer:
         # KERNEL_EVERY snapshots and keeps its CPU% in between (ProcessTable.refresh)
         self.kernel_threads = True
         self._pid_limit: tuple[float, int] | None = None  # (when read, pid_max)
+        # the host's memory and links, read every second through kept descriptors
+        live = live_procfs(self.proc_root)
+        self._meminfo = KeptFile(os.path.join(self.proc_root, "meminfo")) if live else None
+        self._net_dev_file = KeptFile(os.path.join(self.proc_root, "net/dev")) if live else None
 
     # ------------------------------------------------------------ public
     def snapshot(self) -> Snapshot:
@@ -147,7 +154,7 @@ class Observer:
         missing: list[str] = []
         memory, uptime = Gauge(), None
         try:
-            memory = Gauge(*hoststats.memory(self.proc_root))
+            memory = Gauge(*hoststats.memory(self.proc_root, self._meminfo))
             uptime = hoststats.uptime(self.proc_root)
         except (OSError, RuntimeError) as exc:
             missing.append(f"memory: {exc}")
@@ -191,7 +198,7 @@ class Observer:
         from engine.net.counters import read_net_dev
 
         try:
-            return read_net_dev(self.proc_root), ""
+            return read_net_dev(self.proc_root, self._net_dev_file), ""
         except OSError as exc:
             return None, str(exc)
 
@@ -218,10 +225,10 @@ class Observer:
         if prev is None or taken <= prev[0]:
             return now
         dt = taken - prev[0]
-        return dataclasses.replace(
+        return with_rates(
             now,
-            rx_rate=max(now.rx_bytes - prev[1].rx_bytes, 0) / dt,
-            tx_rate=max(now.tx_bytes - prev[1].tx_bytes, 0) / dt,
+            max(now.rx_bytes - prev[1].rx_bytes, 0) / dt,
+            max(now.tx_bytes - prev[1].tx_bytes, 0) / dt,
         )
 
     # ------------------------------------------------------------ guests
@@ -292,13 +299,14 @@ class Observer:
             else:
                 guest_net = net.get(run.name)
         xid = run.xid if run.xid is not None else getattr(cfg, "context", None)
+        addresses, flags = self._shown_config(cfg)
         return GuestStatus(
             name=run.name,
             xid=xid if xid is not None else UNKNOWN_XID,
             state=self._state(run, running),
             init_pid=run.init_pid if running else None,
-            addresses=tuple(str(a.interface) for a in getattr(cfg, "addresses", ())),
-            flags=tuple(sorted(getattr(cfg, "flags", ()))),
+            addresses=addresses,
+            flags=flags,
             nproc=len(rows),
             cpu_percent=sum(r.cpu_percent for r in rows),
             memory=memory,
@@ -313,6 +321,18 @@ class Observer:
             idmap=self._idmap(run.name, running, cfg),
             userns=getattr(cfg, "userns", None),
         )
+
+    def _shown_config(self, cfg: object | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(addresses, flags) of a configuration as shown, made once per parse of it
+        (_config keeps the parsed object while NAME.conf is unchanged)."""
+        kept = self._shown.get(id(cfg))
+        if kept is None or kept[0] is not cfg:
+            addresses = tuple(str(a.interface) for a in getattr(cfg, "addresses", ()))
+            kept = (cfg, addresses, tuple(sorted(getattr(cfg, "flags", ()))))
+            if len(self._shown) > 2 * len(self._configs) + 16:  # parses of old versions
+                self._shown.clear()
+            self._shown[id(cfg)] = kept
+        return kept[1], kept[2]
 
     def _idmap(self, name: str, running: bool, cfg: Any) -> tuple[int, int] | None:
         """A running guest's id block from its init (the scan read it); a stopped one's

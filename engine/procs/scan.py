@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection
 
-from engine.procfs import split_stat
+from engine.procfs import KeptFile, split_stat
 from engine.text import visible
 
 CLK_TCK: int = os.sysconf("SC_CLK_TCK")
@@ -286,6 +286,7 @@ HOLD_MAX = 4096  # at most this many schedstat descriptors (~4 KiB of kernel mem
 # close cost 13 (do_task_stat runs either way)
 STAT_HOLD_MAX = 1024
 SCHED_SIZE = 128
+MEMINFO_SIZE = 8192  # /proc/meminfo is ~1.5 KB: all of it in one read
 LIST_EVERY = 8  # a repeated scan lists all of /proc at one scan in this many (see _listing)
 TGID_OFFSET = 256 + 2  # fs/proc/base.c: FIRST_PROCESS_ENTRY, then "self" and "thread-self"
 
@@ -311,7 +312,7 @@ class Scanner:
         self._stats: dict[int, int] = {}  # pid -> stat fd, of processes whose schedstat is kept
         # only in the live /proc: a kept descriptor of a file in a recorded tree
         # would read a deleted process on, where /proc's fails (ESRCH)
-        live = gate and _live_procfs(self.proc_root)
+        live = gate and live_procfs(self.proc_root)
         self._hold_stats = STAT_HOLD_MAX if live else 0
         # the live /proc's loadavg, kept open: its last PID says whether any
         # process came since the last listing (see _listing)
@@ -355,11 +356,7 @@ class Scanner:
         open_, read, close, flags = os.open, os.read, os.close, os.O_RDONLY | os.O_CLOEXEC
         blind: list[int] = []
         try:
-            for name in self._listing(dir_fd):
-                if not name.isdigit():
-                    continue
-                pid = int(name)
-                wanted = need_ns if pid in want_nspid else need
+            for pid in self._listing(dir_fd):
                 old = last.get(pid)
                 if (
                     not kernel
@@ -370,8 +367,9 @@ class Scanner:
                     procs[pid] = old
                     blind.append(pid)
                     continue
+                wanted = need_ns if pid in want_nspid else need
                 if gate:
-                    ran = self._ran(pid, name, dir_fd)
+                    ran = self._ran(pid, dir_fd)
                     if (
                         not ran
                         and old is not None
@@ -385,7 +383,7 @@ class Scanner:
                 data = self._read_kept(pid) if pid in self._stats else None
                 if data is None:
                     try:
-                        fd = open_(name + "/stat", flags, dir_fd=dir_fd)
+                        fd = open_(f"{pid}/stat", flags, dir_fd=dir_fd)
                     except OSError:  # gone, or not ours to read
                         continue
                     try:
@@ -413,7 +411,7 @@ class Scanner:
                     static = old.static
                 if static.have & wanted != wanted:
                     try:
-                        reads += static._read(dir_fd, name + "/", wanted & ~static.have,
+                        reads += static._read(dir_fd, f"{pid}/", wanted & ~static.have,
                                               bool(proc.flags & PF_KTHREAD))  # fmt: skip
                     except OSError:  # gone (ENOENT, ESRCH) or unreadable: skip it this time
                         continue
@@ -428,9 +426,10 @@ class Scanner:
         self.blind = frozenset(blind)
         return procs
 
-    def _listing(self, dir_fd: int) -> list[str]:
-        """The names in /proc to look at. In full (os.listdir) at the first scan,
-        at one in LIST_EVERY and when the PIDs wrapped; else, in the live /proc,
+    def _listing(self, dir_fd: int) -> list[int]:
+        """The PIDs in /proc to look at (ints: a name is made only to open a file).
+        In full (os.listdir) at the first scan, at one in LIST_EVERY and when the
+        PIDs wrapped; else, in the live /proc,
         the last scan's processes (a gone one fails its read) and those whose
         PID is above the last PID read before that scan's listing: PIDs are
         handed out upwards (alloc_pid, kernel/pid.c), so none came below it.
@@ -442,7 +441,7 @@ class Scanner:
         since, now = self._since, self._last_pid()
         self._since = now
         if since is None or now is None or now < since or not self._round % LIST_EVERY:
-            return os.listdir(dir_fd)
+            return [int(name) for name in os.listdir(dir_fd) if name.isdigit()]
         pids = list(self._last)  # all of them: some may be above ``since``, from before a wrap
         if now != since:
             os.lseek(dir_fd, TGID_OFFSET + since + 1, os.SEEK_SET)
@@ -450,7 +449,7 @@ class Scanner:
             new = [int(n) for n in os.listdir(dir_fd) if n.isdigit() and int(n) not in known]
             if new:  # the offset's listing; it rewinds when done
                 pids = sorted(pids + new)
-        return [str(pid) for pid in pids]
+        return pids
 
     def _last_pid(self) -> int | None:
         """The last PID handed out in this PID namespace (loadavg's last field),
@@ -491,7 +490,7 @@ class Scanner:
         else:
             os.close(fd)
 
-    def _ran(self, pid: int, name: str, dir_fd: int) -> bool:
+    def _ran(self, pid: int, dir_fd: int) -> bool:
         """Whether ``pid`` ran since the last scan (True when it cannot tell): its
         schedstat read now, through the descriptor kept from the last scan. Read
         before its stat line, so that a run in between is seen at the next scan.
@@ -503,9 +502,11 @@ class Scanner:
                 now = os.pread(held[0], SCHED_SIZE, 0)
             except OSError:
                 now = b""
+            if now == held[1]:  # most processes, most seconds: nothing to keep anew
+                return False
             if now:
                 self._sched[pid] = (held[0], now)
-                return now != held[1]
+                return True
             os.close(held[0])
             del self._sched[pid]
             if pid in self._stats:  # bound to the same process, gone too
@@ -513,7 +514,7 @@ class Scanner:
         if len(self._sched) >= self._hold_max:
             return True
         try:
-            fd = os.open(name + "/schedstat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+            fd = os.open(f"{pid}/schedstat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
         except OSError:  # gone, or a tree without schedstat: read stat every time
             return True
         try:
@@ -551,7 +552,7 @@ class Scanner:
             self.close()
 
 
-def _live_procfs(proc_root: str) -> bool:
+def live_procfs(proc_root: str) -> bool:
     """Whether ``proc_root`` is the procfs of this process's PID namespace (its
     ``self`` names this process), not a recorded tree."""
     try:
@@ -591,21 +592,29 @@ def read_uptime(proc_root: str = "/proc") -> float:
         return float(f.read().split()[0])
 
 
-def read_meminfo(proc_root: str = "/proc", until: str = "") -> dict[str, int]:
+def read_meminfo(
+    proc_root: str = "/proc", until: str = "", kept: KeptFile | None = None
+) -> dict[str, int]:
     """/proc/meminfo in bytes, by key (MemTotal, MemAvailable, ...); with
-    ``until``, the lines up to that key only (the console's poll wants two)."""
+    ``until``, the lines up to that key only (the console's poll wants two).
+    ``kept``: the live /proc/meminfo, read through its kept descriptor."""
+    if kept is not None:
+        data = kept.read(MEMINFO_SIZE)
+    else:
+        with open(os.path.join(proc_root, "meminfo"), "rb") as f:
+            data = f.read()
     out: dict[str, int] = {}
-    with open(os.path.join(proc_root, "meminfo"), "rb") as f:
-        for line in f:
-            key, _, rest = line.partition(b":")
-            parts = rest.split()
-            if parts:
-                value = int(parts[0])
-                if len(parts) > 1 and parts[1] == b"kB":
-                    value *= 1024
-                out[key.decode()] = value
-                if until and key == until.encode():
-                    break
+    stop = until.encode()
+    for line in data.splitlines():
+        key, _, rest = line.partition(b":")
+        parts = rest.split()
+        if parts:
+            value = int(parts[0])
+            if len(parts) > 1 and parts[1] == b"kB":
+                value *= 1024
+            out[key.decode()] = value
+            if stop and key == stop:
+                break
     return out
 
 

@@ -250,3 +250,32 @@ def test_with_uptime_is_dataclasses_replace_of_the_uptime() -> None:
     moved = with_uptime(g, 6.0)
     assert moved == dataclasses.replace(g, uptime=6.0) and type(moved) is GuestStatus
     assert g.uptime == 5.0
+
+
+def test_the_steadier_copies_are_dataclasses_replace() -> None:
+    """with_shown, with_rates and with_rows (the console's copies, by slots) give
+    what dataclasses.replace gives; a snapshot's procs-by-xid cache is not
+    carried over to other rows."""
+    import dataclasses
+
+    from engine.datamodel import (
+        Gauge,
+        GuestStatus,
+        NetStats,
+        Snapshot,
+        with_rates,
+        with_rows,
+        with_shown,
+    )
+
+    net = NetStats(1, 2, 3, 4, 5, 6, 7.0, 8.0)
+    assert with_rates(net, 9.0, 10.0) == dataclasses.replace(net, rx_rate=9.0, tx_rate=10.0)
+    g = GuestStatus("web", 40001, "running", 7, ("10.0.0.2",), ("lock",), 2, 1.5,
+                    Gauge(1, 2), Gauge(3, None), Gauge(), Gauge(), net, None, 1000, 5.0,
+                    ("disk",), (100000, 65536), True)  # fmt: skip
+    other = with_rates(net, 0.0, 0.0)
+    assert with_shown(g, 2.5, other) == dataclasses.replace(g, cpu_percent=2.5, net=other)
+    snap = Snapshot(1.0, 2.0, (g,), (), 4, ("an error",))
+    assert snap.procs_of(0) == () and snap._by_xid is not None
+    copied = with_rows(snap, (), (g, g))
+    assert copied == dataclasses.replace(snap, guests=(g, g)) and copied._by_xid is None

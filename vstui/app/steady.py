@@ -22,12 +22,20 @@ untouched for everything but the display.
 
 from __future__ import annotations
 
-import dataclasses
 import operator
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from engine.datamodel import GuestStatus, NetStats, ProcRow, Snapshot, with_cpu_percent
+from engine.datamodel import (
+    GuestStatus,
+    NetStats,
+    ProcRow,
+    Snapshot,
+    with_cpu_percent,
+    with_rates,
+    with_rows,
+    with_shown,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +92,7 @@ class Steadier:
         # the same objects: GuestStatus equality compares every field, gauges and all
         if procs is snap.procs and all(map(operator.is_, guests, snap.guests)):
             return snap
-        return dataclasses.replace(snap, procs=procs, guests=guests)
+        return with_rows(snap, procs, guests)
 
     def _procs(self, rows: tuple[ProcRow, ...]) -> tuple[ProcRow, ...]:
         old, new = self._cpu, {}
@@ -109,14 +117,10 @@ class Steadier:
     def _guest(self, g: GuestStatus) -> GuestStatus:
         cpu = settle(self._guest_cpu.get(g.name), g.cpu_percent, CPU)
         self._guest_cpu[g.name] = cpu
-        changes: dict[str, object] = {}
-        if cpu[0] != g.cpu_percent:
-            changes["cpu_percent"] = cpu[0]
-        if g.net is not None:
-            net = self._net(g.name, g.net)
-            if net is not g.net:
-                changes["net"] = net
-        return dataclasses.replace(g, **changes) if changes else g
+        net = g.net if g.net is None else self._net(g.name, g.net)
+        if cpu[0] == g.cpu_percent and net is g.net:
+            return g
+        return with_shown(g, cpu[0], net)
 
     def _net(self, name: str, net: NetStats) -> NetStats:
         rx = settle(self._rates.get((name, "rx")), net.rx_rate, RATE)
@@ -124,4 +128,4 @@ class Steadier:
         self._rates[(name, "rx")], self._rates[(name, "tx")] = rx, tx
         if (rx[0], tx[0]) == (net.rx_rate, net.tx_rate):
             return net
-        return dataclasses.replace(net, rx_rate=rx[0], tx_rate=tx[0])
+        return with_rates(net, rx[0], tx[0])
