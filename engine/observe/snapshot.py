@@ -83,8 +83,8 @@ class Observer:
         self._carried: dict[str, tuple[float, tuple, object, tuple[ProcRow, ...], GuestStatus]] = {}
         # name -> (stat key of NAME.conf, config or None, why it could not be loaded)
         self._configs: dict[str, tuple[FileKey | None, object | None, str | None]] = {}
-        # id(config) -> (config, addresses, flags): see _shown_config
-        self._shown: dict[int, tuple[object | None, tuple[str, ...], tuple[str, ...]]] = {}
+        # name -> (config, addresses, flags): see _shown_config
+        self._shown: dict[str, tuple[object | None, tuple[str, ...], tuple[str, ...]]] = {}
         self._idblocks: tuple[FileKey | None, dict[str, int]] | None = None
         self._run_base = os.fspath(paths.run_base)
         self._listed: tuple[list[DirKey | None], list[str]] | None = None  # see _names
@@ -121,7 +121,8 @@ class Observer:
             if why:  # one line per broken NAME.conf; the other guests go on
                 errors.append(f"{name}: configuration skipped: {why}")
         if len(self._memory) > len(names):  # deleted guests: forget what was kept for them
-            for cache in (self._memory, self._limits, self._disk, self._configs, self._carried):
+            for cache in (self._memory, self._limits, self._disk, self._configs, self._carried,
+                          self._shown):  # fmt: skip
                 for gone in cache.keys() - set(names):
                     del cache[gone]
         return Snapshot(
@@ -299,7 +300,7 @@ class Observer:
             else:
                 guest_net = net.get(run.name)
         xid = run.xid if run.xid is not None else getattr(cfg, "context", None)
-        addresses, flags = self._shown_config(cfg)
+        addresses, flags = self._shown_config(run.name, cfg)
         return GuestStatus(
             name=run.name,
             xid=xid if xid is not None else UNKNOWN_XID,
@@ -322,16 +323,16 @@ class Observer:
             userns=getattr(cfg, "userns", None),
         )
 
-    def _shown_config(self, cfg: object | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(addresses, flags) of a configuration as shown, made once per parse of it
-        (_config keeps the parsed object while NAME.conf is unchanged)."""
-        kept = self._shown.get(id(cfg))
+    def _shown_config(
+        self, name: str, cfg: object | None
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(addresses, flags) of a guest's configuration as shown, made again only
+        for a new parse of it (_config keeps the parsed object while NAME.conf
+        is unchanged)."""
+        kept = self._shown.get(name)
         if kept is None or kept[0] is not cfg:
             addresses = tuple(str(a.interface) for a in getattr(cfg, "addresses", ()))
-            kept = (cfg, addresses, tuple(sorted(getattr(cfg, "flags", ()))))
-            if len(self._shown) > 2 * len(self._configs) + 16:  # parses of old versions
-                self._shown.clear()
-            self._shown[id(cfg)] = kept
+            kept = self._shown[name] = (cfg, addresses, tuple(sorted(getattr(cfg, "flags", ()))))
         return kept[1], kept[2]
 
     def _idmap(self, name: str, running: bool, cfg: Any) -> tuple[int, int] | None:
