@@ -61,11 +61,12 @@ class KeptFile:
         self._fd: int | None = None
 
     def read(self, size: int = READ_SIZE) -> bytes:
-        """The file from its start: ``size`` bytes at most, else all of it."""
+        """All of the file from its start, in reads of ``size`` bytes (one
+        read when it is shorter)."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         chunks = [os.pread(self._fd, size, 0)]
-        while len(chunks[-1]) == size == READ_SIZE:  # a long one: the rest of it
+        while len(chunks[-1]) == size:  # a full read: there may be more
             chunks.append(os.pread(self._fd, size, size * len(chunks)))
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 

@@ -286,7 +286,7 @@ HOLD_MAX = 4096  # at most this many schedstat descriptors (~4 KiB of kernel mem
 # close cost 13 (do_task_stat runs either way)
 STAT_HOLD_MAX = 1024
 SCHED_SIZE = 128
-MEMINFO_SIZE = 8192  # /proc/meminfo is ~1.5 KB: all of it in one read
+MEMINFO_SIZE = 8192  # /proc/meminfo is ~1.5 KB: one read
 LIST_EVERY = 8  # a repeated scan lists all of /proc at one scan in this many (see _listing)
 TGID_OFFSET = 256 + 2  # fs/proc/base.c: FIRST_PROCESS_ENTRY, then "self" and "thread-self"
 

@@ -390,6 +390,7 @@ def test_a_kept_file_is_read_from_its_start_each_time_and_to_its_end(tmp_path: P
     long = tmp_path / "long"  # longer than one read
     long.write_bytes(bytes(range(256)) * 1000)
     assert KeptFile(str(long)).read() == long.read_bytes()
+    assert KeptFile(str(long)).read(4096) == long.read_bytes()  # any read size: all of it
 
 
 # ------------------------------------------------------------------ signals
